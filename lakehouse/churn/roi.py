@@ -1,0 +1,500 @@
+"""A/B test analysis and ROI of the churn model (pure functions, Polars in/out).
+
+Seed case study (B2B SaaS, 90-day test)
+---------------------------------------
+High-risk customers (churn score > 0.65) are split 50/50 by a deterministic
+hash into *treatment* (contacted by Customer Success) and *control* (not
+contacted).  Seed figures: monthly churn 2.9 % treatment vs 4.1 % control,
+absolute reduction 1.2 points, 90 retained customers/month, value = retained x
+LTV 3,000 EUR = 270,000 EUR/month, model cost 8,000 EUR/month,
+ROI = (value - cost) / cost = (270,000 - 8,000) / 8,000 = 32.75 ("32x").
+
+Statistical conventions (one approach, used everywhere in this module)
+---------------------------------------------------------------------
+* Outcomes are observed over the 90-day test window: ``p_t``, ``p_c`` are the
+  90-day churn proportions of each arm.
+* Monthly rates use the constant-hazard conversion
+  ``m(p) = 1 - (1 - p) ** (1/3)`` (three monthly periods in 90 days).
+* Effects are signed so that a *positive* number means treatment churns less:
+  ``absolute_reduction = m(p_c) - m(p_t)`` (monthly, as a proportion, 0.012 is
+  1.2 points); ``relative_reduction = absolute_reduction / m(p_c)``.
+* Hypothesis test: two-sided two-proportion z-test on the 90-day proportions
+  with the pooled standard error; ``z = (p_c - p_t) / se_pooled``.
+* Confidence intervals (unpooled SEs, ``confidence`` level, default 95 %):
+  - ``ci_low_90d`` / ``ci_high_90d``: Wald interval of the 90-day difference
+    ``p_c - p_t`` with ``se = sqrt(p_t(1-p_t)/n_t + p_c(1-p_c)/n_c)``.
+  - ``ci_low`` / ``ci_high``: interval of the *monthly* absolute reduction
+    ``m(p_c) - m(p_t)`` by the delta method,
+    ``se_m = sqrt(m'(p_c)^2 p_c(1-p_c)/n_c + m'(p_t)^2 p_t(1-p_t)/n_t)`` with
+    ``m'(p) = (1 - p) ** (-2/3) / 3``.  Both intervals are centred on their
+    own point estimate, so each contains it.
+* Sample size: classic (Fleiss, no continuity correction) formula per arm to
+  detect the observed 90-day difference at two-sided ``alpha = 1 -
+  confidence`` and the given power::
+
+      n = (z_{1-a/2} sqrt(2 pbar (1-pbar)) + z_{power} sqrt(p_t(1-p_t) + p_c(1-p_c)))^2
+          / (p_c - p_t)^2,          pbar = (p_t + p_c) / 2,
+
+  rounded up; ``None`` when the observed difference is exactly zero.
+* Economics: the customers contacted each month are the treatment arm, so
+  ``retained_per_month = absolute_reduction * n_treatment``,
+  ``value_per_month_eur = retained_per_month * ltv_eur`` and
+  ``roi = (value - cost) / cost``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any, Mapping
+
+import polars as pl
+
+TREATMENT = "treatment"
+CONTROL = "control"
+ARMS = (TREATMENT, CONTROL)
+
+# The seed case study's headline figures, keyed by AbTestResult field names,
+# in the same units as AbTestResult (proportions, EUR, ROI multiple).
+SEED_REFERENCE: dict[str, float] = {
+    "monthly_rate_treatment": 0.029,
+    "monthly_rate_control": 0.041,
+    "absolute_reduction": 0.012,
+    "relative_reduction": 0.012 / 0.041,
+    "retained_per_month": 90.0,
+    "value_per_month_eur": 270_000.0,
+    "cost_per_month_eur": 8_000.0,
+    "roi": (270_000.0 - 8_000.0) / 8_000.0,  # 32.75, quoted as "32x"
+}
+
+_STD_NORMAL = NormalDist()
+
+
+# --------------------------------------------------------------------------
+# Deterministic hashing
+# --------------------------------------------------------------------------
+def _stable_unit(salt: str, customer_id: Any) -> float:
+    """Uniform [0, 1) from blake2b of ``f"{salt}:{customer_id}"`` (53 bits)."""
+    digest = hashlib.blake2b(f"{salt}:{customer_id}".encode("utf-8"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 11) / float(1 << 53)
+
+
+def hash_uniform(customer_ids: pl.Series, salt: str) -> pl.Series:
+    """Stable per-customer uniform draws in [0, 1).
+
+    Uses ``hashlib.blake2b`` of ``f"{salt}:{customer_id}"`` (never Python's
+    randomised ``hash()``), so the value depends only on ``(salt, id)``: it is
+    identical across processes, machines and row orders.
+    """
+    if customer_ids.null_count():
+        raise ValueError("customer_ids contains nulls; every customer needs an id to be hashed")
+    values = [_stable_unit(salt, cid) for cid in customer_ids.to_list()]
+    return pl.Series("hash_uniform", values, dtype=pl.Float64)
+
+
+def assign_arms(customer_ids: pl.Series, salt: str) -> pl.Series:
+    """Deterministic ~50/50 split: ``"treatment"`` if hash_uniform < 0.5 else ``"control"``."""
+    u = hash_uniform(customer_ids, salt)
+    arms = [TREATMENT if x < 0.5 else CONTROL for x in u.to_list()]
+    return pl.Series("arm", arms, dtype=pl.String)
+
+
+# --------------------------------------------------------------------------
+# Synthetic world: the intervention
+# --------------------------------------------------------------------------
+def simulate_contact(outcomes: pl.DataFrame, true_relative_effect: float, salt: str) -> pl.DataFrame:
+    """Apply Customer Success contact to the treatment arm of a synthetic world.
+
+    ``outcomes`` has ``customer_id``, ``arm`` and ``churned_90d`` (what happened
+    *without* contact).  A treatment customer who churned is saved
+    (``churned_90d -> False``) when
+    ``hash_uniform(customer_id, salt + ":contact") < true_relative_effect``, so
+    in expectation the treatment churn rate becomes
+    ``p * (1 - true_relative_effect)``.  Control rows, and treatment rows that
+    did not churn, are unchanged; other columns are passed through.
+    """
+    _require_columns(outcomes, ("customer_id", "arm", "churned_90d"), "simulate_contact")
+    if not 0.0 <= true_relative_effect <= 1.0:
+        raise ValueError(f"true_relative_effect must be in [0, 1], got {true_relative_effect}")
+    _check_arm_labels(outcomes)
+    u = hash_uniform(outcomes["customer_id"], f"{salt}:contact")
+    saved = (pl.col("arm") == TREATMENT) & pl.col("churned_90d") & (pl.col("_u") < true_relative_effect)
+    return (
+        outcomes.with_columns(u.alias("_u"))
+        .with_columns(pl.when(saved).then(False).otherwise(pl.col("churned_90d")).alias("churned_90d"))
+        .drop("_u")
+    )
+
+
+# --------------------------------------------------------------------------
+# Analysis
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AbTestResult:
+    """Result of :func:`analyse_ab_test` (see module docstring for formulas).
+
+    Rates and reductions are proportions (0.012 == 1.2 points).  ``ci_low`` /
+    ``ci_high`` bound the monthly ``absolute_reduction`` (delta method);
+    ``ci_low_90d`` / ``ci_high_90d`` bound ``absolute_reduction_90d`` (Wald).
+    """
+
+    n_treatment: int
+    n_control: int
+    churned_treatment: int
+    churned_control: int
+    churn_rate_treatment: float  # 90-day
+    churn_rate_control: float  # 90-day
+    monthly_rate_treatment: float
+    monthly_rate_control: float
+    absolute_reduction: float  # monthly, control - treatment
+    relative_reduction: float  # absolute_reduction / monthly_rate_control
+    ci_low: float  # monthly absolute reduction, delta method
+    ci_high: float
+    z_stat: float  # (p_c - p_t) / pooled SE, 90-day
+    p_value: float  # two-sided
+    required_n_per_arm: int | None
+    retained_per_month: float
+    value_per_month_eur: float
+    cost_per_month_eur: float
+    roi: float
+    absolute_reduction_90d: float  # p_c - p_t
+    ci_low_90d: float  # Wald, unpooled SE
+    ci_high_90d: float
+    confidence: float
+    power: float
+    ltv_eur: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def monthly_rate(p_90d: float) -> float:
+    """Constant-hazard conversion of a 90-day churn proportion to a monthly one."""
+    if not 0.0 <= p_90d <= 1.0:
+        raise ValueError(f"a churn proportion must be in [0, 1], got {p_90d}")
+    return 1.0 - (1.0 - p_90d) ** (1.0 / 3.0)
+
+
+def _monthly_rate_derivative(p_90d: float) -> float:
+    # d/dp [1 - (1-p)^(1/3)] = (1-p)^(-2/3) / 3; infinite at p == 1.
+    return math.inf if p_90d >= 1.0 else (1.0 - p_90d) ** (-2.0 / 3.0) / 3.0
+
+
+def two_proportion_ztest(x_t: int, n_t: int, x_c: int, n_c: int) -> tuple[float, float]:
+    """Two-sided pooled two-proportion z-test; returns ``(z, p_value)``.
+
+    ``z = (p_c - p_t) / sqrt(pbar (1 - pbar) (1/n_t + 1/n_c))`` with
+    ``pbar = (x_t + x_c) / (n_t + n_c)``; positive when treatment churns less.
+    """
+    _check_counts(x_t, n_t, TREATMENT)
+    _check_counts(x_c, n_c, CONTROL)
+    p_t, p_c = x_t / n_t, x_c / n_c
+    pbar = (x_t + x_c) / (n_t + n_c)
+    se = math.sqrt(pbar * (1.0 - pbar) * (1.0 / n_t + 1.0 / n_c))
+    if se == 0.0:  # pbar is 0 or 1: both arms identical, no evidence of a difference
+        return 0.0, 1.0
+    z = (p_c - p_t) / se
+    p_value = math.erfc(abs(z) / math.sqrt(2.0))  # == 2 * (1 - Phi(|z|)), without cancellation
+    return z, p_value
+
+
+def required_sample_size_per_arm(p_t: float, p_c: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Classic per-arm sample size (two-sided ``alpha``, ``power``), no continuity correction.
+
+    Returns ``None`` when ``p_t == p_c`` (no finite sample detects a null effect).
+    """
+    if not 0.0 < alpha < 1.0 or not 0.0 < power < 1.0:
+        raise ValueError(f"alpha and power must be in (0, 1), got alpha={alpha}, power={power}")
+    diff = p_c - p_t
+    if diff == 0.0:
+        return None
+    z_a = _STD_NORMAL.inv_cdf(1.0 - alpha / 2.0)
+    z_b = _STD_NORMAL.inv_cdf(power)
+    pbar = (p_t + p_c) / 2.0
+    numerator = (
+        z_a * math.sqrt(2.0 * pbar * (1.0 - pbar)) + z_b * math.sqrt(p_t * (1.0 - p_t) + p_c * (1.0 - p_c))
+    ) ** 2
+    # Round before ceil so float noise (e.g. 434.0000000001) does not add a customer.
+    return int(math.ceil(round(numerator / diff**2, 9)))
+
+
+def roi_economics(
+    absolute_reduction_monthly: float,
+    n_contacted: int,
+    *,
+    ltv_eur: float,
+    model_cost_eur_per_month: float,
+) -> tuple[float, float, float]:
+    """``(retained_per_month, value_per_month_eur, roi)``.
+
+    retained = monthly absolute reduction x customers contacted; value =
+    retained x LTV; ROI = (value - cost) / cost.  Seed: 0.012 x 7,500 = 90,
+    90 x 3,000 = 270,000 EUR, (270,000 - 8,000) / 8,000 = 32.75.
+    """
+    if model_cost_eur_per_month <= 0:
+        raise ValueError(f"model_cost_eur_per_month must be > 0 for an ROI, got {model_cost_eur_per_month}")
+    retained = absolute_reduction_monthly * n_contacted
+    value = retained * ltv_eur
+    roi = (value - model_cost_eur_per_month) / model_cost_eur_per_month
+    return retained, value, roi
+
+
+def analyse_ab_test(
+    outcomes: pl.DataFrame,
+    *,
+    ltv_eur: float,
+    model_cost_eur_per_month: float,
+    confidence: float = 0.95,
+    power: float = 0.8,
+) -> AbTestResult:
+    """Analyse a churn A/B test.
+
+    ``outcomes`` has ``arm`` ("treatment"/"control") and ``churned_90d``
+    (bool).  Raises ``ValueError`` if a column is missing, an arm label is
+    unknown, ``churned_90d`` has nulls, or an arm is empty.
+    """
+    _require_columns(outcomes, ("arm", "churned_90d"), "analyse_ab_test")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_arm_labels(outcomes)
+    if outcomes["churned_90d"].null_count():
+        raise ValueError("churned_90d contains nulls; every customer needs an observed outcome")
+
+    counts = (
+        outcomes.select(pl.col("arm"), pl.col("churned_90d").cast(pl.Boolean))
+        .group_by("arm")
+        .agg(pl.len().alias("n"), pl.col("churned_90d").sum().alias("churned"))
+    )
+    by_arm = {row["arm"]: (int(row["n"]), int(row["churned"])) for row in counts.iter_rows(named=True)}
+    empty = [arm for arm in ARMS if by_arm.get(arm, (0, 0))[0] == 0]
+    if empty:
+        raise ValueError(
+            f"A/B test arm(s) {empty} have no customers; need both 'treatment' and 'control' "
+            f"(got counts {({a: by_arm.get(a, (0, 0))[0] for a in ARMS})})"
+        )
+    n_t, x_t = by_arm[TREATMENT]
+    n_c, x_c = by_arm[CONTROL]
+    p_t, p_c = x_t / n_t, x_c / n_c
+    m_t, m_c = monthly_rate(p_t), monthly_rate(p_c)
+    abs_red = m_c - m_t
+    rel_red = abs_red / m_c if m_c > 0 else math.nan
+
+    z_crit = _STD_NORMAL.inv_cdf(0.5 + confidence / 2.0)
+
+    diff_90 = p_c - p_t
+    se_90 = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+    ci_low_90, ci_high_90 = diff_90 - z_crit * se_90, diff_90 + z_crit * se_90
+
+    var_m = 0.0
+    for p, n in ((p_t, n_t), (p_c, n_c)):
+        if p * (1 - p) > 0:  # avoids inf * 0 at p == 1
+            var_m += _monthly_rate_derivative(p) ** 2 * p * (1 - p) / n
+    se_m = math.sqrt(var_m)
+    ci_low, ci_high = abs_red - z_crit * se_m, abs_red + z_crit * se_m
+
+    z, p_value = two_proportion_ztest(x_t, n_t, x_c, n_c)
+    req_n = required_sample_size_per_arm(p_t, p_c, alpha=1.0 - confidence, power=power)
+    retained, value, roi = roi_economics(
+        abs_red, n_t, ltv_eur=ltv_eur, model_cost_eur_per_month=model_cost_eur_per_month
+    )
+    return AbTestResult(
+        n_treatment=n_t,
+        n_control=n_c,
+        churned_treatment=x_t,
+        churned_control=x_c,
+        churn_rate_treatment=p_t,
+        churn_rate_control=p_c,
+        monthly_rate_treatment=m_t,
+        monthly_rate_control=m_c,
+        absolute_reduction=abs_red,
+        relative_reduction=rel_red,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        z_stat=z,
+        p_value=p_value,
+        required_n_per_arm=req_n,
+        retained_per_month=retained,
+        value_per_month_eur=value,
+        cost_per_month_eur=float(model_cost_eur_per_month),
+        roi=roi,
+        absolute_reduction_90d=diff_90,
+        ci_low_90d=ci_low_90,
+        ci_high_90d=ci_high_90,
+        confidence=confidence,
+        power=power,
+        ltv_eur=float(ltv_eur),
+    )
+
+
+# --------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _pt(x: float) -> str:
+    return f"{100 * x:.2f} pt"
+
+
+def _eur(x: float) -> str:
+    return f"{x:,.0f} EUR"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.1f}"
+
+
+def _times(x: float) -> str:
+    return f"{x:.2f}x"
+
+
+def _int(x: Any) -> str:
+    return "n/a" if x is None else f"{int(x):,}"
+
+
+def _pvalue(x: float) -> str:
+    return f"{x:.3g}" if x >= 1e-4 else f"{x:.2e}"
+
+
+# (field name, label, formatter) rows of the report, in display order.
+_REPORT_ROWS: tuple[tuple[str, str, Any], ...] = (
+    ("n_treatment", "Customers, treatment", _int),
+    ("n_control", "Customers, control", _int),
+    ("churn_rate_treatment", "90-day churn, treatment", _pct),
+    ("churn_rate_control", "90-day churn, control", _pct),
+    ("monthly_rate_treatment", "Monthly churn, treatment", _pct),
+    ("monthly_rate_control", "Monthly churn, control", _pct),
+    ("absolute_reduction", "Absolute reduction (monthly)", _pt),
+    ("relative_reduction", "Relative reduction (monthly)", _pct),
+    ("ci_monthly", "CI of monthly reduction (delta method)", None),
+    ("absolute_reduction_90d", "Absolute reduction (90-day)", _pt),
+    ("ci_90d", "CI of 90-day reduction (Wald)", None),
+    ("z_stat", "z (pooled two-proportion test)", lambda x: f"{x:.3f}"),
+    ("p_value", "p-value (two-sided)", _pvalue),
+    ("required_n_per_arm", "Required n per arm", _int),
+    ("retained_per_month", "Retained customers / month", _num),
+    ("value_per_month_eur", "Value / month", _eur),
+    ("cost_per_month_eur", "Model cost / month", _eur),
+    ("roi", "ROI (value - cost) / cost", _times),
+)
+
+
+def report_markdown(result: AbTestResult, seed_reference: Mapping[str, Any] | None = None) -> str:
+    """Markdown table ``Metric | Ours | Seed`` (e.g. for Dagster ``MetadataValue.md``).
+
+    ``seed_reference`` maps :class:`AbTestResult` field names (see
+    :data:`SEED_REFERENCE`) to the seed's figures; numbers are formatted like
+    ours (same units: proportions, EUR, ROI multiple), strings are shown
+    verbatim, missing metrics show as an em dash.
+    """
+    seed = dict(seed_reference or {})
+    level = f"{100 * result.confidence:g}%"
+    lines = ["| Metric | Ours | Seed |", "|---|---:|---:|"]
+    for field, label, fmt in _REPORT_ROWS:
+        if field == "ci_monthly":
+            ours = f"[{_pt(result.ci_low)}, {_pt(result.ci_high)}]"
+            label = f"{level} {label}"
+        elif field == "ci_90d":
+            ours = f"[{_pt(result.ci_low_90d)}, {_pt(result.ci_high_90d)}]"
+            label = f"{level} {label}"
+        else:
+            ours = fmt(getattr(result, field))
+        ref = seed.get(field)
+        if ref is None:
+            theirs = "—"
+        elif isinstance(ref, str):
+            theirs = ref
+        else:
+            theirs = fmt(ref) if fmt is not None else str(ref)
+        lines.append(f"| {label} | {ours} | {theirs} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------
+def wilson_interval(x: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``x / n``."""
+    _check_counts(x, n, "wilson_interval")
+    z = _STD_NORMAL.inv_cdf(0.5 + confidence / 2.0)
+    p = x / n
+    denom = 1.0 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def plot_ab_test(result: AbTestResult, path: str | Path) -> Path:
+    """PNG bar chart of monthly churn per arm with per-arm Wilson CIs; returns ``path``.
+
+    The Wilson interval is computed on the 90-day proportion and mapped through
+    the (monotone) monthly transform, so it is exact on the monthly scale.
+    Uses the object-oriented Agg canvas: no pyplot global state, no display.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arms = [
+        ("Treatment (contacted)", result.churned_treatment, result.n_treatment, result.monthly_rate_treatment, "#2a9d8f"),
+        ("Control", result.churned_control, result.n_control, result.monthly_rate_control, "#e76f51"),
+    ]
+    labels, heights, lower, upper, colours = [], [], [], [], []
+    for label, x, n, m, colour in arms:
+        lo, hi = wilson_interval(x, n, result.confidence)
+        m_lo, m_hi = monthly_rate(lo), monthly_rate(hi)
+        labels.append(label)
+        heights.append(100 * m)
+        lower.append(100 * max(0.0, m - m_lo))
+        upper.append(100 * max(0.0, m_hi - m))
+        colours.append(colour)
+
+    fig = Figure(figsize=(6, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(labels, heights, yerr=[lower, upper], capsize=8, color=colours)
+    for i, h in enumerate(heights):
+        ax.text(i, h / 2, f"{h:.2f}%", ha="center", va="center", color="white", fontsize=12, fontweight="bold")
+    ax.set_ylabel("Monthly churn rate (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"Churn A/B test: -{100 * result.absolute_reduction:.2f} pt/month, "
+        f"p={_pvalue(result.p_value)}\nROI {result.roi:.1f}x "
+        f"({_eur(result.value_per_month_eur)} value vs {_eur(result.cost_per_month_eur)} cost / month)",
+        fontsize=10,
+    )
+    ax.text(
+        0.99, 0.01, f"error bars: {100 * result.confidence:g}% Wilson CI per arm",
+        transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="grey",
+    )
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------
+def _require_columns(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {missing}; got {df.columns}")
+
+
+def _check_arm_labels(df: pl.DataFrame) -> None:
+    labels = set(df["arm"].unique().to_list())
+    unknown = labels - set(ARMS)
+    if unknown:
+        raise ValueError(f"arm must be 'treatment' or 'control'; found {sorted(map(str, unknown))}")
+
+
+def _check_counts(x: int, n: int, where: str) -> None:
+    if n <= 0:
+        raise ValueError(f"{where}: arm is empty (n={n})")
+    if not 0 <= x <= n:
+        raise ValueError(f"{where}: churned count {x} outside [0, {n}]")
