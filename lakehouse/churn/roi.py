@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from datetime import timedelta
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -59,16 +60,6 @@ ARMS = (TREATMENT, CONTROL)
 
 # The seed case study's headline figures, keyed by AbTestResult field names,
 # in the same units as AbTestResult (proportions, EUR, ROI multiple).
-SEED_REFERENCE: dict[str, float] = {
-    "monthly_rate_treatment": 0.029,
-    "monthly_rate_control": 0.041,
-    "absolute_reduction": 0.012,
-    "relative_reduction": 0.012 / 0.041,
-    "retained_per_month": 90.0,
-    "value_per_month_eur": 270_000.0,
-    "cost_per_month_eur": 8_000.0,
-    "roi": (270_000.0 - 8_000.0) / 8_000.0,  # 32.75, quoted as "32x"
-}
 
 _STD_NORMAL = NormalDist()
 
@@ -105,6 +96,18 @@ def assign_arms(customer_ids: pl.Series, salt: str) -> pl.Series:
 # --------------------------------------------------------------------------
 # Synthetic world: the intervention
 # --------------------------------------------------------------------------
+def enrol_cohort(scored: pl.DataFrame, *, threshold: float, first_week, weeks: int) -> pl.DataFrame:
+    """Customers flagged high-risk (score > threshold) on any weekly list of the enrolment
+    window, each enrolled at their first flag with the 90-day outcome that follows it."""
+    last_week = first_week + timedelta(weeks=weeks - 1)
+    flagged = scored.filter(
+        (pl.col("snapshot_date") >= first_week) & (pl.col("snapshot_date") <= last_week) & (pl.col("score") > threshold)
+    )
+    return flagged.sort("snapshot_date").unique("customer_id", keep="first", maintain_order=True).select(
+        "customer_id", "snapshot_date", "score", "churned_90d"
+    )
+
+
 def simulate_contact(outcomes: pl.DataFrame, true_relative_effect: float, salt: str) -> pl.DataFrame:
     """Apply Customer Success contact to the treatment arm of a synthetic world.
 
@@ -387,7 +390,7 @@ def report_markdown(result: AbTestResult, seed_reference: Mapping[str, Any] | No
     """Markdown table ``Metric | Ours | Seed`` (e.g. for Dagster ``MetadataValue.md``).
 
     ``seed_reference`` maps :class:`AbTestResult` field names (see
-    :data:`SEED_REFERENCE`) to the seed's figures; numbers are formatted like
+    :data:`lakehouse.churn.config.SEED_AB_REFERENCE`) to the seed's figures; numbers are formatted like
     ours (same units: proportions, EUR, ROI multiple), strings are shown
     verbatim, missing metrics show as an em dash.
     """

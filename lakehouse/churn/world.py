@@ -106,8 +106,8 @@ def _draw_customers(rng: np.random.Generator, cfg: WorldConfig, days: int) -> _C
 def generate_world(cfg: WorldConfig, progress: bool = False) -> dict[str, pl.DataFrame]:
     """Simulate `cfg.years` of history ending the day before `cfg.end_date`."""
     rng = np.random.default_rng(cfg.seed)
-    days = cfg.years * 365
-    start = cfg.end_date - timedelta(days=days)
+    days = round(cfg.years * 365)
+    start = cfg.start_date
     c = _draw_customers(rng, cfg, days)
     s = cfg.signal_strength
     tenure_factor = np.exp(-np.clip(-c.signup, 0, None) / 900)  # young accounts churn more

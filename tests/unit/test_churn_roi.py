@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from lakehouse.churn.config import SEED_AB_REFERENCE
 from lakehouse.churn.roi import (
-    SEED_REFERENCE,
     AbTestResult,
     analyse_ab_test,
     assign_arms,
@@ -316,7 +316,7 @@ class TestRoi:
         assert retained == pytest.approx(90.0)
         assert value == pytest.approx(270_000.0)
         assert roi == pytest.approx(32.75)
-        assert SEED_REFERENCE["roi"] == pytest.approx(roi)
+        assert SEED_AB_REFERENCE["roi"] == pytest.approx(roi)
 
     def test_seed_case_from_counts(self):
         # 7,500 per arm; 90-day counts whose monthly rates are ~2.9% vs ~4.1%.
@@ -374,7 +374,7 @@ def seed_like_result() -> AbTestResult:
 
 
 def test_report_markdown(seed_like_result):
-    md = report_markdown(seed_like_result, SEED_REFERENCE)
+    md = report_markdown(seed_like_result, SEED_AB_REFERENCE)
     lines = md.strip().splitlines()
     assert lines[0] == "| Metric | Ours | Seed |"
     assert all(line.startswith("|") and line.endswith("|") and line.count("|") == 4 for line in lines)

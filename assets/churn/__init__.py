@@ -1,0 +1,1 @@
+"""Case 1, churn prediction: raw SaaS tables -> dbt features -> LightGBM -> weekly scores -> CRM -> ROI."""

@@ -1,0 +1,48 @@
+"""Conventions shared by every case's assets."""
+
+
+import base64
+from pathlib import Path
+
+import polars as pl
+from dagster import MetadataValue, TableColumn, TableSchema
+
+from lakehouse.common.schema import TableSchema as DomainSchema
+
+OWNERS = {
+    "churn": ["team:customer-success-ml"],
+    "platform": ["team:ml-platform"],
+}
+
+# Every asset that opens the DuckDB warehouse runs in this pool; its limit is 1
+# (dagster.yaml), so parallel partition runs never contend for the single-writer file.
+DUCKDB_POOL = "duckdb"
+
+
+def column_schema(schema: DomainSchema) -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(c.name, str(c.polars_dtype), description=c.description) for c in schema.columns
+        ]
+    )
+
+
+def frame_schema(df: pl.DataFrame, descriptions: dict[str, str] | None = None) -> TableSchema:
+    descriptions = descriptions or {}
+    return TableSchema(columns=[TableColumn(n, str(t), description=descriptions.get(n)) for n, t in df.schema.items()])
+
+
+def markdown_table(df: pl.DataFrame, float_format: str = "{:.4f}") -> str:
+    head = "| " + " | ".join(df.columns) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    rows = [
+        "| " + " | ".join(float_format.format(v) if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in df.iter_rows()
+    ]
+    return "\n".join([head, sep, *rows])
+
+
+def png_markdown(path: Path, alt: str) -> MetadataValue:
+    """A PNG embedded in Markdown metadata, so the Dagster UI shows the picture itself."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")

@@ -1,0 +1,228 @@
+"""Training, evaluation and scoring of the churn model (LightGBM), independent of Dagster."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import polars as pl
+from mlflow.models import infer_signature
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lakehouse.churn.config import CASE, ChurnSettings
+from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
+
+FEATURES = (
+    "usage_trend",
+    "minutes_28d",
+    "minutes_91d",
+    "logins_28d",
+    "active_days_28d",
+    "days_since_last_login",
+    "activation_score",
+    "tickets_30d",
+    "incident_tickets_30d",
+    "open_tickets",
+    "csat_90d",
+    "late_payments_180d",
+    "overdue_eur",
+    "disputes_180d",
+    "tenure_days",
+    "employees",
+    "mrr_eur",
+    "tier_rank",
+    "size_rank",
+    "is_annual",
+    "days_to_renewal",
+)
+LABEL = "churned_30d"
+
+
+def feature_matrix(df: pl.DataFrame) -> np.ndarray:
+    missing = [f for f in FEATURES if f not in df.columns]
+    if missing:
+        raise ValueError(f"feature table lacks columns {missing}")
+    return df.select(pl.col(f).cast(pl.Float64) for f in FEATURES).to_numpy()
+
+
+@dataclass(frozen=True)
+class OutOfTimeSplit:
+    """Train / early-stopping validation / test by snapshot date, with label-horizon gaps.
+
+    A training snapshot T sees its label up to T + horizon, so snapshots whose label
+    window reaches into the next period are dropped: nothing of the test period is seen
+    in training or early stopping.
+    """
+
+    train_end: date  # exclusive
+    valid_start: date
+    valid_end: date  # exclusive
+    test_start: date
+    test_end: date  # inclusive: the last matured snapshot
+
+    @classmethod
+    def from_dates(cls, last_matured: date, settings: ChurnSettings) -> "OutOfTimeSplit":
+        gap = timedelta(days=settings.label_horizon_days)
+        test_start = _months_before(last_matured, settings.test_months) + timedelta(days=7)
+        valid_end = test_start - gap
+        valid_start = _months_before(valid_end, 2)
+        return cls(valid_start - gap, valid_start, valid_end, test_start, last_matured)
+
+    def frames(self, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        d = pl.col("snapshot_date")
+        return (
+            df.filter(d < self.train_end),
+            df.filter((d >= self.valid_start) & (d < self.valid_end)),
+            df.filter((d >= self.test_start) & (d <= self.test_end)),
+        )
+
+
+def _months_before(d: date, months: int) -> date:
+    return (pl.Series([d]).dt.offset_by(f"-{months}mo")).item()
+
+
+def recall_at_top(labels: pl.Series, scores: np.ndarray, snapshots: pl.Series, fraction: float) -> float:
+    """Share of churners found by contacting the top `fraction` of each weekly list, pooled."""
+    df = pl.DataFrame({"y": labels.cast(pl.Int64), "s": scores, "snap": snapshots})
+    ranked = df.with_columns(
+        rank=pl.col("s").rank("ordinal", descending=True).over("snap"),
+        n=pl.len().over("snap"),
+    )
+    found = ranked.filter(pl.col("rank") <= (pl.col("n") * fraction).floor())["y"].sum()
+    total = df["y"].sum()
+    return float(found / total) if total else float("nan")
+
+
+def evaluate(labels: pl.Series, scores: np.ndarray, snapshots: pl.Series, settings: ChurnSettings) -> dict[str, float]:
+    y = labels.cast(pl.Int64).to_numpy()
+    if y.min() == y.max():
+        raise ValueError("evaluation needs both churners and non-churners")
+    return {
+        "auc_roc": float(roc_auc_score(y, scores)),
+        "auc_pr": float(average_precision_score(y, scores)),
+        "recall_top20": recall_at_top(labels, scores, snapshots, settings.top_fraction),
+        "positives": int(y.sum()),
+        "rows": int(y.size),
+        "base_rate": float(y.mean()),
+    }
+
+
+@dataclass
+class TrainedModel:
+    booster: lgb.Booster
+    split: OutOfTimeSplit
+    metrics: dict[str, float]
+    shap_importance: pl.DataFrame  # feature, mean_abs_shap, share
+    test_scores: pl.DataFrame  # snapshot_date, customer_id, score, churned_30d
+    params: dict
+    example_features: pl.DataFrame  # a few test rows, for the MLflow signature
+
+
+def train(training_set: pl.DataFrame, settings: ChurnSettings, seed: int = 0) -> TrainedModel:
+    """Fit on the training period, stop early on the validation period, report on the test period."""
+    matured = training_set.filter(pl.col("matured_30d"))
+    if matured.is_empty():
+        raise ValueError("no matured labels: the history is shorter than the label horizon")
+    split = OutOfTimeSplit.from_dates(matured["snapshot_date"].max(), settings)
+    train_df, valid_df, test_df = split.frames(matured)
+    for name, part in (("training", train_df), ("validation", valid_df), ("test", test_df)):
+        if part.is_empty() or part[LABEL].sum() == 0:
+            raise ValueError(f"the {name} period ({split}) has no churners: not enough history")
+    params = {**settings.lgbm_params, "seed": seed, "deterministic": True}
+    train_set = lgb.Dataset(feature_matrix(train_df), train_df[LABEL].cast(pl.Int64).to_numpy(), feature_name=list(FEATURES))
+    valid_set = lgb.Dataset(feature_matrix(valid_df), valid_df[LABEL].cast(pl.Int64).to_numpy(), reference=train_set)
+    booster = lgb.train(
+        # Early stopping on log loss keeps scores calibrated: the tiers and the A/B cut
+        # (score > 0.65) are probabilities, not just a ranking.
+        {**params, "metric": "binary_logloss"},
+        train_set,
+        num_boost_round=settings.num_boost_round,
+        valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
+    )
+    x_test = feature_matrix(test_df)
+    scores = booster.predict(x_test, num_iteration=booster.best_iteration)
+    metrics = evaluate(test_df[LABEL], scores, test_df["snapshot_date"], settings)
+    metrics["best_iteration"] = int(booster.best_iteration)
+    contributions = booster.predict(x_test, num_iteration=booster.best_iteration, pred_contrib=True)[:, :-1]
+    mean_abs = np.abs(contributions).mean(axis=0)
+    importance = pl.DataFrame({"feature": FEATURES, "mean_abs_shap": mean_abs}).with_columns(
+        share=pl.col("mean_abs_shap") / pl.col("mean_abs_shap").sum()
+    ).sort("mean_abs_shap", descending=True)
+    test_scores = test_df.select("snapshot_date", "customer_id", LABEL).with_columns(score=pl.Series(scores))
+    example = test_df.head(5).select(pl.col(f).cast(pl.Float64) for f in FEATURES)
+    return TrainedModel(booster, split, metrics, importance, test_scores, params, example)
+
+
+def passes_gate(metrics: dict[str, float], settings: ChurnSettings) -> bool:
+    return metrics["auc_pr"] > settings.gate_min_auc_pr and metrics["recall_top20"] > settings.gate_min_recall_top
+
+
+@dataclass
+class ScoredBatch:
+    scores: pl.DataFrame
+    seconds: float
+
+
+def score(booster: lgb.Booster, features: pl.DataFrame, settings: ChurnSettings, model_version: str) -> ScoredBatch:
+    """Scores, risk tiers with their action, and the top reasons (largest positive SHAP contributions)."""
+    started = time.perf_counter()
+    x = feature_matrix(features)
+    probability = booster.predict(x)
+    contributions = booster.predict(x, pred_contrib=True)[:, :-1]
+    k = settings.top_reasons
+    top = np.argsort(-contributions, axis=1)[:, :k]
+    names = np.array(FEATURES)
+    reasons = [
+        "; ".join(f"{names[j]} (+{contributions[i, j]:.2f})" for j in row if contributions[i, j] > 0)
+        for i, row in enumerate(top)
+    ]
+    thresholds = [(t.min_score, t.name, t.action) for t in settings.tiers]
+    tier = pl.lit(thresholds[-1][1])
+    action = pl.lit(thresholds[-1][2])
+    for min_score, name, act in reversed(thresholds[:-1]):
+        tier = pl.when(pl.col("score") >= min_score).then(pl.lit(name)).otherwise(tier)
+        action = pl.when(pl.col("score") >= min_score).then(pl.lit(act)).otherwise(action)
+    scores = features.select("snapshot_date", "customer_id").with_columns(
+        score=pl.Series(probability),
+        top_reasons=pl.Series(reasons, dtype=pl.String),
+        model_version=pl.lit(model_version),
+    ).with_columns(risk_tier=tier, action=action)
+    return ScoredBatch(scores.select("snapshot_date", "customer_id", "score", "risk_tier", "action", "top_reasons", "model_version"), time.perf_counter() - started)
+
+
+def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings, run_name: str) -> tuple[str, str]:
+    """Log params, metrics, features, SHAP importance and the model; register it as `challenger`.
+
+    Returns (registered version, MLflow run id).
+    """
+    example = trained.example_features.to_pandas()
+    with registry.run(CASE, run_name, tags={"case": CASE}) as run:
+        split = {f"split_{k}": str(v) for k, v in vars(trained.split).items()}
+        mlflow.log_params({**trained.params, **split, "n_features": len(FEATURES)})
+        mlflow.log_metrics({k: float(v) for k, v in trained.metrics.items()})
+        mlflow.log_dict({"features": list(FEATURES), "label": LABEL}, "features.json")
+        mlflow.log_table(trained.shap_importance.to_pandas(), "shap_importance.json")
+        info = mlflow.lightgbm.log_model(
+            trained.booster,
+            name="model",
+            signature=infer_signature(example, trained.booster.predict(example.to_numpy())),
+            input_example=example,
+            registered_model_name=settings.registered_model_name,
+        )
+    version = str(info.registered_model_version)
+    registry.set_alias(settings.registered_model_name, CHALLENGER, version)
+    return version, run.info.run_id
+
+
+def load_model(registry: Registry, settings: ChurnSettings, alias: str = CHAMPION) -> tuple[lgb.Booster, str]:
+    """The booster behind `models:/<name>@<alias>` and its version."""
+    version = registry.alias_version(settings.registered_model_name, alias)
+    if version is None:
+        raise LookupError(f"no model version has alias '{alias}' for {settings.registered_model_name}: train and promote one first")
+    booster = mlflow.lightgbm.load_model(f"models:/{settings.registered_model_name}/{version}")
+    return booster, version

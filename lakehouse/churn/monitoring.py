@@ -1,0 +1,17 @@
+"""Performance of published scores once their labels have matured."""
+
+from __future__ import annotations
+
+import polars as pl
+from sklearn.metrics import average_precision_score
+
+
+def monthly_performance(scored: pl.DataFrame) -> pl.DataFrame:
+    """AUC-PR per calendar month of snapshot, over scores whose 30-day label has matured."""
+    matured = scored.filter(pl.col("matured_30d")).with_columns(month=pl.col("snapshot_date").dt.truncate("1mo"))
+    rows = []
+    for (month,), part in matured.group_by("month", maintain_order=True):
+        y = part["churned_30d"].cast(pl.Int64).to_numpy()
+        if 0 < y.sum() < y.size:
+            rows.append({"month": month, "rows": part.height, "churners": int(y.sum()), "auc_pr": float(average_precision_score(y, part["score"].to_numpy()))})
+    return pl.DataFrame(rows, schema={"month": pl.Date, "rows": pl.Int64, "churners": pl.Int64, "auc_pr": pl.Float64}).sort("month")

@@ -1,0 +1,59 @@
+"""MLflow tracking and registry: one experiment per case, aliases instead of stages.
+
+A newly trained version is registered with alias `challenger`; only a passing gate moves
+`champion` to it. Consumers load `models:/<name>@champion`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, artifact_root: str | Path):
+        self.tracking_uri = tracking_uri
+        self.artifact_root = str(artifact_root)
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root, name).resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str, tags: dict[str, str] | None = None):
+        """An active MLflow run bound to this store (the fluent API logs into it)."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        with mlflow.start_run(experiment_id=self.experiment_id(experiment), run_name=run_name, tags=tags) as run:
+            yield run
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name, alias, version)
+
+    def alias_version(self, model_name: str, alias: str) -> str | None:
+        try:
+            return self.client.get_model_version_by_alias(model_name, alias).version
+        except mlflow.exceptions.MlflowException:
+            return None
+
+    def version_metrics(self, model_name: str, version: str) -> dict[str, float]:
+        run_id = self.client.get_model_version(model_name, version).run_id
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def model_uri(self, model_name: str, alias: str = CHAMPION) -> str:
+        return f"models:/{model_name}@{alias}"

@@ -1,0 +1,115 @@
+"""Dagster resources: where data lives and the outside systems the assets talk to.
+
+Each is a ConfigurableResource whose configuration comes from environment variables (see
+README, Configuration); `definitions.py` wires the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+from dagster import ConfigurableResource
+
+from lakehouse.churn.crm import OutboxCrm, RestCrm
+from lakehouse.common.alerts import Alert, post_webhook, record_alerts
+from lakehouse.common.home import LakehouseHome
+from lakehouse.common.lake import Lake
+from lakehouse.common.registry import Registry
+
+
+class LakehouseResource(ConfigurableResource):
+    """The project home: DuckDB warehouse, Parquet lake, operational SQLite tables."""
+
+    home: str = ".lakehouse"
+    lake_url: str | None = None  # e.g. s3://bucket/lake; default <home>/lake
+
+    @property
+    def paths(self) -> LakehouseHome:
+        return LakehouseHome(Path(self.home).resolve())
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.lake_url or str(self.paths.root / "lake"))
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment the dbt subprocess reads its paths from (profiles.yml, sources.yml)."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        return {"LAKEHOUSE_WAREHOUSE": str(self.paths.warehouse), "LAKEHOUSE_LAKE_URL": self.lake.root}
+
+    def query(self, sql: str, params: list | None = None):
+        """Read from the warehouse. Callers hold the `duckdb` pool: one DuckDB process at a time."""
+        with duckdb.connect(str(self.paths.warehouse), read_only=True) as con:
+            return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
+
+
+class MlflowResource(ConfigurableResource):
+    """MLflow tracking + registry; defaults to the SQLite store under the project home."""
+
+    tracking_uri: str | None = None
+    artifact_root: str | None = None
+
+    def registry(self, lakehouse: LakehouseResource) -> Registry:
+        paths = lakehouse.paths
+        return Registry(self.tracking_uri or paths.mlflow_uri, self.artifact_root or paths.mlflow_artifacts)
+
+
+class CrmResource(ConfigurableResource):
+    """Where churn scores go: the local outbox table, or a Salesforce-style REST API."""
+
+    target: str = "outbox"  # outbox | rest
+    base_url: str | None = None
+    token: str | None = None
+    batch_size: int = 200
+
+    def client(self, lakehouse: LakehouseResource) -> OutboxCrm | RestCrm:
+        if self.target == "outbox":
+            return OutboxCrm(lakehouse.paths.ops_db)
+        if self.target == "rest" and self.base_url and self.token:
+            return RestCrm(self.base_url, self.token, batch_size=self.batch_size)
+        raise ValueError("CRM target 'rest' needs base_url and token (CRM_BASE_URL, CRM_TOKEN)")
+
+
+class AlertSinkResource(ConfigurableResource):
+    """The alerts table, plus a Slack-compatible webhook when a URL is configured."""
+
+    webhook_url: str | None = None
+
+    def send(self, lakehouse: LakehouseResource, alerts: list[Alert]) -> list[Alert]:
+        new = record_alerts(lakehouse.paths.ops_db, alerts)
+        if new and self.webhook_url:
+            post_webhook(self.webhook_url, new)
+        return new
+
+
+def default_resources() -> dict:
+    """Embedded defaults, with the outside systems switched on by their environment variables."""
+    from dagster import EnvVar
+    from dagster_dbt import DbtCliResource
+
+    from assets.dbt_project import DBT_EXECUTABLE, DBT_PROJECT
+
+    os.environ.setdefault("LAKEHOUSE_HOME", ".lakehouse")
+    crm = (
+        CrmResource(target="rest", base_url=EnvVar("CRM_BASE_URL"), token=EnvVar("CRM_TOKEN"))
+        if os.environ.get("CRM_BASE_URL")
+        else CrmResource()
+    )
+    webhook = EnvVar("LAKEHOUSE_ALERT_WEBHOOK_URL") if os.environ.get("LAKEHOUSE_ALERT_WEBHOOK_URL") else None
+    return {
+        "lakehouse": LakehouseResource(
+            home=EnvVar("LAKEHOUSE_HOME"),
+            lake_url=EnvVar("LAKEHOUSE_LAKE_URL") if os.environ.get("LAKEHOUSE_LAKE_URL") else None,
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else None
+        ),
+        "crm": crm,
+        "alerts": AlertSinkResource(webhook_url=webhook),
+        "dbt": DbtCliResource(
+            project_dir=DBT_PROJECT.project_dir,
+            profiles_dir=DBT_PROJECT.project_dir,
+            dbt_executable=DBT_EXECUTABLE,
+        ),
+    }

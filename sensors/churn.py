@@ -1,0 +1,75 @@
+"""Churn jobs and their calendar: monthly training on the first Monday, weekly scoring
+Monday morning, CRM push Monday afternoon."""
+
+
+import dagster as dg
+
+from assets.churn.partitions import weekly_snapshots
+from lakehouse.churn.config import CASE
+
+TIMEZONE = "Europe/Paris"
+
+churn_weekly_scoring_job = dg.define_asset_job(
+    "churn_weekly_scoring",
+    selection=dg.AssetSelection.assets(
+        *[[CASE, n] for n in ("customers", "usage_daily", "support_tickets", "invoices", "renewals")]
+    ).downstream(depth=2)
+    | dg.AssetSelection.assets([CASE, "churn_features"], [CASE, "churn_scores"]),
+    partitions_def=weekly_snapshots,
+    description="Ingest raw tables, rebuild staging, compute this Monday's features and score every active customer.",
+)
+
+churn_crm_push_job = dg.define_asset_job(
+    "churn_crm_push",
+    selection=dg.AssetSelection.assets([CASE, "crm_push"]),
+    partitions_def=weekly_snapshots,
+    description="Push the Monday scores to the CRM.",
+)
+
+churn_monthly_training_job = dg.define_asset_job(
+    "churn_monthly_training",
+    selection=dg.AssetSelection.assets(
+        [CASE, "churn_labels"],
+        [CASE, "training_set"],
+        [CASE, "churn_model"],
+        [CASE, "champion_model"],
+        [CASE, "live_performance"],
+        [CASE, "ab_test_roi"],
+    ),
+    description="Retrain on every snapshot so far, gate, promote, and refresh monitoring and ROI.",
+)
+
+
+def is_first_monday(day) -> bool:
+    return day.weekday() == 0 and day.day <= 7
+
+
+@dg.schedule(
+    job=churn_monthly_training_job,
+    cron_schedule="0 5 * * 1",  # every Monday; cron cannot say "first Monday" (day-of-month ORs day-of-week)
+    execution_timezone=TIMEZONE,
+    description="Monthly retraining on the first Monday of the month, 05:00, before the weekly scoring.",
+)
+def churn_monthly_training_schedule(context: dg.ScheduleEvaluationContext):
+    day = context.scheduled_execution_time.date()
+    if not is_first_monday(day):
+        return dg.SkipReason(f"{day} is not the first Monday of the month")
+    return dg.RunRequest(run_key=f"churn-training-{day:%Y-%m}")
+
+
+churn_weekly_scoring_schedule = dg.build_schedule_from_partitioned_job(
+    churn_weekly_scoring_job,
+    hour_of_day=6,
+    day_of_week=1,
+    description="Monday 06:00: score the week's snapshot.",
+)
+
+churn_crm_push_schedule = dg.build_schedule_from_partitioned_job(
+    churn_crm_push_job,
+    hour_of_day=14,
+    day_of_week=1,
+    description="Monday 14:00: import the morning's scores into the CRM.",
+)
+
+JOBS = [churn_weekly_scoring_job, churn_crm_push_job, churn_monthly_training_job]
+SCHEDULES = [churn_monthly_training_schedule, churn_weekly_scoring_schedule, churn_crm_push_schedule]
