@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 
 ROOT = Path(__file__).resolve().parent
-SCORED_WEEKS = 17  # enough history for the 90-day A/B outcome and monthly live AUC-PR
+SCORED_WEEKS = 26  # 13 weeks of A/B enrolment whose 90-day outcome has matured, and monthly live AUC-PR
 
 
 def prepare_instance(home: Path) -> dg.DagsterInstance:
@@ -56,7 +56,7 @@ def run_churn(instance: dg.DagsterInstance, resources: dict, world_end: date, lo
     run("key:churn/crm_push", partition_key=keys[-1])
     log("5/5 live performance and A/B ROI")
     run("key:churn/live_performance or key:churn/ab_test_roi")
-    return {"training_success": training.success, "latest_week": keys[-1]}
+    return {"training_success": training.success, "latest_week": keys[-1], "feature_keys": keys}
 
 
 def collect_alerts(instance: dg.DagsterInstance, resources: dict) -> None:

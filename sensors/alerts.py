@@ -22,7 +22,7 @@ def _metadata_value(metadata, key):
     return None if entry is None else entry.value
 
 
-def alert_from_record(record) -> Alert:
+def alert_from_record(record, partition: str | None) -> Alert:
     evaluation = record.event.dagster_event.event_specific_data
     value = _metadata_value(evaluation.metadata, "value")
     threshold = _metadata_value(evaluation.metadata, "threshold")
@@ -31,7 +31,7 @@ def alert_from_record(record) -> Alert:
         case=evaluation.asset_key.path[0],
         check_name=evaluation.check_name,
         asset_key=evaluation.asset_key.to_user_string(),
-        partition=evaluation.partition,
+        partition=evaluation.partition or partition,
         severity=evaluation.severity.value,
         value=float(value) if isinstance(value, (int, float)) else None,
         threshold=None if threshold is None else str(threshold),
@@ -42,11 +42,18 @@ def alert_from_record(record) -> Alert:
 
 def failed_evaluations(instance: dg.DagsterInstance, check_keys) -> list[Alert]:
     alerts = []
+    run_partitions: dict[str, str | None] = {}  # checks evaluated inside a partitioned asset's step carry the run's partition
     for check_key in check_keys:
         records = instance.event_log_storage.get_asset_check_execution_history(
             check_key, limit=RECENT_PER_CHECK, status={AssetCheckExecutionRecordStatus.FAILED}
         )
-        alerts += [alert_from_record(r) for r in records if r.event is not None]
+        for record in records:
+            if record.event is None:
+                continue
+            if record.run_id not in run_partitions:
+                run = instance.get_run_by_id(record.run_id)
+                run_partitions[record.run_id] = run.tags.get("dagster/partition") if run else None
+            alerts.append(alert_from_record(record, record.partition or run_partitions[record.run_id]))
     return alerts
 
 

@@ -17,6 +17,7 @@ class ChurnRawConfig(dg.Config):
     source_dir: str | None = None  # a folder with <table>.parquet or <table>.csv per raw table
     customers: int | None = None  # generator size; default from LAKEHOUSE_SCALE
     seed: int | None = None
+    signal_strength: float | None = None  # drills: 0 makes churn pure noise, so the gate must say NO-GO
 
 
 @dg.multi_asset(
@@ -42,7 +43,8 @@ def churn_raw(context: dg.AssetExecutionContext, config: ChurnRawConfig, lakehou
         source = config.source_dir
     else:
         world = WorldConfig.from_env()
-        world = world.with_(customers=config.customers or world.customers, seed=config.seed if config.seed is not None else world.seed)
+        overrides = {"customers": config.customers, "seed": config.seed, "signal_strength": config.signal_strength}
+        world = world.with_(**{k: v for k, v in overrides.items() if v is not None})
         context.log.info(f"generating the churn world: {world.customers:,} customers, seed {world.seed}")
         generated = generate_world(world, progress=world.customers >= 10_000)
         tables = {s.name: validate_frame(generated[s.name], s, source="generator", today=today) for s in RAW_TABLES}

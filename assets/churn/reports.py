@@ -74,7 +74,7 @@ class RoiConfig(dg.Config):
     owners=OWNERS[CASE],
     pool=DUCKDB_POOL,
     description=(
-        "The seed's A/B test: customers on the weekly lists with a score above 0.65 (4 weeks of enrolment) "
+        "The seed's A/B test: customers on the weekly lists with a score above 0.65 (13 weekly lists, the seed's 90 days) "
         "split 50/50 by a stable hash into contacted and control; 90-day churn per arm, z-test, 95% CI, "
         "retained customers, value and ROI."
     ),

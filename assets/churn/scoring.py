@@ -8,7 +8,7 @@ from assets.churn.partitions import weekly_snapshots
 from assets.common import DUCKDB_POOL, OWNERS, frame_schema, markdown_table
 from lakehouse.churn.config import CASE, SETTINGS, WorldConfig
 from lakehouse.churn.model import load_model, score
-from lakehouse.common.drift import ks_statistic, psi
+from lakehouse.churn.monitoring import scoring_checks
 from resources import CrmResource, LakehouseResource, MlflowResource
 
 SCORES_KEY = dg.AssetKey([CASE, "churn_scores"])
@@ -28,10 +28,24 @@ def _snapshot(partition_key: str) -> tuple[str, str]:
     pool=DUCKDB_POOL,
     check_specs=[
         dg.AssetCheckSpec(
+            "prediction_volume",
+            asset=SCORES_KEY,
+            description="Weekly prediction volume within the seed's [13,000, 16,000], scaled to the configured customer base.",
+        ),
+        dg.AssetCheckSpec(
+            "score_shift",
+            asset=SCORES_KEY,
+            additional_deps=[dg.AssetKey([CASE, "churn_model"])],
+            description=(
+                f"Score distribution vs the champion's reference week: Kolmogorov-Smirnov statistic above "
+                f"{SETTINGS.max_score_shift_ks} alerts; PSI reported."
+            ),
+        ),
+        dg.AssetCheckSpec(
             "scoring_latency",
             asset=SCORES_KEY,
             description=f"Batch scoring of the whole customer base within the seed's budget ({SETTINGS.scoring_latency_budget_s:.0f} s).",
-        )
+        ),
     ],
     description=(
         "Churn scores of every active customer at the weekly snapshot, by the `champion` model: "
@@ -45,14 +59,13 @@ def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
     batch = score(booster, features, SETTINGS, model_version=version)
     lakehouse.lake.write(batch.scores, CASE, "churn_scores", _snapshot(snapshot))
     tiers = batch.scores.group_by("risk_tier", "action").agg(customers=pl.len(), mean_score=pl.col("score").mean()).sort("mean_score", descending=True)
-    latency = dg.AssetCheckResult(
-        check_name="scoring_latency",
-        passed=batch.seconds < SETTINGS.scoring_latency_budget_s,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"value": batch.seconds, "threshold": f"< {SETTINGS.scoring_latency_budget_s} s", "customers": batch.scores.height},
-    )
+    reference = lakehouse.lake.read(CASE, "reference_scores")["score"].to_numpy()
+    checks = [
+        dg.AssetCheckResult(check_name=c.name, passed=c.passed, severity=dg.AssetCheckSeverity.WARN, metadata=c.metadata)
+        for c in scoring_checks(batch, reference, WorldConfig.from_env().customers, SETTINGS)
+    ]
     return dg.MaterializeResult(
-        check_results=[latency],
+        check_results=checks,
         metadata={
             "dagster/row_count": batch.scores.height,
             "dagster/column_schema": frame_schema(batch.scores),
@@ -66,33 +79,6 @@ def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
 
 def _scores(lakehouse: LakehouseResource, partition_key: str) -> pl.DataFrame:
     return lakehouse.lake.read(CASE, "churn_scores", _snapshot(partition_key))
-
-
-@dg.asset_check(asset=SCORES_KEY, description="Weekly prediction volume within the seed's [13,000, 16,000], scaled to the configured customer base.")
-def churn_prediction_volume(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    n = _scores(lakehouse, context.partition_key).height
-    low, high = SETTINGS.volume_bounds(WorldConfig.from_env().customers)
-    return dg.AssetCheckResult(
-        passed=low <= n <= high,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"value": n, "threshold": f"[{low}, {high}]"},
-    )
-
-
-@dg.asset_check(
-    asset=SCORES_KEY,
-    additional_deps=[dg.AssetKey([CASE, "churn_model"])],
-    description="Score distribution shift vs the champion's reference week: Kolmogorov-Smirnov statistic above 0.15 alerts; PSI reported.",
-)
-def churn_score_shift(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    current = _scores(lakehouse, context.partition_key)["score"].to_numpy()
-    reference = lakehouse.lake.read(CASE, "reference_scores")["score"].to_numpy()
-    ks = ks_statistic(reference, current)
-    return dg.AssetCheckResult(
-        passed=ks <= SETTINGS.max_score_shift_ks,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"value": ks, "threshold": f"ks <= {SETTINGS.max_score_shift_ks}", "psi": psi(reference, current)},
-    )
 
 
 @dg.asset(

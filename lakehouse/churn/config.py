@@ -82,7 +82,7 @@ class ChurnSettings:
     # A/B test and ROI
     ab_high_risk_threshold: float = 0.65
     ab_outcome_days: int = 90
-    ab_enrolment_weeks: int = 4  # weekly high-risk lists that enrol customers into the test
+    ab_enrolment_weeks: int = 13  # the seed's 90-day test: 13 weekly high-risk lists enrol customers
     ab_salt: str = "churn-ab-2026"
     ltv_eur: float = 3_000.0
     model_cost_eur_per_month: float = 8_000.0

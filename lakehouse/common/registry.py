@@ -47,7 +47,7 @@ class Registry:
 
     def alias_version(self, model_name: str, alias: str) -> str | None:
         try:
-            return self.client.get_model_version_by_alias(model_name, alias).version
+            return str(self.client.get_model_version_by_alias(model_name, alias).version)
         except mlflow.exceptions.MlflowException:
             return None
 

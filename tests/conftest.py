@@ -1,0 +1,26 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture
+def lakehouse_home(tmp_path, monkeypatch):
+    """An empty project home with its own Dagster instance (pool limits from deploy/dagster.yaml)."""
+    return make_home(tmp_path / "home", monkeypatch)
+
+
+def make_home(home: Path, monkeypatch) -> Path:
+    (home / "dagster").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    for var in ("LAKEHOUSE_LAKE_URL", "MLFLOW_TRACKING_URI", "CRM_BASE_URL", "LAKEHOUSE_ALERT_WEBHOOK_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return home

@@ -1,0 +1,217 @@
+"""The whole churn graph, end to end, on a small synthetic world; then each monitoring
+check is broken on purpose, the alert sensor is exercised against a real webhook, and a
+model without signal is refused by the gate."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import demo
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from lakehouse.churn.config import SETTINGS, WorldConfig
+from lakehouse.common.registry import CHALLENGER, CHAMPION
+from tests.conftest import make_home
+from tests.loopback import recording_server
+
+pytestmark = pytest.mark.e2e
+CUSTOMERS = 1000
+
+
+@dataclass
+class Built:
+    home: Path
+    instance: dg.DagsterInstance
+    resources: dict
+    outcome: dict
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        home = make_home(tmp_path_factory.mktemp("e2e") / "home", mp)
+        mp.setenv("LAKEHOUSE_SCALE", str(CUSTOMERS))
+
+        from resources import LakehouseResource, default_resources
+
+        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+        resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
+        outcome = demo.run_churn(instance, resources, WorldConfig().end_date, log=lambda *_: None)
+        yield Built(home, instance, resources, outcome)
+
+
+def _materialize(built: Built, selection, **kwargs) -> dg.ExecuteInProcessResult:
+    import definitions
+
+    assets = list(definitions.churn_assets) + list(definitions.churn_checks)
+    return dg.materialize(assets, selection=selection, instance=built.instance, resources=built.resources, raise_on_error=False, **kwargs)
+
+
+def _registry(built: Built):
+    return built.resources["mlflow"].registry(built.resources["lakehouse"])
+
+
+def _check(result: dg.ExecuteInProcessResult, name: str):
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
+
+
+def _lake(built: Built):
+    return built.resources["lakehouse"].lake
+
+
+def test_model_passes_the_gate_and_becomes_champion(built):
+    registry = _registry(built)
+    name = SETTINGS.registered_model_name
+    assert built.outcome["training_success"]
+    assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "1"
+    metrics = registry.version_metrics(name, "1")
+    assert metrics["auc_pr"] > SETTINGS.gate_min_auc_pr and metrics["recall_top20"] > SETTINGS.gate_min_recall_top
+    run = registry.client.get_run(registry.client.get_model_version(name, "1").run_id)
+    assert {"auc_roc", "auc_pr", "recall_top20"} <= set(run.data.metrics)
+    assert "split_test_start" in run.data.params
+    artifacts = {a.path for a in registry.client.list_artifacts(run.info.run_id)}
+    assert {"features.json", "shap_importance.json"} <= artifacts
+    import mlflow
+
+    info = mlflow.models.get_model_info(f"models:/{name}@{CHAMPION}")
+    assert info.signature is not None and "usage_trend" in info.signature.inputs.input_names()
+
+
+def test_weekly_scores_cover_every_active_customer_with_tier_action_and_reasons(built):
+    lake = _lake(built)
+    scores = lake.read("churn", "churn_scores", ("snapshot_date", built.outcome["latest_week"]))
+    with duckdb.connect(str(built.home / "warehouse.duckdb"), read_only=True) as con:
+        active = con.sql(f"select count(*) from churn_features where snapshot_date = '{built.outcome['latest_week']}'").fetchall()[0][0]
+    assert scores.height == active > 0.8 * CUSTOMERS
+    assert scores["customer_id"].is_unique().all()
+    for tier in SETTINGS.tiers:
+        rows = scores.filter(pl.col("risk_tier") == tier.name)
+        assert (rows["score"] >= tier.min_score).all() and (rows["action"] == tier.action).all()
+    high = scores.filter(pl.col("risk_tier") == "high")
+    assert high.height > 0 and (high["top_reasons"].str.len_chars() > 0).all()
+    partitions = sorted(p.name for p in Path(lake.table_url("churn", "churn_scores")).iterdir())
+    assert len(partitions) == demo.SCORED_WEEKS
+
+
+def test_crm_outbox_holds_the_latest_scores_and_a_rerun_is_idempotent(built):
+    from lakehouse.churn.crm import OutboxCrm
+
+    outbox = OutboxCrm(built.home / "ops.sqlite")
+    before = outbox.read().sort("external_id")
+    latest = _lake(built).read("churn", "churn_scores", ("snapshot_date", built.outcome["latest_week"]))
+    assert before.height == latest.height
+    assert _materialize(built, "key:churn/crm_push", partition_key=built.outcome["latest_week"]).success
+    after = outbox.read().sort("external_id")
+    assert after.drop("updated_at").equals(before.drop("updated_at"))
+
+
+def test_roi_report_recovers_the_true_contact_effect(built):
+    from lakehouse.churn.roi import assign_arms, enrol_cohort
+
+    report = _lake(built).read("churn", "ab_test_roi").row(0, named=True)
+    scored = pl.concat(
+        [_lake(built).read("churn", "churn_scores", ("snapshot_date", p.name.split("=")[1])) for p in Path(_lake(built).table_url("churn", "churn_scores")).iterdir()]
+    )
+    with duckdb.connect(str(built.home / "warehouse.duckdb"), read_only=True) as con:
+        labels = con.sql("select snapshot_date, customer_id, churned_90d from churn_labels").pl()
+    event = built.instance.get_latest_materialization_event(dg.AssetKey(["churn", "ab_test_roi"]))
+    start = pl.Series([event.asset_materialization.metadata["experiment_start"].value]).str.to_date().item()
+    cohort = enrol_cohort(scored.join(labels, on=["snapshot_date", "customer_id"]), threshold=SETTINGS.ab_high_risk_threshold, first_week=start, weeks=SETTINGS.ab_enrolment_weeks)
+    treated = cohort.filter(assign_arms(cohort["customer_id"], SETTINGS.ab_salt) == "treatment")
+    true_reduction_90d = WorldConfig.true_contact_effect * treated["churned_90d"].mean()
+    assert report["ci_low_90d"] <= true_reduction_90d <= report["ci_high_90d"]
+    assert report["roi"] == pytest.approx((report["value_per_month_eur"] - SETTINGS.model_cost_eur_per_month) / SETTINGS.model_cost_eur_per_month)
+    assert (built.home / "reports" / "churn_ab_test.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_live_performance_on_matured_labels(built):
+    perf = _lake(built).read("churn", "live_performance")
+    assert perf.height >= 2 and (perf["auc_pr"] > SETTINGS.min_live_auc_pr).all()
+
+
+# --- monitoring checks, each made to fail on purpose -------------------------------------
+
+
+def test_prediction_volume_check_fails_when_the_base_is_far_from_the_configured_size(built, monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_SCALE", str(CUSTOMERS * 5))
+    result = _materialize(built, "key:churn/churn_scores", partition_key=built.outcome["latest_week"])
+    check = _check(result, "prediction_volume")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_score_shift_check_fails_when_scores_drift_from_the_reference(built):
+    lake = _lake(built)
+    reference = lake.read("churn", "reference_scores")
+    lake.write(reference.with_columns(score=pl.col("score") * 0 + 0.95), "churn", "reference_scores")
+    try:
+        result = _materialize(built, "key:churn/churn_scores", partition_key=built.outcome["latest_week"])
+    finally:
+        lake.write(reference, "churn", "reference_scores")
+    check = _check(result, "score_shift")
+    assert not check.passed and check.metadata["value"].value > SETTINGS.max_score_shift_ks
+
+
+def test_live_auc_pr_check_fails_when_published_scores_lose_their_signal(built):
+    lake = _lake(built)
+    root = Path(lake.table_url("churn", "churn_scores"))
+    rng = np.random.default_rng(0)
+    for part in root.iterdir():
+        key = ("snapshot_date", part.name.split("=")[1])
+        scores = lake.read("churn", "churn_scores", key)
+        lake.write(scores.with_columns(score=pl.Series(rng.random(scores.height))), "churn", "churn_scores", key)
+    result = _materialize(built, "key:churn/live_performance")
+    check = _check(result, "churn_live_auc_pr")
+    assert not check.passed and check.metadata["value"].value < SETTINGS.min_live_auc_pr
+
+
+def test_alert_sensor_records_each_failed_evaluation_once_and_posts_slack_json(built):
+    import definitions
+    from resources import AlertSinkResource
+    from sensors.alerts import asset_check_alerts
+
+    with recording_server() as webhook:
+        resources = {**built.resources, "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook")}
+        for _ in range(2):
+            context = dg.build_sensor_context(instance=built.instance, resources=resources, definitions=definitions.defs)
+            asset_check_alerts(context)
+        posts = list(webhook.requests)
+    from lakehouse.common.alerts import read_alerts
+
+    alerts = read_alerts(built.home / "ops.sqlite")
+    assert {"prediction_volume", "score_shift", "churn_live_auc_pr"} <= set(alerts["check_name"])
+    assert alerts["evaluation_id"].is_unique().all()
+    volume = alerts.filter(pl.col("check_name") == "prediction_volume").row(0, named=True)
+    assert volume["case_name"] == "churn" and volume["asset_key"] == "churn/churn_scores"
+    assert volume["partition"] == built.outcome["latest_week"] and volume["severity"] == "WARN"
+    assert volume["value"] is not None and volume["threshold"].startswith("[")
+    assert len(posts) == alerts.height  # the second tick found nothing new
+    assert all("text" in p["body"] and "blocks" in p["body"] for p in posts)
+
+
+def test_a_model_without_signal_is_refused_and_the_champion_stays(built):
+    from assets.churn.features import churn_staging
+    from assets.churn.raw import ChurnRawConfig, churn_raw
+    from sensors.alerts import failed_evaluations
+
+    keys = built.outcome["feature_keys"]
+    raw = _materialize(
+        built,
+        dg.AssetSelection.assets(churn_raw, churn_staging),
+        run_config=dg.RunConfig(ops={"churn_raw": ChurnRawConfig(signal_strength=0.0)}),
+    )
+    assert raw.success
+    assert _materialize(built, "key:churn/churn_features", tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}).success
+    result = _materialize(built, "key:churn/churn_labels or key:churn/training_set or key:churn/churn_model or key:churn/champion_model")
+    gate = _check(result, "go_no_go_gate")
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
+    assert not result.success
+    registry = _registry(built)
+    assert registry.alias_version(SETTINGS.registered_model_name, CHALLENGER) == "2"
+    assert registry.alias_version(SETTINGS.registered_model_name, CHAMPION) == "1"
+    import definitions
+
+    alerts = failed_evaluations(built.instance, definitions.defs.get_repository_def().asset_graph.asset_check_keys)
+    assert any(a.check_name == "go_no_go_gate" and a.severity == "ERROR" for a in alerts)
