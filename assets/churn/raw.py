@@ -7,9 +7,9 @@ import dagster as dg
 
 from assets.common import OWNERS, column_schema
 from lakehouse.churn.config import CASE, WorldConfig
-from lakehouse.churn.schemas import RAW_TABLES
+from lakehouse.churn.schemas import RAW_TABLES, load_raw_tables
 from lakehouse.churn.world import generate_world
-from lakehouse.common.schema import load_tables, validate_frame
+from lakehouse.common.schema import validate_frame
 from resources import LakehouseResource
 
 
@@ -39,7 +39,7 @@ def churn_raw(context: dg.AssetExecutionContext, config: ChurnRawConfig, lakehou
     today = date.today()
     if config.source_dir:
         context.log.info(f"loading churn tables from {config.source_dir}")
-        tables = load_tables(config.source_dir, RAW_TABLES, today=today)
+        tables = load_raw_tables(config.source_dir, today)
         source = config.source_dir
     else:
         world = WorldConfig.from_env()

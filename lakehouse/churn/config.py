@@ -111,8 +111,6 @@ class ChurnSettings:
         low, high = self.volume_bounds_full_scale
         return round(low * factor), round(high * factor)
 
-    def tier_of(self, score: float) -> RiskTier:
-        return next(t for t in self.tiers if score >= t.min_score)
 
 
 SETTINGS = ChurnSettings()

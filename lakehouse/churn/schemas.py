@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+
 import polars as pl
 
-from lakehouse.common.schema import Column, TableSchema
+from lakehouse.common.schema import Column, TableSchema, find_table_file, load_tables, validate_references
 from lakehouse.churn.world import SECTORS, SIZES, TICKET_CATEGORIES, TIERS
 
 CUSTOMERS = TableSchema(
@@ -78,3 +81,19 @@ RENEWALS = TableSchema(
 )
 
 RAW_TABLES = (CUSTOMERS, USAGE_DAILY, SUPPORT_TICKETS, INVOICES, RENEWALS)
+
+
+def load_raw_tables(directory: str | Path, today: date) -> dict[str, pl.DataFrame]:
+    """The user's churn tables, each validated, with every customer reference known."""
+    tables = load_tables(directory, RAW_TABLES, today=today)
+    for child in (USAGE_DAILY, SUPPORT_TICKETS, INVOICES, RENEWALS):
+        validate_references(
+            tables[child.name],
+            "customer_id",
+            tables[CUSTOMERS.name],
+            "customer_id",
+            source=str(find_table_file(Path(directory), child.name)),
+            table=child.name,
+            parent_table=CUSTOMERS.name,
+        )
+    return tables

@@ -43,11 +43,13 @@ def built(tmp_path_factory):
         yield Built(home, instance, resources, outcome)
 
 
-def _materialize(built: Built, selection, **kwargs) -> dg.ExecuteInProcessResult:
+def _materialize(built: Built, selection, resources=None, **kwargs) -> dg.ExecuteInProcessResult:
     import definitions
 
     assets = list(definitions.churn_assets) + list(definitions.churn_checks)
-    return dg.materialize(assets, selection=selection, instance=built.instance, resources=built.resources, raise_on_error=False, **kwargs)
+    return dg.materialize(
+        assets, selection=selection, instance=built.instance, resources=resources or built.resources, raise_on_error=False, **kwargs
+    )
 
 
 def _registry(built: Built):
@@ -130,6 +132,59 @@ def test_roi_report_recovers_the_true_contact_effect(built):
 def test_live_performance_on_matured_labels(built):
     perf = _lake(built).read("churn", "live_performance")
     assert perf.height >= 2 and (perf["auc_pr"] > SETTINGS.min_live_auc_pr).all()
+
+
+def test_crm_push_to_a_rest_endpoint_survives_a_failing_then_recovering_server(built):
+    from resources import CrmResource
+
+    week = built.outcome["latest_week"]
+    with recording_server() as crm:
+        crm.fail_next = [503, 429, 500]
+        resources = {**built.resources, "crm": CrmResource(target="rest", base_url=f"{crm.url}/services/data/v60.0", token="test-token", batch_size=150)}
+        for _ in range(2):  # a re-run upserts the same records again: idempotent on the CRM side
+            assert _materialize(built, "key:churn/crm_push", partition_key=week, resources=resources).success
+        requests = list(crm.requests)
+    latest = _lake(built).read("churn", "churn_scores", ("snapshot_date", week))
+    sent = [r for req in requests for r in req["body"]["records"]]
+    assert all(req["method"] == "PATCH" and req["headers"]["Authorization"] == "Bearer test-token" for req in requests)
+    assert all(req["path"].endswith("/composite/sobjects/Account/External_Id__c") for req in requests)
+    assert len(requests) >= 2 * -(-latest.height // 150)  # batches of 150, each retried until accepted
+    assert len(sent) == 2 * latest.height
+    assert {r["External_Id__c"] for r in sent} == set(latest["customer_id"])
+
+
+def test_parallel_partition_runs_share_the_warehouse_without_lock_errors(built):
+    """A dbt feature rebuild (the DuckDB writer) and two scoring runs (readers) launched at
+    once in separate processes: the `duckdb` pool of one serializes them."""
+    import subprocess
+    import sys
+
+    weeks = built.outcome["feature_keys"][-3:]
+    script = (
+        "import sys, dagster as dg, definitions\n"
+        "from resources import LakehouseResource, default_resources\n"
+        "key, week = sys.argv[1], sys.argv[2]\n"
+        "res = {**default_resources(), 'lakehouse': LakehouseResource(home=sys.argv[3])}\n"
+        "r = dg.materialize(list(definitions.churn_assets), selection=key, partition_key=week,\n"
+        "    instance=dg.DagsterInstance.get(), resources=res, raise_on_error=False)\n"
+        "sys.exit(0 if r.success else 1)\n"
+    )
+    jobs = [("key:churn/churn_features", weeks[0]), ("key:churn/churn_scores", weeks[1]), ("key:churn/churn_scores", weeks[2])]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, key, week, str(built.home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for key, week in jobs
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+        assert "Could not set lock" not in out
+    # The three pool steps did not overlap in time.
+    spans = []
+    for run in built.instance.get_runs(limit=3):
+        times = {e.dagster_event_type: e.timestamp for e in built.instance.all_logs(run.run_id) if e.dagster_event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS)}
+        spans.append((times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]))
+    spans.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
 
 
 # --- monitoring checks, each made to fail on purpose -------------------------------------

@@ -1,0 +1,326 @@
+"""Shared helpers of the benchmarks: measured subprocesses, machine/git info, result files.
+
+Every measured repetition runs in a fresh process started here; its wall time is taken
+around the process and its peak RSS comes from `os.wait4` (the kernel's high-water mark of
+the child and of every descendant it waited for, e.g. the dbt CLI a worker starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PYTHON = sys.executable
+DBT_PROJECT_DIR = ROOT / "dbt_project"
+DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
+GIB = 1024**3
+MIB = 1024**2
+
+# Variables of the developer's shell that would point a benchmark home somewhere else.
+_FOREIGN_ENV = (
+    "LAKEHOUSE_LAKE_URL",
+    "MLFLOW_TRACKING_URI",
+    "CRM_BASE_URL",
+    "CRM_TOKEN",
+    "LAKEHOUSE_ALERT_WEBHOOK_URL",
+    "LAKEHOUSE_SCALE",
+    "LAKEHOUSE_SEED",
+    "DBT_TARGET_PATH",
+    "DBT_LOG_PATH",
+)
+
+
+# --- machine, git, load -------------------------------------------------------------------
+
+
+def _meminfo_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": int(nproc) if nproc.isdigit() else os.cpu_count(),
+        "total_ram_bytes": _meminfo_total(),
+        "total_ram_gib": round(_meminfo_total() / GIB, 2),
+        "cpu_model": _cpu_model(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def git_info() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    status = [line for line in git("status", "--porcelain").splitlines() if line.strip()]
+    outside_bench = [line for line in status if not line[3:].startswith("bench/")]
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(status),
+        # The benchmark's own files are uncommitted by construction; this says whether the
+        # measured code itself differs from the commit.
+        "dirty_outside_bench": bool(outside_bench),
+        "changed_files": [line[3:] for line in status][:50],
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def median(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+# --- measured subprocesses ----------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """One measured process: wall time around it, its peak RSS, and what it reported."""
+
+    wall_s: float
+    max_rss_bytes: int
+    returncode: int
+    result: dict = field(default_factory=dict)
+    log_tail: str = ""
+    killed: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.killed is None
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """Current RSS of a process and all its descendants (for the safety watchdog only)."""
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def run_measured(
+    args: list[str],
+    *,
+    env: dict | None = None,
+    cwd: str | Path | None = None,
+    log_path: str | Path | None = None,
+    result_path: str | Path | None = None,
+    timeout_s: float | None = None,
+    rss_limit_bytes: int | None = None,
+) -> Measured:
+    """Run `args` in a new session; wall time, peak RSS (wait4), optional JSON result file.
+
+    A watchdog kills the process group (by its own id) when it outlives `timeout_s` or
+    when the tree's RSS passes `rss_limit_bytes`, to keep a shared machine usable.
+    """
+    log_file = open(log_path, "wb") if log_path else tempfile.TemporaryFile()
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    killed: list[str] = []
+    done = threading.Event()
+
+    def watchdog() -> None:
+        while not done.wait(0.5):
+            reason = None
+            if timeout_s is not None and time.perf_counter() - started > timeout_s:
+                reason = f"timeout after {timeout_s:.0f} s"
+            elif rss_limit_bytes is not None and _tree_rss_bytes(proc.pid) > rss_limit_bytes:
+                reason = f"RSS above {rss_limit_bytes / GIB:.1f} GiB"
+            if reason:
+                killed.append(reason)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+
+    watcher = threading.Thread(target=watchdog, daemon=True)
+    watcher.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    done.set()
+    watcher.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if log_path:
+        log_file.close()
+        tail = Path(log_path).read_bytes()[-4000:].decode(errors="replace")
+    else:
+        log_file.seek(0)
+        tail = log_file.read()[-4000:].decode(errors="replace")
+        log_file.close()
+    result = {}
+    if result_path and Path(result_path).exists():
+        result = json.loads(Path(result_path).read_text())
+    # ru_maxrss is in KiB on Linux.
+    return Measured(wall, usage.ru_maxrss * 1024, proc.returncode, result, tail, killed[0] if killed else None)
+
+
+def run_worker(module: str, worker_args: list[str], *, env: dict, workdir: Path, tag: str, **kwargs) -> Measured:
+    """`python -m <module> --worker ...` in a fresh process; the worker writes JSON to --out."""
+    out = workdir / f"{tag}.json"
+    log = workdir / f"{tag}.log"
+    out.unlink(missing_ok=True)
+    return run_measured(
+        [PYTHON, "-m", module, *worker_args, "--out", str(out)],
+        env=env,
+        cwd=ROOT,
+        log_path=log,
+        result_path=out,
+        **kwargs,
+    )
+
+
+def emit(out: str | Path, payload: dict) -> None:
+    """A worker's answer to its parent."""
+    Path(out).write_text(json.dumps(payload, default=str, indent=1))
+
+
+def clean_env(**overrides: str) -> dict:
+    """The current environment without variables that would redirect the benchmark home."""
+    env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_ENV}
+    env.setdefault("PYTHONHASHSEED", "0")
+    env["GIT_PYTHON_REFRESH"] = "quiet"
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    env.update(overrides)
+    return env
+
+
+# --- dbt --------------------------------------------------------------------------------------
+
+
+def dbt_env(home: Path, target_path: Path, *, dagster_like: bool = True) -> dict:
+    """Environment of a dbt CLI run against a benchmark home.
+
+    `dagster_like` reproduces what dagster-dbt's `DbtCliResource.cli` sets for the
+    subprocess: JSON logs, a fresh target/log path per invocation (so no partial parse),
+    usage stats off, unbuffered output, project and profiles dirs in the environment.
+    """
+    env = clean_env(
+        LAKEHOUSE_WAREHOUSE=str(home / "warehouse.duckdb"),
+        LAKEHOUSE_LAKE_URL=str(home / "lake"),
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+        DBT_PROFILES_DIR=str(DBT_PROJECT_DIR),
+        DBT_PROJECT_DIR=str(DBT_PROJECT_DIR),
+        DBT_TARGET_PATH=str(target_path),
+        DBT_LOG_PATH=str(target_path),
+    )
+    if dagster_like:
+        env.update(DAGSTER_DBT_CLI="true", PYTHONUNBUFFERED="1", DBT_LOG_FORMAT="json", PYTHONLEGACYWINDOWSSTDIO="1")
+    return env
+
+
+def dbt_args(command: str, select: str | None = None, dbt_vars: dict | None = None) -> list[str]:
+    args = [DBT_EXECUTABLE, command]
+    if dbt_vars:
+        args += ["--vars", json.dumps(dbt_vars)]
+    if select:
+        args += ["--select", select]
+    return args
+
+
+def run_dbt(
+    command: str,
+    home: Path,
+    target_path: Path,
+    *,
+    select: str | None = None,
+    dbt_vars: dict | None = None,
+    dagster_like: bool = True,
+    log_path: Path | None = None,
+    **kwargs,
+) -> Measured:
+    measured = run_measured(
+        dbt_args(command, select, dbt_vars),
+        env=dbt_env(home, target_path, dagster_like=dagster_like),
+        cwd=DBT_PROJECT_DIR,
+        log_path=log_path,
+        **kwargs,
+    )
+    if not measured.ok:
+        raise RuntimeError(f"dbt {command} --select {select} failed ({measured.killed or measured.returncode}):\n{measured.log_tail}")
+    return measured
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def header(name: str, runs: int) -> dict:
+    return {
+        "benchmark": name,
+        "date_utc": utc_now(),
+        "runs": runs,
+        "statistic": f"median of {runs} runs",
+        "machine": machine_info(),
+        "git": git_info(),
+        "load_average_at_start": load_average(),
+    }
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "load_average_at_end": load_average()}
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def cell(v) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:,.2f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
