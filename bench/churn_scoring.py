@@ -74,13 +74,18 @@ def snapshot_date() -> date:
 
 
 def shortest_years() -> float:
-    """Shortest history (in whole days) whose first full-lookback snapshot is the last one."""
-    from lakehouse.churn.config import WorldConfig
+    """Shortest history whose last snapshot has its whole 13-week lookback inside the history.
+
+    (A shorter one can still pass the model's `first_week + 91 days` test with a partial
+    first week; this asks for 91 full days before the snapshot.)
+    """
+    from lakehouse.churn.config import LOOKBACK_WEEKS, WorldConfig
 
     end = WorldConfig().end_date
-    for days in range(80, 400):
+    for days in range(LOOKBACK_WEEKS * 7, 400):
         years = days / 365
-        if WorldConfig(years=years).first_snapshot <= end:
+        cfg = WorldConfig(years=years)
+        if cfg.first_snapshot <= end and cfg.start_date <= end - timedelta(weeks=LOOKBACK_WEEKS):
             return years
     raise RuntimeError("no history length found")
 
@@ -175,11 +180,10 @@ def worker_features_duckdb(a) -> dict:
     sql = Path(a.sql_file).read_text()
     with duckdb.connect(str(Path(a.home) / "warehouse.duckdb")) as con:
         t0 = time.perf_counter()
-        con.execute(f"create or replace table {DIRECT_TABLE} as {sql}")
+        con.execute(f"create or replace table {DIRECT_TABLE} as {sql}").fetchall()
         seconds = time.perf_counter() - t0
-        rows = con.sql(f"select count(*) from {DIRECT_TABLE}").fetchone()[0]
-        threads = con.sql("select current_setting('threads')").fetchone()[0]
-        memory_limit = con.sql("select current_setting('memory_limit')").fetchone()[0]
+        rows = con.sql(f"select count(*) from {DIRECT_TABLE}").fetchall()[0][0]
+        threads, memory_limit = con.sql("select current_setting('threads'), current_setting('memory_limit')").fetchall()[0]
     return {"sql_s": seconds, "rows": rows, "duckdb_threads": threads, "duckdb_memory_limit": memory_limit}
 
 
@@ -306,6 +310,13 @@ def _setup_scale(root: Path, customers: int, years: float, seed: int, tracking_u
     return home, info
 
 
+def _score_env(home: Path, tracking_uri: str) -> dict:
+    # `load_model` resolves `models:/...` through MLflow's process-global tracking URI, which
+    # only `Registry.run` sets; a fresh scoring process needs MLFLOW_TRACKING_URI (else it
+    # looks in ./mlflow.db and finds no model). See the report's findings.
+    return clean_env(LAKEHOUSE_HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri)
+
+
 def _measure_scale(root: Path, home: Path, customers: int, rep: int, tracking_uri: str, snapshot: date) -> dict:
     env = clean_env(LAKEHOUSE_HOME=str(home))
     limits = {"timeout_s": TIMEOUT_S, "rss_limit_bytes": RSS_LIMIT}
@@ -324,7 +335,7 @@ def _measure_scale(root: Path, home: Path, customers: int, rep: int, tracking_ur
     # (b) read, load model, score, write.
     scored = _check(
         run_worker(MODULE, ["--worker", "score", "--home", str(home), "--snapshot", snapshot.isoformat(), "--tracking-uri", tracking_uri],
-                   env=env, workdir=root, tag=f"score-{customers}-{rep}", **limits),
+                   env=_score_env(home, tracking_uri), workdir=root, tag=f"score-{customers}-{rep}", **limits),
         "scoring",
     )
     s = scored.result["stages_s"]
@@ -335,6 +346,7 @@ def _measure_scale(root: Path, home: Path, customers: int, rep: int, tracking_ur
         "load_average_before": load,
         "features_dbt_cli_s": dbt.wall_s,
         "features_dbt_cli_max_rss_bytes": dbt.max_rss_bytes,
+        "features_dbt_cli_cpu_s": dbt.cpu_s,
         "features_duckdb_sql_s": direct.result["sql_s"],
         "features_duckdb_process_s": direct.wall_s,
         "features_duckdb_max_rss_bytes": direct.max_rss_bytes,
@@ -350,6 +362,7 @@ def _measure_scale(root: Path, home: Path, customers: int, rep: int, tracking_ur
         "score_process_s": scored.wall_s,
         "score_imports_s": scored.result["imports_s"],
         "score_max_rss_bytes": scored.max_rss_bytes,
+        "score_process_cpu_s": scored.cpu_s,
         "score_batch_seconds": scored.result["score_batch_seconds"],
         "customers_scored": scored.result["customers_scored"],
         "tiers": scored.result["tiers"],
@@ -365,7 +378,7 @@ MEDIAN_KEYS = (
     "features_dbt_cli_s", "features_duckdb_sql_s", "features_duckdb_process_s", "dbt_cli_overhead_s",
     "read_features_s", "load_model_s", "score_s", "write_parquet_s", "scoring_stage_s", "score_imports_s",
     "score_process_s", "score_batch_seconds", "total_s", "total_with_direct_sql_s", "total_with_process_start_s",
-    "peak_rss_bytes", "features_dbt_cli_max_rss_bytes", "features_duckdb_max_rss_bytes", "score_max_rss_bytes",
+    "peak_rss_bytes", "features_dbt_cli_cpu_s", "score_process_cpu_s", "features_dbt_cli_max_rss_bytes", "features_duckdb_max_rss_bytes", "score_max_rss_bytes",
 )
 
 
@@ -462,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             scale["goals"] = _goals(scale)
             if not a.no_breakdown:
                 bd = run_worker(MODULE, ["--worker", "score_breakdown", "--home", str(home), "--snapshot", snapshot.isoformat(), "--tracking-uri", tracking_uri],
-                                env=clean_env(LAKEHOUSE_HOME=str(home)), workdir=root, tag=f"breakdown-{customers}", timeout_s=TIMEOUT_S, rss_limit_bytes=RSS_LIMIT)
+                                env=_score_env(home, tracking_uri), workdir=root, tag=f"breakdown-{customers}", timeout_s=TIMEOUT_S, rss_limit_bytes=RSS_LIMIT)
                 scale["score_breakdown_once"] = bd.result if bd.ok else {"error": bd.log_tail[-1500:]}
             write_results(NAME, payload)
             if not a.keep:

@@ -114,6 +114,7 @@ class Measured:
     max_rss_bytes: int
     returncode: int
     result: dict = field(default_factory=dict)
+    cpu_s: float = 0.0  # user + system time of the process and its waited-for descendants
     log_tail: str = ""
     killed: str | None = None
 
@@ -197,7 +198,10 @@ def run_measured(
     if result_path and Path(result_path).exists():
         result = json.loads(Path(result_path).read_text())
     # ru_maxrss is in KiB on Linux.
-    return Measured(wall, usage.ru_maxrss * 1024, proc.returncode, result, tail, killed[0] if killed else None)
+    return Measured(
+        wall, usage.ru_maxrss * 1024, proc.returncode, result, tail, killed[0] if killed else None,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+    )
 
 
 def run_worker(module: str, worker_args: list[str], *, env: dict, workdir: Path, tag: str, **kwargs) -> Measured:

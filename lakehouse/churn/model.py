@@ -220,9 +220,10 @@ def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings
 
 
 def load_model(registry: Registry, settings: ChurnSettings, alias: str = CHAMPION) -> tuple[lgb.Booster, str]:
-    """The booster behind `models:/<name>@<alias>` and its version."""
+    """The booster behind `models:/<name>@<alias>` and the version the alias points to."""
     version = registry.alias_version(settings.registered_model_name, alias)
     if version is None:
         raise LookupError(f"no model version has alias '{alias}' for {settings.registered_model_name}: train and promote one first")
-    booster = mlflow.lightgbm.load_model(f"models:/{settings.registered_model_name}/{version}")
+    registry.activate()
+    booster = mlflow.lightgbm.load_model(registry.model_uri(settings.registered_model_name, alias))
     return booster, version

@@ -97,3 +97,24 @@ def load_raw_tables(directory: str | Path, today: date) -> dict[str, pl.DataFram
             parent_table=CUSTOMERS.name,
         )
     return tables
+
+
+def markdown() -> str:
+    """The documentation of the churn raw tables (docs/churn_raw_tables.md)."""
+    parts = [
+        "# Churn raw tables",
+        "",
+        "Bring your own data: put one `<table>.parquet` or `<table>.csv` per table below in a folder and "
+        "materialize `churn/customers` (and its siblings) with run config "
+        "`ops: {churn_raw: {config: {source_dir: /path/to/folder}}}`. Every file is validated before "
+        "anything is written; a bad file stops the run with one error naming the file, the column and "
+        "example rows, and the lake keeps its previous content. Every `customer_id` must exist in `customers`.",
+        "",
+    ]
+    for schema in RAW_TABLES:
+        parts += [f"## {schema.name}", "", schema.description, "", f"Key: `{', '.join(schema.key)}`", "", schema.markdown(), ""]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(markdown())

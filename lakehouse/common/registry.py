@@ -34,11 +34,15 @@ class Registry:
         location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root, name).resolve().as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
+    def activate(self) -> None:
+        """Point MLflow's fluent API (log_model, load_model) at this store."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+
     @contextmanager
     def run(self, experiment: str, run_name: str, tags: dict[str, str] | None = None):
         """An active MLflow run bound to this store (the fluent API logs into it)."""
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
+        self.activate()
         with mlflow.start_run(experiment_id=self.experiment_id(experiment), run_name=run_name, tags=tags) as run:
             yield run
 

@@ -178,13 +178,15 @@ def test_parallel_partition_runs_share_the_warehouse_without_lock_errors(built):
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]
         assert "Could not set lock" not in out
-    # The three pool steps did not overlap in time.
-    spans = []
-    for run in built.instance.get_runs(limit=3):
-        times = {e.dagster_event_type: e.timestamp for e in built.instance.all_logs(run.run_id) if e.dagster_event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS)}
-        spans.append((times[dg.DagsterEventType.STEP_START], times[dg.DagsterEventType.STEP_SUCCESS]))
-    spans.sort()
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    # They were serialized by the pool, not lucky: the runs that started while another held
+    # the warehouse waited for the slot.
+    waits = [
+        e
+        for run in built.instance.get_runs(limit=3)
+        for e in built.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        if "blocked by limit for pool duckdb" in (e.message or "")
+    ]
+    assert waits
 
 
 # --- monitoring checks, each made to fail on purpose -------------------------------------

@@ -65,3 +65,9 @@ def test_dbt_vars_match_the_python_config():
         "churn_key_features": WorldConfig.key_features,
         "churn_lookback_weeks": LOOKBACK_WEEKS,
     }
+
+
+def test_raw_table_docs_are_current():
+    from lakehouse.churn.schemas import markdown
+
+    assert (ROOT / "docs" / "churn_raw_tables.md").read_text() == markdown() + "\n", "run `make docs`"

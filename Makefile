@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make demo` and `make test` (README). Both create the
+# virtualenv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
+export DAGSTER_HOME ?= $(LAKEHOUSE_HOME)/dagster
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test ui graph docs bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/python demo.py
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+ui: setup
+	mkdir -p $(DAGSTER_HOME) && cp -n deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
+	$(BIN)/dagster dev -w workspace.yaml
+
+graph: setup
+	$(BIN)/python -m assets.graph
+
+docs: setup
+	$(BIN)/python -m lakehouse.churn.schemas > docs/churn_raw_tables.md
+
+bench: setup
+	$(BIN)/python -m bench.churn_scoring
+	$(BIN)/python -m bench.platform_overhead
+
+clean:
+	rm -rf $(LAKEHOUSE_HOME)
