@@ -9,11 +9,10 @@ Runs go through a persistent Dagster instance under $LAKEHOUSE_HOME/dagster, so 
 import os
 import shutil
 import sys
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
 ROOT = Path(__file__).resolve().parent
 SCORED_WEEKS = 26  # 13 weeks of A/B enrolment whose 90-day outcome has matured, and monthly live AUC-PR

@@ -9,7 +9,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from assets.churn.partitions import weekly_snapshots
 from assets.common import DUCKDB_POOL
-from assets.dbt_project import DBT_PROJECT, LakehouseDbtTranslator, ensure_manifest
+from assets.dbt_project import LakehouseDbtTranslator, ensure_manifest
 from resources import LakehouseResource
 
 MANIFEST = ensure_manifest()

@@ -14,7 +14,7 @@ tables (see `schemas.py`); the same seed gives the same tables.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import polars as pl

@@ -15,7 +15,7 @@ import pytest
 from lakehouse.churn.config import SETTINGS, WorldConfig
 from lakehouse.common.registry import CHALLENGER, CHAMPION
 from tests.conftest import make_home
-from tests.loopback import recording_server
+from tests.loopback import UPSERT_SUFFIX, serve
 
 pytestmark = pytest.mark.e2e
 CUSTOMERS = 1000
@@ -138,19 +138,16 @@ def test_crm_push_to_a_rest_endpoint_survives_a_failing_then_recovering_server(b
     from resources import CrmResource
 
     week = built.outcome["latest_week"]
-    with recording_server() as crm:
-        crm.fail_next = [503, 429, 500]
+    with serve() as crm:
+        crm.script = [(503, {}), (429, {"Retry-After": "0"}), (500, {})]
         resources = {**built.resources, "crm": CrmResource(target="rest", base_url=f"{crm.url}/services/data/v60.0", token="test-token", batch_size=150)}
         for _ in range(2):  # a re-run upserts the same records again: idempotent on the CRM side
             assert _materialize(built, "key:churn/crm_push", partition_key=week, resources=resources).success
-        requests = list(crm.requests)
     latest = _lake(built).read("churn", "churn_scores", ("snapshot_date", week))
-    sent = [r for req in requests for r in req["body"]["records"]]
-    assert all(req["method"] == "PATCH" and req["headers"]["Authorization"] == "Bearer test-token" for req in requests)
-    assert all(req["path"].endswith("/composite/sobjects/Account/External_Id__c") for req in requests)
-    assert len(requests) >= 2 * -(-latest.height // 150)  # batches of 150, each retried until accepted
-    assert len(sent) == 2 * latest.height
-    assert {r["External_Id__c"] for r in sent} == set(latest["customer_id"])
+    assert all(r["method"] == "PATCH" and r["headers"]["Authorization"] == "Bearer test-token" for r in crm.requests)
+    assert all(r["path"].endswith(UPSERT_SUFFIX) for r in crm.requests)
+    assert len(crm.requests) == 3 + 2 * -(-latest.height // 150)  # three failures, then batches of 150 twice
+    assert set(crm.accounts) == set(latest["customer_id"]) and set(crm.applied.values()) == {2}
 
 
 def test_parallel_partition_runs_share_the_warehouse_without_lock_errors(built):
@@ -229,7 +226,7 @@ def test_alert_sensor_records_each_failed_evaluation_once_and_posts_slack_json(b
     from resources import AlertSinkResource
     from sensors.alerts import asset_check_alerts
 
-    with recording_server() as webhook:
+    with serve() as webhook:
         resources = {**built.resources, "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook")}
         for _ in range(2):
             context = dg.build_sensor_context(instance=built.instance, resources=resources, definitions=definitions.defs)
