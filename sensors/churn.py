@@ -4,17 +4,17 @@ Monday morning, CRM push Monday afternoon."""
 
 import dagster as dg
 
+from assets.churn.features import churn_features, churn_staging
 from assets.churn.partitions import weekly_snapshots
+from assets.churn.raw import churn_raw
+from assets.churn.scoring import churn_scores
 from lakehouse.churn.config import CASE
 
 TIMEZONE = "Europe/Paris"
 
 churn_weekly_scoring_job = dg.define_asset_job(
     "churn_weekly_scoring",
-    selection=dg.AssetSelection.assets(
-        *[[CASE, n] for n in ("customers", "usage_daily", "support_tickets", "invoices", "renewals")]
-    ).downstream(depth=2)
-    | dg.AssetSelection.assets([CASE, "churn_features"], [CASE, "churn_scores"]),
+    selection=dg.AssetSelection.assets(churn_raw, churn_staging, churn_features, churn_scores),
     partitions_def=weekly_snapshots,
     description="Ingest raw tables, rebuild staging, compute this Monday's features and score every active customer.",
 )

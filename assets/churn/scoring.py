@@ -54,7 +54,7 @@ def _snapshot(partition_key: str) -> tuple[str, str]:
 )
 def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     snapshot = context.partition_key
-    features = lakehouse.query("select * from churn_features where snapshot_date = ?", [snapshot])
+    features = lakehouse.query("select * from churn_features where snapshot_date = ? order by customer_id", [snapshot])
     booster, version = load_model(mlflow.registry(lakehouse), SETTINGS)
     batch = score(booster, features, SETTINGS, model_version=version)
     lakehouse.lake.write(batch.scores, CASE, "churn_scores", _snapshot(snapshot))
