@@ -79,6 +79,7 @@ class ChurnSettings:
         RiskTier("low", 0.0, "No action: regular newsletter"),
     )
     top_reasons: int = 3
+    explained_tiers: tuple[str, ...] = ("high", "medium")  # tiers whose customers get SHAP reasons
     # A/B test and ROI
     ab_high_risk_threshold: float = 0.65
     ab_outcome_days: int = 90
