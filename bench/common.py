@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> dict:
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     return {
         "nproc": int(nproc) if nproc.isdigit() else os.cpu_count(),
         "total_ram_bytes": _meminfo_total(),
@@ -76,7 +76,8 @@ def machine_info() -> dict:
 
 def git_info() -> dict:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        # Not .strip(): porcelain lines start with a status column that may be a space.
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.rstrip("\n")
 
     status = [line for line in git("status", "--porcelain").splitlines() if line.strip()]
     outside_bench = [line for line in status if not line[3:].startswith("bench/")]
@@ -94,8 +95,34 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds spent busy by the whole machine since boot (all cores, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait_s: float = 600, threshold: float = 0.15, window_s: float = 5.0) -> dict:
+    """Wait until the machine's busy share (all cores) stays under `threshold` for a window.
+
+    Other people may be running tests on this machine; this waits for a lull, up to
+    `max_wait_s`, and says how long it waited and how busy the machine was.
+    """
+    ncpu = os.cpu_count() or 1
+    started = time.perf_counter()
+    while True:
+        b0 = busy_cpu_seconds()
+        time.sleep(window_s)
+        share = (busy_cpu_seconds() - b0) / (window_s * ncpu)
+        waited = time.perf_counter() - started
+        if share < threshold or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "busy_share_last_window": round(share, 3), "quiet": share < threshold, "load_average": load_average()}
+
+
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def median(values: list[float | None]) -> float | None:
@@ -115,6 +142,13 @@ class Measured:
     returncode: int
     result: dict = field(default_factory=dict)
     cpu_s: float = 0.0  # user + system time of the process and its waited-for descendants
+    # CPU time the rest of the machine used meanwhile (another user's tests): a contention flag.
+    foreign_cpu_s: float = 0.0
+
+    @property
+    def foreign_share(self) -> float:
+        """Foreign CPU time as a share of the machine's capacity during the measurement."""
+        return self.foreign_cpu_s / (self.wall_s * (os.cpu_count() or 1)) if self.wall_s else 0.0
     log_tail: str = ""
     killed: str | None = None
 
@@ -159,48 +193,47 @@ def run_measured(
     A watchdog kills the process group (by its own id) when it outlives `timeout_s` or
     when the tree's RSS passes `rss_limit_bytes`, to keep a shared machine usable.
     """
-    log_file = open(log_path, "wb") if log_path else tempfile.TemporaryFile()
-    started = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    killed: list[str] = []
-    done = threading.Event()
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log_file:
+        busy0 = busy_cpu_seconds()
+        started = time.perf_counter()
+        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        killed: list[str] = []
+        done = threading.Event()
 
-    def watchdog() -> None:
-        while not done.wait(0.5):
-            reason = None
-            if timeout_s is not None and time.perf_counter() - started > timeout_s:
-                reason = f"timeout after {timeout_s:.0f} s"
-            elif rss_limit_bytes is not None and _tree_rss_bytes(proc.pid) > rss_limit_bytes:
-                reason = f"RSS above {rss_limit_bytes / GIB:.1f} GiB"
-            if reason:
-                killed.append(reason)
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                return
+        def watchdog() -> None:
+            while not done.wait(0.5):
+                reason = None
+                if timeout_s is not None and time.perf_counter() - started > timeout_s:
+                    reason = f"timeout after {timeout_s:.0f} s"
+                elif rss_limit_bytes is not None and _tree_rss_bytes(proc.pid) > rss_limit_bytes:
+                    reason = f"RSS above {rss_limit_bytes / GIB:.1f} GiB"
+                if reason:
+                    killed.append(reason)
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    return
 
-    watcher = threading.Thread(target=watchdog, daemon=True)
-    watcher.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    done.set()
-    watcher.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if log_path:
-        log_file.close()
-        tail = Path(log_path).read_bytes()[-4000:].decode(errors="replace")
-    else:
-        log_file.seek(0)
-        tail = log_file.read()[-4000:].decode(errors="replace")
-        log_file.close()
+        watcher = threading.Thread(target=watchdog, daemon=True)
+        watcher.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        busy = busy_cpu_seconds() - busy0
+        done.set()
+        watcher.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - 4000))
+        tail = log_file.read().decode(errors="replace")
     result = {}
     if result_path and Path(result_path).exists():
         result = json.loads(Path(result_path).read_text())
     # ru_maxrss is in KiB on Linux.
     return Measured(
-        wall, usage.ru_maxrss * 1024, proc.returncode, result, tail, killed[0] if killed else None,
+        wall_s=wall, max_rss_bytes=usage.ru_maxrss * 1024, returncode=proc.returncode, result=result,
+        log_tail=tail, killed=killed[0] if killed else None,
         cpu_s=usage.ru_utime + usage.ru_stime,
+        foreign_cpu_s=max(0.0, busy - (usage.ru_utime + usage.ru_stime)),
     )
 
 
@@ -288,6 +321,34 @@ def run_dbt(
     if not measured.ok:
         raise RuntimeError(f"dbt {command} --select {select} failed ({measured.killed or measured.returncode}):\n{measured.log_tail}")
     return measured
+
+
+def dbt_log_timings(log_path: str | Path) -> dict:
+    """Node timings from a dbt JSON log (DBT_LOG_FORMAT=json): model vs data tests vs the rest.
+
+    `run_s` is dbt's own "Finished running ... in X seconds" (connection, nodes, hooks);
+    whatever else the process spent is interpreter start, imports, project parse, compile.
+    """
+    nodes: dict[str, dict] = {}
+    run_s = None
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        name = event.get("info", {}).get("name")
+        data = event.get("data", {})
+        if name in ("LogModelResult", "LogTestResult", "NodeFinished"):  # the first two at info level
+            info = data.get("node_info", {})
+            result = data.get("run_result", data)
+            nodes[info.get("unique_id", "?")] = {"status": result.get("status"), "execution_time_s": result.get("execution_time")}
+        elif name == "FinishedRunningStats":
+            run_s = data.get("execution_time")
+    model_s = sum(v["execution_time_s"] or 0 for k, v in nodes.items() if k.startswith("model."))
+    tests_s = sum(v["execution_time_s"] or 0 for k, v in nodes.items() if k.startswith("test."))
+    return {"run_s": run_s, "model_s": model_s, "tests_s": tests_s, "tests": sum(k.startswith("test.") for k in nodes), "nodes": nodes}
 
 
 # --- results ----------------------------------------------------------------------------------
