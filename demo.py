@@ -14,12 +14,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from lakehouse.common.home import LakehouseHome
+
 ROOT = Path(__file__).resolve().parent
 SCORED_WEEKS = 26  # 13 weeks of A/B enrolment whose 90-day outcome has matured, and monthly live AUC-PR
 
 
 def prepare_instance(home: Path) -> dg.DagsterInstance:
-    dagster_home = home / "dagster"
+    dagster_home = LakehouseHome(home).dagster_home
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(dagster_home)

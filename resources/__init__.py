@@ -31,7 +31,7 @@ class LakehouseResource(ConfigurableResource):
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.lake_url or str(self.paths.root / "lake"))
+        return Lake(self.lake_url or str(self.paths.lake))
 
     def dbt_env(self) -> dict[str, str]:
         """Environment the dbt subprocess reads its paths from (profiles.yml, sources.yml)."""
