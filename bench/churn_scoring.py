@@ -35,8 +35,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from bench.common import (
+    publish,
     GIB,
-    ROOT,
     clean_env,
     dbt_log_timings,
     header,
@@ -510,11 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
-    path = write_results(NAME, payload)
-    print()
-    print(render(payload))
-    print(f"\nresults: {path.relative_to(ROOT)}")
-    return 0
+    return publish(NAME, payload, render)
 
 
 def render(payload: dict) -> str:

@@ -389,3 +389,12 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def publish(name: str, payload: dict, render) -> int:
+    """Write the results file and print the Markdown table; the benchmark's exit code."""
+    path = write_results(name, payload)
+    print()
+    print(render(payload))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    return 0

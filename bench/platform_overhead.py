@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from bench.common import (
+    publish,
     ROOT,
     clean_env,
     header,
@@ -37,7 +38,6 @@ from bench.common import (
     median,
     run_worker,
     wait_for_quiet,
-    write_results,
 )
 
 NAME = "platform_overhead"
@@ -496,11 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
-    path = write_results(NAME, payload)
-    print()
-    print(render(payload))
-    print(f"\nresults: {path.relative_to(ROOT)}")
-    return 0
+    return publish(NAME, payload, render)
 
 
 def _medians(reps: list[dict]) -> dict:
