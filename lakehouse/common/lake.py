@@ -76,6 +76,3 @@ class Lake:
 
     def read(self, case: str, name: str, partition: tuple[str, str] | None = None) -> pl.DataFrame:
         return pl.read_parquet(self.file_url(case, name, partition))
-
-    def scan_partitions(self, case: str, name: str) -> pl.LazyFrame:
-        return pl.scan_parquet(self.glob(case, name, partitioned=True), hive_partitioning=True)
