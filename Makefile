@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 export LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
 export DAGSTER_HOME ?= $(LAKEHOUSE_HOME)/dagster
 export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test ui graph docs bench clean
+.PHONY: setup demo test ui serve graph docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +27,9 @@ test: setup
 ui: setup
 	mkdir -p $(DAGSTER_HOME) && cp -n deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
 	$(BIN)/dagster dev -w workspace.yaml
+
+serve: setup
+	$(BIN)/python -m lakehouse.serving
 
 graph: setup
 	$(BIN)/python -m assets.graph

@@ -3,20 +3,25 @@
 
 import dagster as dg
 
-from assets.churn import features, model, raw, reports, scoring
+import assets.churn
+import assets.forecast
+import assets.fraud
+import assets.triage
+import sensors.churn
+import sensors.forecast
+import sensors.fraud
+import sensors.triage
 from resources import default_resources
 from sensors.alerts import asset_check_alerts
-from sensors.churn import JOBS as CHURN_JOBS
-from sensors.churn import SCHEDULES as CHURN_SCHEDULES
 
-churn_assets = dg.load_assets_from_modules([raw, features, model, scoring, reports])
-churn_checks = dg.load_asset_checks_from_modules([model, scoring, reports])
+CASE_ASSETS = [assets.churn, assets.forecast, assets.fraud, assets.triage]
+CASE_OPERATIONS = [sensors.churn, sensors.forecast, sensors.fraud, sensors.triage]
 
 defs = dg.Definitions(
-    assets=churn_assets,
-    asset_checks=churn_checks,
-    jobs=CHURN_JOBS,
-    schedules=CHURN_SCHEDULES,
-    sensors=[asset_check_alerts],
+    assets=[a for case in CASE_ASSETS for a in case.ASSETS],
+    asset_checks=[c for case in CASE_ASSETS for c in case.CHECKS],
+    jobs=[j for case in CASE_OPERATIONS for j in case.JOBS],
+    schedules=[s for case in CASE_OPERATIONS for s in case.SCHEDULES],
+    sensors=[asset_check_alerts, *(s for case in CASE_OPERATIONS for s in case.SENSORS)],
     resources=default_resources(),
 )

@@ -11,6 +11,9 @@ from lakehouse.common.schema import TableSchema as DomainSchema
 
 OWNERS = {
     "churn": ["team:customer-success-ml"],
+    "forecast": ["team:supply-chain-ml"],
+    "fraud": ["team:payments-risk-ml"],
+    "triage": ["team:support-ml"],
     "platform": ["team:ml-platform"],
 }
 

@@ -4,7 +4,7 @@
 
 Each repetition runs the same work twice, each time in a fresh process on a fresh temp
 home, alternating which goes first:
-  (a) dagster: `demo.run_churn` on its own instance (`DagsterInstance.from_config` on a
+  (a) dagster: `demos.churn.run` on its own instance (`DagsterInstance.from_config` on a
       dir holding a copy of deploy/dagster.yaml), embedded resources, LAKEHOUSE_SCALE=2000.
   (b) direct: the same domain functions and the same dbt commands without Dagster
       (Dagster is never imported): generate_world + validate_frame + Lake.write_many;
@@ -95,7 +95,7 @@ def worker_dagster(a) -> dict:
     import dagster as dg
 
     import definitions  # noqa: F401  (loads the code location as a deployment would)
-    import demo
+    import demos.churn
     from lakehouse.churn.config import SETTINGS, WorldConfig
     from lakehouse.common.registry import Registry
     from resources import LakehouseResource, default_resources
@@ -112,7 +112,7 @@ def worker_dagster(a) -> dict:
         profiler = cProfile.Profile()
         profiler.enable()
     t0 = time.perf_counter()
-    outcome = demo.run_churn(instance, resources, WorldConfig().end_date, log=lambda msg: marks.append((msg, time.perf_counter())))
+    outcome = demos.churn.run(instance, resources, WorldConfig().end_date, log=lambda msg: marks.append((msg, time.perf_counter())))
     wall = time.perf_counter() - t0
     if profiler:
         profiler.disable()
@@ -163,7 +163,7 @@ def _profile_summary(profiler, wall: float) -> dict:
 
 
 def _snapshot_keys(world_end: date) -> list[str]:
-    """The weekly partition keys `demo.run_churn` uses: Mondays from the first full-lookback
+    """The weekly partition keys `demos.churn.run` uses: Mondays from the first full-lookback
     snapshot to the end of the world (WeeklyPartitionsDefinition(start=first_snapshot, day_offset=1))."""
     from lakehouse.churn.config import WorldConfig
 
@@ -350,14 +350,14 @@ def worker_direct(a) -> dict:
 
 
 def scored_weeks() -> int:
-    """demo.SCORED_WEEKS, read from the source: importing demo would import Dagster."""
+    """demos.churn.SCORED_WEEKS, read from the source: importing demos would import Dagster."""
     import ast
 
-    tree = ast.parse((ROOT / "demo.py").read_text())
+    tree = ast.parse((ROOT / "demos" / "churn.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SCORED_WEEKS" for t in node.targets):
             return ast.literal_eval(node.value)
-    raise LookupError("SCORED_WEEKS not found in demo.py")
+    raise LookupError("SCORED_WEEKS not found in demos/churn.py")
 
 
 def _outputs(home: Path, registry, settings) -> dict:
@@ -548,7 +548,7 @@ def render(payload: dict) -> str:
     head = markdown_table(
         ["mode", "wall (s)", "imports (s)", "process incl. start (s)", "process CPU (s)", "peak RSS (MiB)"],
         [
-            ["dagster (demo.run_churn)", m["dagster_wall_s"], m["dagster_imports_s"], m["dagster_process_s"], m["dagster_process_cpu_s"], round(m["dagster_max_rss_bytes"] / 2**20)],
+            ["dagster (demos.churn.run)", m["dagster_wall_s"], m["dagster_imports_s"], m["dagster_process_s"], m["dagster_process_cpu_s"], round(m["dagster_max_rss_bytes"] / 2**20)],
             ["direct (no Dagster)", m["direct_wall_s"], m["direct_imports_s"], m["direct_process_s"], m["direct_process_cpu_s"], round(m["direct_max_rss_bytes"] / 2**20)],
             [f"ratio dagster/direct (goal < {payload['goal_ratio']})", f"{m['ratio']:.2f} ({'met' if m['ratio'] < payload['goal_ratio'] else 'MISSED'})", "-", "-", "-", "-"],
         ],
@@ -574,7 +574,7 @@ def render(payload: dict) -> str:
     )
     text = (
         f"### Platform overhead, churn graph at {payload['customers']:,} customers (median of {payload['runs']} runs)\n\n{head}\n\n"
-        f"#### Per phase of demo.run_churn\n\n{phases}\n\n#### Per step\n\n{steps}\n\n#### Dagster decomposition\n\n{dec}"
+        f"#### Per phase of demos.churn.run\n\n{phases}\n\n#### Per step\n\n{steps}\n\n#### Dagster decomposition\n\n{dec}"
     )
     prof = payload.get("profile_run")
     if prof:

@@ -71,6 +71,17 @@ class CrmResource(ConfigurableResource):
         raise ValueError("CRM target 'rest' needs base_url and token (CRM_BASE_URL, CRM_TOKEN)")
 
 
+class RedisResource(ConfigurableResource):
+    """The online store (fraud features, published forecasts) and the event stream."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
 class AlertSinkResource(ConfigurableResource):
     """The alerts table, plus a Slack-compatible webhook when a URL is configured."""
 
@@ -107,6 +118,7 @@ def default_resources() -> dict:
         ),
         "crm": crm,
         "alerts": AlertSinkResource(webhook_url=webhook),
+        "redis": RedisResource(url=EnvVar("LAKEHOUSE_REDIS_URL")) if os.environ.get("LAKEHOUSE_REDIS_URL") else RedisResource(),
         "dbt": DbtCliResource(
             project_dir=DBT_PROJECT.project_dir,
             profiles_dir=DBT_PROJECT.project_dir,

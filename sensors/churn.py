@@ -73,3 +73,4 @@ churn_crm_push_schedule = dg.build_schedule_from_partitioned_job(
 
 JOBS = [churn_weekly_scoring_job, churn_crm_push_job, churn_monthly_training_job]
 SCHEDULES = [churn_monthly_training_schedule, churn_weekly_scoring_schedule, churn_crm_push_schedule]
+SENSORS: list = []

@@ -21,6 +21,25 @@ def make_home(home: Path, monkeypatch) -> Path:
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster" / "dagster.yaml")
     monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for var in ("LAKEHOUSE_LAKE_URL", "MLFLOW_TRACKING_URI", "CRM_BASE_URL", "LAKEHOUSE_ALERT_WEBHOOK_URL"):
+    for var in ("LAKEHOUSE_LAKE_URL", "MLFLOW_TRACKING_URI", "CRM_BASE_URL", "LAKEHOUSE_ALERT_WEBHOOK_URL", "LAKEHOUSE_REDIS_URL"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private redis-server for the whole session (tests flush what they use)."""
+    from lakehouse.common.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    client.close()
+    return redis_server.url

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import demo
+import demos.churn
 import duckdb
 import numpy as np
 import polars as pl
@@ -39,14 +39,14 @@ def built(tmp_path_factory):
 
         instance = dg.DagsterInstance.from_config(str(home / "dagster"))
         resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
-        outcome = demo.run_churn(instance, resources, WorldConfig().end_date, log=lambda *_: None)
+        outcome = demos.churn.run(instance, resources, WorldConfig().end_date, log=lambda *_: None)
         yield Built(home, instance, resources, outcome)
 
 
 def _materialize(built: Built, selection, resources=None, **kwargs) -> dg.ExecuteInProcessResult:
-    import definitions
+    from assets.churn import ASSETS, CHECKS
 
-    assets = list(definitions.churn_assets) + list(definitions.churn_checks)
+    assets = [*ASSETS, *CHECKS]
     return dg.materialize(
         assets, selection=selection, instance=built.instance, resources=resources or built.resources, raise_on_error=False, **kwargs
     )
@@ -95,7 +95,7 @@ def test_weekly_scores_cover_every_active_customer_with_tier_action_and_reasons(
     high = scores.filter(pl.col("risk_tier") == "high")
     assert high.height > 0 and (high["top_reasons"].str.len_chars() > 0).all()
     partitions = sorted(p.name for p in Path(lake.table_url("churn", "churn_scores")).iterdir())
-    assert len(partitions) == demo.SCORED_WEEKS
+    assert len(partitions) == demos.churn.SCORED_WEEKS
 
 
 def test_crm_outbox_holds_the_latest_scores_and_a_rerun_is_idempotent(built):
@@ -158,11 +158,11 @@ def test_parallel_partition_runs_share_the_warehouse_without_lock_errors(built):
 
     weeks = built.outcome["feature_keys"][-3:]
     script = (
-        "import sys, dagster as dg, definitions\n"
+        "import sys, dagster as dg, definitions, assets.churn\n"
         "from resources import LakehouseResource, default_resources\n"
         "key, week = sys.argv[1], sys.argv[2]\n"
         "res = {**default_resources(), 'lakehouse': LakehouseResource(home=sys.argv[3])}\n"
-        "r = dg.materialize(list(definitions.churn_assets), selection=key, partition_key=week,\n"
+        "r = dg.materialize(list(assets.churn.ASSETS), selection=key, partition_key=week,\n"
         "    instance=dg.DagsterInstance.get(), resources=res, raise_on_error=False)\n"
         "sys.exit(0 if r.success else 1)\n"
     )

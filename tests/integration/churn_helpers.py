@@ -52,9 +52,9 @@ def mondays(start: date, end: date) -> list[str]:
 
 
 def run(instance, resources, selection, **kwargs) -> dg.ExecuteInProcessResult:
-    import definitions
+    from assets.churn import ASSETS, CHECKS
 
-    assets = list(definitions.churn_assets) + list(definitions.churn_checks)
+    assets = [*ASSETS, *CHECKS]
     return dg.materialize(assets, selection=selection, instance=instance, resources=resources, **kwargs)
 
 

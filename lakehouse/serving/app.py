@@ -1,0 +1,113 @@
+"""App factory. Each case contributes `lakehouse/<case>/api.py` with
+`service(settings) -> CaseService`; the app mounts its router under `/<case>`, requires the
+API key on it, starts and stops it with the app, and asks it whether it is ready.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+
+from lakehouse.common.home import LakehouseHome
+
+CASES = ("forecast", "fraud", "triage")
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    api_key: str
+    home: LakehouseHome
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mlflow_uri: str | None = None  # default: the SQLite store under the home
+    cases: tuple[str, ...] = CASES
+
+    @classmethod
+    def from_env(cls) -> ServingSettings:
+        api_key = os.environ.get("LAKEHOUSE_API_KEY")
+        if not api_key:
+            raise SystemExit("LAKEHOUSE_API_KEY is not set: the online endpoints refuse to start without an API key")
+        home = LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve())
+        cases = tuple(c for c in os.environ.get("LAKEHOUSE_SERVING_CASES", ",".join(CASES)).split(",") if c)
+        unknown = set(cases) - set(CASES)
+        if unknown:
+            raise SystemExit(f"LAKEHOUSE_SERVING_CASES: unknown case(s) {sorted(unknown)}; known: {list(CASES)}")
+        return cls(
+            api_key=api_key,
+            home=home,
+            redis_url=os.environ.get("LAKEHOUSE_REDIS_URL", cls.redis_url),
+            mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+            cases=cases,
+        )
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_uri or self.home.mlflow_uri
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class CaseService:
+    """What a case mounts: its routes, its start/stop hooks and its readiness."""
+
+    name: str
+    router: APIRouter
+    start: Callable[[], Awaitable[None]] = _nothing
+    stop: Callable[[], Awaitable[None]] = _nothing
+    ready: Callable[[], dict] = field(default=lambda: {"ready": True})
+
+
+def load_services(settings: ServingSettings) -> list[CaseService]:
+    return [importlib.import_module(f"lakehouse.{case}.api").service(settings) for case in settings.cases]
+
+
+def create_app(settings: ServingSettings, services: list[CaseService] | None = None) -> FastAPI:
+    services = load_services(settings) if services is None else services
+    expected = settings.api_key.encode()
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    async def require_api_key(key: str | None = Depends(header)) -> None:
+        if key is None or not hmac.compare_digest(key.encode(), expected):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=f"missing or wrong {API_KEY_HEADER} header")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for service in services:
+            await service.start()
+        try:
+            yield
+        finally:
+            for service in reversed(services):
+                await service.stop()
+
+    app = FastAPI(
+        title="ML lakehouse online endpoints",
+        description="Fraud decisions, forecast lookup and ticket triage, served from the champion models.",
+        lifespan=lifespan,
+    )
+
+    @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], summary="Readiness: every case has its model and stores")
+    async def ready(request: Request) -> JSONResponse:
+        cases = {service.name: service.ready() for service in services}
+        ok = all(c.get("ready") for c in cases.values())
+        return JSONResponse({"ready": ok, "cases": cases}, status_code=200 if ok else 503)
+
+    for service in services:
+        app.include_router(service.router, prefix=f"/{service.name}", tags=[service.name], dependencies=[Depends(require_api_key)])
+    return app

@@ -1,0 +1,5 @@
+"""Jobs, schedules and sensors of the forecast case."""
+
+JOBS: list = []
+SCHEDULES: list = []
+SENSORS: list = []

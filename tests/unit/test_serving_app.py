@@ -1,0 +1,67 @@
+"""The shared online app: API key on every case route, health, readiness, OpenAPI."""
+
+from pathlib import Path
+
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from lakehouse.common.home import LakehouseHome
+from lakehouse.serving.app import API_KEY_HEADER, CaseService, ServingSettings, create_app
+
+
+def _app(ready: bool = True):
+    router = APIRouter()
+
+    @router.get("/echo/{word}")
+    async def echo(word: str) -> dict:
+        return {"word": word}
+
+    events: list[str] = []
+
+    async def start():
+        events.append("start")
+
+    async def stop():
+        events.append("stop")
+
+    service = CaseService("demo", router, start=start, stop=stop, ready=lambda: {"ready": ready, "model_version": "3"})
+    settings = ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent")))
+    return create_app(settings, services=[service]), events
+
+
+def test_case_routes_need_the_api_key():
+    app, _ = _app()
+    with TestClient(app) as client:
+        assert client.get("/demo/echo/hi").status_code == 401
+        assert client.get("/demo/echo/hi", headers={API_KEY_HEADER: "wrong"}).status_code == 401
+        ok = client.get("/demo/echo/hi", headers={API_KEY_HEADER: "s3cret"})
+        assert ok.status_code == 200 and ok.json() == {"word": "hi"}
+
+
+def test_health_and_readiness_need_no_key_and_report_each_case():
+    app, events = _app(ready=False)
+    with TestClient(app) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["cases"]["demo"] == {"ready": False, "model_version": "3"}
+        assert events == ["start"]
+    assert events == ["start", "stop"]
+
+
+def test_openapi_lists_case_routes_and_the_key_scheme():
+    app, _ = _app()
+    spec = TestClient(app).get("/openapi.json").json()
+    assert "/demo/echo/{word}" in spec["paths"]
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == API_KEY_HEADER
+
+
+def test_settings_refuse_to_start_without_a_key(monkeypatch):
+    monkeypatch.delenv("LAKEHOUSE_API_KEY", raising=False)
+    with pytest.raises(SystemExit, match="LAKEHOUSE_API_KEY"):
+        ServingSettings.from_env()
+    monkeypatch.setenv("LAKEHOUSE_API_KEY", "k")
+    monkeypatch.setenv("LAKEHOUSE_SERVING_CASES", "fraud,weather")
+    with pytest.raises(SystemExit, match="weather"):
+        ServingSettings.from_env()
