@@ -1,0 +1,102 @@
+"""Online triage: POST /triage/tickets with a raw ticket -> scrubbed text, category, confidence, route.
+
+The champion model is loaded once at start; each prediction runs in a worker thread so the
+event loop keeps serving other requests. The sender's name and contact details, which the
+helpdesk knows, are scrubbed as the CRM's are in the batch path; the same detectors and the
+same cleaning run in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from lakehouse.common.registry import CHAMPION, Registry
+from lakehouse.serving.app import CaseService, ServingSettings
+from lakehouse.triage.config import SETTINGS, WorldConfig
+from lakehouse.triage.data import team_of
+from lakehouse.triage.model import AUTO, TriageClassifier, load_classifier, route
+from lakehouse.triage.pii import KnownPeople, model_text, prepare
+
+
+class TicketIn(BaseModel):
+    subject: str = Field(..., max_length=1_000)
+    body: str = Field("", max_length=50_000)
+    channel: str | None = None
+    sender_first_name: str | None = None
+    sender_last_name: str | None = None
+    sender_email: str | None = None
+    sender_phone: str | None = None
+
+
+class TriageOut(BaseModel):
+    text: str  # the scrubbed, cleaned text the model read
+    category: str
+    confidence: float
+    route: str  # auto | human_validation
+    team: str | None  # the category's team when auto-routed
+    model_version: str
+    pii_found: dict[str, int]
+    latency_ms: float
+
+
+class TriageService:
+    def __init__(self, settings: ServingSettings):
+        self.settings = settings
+        self.classifier: TriageClassifier | None = None
+        self.version: str | None = None
+        self.error: str | None = None
+        self.teams = team_of(WorldConfig.from_env().categories)
+        self._lock = threading.Lock()  # one inference at a time: torch already uses every core
+
+    async def start(self) -> None:
+        def load():
+            registry = Registry(self.settings.tracking_uri, self.settings.home.mlflow_artifacts)
+            return load_classifier(registry, SETTINGS, CHAMPION)
+
+        try:
+            self.classifier, self.version = await asyncio.to_thread(load)
+        except LookupError as exc:
+            self.error = str(exc)
+
+    def ready(self) -> dict:
+        return {"ready": self.classifier is not None, "model_version": self.version, **({"error": self.error} if self.error else {})}
+
+    def triage(self, ticket: TicketIn) -> TriageOut:
+        started = time.perf_counter()
+        people = KnownPeople.from_records(
+            [{"customer_id": "sender", "first_name": ticket.sender_first_name, "last_name": ticket.sender_last_name,
+              "email": ticket.sender_email, "phone": ticket.sender_phone}]
+        )
+        subject, body, found = prepare(ticket.subject, ticket.body, people, "sender")
+        text = model_text(subject, body)
+        with self._lock:
+            predicted = self.classifier.predict([text]).row(0, named=True)
+        decision = str(route([predicted["confidence"]], SETTINGS.confidence_threshold)[0])
+        return TriageOut(
+            text=text,
+            category=predicted["category"],
+            confidence=predicted["confidence"],
+            route=decision,
+            team=self.teams.get(predicted["category"], predicted["category"]) if decision == AUTO else None,
+            model_version=self.version,
+            pii_found=dict(found),
+            latency_ms=1000 * (time.perf_counter() - started),
+        )
+
+
+def service(settings: ServingSettings) -> CaseService:
+    triage = TriageService(settings)
+    router = APIRouter()
+
+    @router.post("/tickets", response_model=TriageOut, summary="Classify and route one raw ticket with the champion model")
+    async def triage_ticket(ticket: TicketIn) -> TriageOut:
+        if triage.classifier is None:
+            raise HTTPException(503, detail=f"no champion model loaded: {triage.error or 'starting'}")
+        return await asyncio.to_thread(triage.triage, ticket)
+
+    return CaseService("triage", router, start=triage.start, ready=triage.ready)
