@@ -1,4 +1,8 @@
 """Case 3, real-time fraud scoring: rules -> LightGBM -> XGBoost cascade on a Redis feature store."""
 
-ASSETS: list = []
-CHECKS: list = []
+import dagster as dg
+
+from assets.fraud import features, model, monitoring, raw
+
+ASSETS = dg.load_assets_from_modules([raw, features, model, monitoring])
+CHECKS = dg.load_asset_checks_from_modules([raw, features, model, monitoring])

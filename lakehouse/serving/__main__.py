@@ -12,17 +12,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main() -> None:
+def serve(host: str, port: int) -> None:
+    """Serve the app configured by the environment until interrupted (uvloop, httptools)."""
     import uvicorn
 
     from lakehouse.serving.app import ServingSettings, create_app
 
+    app = create_app(ServingSettings.from_env())
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    app = create_app(ServingSettings.from_env())
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    serve(args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,320 @@
+"""Fraud decision latency under an open-loop load: `python -m bench.fraud_latency`.
+
+Setup: a demo-scale fraud world is trained (cascade registered as champion in a bench home),
+a private redis-server is warmed with its history and lists, then three processes run: the
+app (`python -m lakehouse.serving`, uvicorn + uvloop + httptools, fraud case only), the
+stream consumers (`python -m lakehouse.fraud.consumer`) and the load generator (this module
+with --worker). The generator sends requests at a constant arrival rate whatever the
+responses do (open loop; latency counted from the scheduled send time, so queueing shows),
+over raw keep-alive HTTP/1.1 connections. Phases: 60 s at 200 tx/s, 60 s at 1,000 tx/s.
+Reported: client-side P50/P95/P99/max and errors, server-side time by layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import PYTHON, ROOT, header, markdown_table, publish, wait_for_quiet
+
+NAME = "fraud_latency"
+KEY = "bench-key"
+PHASES = [(200, 60.0), (1000, 60.0)]
+GOALS_P99_MS = {200: 5.0, 1000: 10.0}
+SEED_P99_MS, SEED_BUDGET_MS = 22.0, 30.0
+MAX_CONNECTIONS = 256
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def request_body(row: dict) -> dict:
+    body = {k: v for k, v in row.items() if v is not None and k not in ("is_fraud", "fraud_pattern")}
+    return body | {"ts": row["ts"].isoformat()}
+
+
+def prepare_home(home: Path, redis_url: str) -> list[dict]:
+    """Train and promote a cascade on the demo world, publish lists and warm Redis; return the
+    next day's transactions as request bodies."""
+    import redis
+
+    from lakehouse.common.home import LakehouseHome
+    from lakehouse.common.registry import Registry
+    from lakehouse.fraud.config import SETTINGS, WorldConfig
+    from lakehouse.fraud.model import train_from_transactions
+    from lakehouse.fraud.online import publish_lists, warm_store
+    from lakehouse.fraud.world import generate_day, generate_days
+
+    world = WorldConfig()
+    tx = generate_days(world)
+    h = LakehouseHome(home)
+    _, lists = train_from_transactions(Registry(h.mlflow_uri, h.mlflow_artifacts), tx, world.day_keys, SETTINGS, promote=True)
+    (h.lake / "fraud" / "rule_lists").mkdir(parents=True, exist_ok=True)
+    lists.as_frame().write_parquet(h.lake / "fraud" / "rule_lists" / "data.parquet")
+    client = redis.Redis.from_url(redis_url)
+    publish_lists(client, lists)
+    warm_store(client, tx, SETTINGS)
+    client.close()
+    return [request_body(r) for r in generate_day(world, world.end_date).iter_rows(named=True)]
+
+
+def start_stack(home: Path, redis_url: str, port: int) -> list[subprocess.Popen]:
+    env = {
+        **os.environ, "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_REDIS_URL": redis_url, "LAKEHOUSE_API_KEY": KEY,
+        "LAKEHOUSE_SERVING_CASES": "fraud", "LAKEHOUSE_FRAUD_CONSUMERS": "off", "PYTHONPATH": str(ROOT),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = subprocess.Popen([PYTHON, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=env)
+    consumer = subprocess.Popen([PYTHON, "-m", "lakehouse.fraud.consumer", "--redis-url", redis_url], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if json.loads(r.read())["ready"]:
+                    return [server, consumer]
+        except Exception:
+            time.sleep(0.3)
+    stop_stack([server, consumer])
+    raise TimeoutError("the service did not become ready")
+
+
+def stop_stack(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        p.send_signal(signal.SIGINT)
+    for p in processes:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_load(port: int, bodies_file: Path, rate: int, duration: float, tag: str, on_start=None) -> dict:
+    """The load generator in its own process; `on_start()` runs when its first request is due.
+    Returns the generator's raw results."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    worker = subprocess.Popen(
+        [PYTHON, "-m", "bench.fraud_latency", "--worker", "--port", str(port), "--bodies", str(bodies_file), "--rate", str(rate),
+         "--duration", str(duration), "--tag", tag, "--out", str(out)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )
+    assert worker.stdout.readline().strip() == "started"
+    if on_start is not None:
+        on_start()
+    if worker.wait() != 0:
+        raise RuntimeError("the load generator failed")
+    data = json.loads(out.read_text())
+    out.unlink()
+    return data
+
+
+def summarize(raw: dict, window: tuple[float, float] | None = None) -> dict:
+    sched = np.array(raw["sched"])
+    keep = np.ones(sched.size, dtype=bool) if window is None else (sched >= window[0]) & (sched < window[1])
+    lat = np.array(raw["latency_ms"])[keep]
+    ok = np.array(raw["status"])[keep] == 200
+    server = np.array(raw["server_ms"])[keep & (np.array(raw["status"]) == 200)]
+    layers = np.array(raw["layer"])[keep]
+    out = {
+        "requests": int(keep.sum()),
+        "errors": int((~ok).sum()),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "server_p50_ms": float(np.percentile(server, 50)) if server.size else None,
+        "server_p99_ms": float(np.percentile(server, 99)) if server.size else None,
+        "layer3_share": float((layers == 3).mean()),
+        "degraded": int(np.array(raw["degraded"])[keep].sum()),
+        "achieved_rate": raw["achieved_rate"],
+    }
+    for part in ("features", "rules", "layer2", "layer3"):
+        values = np.array([v for v, k in zip(raw[f"part_{part}"], keep) if k and v is not None])
+        out[f"server_{part}_p50_ms"] = float(np.percentile(values, 50)) if values.size else None
+        out[f"server_{part}_p99_ms"] = float(np.percentile(values, 99)) if values.size else None
+    return out
+
+
+# --------------------------------------------------------------------------- worker (load generator)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, await reader.readexactly(length)
+
+
+async def _load(port: int, requests: list[bytes], rate: int, duration: float) -> dict:
+    n = int(rate * duration)
+    idle: list = []
+    # At most this many requests in flight (and sockets open); later ones wait, and their
+    # waiting counts in their latency since it runs from the scheduled send time.
+    connections = asyncio.Semaphore(MAX_CONNECTIONS)
+    sched = [0.0] * n
+    latency = [0.0] * n
+    status = [0] * n
+    bodies: list[bytes | None] = [None] * n
+
+    async def connection():
+        while idle:  # the server closes keep-alive connections idle for 5 s
+            conn = idle.pop()
+            if not conn[0].at_eof():
+                return conn, True
+            conn[1].close()
+        return await asyncio.open_connection("127.0.0.1", port), False
+
+    async def send(i: int, due: float) -> None:
+        async with connections:
+            await exchange(i)
+        latency[i] = (time.perf_counter() - due) * 1e3
+
+    async def exchange(i: int) -> None:
+        for _ in range(2):
+            try:
+                conn, reused = await connection()
+            except OSError:
+                status[i] = 0
+                return
+            reader, writer = conn
+            try:
+                writer.write(requests[i])
+                status[i], bodies[i] = await asyncio.wait_for(_read_response(reader), 30)
+                idle.append(conn)
+                break
+            except asyncio.IncompleteReadError as exc:
+                writer.close()
+                status[i] = 0
+                if not (reused and not exc.partial):  # retry only a request the server never read
+                    break
+            except Exception:
+                writer.close()
+                status[i] = 0
+                break
+
+    start = time.perf_counter()
+    print("started", flush=True)
+    pending = set()
+    fired = 0
+    while fired < n:
+        now = time.perf_counter()
+        due_count = min(n, int((now - start) * rate) + 1) if now >= start else 0
+        while fired < due_count:
+            due = start + fired / rate
+            sched[fired] = due - start
+            pending.add(asyncio.create_task(send(fired, due)))
+            fired += 1
+        pending = {t for t in pending if not t.done()}
+        next_due = start + fired / rate
+        await asyncio.sleep(max(next_due - time.perf_counter(), 0))
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - start
+    parsed = [json.loads(b) if s == 200 else None for s, b in zip(status, bodies)]
+    return {
+        "sched": sched,
+        "latency_ms": latency,
+        "status": status,
+        "server_ms": [p["latency_ms"] if p else None for p in parsed],
+        "layer": [p["layer"] if p else 0 for p in parsed],
+        "degraded": [bool(p and p["degraded"]) for p in parsed],
+        **{f"part_{k}": [p["layer_ms"].get(k) if p else None for p in parsed] for k in ("features", "rules", "layer2", "layer3")},
+        "achieved_rate": n / elapsed,
+    }
+
+
+def worker(args) -> None:
+    import uvloop
+
+    bodies = [json.loads(line) for line in Path(args.bodies).read_text().splitlines()]
+    n = int(args.rate * args.duration)
+    requests = []
+    for i in range(n):
+        body = json.dumps({**bodies[i % len(bodies)], "tx_id": f"{bodies[i % len(bodies)]['tx_id']}-{args.tag}-{i}"}).encode()
+        requests.append(
+            b"POST /fraud/decisions HTTP/1.1\r\nHost: bench\r\nX-API-Key: " + KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+    result = uvloop.run(_load(args.port, requests, args.rate, args.duration))
+    Path(args.out).write_text(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def render(payload: dict) -> str:
+    rows = []
+    for phase in payload["phases"]:
+        s = phase["client"]
+        rows.append([
+            f"{phase['rate']:,}/s x {phase['duration_s']:.0f} s", s["requests"], s["errors"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"],
+            f"<= {GOALS_P99_MS.get(phase['rate'], '-')}", s["server_p50_ms"], s["server_p99_ms"], s["layer3_share"],
+        ])
+    table = markdown_table(
+        ["load", "requests", "errors", "P50 ms", "P95 ms", "P99 ms", "max ms", "P99 goal", "server P50", "server P99", "layer-3 share"], rows
+    )
+    layers = markdown_table(
+        ["load", "features P50/P99", "rules P50/P99", "layer 2 P50/P99", "layer 3 P50/P99"],
+        [[f"{p['rate']:,}/s"] + [f"{_ms(p['client'][f'server_{k}_p50_ms'])} / {_ms(p['client'][f'server_{k}_p99_ms'])}" for k in ("features", "rules", "layer2", "layer3")] for p in payload["phases"]],
+    )
+    return f"{table}\n\nServer-side time by layer (ms):\n\n{layers}\n\nSeed: P99 {SEED_P99_MS} ms, budget {SEED_BUDGET_MS} ms at 200 tx/s."
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--bodies")
+    parser.add_argument("--rate", type=int)
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--tag", default="t")
+    parser.add_argument("--out")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply phase durations (development only; published runs use 1)")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+    from lakehouse.common.redis_server import RedisServer, free_port
+
+    payload = header(NAME, runs=1)
+    payload["quiet"] = wait_for_quiet(max_wait_s=30)
+    with tempfile.TemporaryDirectory(prefix="fraud-bench-") as tmp, RedisServer() as redis_server:
+        home = Path(tmp) / "home"
+        bodies = prepare_home(home, redis_server.url)
+        bodies_file = Path(tmp) / "bodies.jsonl"
+        bodies_file.write_text("\n".join(json.dumps(b) for b in bodies))
+        port = free_port()
+        stack = start_stack(home, redis_server.url, port)
+        try:
+            run_load(port, bodies_file, 100, 5, "warmup")
+            payload["phases"] = []
+            for rate, duration in PHASES:
+                raw = run_load(port, bodies_file, rate, duration * args.scale, f"r{rate}")
+                payload["phases"].append({"rate": rate, "duration_s": duration * args.scale, "client": summarize(raw)})
+                print(f"{rate}/s: {payload['phases'][-1]['client']}", flush=True)
+        finally:
+            stop_stack(stack)
+    payload["setup"] = "demo world (12,000 tx/day x 9 days) trained; Redis warmed with its history; live-day bodies with unique ids"
+    payload["goals"] = {"p99_ms": GOALS_P99_MS, "errors": 0}
+    return publish(NAME, payload, render)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Run the stream consumers in their own process: `python -m lakehouse.fraud.consumer`.
+
+The `features` group keeps the Redis feature store current; the `decision-log` group writes
+decisions to the lake under $LAKEHOUSE_HOME. Use it with LAKEHOUSE_FRAUD_CONSUMERS=off on the
+service. Redis: LAKEHOUSE_REDIS_URL (default redis://127.0.0.1:6379/0).
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from lakehouse.common.home import LakehouseHome
+from lakehouse.fraud.api import async_client
+from lakehouse.fraud.config import CASE
+from lakehouse.fraud.online import DecisionLogConsumer, FeatureConsumer
+
+
+async def run(redis_url: str, home: LakehouseHome, name: str) -> None:
+    """Until SIGINT or SIGTERM; each consumer finishes its current batch first."""
+    client = async_client(redis_url, 2.0)
+    consumers = [FeatureConsumer(client, name), DecisionLogConsumer(client, home.lake / CASE / "decision_log_parts", name)]
+
+    def stop() -> None:
+        for consumer in consumers:
+            consumer.stopping = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await asyncio.gather(*(c.run() for c in consumers))
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default=os.environ.get("LAKEHOUSE_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--name", default="c1", help="consumer name inside each group (a restart with the same name resumes its pending events)")
+    args = parser.parse_args()
+    home = LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve())
+    asyncio.run(run(args.redis_url, home, args.name))
+
+
+if __name__ == "__main__":
+    main()

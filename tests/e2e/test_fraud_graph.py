@@ -1,0 +1,93 @@
+"""The whole fraud graph, end to end, through the demo on a small world: training, gate,
+champion, a live slice of traffic through the decision service, the decision log and its
+checks, and the alert sensor turning a failed check into an alert."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+import demos.fraud
+from lakehouse.common.alerts import read_alerts
+from lakehouse.common.registry import CHALLENGER, CHAMPION
+from lakehouse.fraud.config import SETTINGS, WorldConfig
+from lakehouse.fraud.online import read_decision_log
+from tests.conftest import make_home
+
+pytestmark = pytest.mark.e2e
+LIVE = 1200
+
+
+@dataclass
+class Built:
+    home: Path
+    instance: dg.DagsterInstance
+    resources: dict
+    outcome: dict
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        home = make_home(tmp_path_factory.mktemp("e2e-fraud") / "home", mp)
+        mp.setenv("LAKEHOUSE_FRAUD_SCALE", "5000")
+        from resources import LakehouseResource, default_resources
+
+        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+        resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
+        outcome = demos.fraud.run(instance, resources, log=lambda *_: None, live_transactions=LIVE)
+        yield Built(home, instance, resources, outcome)
+
+
+def _registry(built: Built):
+    return built.resources["mlflow"].registry(built.resources["lakehouse"])
+
+
+def test_every_day_lands_and_features_cover_every_transaction(built):
+    assert built.outcome["ingest_success"]
+    lake = built.home / "lake" / "fraud"
+    days = WorldConfig.from_env().day_keys
+    assert sorted(p.name for p in (lake / "transactions").iterdir()) == [f"day={d}" for d in days]
+    tx = pl.read_parquet(lake / "transactions" / "*" / "data.parquet", hive_partitioning=False)
+    features = pl.read_parquet(lake / "transaction_features" / "*" / "data.parquet", hive_partitioning=False)
+    assert features.height == tx.height and features.width > 200
+
+
+def test_cascade_passes_the_gate_is_logged_and_becomes_champion(built):
+    assert built.outcome["training_success"]
+    registry = _registry(built)
+    name = SETTINGS.registered_model_name
+    assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "1"
+    metrics = registry.version_metrics(name, "1")
+    assert metrics["recall"] > metrics["baseline_recall"] and metrics["precision"] > metrics["baseline_precision"]
+    assert {"layer3_share", "layer1_precision", "fraud_eur_caught_per_month", "review_threshold"} <= set(metrics)
+    run_id = registry.client.get_model_version(name, "1").run_id
+    cascade = {a.path for a in registry.client.list_artifacts(run_id, "cascade")}
+    assert {"cascade/layer2.txt", "cascade/layer3.json", "cascade/cascade.json"} <= cascade
+
+
+def test_every_live_request_is_decided_and_logged(built):
+    live = built.outcome["live"]
+    assert live["requests"] == LIVE and live["errors"] == 0 and live["degraded"] == 0
+    assert live["decisions"]["review"] + live["decisions"]["block"] > 0
+    log = read_decision_log(built.home / "lake" / "fraud" / "decision_log_parts", built.outcome["live_day"])
+    assert log.height == LIVE and log["tx_id"].n_unique() == LIVE
+    assert set(log["model_version"].unique()) == {"1"}
+    compacted = pl.read_parquet(built.home / "lake" / "fraud" / "decision_log" / f"day={built.outcome['live_day']}" / "data.parquet")
+    assert compacted.height == LIVE
+    assert demos.fraud.report(built.instance, built.home, built.outcome)
+
+
+def test_a_failed_monitoring_check_becomes_an_alert(built):
+    checks = built.outcome["checks"]
+    assert set(checks) == {"feature_drift", "layer3_share", "decision_rate"}
+    # The live slice is the first hours of a day: its hour-of-day distribution drifts from full days.
+    assert checks["feature_drift"] is False
+    from demos import collect_alerts
+
+    collect_alerts(built.instance, built.resources)
+    alerts = read_alerts(built.home / "ops.sqlite")
+    drift = alerts.filter((pl.col("case_name") == "fraud") & (pl.col("check_name") == "feature_drift"))
+    assert drift.height == 1 and drift["severity"][0] == "WARN" and drift["value"][0] > SETTINGS.max_feature_drift_ks
