@@ -1,0 +1,68 @@
+"""The online store of forecasts in Redis, published atomically per run.
+
+A run writes every store x SKU vector into its own hash `forecast:run:<run_id>` (field
+`<store>|<sku>`, value JSON with the origin and the D+1..D+14 vector), then switches the
+pointer `forecast:current` in one MULTI/EXEC transaction, then deletes the previous run's
+hash. A lookup reads the pointer and the field in one Lua script, so a reader sees either the
+whole previous night or the whole new one, never a mix, even while the old hash is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+POINTER = "forecast:current"
+ORIGIN = "forecast:current:origin"
+RUN_PREFIX = "forecast:run:"
+BATCH = 5_000
+
+# KEYS[1] = pointer; ARGV[1] = field. Returns the field of the current run's hash, or nil.
+LOOKUP_SCRIPT = """
+local run = redis.call('GET', KEYS[1])
+if not run then return nil end
+return redis.call('HGET', ARGV[2] .. run, ARGV[1])
+"""
+
+
+def field(store_id: str, sku_id: str) -> str:
+    return f"{store_id}|{sku_id}"
+
+
+def vectors(operational_sku: pl.DataFrame) -> pl.DataFrame:
+    """One row per store x SKU: origin, dates and the D+1..D+h vector, in step order."""
+    return (
+        operational_sku.sort("store_id", "sku_id", "ds")
+        .group_by("store_id", "sku_id", maintain_order=True)
+        .agg(pl.col("origin").first(), pl.col("ds").first().alias("first_day"), pl.col("yhat").round(3).alias("forecast"))
+    )
+
+
+def publish(client, table: pl.DataFrame, run_id: str) -> dict:
+    """Write the run's hash, switch the pointer atomically, delete the previous run's hash."""
+    key = RUN_PREFIX + run_id
+    origin = str(table["origin"].max())
+    client.delete(key)
+    written = 0
+    for chunk in table.iter_slices(BATCH):
+        mapping = {
+            field(s, k): json.dumps({"store_id": s, "sku_id": k, "origin": str(o), "first_day": str(d), "run_id": run_id, "forecast": list(f)})
+            for s, k, o, d, f in chunk.select("store_id", "sku_id", "origin", "first_day", "forecast").iter_rows()
+        }
+        client.hset(key, mapping=mapping)
+        written += len(mapping)
+    previous = client.get(POINTER)
+    with client.pipeline(transaction=True) as tx:
+        tx.set(POINTER, run_id)
+        tx.set(ORIGIN, origin)
+        tx.execute()
+    if previous is not None and previous.decode() != run_id:
+        client.unlink(RUN_PREFIX + previous.decode())
+    return {"run_id": run_id, "written": written, "origin": origin, "previous_run": previous.decode() if previous else None}
+
+
+def current(client) -> dict:
+    run, origin = client.mget(POINTER, ORIGIN)
+    run_id = run.decode() if run else None
+    return {"run_id": run_id, "origin": origin.decode() if origin else None, "series": client.hlen(RUN_PREFIX + run_id) if run_id else 0}
