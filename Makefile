@@ -36,10 +36,16 @@ graph: setup
 
 docs: setup
 	$(BIN)/python -m lakehouse.churn.schemas > docs/churn_raw_tables.md
+	$(BIN)/python -m lakehouse.forecast.schemas > docs/forecast_raw_tables.md
 
 bench: setup
 	$(BIN)/python -m bench.churn_scoring
 	$(BIN)/python -m bench.platform_overhead
+	$(BIN)/python -m bench.forecast_nightly --skus 1000
+	$(BIN)/python -m bench.forecast_lookup
+	$(BIN)/python -m bench.fraud_latency
+	$(BIN)/python -m bench.fraud_outage
+	$(BIN)/python -m bench.triage
 
 clean:
 	rm -rf $(LAKEHOUSE_HOME)

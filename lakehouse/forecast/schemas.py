@@ -159,3 +159,7 @@ def markdown() -> str:
         optional = " (optional)" if schema.name in OPTIONAL_TABLES else ""
         parts += ["", f"## {schema.name}{optional}", "", schema.description, "", schema.markdown().rstrip("\n")]
     return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(markdown())

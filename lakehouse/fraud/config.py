@@ -32,7 +32,9 @@ class WorldConfig:
 
     @classmethod
     def from_env(cls) -> WorldConfig:
-        scale = os.environ.get("LAKEHOUSE_FRAUD_SCALE", "demo")
+        # LAKEHOUSE_SCALE is shared by every case (demo | full); the case's own variable also takes counts.
+        shared = os.environ.get("LAKEHOUSE_SCALE", "demo")
+        scale = os.environ.get("LAKEHOUSE_FRAUD_SCALE") or (shared if shared in SCALES else "demo")
         tx = int(scale) if scale.isdigit() else SCALES[scale]
         seed = int(os.environ.get("LAKEHOUSE_SEED", cls.seed))
         rate = FULL_SCALE_FRAUD_RATE if tx >= SCALES["full"] else DEMO_FRAUD_RATE
