@@ -11,8 +11,9 @@ Timed:
   (a) training: `train_setfit` with the configured CPU budget (TriageSettings.budget) on the
       3,000 tickets: contrastive steps on the body + the logistic head (embeds every ticket).
   (b) batch inference on the held-out month, same process, same model, alternating:
-      the peer = plain `SetFitModel.predict_proba(texts)` (SetFit's own batching), and ours =
-      `TriageClassifier` (length-sorted batches of 64 under torch.inference_mode, int8 dynamic
+      the peer = plain `SetFitModel.predict_proba(texts)` (SetFit's own batching, the trained
+      128-token length), and ours = `TriageClassifier` as served (length-sorted batches of 64
+      under torch.inference_mode, tickets truncated to TriageSettings.max_tokens, int8 dynamic
       quantization of the body's Linear layers), plus ours without quantization.
   (c) endpoint: the real server (`python -m lakehouse.serving`, uvicorn) with the model
       registered as champion in a fresh MLflow store; one raw ticket per POST /triage/tickets,
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +46,6 @@ MONTHS = [date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1), date(2026, 4, 1)
 
 def prepare(tickets_per_month: int):
     import polars as pl
-
 
     from lakehouse.triage.config import SETTINGS, WorldConfig
     from lakehouse.triage.data import build_training_set, extract_month, scrub_tickets
@@ -72,14 +71,10 @@ def quality(classifier_predict, held_out) -> dict:
     return evaluate(held_out["category"].to_list(), categories, confidence, SETTINGS.confidence_threshold)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def endpoint_latency(model_dir_home: Path, raw, requests: int, runs: int) -> list[dict]:
     import httpx
+
+    from lakehouse.common.redis_server import free_port
 
     port = free_port()
     env = {
@@ -156,8 +151,8 @@ def main() -> int:
         from setfit import SetFitModel
 
         plain = SetFitModel.from_pretrained(str(saved))
-        fast = TriageClassifier.load(saved, quantize=True, batch_size=SETTINGS.batch_size)
-        fast_float = TriageClassifier.load(saved, quantize=False, batch_size=SETTINGS.batch_size)
+        fast = TriageClassifier.load(saved, quantize=True, batch_size=SETTINGS.batch_size, max_length=SETTINGS.max_tokens)
+        fast_float = TriageClassifier.load(saved, quantize=False, batch_size=SETTINGS.batch_size, max_length=SETTINGS.max_tokens)
 
         def plain_predict(batch):
             proba = np.asarray(plain.predict_proba(batch, as_numpy=True))
@@ -201,6 +196,7 @@ def main() -> int:
                 "held_out_tickets": held_out.height,
                 "budget": vars(SETTINGS.budget),
                 "inference_batch_size": SETTINGS.batch_size,
+                "inference_max_tokens": SETTINGS.max_tokens,
                 "torch_threads": __import__("torch").get_num_threads(),
             },
             "train_seconds": {"runs": train_seconds, "median": median(train_seconds)},

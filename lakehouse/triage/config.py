@@ -109,6 +109,10 @@ class TriageSettings:
     min_category_recall: float = 0.6  # confusion-matrix check, per category with enough tickets
     min_category_support: int = 20
     # Inference
+    # Tokens per ticket fed to the body when scoring (training keeps budget.max_length). Scrubbed tickets
+    # have 50 tokens at the median, 77 at the 90th percentile; the subject and first sentence carry the
+    # category: on a held-out month, quality at 32 tokens matches 128 at 1.6x to 2x the throughput.
+    max_tokens: int = 32
     batch_size: int = 64
     quantize: bool = True  # int8 dynamic quantization of the body's Linear layers
     registered_model_name: str = "triage_setfit"

@@ -80,14 +80,17 @@ class TriageClassifier:
     """Category + confidence for ticket texts, from a saved SetFit model directory.
 
     Inference encodes texts sorted by length (little padding) under `torch.inference_mode`,
-    with an optional int8 dynamic quantization of the body's Linear layers.
+    truncated to `max_length` tokens (None: the length the model was trained with), with an
+    optional int8 dynamic quantization of the body's Linear layers.
     """
 
-    def __init__(self, model, quantize: bool = False, batch_size: int = 64):
+    def __init__(self, model, quantize: bool = False, batch_size: int = 64, max_length: int | None = None):
         import torch
 
         _threads()
         self.model = model
+        if max_length is not None:
+            self.model.model_body.max_seq_length = max_length
         self.batch_size = batch_size
         self.categories = list(model.labels)
         self.quantized = quantize
@@ -98,10 +101,10 @@ class TriageClassifier:
         self.model.model_body.eval()
 
     @classmethod
-    def load(cls, path: str | Path, quantize: bool = False, batch_size: int = 64) -> "TriageClassifier":
+    def load(cls, path: str | Path, quantize: bool = False, batch_size: int = 64, max_length: int | None = None) -> "TriageClassifier":
         from setfit import SetFitModel
 
-        return cls(SetFitModel.from_pretrained(str(path)), quantize=quantize, batch_size=batch_size)
+        return cls(SetFitModel.from_pretrained(str(path)), quantize=quantize, batch_size=batch_size, max_length=max_length)
 
     def save(self, path: str | Path) -> None:
         if self.quantized:
@@ -173,8 +176,8 @@ def train_and_evaluate(train_df: pl.DataFrame, validation_df: pl.DataFrame, hold
     model = train_setfit(train_df["text"].to_list(), train_df["category"].to_list(), settings.budget, settings.seed)
     seconds = time.perf_counter() - started
     classifier = TriageClassifier(model, quantize=False, batch_size=settings.batch_size)
-    # Judged as it will serve: quantized when serving quantizes (the float model is what gets saved).
-    served = TriageClassifier(copy.deepcopy(model), quantize=settings.quantize, batch_size=settings.batch_size)
+    # Judged as it will serve: quantized and truncated as serving does (the float model is what gets saved).
+    served = TriageClassifier(copy.deepcopy(model), quantize=settings.quantize, batch_size=settings.batch_size, max_length=settings.max_tokens)
     return Trained(
         classifier,
         score_frame(served, validation_df, settings.confidence_threshold),
@@ -232,7 +235,8 @@ def _pyfunc_class():
         """MLflow wrapper of the saved SetFit directory: text in, category + confidence out."""
 
         def load_context(self, context):
-            self.classifier = TriageClassifier.load(context.artifacts["setfit"], quantize=TriageSettings().quantize)
+            settings = TriageSettings()
+            self.classifier = TriageClassifier.load(context.artifacts["setfit"], quantize=settings.quantize, max_length=settings.max_tokens)
 
         def predict(self, context, model_input, params=None):
             texts = model_input["text"].astype(str).tolist()
@@ -302,6 +306,7 @@ def load_classifier(registry, settings: TriageSettings, alias: str) -> tuple[Tri
     try:
         path = mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model_name}/{version}", dst_path=str(local))
         setfit_dir = next(Path(path).rglob("model_head.pkl")).parent
-        return TriageClassifier.load(setfit_dir, quantize=settings.quantize, batch_size=settings.batch_size), version
+        classifier = TriageClassifier.load(setfit_dir, quantize=settings.quantize, batch_size=settings.batch_size, max_length=settings.max_tokens)
+        return classifier, version
     finally:
         shutil.rmtree(local, ignore_errors=True)
