@@ -2,10 +2,13 @@
 
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema
+
+from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 
 from lakehouse.common.schema import TableSchema as DomainSchema
 
@@ -49,3 +52,15 @@ def png_markdown(path: Path, alt: str) -> MetadataValue:
     """A PNG embedded in Markdown metadata, so the Dagster UI shows the picture itself."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+
+
+def promote_challenger(log, registry: Registry, name: str, refusal: Callable[[str], str | None]) -> MaterializeResult:
+    """Move `champion` to the current challenger unless `refusal(version)` names a reason not to."""
+    version = registry.alias_version(name, CHALLENGER)
+    reason = refusal(version)
+    if reason:
+        raise Failure(f"{name} v{version}: {reason}; the champion stays in place")
+    previous = registry.alias_version(name, CHAMPION)
+    registry.set_alias(name, CHAMPION, version)
+    log.info(f"{name}: champion v{previous} -> v{version}")
+    return MaterializeResult(metadata={"champion_version": version, "previous_champion": previous or "none", "model_uri": registry.model_uri(name)})

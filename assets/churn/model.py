@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import DUCKDB_POOL, OWNERS, frame_schema, markdown_table
+from assets.common import DUCKDB_POOL, OWNERS, frame_schema, markdown_table, promote_challenger
 from lakehouse.churn.config import CASE, SEED_MODEL_REFERENCE, SETTINGS
 from lakehouse.churn.model import LABEL, log_model, passes_gate, train
-from lakehouse.common.registry import CHALLENGER, CHAMPION
+from lakehouse.common.registry import CHALLENGER
 from resources import LakehouseResource, MlflowResource
 
 FEATURES_KEY = dg.AssetKey([CASE, "churn_features"])
@@ -130,12 +130,9 @@ def churn_go_no_go_gate(lakehouse: LakehouseResource, mlflow: MlflowResource) ->
 def churn_champion(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     registry = mlflow.registry(lakehouse)
     name = SETTINGS.registered_model_name
-    version = registry.alias_version(name, CHALLENGER)
-    if not passes_gate(registry.version_metrics(name, version), SETTINGS):
-        raise dg.Failure(f"{name} v{version} did not pass the Go/No-Go gate; the champion stays in place")
-    previous = registry.alias_version(name, CHAMPION)
-    registry.set_alias(name, CHAMPION, version)
-    context.log.info(f"{name}: champion v{previous} -> v{version}")
-    return dg.MaterializeResult(
-        metadata={"champion_version": version, "previous_champion": previous or "none", "model_uri": registry.model_uri(name)}
+    return promote_challenger(
+        context.log,
+        registry,
+        name,
+        lambda version: None if passes_gate(registry.version_metrics(name, version), SETTINGS) else "did not pass the Go/No-Go gate",
     )

@@ -7,8 +7,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, markdown_table
-from lakehouse.common.registry import CHALLENGER, CHAMPION
+from assets.common import OWNERS, markdown_table, promote_challenger
 from lakehouse.fraud.config import CASE, LISTS_KEY_PREFIX, SEED_REFERENCE, SETTINGS
 from lakehouse.fraud.model import DaySplit, evaluate_test, log_cascade, passes_gate, train
 from lakehouse.fraud.online import publish_lists
@@ -157,10 +156,9 @@ def cascade_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
 def champion_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     registry = mlflow.registry(lakehouse)
     name = SETTINGS.registered_model_name
-    version = registry.alias_version(name, CHALLENGER)
-    if not passes_gate(registry.version_metrics(name, version), SETTINGS):
-        raise dg.Failure(f"{name} v{version} did not pass the promotion gate; the champion stays in place")
-    previous = registry.alias_version(name, CHAMPION)
-    registry.set_alias(name, CHAMPION, version)
-    context.log.info(f"{name}: champion v{previous} -> v{version}")
-    return dg.MaterializeResult(metadata={"champion_version": version, "previous_champion": previous or "none", "model_uri": registry.model_uri(name)})
+    return promote_challenger(
+        context.log,
+        registry,
+        name,
+        lambda version: None if passes_gate(registry.version_metrics(name, version), SETTINGS) else "did not pass the promotion gate",
+    )

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, frame_schema, markdown_table
+from assets.common import OWNERS, frame_schema, markdown_table, promote_challenger
 from assets.triage.tickets import CLEAN_KEY, LABELS_KEY
-from lakehouse.common.registry import CHALLENGER, CHAMPION
+from lakehouse.common.registry import CHAMPION
 from lakehouse.triage.config import CASE, SETTINGS
 from lakehouse.triage.data import build_holdout, build_training_set, category_mix, month_end
 from lakehouse.triage.model import gate, load_classifier, log_model, score_frame, train_and_evaluate
@@ -215,12 +215,9 @@ def gate_decision(registry, version: str):
 )
 def champion_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     registry = mlflow.registry(lakehouse)
-    name = SETTINGS.registered_model_name
-    version = registry.alias_version(name, CHALLENGER)
-    decision = gate_decision(registry, version)
-    if not decision.passed:
-        raise dg.Failure(f"{name} v{version}: {decision.summary}; the champion stays in place")
-    previous = registry.alias_version(name, CHAMPION)
-    registry.set_alias(name, CHAMPION, version)
-    context.log.info(f"{name}: champion v{previous} -> v{version}")
-    return dg.MaterializeResult(metadata={"champion_version": version, "previous_champion": previous or "none", "model_uri": registry.model_uri(name)})
+
+    def refusal(version: str) -> str | None:
+        decision = gate_decision(registry, version)
+        return None if decision.passed else decision.summary
+
+    return promote_challenger(context.log, registry, SETTINGS.registered_model_name, refusal)
