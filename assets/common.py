@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-from dagster import Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema
+from dagster import AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 
@@ -31,6 +31,21 @@ def column_schema(schema: DomainSchema) -> TableSchema:
             TableColumn(c.name, str(c.polars_dtype), description=c.description) for c in schema.columns
         ]
     )
+
+
+def raw_table_specs(case: str, schemas: list[DomainSchema]) -> list[AssetSpec]:
+    """One asset per raw table of a case, described by its schema (a multi_asset's specs)."""
+    return [
+        AssetSpec(
+            [case, schema.name],
+            description=schema.description,
+            group_name=case,
+            kinds={"polars", "parquet"},
+            owners=OWNERS[case],
+            metadata={"dagster/column_schema": column_schema(schema)},
+        )
+        for schema in schemas
+    ]
 
 
 def frame_schema(df: pl.DataFrame, descriptions: dict[str, str] | None = None) -> TableSchema:

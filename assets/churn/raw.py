@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from assets.common import OWNERS, column_schema
+from assets.common import raw_table_specs
 from lakehouse.churn.config import CASE, WorldConfig
 from lakehouse.churn.schemas import RAW_TABLES, load_raw_tables
 from lakehouse.churn.world import generate_world
@@ -21,17 +21,7 @@ class ChurnRawConfig(dg.Config):
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            [CASE, schema.name],
-            description=schema.description,
-            group_name=CASE,
-            kinds={"polars", "parquet"},
-            owners=OWNERS[CASE],
-            metadata={"dagster/column_schema": column_schema(schema)},
-        )
-        for schema in RAW_TABLES
-    ],
+    specs=raw_table_specs(CASE, RAW_TABLES),
     can_subset=False,
 )
 def churn_raw(context: dg.AssetExecutionContext, config: ChurnRawConfig, lakehouse: LakehouseResource):

@@ -4,7 +4,7 @@ from datetime import date
 
 import dagster as dg
 
-from assets.common import OWNERS, column_schema
+from assets.common import OWNERS, column_schema, raw_table_specs
 from assets.forecast.io import master_tables
 from assets.forecast.partitions import store_partitions
 from lakehouse.common.schema import validate_frame
@@ -30,17 +30,7 @@ def world_config(config: ForecastRawConfig) -> WorldConfig:
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            [CASE, schema.name],
-            description=schema.description,
-            group_name=CASE,
-            kinds={"polars", "parquet"},
-            owners=OWNERS[CASE],
-            metadata={"dagster/column_schema": column_schema(schema)},
-        )
-        for schema in MASTER_TABLES
-    ],
+    specs=raw_table_specs(CASE, MASTER_TABLES),
     can_subset=False,
 )
 def forecast_master_tables(context: dg.AssetExecutionContext, config: ForecastRawConfig, lakehouse: LakehouseResource):
