@@ -101,7 +101,7 @@ async def load(port: int, keys: list[tuple[str, str]], rate: float, seconds: flo
 def main(argv: list[str] | None = None) -> int:
     import redis
 
-    from lakehouse.common.redis_server import RedisServer, free_port
+    from lakehouse.common.local_servers import RedisServer, free_port
     from lakehouse.forecast.publish import publish as publish_redis
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -46,7 +46,7 @@ def measure(skus: int, runs: int, raw_refit_peer: bool) -> dict:
     import redis as redis_lib
     from mlforecast import MLForecast  # noqa: F401 - imported before timing
 
-    from lakehouse.common.redis_server import RedisServer
+    from lakehouse.common.local_servers import RedisServer
     from lakehouse.forecast import world as gen
     from lakehouse.forecast.config import RULES, SETTINGS, WorldConfig
     from lakehouse.forecast.features import StoreData, history, period_start

@@ -291,7 +291,7 @@ def main() -> int:
     if args.worker:
         worker(args)
         return 0
-    from lakehouse.common.redis_server import RedisServer, free_port
+    from lakehouse.common.local_servers import RedisServer, free_port
 
     payload = header(NAME, runs=1)
     payload["quiet"] = wait_for_quiet(max_wait_s=30)

@@ -27,7 +27,7 @@ RATE, DURATION, OUTAGE = 200, 60.0, (20.0, 40.0)
 
 
 def durable_redis():
-    from lakehouse.common.redis_server import RedisServer
+    from lakehouse.common.local_servers import RedisServer
 
     class DurableRedisServer(RedisServer):
         """The private redis-server with an append-only file fsynced on every write."""
@@ -55,14 +55,15 @@ def logged_decisions(home: Path, port: int, redis_url: str, tag: str, timeout_s:
 
     import redis.asyncio as aioredis
 
-    from lakehouse.fraud.online import caught_up, read_decision_log
+    from lakehouse.fraud.config import CONSUMER_GROUPS
+    from lakehouse.fraud.online import event_stream, read_decision_log
 
     started = time.monotonic()
 
     async def drained() -> bool:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            return await caught_up(client)
+            return await event_stream(client).caught_up(CONSUMER_GROUPS)
         finally:
             await client.aclose()
 
@@ -102,7 +103,7 @@ def main() -> int:
         bodies = prepare_home(home, server.url)
         bodies_file = Path(tmp) / "bodies.jsonl"
         bodies_file.write_text("\n".join(json.dumps(b) for b in bodies))
-        from lakehouse.common.redis_server import free_port
+        from lakehouse.common.local_servers import free_port
 
         port = free_port()
         stack = start_stack(home, server.url, port)

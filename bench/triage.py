@@ -74,7 +74,7 @@ def quality(classifier_predict, held_out) -> dict:
 def endpoint_latency(model_dir_home: Path, raw, requests: int, runs: int) -> list[dict]:
     import httpx
 
-    from lakehouse.common.redis_server import free_port
+    from lakehouse.common.local_servers import free_port
 
     port = free_port()
     env = {

@@ -11,7 +11,7 @@ from demos import latest_metadata, range_tags
 
 def _redis_or_private(resources: dict, log):
     """The configured Redis if it answers, else a private redis-server for the demo's run."""
-    from lakehouse.common.redis_server import RedisServer
+    from lakehouse.common.local_servers import RedisServer
     from resources import RedisResource
 
     try:

@@ -17,7 +17,7 @@ from demos import latest_metadata, range_tags
 
 def run(instance: dg.DagsterInstance, resources: dict, log=print, live_transactions: int | None = None) -> dict:
     """The fraud graph in the order the schedules would run it, then a live day through the service."""
-    from lakehouse.common.redis_server import RedisServer
+    from lakehouse.common.local_servers import RedisServer
     from resources import RedisResource
 
     private = None if os.environ.get("LAKEHOUSE_REDIS_URL") else RedisServer().start()
@@ -70,7 +70,6 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
 
     from lakehouse.common.home import LakehouseHome
     from lakehouse.fraud.api import FraudService
-    from lakehouse.fraud.online import caught_up
     from lakehouse.fraud.world import generate_day
     from lakehouse.serving.app import API_KEY_HEADER, CaseService, ServingSettings, create_app
 
@@ -99,7 +98,7 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
                 out = response.json()
                 counts[out["decision"]] += 1
                 degraded += out["degraded"]
-        while fraud.publisher.buffer or not await caught_up(fraud.client):
+        while not await fraud.drained():
             await asyncio.sleep(0.05)
     return {"requests": tx.height, "errors": errors, "decisions": counts, "degraded": degraded}
 

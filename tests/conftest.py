@@ -29,7 +29,7 @@ def make_home(home: Path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def redis_server():
     """A private redis-server for the whole session (tests flush what they use)."""
-    from lakehouse.common.redis_server import RedisServer
+    from lakehouse.common.local_servers import RedisServer
 
     with RedisServer() as server:
         yield server
@@ -43,3 +43,12 @@ def redis_url(redis_server):
     client.flushdb()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """A private Kafka-compatible broker (Tansu, in memory) for the whole session; tests use their own topics."""
+    from lakehouse.common.local_servers import KafkaBroker
+
+    with KafkaBroker() as broker:
+        yield broker

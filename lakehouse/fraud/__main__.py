@@ -17,7 +17,7 @@ import redis
 
 from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
-from lakehouse.common.redis_server import RedisServer
+from lakehouse.common.local_servers import RedisServer
 from lakehouse.fraud.config import CASE, SETTINGS
 from lakehouse.fraud.online import publish_lists, warm_store
 from lakehouse.fraud.rules import RuleLists

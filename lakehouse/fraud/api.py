@@ -5,6 +5,7 @@ between two requests (a request finishes with the model it started with). Rule l
 from Redis (polled) or, when Redis is away at start, from the lake. With
 LAKEHOUSE_FRAUD_CONSUMERS=inline (default) the stream consumers (feature updates, decision
 log) run inside the service; `off` leaves them to `python -m lakehouse.fraud.consumer`.
+The events go to a Redis Stream, or to Kafka when LAKEHOUSE_KAFKA_BOOTSTRAP is set.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from lakehouse.common.registry import Registry
-from lakehouse.fraud.config import CASE, SETTINGS, fraud_serving_env
+from lakehouse.fraud.config import CASE, CONSUMER_GROUPS, SETTINGS, fraud_serving_env
 from lakehouse.fraud.model import load_cascade
 from lakehouse.fraud.online import (
     Decider,
@@ -32,6 +33,7 @@ from lakehouse.fraud.online import (
     LoadedModel,
     epoch_ms,
     event_fields,
+    event_stream,
     read_lists,
 )
 from lakehouse.fraud.rules import RuleLists
@@ -87,8 +89,13 @@ class FraudService:
         self.tasks: list[asyncio.Task] = []
         self.client = async_client(settings.redis_url, 1.0)
         self.consumer_client = async_client(settings.redis_url, 2.0)
-        self.publisher = EventPublisher(self.client, settings.home.root / CASE / "spool", SETTINGS)
-        self.consumers = [FeatureConsumer(self.consumer_client), DecisionLogConsumer(self.consumer_client, self.parts_root)]
+        self.stream = event_stream(self.client)
+        self.consumer_stream = event_stream(self.consumer_client)
+        self.publisher = EventPublisher(self.stream, settings.home.root / CASE / "spool", SETTINGS)
+        self.consumers = [
+            FeatureConsumer(self.consumer_stream, self.consumer_client),
+            DecisionLogConsumer(self.consumer_stream, self.parts_root),
+        ]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -112,6 +119,8 @@ class FraudService:
             task.cancel()
         await asyncio.wait(self.tasks, timeout=5.0)
         await self.publisher.stop()
+        for stream in (self.stream, self.consumer_stream):
+            await stream.aclose()
         await self.client.aclose()
         await self.consumer_client.aclose()
 
@@ -160,6 +169,10 @@ class FraudService:
                 raise
             except Exception:
                 pass  # Redis away: keep the lists in memory
+
+    async def drained(self) -> bool:
+        """Every decision so far is published and handled by both consumer groups."""
+        return not self.publisher.buffer and await self.consumer_stream.caught_up(CONSUMER_GROUPS)
 
     def ready(self) -> dict:
         decider = self.decider

@@ -154,6 +154,7 @@ class FraudSettings:
     lists_poll_s: float = 5.0
     publish_batch: int = 500
     stream_maxlen: int = 5_000_000
+    kafka_partitions: int = 4
     consumer_batch: int = 200
 
 
@@ -175,14 +176,19 @@ SEED_REFERENCE = {
     "fraud_caught_eur_month_after": 7.5e6,
 }
 
-# Redis keys (prefix fraud:)
+# Redis keys (prefix fraud:) and the event stream's names
 STREAM_KEY = "fraud:events"
+KAFKA_TOPIC = "fraud.events"
 FEATURES_GROUP = "features"
 DECISION_LOG_GROUP = "decision-log"
+CONSUMER_GROUPS = (FEATURES_GROUP, DECISION_LOG_GROUP)
 LISTS_KEY_PREFIX = "fraud:lists:"
 LISTS_VERSION_KEY = "fraud:lists:version"
 
 
 def fraud_serving_env() -> dict[str, str]:
     """Fraud-specific switches of the online service (see docs/fraud.md)."""
-    return {"consumers": os.environ.get("LAKEHOUSE_FRAUD_CONSUMERS", "inline")}
+    return {
+        "consumers": os.environ.get("LAKEHOUSE_FRAUD_CONSUMERS", "inline"),
+        "kafka_bootstrap": os.environ.get("LAKEHOUSE_KAFKA_BOOTSTRAP", ""),
+    }

@@ -2,7 +2,8 @@
 
 The `features` group keeps the Redis feature store current; the `decision-log` group writes
 decisions to the lake under $LAKEHOUSE_HOME. Use it with LAKEHOUSE_FRAUD_CONSUMERS=off on the
-service. Redis: LAKEHOUSE_REDIS_URL (default redis://127.0.0.1:6379/0).
+service. Redis: LAKEHOUSE_REDIS_URL (default redis://127.0.0.1:6379/0); the events come from
+its stream, or from Kafka when LAKEHOUSE_KAFKA_BOOTSTRAP is set.
 """
 
 import argparse
@@ -14,13 +15,14 @@ from pathlib import Path
 from lakehouse.common.home import LakehouseHome
 from lakehouse.fraud.api import async_client
 from lakehouse.fraud.config import CASE
-from lakehouse.fraud.online import DecisionLogConsumer, FeatureConsumer
+from lakehouse.fraud.online import DecisionLogConsumer, FeatureConsumer, event_stream
 
 
 async def run(redis_url: str, home: LakehouseHome, name: str) -> None:
     """Until SIGINT or SIGTERM; each consumer finishes its current batch first."""
     client = async_client(redis_url, 2.0)
-    consumers = [FeatureConsumer(client, name), DecisionLogConsumer(client, home.lake / CASE / "decision_log_parts", name)]
+    stream = event_stream(client)
+    consumers = [FeatureConsumer(stream, client, name), DecisionLogConsumer(stream, home.lake / CASE / "decision_log_parts", name)]
 
     def stop() -> None:
         for consumer in consumers:
@@ -32,6 +34,7 @@ async def run(redis_url: str, home: LakehouseHome, name: str) -> None:
     try:
         await asyncio.gather(*(c.run() for c in consumers))
     finally:
+        await stream.aclose()
         await client.aclose()
 
 

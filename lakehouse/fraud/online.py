@@ -5,10 +5,10 @@ Flow of one transaction: read its state from Redis in one pipelined round trip (
 timeout; a failure opens a short circuit so an outage costs no waiting), compute the registry
 features, apply the rules, score layer 2 and, inside the band, layer 3 (a second round trip
 for the heavy merchant windows), decide, and hand the event to the publisher. The publisher
-appends events to a Redis Stream in the background; the `features` consumer group applies
-each to the store (idempotent by transaction id) and the `decision-log` group writes them to
-the lake by day. Events wait in memory while Redis is away and are spooled to disk on
-shutdown, so none is lost across a restart.
+appends events to the event stream (a Redis Stream, or Kafka) in the background; the
+`features` consumer group applies each to the store (idempotent by transaction id) and the
+`decision-log` group writes them to the lake by day. Events wait in memory while the stream
+is away and are spooled to disk on shutdown, so none is lost across a restart.
 """
 
 from __future__ import annotations
@@ -27,14 +27,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from lakehouse.common.event_stream import Event, EventStream, KafkaEventStream, RedisEventStream
 from lakehouse.fraud.config import (
     DECISION_LOG_GROUP,
     FEATURES_GROUP,
+    KAFKA_TOPIC,
     LISTS_KEY_PREFIX,
     LISTS_VERSION_KEY,
     SETTINGS,
     STREAM_KEY,
     FraudSettings,
+    fraud_serving_env,
 )
 from lakehouse.fraud.features import (
     ENTITIES,
@@ -264,10 +267,10 @@ def tx_from_event(fields: dict[str, str]) -> tuple[dict, int]:
 
 
 class EventPublisher:
-    """Appends events to the stream in the background; keeps them while Redis is away."""
+    """Appends events to the stream in the background; keeps them while the stream is away."""
 
-    def __init__(self, client, spool_dir: Path, settings: FraudSettings = SETTINGS):
-        self.client = client
+    def __init__(self, stream: EventStream, spool_dir: Path, settings: FraudSettings = SETTINGS):
+        self.stream = stream
         self.spool_dir = spool_dir
         self.settings = settings
         self.buffer: deque[dict[str, str]] = deque()
@@ -291,17 +294,14 @@ class EventPublisher:
         batch = [self.buffer[i] for i in range(min(len(self.buffer), self.settings.publish_batch))]
         if not batch:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for fields in batch:
-            pipe.xadd(STREAM_KEY, fields, maxlen=self.settings.stream_maxlen, approximate=True)
-        await pipe.execute()
+        await self.stream.append(batch)
         for _ in batch:
             self.buffer.popleft()
         self.published += len(batch)
         return len(batch)
 
     async def _run(self) -> None:
-        # Stopped by a flag, not by cancellation: a Redis call cancelled midway can hang the client.
+        # Stopped by a flag, not by cancellation: a call cancelled midway can hang the client.
         while not self.stopping:
             if not self.buffer:
                 self.wake.clear()
@@ -309,7 +309,7 @@ class EventPublisher:
                 continue
             try:
                 await self.flush_once()
-            except Exception as exc:  # Redis away: keep the events and retry
+            except Exception as exc:  # stream away: keep the events and retry
                 log.debug("publish failed, %d events kept: %r", len(self.buffer), exc)
                 await asyncio.sleep(0.1)
 
@@ -339,52 +339,37 @@ class EventPublisher:
 # --------------------------------------------------------------------------- consumers
 
 
-def _decode_fields(raw: dict) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
-
-
 class StreamConsumer:
-    """One consumer of a group: first its own pending events (a restart after a crash), then new ones."""
+    """One consumer of a group: first what the group was delivered but did not acknowledge
+    (a restart after a crash), then new events."""
 
     group = ""
 
-    def __init__(self, client, name: str = "c1", settings: FraudSettings = SETTINGS):
-        self.client = client
+    def __init__(self, stream: EventStream, name: str = "c1", settings: FraudSettings = SETTINGS):
+        self.stream = stream
         self.name = name
         self.settings = settings
         self.processed = 0
         self.stopping = False
 
-    async def ensure_group(self, from_id: str = "0") -> None:
-        try:
-            await self.client.xgroup_create(STREAM_KEY, self.group, id=from_id, mkstream=True)
-        except Exception as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    async def ensure_group(self) -> None:
+        await self.stream.ensure_group(self.group)
 
-    async def replay_from(self, stream_id: str) -> None:
-        """Deliver the stream again from `stream_id` (idempotent: already-applied events change nothing)."""
-        await self.ensure_group()
-        await self.client.xgroup_setid(STREAM_KEY, self.group, stream_id)
+    async def replay_from(self, event_id: str) -> None:
+        """Deliver the stream again from `event_id` (idempotent: already-applied events change nothing)."""
+        await self.stream.replay_from(self.group, event_id)
 
-    async def read(self, block_ms: int | None = None) -> list[tuple[str, dict[str, str]]]:
-        for start in ("0", ">"):
-            reply = await self.client.xreadgroup(
-                self.group, self.name, {STREAM_KEY: start}, count=self.settings.consumer_batch, block=block_ms if start == ">" else None
-            )
-            messages = [(mid.decode() if isinstance(mid, bytes) else mid, _decode_fields(f)) for _, entries in reply or [] for mid, f in entries if f]
-            if messages:
-                return messages
-        return []
+    async def read(self, block_ms: int | None = None) -> list[Event]:
+        return await self.stream.read(self.group, self.name, self.settings.consumer_batch, block_ms)
 
-    async def handle(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+    async def handle(self, messages: list[Event]) -> None:
         raise NotImplementedError
 
     async def step(self, block_ms: int | None = None) -> int:
         messages = await self.read(block_ms)
         if messages:
             await self.handle(messages)
-            await self.client.xack(STREAM_KEY, self.group, *[m for m, _ in messages])
+            await self.stream.ack(self.group, [m for m, _ in messages])
             self.processed += len(messages)
         return len(messages)
 
@@ -401,7 +386,7 @@ class StreamConsumer:
         while not self.stopping:
             try:
                 await self.step(block_ms=100)
-            except Exception as exc:  # Redis away (or restarted empty: no group) or a bad batch: retry after a pause
+            except Exception as exc:  # stream away (or Redis restarted empty: no group) or a bad batch: retry after a pause
                 log.debug("%s consumer: %r", self.group, exc)
                 await asyncio.sleep(0.2)
                 try:
@@ -410,17 +395,12 @@ class StreamConsumer:
                     pass
 
 
-async def caught_up(client, groups: tuple[str, ...] = (FEATURES_GROUP, DECISION_LOG_GROUP)) -> bool:
-    """True when every group has been delivered the stream's last event and acknowledged everything.
-
-    (The groups' `lag` is not used: Redis cannot always compute it, e.g. after an AOF reload.)
-    """
-    try:
-        last = _decode_fields(await client.xinfo_stream(STREAM_KEY)).get("last-generated-id")
-        info = {_decode_fields(g)["name"]: _decode_fields(g) for g in await client.xinfo_groups(STREAM_KEY)}
-    except Exception:
-        return False
-    return all(g in info and int(info[g]["pending"]) == 0 and info[g]["last-delivered-id"] == last for g in groups)
+def event_stream(redis_client, settings: FraudSettings = SETTINGS) -> EventStream:
+    """Kafka when LAKEHOUSE_KAFKA_BOOTSTRAP is set, otherwise a Redis Stream on `redis_client`."""
+    bootstrap = fraud_serving_env()["kafka_bootstrap"]
+    if bootstrap:
+        return KafkaEventStream(bootstrap, KAFKA_TOPIC, key_field="customer_id", partitions=settings.kafka_partitions)
+    return RedisEventStream(redis_client, STREAM_KEY, settings.stream_maxlen)
 
 
 class FeatureConsumer(StreamConsumer):
@@ -428,11 +408,12 @@ class FeatureConsumer(StreamConsumer):
 
     group = FEATURES_GROUP
 
-    def __init__(self, client, name: str = "c1", settings: FraudSettings = SETTINGS):
-        super().__init__(client, name, settings)
+    def __init__(self, stream: EventStream, client, name: str = "c1", settings: FraudSettings = SETTINGS):
+        super().__init__(stream, name, settings)
+        self.client = client
         self.script = client.register_script(UPDATE_SCRIPT)
 
-    async def apply(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+    async def apply(self, messages: list[Event]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for _, fields in messages:
             tx, ts_ms = tx_from_event(fields)
@@ -453,7 +434,7 @@ DECISION_LOG_SCHEMA = {
 }
 
 
-def decision_rows(messages: list[tuple[str, dict[str, str]]]) -> pl.DataFrame:
+def decision_rows(messages: list[Event]) -> pl.DataFrame:
     rows = []
     for mid, f in messages:
         row = {k: (f.get(k) or None) for k in DECISION_LOG_SCHEMA if k not in ("ts", "stream_id", "degraded")}
@@ -475,8 +456,8 @@ class DecisionLogConsumer(StreamConsumer):
 
     group = DECISION_LOG_GROUP
 
-    def __init__(self, client, parts_root: Path, name: str = "c1", settings: FraudSettings = SETTINGS):
-        super().__init__(client, name, settings)
+    def __init__(self, stream: EventStream, parts_root: Path, name: str = "c1", settings: FraudSettings = SETTINGS):
+        super().__init__(stream, name, settings)
         self.parts_root = parts_root
 
     async def handle(self, messages) -> None:

@@ -7,10 +7,12 @@ import time
 import pytest
 import redis
 
-from lakehouse.common.redis_server import RedisServer
+from lakehouse.common.event_stream import KafkaEventStream
+from lakehouse.common.local_servers import RedisServer
 from lakehouse.common.registry import CHAMPION
-from lakehouse.fraud.config import SETTINGS
-from lakehouse.fraud.online import caught_up, read_decision_log
+from lakehouse.fraud.config import SETTINGS, STREAM_KEY
+from lakehouse.fraud.features import seen_key
+from lakehouse.fraud.online import read_decision_log
 from tests.integration.fraud_helpers import TINY, request_body, running_service, tiny_transactions, train_and_register
 
 pytestmark = pytest.mark.integration
@@ -27,6 +29,10 @@ def trained(tmp_path_factory):
 
 def _unique(body: dict, tag: str) -> dict:
     return {**body, "tx_id": f"{body['tx_id']}-{tag}"}
+
+
+async def post_all(client, bodies) -> list[int]:
+    return [(await client.post("/fraud/decisions", json=b)).status_code for b in bodies]
 
 
 def test_auth_validation_and_a_decision(trained, redis_url):
@@ -119,24 +125,21 @@ def test_decision_log_keeps_every_decision_across_service_and_redis_restarts(tra
     parts = home / "lake" / "fraud" / "decision_log_parts"
     day = TINY.day_keys[-1]
 
-    async def post(client, bodies):
-        return [(await client.post("/fraud/decisions", json=b)).status_code for b in bodies]
-
     async def wait_logged(fraud):
         deadline = time.monotonic() + 20
-        while (fraud.publisher.buffer or not await caught_up(fraud.client)) and time.monotonic() < deadline:
+        while not await fraud.drained() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
     async def scenario(server: RedisServer):
         first = [_unique(b, "restart-a") for b in live[:40]]
         second = [_unique(b, "restart-b") for b in live[40:65]]
         async with running_service(home, server.url, consumers="off") as (client, _):
-            assert set(await post(client, first)) == {200}
+            assert set(await post_all(client, first)) == {200}
         async with running_service(home, server.url) as (_, fraud):  # consumers resume from the stream
             await wait_logged(fraud)
         server.stop()
         async with running_service(home, server.url, consumers="off") as (client, fraud):
-            assert set(await post(client, second)) == {200}  # kept in memory, spooled to disk at stop
+            assert set(await post_all(client, second)) == {200}  # kept in memory, spooled to disk at stop
         assert list((home / "fraud" / "spool").glob("*.jsonl"))
         server.start()  # an empty Redis: the spool is all that is left of the second batch
         async with running_service(home, server.url) as (_, fraud):
@@ -147,3 +150,27 @@ def test_decision_log_keeps_every_decision_across_service_and_redis_restarts(tra
 
     with RedisServer() as server:
         asyncio.run(scenario(server))
+
+
+def test_service_on_kafka_updates_features_and_logs_every_decision_across_a_restart(trained, redis_url, kafka_broker, monkeypatch):
+    home, _, _, _, live = trained
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    bodies = [_unique(b, "kafka") for b in live[:40]]
+
+    async def scenario():
+        async with running_service(home, redis_url, consumers="off") as (client, fraud):
+            assert isinstance(fraud.stream, KafkaEventStream)
+            assert set(await post_all(client, bodies)) == {200}
+        async with running_service(home, redis_url) as (_, fraud):  # consumers start from the group's committed offsets
+            deadline = time.monotonic() + 60
+            while not await fraud.drained() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert await fraud.drained()
+
+    asyncio.run(scenario())
+    store = redis.Redis.from_url(redis_url)
+    assert all(store.exists(seen_key(b["tx_id"])) for b in bodies)
+    assert not store.exists(STREAM_KEY)  # the events went through Kafka only
+    store.close()
+    logged = set(read_decision_log(home / "lake" / "fraud" / "decision_log_parts", TINY.day_keys[-1])["tx_id"].to_list())
+    assert {b["tx_id"] for b in bodies} <= logged

@@ -1,15 +1,18 @@
 """The online feature path against real Redis: parity with the batch features, and an
-at-least-once consumer whose crash mid-batch (or a replay) leaves exactly the same store."""
+at-least-once consumer whose crash mid-batch (or a replay) leaves exactly the same store, with
+the events on a Redis Stream or on Kafka (a real Kafka-compatible broker)."""
 
 import asyncio
 import math
 import random
+import uuid
 
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
 
-from lakehouse.fraud.config import STREAM_KEY, WorldConfig
+from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
+from lakehouse.fraud.config import SETTINGS, STREAM_KEY, WorldConfig
 from lakehouse.fraud.features import ENTITIES, available, batch_features, online_features, parse_replies, read_commands
 from lakehouse.fraud.online import Decision, FeatureConsumer, epoch_ms, event_fields
 from lakehouse.fraud.world import generate_days
@@ -26,13 +29,6 @@ def transactions():
 def _event(row: dict) -> dict:
     decision = Decision(row["tx_id"], "approve", 0.0, 2, [], "1", False, 0.1)
     return event_fields(row, epoch_ms(row["ts"]), decision, {}, ())
-
-
-async def _publish(client, rows) -> None:
-    pipe = client.pipeline(transaction=False)
-    for row in rows:
-        pipe.xadd(STREAM_KEY, _event(row))
-    await pipe.execute()
 
 
 async def _snapshot(client) -> dict:
@@ -56,12 +52,14 @@ def test_online_features_match_batch_features_on_sampled_transactions(transactio
 
     async def replay() -> dict[str, dict]:
         client = aioredis.Redis.from_url(redis_url)
-        consumer = FeatureConsumer(client)
+        stream = RedisEventStream(client, STREAM_KEY, SETTINGS.stream_maxlen)
+        consumer = FeatureConsumer(stream, client)
         await consumer.ensure_group()
         online, pending = {}, []
         for row in transactions.iter_rows(named=True):
             if row["tx_id"] in sample:
-                await _publish(client, pending)
+                if pending:
+                    await stream.append([_event(r) for r in pending])
                 pending = []
                 await consumer.drain()
                 pipe = client.pipeline(transaction=False)
@@ -89,30 +87,51 @@ def test_online_features_match_batch_features_on_sampled_transactions(transactio
     assert sum(v["merchant_count_1h"] > 0 for v in online.values()) > 50
 
 
-def test_consumer_crash_mid_batch_and_replay_give_the_same_store(transactions, redis_server):
+@pytest.fixture(params=["redis", "kafka"])
+def streams(request, redis_server):
+    """A factory of event streams on one backend: `streams(name)` opens (again) the stream `name`."""
+    if request.param == "redis":
+        def open_stream(name: str, client):
+            return RedisEventStream(client, f"test:{name}", SETTINGS.stream_maxlen)
+    else:
+        broker = request.getfixturevalue("kafka_broker")
+        prefix = uuid.uuid4().hex[:8]
+
+        def open_stream(name: str, client):
+            return KafkaEventStream(broker.bootstrap, f"{prefix}.{name}", key_field="customer_id", partitions=3, session_timeout_ms=3000)
+    return open_stream
+
+
+def test_consumer_crash_mid_batch_and_replay_give_the_same_store(transactions, redis_server, streams):
     rows = transactions.head(1200).to_dicts()
+    events = [_event(r) for r in rows]
 
     async def scenario():
         clean = aioredis.Redis.from_url(_db(redis_server.url, 1))
         crashed = aioredis.Redis.from_url(_db(redis_server.url, 2))
-        for client in (clean, crashed):
+        for client, name in ((clean, "clean"), (crashed, "crashed")):
             await client.flushdb()
-            await _publish(client, rows)
-        consumer = FeatureConsumer(clean)
+            writer = streams(name, client)
+            await writer.append(events)
+            await writer.aclose()
+        consumer = FeatureConsumer(streams("clean", clean), clean)
         await consumer.ensure_group()
         assert await consumer.drain() == len(rows)
         reference = await _snapshot(clean)
 
-        first = FeatureConsumer(crashed)
+        first = FeatureConsumer(streams("crashed", crashed), crashed)
         await first.ensure_group()
         batch = await first.read()
         await first.apply(batch[: len(batch) // 2])  # the process dies here: half applied, nothing acknowledged
-        restarted = FeatureConsumer(crashed)  # same consumer name: its pending events come first
+        await first.stream.aclose()
+        restarted = FeatureConsumer(streams("crashed", crashed), crashed)  # same group (and name): unacknowledged events come first
         assert await restarted.drain() == len(rows)
         assert await _snapshot(crashed) == reference
+        assert await restarted.stream.caught_up([restarted.group])
 
         # replay from the first event: applied ids are skipped, the store does not change
         await restarted.replay_from("0")
+        assert not await restarted.stream.caught_up([restarted.group])
         assert await restarted.drain() == len(rows)
         assert await _snapshot(crashed) == reference
         # a store lost but a stream kept: a replay rebuilds it exactly
@@ -121,6 +140,8 @@ def test_consumer_crash_mid_batch_and_replay_give_the_same_store(transactions, r
         await restarted.replay_from("0")
         await restarted.drain()
         assert await _snapshot(crashed) == reference
+        for stream in (consumer.stream, restarted.stream):
+            await stream.aclose()
         for client in (clean, crashed):
             await client.flushdb()
             await client.aclose()
