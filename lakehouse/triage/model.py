@@ -48,9 +48,14 @@ def _threads() -> None:
 def train_setfit(texts: list[str], labels: list[str], budget: SetFitBudget, seed: int = 0):
     """A SetFit model fitted on (text, category) pairs within the step budget."""
     from datasets import Dataset
+    from datasets.utils import logging as datasets_logging
     from setfit import SetFitModel, Trainer, TrainingArguments
+    from transformers.utils import logging as transformers_logging
+    from transformers.trainer_callback import ProgressCallback
 
     _threads()
+    datasets_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     categories = sorted(set(labels))
     if len(categories) < 2:
         raise ValueError("training needs at least two categories")
@@ -72,6 +77,9 @@ def train_setfit(texts: list[str], labels: list[str], budget: SetFitBudget, seed
     )
     label_ids = [categories.index(label) for label in labels]
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": label_ids}))
+    # The inner transformers Trainer adds its own tqdm bar whatever show_progress_bar says;
+    # progress goes to the caller's log, not to raw bars in a Dagster step's output.
+    trainer.st_trainer.remove_callback(ProgressCallback)
     trainer.train()
     return model
 
