@@ -2,7 +2,6 @@
 check is broken on purpose, the alert sensor is exercised against a real webhook, and a
 model without signal is refused by the gate."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -14,58 +13,21 @@ import pytest
 
 from lakehouse.churn.config import SETTINGS, WorldConfig
 from lakehouse.common.registry import CHALLENGER, CHAMPION
-from tests.conftest import make_home
+from tests.e2e.case import build, evaluation
 from tests.loopback import UPSERT_SUFFIX, serve
 
 pytestmark = pytest.mark.e2e
 CUSTOMERS = 1000
 
 
-@dataclass
-class Built:
-    home: Path
-    instance: dg.DagsterInstance
-    resources: dict
-    outcome: dict
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        home = make_home(tmp_path_factory.mktemp("e2e") / "home", mp)
-        mp.setenv("LAKEHOUSE_SCALE", str(CUSTOMERS))
-
-        from resources import LakehouseResource, default_resources
-
-        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-        resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
-        outcome = demos.churn.run(instance, resources, WorldConfig().end_date, log=lambda *_: None)
-        yield Built(home, instance, resources, outcome)
-
-
-def _materialize(built: Built, selection, resources=None, **kwargs) -> dg.ExecuteInProcessResult:
-    from assets.churn import ASSETS, CHECKS
-
-    assets = [*ASSETS, *CHECKS]
-    return dg.materialize(
-        assets, selection=selection, instance=built.instance, resources=resources or built.resources, raise_on_error=False, **kwargs
-    )
-
-
-def _registry(built: Built):
-    return built.resources["mlflow"].registry(built.resources["lakehouse"])
-
-
-def _check(result: dg.ExecuteInProcessResult, name: str):
-    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
-
-
-def _lake(built: Built):
-    return built.resources["lakehouse"].lake
+    with build(tmp_path_factory, "churn", {"LAKEHOUSE_SCALE": str(CUSTOMERS)}, WorldConfig().end_date) as case:
+        yield case
 
 
 def test_model_passes_the_gate_and_becomes_champion(built):
-    registry = _registry(built)
+    registry = built.registry()
     name = SETTINGS.registered_model_name
     assert built.outcome["training_success"]
     assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "1"
@@ -83,7 +45,7 @@ def test_model_passes_the_gate_and_becomes_champion(built):
 
 
 def test_weekly_scores_cover_every_active_customer_with_tier_action_and_reasons(built):
-    lake = _lake(built)
+    lake = built.lake
     scores = lake.read("churn", "churn_scores", ("snapshot_date", built.outcome["latest_week"]))
     with duckdb.connect(str(built.home / "warehouse.duckdb"), read_only=True) as con:
         active = con.sql(f"select count(*) from churn_features where snapshot_date = '{built.outcome['latest_week']}'").fetchall()[0][0]
@@ -103,9 +65,9 @@ def test_crm_outbox_holds_the_latest_scores_and_a_rerun_is_idempotent(built):
 
     outbox = OutboxCrm(built.home / "ops.sqlite")
     before = outbox.read().sort("external_id")
-    latest = _lake(built).read("churn", "churn_scores", ("snapshot_date", built.outcome["latest_week"]))
+    latest = built.lake.read("churn", "churn_scores", ("snapshot_date", built.outcome["latest_week"]))
     assert before.height == latest.height
-    assert _materialize(built, "key:churn/crm_push", partition_key=built.outcome["latest_week"]).success
+    assert built.materialize("key:churn/crm_push", partition_key=built.outcome["latest_week"]).success
     after = outbox.read().sort("external_id")
     assert after.drop("updated_at").equals(before.drop("updated_at"))
 
@@ -113,9 +75,9 @@ def test_crm_outbox_holds_the_latest_scores_and_a_rerun_is_idempotent(built):
 def test_roi_report_recovers_the_true_contact_effect(built):
     from lakehouse.churn.roi import assign_arms, enrol_cohort
 
-    report = _lake(built).read("churn", "ab_test_roi").row(0, named=True)
+    report = built.lake.read("churn", "ab_test_roi").row(0, named=True)
     scored = pl.concat(
-        [_lake(built).read("churn", "churn_scores", ("snapshot_date", p.name.split("=")[1])) for p in Path(_lake(built).table_url("churn", "churn_scores")).iterdir()]
+        [built.lake.read("churn", "churn_scores", ("snapshot_date", p.name.split("=")[1])) for p in Path(built.lake.table_url("churn", "churn_scores")).iterdir()]
     )
     with duckdb.connect(str(built.home / "warehouse.duckdb"), read_only=True) as con:
         labels = con.sql("select snapshot_date, customer_id, churned_90d from churn_labels").pl()
@@ -130,7 +92,7 @@ def test_roi_report_recovers_the_true_contact_effect(built):
 
 
 def test_live_performance_on_matured_labels(built):
-    perf = _lake(built).read("churn", "live_performance")
+    perf = built.lake.read("churn", "live_performance")
     assert perf.height >= 2 and (perf["auc_pr"] > SETTINGS.min_live_auc_pr).all()
 
 
@@ -142,8 +104,8 @@ def test_crm_push_to_a_rest_endpoint_survives_a_failing_then_recovering_server(b
         crm.script = [(503, {}), (429, {"Retry-After": "0"}), (500, {})]
         resources = {**built.resources, "crm": CrmResource(target="rest", base_url=f"{crm.url}/services/data/v60.0", token="test-token", batch_size=150)}
         for _ in range(2):  # a re-run upserts the same records again: idempotent on the CRM side
-            assert _materialize(built, "key:churn/crm_push", partition_key=week, resources=resources).success
-    latest = _lake(built).read("churn", "churn_scores", ("snapshot_date", week))
+            assert built.materialize("key:churn/crm_push", partition_key=week, resources=resources).success
+    latest = built.lake.read("churn", "churn_scores", ("snapshot_date", week))
     assert all(r["method"] == "PATCH" and r["headers"]["Authorization"] == "Bearer test-token" for r in crm.requests)
     assert all(r["path"].endswith(UPSERT_SUFFIX) for r in crm.requests)
     assert len(crm.requests) == 3 + 2 * -(-latest.height // 150)  # three failures, then batches of 150 twice
@@ -191,13 +153,13 @@ def test_the_monday_scoring_job_runs_as_scheduled(built):
     import definitions
 
     week = built.outcome["latest_week"]
-    before = _lake(built).read("churn", "churn_scores", ("snapshot_date", week)).sort("customer_id")
+    before = built.lake.read("churn", "churn_scores", ("snapshot_date", week)).sort("customer_id")
     job = definitions.defs.resolve_job_def("churn_weekly_scoring")
     result = job.execute_in_process(partition_key=week, instance=built.instance)
     assert result.success
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert {"customers", "stg_churn__usage_weekly", "churn_features", "churn_scores"} <= materialized
-    after = _lake(built).read("churn", "churn_scores", ("snapshot_date", week))
+    after = built.lake.read("churn", "churn_scores", ("snapshot_date", week))
     assert after.equals(before)  # same seed, same world, same scores
 
 
@@ -206,33 +168,33 @@ def test_the_monday_scoring_job_runs_as_scheduled(built):
 
 def test_prediction_volume_check_fails_when_the_base_is_far_from_the_configured_size(built, monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_SCALE", str(CUSTOMERS * 5))
-    result = _materialize(built, "key:churn/churn_scores", partition_key=built.outcome["latest_week"])
-    check = _check(result, "prediction_volume")
+    result = built.materialize("key:churn/churn_scores", partition_key=built.outcome["latest_week"])
+    check = evaluation(result, "prediction_volume")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
 
 
 def test_score_shift_check_fails_when_scores_drift_from_the_reference(built):
-    lake = _lake(built)
+    lake = built.lake
     reference = lake.read("churn", "reference_scores")
     lake.write(reference.with_columns(score=pl.col("score") * 0 + 0.95), "churn", "reference_scores")
     try:
-        result = _materialize(built, "key:churn/churn_scores", partition_key=built.outcome["latest_week"])
+        result = built.materialize("key:churn/churn_scores", partition_key=built.outcome["latest_week"])
     finally:
         lake.write(reference, "churn", "reference_scores")
-    check = _check(result, "score_shift")
+    check = evaluation(result, "score_shift")
     assert not check.passed and check.metadata["value"].value > SETTINGS.max_score_shift_ks
 
 
 def test_live_auc_pr_check_fails_when_published_scores_lose_their_signal(built):
-    lake = _lake(built)
+    lake = built.lake
     root = Path(lake.table_url("churn", "churn_scores"))
     rng = np.random.default_rng(0)
     for part in root.iterdir():
         key = ("snapshot_date", part.name.split("=")[1])
         scores = lake.read("churn", "churn_scores", key)
         lake.write(scores.with_columns(score=pl.Series(rng.random(scores.height))), "churn", "churn_scores", key)
-    result = _materialize(built, "key:churn/live_performance")
-    check = _check(result, "churn_live_auc_pr")
+    result = built.materialize("key:churn/live_performance")
+    check = evaluation(result, "churn_live_auc_pr")
     assert not check.passed and check.metadata["value"].value < SETTINGS.min_live_auc_pr
 
 
@@ -266,18 +228,17 @@ def test_a_model_without_signal_is_refused_and_the_champion_stays(built):
     from sensors.alerts import failed_evaluations
 
     keys = built.outcome["feature_keys"]
-    raw = _materialize(
-        built,
+    raw = built.materialize(
         dg.AssetSelection.assets(churn_raw, churn_staging),
         run_config=dg.RunConfig(ops={"churn_raw": ChurnRawConfig(signal_strength=0.0)}),
     )
     assert raw.success
-    assert _materialize(built, "key:churn/churn_features", tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}).success
-    result = _materialize(built, "key:churn/churn_labels or key:churn/training_set or key:churn/churn_model or key:churn/champion_model")
-    gate = _check(result, "go_no_go_gate")
+    assert built.materialize("key:churn/churn_features", tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}).success
+    result = built.materialize("key:churn/churn_labels or key:churn/training_set or key:churn/churn_model or key:churn/champion_model")
+    gate = evaluation(result, "go_no_go_gate")
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
     assert not result.success
-    registry = _registry(built)
+    registry = built.registry()
     assert registry.alias_version(SETTINGS.registered_model_name, CHALLENGER) == "2"
     assert registry.alias_version(SETTINGS.registered_model_name, CHAMPION) == "1"
     import definitions

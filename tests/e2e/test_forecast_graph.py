@@ -1,8 +1,6 @@
 """The whole forecast graph, end to end, on a small chain (the demo's stores, few SKUs)."""
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import json
 
@@ -11,37 +9,24 @@ import polars as pl
 import pytest
 import redis
 
-import demos.forecast
 from lakehouse.common.home import LakehouseHome
 from lakehouse.forecast.config import SETTINGS, WorldConfig
 from lakehouse.forecast.publish import current
 from lakehouse.forecast.reconcile import coherence
-from tests.conftest import make_home
+from tests.e2e.case import Built, build
 
 pytestmark = pytest.mark.e2e
 SKUS = 12
 
 
-@dataclass
-class Built:
-    home: Path
-    instance: dg.DagsterInstance
-    resources: dict
-    outcome: dict
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, redis_server):
-    with pytest.MonkeyPatch.context() as mp:
-        home = make_home(tmp_path_factory.mktemp("e2e") / "home", mp)
-        mp.setenv("LAKEHOUSE_FORECAST_SCALE", f"{WorldConfig().stores}x{SKUS}")
-        from resources import LakehouseResource, RedisResource, default_resources
+    from resources import RedisResource
 
-        redis.Redis.from_url(redis_server.url).flushdb()
-        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-        resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home)), "redis": RedisResource(url=redis_server.url)}
-        outcome = demos.forecast.run(instance, resources, log=lambda *_: None)
-        yield Built(home, instance, resources, outcome)
+    redis.Redis.from_url(redis_server.url).flushdb()
+    env = {"LAKEHOUSE_FORECAST_SCALE": f"{WorldConfig().stores}x{SKUS}"}
+    with build(tmp_path_factory, "forecast", env, extra_resources={"redis": RedisResource(url=redis_server.url)}) as case:
+        yield case
 
 
 def _metadata(built: Built, name: str) -> dict:

@@ -2,10 +2,7 @@
 champion, a live slice of traffic through the decision service, the decision log and its
 checks, and the alert sensor turning a failed check into an alert."""
 
-from dataclasses import dataclass
-from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 
@@ -14,35 +11,16 @@ from lakehouse.common.alerts import read_alerts
 from lakehouse.common.registry import CHALLENGER, CHAMPION
 from lakehouse.fraud.config import SETTINGS, WorldConfig
 from lakehouse.fraud.online import read_decision_log
-from tests.conftest import make_home
+from tests.e2e.case import build
 
 pytestmark = pytest.mark.e2e
 LIVE = 1200
 
 
-@dataclass
-class Built:
-    home: Path
-    instance: dg.DagsterInstance
-    resources: dict
-    outcome: dict
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        home = make_home(tmp_path_factory.mktemp("e2e-fraud") / "home", mp)
-        mp.setenv("LAKEHOUSE_FRAUD_SCALE", "5000")
-        from resources import LakehouseResource, default_resources
-
-        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-        resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
-        outcome = demos.fraud.run(instance, resources, log=lambda *_: None, live_transactions=LIVE)
-        yield Built(home, instance, resources, outcome)
-
-
-def _registry(built: Built):
-    return built.resources["mlflow"].registry(built.resources["lakehouse"])
+    with build(tmp_path_factory, "fraud", {"LAKEHOUSE_FRAUD_SCALE": "5000"}, live_transactions=LIVE) as case:
+        yield case
 
 
 def test_every_day_lands_and_features_cover_every_transaction(built):
@@ -57,7 +35,7 @@ def test_every_day_lands_and_features_cover_every_transaction(built):
 
 def test_cascade_passes_the_gate_is_logged_and_becomes_champion(built):
     assert built.outcome["training_success"]
-    registry = _registry(built)
+    registry = built.registry()
     name = SETTINGS.registered_model_name
     assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "1"
     metrics = registry.version_metrics(name, "1")

@@ -2,72 +2,36 @@
 then no PII anywhere, each monitoring check broken on purpose, a worse challenger refused, the endpoint."""
 
 import re
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
-import demos.triage
 from lakehouse.common.registry import CHALLENGER, CHAMPION
 from lakehouse.triage.config import SETTINGS, WorldConfig
 from lakehouse.triage.model import AUTO, HUMAN
-from tests.conftest import make_home
+from tests.e2e.case import Built, build, evaluation
 
 pytestmark = pytest.mark.e2e
 TICKETS_PER_MONTH = 150
 STEPS = 2
 
 
-@dataclass
-class Built:
-    home: Path
-    instance: dg.DagsterInstance
-    resources: dict
-    outcome: dict
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        home = make_home(tmp_path_factory.mktemp("e2e") / "home", mp)
-        mp.setenv("LAKEHOUSE_TRIAGE_TICKETS_PER_MONTH", str(TICKETS_PER_MONTH))
-        from resources import LakehouseResource, default_resources
-
-        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-        resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
-        outcome = demos.triage.run(instance, resources, log=lambda *_: None, max_steps=STEPS)
-        yield Built(home, instance, resources, outcome)
-
-
-def _materialize(built: Built, selection, **kwargs) -> dg.ExecuteInProcessResult:
-    from assets.triage import ASSETS, CHECKS
-
-    return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=built.instance, resources=built.resources, raise_on_error=False, **kwargs)
-
-
-def _registry(built: Built):
-    return built.resources["mlflow"].registry(built.resources["lakehouse"])
-
-
-def _lake(built: Built):
-    return built.resources["lakehouse"].lake
-
-
-def _check(result: dg.ExecuteInProcessResult, name: str):
-    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
+    with build(tmp_path_factory, "triage", {"LAKEHOUSE_TRIAGE_TICKETS_PER_MONTH": str(TICKETS_PER_MONTH)}, max_steps=STEPS) as case:
+        yield case
 
 
 def _months(built: Built, name: str) -> pl.DataFrame:
-    return pl.read_parquet(_lake(built).glob("triage", name, partitioned=True), hive_partitioning=False)
+    return pl.read_parquet(built.lake.glob("triage", name, partitioned=True), hive_partitioning=False)
 
 
 def test_two_models_went_through_the_gate_and_the_champion_is_a_loadable_pyfunc(built):
     assert built.outcome["first_training_success"] and built.outcome["retraining_success"]
-    registry = _registry(built)
+    registry = built.registry()
     name = SETTINGS.registered_model_name
     assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "2"
     metrics = registry.version_metrics(name, "2")
@@ -81,7 +45,7 @@ def test_two_models_went_through_the_gate_and_the_champion_is_a_loadable_pyfunc(
     out = model.predict(pd.DataFrame({"text": ["Where is my parcel?. The tracking has not moved for 9 days.", "Charged twice. Two payments of 49.99 EUR on my card."]}))
     assert list(out.columns) == ["category", "confidence"]
     assert out["category"].tolist() == ["delivery_problem", "billing"]
-    training = _lake(built).read("triage", "training_set")
+    training = built.lake.read("triage", "training_set")
     assert training["created_at"].max().date() < date(2026, 10, 1)
 
 
@@ -98,16 +62,16 @@ def test_routes_follow_the_threshold_and_reach_the_teams_and_the_queue(built):
     assert set(queue["ticket_id"]) == set(routes.filter(pl.col("route") == HUMAN)["ticket_id"])
     assert (queue["status"] == "validated").all() and queue["validated_category"].is_not_null().all()
     # Validated labels of the live months fed the retraining.
-    training = _lake(built).read("triage", "training_set")
+    training = built.lake.read("triage", "training_set")
     assert set(queue["ticket_id"]) & set(training["ticket_id"])
 
 
 def test_confusion_matrix_and_roi_report(built):
     last = built.outcome["live_months"][-1][:7]
-    matrix = _lake(built).read("triage", "monthly_confusion", ("month", last))
+    matrix = built.lake.read("triage", "monthly_confusion", ("month", last))
     assert matrix.height >= 10 and matrix.drop("agent_category").to_numpy().sum() == TICKETS_PER_MONTH
     assert (built.home / "reports" / f"triage_confusion_{last}.png").read_bytes()[:4] == b"\x89PNG"
-    roi = _lake(built).read("triage", "roi_report").row(0, named=True)
+    roi = built.lake.read("triage", "roi_report").row(0, named=True)
     routes = _months(built, "ticket_routes")
     assert roi["tickets"] == routes.height
     assert roi["auto_triage_rate"] == pytest.approx((routes["route"] == AUTO).mean())
@@ -184,20 +148,20 @@ def test_monitoring_checks_fail_on_purpose_and_raise_alerts(built):
     }
     failed = {}
     for name, (config, expected) in drills.items():
-        assert _materialize(built, "key:triage/tickets_clean or key:triage/agent_labels", partition_key=month, run_config=dg.RunConfig(ops={"triage_tickets": config})).success
-        result = _materialize(built, "key:triage/ticket_routes or key:triage/monthly_confusion", partition_key=month)
+        assert built.materialize("key:triage/tickets_clean or key:triage/agent_labels", partition_key=month, run_config=dg.RunConfig(ops={"triage_tickets": config})).success
+        result = built.materialize("key:triage/ticket_routes or key:triage/monthly_confusion", partition_key=month)
         failed[name] = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
         assert expected <= failed[name], (name, failed[name])
     assert "category_mix_drift" not in failed["labels"] and "category_recall" not in failed["mix"]
-    evaluation = _check(result, "category_recall")
-    assert evaluation.severity == dg.AssetCheckSeverity.WARN and evaluation.metadata["value"].value < SETTINGS.min_category_recall
+    recall = evaluation(result, "category_recall")
+    assert recall.severity == dg.AssetCheckSeverity.WARN and recall.metadata["value"].value < SETTINGS.min_category_recall
     collect_alerts(built.instance, built.resources)
     alerts = read_alerts(built.home / "ops.sqlite")
     assert {"mean_confidence", "human_validation_rate", "category_mix_drift", "category_recall"} <= set(alerts["check_name"])
     drift = alerts.filter(pl.col("check_name") == "category_mix_drift").row(0, named=True)
     assert drift["case_name"] == "triage" and drift["partition"] == month and drift["value"] > SETTINGS.max_mix_psi
     # Back to the real month so the following tests see the demo's data.
-    assert _materialize(built, "key:triage/tickets_clean or key:triage/agent_labels", partition_key=month).success
+    assert built.materialize("key:triage/tickets_clean or key:triage/agent_labels", partition_key=month).success
 
 
 def test_a_worse_challenger_is_refused_and_the_champion_stays(built):
@@ -205,11 +169,11 @@ def test_a_worse_challenger_is_refused_and_the_champion_stays(built):
 
     run_config = {"ops": {**retraining_run_config(date(2026, 10, 1))["ops"], "triage__triage_model": {"config": {"max_steps": 1}}}}
     run_config["ops"]["triage__training_set"]["config"]["training_tickets"] = 40  # far too few tickets: a worse model
-    result = _materialize(built, "key:triage/training_set or key:triage/triage_model or key:triage/champion_model", run_config=run_config)
-    gate = _check(result, "promotion_gate")
+    result = built.materialize("key:triage/training_set or key:triage/triage_model or key:triage/champion_model", run_config=run_config)
+    gate = evaluation(result, "promotion_gate")
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
     assert not result.success
-    registry = _registry(built)
+    registry = built.registry()
     assert registry.alias_version(SETTINGS.registered_model_name, CHALLENGER) == "3"
     assert registry.alias_version(SETTINGS.registered_model_name, CHAMPION) == "2"
 
