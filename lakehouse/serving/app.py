@@ -111,3 +111,8 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
     for service in services:
         app.include_router(service.router, prefix=f"/{service.name}", tags=[service.name], dependencies=[Depends(require_api_key)])
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app configured by the environment (the factory uvicorn's workers import)."""
+    return create_app(ServingSettings.from_env())
