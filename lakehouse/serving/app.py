@@ -3,7 +3,7 @@
 API key on it, starts and stops it with the app, and asks it whether it is ready.
 
 A case may also name hot POST routes with a shortcut: a request with the right key is handed
-to it before FastAPI's routing, dependencies and validation (which cost several times the
+to it before FastAPI's middleware, routing, dependencies and validation (several times the
 work of a fraud decision); when the shortcut declines (returns None), the request goes
 through the app unchanged, so errors, auth failures and the OpenAPI docs stay FastAPI's.
 """
@@ -88,7 +88,7 @@ def _key_ok(key: bytes | None, expected: bytes) -> bool:
 
 
 class HotRoutes:
-    """ASGI middleware: JSON POSTs to a hot route with the right key go to its shortcut first."""
+    """JSON POSTs to a hot route with the right key go to its shortcut first."""
 
     def __init__(self, app: ASGIApp, shortcuts: dict[str, Shortcut], api_key: bytes):
         self.app = app
@@ -126,6 +126,19 @@ class HotRoutes:
         await send({"type": "http.response.body", "body": answer})
 
 
+class ServingApp(FastAPI):
+    """FastAPI with the hot routes in front of its whole middleware stack."""
+
+    def __init__(self, *, shortcuts: dict[str, Shortcut], api_key: bytes, **kwargs):
+        super().__init__(**kwargs)
+        self.shortcuts = shortcuts
+        self.api_key = api_key
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return HotRoutes(stack, self.shortcuts, self.api_key) if self.shortcuts else stack
+
+
 def create_app(settings: ServingSettings, services: list[CaseService] | None = None) -> FastAPI:
     services = load_services(settings) if services is None else services
     expected = settings.api_key.encode()
@@ -145,7 +158,10 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
             for service in reversed(services):
                 await service.stop()
 
-    app = FastAPI(
+    shortcuts = {f"/{service.name}{path}": shortcut for service in services for path, shortcut in service.hot.items()}
+    app = ServingApp(
+        shortcuts=shortcuts,
+        api_key=expected,
         title="ML lakehouse online endpoints",
         description="Fraud decisions, forecast lookup and ticket triage, served from the champion models.",
         lifespan=lifespan,
@@ -163,9 +179,6 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
 
     for service in services:
         app.include_router(service.router, prefix=f"/{service.name}", tags=[service.name], dependencies=[Depends(require_api_key)])
-    shortcuts = {f"/{service.name}{path}": shortcut for service in services for path, shortcut in service.hot.items()}
-    if shortcuts:
-        app.add_middleware(HotRoutes, shortcuts=shortcuts, api_key=expected)
     return app
 
 
