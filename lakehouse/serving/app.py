@@ -10,6 +10,7 @@ through the app unchanged, so errors, auth failures and the OpenAPI docs stay Fa
 
 from __future__ import annotations
 
+import gc
 import hmac
 import importlib
 import os
@@ -152,6 +153,7 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
     async def lifespan(app: FastAPI):
         for service in services:
             await service.start()
+        gc.freeze()  # what start loaded (models, libraries) stays out of the collector's full passes
         try:
             yield
         finally:
