@@ -155,8 +155,8 @@ class FraudSettings:
     publish_batch: int = 500
     stream_maxlen: int = 5_000_000
     consumer_batch: int = 200
-    decision_log_batch: int = 5000  # events per decision-log read (and Parquet part) at most
-    decision_log_wait_s: float = 1.0  # after a smaller read, let events gather this long
+    decision_log_batch: int = 1000  # events per decision-log read (and Parquet part) at most
+    decision_log_wait_s: float = 0.2  # after a smaller read, let events gather this long
 
 
 SETTINGS = FraudSettings()
