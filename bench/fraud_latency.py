@@ -34,6 +34,7 @@ PHASES = [(200, 60.0), (1000, 60.0)]
 GOALS_P99_MS = {200: 5.0, 1000: 10.0}
 SEED_P99_MS, SEED_BUDGET_MS = 22.0, 30.0
 MAX_CONNECTIONS = 256
+SERVING_WORKERS = 2  # app processes sharing the port (LAKEHOUSE_SERVING_WORKERS overrides)
 
 
 # --------------------------------------------------------------------------- setup
@@ -73,6 +74,7 @@ def start_stack(home: Path, redis_url: str, port: int) -> list[subprocess.Popen]
     env = {
         **os.environ, "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_REDIS_URL": redis_url, "LAKEHOUSE_API_KEY": KEY,
         "LAKEHOUSE_SERVING_CASES": "fraud", "LAKEHOUSE_FRAUD_CONSUMERS": "off", "PYTHONPATH": str(ROOT),
+        "LAKEHOUSE_SERVING_WORKERS": os.environ.get("LAKEHOUSE_SERVING_WORKERS", str(SERVING_WORKERS)),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen([PYTHON, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=env)

@@ -71,14 +71,14 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
     from lakehouse.common.home import LakehouseHome
     from lakehouse.fraud.api import FraudService
     from lakehouse.fraud.world import generate_day
-    from lakehouse.serving.app import API_KEY_HEADER, CaseService, ServingSettings, create_app
+    from lakehouse.serving.app import API_KEY_HEADER, ServingSettings, create_app
 
     settings = ServingSettings(
         api_key="demo", home=LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()), redis_url=redis_url,
         mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI"), cases=("fraud",),
     )
     fraud = FraudService(settings, consumers="inline")
-    app = create_app(settings, services=[CaseService("fraud", fraud.router(), fraud.start, fraud.stop, fraud.ready)])
+    app = create_app(settings, services=[fraud.case_service()])
     tx = generate_day(world, date.fromisoformat(day)).drop("is_fraud", "fraud_pattern")
     if limit:
         tx = tx.head(limit)

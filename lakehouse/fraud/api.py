@@ -18,7 +18,7 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -188,6 +188,29 @@ class FraudService:
 
     # ------------------------------------------------------------------ routes
 
+    async def _decide(self, decider: Decider, tx: TransactionIn) -> bytes:
+        ts = tx.ts or datetime.now(UTC)
+        fields = tx.model_dump()
+        decision, features = await decider.decide(fields, ts)
+        self.publisher.put(event_fields(fields, epoch_ms(ts), decision, features, decider.model.cascade.layer2_features))
+        # Serialized here: the response model documents the body without validating it twice.
+        return json.dumps(decision.as_dict()).encode()
+
+    async def decide_shortcut(self, body: bytes) -> bytes | None:
+        """POST /decisions without FastAPI's machinery: None for anything but a valid body with
+        a model loaded, which the route then answers (422, 503)."""
+        decider = self.decider
+        if decider is None:
+            return None
+        try:
+            tx = TransactionIn.model_validate_json(body)
+        except ValidationError:
+            return None
+        return await self._decide(decider, tx)
+
+    def case_service(self) -> CaseService:
+        return CaseService(CASE, self.router(), start=self.start, stop=self.stop, ready=self.ready, hot={"/decisions": self.decide_shortcut})
+
     def router(self) -> APIRouter:
         router = APIRouter()
 
@@ -201,16 +224,10 @@ class FraudService:
             decider = self.decider
             if decider is None:
                 raise HTTPException(503, "no champion fraud model is loaded yet: train and promote one")
-            ts = tx.ts or datetime.now(UTC)
-            fields = tx.model_dump()
-            decision, features = await decider.decide(fields, ts)
-            self.publisher.put(event_fields(fields, epoch_ms(ts), decision, features, decider.model.cascade.layer2_features))
-            # Serialized here: the response model documents the body without validating it twice.
-            return Response(json.dumps(decision.as_dict()), media_type="application/json")
+            return Response(await self._decide(decider, tx), media_type="application/json")
 
         return router
 
 
 def service(settings: ServingSettings) -> CaseService:
-    fraud = FraudService(settings)
-    return CaseService(CASE, fraud.router(), start=fraud.start, stop=fraud.stop, ready=fraud.ready)
+    return FraudService(settings).case_service()

@@ -156,6 +156,8 @@ class FraudSettings:
     stream_maxlen: int = 5_000_000
     kafka_partitions: int = 4
     consumer_batch: int = 200
+    decision_log_batch: int = 1000  # events per decision-log read (and Parquet part) at most
+    decision_log_wait_s: float = 0.2  # after a smaller read, let events gather this long
 
 
 SETTINGS = FraudSettings()

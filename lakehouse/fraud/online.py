@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -285,9 +285,14 @@ class EventPublisher:
 
     def start(self) -> None:
         for path in sorted(self.spool_dir.glob("*.jsonl")) if self.spool_dir.exists() else []:
-            with path.open() as f:
+            claimed = path.with_suffix(f".{uuid.uuid4().hex}.claimed")
+            try:
+                path.rename(claimed)  # one worker process of several takes each file
+            except FileNotFoundError:
+                continue
+            with claimed.open() as f:
                 self.buffer.extend(json.loads(line) for line in f if line.strip())
-            path.unlink()
+            claimed.unlink()
         self.task = asyncio.create_task(self._run())
 
     async def flush_once(self) -> int:
@@ -451,18 +456,22 @@ class DecisionLogConsumer(StreamConsumer):
     """Writes each batch of events as a Parquet part of its day, then acknowledges it.
 
     A crash between the write and the acknowledgement writes the batch again; readers
-    keep one row per transaction id.
+    keep one row per transaction id. Reads are larger than the feature group's and, after a
+    read that was not full, the consumer waits a moment so that parts stay few and big (a
+    part costs ~2 ms of CPU to build and write whatever its size: 20 events ~2 ms, 2,000 ~15 ms).
     """
 
     group = DECISION_LOG_GROUP
 
     def __init__(self, stream: EventStream, parts_root: Path, name: str = "c1", settings: FraudSettings = SETTINGS):
-        super().__init__(stream, name, settings)
+        super().__init__(stream, name, replace(settings, consumer_batch=settings.decision_log_batch))
         self.parts_root = parts_root
 
     async def handle(self, messages) -> None:
         # Building and writing Parquet takes milliseconds: off the event loop the service shares.
         await asyncio.to_thread(self.write, messages)
+        if len(messages) < self.settings.consumer_batch and not self.stopping:
+            await asyncio.sleep(self.settings.decision_log_wait_s)  # written, acknowledged after the wait
 
     def write(self, messages) -> None:
         df = decision_rows(messages)

@@ -11,7 +11,7 @@ from lakehouse.common.registry import Registry
 from lakehouse.fraud.config import SETTINGS, WorldConfig
 from lakehouse.fraud.model import train_from_transactions
 from lakehouse.fraud.world import generate_days
-from lakehouse.serving.app import API_KEY_HEADER, CaseService, ServingSettings, create_app
+from lakehouse.serving.app import API_KEY_HEADER, ServingSettings, create_app
 
 TINY = WorldConfig(tx_per_day=2500, days=8, seed=5)
 KEY = "test-key"
@@ -44,7 +44,7 @@ async def running_service(home: Path, redis_url: str, consumers: str = "inline")
 
     settings = ServingSettings(api_key=KEY, home=LakehouseHome(home), redis_url=redis_url, cases=("fraud",))
     fraud = FraudService(settings, consumers=consumers)
-    app = create_app(settings, services=[CaseService("fraud", fraud.router(), fraud.start, fraud.stop, fraud.ready)])
+    app = create_app(settings, services=[fraud.case_service()])
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://fraud", headers={API_KEY_HEADER: KEY}) as client:

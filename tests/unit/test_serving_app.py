@@ -1,5 +1,6 @@
 """The shared online app: API key on every case route, health, readiness, OpenAPI."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,23 @@ def test_settings_refuse_to_start_without_a_key(monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_SERVING_CASES", "fraud,weather")
     with pytest.raises(SystemExit, match="weather"):
         ServingSettings.from_env()
+
+
+def test_a_hot_route_shortcut_answers_only_keyed_requests_it_accepts():
+    router = APIRouter()
+
+    @router.post("/echo")
+    async def echo(body: dict) -> dict:
+        return {"route": body}
+
+    async def shortcut(body: bytes) -> bytes | None:
+        return b'{"shortcut": true}' if json.loads(body) == {"fast": 1} else None
+
+    service = CaseService("demo", router, hot={"/echo": shortcut})
+    app = create_app(ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent"))), services=[service])
+    with TestClient(app) as client:
+        key = {API_KEY_HEADER: "s3cret"}
+        assert client.post("/demo/echo", json={"fast": 1}, headers=key).json() == {"shortcut": True}
+        assert client.post("/demo/echo", json={"slow": 2}, headers=key).json() == {"route": {"slow": 2}}  # declined: the route answers
+        assert client.post("/demo/echo", json={"fast": 1}, headers={API_KEY_HEADER: "wrong"}).status_code == 401
+        assert client.post("/demo/echo", content=b"[1]", headers=key | {"content-type": "application/json"}).status_code == 422
