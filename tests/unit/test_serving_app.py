@@ -68,6 +68,16 @@ def test_settings_refuse_to_start_without_a_key(monkeypatch):
         ServingSettings.from_env()
 
 
+def test_several_workers_refuse_to_run_the_fraud_consumers_in_each(monkeypatch):
+    from lakehouse.serving.__main__ import serve
+
+    monkeypatch.setenv("LAKEHOUSE_API_KEY", "k")
+    monkeypatch.setenv("LAKEHOUSE_SERVING_CASES", "fraud")
+    monkeypatch.delenv("LAKEHOUSE_FRAUD_CONSUMERS", raising=False)
+    with pytest.raises(SystemExit, match="LAKEHOUSE_FRAUD_CONSUMERS=off"):
+        serve("127.0.0.1", 0, workers=2)
+
+
 def test_a_hot_route_shortcut_answers_only_keyed_requests_it_accepts():
     router = APIRouter()
 
