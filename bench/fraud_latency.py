@@ -6,7 +6,8 @@ app (`python -m lakehouse.serving`, uvicorn + uvloop + httptools, fraud case onl
 stream consumers (`python -m lakehouse.fraud.consumer`) and the load generator (this module
 with --worker). The generator sends requests at a constant arrival rate whatever the
 responses do (open loop; latency counted from the scheduled send time, so queueing shows),
-over raw keep-alive HTTP/1.1 connections. Phases: 60 s at 200 tx/s, 60 s at 1,000 tx/s.
+over raw keep-alive HTTP/1.1 connections. Phases: 60 s at 200 tx/s, 60 s at 1,000 tx/s, both
+repeated `--runs` times (default 3) against the same stack; the figures are medians.
 Reported: client-side P50/P95/P99/max and errors, server-side time by layer.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import PYTHON, ROOT, header, markdown_table, publish, wait_for_quiet
+from bench.common import PYTHON, ROOT, header, load_average, markdown_table, median, publish, wait_for_quiet
 
 NAME = "fraud_latency"
 KEY = "bench-key"
@@ -275,6 +276,12 @@ def render(payload: dict) -> str:
     return f"{table}\n\nServer-side time by layer (ms):\n\n{layers}\n\nSeed: P99 {SEED_P99_MS} ms, budget {SEED_BUDGET_MS} ms at 200 tx/s."
 
 
+def _median_summary(runs: list[dict]) -> dict:
+    """Each figure's median over the runs (counts too: errors and degraded decisions per run)."""
+    out = {k: median([r[k] for r in runs]) for k, v in runs[0].items() if isinstance(v, int | float) or v is None}
+    return {k: round(v) if isinstance(runs[0][k], int) else v for k, v in out.items()}
+
+
 def _ms(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -288,6 +295,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float)
     parser.add_argument("--tag", default="t")
     parser.add_argument("--out")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of both phases against the same stack; figures are medians")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply phase durations (development only; published runs use 1)")
     args = parser.parse_args()
     if args.worker:
@@ -295,7 +303,7 @@ def main() -> int:
         return 0
     from lakehouse.common.local_servers import RedisServer, free_port
 
-    payload = header(NAME, runs=1)
+    payload = header(NAME, runs=args.runs)
     payload["quiet"] = wait_for_quiet(max_wait_s=30)
     with tempfile.TemporaryDirectory(prefix="fraud-bench-") as tmp, RedisServer() as redis_server:
         home = Path(tmp) / "home"
@@ -306,11 +314,17 @@ def main() -> int:
         stack = start_stack(home, redis_server.url, port)
         try:
             run_load(port, bodies_file, 100, 5, "warmup")
-            payload["phases"] = []
-            for rate, duration in PHASES:
-                raw = run_load(port, bodies_file, rate, duration * args.scale, f"r{rate}")
-                payload["phases"].append({"rate": rate, "duration_s": duration * args.scale, "client": summarize(raw)})
-                print(f"{rate}/s: {payload['phases'][-1]['client']}", flush=True)
+            runs: dict[int, list[dict]] = {rate: [] for rate, _ in PHASES}
+            for run in range(args.runs):
+                for rate, duration in PHASES:
+                    summary = summarize(run_load(port, bodies_file, rate, duration * args.scale, f"r{rate}-{run}"))
+                    summary["load_average_at_end"] = load_average()
+                    runs[rate].append(summary)
+                    print(f"run {run + 1}, {rate}/s: {summary}", flush=True)
+            payload["phases"] = [
+                {"rate": rate, "duration_s": duration * args.scale, "client": _median_summary(runs[rate]), "runs": runs[rate]}
+                for rate, duration in PHASES
+            ]
         finally:
             stop_stack(stack)
     payload["setup"] = "demo world (12,000 tx/day x 9 days) trained; Redis warmed with its history; live-day bodies with unique ids"

@@ -58,7 +58,9 @@ class RedisEventStream:
     async def append(self, events: Sequence[dict[str, str]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for fields in events:
-            pipe.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)
+            # One JSON field, not one stream field per event field: a tenth of the arguments to
+            # pack, send and parse on the service's hot path.
+            pipe.xadd(self.key, {"event": json.dumps(fields)}, maxlen=self.maxlen, approximate=True)
         await pipe.execute()
 
     async def ensure_group(self, group: str) -> None:
@@ -71,7 +73,7 @@ class RedisEventStream:
     async def read(self, group: str, consumer: str, count: int, block_ms: int | None = None) -> list[Event]:
         for start in ("0", ">"):  # this consumer's pending events, then new ones
             reply = await self.client.xreadgroup(group, consumer, {self.key: start}, count=count, block=block_ms if start == ">" else None)
-            events = [(_text(mid), _decode(f)) for _, entries in reply or [] for mid, f in entries if f]
+            events = [(_text(mid), json.loads(next(iter(f.values())))) for _, entries in reply or [] for mid, f in entries if f]
             if events:
                 return events
         return []
