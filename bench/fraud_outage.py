@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import header, markdown_table, publish, wait_for_quiet
-from bench.fraud_latency import prepare_home, run_load, start_stack, stop_stack, summarize
+from bench.fraud_latency import prepare_home, run_load, start_stack, stop_stack, summarize, warm_redis
 
 NAME = "fraud_outage"
 RATE, DURATION, OUTAGE = 200, 60.0, (20.0, 40.0)
@@ -100,7 +100,8 @@ def main() -> int:
     payload["quiet"] = wait_for_quiet(max_wait_s=30)
     with durable_redis() as server, tempfile.TemporaryDirectory(prefix="fraud-outage-") as tmp:
         home = Path(tmp) / "home"
-        bodies = prepare_home(home, server.url)
+        history, lists, bodies = prepare_home(home)
+        warm_redis(server.url, history, lists)
         bodies_file = Path(tmp) / "bodies.jsonl"
         bodies_file.write_text("\n".join(json.dumps(b) for b in bodies))
         from lakehouse.common.local_servers import free_port
