@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
 
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 
@@ -69,13 +69,23 @@ def png_markdown(path: Path, alt: str) -> MetadataValue:
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
-def promote_challenger(log, registry: Registry, name: str, refusal: Callable[[str], str | None]) -> MaterializeResult:
-    """Move `champion` to the current challenger unless `refusal(version)` names a reason not to."""
-    version = registry.alias_version(name, CHALLENGER)
-    reason = refusal(version)
-    if reason:
-        raise Failure(f"{name} v{version}: {reason}; the champion stays in place")
-    previous = registry.alias_version(name, CHAMPION)
-    registry.set_alias(name, CHAMPION, version)
-    log.info(f"{name}: champion v{previous} -> v{version}")
-    return MaterializeResult(metadata={"champion_version": version, "previous_champion": previous or "none", "model_uri": registry.model_uri(name)})
+def champion_asset(case: str, model_key: AssetKey, model_name: str, refusal: Callable[[Registry, str], str | None], description: str):
+    """The case's `champion_model` asset: moves the MLflow alias `champion` to the current
+    challenger unless `refusal(registry, version)` names a reason not to (the case's gate)."""
+    from resources import LakehouseResource, MlflowResource
+
+    @asset(key=[case, "champion_model"], deps=[model_key], group_name=case, kinds={"mlflow"}, owners=OWNERS[case], description=description)
+    def champion_model(context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> MaterializeResult:
+        registry = mlflow.registry(lakehouse)
+        version = registry.alias_version(model_name, CHALLENGER)
+        reason = refusal(registry, version)
+        if reason:
+            raise Failure(f"{model_name} v{version}: {reason}; the champion stays in place")
+        previous = registry.alias_version(model_name, CHAMPION)
+        registry.set_alias(model_name, CHAMPION, version)
+        context.log.info(f"{model_name}: champion v{previous} -> v{version}")
+        return MaterializeResult(
+            metadata={"champion_version": version, "previous_champion": previous or "none", "model_uri": registry.model_uri(model_name)}
+        )
+
+    return champion_model

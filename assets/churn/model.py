@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import DUCKDB_POOL, OWNERS, frame_schema, markdown_table, promote_challenger
+from assets.common import DUCKDB_POOL, OWNERS, champion_asset, frame_schema, markdown_table
 from lakehouse.churn.config import CASE, SEED_MODEL_REFERENCE, SETTINGS
 from lakehouse.churn.model import LABEL, log_model, passes_gate, train
 from lakehouse.common.registry import CHALLENGER
@@ -119,20 +119,12 @@ def churn_go_no_go_gate(lakehouse: LakehouseResource, mlflow: MlflowResource) ->
     )
 
 
-@dg.asset(
-    key=[CASE, "champion_model"],
-    deps=[dg.AssetKey([CASE, "churn_model"])],
-    group_name=CASE,
-    kinds={"mlflow"},
-    owners=OWNERS[CASE],
+churn_champion = champion_asset(
+    CASE,
+    dg.AssetKey([CASE, "churn_model"]),
+    SETTINGS.registered_model_name,
+    lambda registry, version: None
+    if passes_gate(registry.version_metrics(SETTINGS.registered_model_name, version), SETTINGS)
+    else "did not pass the Go/No-Go gate",
     description="Moves the MLflow alias `champion` to the challenger that passed the Go/No-Go gate.",
 )
-def churn_champion(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    registry = mlflow.registry(lakehouse)
-    name = SETTINGS.registered_model_name
-    return promote_challenger(
-        context.log,
-        registry,
-        name,
-        lambda version: None if passes_gate(registry.version_metrics(name, version), SETTINGS) else "did not pass the Go/No-Go gate",
-    )

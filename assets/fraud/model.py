@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, markdown_table, promote_challenger
+from assets.common import OWNERS, champion_asset, markdown_table
 from lakehouse.fraud.config import CASE, LISTS_KEY_PREFIX, SEED_REFERENCE, SETTINGS
 from lakehouse.fraud.model import DaySplit, evaluate_test, log_cascade, passes_gate, train
 from lakehouse.fraud.online import publish_lists
@@ -145,20 +145,12 @@ def cascade_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     )
 
 
-@dg.asset(
-    key=[CASE, "champion_model"],
-    deps=[MODEL],
-    group_name=CASE,
-    kinds={"mlflow"},
-    owners=OWNERS[CASE],
+champion_model = champion_asset(
+    CASE,
+    MODEL,
+    SETTINGS.registered_model_name,
+    lambda registry, version: None
+    if passes_gate(registry.version_metrics(SETTINGS.registered_model_name, version), SETTINGS)
+    else "did not pass the promotion gate",
     description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate; the service hot-reloads it.",
 )
-def champion_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    registry = mlflow.registry(lakehouse)
-    name = SETTINGS.registered_model_name
-    return promote_challenger(
-        context.log,
-        registry,
-        name,
-        lambda version: None if passes_gate(registry.version_metrics(name, version), SETTINGS) else "did not pass the promotion gate",
-    )

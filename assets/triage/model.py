@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, frame_schema, markdown_table, promote_challenger
+from assets.common import OWNERS, champion_asset, frame_schema, markdown_table
 from assets.triage.tickets import CLEAN_KEY, LABELS_KEY
 from lakehouse.common.registry import CHAMPION
 from lakehouse.triage.config import CASE, SETTINGS
@@ -205,19 +205,12 @@ def gate_decision(registry, version: str):
     return gate(metrics, metrics.get("champion_holdout_macro_f1"), SETTINGS)
 
 
-@dg.asset(
-    key=CHAMPION_KEY,
-    deps=[MODEL_KEY],
-    group_name=CASE,
-    kinds={"mlflow"},
-    owners=OWNERS[CASE],
+def _refusal(registry, version: str) -> str | None:
+    decision = gate_decision(registry, version)
+    return None if decision.passed else decision.summary
+
+
+champion_model = champion_asset(
+    CASE, MODEL_KEY, SETTINGS.registered_model_name, _refusal,
     description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate.",
 )
-def champion_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    registry = mlflow.registry(lakehouse)
-
-    def refusal(version: str) -> str | None:
-        decision = gate_decision(registry, version)
-        return None if decision.passed else decision.summary
-
-    return promote_challenger(context.log, registry, SETTINGS.registered_model_name, refusal)
