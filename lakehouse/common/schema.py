@@ -14,8 +14,11 @@ the table, the column and up to five example offending rows, e.g.::
 
 Checks run in a fixed order and the first failing check is reported:
 empty table, missing columns, extra columns, types (strict cast to the declared
-dtype), nulls in non-nullable columns, null keys, duplicate keys, allowed
-values, min/max bounds, dates in the future.
+dtype), non-finite or implausibly large numbers, nulls in non-nullable columns,
+null keys, malformed identifiers (control characters, path separators,
+surrounding whitespace, ids that differ only by whitespace), duplicate keys,
+allowed values, min/max bounds, dates in the future, cross-column rules (e.g. a
+closing date before its opening date).
 
 Conversion rules of the type check (values are never silently changed, except
 that NaN in a float column is treated as null and surrounding whitespace is
@@ -47,9 +50,11 @@ from pathlib import Path
 import polars as pl
 
 __all__ = [
+    "DATA_SUFFIXES",
     "ROW_COLUMN",
     "Column",
     "InputDataError",
+    "RowRule",
     "TableSchema",
     "find_table_file",
     "load_tables",
@@ -64,7 +69,9 @@ ROW_COLUMN = "row"
 #: How many example rows an error carries and shows.
 MAX_EXAMPLE_ROWS = 5
 
-_SUFFIXES = (".parquet", ".csv")
+DATA_SUFFIXES = (".parquet", ".csv")
+#: No quantity this platform handles comes near this; larger values are input errors (1e308, overflows).
+MAX_MAGNITUDE = 1e15
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 _DATETIME_FORMATS = (
@@ -138,6 +145,7 @@ class Column:
     max_value: float | None = None
     allowed: tuple[str, ...] | None = None
     not_in_future: bool = False
+    identifier: bool = False  # an id: no control characters, path separators or surrounding whitespace
 
     def __post_init__(self) -> None:
         dtype = _instance(self.dtype)
@@ -158,6 +166,8 @@ class Column:
                 raise ValueError(f"column {self.name!r}: allowed must be a non-empty tuple of strings")
         if self.not_in_future and kind not in ("date", "datetime"):
             raise ValueError(f"column {self.name!r}: not_in_future needs a Date or Datetime dtype")
+        if self.identifier and kind != "string":
+            raise ValueError(f"column {self.name!r}: identifier needs a String dtype")
 
     @property
     def polars_dtype(self) -> pl.DataType:
@@ -178,6 +188,15 @@ class Column:
 
 
 @dataclass(frozen=True)
+class RowRule:
+    """A rule across columns that every row must keep (null operands pass)."""
+
+    description: str  # e.g. "closed_at is not before opened_at"
+    valid: pl.Expr
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TableSchema:
     """Declared schema of a raw table; ``key`` columns are unique and non-null."""
 
@@ -185,6 +204,7 @@ class TableSchema:
     description: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
+    rules: tuple[RowRule, ...] = ()
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -212,6 +232,16 @@ class TableSchema:
     def polars_schema(self) -> dict[str, pl.DataType]:
         return {c.name: c.polars_dtype for c in self.columns}
 
+    def identifiers(self) -> list[Column]:
+        """String key columns and columns declared as identifiers."""
+        return [c for c in self.columns if c.identifier or (c.name in self.key and _kind(c.polars_dtype) == "string")]
+
+    def restricted(self, names) -> TableSchema:
+        """The schema without the columns not in `names` (optional columns a file lacks)."""
+        keep = tuple(c for c in self.columns if c.name in set(names))
+        rules = tuple(r for r in self.rules if set(r.columns) <= {c.name for c in keep})
+        return TableSchema(self.name, self.description, keep, self.key, rules)
+
     def markdown(self) -> str:
         """A Markdown table documenting the columns (for docs)."""
         lines = [
@@ -225,6 +255,8 @@ class TableSchema:
             nullable = "yes" if col.nullable and col.name not in self.key else "no"
             cells = [f"`{col.name}`", _type_name(col.polars_dtype), nullable, rule, col.description]
             lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+        if self.rules:
+            lines += ["", "Rules across columns: " + "; ".join(r.description for r in self.rules) + "."]
         return "\n".join(lines) + "\n"
 
     def empty(self) -> pl.DataFrame:
@@ -329,13 +361,15 @@ class _Context:
         reason: str,
         frame: pl.DataFrame | None = None,
         mask: pl.Expr | None = None,
+        shown: Sequence[str] = (),
     ) -> InputDataError:
         rows = None
         show = None
         if frame is not None and mask is not None:
             rows = frame.filter(mask).head(MAX_EXAMPLE_ROWS)
             key = [k for k in self.schema.key if k in frame.columns]
-            show = [*key, *([column] if column is not None and column not in key else [])]
+            extra = shown or ([column] if column is not None else [])
+            show = [*key, *(c for c in extra if c not in key)]
         return InputDataError(self.source, self.schema.name, column, reason, rows, show)
 
 
@@ -371,6 +405,16 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
     # 4. types
     typed = raw.select(ROW_COLUMN, *(_cast_column(ctx, raw, col) for col in schema.columns))
 
+    # 4b. non-finite and implausibly large numbers
+    for col in schema.columns:
+        if _kind(col.polars_dtype) not in ("int", "float"):
+            continue
+        value = pl.col(col.name)
+        mask = value.is_infinite() | (value.abs() > MAX_MAGNITUDE) if _kind(col.polars_dtype) == "float" else value.abs() > MAX_MAGNITUDE
+        count = typed.select(mask.sum()).item()
+        if count:
+            raise ctx.fail(col.name, f"{count} value(s) infinite or beyond {MAX_MAGNITUDE:.0e} in absolute value", typed, mask)
+
     # 5. nulls in non-nullable (non-key) columns
     for col in schema.columns:
         if col.nullable or col.name in schema.key:
@@ -386,6 +430,26 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
         count = typed.select(mask.sum()).item()
         if count:
             raise ctx.fail(name, f"{count} missing (null) value(s) in key column '{name}'", typed, mask)
+
+    # 6b. identifiers
+    for col in schema.identifiers():
+        value = pl.col(col.name)
+        for mask, what in (
+            (value.str.contains(r"[\x00-\x1f\x7f]"), "control characters (tab, newline, ...)"),
+            (value.str.contains(r"[/\\]") | value.str.contains("..", literal=True), "path separators or '..'"),
+            (value != value.str.strip_chars(), "leading or trailing whitespace"),
+        ):
+            count = typed.select(mask.fill_null(False).sum()).item()
+            if count:
+                raise ctx.fail(col.name, f"{count} id(s) with {what}", typed, mask.fill_null(False))
+        folded = value.str.replace_all(r"\s+", "")
+        variants = typed.select(ROW_COLUMN, col.name).drop_nulls().with_columns(_folded=folded).filter(
+            pl.col(col.name).n_unique().over("_folded") > 1
+        )
+        if variants.height:
+            examples = variants.group_by("_folded", maintain_order=True).agg(pl.col(col.name).unique()).head(MAX_EXAMPLE_ROWS)
+            shown = "; ".join(" vs ".join(repr(v) for v in ids) for ids in examples[col.name].to_list())
+            raise ctx.fail(col.name, f"ids that differ only by whitespace: {shown}", typed, pl.col(ROW_COLUMN).is_in(variants[ROW_COLUMN].implode()))
 
     # 7. duplicate keys
     if schema.key:
@@ -453,6 +517,13 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
             raise ctx.fail(
                 col.name, f"{count} value(s) in the future (after {today.isoformat()})", typed, mask
             )
+
+    # 11. rules across columns
+    for rule in schema.rules:
+        mask = ~rule.valid.fill_null(True)
+        count = typed.select(mask.sum()).item()
+        if count:
+            raise ctx.fail(rule.columns[0], f"{count} row(s) break the rule: {rule.description}", typed, mask, rule.columns)
 
     return typed.drop(ROW_COLUMN)
 
@@ -631,7 +702,7 @@ def read_table(path: str | Path, schema: TableSchema, *, today: date) -> pl.Data
     path = Path(path)
     source = str(path)
     suffix = path.suffix.lower()
-    if suffix not in _SUFFIXES:
+    if suffix not in DATA_SUFFIXES:
         raise InputDataError(
             source, schema.name, None, f"unsupported file type '{path.suffix}'; expected .parquet or .csv"
         )
@@ -654,7 +725,7 @@ def read_table(path: str | Path, schema: TableSchema, *, today: date) -> pl.Data
 def find_table_file(directory: Path, table: str) -> Path:
     """Return ``<directory>/<table>.parquet`` or ``<directory>/<table>.csv`` (exactly one must exist)."""
     directory = Path(directory)
-    expected = [f"{table}{suffix}" for suffix in _SUFFIXES]
+    expected = [f"{table}{suffix}" for suffix in DATA_SUFFIXES]
     if not directory.is_dir():
         raise InputDataError(str(directory), table, None, "input directory not found")
     found = [directory / name for name in expected if (directory / name).is_file()]

@@ -1,0 +1,191 @@
+"""Production settings of a case: one typed object per case, apart from any generator.
+
+A case's settings (calendar, frequency, horizons, evaluation windows, thresholds, unit
+economics, vocabularies) come, from the highest priority down, from:
+
+1. keyword arguments (tests, benchmarks);
+2. environment variables `LAKEHOUSE_<CASE>_<FIELD>`, nested fields joined by `__`
+   (`LAKEHOUSE_FRAUD_CALENDAR__START=2020-01-01`);
+3. the `settings:` section of the case in the sources file (`LAKEHOUSE_SOURCES`);
+4. the defaults, which are the seed's figures.
+
+The synthetic worlds never read these objects and production code never reads the
+worlds' configuration: a demo is a source like any other, described by its own settings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from lakehouse.common.sources import SOURCES_ENV, Section, load_sources
+
+
+class Calendar(Section):
+    """The data's calendar: time partitions start at `start` (in `timezone`)."""
+
+    start: date
+    timezone: str = "UTC"
+
+
+class Economics(Section):
+    """Money in a case's reports is in this currency; `defaults` says whether anyone set the figures."""
+
+    currency: str = "EUR"
+
+
+_DURATION = re.compile(r"^(\d+)\s*(d|w|mo|y)$")
+
+
+class DateRange(Section):
+    """Both ends included."""
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRange:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+    def contains(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+def back(day: date, duration: str) -> date:
+    """`day` minus a duration such as `3d`, `2w`, `4mo` or `1y` (months clamp to the month's last day)."""
+    return shift(day, duration, -1)
+
+
+def forward(day: date, duration: str) -> date:
+    return shift(day, duration, 1)
+
+
+def shift(day: date, duration: str, sign: int) -> date:
+    count, unit = parse_duration(duration)
+    if unit in ("d", "w"):
+        return day + sign * timedelta(days=count * (7 if unit == "w" else 1))
+    index = day.year * 12 + day.month - 1 + sign * count * (12 if unit == "y" else 1)
+    year, month = divmod(index, 12)
+    following = date(year + (month + 1) // 12, (month + 1) % 12 + 1, 1)
+    return date(year, month + 1, min(day.day, (following - timedelta(days=1)).day))
+
+
+def parse_duration(text: str) -> tuple[int, str]:
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"duration {text!r}: use a positive count and a unit d, w, mo or y (e.g. 3d, 2w, 4mo)")
+    return int(match.group(1)), match.group(2)
+
+
+Period = DateRange | str  # explicit dates, or a duration counted back from the end of the data
+
+
+class EvaluationWindows(Section):
+    """Train / validation / test periods, as dates or as durations back from the last day of data.
+
+    Durations stack from the end: test is the last `test`, validation the `validation`
+    before it, and training everything before that (after `warmup` at the start, and
+    `gap` between periods, so that labels of one period never reach into the next).
+    """
+
+    test: Period
+    validation: Period
+    train: DateRange | None = None  # default: everything before validation
+    warmup: str | None = None  # left out at the start of the data (features lack their history)
+    gap: str | None = None
+
+    @field_validator("test", "validation")
+    @classmethod
+    def _period(cls, value: Period) -> Period:
+        if isinstance(value, str):
+            parse_duration(value)
+        return value
+
+    @field_validator("warmup", "gap")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def resolve(self, first: date, last: date) -> dict[str, DateRange]:
+        """Concrete train / validation / test ranges for data spanning first..last."""
+
+        def before(day: date) -> date:  # the last day of the period that ends before `day`
+            return (back(day, self.gap) if self.gap else day) - timedelta(days=1)
+
+        test = self.test if isinstance(self.test, DateRange) else DateRange.model_construct(start=back(last, self.test) + timedelta(days=1), end=last)
+        if isinstance(self.validation, DateRange):
+            validation = self.validation
+        else:
+            end = before(test.start)
+            validation = DateRange.model_construct(start=back(end, self.validation) + timedelta(days=1), end=end)
+        start = forward(first, self.warmup) if self.warmup else first
+        train = self.train or DateRange.model_construct(start=start, end=before(validation.start))
+        windows = {"train": train, "validation": validation, "test": test}
+        for name, window in windows.items():
+            if window.end < window.start:
+                raise ValueError(f"evaluation window '{name}' is empty for data from {first} to {last}: shorten the other windows")
+        return windows
+
+
+class SourcesFileSettings(PydanticBaseSettingsSource):
+    """The `settings:` section of the case in the sources file named by LAKEHOUSE_SOURCES."""
+
+    def __init__(self, settings_cls: type[BaseSettings], case: str):
+        super().__init__(settings_cls)
+        self.case = case
+
+    def get_field_value(self, field, field_name):  # the whole section is returned by __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(SOURCES_ENV)
+        if not path:
+            return {}
+        source = load_sources(path).case(self.case)
+        return dict(source.settings) if source else {}
+
+
+class CaseSettings(BaseSettings):
+    """Base of every case's settings object (see the module docstring for where values come from)."""
+
+    case: ClassVar[str]
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "case" in cls.__dict__:
+            cls.model_config = {**cls.model_config, "env_prefix": f"LAKEHOUSE_{cls.case.upper()}_"}
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, SourcesFileSettings(settings_cls, cls.case))
+
+    def with_(self, **changes) -> CaseSettings:
+        """A copy with some fields changed (validated like the original)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    @classmethod
+    def env_name(cls, dotted: str) -> str:
+        """The environment variable that sets a (dotted) field, for error messages."""
+        return cls.model_config["env_prefix"] + dotted.upper().replace(".", "__")
+
+    @classmethod
+    def where(cls, dotted: str) -> str:
+        """How a user moves a setting: the sources file key or the environment variable."""
+        return f"`{cls.case}.settings.{dotted}` in the sources file ({SOURCES_ENV}) or {cls.env_name(dotted)}"
+
+
+Frequency = Literal["D", "W"]
