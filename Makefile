@@ -10,13 +10,19 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: setup demo test ui serve graph docs bench clean
 
-setup: $(VENV)/.installed
+MANIFEST := dbt_project/target/manifest.json
+
+setup: $(VENV)/.installed $(MANIFEST)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
+
+# dagster-dbt's own preparation (dbt parse); `dagster dev` re-prepares by itself.
+$(MANIFEST): $(VENV)/.installed $(shell find dbt_project -name '*.sql' -o -name '*.yml' | grep -v target)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster-dbt project prepare-and-package --file resources/dbt.py >/dev/null
 
 demo: setup
 	$(BIN)/python demo.py

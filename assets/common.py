@@ -1,16 +1,19 @@
-"""Conventions shared by every case's assets."""
+"""Conventions shared by every case's assets: owners, pools, partitions from settings, the one
+adapter from a domain `CheckOutcome` to a Dagster check result, and promotion to champion."""
 
 
 import base64
-from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetKey, AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
 
-from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
-
+from lakehouse.common.checks import CheckOutcome
+from lakehouse.common.registry import CHALLENGER, CHAMPION
 from lakehouse.common.schema import TableSchema as DomainSchema
+from lakehouse.common.settings import Calendar, CaseSettings
 
 OWNERS = {
     "churn": ["team:customer-success-ml"],
@@ -69,23 +72,75 @@ def png_markdown(path: Path, alt: str) -> MetadataValue:
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
-def champion_asset(case: str, model_key: AssetKey, model_name: str, refusal: Callable[[Registry, str], str | None], description: str):
+def check_result(outcome: CheckOutcome, asset_key: AssetKey | None = None) -> AssetCheckResult:
+    """The Dagster check result of a domain check outcome (value and threshold always present)."""
+    metadata = {
+        key: MetadataValue.md(markdown_table(value)) if isinstance(value, pl.DataFrame) else value
+        for key, value in {"value": outcome.value, "threshold": outcome.threshold, **outcome.metadata}.items()
+    }
+    return AssetCheckResult(
+        check_name=outcome.name,
+        asset_key=asset_key,
+        passed=bool(outcome.passed),
+        severity=AssetCheckSeverity.ERROR if outcome.severity == "ERROR" else AssetCheckSeverity.WARN,
+        description=outcome.description or None,
+        metadata=metadata,
+    )
+
+
+def gate_result(registry, model_name: str, version: str, outcome: CheckOutcome, asset_key: AssetKey | None = None) -> AssetCheckResult:
+    """A blocking gate's result, with its verdict recorded on the model version for promotion."""
+    registry.record_gate(model_name, version, outcome.passed, outcome.description)
+    return check_result(outcome, asset_key)
+
+
+def champion_asset(case: str, model_key: AssetKey, model_name: str, description: str):
     """The case's `champion_model` asset: moves the MLflow alias `champion` to the current
-    challenger unless `refusal(registry, version)` names a reason not to (the case's gate)."""
+    challenger when the case's gate check recorded a pass on it (it evaluates nothing itself)."""
     from resources import LakehouseResource, MlflowResource
 
     @asset(key=[case, "champion_model"], deps=[model_key], group_name=case, kinds={"mlflow"}, owners=OWNERS[case], description=description)
     def champion_model(context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> MaterializeResult:
         registry = mlflow.registry(lakehouse)
         version = registry.alias_version(model_name, CHALLENGER)
-        reason = refusal(registry, version)
-        if reason:
-            raise Failure(f"{model_name} v{version}: {reason}; the champion stays in place")
+        if version is None:
+            raise Failure(f"{model_name} has no challenger: materialize {model_key.to_user_string()} first")
+        verdict, summary = registry.gate_verdict(model_name, version)
+        if verdict != "passed":
+            raise Failure(f"{model_name} v{version}: the gate {'refused it: ' + summary if verdict else 'has not evaluated it'}; the champion stays in place")
         previous = registry.alias_version(model_name, CHAMPION)
         registry.set_alias(model_name, CHAMPION, version)
         context.log.info(f"{model_name}: champion v{previous} -> v{version}")
         return MaterializeResult(
-            metadata={"champion_version": version, "previous_champion": previous or "none", "model_uri": registry.model_uri(model_name)}
+            metadata={"champion_version": version, "previous_champion": previous or "none", "gate": summary, "model_uri": registry.model_uri(model_name)}
         )
 
     return champion_model
+
+
+# --------------------------------------------------------------------------- partitions from settings
+
+
+def time_partitions(calendar: Calendar, cadence: str, **kwargs) -> dg.TimeWindowPartitionsDefinition:
+    """Daily, weekly or monthly partitions from the data calendar's first day, in its time zone."""
+    make = {"daily": dg.DailyPartitionsDefinition, "weekly": dg.WeeklyPartitionsDefinition, "monthly": dg.MonthlyPartitionsDefinition}[cadence]
+    return make(start_date=calendar.start.isoformat(), timezone=calendar.timezone, **kwargs)
+
+
+class PartitionOutOfRange(ValueError):
+    """A partition key outside the case's data calendar, with the allowed range and how to move it."""
+
+
+def require_partitions(partitions_def: dg.PartitionsDefinition, keys: list[str], settings: type[CaseSettings]) -> None:
+    """Refuse keys the partitions definition does not hold, naming its range and the setting that moves it
+    (Dagster's own error names neither)."""
+    known = partitions_def.get_partition_keys(current_time=datetime.now())
+    outside = [k for k in keys if k not in set(known)]
+    if not outside:
+        return
+    span = f"{known[0]} .. {known[-1]}" if known else "none yet"
+    raise PartitionOutOfRange(
+        f"{settings.case}: partition(s) {', '.join(outside[:5])}{' ...' if len(outside) > 5 else ''} are outside the data calendar "
+        f"(partitions {span}). The first partition is `calendar.start`, set by {settings.where('calendar.start')}; "
+        "the last is the latest complete period before now, so data dated in the future cannot be loaded."
+    )

@@ -120,7 +120,7 @@ def write_readme(defs: dg.Definitions, path: Path = README_PATH) -> bool:
 def main() -> None:
     from definitions import defs
 
-    changed = write_readme(defs)
+    changed = write_readme(defs())
     print(f"{README_PATH}: asset graph {'updated' if changed else 'already up to date'}", file=sys.stderr)
 
 

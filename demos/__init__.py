@@ -34,7 +34,7 @@ def collect_alerts(instance: dg.DagsterInstance, resources: dict) -> None:
     import definitions
     from sensors.alerts import asset_check_alerts
 
-    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=definitions.defs)
+    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=definitions.defs())
     asset_check_alerts(context)
 
 

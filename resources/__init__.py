@@ -1,7 +1,8 @@
 """Dagster resources: where data lives and the outside systems the assets talk to.
 
 Each is a ConfigurableResource whose configuration comes from environment variables (see
-README, Configuration); `definitions.py` wires the embedded defaults.
+README, Configuration); `default_resources()` wires the embedded defaults. Resources import
+the domain package only (`lakehouse`), never assets.
 """
 
 from __future__ import annotations
@@ -9,14 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import duckdb
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 
-from lakehouse.churn.crm import OutboxCrm, RestCrm
 from lakehouse.common.alerts import Alert, post_webhook, record_alerts
 from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
-from lakehouse.common.registry import Registry
+from lakehouse.common.sources import SOURCES_ENV, CaseSource, Sources, load_sources
 
 
 class LakehouseResource(ConfigurableResource):
@@ -40,8 +39,24 @@ class LakehouseResource(ConfigurableResource):
 
     def query(self, sql: str, params: list | None = None):
         """Read from the warehouse. Callers hold the `duckdb` pool: one DuckDB process at a time."""
+        import duckdb
+
         with duckdb.connect(str(self.paths.warehouse), read_only=True) as con:
             return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
+
+
+class SourcesResource(ConfigurableResource):
+    """Where each case's raw data comes from: the sources file (LAKEHOUSE_SOURCES). A case the file
+    does not list runs on its synthetic generator; a listed case never falls back to it."""
+
+    path: str | None = None
+
+    def sources(self) -> Sources | None:
+        return load_sources(self.path) if self.path else None
+
+    def case(self, name: str) -> CaseSource | None:
+        sources = self.sources()
+        return sources.case(name) if sources else None
 
 
 class MlflowResource(ConfigurableResource):
@@ -50,7 +65,9 @@ class MlflowResource(ConfigurableResource):
     tracking_uri: str | None = None
     artifact_root: str | None = None
 
-    def registry(self, lakehouse: LakehouseResource) -> Registry:
+    def registry(self, lakehouse: LakehouseResource):
+        from lakehouse.common.registry import Registry
+
         paths = lakehouse.paths
         return Registry(self.tracking_uri or paths.mlflow_uri, self.artifact_root or paths.mlflow_artifacts)
 
@@ -63,7 +80,9 @@ class CrmResource(ConfigurableResource):
     token: str | None = None
     batch_size: int = 200
 
-    def client(self, lakehouse: LakehouseResource) -> OutboxCrm | RestCrm:
+    def client(self, lakehouse: LakehouseResource):
+        from lakehouse.churn.crm import OutboxCrm, RestCrm
+
         if self.target == "outbox":
             return OutboxCrm(lakehouse.paths.ops_db)
         if self.target == "rest" and self.base_url and self.token:
@@ -94,34 +113,25 @@ class AlertSinkResource(ConfigurableResource):
         return new
 
 
+def _env(name: str) -> EnvVar | None:
+    return EnvVar(name) if os.environ.get(name) else None
+
+
 def default_resources() -> dict:
     """Embedded defaults, with the outside systems switched on by their environment variables."""
-    from dagster import EnvVar
     from dagster_dbt import DbtCliResource
 
-    from assets.dbt_project import DBT_EXECUTABLE, DBT_PROJECT
+    from resources.dbt import DBT_EXECUTABLE, DBT_PROJECT
 
     os.environ.setdefault("LAKEHOUSE_HOME", ".lakehouse")
-    crm = (
-        CrmResource(target="rest", base_url=EnvVar("CRM_BASE_URL"), token=EnvVar("CRM_TOKEN"))
-        if os.environ.get("CRM_BASE_URL")
-        else CrmResource()
-    )
-    webhook = EnvVar("LAKEHOUSE_ALERT_WEBHOOK_URL") if os.environ.get("LAKEHOUSE_ALERT_WEBHOOK_URL") else None
+    crm = CrmResource(target="rest", base_url=EnvVar("CRM_BASE_URL"), token=EnvVar("CRM_TOKEN")) if os.environ.get("CRM_BASE_URL") else CrmResource()
+    redis = RedisResource(url=EnvVar("LAKEHOUSE_REDIS_URL")) if os.environ.get("LAKEHOUSE_REDIS_URL") else RedisResource()
     return {
-        "lakehouse": LakehouseResource(
-            home=EnvVar("LAKEHOUSE_HOME"),
-            lake_url=EnvVar("LAKEHOUSE_LAKE_URL") if os.environ.get("LAKEHOUSE_LAKE_URL") else None,
-        ),
-        "mlflow": MlflowResource(
-            tracking_uri=EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else None
-        ),
+        "lakehouse": LakehouseResource(home=EnvVar("LAKEHOUSE_HOME"), lake_url=_env("LAKEHOUSE_LAKE_URL")),
+        "sources": SourcesResource(path=_env(SOURCES_ENV)),
+        "mlflow": MlflowResource(tracking_uri=_env("MLFLOW_TRACKING_URI")),
         "crm": crm,
-        "alerts": AlertSinkResource(webhook_url=webhook),
-        "redis": RedisResource(url=EnvVar("LAKEHOUSE_REDIS_URL")) if os.environ.get("LAKEHOUSE_REDIS_URL") else RedisResource(),
-        "dbt": DbtCliResource(
-            project_dir=DBT_PROJECT.project_dir,
-            profiles_dir=DBT_PROJECT.project_dir,
-            dbt_executable=DBT_EXECUTABLE,
-        ),
+        "alerts": AlertSinkResource(webhook_url=_env("LAKEHOUSE_ALERT_WEBHOOK_URL")),
+        "redis": redis,
+        "dbt": DbtCliResource(project_dir=DBT_PROJECT.project_dir, profiles_dir=DBT_PROJECT.project_dir, dbt_executable=DBT_EXECUTABLE),
     }

@@ -9,10 +9,11 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from assets.churn.partitions import weekly_snapshots
 from assets.common import DUCKDB_POOL
-from assets.dbt_project import LakehouseDbtTranslator, ensure_manifest
+from assets.dbt import LakehouseDbtTranslator
 from resources import LakehouseResource
+from resources.dbt import DBT_PROJECT
 
-MANIFEST = ensure_manifest()
+MANIFEST = DBT_PROJECT.manifest_path
 TRANSLATOR = LakehouseDbtTranslator()
 
 

@@ -104,6 +104,7 @@ def churn_go_no_go_gate(lakehouse: LakehouseResource, mlflow: MlflowResource) ->
     version = registry.alias_version(SETTINGS.registered_model_name, CHALLENGER)
     metrics = registry.version_metrics(SETTINGS.registered_model_name, version)
     passed = passes_gate(metrics, SETTINGS)
+    registry.record_gate(SETTINGS.registered_model_name, version, passed, ("GO" if passed else "NO-GO") + f": challenger v{version}")
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -123,8 +124,5 @@ churn_champion = champion_asset(
     CASE,
     dg.AssetKey([CASE, "churn_model"]),
     SETTINGS.registered_model_name,
-    lambda registry, version: None
-    if passes_gate(registry.version_metrics(SETTINGS.registered_model_name, version), SETTINGS)
-    else "did not pass the Go/No-Go gate",
     description="Moves the MLflow alias `champion` to the challenger that passed the Go/No-Go gate.",
 )

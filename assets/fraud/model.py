@@ -114,6 +114,7 @@ def cascade_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     )
     context.log.info(f"fraud cascade v{version}: recall {m['recall']:.3f} precision {m['precision']:.3f} (rules only {b['recall']:.3f} / {b['precision']:.3f})")
     passed = passes_gate(metrics, SETTINGS)
+    registry.record_gate(SETTINGS.registered_model_name, version, passed, ("GO" if passed else "NO-GO") + f": challenger v{version}")
     yield dg.MaterializeResult(
         metadata={
             "model_version": version,
@@ -149,8 +150,5 @@ champion_model = champion_asset(
     CASE,
     MODEL,
     SETTINGS.registered_model_name,
-    lambda registry, version: None
-    if passes_gate(registry.version_metrics(SETTINGS.registered_model_name, version), SETTINGS)
-    else "did not pass the promotion gate",
     description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate; the service hot-reloads it.",
 )

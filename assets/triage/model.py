@@ -165,6 +165,7 @@ def triage_model(context: dg.AssetExecutionContext, config: ModelConfig, lakehou
         }
     )
     context.log.info(f"triage model v{version}: {metrics}; gate {decision.summary}")
+    registry.record_gate(settings.registered_model_name, version, decision.passed, decision.summary)
     gate_result = dg.AssetCheckResult(
         check_name="promotion_gate",
         passed=decision.passed,
@@ -199,18 +200,7 @@ def triage_model(context: dg.AssetExecutionContext, config: ModelConfig, lakehou
     )
 
 
-def gate_decision(registry, version: str):
-    metrics = registry.version_metrics(SETTINGS.registered_model_name, version)
-    metrics.setdefault("auto_precision", float("nan"))
-    return gate(metrics, metrics.get("champion_holdout_macro_f1"), SETTINGS)
-
-
-def _refusal(registry, version: str) -> str | None:
-    decision = gate_decision(registry, version)
-    return None if decision.passed else decision.summary
-
-
 champion_model = champion_asset(
-    CASE, MODEL_KEY, SETTINGS.registered_model_name, _refusal,
+    CASE, MODEL_KEY, SETTINGS.registered_model_name,
     description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate.",
 )

@@ -1,7 +1,9 @@
 """MLflow tracking and registry: one experiment per case, aliases instead of stages.
 
-A newly trained version is registered with alias `challenger`; only a passing gate moves
-`champion` to it. Consumers load `models:/<name>@champion`.
+A newly trained version is registered with alias `challenger`. The case's blocking gate
+check is the only place a gate is evaluated: it records its verdict on the version (tag
+`gate`), and promotion moves `champion` only to a version whose verdict is `passed`.
+Consumers load `models:/<name>@champion`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,10 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+GATE_TAG = "gate"  # passed | failed, written by the case's gate check
+GATE_SUMMARY_TAG = "gate_summary"
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -25,7 +26,18 @@ class Registry:
         self.artifact_root = str(artifact_root)
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def record_gate(self, model_name: str, version: str, passed: bool, summary: str) -> None:
+        self.client.set_model_version_tag(model_name, version, GATE_TAG, "passed" if passed else "failed")
+        self.client.set_model_version_tag(model_name, version, GATE_SUMMARY_TAG, summary[:5000])
+
+    def gate_verdict(self, model_name: str, version: str) -> tuple[str | None, str]:
+        """('passed' | 'failed' | None when never gated, the gate's summary)."""
+        tags = self.client.get_model_version(model_name, version).tags
+        return tags.get(GATE_TAG), tags.get(GATE_SUMMARY_TAG, "")
 
     def experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -36,12 +48,16 @@ class Registry:
 
     def activate(self) -> None:
         """Point MLflow's fluent API (log_model, load_model) at this store."""
+        import mlflow
+
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
 
     @contextmanager
     def run(self, experiment: str, run_name: str, tags: dict[str, str] | None = None):
         """An active MLflow run bound to this store (the fluent API logs into it)."""
+        import mlflow
+
         self.activate()
         with mlflow.start_run(experiment_id=self.experiment_id(experiment), run_name=run_name, tags=tags) as run:
             yield run
@@ -50,9 +66,11 @@ class Registry:
         self.client.set_registered_model_alias(model_name, alias, version)
 
     def alias_version(self, model_name: str, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
         try:
             return str(self.client.get_model_version_by_alias(model_name, alias).version)
-        except mlflow.exceptions.MlflowException:
+        except MlflowException:
             return None
 
     def version_metrics(self, model_name: str, version: str) -> dict[str, float]:

@@ -154,7 +154,7 @@ def test_the_monday_scoring_job_runs_as_scheduled(built):
 
     week = built.outcome["latest_week"]
     before = built.lake.read("churn", "churn_scores", ("snapshot_date", week)).sort("customer_id")
-    job = definitions.defs.resolve_job_def("churn_weekly_scoring")
+    job = definitions.defs().resolve_job_def("churn_weekly_scoring")
     result = job.execute_in_process(partition_key=week, instance=built.instance)
     assert result.success
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
@@ -206,7 +206,7 @@ def test_alert_sensor_records_each_failed_evaluation_once_and_posts_slack_json(b
     with serve() as webhook:
         resources = {**built.resources, "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook")}
         for _ in range(2):
-            context = dg.build_sensor_context(instance=built.instance, resources=resources, definitions=definitions.defs)
+            context = dg.build_sensor_context(instance=built.instance, resources=resources, definitions=definitions.defs())
             asset_check_alerts(context)
         posts = list(webhook.requests)
     from lakehouse.common.alerts import read_alerts
@@ -243,5 +243,5 @@ def test_a_model_without_signal_is_refused_and_the_champion_stays(built):
     assert registry.alias_version(SETTINGS.registered_model_name, CHAMPION) == "1"
     import definitions
 
-    alerts = failed_evaluations(built.instance, definitions.defs.get_repository_def().asset_graph.asset_check_keys)
+    alerts = failed_evaluations(built.instance, definitions.defs().get_repository_def().asset_graph.asset_check_keys)
     assert any(a.check_name == "go_no_go_gate" and a.severity == "ERROR" for a in alerts)

@@ -147,7 +147,7 @@ def test_schedules_show_the_weekly_refit_and_the_nightly_forecast():
     import definitions
     from assets.forecast.partitions import store_partitions
 
-    schedules = {s.name: s for s in definitions.defs.schedules}
+    schedules = {s.name: s for s in definitions.defs().schedules}
     nightly = schedules["forecast_nightly_schedule"]
     assert nightly.cron_schedule == "0 4 * * *" and nightly.execution_timezone == "Europe/Paris"
     assert schedules["forecast_weekly_refit_schedule"].cron_schedule == "0 1 * * 0"

@@ -12,11 +12,11 @@ KIND_TAG_PREFIX = "dagster/kind/"
 
 @pytest.fixture(scope="module")
 def asset_graph():
-    return definitions.defs.resolve_asset_graph()
+    return definitions.defs().resolve_asset_graph()
 
 
 def test_readme_asset_graph_is_current():
-    expected = readme_block(definitions.defs)
+    expected = readme_block(definitions.defs())
     assert README_PATH.exists(), f"{README_PATH} is missing: run `python -m assets.graph` from the repository root"
     found = extract_block(README_PATH.read_text(encoding="utf-8").replace("\r\n", "\n"))
     assert found is not None, (
@@ -26,8 +26,8 @@ def test_readme_asset_graph_is_current():
 
 
 def test_mermaid_keeps_dbt_staging_models_and_is_deterministic():
-    block = readme_block(definitions.defs)
-    assert block == readme_block(definitions.defs)
+    block = readme_block(definitions.defs())
+    assert block == readme_block(definitions.defs())
     assert '["stg_churn__customers"]' in block
     assert "churn__customers --> churn__stg_churn__customers" in block
 
@@ -48,7 +48,7 @@ def _columns(schema_value):
 def test_every_asset_has_catalog_metadata(asset_graph):
     problems = []
     keys = sorted(asset_graph.get_all_asset_keys(), key=lambda k: tuple(k.path))
-    assert keys, "definitions.defs has no assets"
+    assert keys, "definitions.defs() has no assets"
     for key in keys:
         node = asset_graph.get(key)
         name = key.to_user_string()

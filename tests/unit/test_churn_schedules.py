@@ -46,7 +46,7 @@ def test_cron_fires_every_monday_and_the_check_picks_the_first():
 def _request(schedule, when: datetime) -> dg.RunRequest:
     import definitions
 
-    context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=definitions.defs.get_repository_def())
+    context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=definitions.defs().get_repository_def())
     data = schedule.evaluate_tick(context)
     assert len(data.run_requests) == 1
     return data.run_requests[0]

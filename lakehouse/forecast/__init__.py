@@ -1,0 +1,1 @@
+"""Case 2, grocery demand forecasting: the domain (no Dagster)."""

@@ -1,0 +1,50 @@
+"""The dependency direction of the packages, and no import cycle anywhere (imports inside
+functions included: they hide cycles, they do not break them).
+
+    lakehouse  <-  resources  <-  assets  <-  sensors  <-  definitions  <-  demos, bench, tests
+
+The contracts themselves are in `.importlinter` (import-linter); this test runs them and
+looks for cycles between modules.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import networkx as nx
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("lakehouse", "resources", "assets", "sensors", "demos", "bench", "definitions")
+
+
+def test_import_contracts_hold():
+    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_no_import_cycle_between_modules():
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    edges = nx.DiGraph(
+        (importer, imported) for importer in graph.modules for imported in graph.find_modules_directly_imported_by(importer)
+    )
+    cycles = [sorted(c) for c in nx.strongly_connected_components(edges) if len(c) > 1]
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_production_code_never_reads_a_generator():
+    """Only a case's raw assets (the generator as a data source), demos, benchmarks and tests import a world."""
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    worlds = {m for m in graph.modules if m.startswith("lakehouse.") and m.endswith(".world")}
+    production = {m for m in graph.modules if m.split(".")[0] in ("lakehouse", "resources", "assets", "sensors", "definitions")}
+    allowed = worlds | {m for m in production if m.startswith("assets.") and m.endswith(".raw")}
+    offenders = sorted(
+        f"{m} -> {w}" for m in production - allowed for w in graph.find_modules_directly_imported_by(m) & worlds
+    )
+    assert not offenders, offenders
+
+
+def test_only_demos_benchmarks_and_tests_load_the_definitions():
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    importers = {m for m in graph.find_modules_that_directly_import("definitions")}
+    assert all(m.split(".")[0] in ("demos", "bench") for m in importers), importers
