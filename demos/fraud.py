@@ -81,8 +81,8 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
         api_key="demo", home=LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()), redis_url=redis_url,
         mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI"), cases=("fraud",),
     )
-    # A replay of a past day: the service clock starts at the day's first minute.
-    fraud_settings = FraudSettings(consumers="inline", serving={"replay_from": datetime.fromisoformat(day)})
+    # A replay of a past day: the service clock starts at its first minute and moves with the payments.
+    fraud_settings = FraudSettings(consumers="inline", serving={"replay_from": datetime.fromisoformat(day), "future_tolerance_s": 86_400})
     fraud = FraudService(settings, fraud_settings)
     app = create_app(settings, services=[fraud.case_service()])
     tx = generate_day(world, date.fromisoformat(day)).drop("is_fraud", "fraud_pattern")

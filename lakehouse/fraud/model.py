@@ -285,7 +285,7 @@ def evaluate(scored: pl.DataFrame, cascade: Cascade, days: int, settings: FraudS
             .agg(frauds=pl.len(), recall=pl.col("flagged").mean(), rules_recall=rules_flag.mean())
             .sort("fraud_pattern")
         )
-    return Evaluation(metrics, baseline, by_pattern, decided)
+    return Evaluation({k: float(v) for k, v in metrics.items()}, {k: float(v) for k, v in baseline.items()}, by_pattern, decided)
 
 
 def score_rows(cascade: Cascade, data: pl.DataFrame) -> pl.DataFrame:

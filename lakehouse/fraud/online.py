@@ -624,7 +624,9 @@ class FeatureConsumer(StreamConsumer):
 
     async def apply(self, messages: list[Event]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for _, fields in messages:
+        for i, (_, fields) in enumerate(messages):
+            if i % 20 == 19:  # inline in the service: let decisions waiting on the loop run
+                await asyncio.sleep(0)
             if fields.get("kind") == LABEL:
                 if labelled := label_args(label_from_event(fields), self.registry, self.serving.dedupe_ttl_s):
                     await self.label_script(keys=labelled[0], args=labelled[1], client=pipe)

@@ -180,7 +180,7 @@ class ServingSettings(Section):
     replay_from: datetime | None = None
     model_poll_s: float = 2.0
     lists_poll_s: float = 5.0
-    publish_batch: int = 500
+    publish_batch: int = 100  # events per append to the stream (a batch is CPU the event loop does not share)
     stream_maxlen: int = 5_000_000
     kafka_partitions: int = 4
     consumer_batch: int = 200
