@@ -88,7 +88,7 @@ def cascade_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
             "split": training.split.describe(),
             "layer2_features": len(cascade.layer2_features),
             "layer3_features": len(cascade.layer3_features),
-            "layer3_band": f"[{cascade.band[0]:.4f}, {cascade.band[1]:.4f}] (layer-2 score)",
+            "layer3_band": f"[{cascade.band[0]:.3g}, {cascade.band[1]:.3g}] (layer-2 score)",
             "review_threshold": round(cascade.review_threshold, 4),
             "block_threshold": round(cascade.block_threshold, 4),
             **evaluation_metadata(training.evaluation, settings),
