@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetKey, AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
 
+from lakehouse.common import display
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.registry import CHALLENGER, CHAMPION
 from lakehouse.common.schema import TableSchema as DomainSchema
@@ -64,6 +65,20 @@ def markdown_table(df: pl.DataFrame, float_format: str = "{:.4f}") -> str:
         for row in df.iter_rows()
     ]
     return "\n".join([head, sep, *rows])
+
+
+def rate(x: float | None, digits: int = 1) -> MetadataValue:
+    """A rate or share as a percentage."""
+    return MetadataValue.text(display.pct(x, digits))
+
+
+def money(x: float | None, currency: str) -> MetadataValue:
+    return MetadataValue.text(display.money(x, currency))
+
+
+def number(x: float | None, digits: int = 3) -> MetadataValue:
+    """A float rounded to what it means (a score, a statistic)."""
+    return MetadataValue.float(round(float(x), digits)) if x is not None and x == x else MetadataValue.text("n/a")
 
 
 def png_markdown(path: Path, alt: str) -> MetadataValue:

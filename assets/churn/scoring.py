@@ -4,18 +4,15 @@
 import dagster as dg
 import polars as pl
 
+from assets.churn.model import store
 from assets.churn.partitions import weekly_snapshots
-from assets.common import DUCKDB_POOL, OWNERS, frame_schema, markdown_table
-from lakehouse.churn.config import CASE, SETTINGS, WorldConfig
-from lakehouse.churn.model import load_model, score
-from lakehouse.churn.monitoring import scoring_checks
+from assets.common import DUCKDB_POOL, OWNERS, check_result, frame_schema, markdown_table
+from lakehouse.churn.pipeline import SNAPSHOT, crm_records, score_week
+from lakehouse.churn.settings import CASE, ChurnSettings
 from resources import CrmResource, LakehouseResource, MlflowResource
 
 SCORES_KEY = dg.AssetKey([CASE, "churn_scores"])
-
-
-def _snapshot(partition_key: str) -> tuple[str, str]:
-    return ("snapshot_date", partition_key)
+SETTINGS = ChurnSettings()
 
 
 @dg.asset(
@@ -30,16 +27,13 @@ def _snapshot(partition_key: str) -> tuple[str, str]:
         dg.AssetCheckSpec(
             "prediction_volume",
             asset=SCORES_KEY,
-            description="Weekly prediction volume within the seed's [13,000, 16,000], scaled to the configured customer base.",
+            description="Weekly prediction volume within the seed's [13,000, 16,000] for 15,000 customers, scaled to the customer base (setting `customer_base`, else last week's volume).",
         ),
         dg.AssetCheckSpec(
             "score_shift",
             asset=SCORES_KEY,
             additional_deps=[dg.AssetKey([CASE, "churn_model"])],
-            description=(
-                f"Score distribution vs the champion's reference week: Kolmogorov-Smirnov statistic above "
-                f"{SETTINGS.max_score_shift_ks} alerts; PSI reported."
-            ),
+            description=f"Score distribution vs the champion's reference week: Kolmogorov-Smirnov statistic above {SETTINGS.max_score_shift_ks} alerts; PSI reported.",
         ),
         dg.AssetCheckSpec(
             "scoring_latency",
@@ -53,32 +47,20 @@ def _snapshot(partition_key: str) -> tuple[str, str]:
     ),
 )
 def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    snapshot = context.partition_key
-    features = lakehouse.query("select * from churn_features where snapshot_date = ? order by customer_id", [snapshot])
-    booster, version = load_model(mlflow.registry(lakehouse), SETTINGS)
-    batch = score(booster, features, SETTINGS, model_version=version)
-    lakehouse.lake.write(batch.scores, CASE, "churn_scores", _snapshot(snapshot))
-    tiers = batch.scores.group_by("risk_tier", "action").agg(customers=pl.len(), mean_score=pl.col("score").mean()).sort("mean_score", descending=True)
-    reference = lakehouse.lake.read(CASE, "reference_scores")["score"].to_numpy()
-    checks = [
-        dg.AssetCheckResult(check_name=c.name, passed=c.passed, severity=dg.AssetCheckSeverity.WARN, metadata=c.metadata)
-        for c in scoring_checks(batch, reference, WorldConfig.from_env().customers, SETTINGS)
-    ]
+    week = score_week(store(lakehouse), mlflow.registry(lakehouse), context.partition_key, ChurnSettings())
+    scores = week.batch.scores
+    tiers = scores.group_by("risk_tier", "action").agg(customers=pl.len(), mean_score=pl.col("score").mean()).sort("mean_score", descending=True)
     return dg.MaterializeResult(
-        check_results=checks,
+        check_results=[check_result(c) for c in week.checks],
         metadata={
-            "dagster/row_count": batch.scores.height,
-            "dagster/column_schema": frame_schema(batch.scores),
-            "model_version": version,
-            "scoring_seconds": batch.seconds,
-            "action_guide": dg.MetadataValue.md(markdown_table(tiers)),
-            "top_risk": dg.MetadataValue.md(markdown_table(batch.scores.sort("score", descending=True).head(10).drop("action"))),
-        }
+            "dagster/row_count": scores.height,
+            "dagster/column_schema": frame_schema(scores),
+            "model_version": week.model_version,
+            "scoring_seconds": round(week.batch.seconds, 2),
+            "action_guide": dg.MetadataValue.md(markdown_table(tiers, "{:.3f}")),
+            "top_risk": dg.MetadataValue.md(markdown_table(scores.sort("score", descending=True).head(10).drop("action"), "{:.3f}")),
+        },
     )
-
-
-def _scores(lakehouse: LakehouseResource, partition_key: str) -> pl.DataFrame:
-    return lakehouse.lake.read(CASE, "churn_scores", _snapshot(partition_key))
 
 
 @dg.asset(
@@ -91,7 +73,6 @@ def _scores(lakehouse: LakehouseResource, partition_key: str) -> pl.DataFrame:
     description="Upserts the week's scores, tiers, actions and reasons into the CRM by customer id (idempotent).",
 )
 def churn_crm_push(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, crm: CrmResource) -> dg.MaterializeResult:
-    scores = _scores(lakehouse, context.partition_key)
-    records = scores.rename({"customer_id": "external_id"}).with_columns(pl.col("snapshot_date").cast(pl.String)).to_dicts()
-    pushed = crm.client(lakehouse).upsert(records)
+    scores = lakehouse.lake.read(CASE, "churn_scores", (SNAPSHOT, context.partition_key))
+    pushed = crm.client(lakehouse).upsert(crm_records(scores))
     return dg.MaterializeResult(metadata={"records_pushed": pushed, "target": crm.target})

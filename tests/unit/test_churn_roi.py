@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from lakehouse.churn.config import SEED_AB_REFERENCE
+from lakehouse.churn.settings import SEED_AB_REFERENCE
 from lakehouse.churn.roi import (
     AbTestResult,
     analyse_ab_test,
