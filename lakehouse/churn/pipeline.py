@@ -38,6 +38,8 @@ class ChurnStore:
         import duckdb
 
         with duckdb.connect(str(self.warehouse), read_only=True) as con:
+            if self.lake.remote:  # the lake's own filesystem (fsspec): no DuckDB extension needed
+                con.register_filesystem(self.lake.fs)
             return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
 
 
