@@ -103,6 +103,12 @@ def check_result(outcome: CheckOutcome, asset_key: AssetKey | None = None) -> As
     )
 
 
+def worst(outcomes) -> CheckOutcome:
+    """One evaluation for a run over several partitions: the last failing partition's outcome, else the last one."""
+    failing = [o for o in outcomes if not o.passed]
+    return (failing or list(outcomes))[-1]
+
+
 def gate_result(registry, model_name: str, version: str, outcome: CheckOutcome, asset_key: AssetKey | None = None) -> AssetCheckResult:
     """A blocking gate's result, with its verdict recorded on the model version for promotion."""
     registry.record_gate(model_name, version, outcome.passed, outcome.description)

@@ -6,7 +6,7 @@ import polars as pl
 
 from assets.churn.model import store
 from assets.churn.partitions import weekly_snapshots
-from assets.common import DUCKDB_POOL, OWNERS, check_result, frame_schema, markdown_table
+from assets.common import DUCKDB_POOL, OWNERS, check_result, frame_schema, markdown_table, worst
 from lakehouse.churn.pipeline import SNAPSHOT, crm_records, score_week
 from lakehouse.churn.settings import CASE, ChurnSettings
 from resources import CrmResource, LakehouseResource, MlflowResource
@@ -19,6 +19,7 @@ SETTINGS = ChurnSettings()
     key=SCORES_KEY,
     deps=[dg.AssetKey([CASE, "churn_features"]), dg.AssetKey([CASE, "champion_model"])],
     partitions_def=weekly_snapshots,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=CASE,
     kinds={"lightgbm", "mlflow", "parquet"},
     owners=OWNERS[CASE],
@@ -43,20 +44,26 @@ SETTINGS = ChurnSettings()
     ],
     description=(
         "Churn scores of every active customer at the weekly snapshot, by the `champion` model: "
-        "score, risk tier, the action guide for the tier and the top reasons (SHAP)."
+        "score, risk tier, the action guide for the tier and the top reasons (SHAP). A run over a range of "
+        "weeks (a backfill) scores them in order, each against the week before; its checks report the worst week."
     ),
 )
 def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    week = score_week(store(lakehouse), mlflow.registry(lakehouse), context.partition_key, ChurnSettings())
-    scores = week.batch.scores
+    settings, registry = ChurnSettings(), mlflow.registry(lakehouse)
+    weeks = [score_week(store(lakehouse), registry, key, settings) for key in context.partition_keys]
+    latest = weeks[-1]
+    scores = latest.batch.scores
     tiers = scores.group_by("risk_tier", "action").agg(customers=pl.len(), mean_score=pl.col("score").mean()).sort("mean_score", descending=True)
+    by_week = pl.DataFrame(
+        {"week": context.partition_keys, "customers": [w.batch.scores.height for w in weeks], "seconds": [round(w.batch.seconds, 2) for w in weeks]}
+    )
     return dg.MaterializeResult(
-        check_results=[check_result(c) for c in week.checks],
+        check_results=[check_result(worst(outcomes)) for outcomes in zip(*(w.checks for w in weeks))],
         metadata={
-            "dagster/row_count": scores.height,
+            "dagster/row_count": sum(w.batch.scores.height for w in weeks),
             "dagster/column_schema": frame_schema(scores),
-            "model_version": week.model_version,
-            "scoring_seconds": round(week.batch.seconds, 2),
+            "model_version": latest.model_version,
+            "weeks": dg.MetadataValue.md(markdown_table(by_week)),
             "action_guide": dg.MetadataValue.md(markdown_table(tiers, "{:.3f}")),
             "top_risk": dg.MetadataValue.md(markdown_table(scores.sort("score", descending=True).head(10).drop("action"), "{:.3f}")),
         },
