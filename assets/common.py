@@ -24,6 +24,10 @@ OWNERS = {
     "platform": ["team:ml-platform"],
 }
 
+# Report assets (ROI, backtests, confusion matrices) carry this tag: their latest metadata shows a
+# table and an inline chart (demos/ui_check.py checks it in the UI).
+REPORT = {"lakehouse/report": "true"}
+
 # Every asset that opens the DuckDB warehouse runs in this pool; its limit is 1
 # (dagster.yaml), so parallel partition runs never contend for the single-writer file.
 DUCKDB_POOL = "duckdb"
@@ -55,6 +59,17 @@ def raw_table_specs(case: str, schemas: list[DomainSchema]) -> list[AssetSpec]:
 def frame_schema(df: pl.DataFrame, descriptions: dict[str, str] | None = None) -> TableSchema:
     descriptions = descriptions or {}
     return TableSchema(columns=[TableColumn(n, str(t), description=descriptions.get(n)) for n, t in df.schema.items()])
+
+
+def table(df: pl.DataFrame, float_format: str = "{:,.3f}") -> MetadataValue:
+    """A table the UI shows inline (Markdown longer than 1,000 characters hides behind a link)."""
+    def cell(value):
+        if isinstance(value, float):
+            return float_format.format(value) if value == value else "n/a"
+        return value if isinstance(value, (int, bool, str)) or value is None else str(value)
+
+    records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in df.iter_rows(named=True)]
+    return MetadataValue.table(records, schema=frame_schema(df))
 
 
 def markdown_table(df: pl.DataFrame, float_format: str = "{:.4f}") -> str:

@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.common import DUCKDB_POOL, OWNERS, champion_asset, frame_schema, gate_result, markdown_table, number, rate
+from assets.common import DUCKDB_POOL, OWNERS, champion_asset, frame_schema, gate_result, number, rate, table
 from lakehouse.churn.pipeline import ChurnStore, build_training_set, go_no_go, train_challenger
 from lakehouse.churn.settings import CASE, SEED_MODEL_REFERENCE, ChurnSettings
 from resources import LakehouseResource, MlflowResource
@@ -77,8 +77,8 @@ def churn_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
             "test_rows": m["rows"],
             "test_positives": m["positives"],
             "split": str(challenger.trained.split),
-            "metrics": dg.MetadataValue.md(markdown_table(comparison)),
-            "shap_importance": dg.MetadataValue.md(markdown_table(challenger.trained.shap_importance, "{:.3f}")),
+            "metrics": table(comparison),
+            "shap_importance": table(challenger.trained.shap_importance),
         }
     )
 

@@ -7,7 +7,8 @@ import dagster as dg
 
 from assets.churn.model import store
 from assets.churn.scoring import SCORES_KEY
-from assets.common import DUCKDB_POOL, OWNERS, check_result, markdown_table, money, number, png_markdown, rate
+from assets.common import DUCKDB_POOL, OWNERS, REPORT, check_result, money, number, rate, table
+from lakehouse.common.display import bar_chart, pct
 from lakehouse.churn.pipeline import ab_test, live_performance
 from lakehouse.churn.roi import report_markdown
 from lakehouse.churn.settings import CASE, SEED_AB_REFERENCE, ChurnSettings
@@ -32,7 +33,7 @@ def churn_live_performance(lakehouse: LakehouseResource) -> dg.MaterializeResult
     perf, check = live_performance(store(lakehouse), ChurnSettings())
     return dg.MaterializeResult(
         check_results=[check_result(check)],
-        metadata={"dagster/row_count": perf.height, "by_month": dg.MetadataValue.md(markdown_table(perf, "{:.3f}"))},
+        metadata={"dagster/row_count": perf.height, "by_month": table(perf)},
     )
 
 
@@ -44,6 +45,7 @@ class RoiConfig(dg.Config):
 @dg.asset(
     key=[CASE, "ab_test_roi"],
     deps=[SCORES_KEY, LABELS_KEY],
+    tags=REPORT,
     group_name=CASE,
     kinds={"duckdb", "matplotlib"},
     owners=OWNERS[CASE],
@@ -73,7 +75,14 @@ def churn_ab_test_roi(context: dg.AssetExecutionContext, config: RoiConfig, lake
             "value_per_month": money(result.value_per_month_eur, currency),
             "p_value": number(result.p_value, 4),
             "economics": "seed defaults" if settings.economics_are_defaults else "from the settings",
+            "chart": dg.MetadataValue.md(
+                bar_chart("90-day churn per arm", [("control", result.churn_rate_control), ("contacted", result.churn_rate_treatment)], label=pct)
+            ),
+            "reading": (
+                f"Contacted high-risk customers churned {pct(result.churn_rate_treatment)} over 90 days against "
+                f"{pct(result.churn_rate_control)} in the control arm (p = {result.p_value:.2g}); these lists hold the customers "
+                "the model ranks riskiest, hence high rates in both arms."
+            ),
             "report": dg.MetadataValue.md(report_markdown(result, SEED_AB_REFERENCE)),
-            "chart": png_markdown(report.chart, "churn per arm"),
         }
     )

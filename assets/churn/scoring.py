@@ -6,7 +6,7 @@ import polars as pl
 
 from assets.churn.model import store
 from assets.churn.partitions import weekly_snapshots
-from assets.common import DUCKDB_POOL, OWNERS, check_result, frame_schema, markdown_table, worst
+from assets.common import DUCKDB_POOL, OWNERS, check_result, frame_schema, table, worst
 from lakehouse.churn.pipeline import SNAPSHOT, crm_records, score_week
 from lakehouse.churn.settings import CASE, ChurnSettings
 from resources import CrmResource, LakehouseResource, MlflowResource
@@ -63,9 +63,9 @@ def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
             "dagster/row_count": sum(w.batch.scores.height for w in weeks),
             "dagster/column_schema": frame_schema(scores),
             "model_version": latest.model_version,
-            "weeks": dg.MetadataValue.md(markdown_table(by_week)),
-            "action_guide": dg.MetadataValue.md(markdown_table(tiers, "{:.3f}")),
-            "top_risk": dg.MetadataValue.md(markdown_table(scores.sort("score", descending=True).head(10).drop("action"), "{:.3f}")),
+            "weeks": table(by_week),
+            "action_guide": table(tiers),
+            "top_risk": table(scores.sort("score", descending=True).head(10).drop("action")),
         },
     )
 
