@@ -82,14 +82,13 @@ def _volume_run(instance, ok: bool = False) -> dg.ExecuteInProcessResult:
 
 
 def test_each_failed_evaluation_alerts_once_and_the_cursor_follows_finished_runs(instance, lakehouse_home, webhook):
-    home = lakehouse_home
     first = _volume_run(instance)
     gate = dg.materialize([daily], instance=instance, partition_key="2024-01-08", raise_on_error=False)
     assert first.success and not gate.success  # the blocking gate fails its run: RUN_FAILURE is read too
     _volume_run(instance, ok=True)  # nothing failed: no alert
 
-    tick = _tick(instance, home, webhook, cursor=None)
-    alerts = read_alerts(home / "ops.sqlite").sort("check_name")
+    tick = _tick(instance, lakehouse_home, webhook, cursor=None)
+    alerts = read_alerts(lakehouse_home / "ops.sqlite").sort("check_name")
     assert alerts["check_name"].to_list() == ["gate", "volume"]
     gate_alert, volume_alert = alerts.rows(named=True)
     assert (gate_alert["case_name"], gate_alert["asset_key"], gate_alert["partition"], gate_alert["severity"]) == (
@@ -103,18 +102,18 @@ def test_each_failed_evaluation_alerts_once_and_the_cursor_follows_finished_runs
     assert tick.cursor is not None
 
     # Nothing finished since: the cursor stays, nothing is read again.
-    again = _tick(instance, home, webhook, cursor=tick.cursor)
+    again = _tick(instance, lakehouse_home, webhook, cursor=tick.cursor)
     assert again.cursor == tick.cursor and again.skip_reason.skip_message == "0 new alerts"
 
     _volume_run(instance)
-    after = _tick(instance, home, webhook, cursor=tick.cursor)
+    after = _tick(instance, lakehouse_home, webhook, cursor=tick.cursor)
     assert int(after.cursor) > int(tick.cursor) and after.skip_reason.skip_message == "1 new alerts"
-    assert read_alerts(home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
+    assert read_alerts(lakehouse_home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
 
     # A sensor whose cursor was reset reads every run again, and still alerts nobody twice.
-    reset = _tick(instance, home, webhook, cursor=None)
+    reset = _tick(instance, lakehouse_home, webhook, cursor=None)
     assert reset.skip_reason.skip_message == "0 new alerts" and reset.cursor == after.cursor
-    assert read_alerts(home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
+    assert read_alerts(lakehouse_home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
 
 
 def test_only_this_code_locations_checks_alert(instance, lakehouse_home, webhook):
@@ -125,7 +124,7 @@ def test_only_this_code_locations_checks_alert(instance, lakehouse_home, webhook
 
 
 def test_a_burst_of_failures_of_one_check_is_read_in_full():
-    """60 failures of one check between two ticks (the sensor used to keep the latest 50)."""
+    """60 failures of one check between two ticks all alert, in one tick or over several."""
     instance = dg.DagsterInstance.ephemeral()
     for _ in range(60):
         _volume_run(instance)
