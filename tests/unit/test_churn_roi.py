@@ -21,6 +21,7 @@ from lakehouse.churn.roi import (
     assign_arms,
     hash_uniform,
     monthly_rate,
+    newcombe_interval_monthly,
     plot_ab_test,
     report_markdown,
     required_sample_size_per_arm,
@@ -196,19 +197,25 @@ class TestStatistics:
         assert r.monthly_rate_control == pytest.approx(m_c)
         assert r.absolute_reduction == pytest.approx(m_c - m_t)
         assert r.relative_reduction == pytest.approx((m_c - m_t) / m_c)
-        # Wald CI on the 90-day difference.
+        # Newcombe's interval on the 90-day difference, by hand from the Wilson limits of each arm.
         zc = stats.norm.ppf(0.975)
-        se90 = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+
+        def wilson(x, n):
+            p, centre = x / n, (x + zc**2 / 2) / (n + zc**2)
+            half = zc * math.sqrt(n) / (n + zc**2) * math.sqrt(p * (1 - p) + zc**2 / (4 * n))
+            return centre - half, centre + half
+
+        (l_t, u_t), (l_c, u_c) = wilson(x_t, n_t), wilson(x_c, n_c)
         assert r.absolute_reduction_90d == pytest.approx(p_c - p_t)
-        assert r.ci_low_90d == pytest.approx(p_c - p_t - zc * se90)
-        assert r.ci_high_90d == pytest.approx(p_c - p_t + zc * se90)
-        # Delta-method CI on the monthly difference.
-        d = lambda p: (1 - p) ** (-2 / 3) / 3  # noqa: E731
-        se_m = math.sqrt(d(p_t) ** 2 * p_t * (1 - p_t) / n_t + d(p_c) ** 2 * p_c * (1 - p_c) / n_c)
-        assert r.ci_low == pytest.approx(m_c - m_t - zc * se_m)
-        assert r.ci_high == pytest.approx(m_c - m_t + zc * se_m)
-        # Delta method check: the monthly CI half-width ~ 90-day half-width * m'(p) (similar rates).
+        assert r.ci_low_90d == pytest.approx(p_c - p_t - math.hypot(p_c - l_c, u_t - p_t))
+        assert r.ci_high_90d == pytest.approx(p_c - p_t + math.hypot(u_c - p_c, p_t - l_t))
+        # The same construction on the monthly scale, each arm's Wilson limits mapped through m.
+        m = lambda p: 1 - (1 - p) ** (1 / 3)  # noqa: E731
+        assert r.ci_low == pytest.approx(m_c - m_t - math.hypot(m_c - m(l_c), m(u_t) - m_t))
+        assert r.ci_high == pytest.approx(m_c - m_t + math.hypot(m(u_c) - m_c, m_t - m(l_t)))
+        # m compresses rates (m'(p) < 1 here): the monthly interval is the narrower one.
         assert (r.ci_high - r.ci_low) < (r.ci_high_90d - r.ci_low_90d)
+        assert r.ci_low < r.absolute_reduction < r.ci_high and r.ci_low_90d < r.absolute_reduction_90d < r.ci_high_90d
         z, p = two_proportion_ztest(x_t, n_t, x_c, n_c)
         assert (r.z_stat, r.p_value) == (pytest.approx(z), pytest.approx(p))
 
@@ -217,8 +224,26 @@ class TestStatistics:
         r95 = analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST)
         r99 = analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST, confidence=0.99)
         assert r99.ci_low < r95.ci_low < r95.absolute_reduction < r95.ci_high < r99.ci_high
+        assert r99.ci_low_90d < r95.ci_low_90d < r95.absolute_reduction_90d < r95.ci_high_90d < r99.ci_high_90d
+        # Score intervals are not exactly proportional to z, but at these sizes they nearly are.
         ratio = (r99.ci_high - r99.ci_low) / (r95.ci_high - r95.ci_low)
-        assert ratio == pytest.approx(stats.norm.ppf(0.995) / stats.norm.ppf(0.975))
+        assert ratio == pytest.approx(stats.norm.ppf(0.995) / stats.norm.ppf(0.975), rel=0.01)
+
+    def test_monthly_interval_is_newcombe_on_the_identity_scale(self, monkeypatch):
+        """With m replaced by the identity, the monthly construction is statsmodels' Newcombe interval."""
+        from statsmodels.stats.proportion import confint_proportions_2indep
+
+        import lakehouse.churn.roi as roi
+
+        monkeypatch.setattr(roi, "monthly_rate", lambda p: p)
+        for x_t, n_t, x_c, n_c in [(300, 4_800, 410, 5_200), (0, 50, 3, 60), (50, 50, 20, 90)]:
+            expected = confint_proportions_2indep(x_c, n_c, x_t, n_t, method="newcomb", alpha=0.1)
+            assert newcombe_interval_monthly(x_t, n_t, x_c, n_c, 0.9) == pytest.approx(expected, rel=1e-12)
+
+    def test_intervals_stay_in_range_at_the_extremes(self):
+        r = analyse_ab_test(outcomes_from_counts(0, 40, 40, 40), ltv_eur=LTV, model_cost_eur_per_month=COST)
+        assert 0 < r.ci_low_90d < r.absolute_reduction_90d == 1.0 and r.ci_high_90d == pytest.approx(1.0)
+        assert 0 < r.ci_low < r.absolute_reduction == 1.0 and r.ci_high == pytest.approx(1.0)
 
     def test_monthly_rate_inverts_90_day_compounding(self):
         for m in (0.0, 0.029, 0.041, 0.2):
