@@ -249,5 +249,5 @@ def test_a_model_below_the_gate_is_refused_and_the_champion_stays(built, tmp_pat
     assert registry.gate_verdict(SETTINGS.registered_model_name, "2")[0] == "failed"
     import definitions
 
-    alerts = failed_evaluations(built.instance, definitions.defs().get_repository_def().asset_graph.asset_check_keys)
+    alerts, _ = failed_evaluations(built.instance, definitions.defs().get_repository_def().asset_graph.asset_check_keys)
     assert any(a.check_name == "go_no_go_gate" and a.severity == "ERROR" for a in alerts)
