@@ -10,7 +10,7 @@ from assets.churn.scoring import SCORES_KEY
 from assets.common import DUCKDB_POOL, OWNERS, REPORT, check_result, money, number, rate, table
 from lakehouse.common.display import bar_chart, pct
 from lakehouse.churn.pipeline import ab_test, live_performance
-from lakehouse.churn.roi import report_markdown
+from lakehouse.churn.roi import report_table
 from lakehouse.churn.settings import CASE, SEED_AB_REFERENCE, ChurnSettings
 from resources import LakehouseResource
 
@@ -72,7 +72,7 @@ def churn_ab_test_roi(context: dg.AssetExecutionContext, config: RoiConfig, lake
             "high_risk_customers": report.high_risk_customers,
             "roi": number(result.roi, 1),
             "absolute_reduction_monthly": rate(result.absolute_reduction, 2),
-            "value_per_month": money(result.value_per_month_eur, currency),
+            "value_per_month": money(result.value_per_month, currency),
             "p_value": number(result.p_value, 4),
             "economics": "seed defaults" if settings.economics_are_defaults else "from the settings",
             "chart": dg.MetadataValue.md(
@@ -83,6 +83,6 @@ def churn_ab_test_roi(context: dg.AssetExecutionContext, config: RoiConfig, lake
                 f"{pct(result.churn_rate_control)} in the control arm (p = {result.p_value:.2g}); these lists hold the customers "
                 "the model ranks riskiest, hence high rates in both arms."
             ),
-            "report": dg.MetadataValue.md(report_markdown(result, SEED_AB_REFERENCE)),
+            "report": table(report_table(result, currency, SEED_AB_REFERENCE)),
         }
     )

@@ -222,8 +222,8 @@ def ab_test(store: ChurnStore, settings: ChurnSettings, report_dir: Path, experi
     outcomes = cohort.select("customer_id", "churned_90d").with_columns(arm=assign_arms(cohort["customer_id"], ab.salt))
     outcomes = simulate_contact(outcomes, ab.simulated_contact_effect, ab.salt)
     economics = settings.economics
-    result = analyse_ab_test(outcomes, ltv_eur=economics.ltv, model_cost_eur_per_month=economics.model_cost_per_month)
+    result = analyse_ab_test(outcomes, ltv=economics.ltv, model_cost_per_month=economics.model_cost_per_month)
     report_dir.mkdir(parents=True, exist_ok=True)
-    chart = plot_ab_test(result, report_dir / "churn_ab_test.png")
+    chart = plot_ab_test(result, report_dir / "churn_ab_test.png", economics.currency)
     store.lake.write(pl.DataFrame([result.to_dict()]), CASE, "ab_test_roi")
     return AbTestReport(result, start, cohort.height, chart)

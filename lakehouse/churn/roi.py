@@ -7,7 +7,8 @@ hash into *treatment* (contacted by Customer Success) and *control* (not
 contacted).  Seed figures: monthly churn 2.9 % treatment vs 4.1 % control,
 absolute reduction 1.2 points, 90 retained customers/month, value = retained x
 LTV 3,000 EUR = 270,000 EUR/month, model cost 8,000 EUR/month,
-ROI = (value - cost) / cost = (270,000 - 8,000) / 8,000 = 32.75 ("32x").
+ROI = (value - cost) / cost = (270,000 - 8,000) / 8,000 = 32.75 ("32x"). Money here is in the
+case's currency (settings: `economics`), whatever it is.
 
 Statistical conventions (one approach, used everywhere in this module)
 ---------------------------------------------------------------------
@@ -50,7 +51,7 @@ chooses the methods and signs.
   of 435 per arm for 5 % vs 10 %; this module does not use it.)
 * Economics: the customers contacted each month are the treatment arm, so
   ``retained_per_month = absolute_reduction * n_treatment``,
-  ``value_per_month_eur = retained_per_month * ltv_eur`` and
+  ``value_per_month = retained_per_month * ltv`` and
   ``roi = (value - cost) / cost``.
 """
 
@@ -166,15 +167,15 @@ class AbTestResult:
     p_value: float  # two-sided
     required_n_per_arm: int | None
     retained_per_month: float
-    value_per_month_eur: float
-    cost_per_month_eur: float
+    value_per_month: float
+    cost_per_month: float
     roi: float
     absolute_reduction_90d: float  # p_c - p_t
     ci_low_90d: float  # Newcombe
     ci_high_90d: float
     confidence: float
     power: float
-    ltv_eur: float
+    ltv: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -246,28 +247,28 @@ def roi_economics(
     absolute_reduction_monthly: float,
     n_contacted: int,
     *,
-    ltv_eur: float,
-    model_cost_eur_per_month: float,
+    ltv: float,
+    model_cost_per_month: float,
 ) -> tuple[float, float, float]:
-    """``(retained_per_month, value_per_month_eur, roi)``.
+    """``(retained_per_month, value_per_month, roi)``.
 
     retained = monthly absolute reduction x customers contacted; value =
     retained x LTV; ROI = (value - cost) / cost.  Seed: 0.012 x 7,500 = 90,
     90 x 3,000 = 270,000 EUR, (270,000 - 8,000) / 8,000 = 32.75.
     """
-    if model_cost_eur_per_month <= 0:
-        raise ValueError(f"model_cost_eur_per_month must be > 0 for an ROI, got {model_cost_eur_per_month}")
+    if model_cost_per_month <= 0:
+        raise ValueError(f"model_cost_per_month must be > 0 for an ROI, got {model_cost_per_month}")
     retained = absolute_reduction_monthly * n_contacted
-    value = retained * ltv_eur
-    roi = (value - model_cost_eur_per_month) / model_cost_eur_per_month
+    value = retained * ltv
+    roi = (value - model_cost_per_month) / model_cost_per_month
     return retained, value, roi
 
 
 def analyse_ab_test(
     outcomes: pl.DataFrame,
     *,
-    ltv_eur: float,
-    model_cost_eur_per_month: float,
+    ltv: float,
+    model_cost_per_month: float,
     confidence: float = 0.95,
     power: float = 0.8,
 ) -> AbTestResult:
@@ -313,7 +314,7 @@ def analyse_ab_test(
     z, p_value = two_proportion_ztest(x_t, n_t, x_c, n_c)
     req_n = required_sample_size_per_arm(p_t, p_c, alpha=1.0 - confidence, power=power)
     retained, value, roi = roi_economics(
-        abs_red, n_t, ltv_eur=ltv_eur, model_cost_eur_per_month=model_cost_eur_per_month
+        abs_red, n_t, ltv=ltv, model_cost_per_month=model_cost_per_month
     )
     return AbTestResult(
         n_treatment=n_t,
@@ -332,15 +333,15 @@ def analyse_ab_test(
         p_value=p_value,
         required_n_per_arm=req_n,
         retained_per_month=retained,
-        value_per_month_eur=value,
-        cost_per_month_eur=float(model_cost_eur_per_month),
+        value_per_month=value,
+        cost_per_month=float(model_cost_per_month),
         roi=roi,
         absolute_reduction_90d=diff_90,
         ci_low_90d=ci_low_90,
         ci_high_90d=ci_high_90,
         confidence=confidence,
         power=power,
-        ltv_eur=float(ltv_eur),
+        ltv=float(ltv),
     )
 
 
@@ -355,8 +356,8 @@ def _pt(x: float) -> str:
     return f"{100 * x:.2f} pt"
 
 
-def _eur(x: float) -> str:
-    return f"{x:,.0f} EUR"
+def _money(x: float, currency: str) -> str:
+    return f"{x:,.0f} {currency}"
 
 
 def _num(x: float) -> str:
@@ -392,30 +393,28 @@ _REPORT_ROWS: tuple[tuple[str, str, Any], ...] = (
     ("p_value", "p-value (two-sided)", _pvalue),
     ("required_n_per_arm", "Required n per arm", _int),
     ("retained_per_month", "Retained customers / month", _num),
-    ("value_per_month_eur", "Value / month", _eur),
-    ("cost_per_month_eur", "Model cost / month", _eur),
+    ("value_per_month", "Value / month", _money),
+    ("cost_per_month", "Model cost / month", _money),
     ("roi", "ROI (value - cost) / cost", _times),
 )
 
 
-def report_markdown(result: AbTestResult, seed_reference: Mapping[str, Any] | None = None) -> str:
-    """Markdown table ``Metric | Ours | Seed`` (e.g. for Dagster ``MetadataValue.md``).
+def report_table(result: AbTestResult, currency: str, seed_reference: Mapping[str, Any] | None = None, seed_currency: str = "EUR") -> pl.DataFrame:
+    """``metric | ours | seed``, formatted (money in our currency, the seed's in its own).
 
     ``seed_reference`` maps :class:`AbTestResult` field names (see
-    :data:`lakehouse.churn.config.SEED_AB_REFERENCE`) to the seed's figures; numbers are formatted like
-    ours (same units: proportions, EUR, ROI multiple), strings are shown
-    verbatim, missing metrics show as an em dash.
+    :data:`lakehouse.churn.settings.SEED_AB_REFERENCE`) to the seed's figures; missing ones show as an em dash.
     """
     seed = dict(seed_reference or {})
     level = f"{100 * result.confidence:g}%"
-    lines = ["| Metric | Ours | Seed |", "|---|---:|---:|"]
+    rows = []
     for field, label, fmt in _REPORT_ROWS:
         if field == "ci_monthly":
-            ours = f"[{_pt(result.ci_low)}, {_pt(result.ci_high)}]"
-            label = f"{level} {label}"
+            ours, label = f"[{_pt(result.ci_low)}, {_pt(result.ci_high)}]", f"{level} {label}"
         elif field == "ci_90d":
-            ours = f"[{_pt(result.ci_low_90d)}, {_pt(result.ci_high_90d)}]"
-            label = f"{level} {label}"
+            ours, label = f"[{_pt(result.ci_low_90d)}, {_pt(result.ci_high_90d)}]", f"{level} {label}"
+        elif fmt is _money:
+            ours = _money(getattr(result, field), currency)
         else:
             ours = fmt(getattr(result, field))
         ref = seed.get(field)
@@ -424,15 +423,15 @@ def report_markdown(result: AbTestResult, seed_reference: Mapping[str, Any] | No
         elif isinstance(ref, str):
             theirs = ref
         else:
-            theirs = fmt(ref) if fmt is not None else str(ref)
-        lines.append(f"| {label} | {ours} | {theirs} |")
-    return "\n".join(lines) + "\n"
+            theirs = _money(ref, seed_currency) if fmt is _money else fmt(ref) if fmt is not None else str(ref)
+        rows.append({"metric": label, "ours": ours, "seed": theirs})
+    return pl.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------
 # Plot
 # --------------------------------------------------------------------------
-def plot_ab_test(result: AbTestResult, path: str | Path) -> Path:
+def plot_ab_test(result: AbTestResult, path: str | Path, currency: str) -> Path:
     """PNG bar chart of monthly churn per arm with per-arm Wilson CIs; returns ``path``.
 
     The Wilson interval is computed on the 90-day proportion and mapped through
@@ -469,7 +468,7 @@ def plot_ab_test(result: AbTestResult, path: str | Path) -> Path:
     ax.set_title(
         f"Churn A/B test: -{100 * result.absolute_reduction:.2f} pt/month, "
         f"p={_pvalue(result.p_value)}\nROI {result.roi:.1f}x "
-        f"({_eur(result.value_per_month_eur)} value vs {_eur(result.cost_per_month_eur)} cost / month)",
+        f"({_money(result.value_per_month, currency)} value vs {_money(result.cost_per_month, currency)} cost / month)",
         fontsize=10,
     )
     ax.text(

@@ -131,7 +131,7 @@ SEED_AB_REFERENCE = {
     "absolute_reduction": 0.012,
     "relative_reduction": 0.012 / 0.041,
     "retained_per_month": 90.0,
-    "value_per_month_eur": 270_000.0,
-    "cost_per_month_eur": 8_000.0,
+    "value_per_month": 270_000.0,  # EUR
+    "cost_per_month": 8_000.0,  # EUR
     "roi": (270_000.0 - 8_000.0) / 8_000.0,  # 32.75, quoted as "32x"
 }

@@ -90,7 +90,7 @@ def test_roi_report_recovers_the_true_contact_effect(built):
     true_reduction_90d = WorldConfig().true_contact_effect * treated["churned_90d"].mean()
     assert report["ci_low_90d"] <= true_reduction_90d <= report["ci_high_90d"]
     cost = SETTINGS.economics.model_cost_per_month
-    assert report["roi"] == pytest.approx((report["value_per_month_eur"] - cost) / cost)
+    assert report["roi"] == pytest.approx((report["value_per_month"] - cost) / cost)
     assert (built.home / "reports" / "churn_ab_test.png").read_bytes()[:4] == b"\x89PNG"
 
 
