@@ -411,11 +411,13 @@ class FraudService:
 
 
 def service(settings: AppSettings) -> CaseService:
-    fraud = FraudSettings()
-    workers = getattr(settings, "workers", None) or int(os.environ.get("LAKEHOUSE_SERVING_WORKERS", "1"))
-    if workers > 1 and fraud.consumers == "inline":
+    return FraudService(settings).case_service()
+
+
+def preflight(settings: AppSettings) -> None:
+    """Checked once before the workers start: the stream consumers must not run once per worker."""
+    if settings.workers > 1 and FraudSettings().consumers == "inline":
         raise SystemExit(
             "several workers would each run the fraud stream consumers: set LAKEHOUSE_FRAUD_CONSUMERS=off "
             "and run `python -m lakehouse.fraud.consumer` beside the service"
         )
-    return FraudService(settings, fraud).case_service()

@@ -47,12 +47,19 @@ def test_environment_and_sources_file_override_the_defaults(tmp_path, monkeypatc
 
 def test_several_workers_refuse_inline_consumers(monkeypatch, tmp_path):
     from lakehouse.common.home import LakehouseHome
-    from lakehouse.fraud.api import service
+    from lakehouse.fraud.api import preflight
     from lakehouse.serving.app import ServingSettings
 
-    settings = ServingSettings(api_key="k", home=LakehouseHome(tmp_path), cases=("fraud",))
-    monkeypatch.setenv("LAKEHOUSE_SERVING_WORKERS", "2")
+    settings = ServingSettings(api_key="k", home=LakehouseHome(tmp_path), cases=("fraud",), workers=2)
     with pytest.raises(SystemExit, match="LAKEHOUSE_FRAUD_CONSUMERS=off"):
-        service(settings)
+        preflight(settings)
     monkeypatch.setenv("LAKEHOUSE_FRAUD_CONSUMERS", "off")
-    assert service(settings).name == "fraud"
+    preflight(settings)
+    preflight(settings.model_copy(update={"workers": 1}))
+
+
+def test_the_docs_show_the_schema_as_declared():
+    from lakehouse.fraud.schemas import markdown
+    from tests.conftest import ROOT
+
+    assert markdown() in (ROOT / "docs" / "fraud.md").read_text(), "paste `python -m lakehouse.fraud.schemas` into docs/fraud.md"
