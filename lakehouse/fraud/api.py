@@ -9,8 +9,8 @@ the service; `off` leaves them to `python -m lakehouse.fraud.consumer`.
 
 Hardening: event times are checked against the service clock (refused when further ahead than
 `serving.future_tolerance_s` or older than the longest feature window; earlier times within
-the window are fine, out of order included); non-finite numbers are refused (422, which never
-echoes the input); a store found without its epoch key (a Redis restarted without its data)
+the window are fine, out of order included), in the shape of the app's validation errors;
+non-finite numbers are refused (422); a store found without its epoch key (a Redis restarted without its data)
 is reported by /ready, its decisions are flagged degraded, and it is warmed again from the
 lake in the background; a full spool answers 503 rather than a decision it could not log.
 """
@@ -23,11 +23,10 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -135,22 +134,9 @@ class ServiceClock:
         self.latest = max(self.latest, ts_ms)
 
 
-class Invalid(Exception):
-    def __init__(self, errors: list[dict]):
-        self.errors = errors
-
-
-def parse(model: type[BaseModel], body: bytes) -> Any:
-    """The validated body, or Invalid with FastAPI-shaped errors that never echo the input."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise Invalid([{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]) from None
-
-
-def _refused(field: str, message: str) -> Invalid:
-    return Invalid([{"loc": ["body", field], "msg": message, "type": "value_error"}])
+def _refused(field: str, message: str) -> RequestValidationError:
+    """A refusal in the shape of the app's validation errors (422)."""
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
 class FraudService:
@@ -332,8 +318,7 @@ class FraudService:
             raise _refused("ts", f"ts is older than the longest feature window ({max_age_ms / DAY_MS:g} days)")
         return ts_ms
 
-    async def _decide(self, decider: Decider, body: bytes) -> bytes:
-        tx = parse(TransactionIn, body)
+    async def _decide(self, decider: Decider, tx: TransactionIn) -> bytes:
         if tx.channel not in self.fraud.channels:
             raise _refused("channel", f"unknown channel; the settings' channels are {list(self.fraud.channels)}")
         cascade = decider.model.cascade
@@ -342,6 +327,7 @@ class FraudService:
         decision, features = await decider.decide(fields, ts_ms)
         self.publisher.put(event_fields(fields, ts_ms, decision, features, cascade.layer2_features))  # on disk before the answer
         self.clock.accept(ts_ms)
+        # Serialized here: the response model documents the body without validating it twice.
         return json.dumps(decision.as_dict()).encode()
 
     async def decide_shortcut(self, body: bytes) -> bytes | None:
@@ -351,8 +337,8 @@ class FraudService:
         if decider is None:
             return None
         try:
-            return await self._decide(decider, body)
-        except (Invalid, SpoolFull):
+            return await self._decide(decider, TransactionIn.model_validate_json(body))
+        except (ValidationError, RequestValidationError, SpoolFull):
             return None
 
     def case_service(self) -> CaseService:
@@ -361,53 +347,37 @@ class FraudService:
     def router(self) -> APIRouter:
         router = APIRouter()
 
-        def body_of(model: type[BaseModel]) -> dict:
-            return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-        async def answer(call) -> Response:
-            try:
-                return await call()
-            except Invalid as exc:
-                return JSONResponse({"detail": exc.errors}, status_code=422)
-            except SpoolFull as exc:
-                raise HTTPException(503, str(exc)) from None
-
         @router.post(
             "/decisions",
             response_model=DecisionOut,
             summary="Decide on one payment: approve, review or block",
-            openapi_extra=body_of(TransactionIn),
-            responses={422: {"description": "Invalid payment (the input is never echoed)"}, 503: {"description": "No champion model is loaded yet, or the decision spool is full"}},
+            responses={503: {"description": "No champion model is loaded yet, or the decision spool is full"}},
         )
-        async def decide(request: Request) -> Response:
+        async def decide(tx: TransactionIn) -> Response:
             decider = self.decider
             if decider is None:
                 raise HTTPException(503, "no champion fraud model is loaded yet: train and promote one")
-            body = await request.body()
-            return await answer(lambda: self._respond(decider, body))
+            try:
+                return Response(await self._decide(decider, tx), media_type="application/json")
+            except SpoolFull as exc:
+                raise HTTPException(503, str(exc)) from None
 
         @router.post(
             "/labels",
             status_code=202,
             summary="Report a fraud label (chargeback) of an earlier payment; it counts in features once its delay has passed",
-            openapi_extra=body_of(LabelIn),
-            responses={422: {"description": "Invalid label (the input is never echoed)"}, 503: {"description": "The spool is full"}},
+            responses={503: {"description": "The spool is full"}},
         )
-        async def labels(request: Request) -> Response:
-            body = await request.body()
-            return await answer(lambda: self._label(body))
+        async def labels(label: LabelIn) -> dict:
+            registry = self.decider.model.cascade.registry if self.decider else registry_for(self.fraud)
+            ts_ms = self._time(label.ts, registry.history_span[0] * DAY_MS)
+            try:
+                self.publisher.put(label_fields(label.tx_id, ts_ms, label.merchant_id, label.category, label.is_fraud))
+            except SpoolFull as exc:
+                raise HTTPException(503, str(exc)) from None
+            return {"tx_id": label.tx_id, "accepted": True}
 
         return router
-
-    async def _respond(self, decider: Decider, body: bytes) -> Response:
-        return Response(await self._decide(decider, body), media_type="application/json")
-
-    async def _label(self, body: bytes) -> Response:
-        label = parse(LabelIn, body)
-        registry = self.decider.model.cascade.registry if self.decider else registry_for(self.fraud)
-        ts_ms = self._time(label.ts, registry.history_span[0] * DAY_MS)
-        self.publisher.put(label_fields(label.tx_id, ts_ms, label.merchant_id, label.category, label.is_fraud))
-        return JSONResponse({"tx_id": label.tx_id, "accepted": True}, status_code=202)
 
 
 def service(settings: AppSettings) -> CaseService:
