@@ -268,10 +268,10 @@ class FraudService:
         day = datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC).date()
         started = time.perf_counter()
         try:
-            history = await asyncio.to_thread(store_history, self.lake, registry, day)
+            history, labels = await asyncio.to_thread(store_history, self.lake, registry, day)
             sync = redis.Redis.from_url(self.settings.redis_url)
             try:
-                self.warmed = await asyncio.to_thread(warm_store, sync, history, registry, self.fraud.serving)
+                self.warmed = await asyncio.to_thread(warm_store, sync, history, registry, self.fraud.serving, labels)
             finally:
                 sync.close()
             log.warning("fraud feature store warmed from the lake: %d transactions in %.1f s", self.warmed, time.perf_counter() - started)

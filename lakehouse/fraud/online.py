@@ -82,9 +82,10 @@ def epoch_ms(ts: datetime) -> int:
 # --------------------------------------------------------------------------- warming the store (sync)
 
 
-def warm_store(client, transactions: pl.DataFrame, registry: Registry, serving: ServingSettings, batch: int = 2000) -> int:
-    """Apply transactions (in time order) and their fraud labels to the store with the
-    consumer's updates, then mark the store warm; returns how many transactions were new."""
+def warm_store(client, transactions: pl.DataFrame, registry: Registry, serving: ServingSettings, labels: pl.DataFrame | None = None, batch: int = 2000) -> int:
+    """Apply transactions (in time order), their fraud labels and other labels (tx_id, ts,
+    merchant_id, category, is_fraud) to the store with the consumer's updates, then mark the
+    store warm; returns how many transactions were new."""
     script = client.register_script(UPDATE_SCRIPT)
     label = client.register_script(LABEL_SCRIPT)
     applied = 0
@@ -95,33 +96,36 @@ def warm_store(client, transactions: pl.DataFrame, registry: Registry, serving: 
             ts_ms = epoch_ms(row["ts"])
             keys, args = update_args(row, ts_ms, registry, serving)
             script(keys=keys, args=args, client=pipe)
-            if labelled := label_args({**row, "ts_ms": ts_ms}, registry, serving.dedupe_ttl_s):
-                label(keys=labelled[0], args=labelled[1], client=pipe)
-        updates = [kind for row in chunk for kind in (("tx", "label") if row.get("is_fraud") else ("tx",))]
-        applied += sum(int(reply) for reply, kind in zip(pipe.execute(), updates) if kind == "tx")
+        applied += sum(int(reply) for reply in pipe.execute())
+    known = transactions.filter(pl.col("is_fraud")).select("tx_id", "ts", "merchant_id", *[c for c in ("category",) if c in transactions.columns])
+    if labels is not None:
+        known = pl.concat([known, labels.filter(pl.col("is_fraud")).select(known.columns)], how="diagonal_relaxed")
+    pipe = client.pipeline(transaction=False)
+    for row in known.iter_rows(named=True):
+        if labelled := label_args({**row, "is_fraud": True, "ts_ms": epoch_ms(row["ts"])}, registry, serving.dedupe_ttl_s):
+            label(keys=labelled[0], args=labelled[1], client=pipe)
+    pipe.execute()
     client.set(EPOCH_KEY, datetime.now(UTC).isoformat())
     return applied
 
 
-def store_history(lake: Lake, registry: Registry, last_day: date) -> pl.DataFrame:
-    """Everything the store should hold on `last_day`: the lake's transactions and the
-    decision log of the days its windows reach, with the fraud labels known so far."""
+def store_history(lake: Lake, registry: Registry, last_day: date) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Everything the store should hold on `last_day`, from the lake: the transactions and the
+    decision log of the days its windows reach (with the fraud labels known so far), and the
+    labels that came through the stream."""
     first = last_day - timedelta(days=registry.history_span[0] + 1)
-    days = [(first + timedelta(days=i)).isoformat() for i in range((last_day - first).days + 1)]
-    frames = []
-    for name in ("transactions", DECISION_LOG_PARTS):
-        stored = [d for d in lake.partitions(CASE, name, "day") if d in set(days)]
-        if stored:
-            frames.append(lake.read_partitions(CASE, name, "day", stored).select(pl.exclude("day")))
-    columns = [c for c in TX_FIELDS] + ["ts", "is_fraud"]
+    days = {(first + timedelta(days=i)).isoformat() for i in range((last_day - first).days + 1)}
+
+    def read(name: str) -> pl.DataFrame | None:
+        stored = [d for d in lake.partitions(CASE, name, "day") if d in days]
+        return lake.read_partitions(CASE, name, "day", stored) if stored else None
+
+    columns = [*TX_FIELDS, "ts", "is_fraud"]
+    frames = [f.select([c for c in columns if c in f.columns]) for f in (read("transactions"), read(DECISION_LOG_PARTS)) if f is not None]
     if not frames:
-        return pl.DataFrame(schema={"tx_id": pl.String, "ts": pl.Datetime("ms"), "customer_id": pl.String, "amount": pl.Float64, "is_fraud": pl.Boolean})
-    history = pl.concat([f.select([c for c in columns if c in f.columns]) for f in frames], how="diagonal_relaxed")
-    history = history.with_columns(is_fraud=pl.col("is_fraud").fill_null(False)) if "is_fraud" in history.columns else history.with_columns(is_fraud=pl.lit(False))
-    labels = set(lake.read_partitions(CASE, LABEL_LOG_PARTS, "day")["tx_id"].to_list()) if lake.partitions(CASE, LABEL_LOG_PARTS, "day") else set()
-    if labels:
-        history = history.with_columns(is_fraud=pl.col("is_fraud") | pl.col("tx_id").is_in(list(labels)))
-    return history.sort("ts", "tx_id").unique("tx_id", keep="first", maintain_order=True)
+        return pl.DataFrame(schema={"tx_id": pl.String, "ts": pl.Datetime("ms"), "customer_id": pl.String, "merchant_id": pl.String, "amount": pl.Float64, "is_fraud": pl.Boolean}), None
+    history = pl.concat(frames, how="diagonal_relaxed").with_columns(pl.col("is_fraud").fill_null(False))
+    return history.sort("ts", "tx_id").unique("tx_id", keep="first", maintain_order=True), read(LABEL_LOG_PARTS)
 
 
 def publish_lists(client, lists: RuleLists) -> str:
@@ -653,7 +657,7 @@ LABEL_LOG_SCHEMA = {"tx_id": pl.String, "ts": pl.Datetime("ms"), "merchant_id": 
 def _typed(rows: list[dict], schema: dict) -> pl.DataFrame:
     raw = {k: pl.Int64 if isinstance(t, pl.Datetime) else pl.Boolean if t == pl.Boolean else pl.String for k, t in schema.items()}
     df = pl.DataFrame(rows, schema=raw)
-    return df.select(pl.col(k).cast(t) if isinstance(t, pl.Datetime) else pl.col(k).cast(t) for k, t in schema.items())
+    return df.select(pl.col(k).cast(t) for k, t in schema.items())  # integers of ms become datetimes
 
 
 def decision_rows(messages: list[Event]) -> pl.DataFrame:

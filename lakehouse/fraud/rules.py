@@ -49,8 +49,7 @@ class RuleLists:
     def summary(self) -> dict[str, int | float | str]:
         return {
             **{name: len(getattr(self, name)) for name in LIST_NAMES},
-            "risky_merchant_rate": self.thresholds.get("risky_merchant_rate", "no rule"),
-            "risky_merchant_weight": self.thresholds.get("risky_merchant_weight", "no rule"),
+            **{k: round(self.thresholds[k], 4) if k in self.thresholds else "no rule" for k in ("risky_merchant_rate", "risky_merchant_weight")},
         }
 
 

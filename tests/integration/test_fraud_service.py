@@ -209,6 +209,8 @@ def test_a_store_that_lost_its_data_is_reported_flagged_and_warmed_again(trained
             assert profiles > 100
             before = (await client.post("/fraud/decisions", json=_unique(live[5], "before"))).json()
             assert not before["degraded"]
+            chargeback = {"tx_id": "chargeback-1", "ts": live[0]["ts"], "merchant_id": live[0]["merchant_id"], "category": live[0]["category"]}
+            assert (await client.post("/fraud/labels", json=chargeback)).status_code == 202
             await wait_logged(fraud)
             store.flushall()  # a Redis restarted without persistence
             lost = (await client.post("/fraud/decisions", json=_unique(live[6], "lost"))).json()
@@ -221,6 +223,7 @@ def test_a_store_that_lost_its_data_is_reported_flagged_and_warmed_again(trained
             assert not after["degraded"]
             assert len(store.keys("fraud:p:*")) >= profiles  # the history and the decision log are back
             assert store.exists(seen_key(before["tx_id"]))  # ... the decision made before the loss included
+            assert store.exists("fraud:label:chargeback-1")  # ... and the label that came through the stream
             assert (await client.get("/ready")).json()["cases"]["fraud"]["feature_store"] == "ok"
         store.close()
 
