@@ -27,7 +27,7 @@ from lakehouse.fraud.settings import CASE, FraudSettings
 from tests.conftest import ROOT
 from tests.integration.fraud_helpers import KEY, LIVE_DAY, TINY, replay_settings, request_body, running_service, tiny_transactions, train_and_register
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SETTINGS = FraudSettings()
 
 

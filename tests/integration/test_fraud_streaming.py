@@ -18,7 +18,7 @@ from lakehouse.fraud.online import STREAM_KEY, Decision, FeatureConsumer, epoch_
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WORLD = WorldConfig(tx_per_day=1500, days=3, seed=9)
 # A one-day label delay and 1-2 day histories, so that three days exercise the label windows.
 SETTINGS = FraudSettings(features={"label_delay_days": 1, "history_days": [1, 2]})

@@ -15,6 +15,7 @@ from lakehouse.fraud.rules import RuleLists, build_lists, rule_hits, rule_score
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days
 
+pytestmark = pytest.mark.slow  # trains three cascades
 SETTINGS = FraudSettings()
 REGISTRY = registry_for(SETTINGS)
 WORLD = WorldConfig(tx_per_day=5000, days=8, seed=8)
