@@ -370,7 +370,7 @@ class FraudService:
         )
         async def labels(label: LabelIn) -> dict:
             registry = self.decider.model.cascade.registry if self.decider else registry_for(self.fraud)
-            ts_ms = self._time(label.ts, registry.history_span[0] * DAY_MS)
+            ts_ms = self._time(label.ts, registry.history_span * DAY_MS)
             try:
                 self.publisher.put(label_fields(label.tx_id, ts_ms, label.merchant_id, label.category, label.is_fraud))
             except SpoolFull as exc:

@@ -60,7 +60,8 @@ DISTINCT_OF: dict[str, tuple[str, ...]] = {
 LAYER3_ONLY_ENTITIES = ("merchant",)
 HISTORY_ENTITIES: dict[str, str] = {"merchant": "merchant_id", "category": "category"}
 # Fields of a stored event, in order.
-EVENT_FIELDS = ("tx_id", "amount", "customer_id", "card_id", "merchant_id", "device_id", "ip", "country")
+# Fields of a stored event, in order; the time comes first, so reads need no scores.
+EVENT_FIELDS = ("ts_ms", "tx_id", "amount", "customer_id", "card_id", "merchant_id", "device_id", "ip", "country")
 OPTIONAL_COLUMNS = ("device_id", "ip", "payee_iban", "country", "category", "lat", "lon", "customer_lat", "customer_lon")
 AGGREGATES = ("count", "sum", "max", "mean", "small")
 HISTORY_AGGREGATES = ("count", "mean", "frauds", "fraud_rate")  # frauds and fraud_rate over the label-delayed days
@@ -191,14 +192,22 @@ class Registry:
         return self.settings.label_delay_days
 
     @cached_property
-    def history_span(self) -> tuple[int, int]:
-        """Days before the payment's day whose buckets a read needs: 1 .. this (count), and the longest window."""
-        longest = max(self.settings.history_days)
-        return longest + self.label_delay, longest
+    def history_span(self) -> int:
+        """Days before the payment's day that history features reach (the longest window plus the label delay)."""
+        return max(self.settings.history_days) + self.label_delay
+
+    @cached_property
+    def horizons(self) -> dict[str, int]:
+        """How far back each entity's events are kept and read."""
+        return {e: max(f.window_ms for f in self.windows if f.entity == e) for e in ENTITIES}
 
     def horizon_ms(self, entity: str) -> int:
-        """How far back an entity's events are kept and read."""
-        return max(f.window_ms for f in self.windows if f.entity == entity)
+        return self.horizons[entity]
+
+    @cached_property
+    def plans(self) -> dict:
+        """(names, entities) -> what `online_features` computes for them, built once per pair."""
+        return {}
 
     def available(self, columns) -> tuple[str, ...]:
         """Names of the features computable when the data has these columns."""
@@ -510,6 +519,55 @@ return 1
 """
 
 
+# The first read of a transaction's state, as one command (one to pack, one reply to parse):
+# its entities' events in their windows, the customer's profile and first-seen times, the
+# history sums of its merchant and category, and whether the store is warm (the epoch key).
+# KEYS: zsets (nz), profile, first-seen, history hashes (nh), epoch.
+# ARGV: ts, nz, nh, one lower bound per zset, the number of first-seen fields, those fields,
+#       day, label delay, the history windows in days (ascending).
+# History sums, per hash and window n: payments and cents over days [day - n, day - 1], and
+# payments and frauds over the n days ending `delay` days before.
+READ_SCRIPT = """
+local nz, nh = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 1, nz do out[i] = redis.call('ZRANGEBYSCORE', KEYS[i], ARGV[3 + i], '(' .. ARGV[1]) end
+out[nz + 1] = redis.call('HMGET', KEYS[nz + 1], 'n', 'sum', 'sumsq', 'last_ts', 'geo_ts', 'lat', 'lon')
+local a = 4 + nz
+local nf = tonumber(ARGV[a])
+if nf > 0 then out[nz + 2] = redis.call('HMGET', KEYS[nz + 2], unpack(ARGV, a + 1, a + nf)) else out[nz + 2] = {} end
+a = a + nf + 1
+local day, delay = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+local longest = tonumber(ARGV[#ARGV])
+local span = longest + delay
+local sums = {}
+if nh > 0 then
+  local fields = {}
+  for k = 1, span do fields[#fields + 1] = 'c:' .. (day - k) end
+  for k = 1, longest do fields[#fields + 1] = 's:' .. (day - k) end
+  for k = 1, longest do fields[#fields + 1] = 'f:' .. (day - delay - k) end
+  for i = 1, nh do
+    local v = redis.call('HMGET', KEYS[nz + 2 + i], unpack(fields))
+    local c, s, f = {[0] = 0}, {[0] = 0}, {[0] = 0}  -- running sums over k days back
+    for k = 1, span do c[k] = c[k - 1] + (tonumber(v[k]) or 0) end
+    for k = 1, longest do
+      s[k] = s[k - 1] + (tonumber(v[span + k]) or 0)
+      f[k] = f[k - 1] + (tonumber(v[span + longest + k]) or 0)
+    end
+    for w = a + 2, #ARGV do
+      local n = tonumber(ARGV[w])
+      sums[#sums + 1] = c[n]
+      sums[#sums + 1] = s[n]
+      sums[#sums + 1] = c[delay + n] - c[delay]
+      sums[#sums + 1] = f[n]
+    end
+  end
+end
+out[nz + 3] = sums
+out[nz + 4] = redis.call('EXISTS', KEYS[#KEYS])
+return out
+"""
+
+
 def _text(value) -> str:
     return "" if value is None else str(value)
 
@@ -525,8 +583,9 @@ def history_values(tx: dict) -> list[tuple[str, str]]:
     return [(e, str(v)) for e, column in HISTORY_ENTITIES.items() if (v := tx.get(column)) not in (None, "")]
 
 
-def encode_event(tx: dict) -> str:
-    return SEP.join(repr(float(tx["amount"])) if f == "amount" else _text(tx.get(f)) for f in EVENT_FIELDS)
+def encode_event(tx: dict, ts_ms: int) -> str:
+    fields = {"ts_ms": str(ts_ms), "amount": repr(float(tx["amount"]))}
+    return SEP.join(fields[f] if f in fields else _text(tx.get(f)) for f in EVENT_FIELDS)
 
 
 def cents(amount: float) -> int:
@@ -535,7 +594,7 @@ def cents(amount: float) -> int:
 
 
 def history_ttl_s(registry: Registry) -> int:
-    return (registry.history_span[0] + 2) * 86400
+    return (registry.history_span + 2) * 86400
 
 
 def update_args(tx: dict, ts_ms: int, registry: Registry, ttls) -> tuple[list[str], list[str]]:
@@ -547,7 +606,7 @@ def update_args(tx: dict, ts_ms: int, registry: Registry, ttls) -> tuple[list[st
     keys = [seen_key(tx["tx_id"]), profile_key(tx["customer_id"]), first_seen_key(tx["customer_id"]), *(k for k, _ in zsets), *hashes]
     located = tx.get("lat") is not None and tx.get("lon") is not None
     args = [
-        str(ts_ms), encode_event(tx), repr(amount), repr(amount * amount),
+        str(ts_ms), encode_event(tx, ts_ms), repr(amount), repr(amount * amount),
         repr(float(tx["lat"])) if located else "", repr(float(tx["lon"])) if located else "",
         str(max(ttls.profile_ttl_s, registry.horizon_ms("customer") // 1000)), str(ttls.dedupe_ttl_s),
         str(len(zsets)), str(len(hashes)), str(ts_ms // DAY_MS), str(history_ttl_s(registry)),
@@ -571,66 +630,59 @@ def label_args(label: dict, registry: Registry, dedupe_ttl_s: int) -> tuple[list
 
 @dataclass
 class OnlineState:
-    """What the store holds for one transaction: events per entity, profile, first-seen times,
-    day buckets of its merchant and category, and whether the store is warm."""
+    """What the store holds for one transaction: events per entity (as stored, bytes), profile,
+    first-seen times, history sums of its merchant and category, and whether the store is warm."""
 
-    events: dict[str, list[tuple[float, list[str]]]] = field(default_factory=dict)  # entity -> [(ts, fields)] ascending
+    events: dict[str, list[list[bytes]]] = field(default_factory=dict)  # entity -> events' fields (EVENT_FIELDS), in time order
     profile: dict[str, str | None] = field(default_factory=dict)
     first_seen: dict[str, str | None] = field(default_factory=dict)
-    history: dict[str, dict[str, str | None]] = field(default_factory=dict)  # entity -> field -> value
+    history: dict[str, dict[int, tuple[int, int, int, int]]] = field(default_factory=dict)  # entity -> days -> sums
     warm: bool = True
+    parsed: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)  # entity -> (times, amounts), once
 
-
-def _history_fields(day: int, registry: Registry) -> list[str]:
-    span, longest = registry.history_span
-    delay = registry.label_delay
-    counts = [f"c:{day - k}" for k in range(1, span + 1)]
-    sums = [f"s:{day - k}" for k in range(1, longest + 1)]
-    frauds = [f"f:{day - k}" for k in range(delay + 1, delay + longest + 1)]
-    return counts + sums + frauds
+    def times_and_amounts(self, entity: str) -> tuple[list[int], list[float]]:
+        if entity not in self.parsed:
+            events = self.events.get(entity) or []
+            self.parsed[entity] = ([int(e[_TS]) for e in events], [float(e[_AMOUNT]) for e in events])
+        return self.parsed[entity]
 
 
 def read_commands(pipe, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, first: bool) -> list[tuple[str, str]]:
     """Queue the reads of one transaction's state on a pipeline; returns what each reply is.
-    The first read also fetches the profile, first-seen times, history buckets and the epoch."""
-    plan: list[tuple[str, str]] = []
-    for entity in entities:
-        value = entity_value(tx, entity, registry)
-        if value is None:
-            continue
-        pipe.zrangebyscore(window_key(entity, value), ts_ms - registry.horizon_ms(entity), f"({ts_ms}", withscores=True)
-        plan.append(("events", entity))
+    The first read (one script) also fetches the profile, first-seen times, history sums and the epoch."""
+    zsets = [(e, window_key(e, v)) for e in entities if (v := entity_value(tx, e, registry)) is not None]
     if not first:
-        return plan
-    pipe.hmget(profile_key(tx["customer_id"]), PROFILE_FIELDS)
-    plan.append(("profile", ""))
+        for entity, key in zsets:
+            pipe.zrangebyscore(key, ts_ms - registry.horizon_ms(entity), f"({ts_ms}")
+        return [("events", entity) for entity, _ in zsets]
     fields = [prefix + str(tx[col]) for _, col, prefix in FIRST_SEEN if tx.get(col) not in (None, "")]
-    if fields:
-        pipe.hmget(first_seen_key(tx["customer_id"]), fields)
-        plan.append(("first_seen", ",".join(fields)))
-    if registry.history:
-        wanted = _history_fields(ts_ms // DAY_MS, registry)
-        for entity, value in history_values(tx):
-            pipe.hmget(history_key(entity, value), wanted)
-            plan.append(("history", entity))
-    pipe.exists(EPOCH_KEY)
-    plan.append(("epoch", ""))
-    return plan
+    held = history_values(tx) if registry.history else []
+    keys = [*(k for _, k in zsets), profile_key(tx["customer_id"]), first_seen_key(tx["customer_id"]), *(history_key(e, v) for e, v in held), EPOCH_KEY]
+    args = [
+        ts_ms, len(zsets), len(held), *(ts_ms - registry.horizon_ms(e) for e, _ in zsets), len(fields), *fields,
+        ts_ms // DAY_MS, registry.label_delay, *registry.settings.history_days,
+    ]
+    pipe.eval(READ_SCRIPT, len(keys), *keys, *args)
+    return [("first", ",".join(e for e, _ in zsets) + "|" + ",".join(fields) + "|" + ",".join(e for e, _ in held))]
 
 
-def parse_replies(plan: list[tuple[str, str]], replies: list, day: int, registry: Registry, state: OnlineState | None = None) -> OnlineState:
+def parse_replies(plan: list[tuple[str, str]], replies: list, registry: Registry, state: OnlineState | None = None) -> OnlineState:
     state = state or OnlineState()
     for (kind, what), reply in zip(plan, replies):
         if kind == "events":
-            state.events[what] = [(score, _decode(member).split(SEP)) for member, score in reply]
-        elif kind == "profile":
-            state.profile = {f: _decode(v) for f, v in zip(PROFILE_FIELDS, reply)}
-        elif kind == "first_seen":
-            state.first_seen = {f: _decode(v) for f, v in zip(what.split(","), reply)}
-        elif kind == "history":
-            state.history[what] = {f: _decode(v) for f, v in zip(_history_fields(day, registry), reply)}
-        else:
-            state.warm = bool(reply)
+            state.events[what] = [member.split(SEP_BYTES) for member in reply]
+            continue
+        entities, fields, held = (part.split(",") if part else [] for part in what.split("|"))
+        for entity, members in zip(entities, reply):
+            state.events[entity] = [member.split(SEP_BYTES) for member in members]
+        profile, first_seen, sums, warm = reply[len(entities):]
+        state.profile = {f: _decode(v) for f, v in zip(PROFILE_FIELDS, profile)}
+        state.first_seen = {f: _decode(v) for f, v in zip(fields, first_seen)}
+        days = registry.settings.history_days
+        for i, entity in enumerate(held):
+            start = i * 4 * len(days)
+            state.history[entity] = {n: tuple(sums[start + 4 * j : start + 4 * j + 4]) for j, n in enumerate(days)}
+        state.warm = bool(warm)
     return state
 
 
@@ -638,6 +690,7 @@ def _decode(value):
     return value.decode() if isinstance(value, bytes) else value
 
 
+SEP_BYTES = SEP.encode()
 _FIELD_INDEX = {f: i for i, f in enumerate(EVENT_FIELDS)}
 
 
@@ -701,62 +754,57 @@ def row_features(tx: dict, ts_ms: int, state: OnlineState | None, names: frozens
     return {n: v for n, v in out.items() if n in names}
 
 
-def window_values(state: OnlineState, ts_ms: int, names: frozenset[str], entities: tuple[str, ...], registry: Registry) -> dict[str, float]:
+_TS, _AMOUNT = _FIELD_INDEX["ts_ms"], _FIELD_INDEX["amount"]
+
+
+def window_values(state: OnlineState, ts_ms: int, groups, small: float) -> dict[str, float]:
+    """groups: (entity, window, wanted features) of the windows to compute."""
     out: dict[str, float] = {}
-    small = registry.settings.small_amount
-    for (entity, window_ms), features in registry.by_entity_window.items():
-        if entity not in entities:
-            continue
-        wanted = [f for f in features if f.name in names]
-        if not wanted:
-            continue
-        events = state.events.get(entity)
-        window = events[bisect_left(events, ts_ms - window_ms, key=lambda e: e[0]) :] if events else []
-        amounts = [float(e[1][1]) for e in window]
+    for entity, window_ms, wanted in groups:
+        events = state.events.get(entity) or []
+        times, all_amounts = state.times_and_amounts(entity)
+        start = bisect_left(times, ts_ms - window_ms)
+        window, amounts = events[start:], all_amounts[start:]
+        total = sum(amounts)
         for f in wanted:
-            out[f.name] = _aggregate(window, amounts, f, small)
+            out[f.name] = _aggregate(window, amounts, total, f, small)
     return out
 
 
-def _aggregate(window: list[tuple[float, list[str]]], amounts: list[float], f: WindowFeature, small: float) -> float:
+def _aggregate(window: list[list[bytes]], amounts: list[float], total: float, f: WindowFeature, small: float) -> float:
     if not window:
         return 0.0
-    if f.aggregate == "count":
+    aggregate = f.aggregate
+    if aggregate == "count":
         return float(len(window))
-    if f.aggregate == "distinct":
-        i = _FIELD_INDEX[f.of]
-        return float(len({e[1][i] for e in window if e[1][i] != ""}))
-    if f.aggregate == "sum":
-        return sum(amounts)
-    if f.aggregate == "max":
+    if aggregate == "sum":
+        return total
+    if aggregate == "mean":
+        return total / len(amounts)
+    if aggregate == "max":
         return max(amounts)
-    if f.aggregate == "mean":
-        return sum(amounts) / len(amounts)
-    return float(sum(1 for a in amounts if a < small))
+    if aggregate == "small":
+        return float(sum(1 for a in amounts if a < small))
+    i = _FIELD_INDEX[f.of]
+    return float(len({e[i] for e in window if e[i]}))
 
 
-def history_feature_values(state: OnlineState, ts_ms: int, names: frozenset[str], registry: Registry) -> dict[str, float]:
+def history_feature_values(state: OnlineState, names: frozenset[str], registry: Registry) -> dict[str, float]:
     out: dict[str, float] = {}
-    day = ts_ms // DAY_MS
-    delay = registry.label_delay
     for f in registry.history:
         if f.name not in names:
             continue
-        buckets = state.history.get(f.entity)
-        if buckets is None:
+        sums = state.history.get(f.entity)
+        if sums is None:
             out[f.name] = 0.0
             continue
-        start = delay + 1 if f.delayed else 1
-        span = range(day - start - f.days + 1, day - start + 1)
-        count = sum(float(buckets.get(f"c:{d}") or 0) for d in span)
-        if f.aggregate == "count":
-            out[f.name] = count
-            continue
-        if f.delayed:
-            value = sum(float(buckets.get(f"f:{d}") or 0) for d in span)
-        else:
-            value = sum(int(buckets.get(f"s:{d}") or 0) for d in span) / 100
-        out[f.name] = value if f.aggregate == "frauds" else (value / count if count > 0 else 0.0)
+        count, cents, delayed_count, frauds = sums[f.days]
+        out[f.name] = {
+            "count": float(count),
+            "mean": cents / 100 / count if count else 0.0,
+            "frauds": float(frauds),
+            "fraud_rate": frauds / delayed_count if delayed_count else 0.0,
+        }[f.aggregate]
     return out
 
 
@@ -765,13 +813,26 @@ def ratio_values(features: dict[str, float], names: frozenset[str], registry: Re
     return {f.name: (amount / m if (m := features.get(f.mean, 0.0)) > 0 else 1.0) for f in registry.ratios if f.name in names and f.mean in features}
 
 
+def _plan(registry: Registry, names: frozenset[str], entities: tuple[str, ...]):
+    key = (names, entities)
+    if key not in registry.plans:
+        needed = names | {f.mean for f in registry.ratios if f.name in names} | {"amount"}
+        groups = tuple(
+            (entity, window_ms, wanted)
+            for (entity, window_ms), features in registry.by_entity_window.items()
+            if entity in entities and (wanted := tuple(f for f in features if f.name in needed))
+        )
+        registry.plans[key] = (needed, groups)
+    return registry.plans[key]
+
+
 def online_features(tx: dict, ts_ms: int, state: OnlineState, names: frozenset[str], entities: tuple[str, ...], registry: Registry) -> dict[str, float]:
     """Every named feature from the store's state (window features of the given entities)."""
-    needed = names | {f.mean for f in registry.ratios if f.name in names} | {"amount"}
+    needed, groups = _plan(registry, names, entities)
     out = {
         **row_features(tx, ts_ms, state, needed, registry),
-        **window_values(state, ts_ms, needed, entities, registry),
-        **history_feature_values(state, ts_ms, needed, registry),
+        **window_values(state, ts_ms, groups, registry.settings.small_amount),
+        **history_feature_values(state, needed, registry),
     }
     out.update(ratio_values(out, names, registry))
     return {n: v for n, v in out.items() if n in names}

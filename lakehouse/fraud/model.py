@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,7 @@ class Cascade:
     registry_spec: dict[str, Any]  # the feature settings the model was trained with
     layer2_thresholds: tuple[float, float] = (0.5, 0.9)  # review and block of layer 2 alone (the lift's reference)
 
-    @property
+    @cached_property  # read on every decision
     def registry(self) -> FeatureRegistry:
         return registry_from_spec(self.registry_spec)
 
@@ -81,7 +82,7 @@ class Cascade:
         directory.mkdir(parents=True, exist_ok=True)
         self.layer2.save_model(str(directory / "layer2.txt"))
         self.layer3.save_model(str(directory / "layer3.json"))
-        meta = {k: v for k, v in vars(self).items() if k not in ("layer2", "layer3")}
+        meta = {k: v for k, v in vars(self).items() if k not in ("layer2", "layer3", "registry")}
         (directory / "cascade.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod

@@ -32,7 +32,6 @@ import polars as pl
 from lakehouse.common.event_stream import Event, EventStream, KafkaEventStream, RedisEventStream
 from lakehouse.common.lake import Lake
 from lakehouse.fraud.features import (
-    DAY_MS,
     ENTITIES,
     EPOCH_KEY,
     LABEL_SCRIPT,
@@ -65,6 +64,7 @@ WARMING_KEY = "fraud:warming"  # held by the process re-warming the store
 DECISION_LOG_PARTS = "decision_log_parts"
 LABEL_LOG_PARTS = "label_log_parts"
 FIRST_ENTITIES = tuple(e for e in ENTITIES if e not in LAYER3_ONLY_ENTITIES)
+ALL_ENTITIES = tuple(ENTITIES)
 TX_FIELDS = (
     "tx_id", "customer_id", "card_id", "merchant_id", "channel", "amount", "device_id", "ip", "payee_iban", "country", "category",
     "lat", "lon", "customer_lat", "customer_lon",
@@ -113,7 +113,7 @@ def store_history(lake: Lake, registry: Registry, last_day: date) -> tuple[pl.Da
     """Everything the store should hold on `last_day`, from the lake: the transactions and the
     decision log of the days its windows reach (with the fraud labels known so far), and the
     labels that came through the stream."""
-    first = last_day - timedelta(days=registry.history_span[0] + 1)
+    first = last_day - timedelta(days=registry.history_span + 1)
     days = {(first + timedelta(days=i)).isoformat() for i in range((last_day - first).days + 1)}
 
     def read(name: str) -> pl.DataFrame | None:
@@ -212,9 +212,10 @@ class Decision:
 
 
 @lru_cache(maxsize=8)
-def _layer_names(cascade: Cascade) -> tuple[frozenset[str], frozenset[str]]:
-    """Features layer 2 and the rules need, and every feature of layer 3."""
-    return frozenset(cascade.layer2_features) | frozenset(rule_features(cascade.registry)), frozenset(cascade.layer3_features)
+def _layer_names(cascade: Cascade) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """Features layer 2 and the rules need, every feature of layer 3, and those layer 3 adds."""
+    first = frozenset(cascade.layer2_features) | frozenset(rule_features(cascade.registry))
+    return first, frozenset(cascade.layer3_features), frozenset(cascade.layer3_features) - first
 
 
 class Decider:
@@ -243,7 +244,7 @@ class Decider:
             self.breaker.failed()
             return None
         self.breaker.succeeded()
-        return parse_replies(plan, replies, ts_ms // DAY_MS, registry, state)
+        return parse_replies(plan, replies, registry, state)
 
     async def decide(self, tx: dict, ts_ms: int) -> tuple[Decision, dict[str, float]]:
         """The decision and the features it used."""
@@ -251,7 +252,7 @@ class Decider:
         model = self.model
         cascade = model.cascade
         registry = cascade.registry
-        names2, names3 = _layer_names(cascade)
+        names2, names3, added3 = _layer_names(cascade)
         state = await self._read(tx, ts_ms, FIRST_ENTITIES, registry)
         reason = None
         if state is None:
@@ -286,7 +287,7 @@ class Decider:
             if state is not None and low <= score <= high:
                 state = await self._read(tx, ts_ms, LAYER3_ONLY_ENTITIES, registry, state)
                 if state is not None:
-                    features.update(online_features(tx, ts_ms, state, names3 - names2, tuple(ENTITIES), registry))
+                    features.update(online_features(tx, ts_ms, state, added3, ALL_ENTITIES, registry))
                     x3 = np.array([[features.get(n, 0.0) for n in cascade.layer3_features]])
                     score = float(cascade.layer3.inplace_predict(x3)[0])
                     layer = 3

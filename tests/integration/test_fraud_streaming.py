@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
-from lakehouse.fraud.features import DAY_MS, ENTITIES, batch_features, online_features, parse_replies, read_commands, registry_for
+from lakehouse.fraud.features import ENTITIES, batch_features, online_features, parse_replies, read_commands, registry_for
 from lakehouse.fraud.online import STREAM_KEY, Decision, FeatureConsumer, epoch_ms, event_fields, label_fields
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days
@@ -75,7 +75,7 @@ def test_online_features_match_batch_features_on_sampled_transactions(transactio
                 pipe = client.pipeline(transaction=False)
                 ts_ms = epoch_ms(row["ts"])
                 plan = read_commands(pipe, row, ts_ms, tuple(ENTITIES), REGISTRY, first=True)
-                state = parse_replies(plan, await pipe.execute(), ts_ms // DAY_MS, REGISTRY)
+                state = parse_replies(plan, await pipe.execute(), REGISTRY)
                 online[row["tx_id"]] = online_features(row, ts_ms, state, names, tuple(ENTITIES), REGISTRY)
             pending.append(row)
         await client.aclose()
