@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows
+from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, Period
 from lakehouse.common.sources import Section
 
 CASE = "fraud"
@@ -194,12 +194,26 @@ class ServingSettings(Section):
     dedupe_ttl_s: int = 48 * 3600  # transaction ids already applied (idempotent replays)
 
 
+class FraudCalendar(Calendar):
+    """The case's calendar defaults (the demo world's month): setting one field keeps the other."""
+
+    start: date = date(2026, 11, 1)
+
+
+class FraudWindows(EvaluationWindows):
+    """Test: the last 3 days; validation: the 2 before; training: the rest after 1 warm-up day.
+    Setting some of them keeps the defaults of the others."""
+
+    test: Period = "3d"
+    validation: Period = "2d"
+    warmup: str | None = "1d"
+
+
 class FraudSettings(CaseSettings):
     case: ClassVar[str] = CASE
 
-    calendar: Calendar = Calendar(start=date(2026, 11, 1))
-    # Test: the last 3 days; validation: the 2 before; training: the rest after 1 warm-up day.
-    windows: EvaluationWindows = EvaluationWindows(test="3d", validation="2d", warmup="1d")
+    calendar: FraudCalendar = FraudCalendar()
+    windows: FraudWindows = FraudWindows()
     channels: tuple[str, ...] = ("card_present", "ecommerce", "transfer")
     ecommerce_channels: tuple[str, ...] = ("ecommerce",)
     transfer_channels: tuple[str, ...] = ("transfer",)  # their payee IBAN is an entity (mule accounts)

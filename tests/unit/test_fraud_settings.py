@@ -21,6 +21,7 @@ def test_defaults_are_the_seeds_figures_and_the_demo_worlds_calendar():
     assert s.calendar.start <= world.start_date and s.calendar.timezone == "UTC"
     windows = s.windows.resolve(world.start_date, world.start_date + timedelta(days=world.days - 1))
     assert windows["test"].days == 3 and windows["validation"].days == 2 and windows["train"].start == world.start_date + timedelta(days=1)
+    assert FraudSettings(windows={"test": "5d"}).windows.validation == "2d"  # one field set: the others keep their defaults
 
 
 def test_environment_and_sources_file_override_the_defaults(tmp_path, monkeypatch):
@@ -39,6 +40,8 @@ def test_environment_and_sources_file_override_the_defaults(tmp_path, monkeypatc
     windows = s.windows.resolve(date(2020, 1, 1), date(2025, 6, 1))
     assert windows["test"] == DateRange(start=date(2024, 1, 1), end=date(2024, 12, 31))
     assert registry_for(s).label_delay == 10
+    monkeypatch.setenv("LAKEHOUSE_FRAUD_CALENDAR__TIMEZONE", "America/New_York")  # one field: the sources file's start stays
+    assert FraudSettings().calendar.start == date(2020, 1, 1) and FraudSettings().calendar.timezone == "America/New_York"
     with pytest.raises(ValueError, match="positive whole numbers of seconds"):
         FraudSettings(features={"windows": [0]})
     with pytest.raises(ValueError):
