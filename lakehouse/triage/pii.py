@@ -33,16 +33,21 @@ PLACEHOLDERS = {
     "name": "[NAME]",
 }
 
-EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]{1,64}@[A-Za-z0-9-]{1,63}\.[A-Za-z0-9.-]{1,190}")
+# Each pattern starts with a character class and checks what precedes it with a look-behind after that
+# first character, so the regex engine skips ahead to candidate characters instead of trying every position.
+EMAIL = re.compile(r"[\w.%+-](?<![\w.%+-][\w.%+-])[\w.%+-]{0,63}@[A-Za-z0-9-]{1,63}\.[A-Za-z0-9.-]{1,190}")
 # An IBAN starts with a country code and two check digits, then 11 to 30 letters or digits in
 # groups of any size; the candidate runs on and is cut where stdnum finds a valid number.
-IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}[A-Za-z0-9 ]{11,45}")
+IBAN = re.compile(r"[A-Za-z](?<![A-Za-z0-9][A-Za-z])[A-Za-z][0-9]{2}[A-Za-z0-9 ]{11,45}")
 # 13 to 19 digits in one run, or printed in groups: 4-4-4-4(-1..3) or 4-6-4/5.
-CARD = re.compile(r"(?<![\w-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{4,5})(?![\w-])")
-PHONE = re.compile(r"(?<![\w+(-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d[\d .-]{5,20}\d(?![\w-])")
+CARD = re.compile(r"\d(?<![\w-]\d)(?:\d{12,18}|\d{3}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?|\d{3}[ -]\d{6}[ -]\d{4,5})(?![\w-])")
+# +country (area) digits, (area) digits, or digits: 9 to 15 digits with spaces, dots or dashes.
+PHONE = re.compile(
+    r"(?:\+(?<![\w+(-]\+)\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d|\((?<![\w+(-]\()\d{1,5}\)[ .-]?\d|\d(?<![\w+(-]\d))[\d .-]{5,20}\d(?![\w-])"
+)
 STREET_TYPES = r"(?:Street|St\.?|Road|Rd\.?|Avenue|Ave\.?|Lane|Drive|Court|Boulevard|Way|Place|Square)"
 ADDRESS = re.compile(
-    rf"(?<!\w)\d{{1,5}},? [A-Z][a-z]{{1,30}}(?: [A-Z][a-z]{{1,30}}){{0,2}} {STREET_TYPES}\b"
+    rf"\d(?<!\w\d)\d{{0,4}},? [A-Z][a-z]{{1,30}}(?: [A-Z][a-z]{{1,30}}){{0,2}} {STREET_TYPES}\b"
     r"(?:,? [A-Z][a-z]{1,30}(?: [A-Z][a-z]{1,30})?)?"  # city
     r"(?:,? [A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}|,? \d{5})?"  # UK or 5-digit postcode
 )
