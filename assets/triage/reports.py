@@ -5,7 +5,7 @@ import dagster as dg
 from assets.common import OWNERS, markdown_table
 from assets.triage.raw import LABELS_KEY
 from assets.triage.routing import ROUTES_KEY
-from lakehouse.triage.pipeline import CASE, evaluation_report, read_months, roi
+from lakehouse.triage.pipeline import CASE, MONTH, evaluation_report, read_months, roi
 from lakehouse.triage.roi import report_markdown
 from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource
@@ -27,6 +27,8 @@ def triage_evaluation_report(context: dg.AssetExecutionContext, lakehouse: Lakeh
     import polars as pl
 
     settings, lake = TriageSettings(), lakehouse.lake
+    if not lake.partitions(CASE, "ticket_routes", MONTH):
+        return dg.MaterializeResult(metadata={"months": "none routed yet"})
     result = evaluation_report(read_months(lake, "ticket_routes"), read_months(lake, "agent_labels"), settings)
     m = result.metrics
     lake.write(pl.DataFrame([{**m, "months": ",".join(result.months)}]), CASE, "evaluation_report")
@@ -62,6 +64,8 @@ def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) 
     import polars as pl
 
     settings, lake = TriageSettings(), lakehouse.lake
+    if not lake.partitions(CASE, "ticket_routes", MONTH):
+        return dg.MaterializeResult(metadata={"months": "none routed yet"})
     routes = read_months(lake, "ticket_routes")
     result = roi(routes, read_months(lake, "agent_labels"), settings)
     row = {k: (",".join(v) if isinstance(v, list) else v) for k, v in result.to_dict().items()}

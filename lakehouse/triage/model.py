@@ -162,7 +162,6 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     then fit the temperature and the out-of-scope threshold on `validation_df`."""
     _offline()
     import torch
-    from datasets.utils import logging as datasets_logging
     from setfit import SetFitModel
     from transformers.utils import logging as transformers_logging
 
@@ -172,7 +171,6 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
         raise ValueError("training needs at least two categories")
     torch.set_num_threads(threads())
     torch.manual_seed(t.seed)
-    datasets_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     started = time.perf_counter()
@@ -180,17 +178,8 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
         str(body_path()), labels=categories, use_differentiable_head=True, head_params={"out_features": len(categories)}
     )
     steps = training_plan(train_df.height, settings)
-    # The step budget as data: `steps` batches drawn by passes over the shuffled tickets.
-    rng = np.random.default_rng(t.seed)
-    order = np.concatenate([rng.permutation(train_df.height) for _ in range(math.ceil(steps * t.batch_size / train_df.height))])
-    order = order[: steps * t.batch_size]
-    texts = train_df["text"].to_numpy()[order].tolist()
     index = {c: i for i, c in enumerate(categories)}
-    labels = [index[c] for c in train_df["category"].to_numpy()[order]]
-    model.fit(
-        texts, labels, num_epochs=1, batch_size=t.batch_size, body_learning_rate=t.learning_rate,
-        head_learning_rate=100 * t.learning_rate, end_to_end=True, max_length=t.max_tokens, show_progress_bar=False,
-    )
+    fine_tune(model, train_df["text"].to_list(), [index[c] for c in train_df["category"]], steps, settings)
     seconds = time.perf_counter() - started
     directory = Path(directory or tempfile.mkdtemp(prefix="triage-classifier-"))
     export(model, directory, settings)
@@ -201,6 +190,34 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
     return Trained(directory, classifier, seconds, train_df.height, steps, temperature, threshold)
+
+
+def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings) -> None:
+    """Body and softmax head trained together with cross-entropy for `steps` batches drawn by passes over the
+    shuffled tickets. SetFit's own `fit` pads every batch to the longest allowed length; here each batch is
+    padded to its own longest ticket, which is several times less work on short tickets."""
+    import torch
+
+    t = settings.training
+    body, head = model.model_body, model.model_head
+    body.train()
+    head.train()
+    optimizer = torch.optim.AdamW(
+        [{"params": body.parameters(), "lr": t.learning_rate}, {"params": head.parameters(), "lr": 100 * t.learning_rate}], weight_decay=0.01
+    )
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(t.seed)
+    order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(steps * t.batch_size / len(texts)))])
+    for step in range(steps):
+        rows = order[step * t.batch_size : (step + 1) * t.batch_size]
+        features = body.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=t.max_tokens, return_tensors="pt")
+        embedding = torch.nn.functional.normalize(body(dict(features))["sentence_embedding"], p=2, dim=1)
+        loss = loss_fn(head(embedding)[0], torch.tensor([labels[i] for i in rows]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    body.eval()
+    head.eval()
 
 
 def export(model, directory: Path, settings: TriageSettings) -> None:
