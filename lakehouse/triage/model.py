@@ -163,6 +163,7 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     _offline()
     import torch
     from setfit import SetFitModel
+    from setfit import logging as setfit_logging
     from transformers.utils import logging as transformers_logging
 
     t = settings.training
@@ -174,9 +175,12 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     started = time.perf_counter()
-    model = SetFitModel.from_pretrained(
-        str(body_path()), labels=categories, use_differentiable_head=True, head_params={"out_features": len(categories)}
-    )
+    setfit_logging.set_verbosity_error()  # the new head's "initialising with random weights" is the point of training
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = SetFitModel.from_pretrained(
+            str(body_path()), labels=categories, use_differentiable_head=True, head_params={"out_features": len(categories)}
+        )
     steps = training_plan(train_df.height, settings)
     index = {c: i for i, c in enumerate(categories)}
     fine_tune(model, train_df["text"].to_list(), [index[c] for c in train_df["category"]], steps, settings)
