@@ -48,15 +48,16 @@ BASELINE_NAMES = {
 
 
 def sources_file(home: Path, slice: bool) -> Path:
-    """The kit's sources file; for a slice, a copy (beside the original, so its folder still resolves) with a filter."""
+    """The kit's sources file; for a slice, a copy in the home (folder made absolute) with a filter on each table."""
     if not slice:
         return SOURCES
     import yaml
 
     spec = yaml.safe_load(SOURCES.read_text())
+    spec["triage"]["folder"] = str((SOURCES.parent / spec["triage"]["folder"]).resolve())
     for table in spec["triage"]["tables"].values():
         table["filter"] = SLICE_FILTER
-    path = SOURCES.with_name(f".triage-slice-{os.getpid()}-{home.name}.yaml")
+    path = home / "triage-slice.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -65,14 +66,10 @@ def run(home: Path, slice: bool) -> dict:
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     sources = sources_file(home, slice)
-    try:
-        env = clean_env(LAKEHOUSE_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), LAKEHOUSE_SOURCES=str(sources), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        env = {k: v for k, v in env.items() if not k.startswith("LAKEHOUSE_TRIAGE_")}
-        args = ["--worker", "--home", str(home), *(["--slice"] if slice else [])]
-        measured = run_worker("bench.realdata_triage", args, env=env, workdir=home, tag="realdata_triage")
-    finally:
-        if sources != SOURCES:
-            sources.unlink(missing_ok=True)
+    env = clean_env(LAKEHOUSE_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), LAKEHOUSE_SOURCES=str(sources), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = {k: v for k, v in env.items() if not k.startswith("LAKEHOUSE_TRIAGE_")}
+    args = ["--worker", "--home", str(home), *(["--slice"] if slice else [])]
+    measured = run_worker("bench.realdata_triage", args, env=env, workdir=home, tag="realdata_triage")
     if not measured.ok:
         raise RuntimeError(f"the triage real-data run failed ({measured.killed or measured.returncode}):\n{measured.log_tail}")
     return {**measured.result, "wall_s": round(measured.wall_s, 1), "peak_rss_mib": round(measured.max_rss_bytes / 2**20)}

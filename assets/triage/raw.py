@@ -91,6 +91,12 @@ def triage_tickets(context: dg.AssetExecutionContext, config: TicketsConfig, lak
     months = dg.MetadataValue.md(markdown_table(summary))
     yield dg.MaterializeResult(
         asset_key=CLEAN_KEY,
-        metadata={"dagster/row_count": int(summary["tickets"].sum()), "source": raw.origin, "pii_replaced": int(summary["pii_replaced"].sum()), "months": months},
+        metadata={
+            "dagster/row_count": int(summary["tickets"].sum()),
+            "source": raw.origin,
+            "pii_replaced": int(summary["pii_replaced"].sum()),
+            "tickets_of_other_months_skipped": result.skipped,
+            "months": months,
+        },
     )
     yield dg.MaterializeResult(asset_key=LABELS_KEY, metadata={"dagster/row_count": int(summary["labelled"].sum()), "source": raw.origin})

@@ -119,9 +119,10 @@ def partition_key(settings: TriageSettings, column: str = "created_at") -> pl.Ex
 
 def split_months(
     raw: RawTables, selected: list[str], allowed: list[str], settings: TriageSettings, lake: Lake, *, replace_with_empty: bool = False
-) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+) -> tuple[dict[str, tuple[pl.DataFrame, pl.DataFrame]], int]:
     """(tickets, labels) of each selected month (labels go with their ticket's month), refusing rows of months
-    outside the calendar or the selection, and selected months without tickets, before anything is written."""
+    outside the calendar or the selection, and selected months without tickets, before anything is written;
+    and the count of tickets of other months skipped (`rows_outside_selection: skip`)."""
     hint = TriageSettings.where("calendar.start")
     tickets = split_partitions(
         raw.tickets, partition_key(settings), selected=selected, allowed=allowed, label=raw.tickets_label, table="tickets",
@@ -140,7 +141,7 @@ def split_months(
             f"no label for the tickets of {', '.join(emptied[:10])}, which have stored labels: the stored labels are kept. "
             "Run with `replace_with_empty: true` to store them empty on purpose",
         )
-    return {k: (tickets.frames[k], labels.frames[k].drop("__created_at")) for k in selected}
+    return {k: (tickets.frames[k], labels.frames[k].drop("__created_at")) for k in selected}, tickets.skipped_rows
 
 
 def _stored_rows(lake: Lake, name: str, month: str) -> int:
@@ -172,11 +173,12 @@ class Ingested:
     summary: pl.DataFrame  # per month: tickets, labelled, PII items replaced
     check: CheckOutcome  # no_pii_left, from the independent detector
     written: bool  # the months were stored (only when the check passed)
+    skipped: int  # tickets of months the run did not select (a growing file loaded month by month)
 
 
 def ingest(raw: RawTables, selected: list[str], allowed: list[str], settings: TriageSettings, lake: Lake, *, replace_with_empty: bool = False) -> Ingested:
     """Split, scrub and audit the selected months; store them only when the audit finds no personal data left."""
-    months = split_months(raw, selected, allowed, settings, lake, replace_with_empty=replace_with_empty)
+    months, skipped = split_months(raw, selected, allowed, settings, lake, replace_with_empty=replace_with_empty)
     people = KnownPeople.from_records(raw.customers.to_dicts()) if raw.customers is not None else KnownPeople()
     tables, rows, residual = {}, [], {}
     for key, (tickets, labels) in months.items():
@@ -198,7 +200,8 @@ def ingest(raw: RawTables, selected: list[str], allowed: list[str], settings: Tr
     )
     if check.passed:
         lake.write_many(tables)
-    return Ingested(pl.DataFrame(rows, schema={"month": pl.String, "tickets": pl.Int64, "labelled": pl.Int64, "pii_replaced": pl.Int64}), check, check.passed)
+    summary = pl.DataFrame(rows, schema={"month": pl.String, "tickets": pl.Int64, "labelled": pl.Int64, "pii_replaced": pl.Int64})
+    return Ingested(summary, check, check.passed, skipped)
 
 
 def read_months(lake: Lake, name: str, months: list[str] | None = None) -> pl.DataFrame:
