@@ -10,8 +10,9 @@ in the sources file (`triage.settings`) or in `LAKEHOUSE_TRIAGE_*` variables.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from lakehouse.common.settings import Calendar, CaseSettings, DateRange, Economics, Period, back, parse_duration
 from lakehouse.common.sources import Section
@@ -33,6 +34,15 @@ SEED_TEAMS = {
 }
 
 
+def _checked(period: Period) -> Period:
+    if isinstance(period, str):
+        parse_duration(period)
+    return period
+
+
+CheckedPeriod = Annotated[Period, AfterValidator(_checked)]
+
+
 class TrainingSettings(Section):
     """What a training learns from, and its CPU budget.
 
@@ -45,20 +55,13 @@ class TrainingSettings(Section):
     tickets: int | None = None  # the most recent N validated tickets; None: every validated ticket (seed: 3,000)
     holdout_share: float = Field(0.1, ge=0.0, lt=1.0)  # kept out of training forever, by a stable hash of the ticket id
     validation_share: float = Field(0.2, gt=0.0, lt=1.0)  # newest share of the training window, when `validation` is not set
-    validation: Period | None = None  # dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times
+    validation: CheckedPeriod | None = None  # dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times
     epochs: float = Field(1.0, gt=0.0)  # passes over the training tickets (fine-tuning body and head together)
     max_steps: int = Field(1_500, ge=1)  # at most this many optimisation steps: the CPU budget (about 0.15 s a step on 2 cores)
     batch_size: int = Field(32, ge=2)
     max_tokens: int = Field(64, ge=8)  # tokens per ticket read in training
     learning_rate: float = Field(5e-5, gt=0.0)  # of the body; the head learns 100x faster
     seed: int = 0
-
-    @field_validator("validation")
-    @classmethod
-    def _period(cls, value):
-        if isinstance(value, str):
-            parse_duration(value)
-        return value
 
     def validation_window(self, as_of: datetime) -> DateRange | None:
         """The validation period as dates, for a training whose cut-off is `as_of` (exclusive)."""
@@ -132,16 +135,9 @@ class TriageSettings(CaseSettings):
     gate: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     inference: InferenceSettings = InferenceSettings()
-    evaluation: Period = "3mo"  # the evaluation report's months: dates, or a duration back from the latest routed month
+    evaluation: CheckedPeriod = "3mo"  # the evaluation report's months: dates, or a duration back from the latest routed month
     economics: TriageEconomics = TriageEconomics()
     registered_model_name: str = "triage_classifier"
-
-    @field_validator("evaluation")
-    @classmethod
-    def _evaluation(cls, value):
-        if isinstance(value, str):
-            parse_duration(value)
-        return value
 
     def team(self, category: str) -> str:
         return self.teams.get(category, category)
