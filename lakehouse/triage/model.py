@@ -79,27 +79,32 @@ class TriageClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads()
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: no CPU burnt on a shared machine
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(directory / BODY_FILE), options, providers=["CPUExecutionProvider"])
         self.in_scope = np.array([c != self.out_of_scope for c in self.categories])
 
     load = classmethod(lambda cls, directory, **kwargs: cls(directory, **kwargs))
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Normalised sentence embeddings, in the order of `texts`."""
+    def batches(self, texts: list[str]):
+        """(rows, inputs) of each batch: texts tokenized one by one, grouped by length, padded to the batch's longest."""
         encodings = self.tokenizer.encode_batch(texts)
         lengths = np.array([len(e.ids) for e in encodings])
         order = np.argsort(lengths, kind="stable")
-        out = np.empty((len(texts), self.session.get_outputs()[0].shape[-1]), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             rows = order[start : start + self.batch_size]
-            width = int(lengths[rows].max())
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
+            ids = np.zeros((len(rows), int(lengths[rows].max())), dtype=np.int64)
+            mask = np.zeros_like(ids)
             for i, row in enumerate(rows):
                 ids[i, : lengths[row]] = encodings[row].ids
                 mask[i, : lengths[row]] = 1
-            out[rows] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            yield rows, {"input_ids": ids, "attention_mask": mask}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Normalised sentence embeddings, in the order of `texts`."""
+        out = np.empty((len(texts), self.weights.shape[1]), dtype=np.float32)
+        for rows, inputs in self.batches(texts):
+            out[rows] = self.session.run(None, inputs)[0]
         return out
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
@@ -157,7 +162,7 @@ def training_plan(rows: int, settings: TriageSettings) -> int:
     return max(1, min(t.max_steps, math.ceil(t.epochs * rows / t.batch_size)))
 
 
-def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageSettings, directory: Path | None = None) -> Trained:
+def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageSettings, directory: Path | None = None, log=lambda message: None) -> Trained:
     """Fine-tune body and head on `train_df` (text, category) within the step budget, export the body to ONNX,
     then fit the temperature and the out-of-scope threshold on `validation_df`."""
     _offline()
@@ -183,10 +188,12 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
         )
     steps = training_plan(train_df.height, settings)
     index = {c: i for i, c in enumerate(categories)}
-    fine_tune(model, train_df["text"].to_list(), [index[c] for c in train_df["category"]], steps, settings)
+    fine_tune(model, train_df["text"].to_list(), [index[c] for c in train_df["category"]], steps, settings, log)
     seconds = time.perf_counter() - started
     directory = Path(directory or tempfile.mkdtemp(prefix="triage-classifier-"))
     export(model, directory, settings)
+    if settings.inference.quantize:
+        quantize(directory, train_df["text"].sample(min(train_df.height, 512), seed=t.seed).to_list(), settings)
     classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
     temperature, threshold = calibrate(classifier, validation_df, settings)
     np.savez(directory / HEAD_FILE, weights=classifier.weights, bias=classifier.bias, temperature=np.float64(temperature))
@@ -196,7 +203,7 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     return Trained(directory, classifier, seconds, train_df.height, steps, temperature, threshold)
 
 
-def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings) -> None:
+def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, log=lambda message: None) -> None:
     """Body and softmax head trained together with cross-entropy for `steps` batches drawn by passes over the
     shuffled tickets. SetFit's own `fit` pads every batch to the longest allowed length; here each batch is
     padded to its own longest ticket, which is several times less work on short tickets."""
@@ -220,6 +227,8 @@ def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(f"step {step + 1}/{steps}: loss {loss.item():.3f}")
     body.eval()
     head.eval()
 
@@ -264,6 +273,30 @@ def export(model, directory: Path, settings: TriageSettings) -> None:
         "body": "all-MiniLM-L6-v2, fine-tuned",
     }
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+
+
+def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> None:
+    """The body in static int8: weights per channel, and activation scales fixed once on sample tickets (not
+    per batch, as dynamic quantization does), so a ticket's answer stays independent of its batch."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    body, prepared = directory / BODY_FILE, directory / "body-prepared.onnx"
+    inputs = [batch for _, batch in TriageClassifier(directory, batch_size=32, max_tokens=settings.inference.max_tokens).batches(texts)]
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(inputs)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quant_pre_process(str(body), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared), str(body), Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+    )
+    prepared.unlink()
 
 
 def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, settings: TriageSettings) -> tuple[float, float]:

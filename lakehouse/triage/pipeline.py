@@ -356,7 +356,7 @@ def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, 
 
     train_rows, validation = training.filter(pl.col("split") == "train"), training.filter(pl.col("split") == "validation")
     log(f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), validating on {validation.height}")
-    trained = train(train_rows, validation, settings)
+    trained = train(train_rows, validation, settings, log=log)
     try:
         log(f"trained in {trained.train_seconds:.0f} s ({trained.steps} steps); temperature {trained.temperature:.2f}, out-of-scope threshold {trained.out_of_scope_threshold:.3f}")
         scores = score(trained.classifier, validation, settings)

@@ -99,8 +99,9 @@ class MonitoringSettings(Section):
 
 
 class InferenceSettings(Section):
-    max_tokens: int = Field(64, ge=8)  # tokens per ticket read when scoring (subject and first sentences carry the category)
+    max_tokens: int = Field(32, ge=8)  # tokens per ticket read when scoring (subject and first sentences carry the category)
     batch_size: int = Field(64, ge=1)
+    quantize: bool = True  # static int8 body (activation scales fixed on sample tickets); False: float32
 
 
 class TriageEconomics(Economics):
