@@ -91,7 +91,6 @@ def work(home: Path, slice: bool) -> dict:
     import definitions
     from assets.triage import ASSETS, CHECKS
     from assets.triage.shared import monthly
-    from demos import range_tags
     from lakehouse.common.settings import DateRange
     from lakehouse.common.sources import load_sources
     from lakehouse.triage.pipeline import CASE
@@ -117,7 +116,8 @@ def work(home: Path, slice: bool) -> dict:
 
     # 1. Backfill the ingestion over the file's months, one run (the asset's backfill policy).
     months = [k for k in monthly.get_partition_keys() if k <= window.end.isoformat()]
-    materialize("key:triage/tickets_clean or key:triage/agent_labels", tags=range_tags(months[0], months[-1]))
+    backfill = {"dagster/asset_partition_range_start": months[0], "dagster/asset_partition_range_end": months[-1]}
+    materialize("key:triage/tickets_clean or key:triage/agent_labels", tags=backfill)
     timings["ingest_s"] = time.perf_counter() - started
 
     # 2. The quarterly retraining's tick that precedes the evaluation window.
