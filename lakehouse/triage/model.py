@@ -195,6 +195,8 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     if settings.inference.quantize:
         quantize(directory, train_df["text"].sample(min(train_df.height, 512), seed=t.seed).to_list(), settings)
     classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+    fit_head(classifier, train_df, directory, settings)
+    classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
     temperature, threshold = calibrate(classifier, validation_df, settings)
     np.savez(directory / HEAD_FILE, weights=classifier.weights, bias=classifier.bias, temperature=np.float64(temperature))
     config = {**classifier.config, "out_of_scope_threshold": threshold}
@@ -297,6 +299,21 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
     )
     prepared.unlink()
+
+
+def fit_head(classifier: TriageClassifier, train_df: pl.DataFrame, directory: Path, settings: TriageSettings) -> None:
+    """A logistic-regression head refitted to convergence on the fine-tuned body's embeddings of every training
+    ticket, as served (the softmax head trained with the body sees each ticket once, and stays short of it)."""
+    from sklearn.linear_model import LogisticRegression
+
+    embeddings = classifier.embed(train_df["text"].to_list())
+    head = LogisticRegression(C=settings.training.head_c, max_iter=2000).fit(embeddings, train_df["category"].to_numpy())
+    weights, bias = head.coef_.astype(np.float32), head.intercept_.astype(np.float32)
+    if len(head.classes_) == 2:  # the binary case has one row: the second class against the first
+        weights, bias = np.vstack([-weights / 2, weights / 2]), np.array([-bias[0] / 2, bias[0] / 2], dtype=np.float32)
+    np.savez(directory / HEAD_FILE, weights=weights, bias=bias, temperature=np.float64(1.0))
+    config = {**classifier.config, "categories": head.classes_.tolist()}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
 
 def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, settings: TriageSettings) -> tuple[float, float]:

@@ -61,6 +61,7 @@ class TrainingSettings(Section):
     batch_size: int = Field(32, ge=2)
     max_tokens: int = Field(64, ge=8)  # tokens per ticket read in training
     learning_rate: float = Field(5e-5, gt=0.0)  # of the body; the head learns 100x faster
+    head_c: float = Field(10.0, gt=0.0)  # inverse regularisation of the logistic head refitted on the fine-tuned body
     seed: int = 0
 
     def validation_window(self, as_of: datetime) -> DateRange | None:
