@@ -84,8 +84,6 @@ class TriageClassifier:
         self.session = ort.InferenceSession(str(directory / BODY_FILE), options, providers=["CPUExecutionProvider"])
         self.in_scope = np.array([c != self.out_of_scope for c in self.categories])
 
-    load = classmethod(lambda cls, directory, **kwargs: cls(directory, **kwargs))
-
     def batches(self, texts: list[str]):
         """(rows, inputs) of each batch: texts tokenized one by one, grouped by length, padded to the batch's longest."""
         encodings = self.tokenizer.encode_batch(texts)
