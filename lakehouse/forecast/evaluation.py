@@ -173,18 +173,43 @@ def level_accuracy(rows: pl.DataFrame, stores: pl.DataFrame, settings: ForecastS
     return pl.DataFrame(out)
 
 
-def select_routing(report: pl.DataFrame, settings: ForecastSettings) -> tuple[dict[str, str], pl.DataFrame]:
-    """Per segment, the candidate with the lowest WAPE at the evaluation step (the seed's model on ties
-    or when the segment had no validation rows)."""
-    at = report.filter((pl.col("step") == settings.eval_step) & pl.col("model").is_in([m for s in SEGMENTS for m in CANDIDATES[s]]))
-    routing, rows = {}, []
+def select_routing(rows: pl.DataFrame, settings: ForecastSettings) -> tuple[dict[str, str], pl.DataFrame]:
+    """Per segment, the model that forecasts it: the global LightGBM, unless the segment's specialist
+    (the seed's model) is significantly better at the evaluation step on the validation rows: lower
+    WAPE and a one-sided Wilcoxon signed-rank test over the segment's series (their absolute errors
+    summed over the window) below `models.selection_alpha`. A segment is a few series to a few thousand:
+    a lower WAPE alone on one window is too often noise to justify a model of its own."""
+    from scipy.stats import wilcoxon
+
+    if settings.models.selection == "seed":
+        return dict(SEED_MODELS), pl.DataFrame(schema=_SELECTION)
+    at = rows.filter(pl.col("step") == settings.eval_step)
+    routing, table = {}, []
     for segment in SEGMENTS:
-        scores = {r["model"]: r["wape"] for r in at.filter(pl.col("segment") == segment).iter_rows(named=True) if r["wape"] is not None}
-        seed = SEED_MODELS[segment]
-        best = min(scores, key=lambda m: (scores[m], m != seed)) if scores else seed
-        routing[segment] = best if settings.models.selection == "validation" else seed
-        rows += [{"segment": segment, "model": m, "wape": w, "chosen": m == routing[segment]} for m, w in sorted(scores.items())]
-    return routing, pl.DataFrame(rows, schema={"segment": pl.String, "model": pl.String, "wape": pl.Float64, "chosen": pl.Boolean})
+        part = at.filter(pl.col("segment") == segment)
+        routing[segment] = LIGHTGBM
+        best = None
+        for model in (m for m in CANDIDATES[segment] if m in part.columns):
+            both = part.drop_nulls([model, LIGHTGBM])
+            if both.is_empty():
+                continue
+            wape = both.select(_errors(model)[0]).item()
+            p_value = None
+            if model != LIGHTGBM:
+                per = both.group_by("unique_id").agg(ours=(pl.col(model) - pl.col("actual")).abs().sum(), global_=(pl.col(LIGHTGBM) - pl.col("actual")).abs().sum())
+                diff = per["ours"] - per["global_"]
+                p_value = float(wilcoxon(per["ours"].to_numpy(), per["global_"].to_numpy(), alternative="less").pvalue) if (diff != 0).sum() >= 5 else 1.0
+                lgbm = both.select(_errors(LIGHTGBM)[0]).item()
+                if p_value < settings.models.selection_alpha and wape < lgbm and (best is None or wape < best[1]):
+                    best = (model, wape)
+            table.append({"segment": segment, "model": model, "wape": wape, "p_value_vs_lightgbm": p_value, "series": both["unique_id"].n_unique()})
+        if best is not None:
+            routing[segment] = best[0]
+    selection = pl.DataFrame(table, schema=_SELECTION).with_columns(chosen=pl.col("model") == pl.col("segment").replace_strict(routing, return_dtype=pl.String))
+    return routing, selection
+
+
+_SELECTION = {"segment": pl.String, "model": pl.String, "wape": pl.Float64, "p_value_vs_lightgbm": pl.Float64, "series": pl.Int64, "chosen": pl.Boolean}
 
 
 # --------------------------------------------------------------------------- the gate

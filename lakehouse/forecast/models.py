@@ -305,8 +305,10 @@ def forecast_candidates(
     wide = wide.with_columns(model=pl.when(pl.col("key").is_in(list(fallback))).then(pl.lit(FAMILY)).otherwise(pl.col("model")))
     wide = wide.with_columns(yhat=pl.coalesce(*[pl.when(pl.col("model") == m).then(pl.col(m)) for m in MODELS])).with_columns([pl.col(m).clip(0.0) for m in (*MODELS, "yhat")])
     if which == "all":
-        return wide.join(seasonal_naive(recent, horizon, periods), on=["key", "step"], how="left").select(*_columns(which))
-    return wide.drop_nulls("yhat").select(*_columns(which))
+        wide = wide.join(seasonal_naive(recent, horizon, periods), on=["key", "step"], how="left")
+    else:
+        wide = wide.drop_nulls("yhat")
+    return wide.select(*_columns(which)).sort("unique_id", "origin", "step")
 
 
 def _columns(which: str) -> list[str]:
@@ -378,7 +380,8 @@ def _lightgbm_forecasts(models: FittedModels, data: CaseData, keys: pl.DataFrame
 def _family_forecasts(models: FittedModels, products: pl.DataFrame, keys: pl.DataFrame, recent: pl.DataFrame, hist: pl.DataFrame, lgbm: pl.DataFrame, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
     """New products: the mean of established series of the same reference group in the same store at the
     origin, weighing 1 at the first sale and fading to 0 after `family_fade`, blended with LightGBM
-    (the group mean alone while LightGBM has too little history)."""
+    (the group mean alone while LightGBM has too little history; the product's own recent mean when
+    the group has no established product either)."""
     schema = {"key": pl.String, "step": pl.Int32, "yhat": pl.Float64, "model": pl.String}
     if keys.is_empty():
         return pl.DataFrame(schema=schema)
@@ -390,9 +393,11 @@ def _family_forecasts(models: FittedModels, products: pl.DataFrame, keys: pl.Dat
     window = recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span)).join(established, on="unique_id").join(groups, on="sku_id", how="left")
     by = ["origin", "store_id"] + ([group] if group else [])
     means = window.group_by(by).agg(group_mean=pl.col("y").mean())
+    own_mean = recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span)).group_by("key").agg(own_mean=pl.col("y").mean())
     fade = max(settings.days(settings.models.family_fade) // cadence.days, 1)
     first = first_sales(hist)
-    target = keys.select("key", "unique_id", "store_id", "sku_id", "origin").join(groups, on="sku_id", how="left").join(means, on=by, how="left").join(first, on="unique_id", how="left")
+    target = keys.select("key", "unique_id", "store_id", "sku_id", "origin").join(groups, on="sku_id", how="left").join(means, on=by, how="left")
+    target = target.join(own_mean, on="key", how="left").join(first, on="unique_id", how="left")
     target = target.with_columns(own=pl.when(pl.col("first_sale") <= pl.col("origin")).then((pl.col("origin") - pl.col("first_sale")).dt.total_days() // cadence.days).otherwise(0))
     frame = target.join(pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross").join(lgbm, on=["key", "step"], how="left")
     weight = (1 - pl.col("own") / fade).clip(0.0, 1.0)
@@ -401,7 +406,7 @@ def _family_forecasts(models: FittedModels, products: pl.DataFrame, keys: pl.Dat
         .when(pl.col("group_mean").is_null()).then(pl.col("yhat"))
         .otherwise(weight * pl.col("group_mean") + (1 - weight) * pl.col("yhat"))
     )
-    return frame.select("key", "step", yhat.fill_null(0.0).alias("yhat"), model=pl.lit(FAMILY))
+    return frame.select("key", "step", pl.coalesce(yhat, "own_mean", pl.lit(0.0)).alias("yhat"), model=pl.lit(FAMILY))
 
 
 def seasonal_naive(recent: pl.DataFrame, horizon: int, periods: Periods) -> pl.DataFrame:

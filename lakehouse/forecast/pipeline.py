@@ -217,12 +217,12 @@ def refit(data: CaseData, settings: ForecastSettings, registry: Registry, run_na
     periods = periods_of(settings, data.sales)
     as_of = as_of or data.last_day
     known = data.until(as_of)
-    routing, selection = None, pl.DataFrame(schema={"segment": pl.String, "model": pl.String, "wape": pl.Float64, "chosen": pl.Boolean})
+    rows = None
     if settings.models.selection == "validation":
         window = windows(known, settings)["validation"]
         log(f"model selection on the validation window {window.start} .. {window.end}")
-        rows, info = rolling_forecasts(known, window, settings, periods, log=log)
-        routing, selection = select_routing(accuracy(rows, info["train"], settings, periods), settings)
+        rows, _ = rolling_forecasts(known, window, settings, periods, log=log)
+    routing, selection = select_routing(rows, settings)
     fitted = fit_models(known, as_of, settings, periods, routing=routing, log=log)
     fitted.selection = selection
     version, run_id = log_models(registry, fitted, settings, run_name)

@@ -89,7 +89,8 @@ class ModelSettings(Section):
     arima: dict = Field(default_factory=lambda: {"max_p": 2, "max_q": 2, "max_P": 1, "max_Q": 1, "approximation": True})
     family_fade: str = "8w"  # new products: the reference group's mean fades out over this much own history
     family_mean_window: str = "4w"
-    selection: Literal["validation", "seed"] = "validation"  # per segment: best candidate on the validation window, or the seed's
+    selection: Literal["validation", "seed"] = "validation"  # per segment: chosen on the validation window, or the seed's model
+    selection_alpha: float = 0.05  # a specialist replaces the global model only when significantly better (Wilcoxon)
     engine: Literal["local", "dask"] = "local"  # dask: the statistical fits run on a Dask cluster through fugue
     dask_scheduler: str | None = None
 
