@@ -81,9 +81,9 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
         print("segments: " + ", ".join(f"{s} {model.get(f'series_{s}', 0)}" for s in SEGMENTS) + f"; challenger v{model['model_version']} as of {model['as_of']}")
     backtest = latest_metadata(instance, ["forecast", "backtest"])
     if backtest:
-        per = "  ".join(f"{s} {100 * backtest[f'mape_{key}_{s}']:.1f}% (<{100 * t:.0f}%)" for s, t in settings.targets.mape.items() if f"mape_{key}_{s}" in backtest)
+        per = "  ".join(f"{s} {backtest[f'mape_{key}_{s}_pct']:.1f}% (<{100 * t:.0f}%)" for s, t in settings.targets.mape.items() if f"mape_{key}_{s}_pct" in backtest)
         print(f"backtest {backtest['window']}, {backtest['series']}: MAPE {label} {per}")
-        print(f"  all: WAPE {100 * backtest[f'wape_{key}']:.1f}% vs seasonal naive {100 * backtest[f'seasonal_naive_wape_{key}']:.1f}% (seed: MAPE manual 28% -> ML 14%)")
+        print(f"  all: WAPE {backtest[f'wape_{key}_pct']:.1f}% vs seasonal naive {backtest[f'seasonal_naive_wape_{key}_pct']:.1f}% (seed: MAPE manual 28% -> ML 14%)")
     published = latest_metadata(instance, ["forecast", "published_forecast"])
     if published:
         print(f"published to Redis: {published['dagster/row_count']:,} store x SKU vectors, origin {published['origin']}" + (" (private redis-server, stopped after the demo)" if outcome.get("private_redis") else ""))

@@ -93,15 +93,18 @@ def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
             "series": result.info["series"],
             "challenger_version": result.challenger,
             "champion_version": result.champion or "none",
-            f"wape_{key}": round(routed["all"]["wape"], 4),
-            f"seasonal_naive_wape_{key}": round(naive["wape"], 4),
-            **{f"mape_{key}_{s}": round(r["mape"], 4) for s, r in routed.items() if r["mape"] is not None},
+            **_percentages({f"wape_{key}_pct": routed["all"]["wape"], f"seasonal_naive_wape_{key}_pct": naive["wape"], **{f"mape_{key}_{s}_pct": r["mape"] for s, r in routed.items()}}),
             "accuracy_at_step": dg.MetadataValue.md(f"{cadence.step_label(step)}, % (WAPE, MAPE) and MASE:\n\n" + markdown_table(at.select("segment", "model", "wape", "mape", "mase", "rows"), "{:.2f}")),
             "levels": dg.MetadataValue.md(markdown_table(result.levels.with_columns(pl.col("wape", "mape") * 100), "{:.2f}")),
             "chart": png_markdown(chart, f"WAPE per step and MAPE at {cadence.step_label(step)} per segment"),
         }
     )
     yield gate_result(registry, settings.model_name, result.challenger, pipeline.gate(result, settings), BACKTEST_KEY)
+
+
+def _percentages(rates: dict[str, float | None]) -> dict[str, float]:
+    """Rates as percentages rounded to 0.01 (a segment without scored rows has none)."""
+    return {name: round(100 * rate, 2) for name, rate in rates.items() if rate is not None}
 
 
 forecast_champion = champion_asset(

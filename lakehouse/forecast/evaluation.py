@@ -48,12 +48,15 @@ def window_labels(data: CaseData, window: DateRange) -> list[date]:
     return data.sales.filter(pl.col("date").is_between(window.start, window.end))["date"].unique().sort().to_list()
 
 
-def origins_for(window: DateRange, horizon: int, periods: Periods) -> list[date]:
-    """Origins whose horizon reaches the window: from `horizon` periods before its start to the period
-    before its end, so each step scores every period of the window."""
-    first = periods.cadence.shift(window.start, -horizon)
-    count = (window.end - window.start).days // periods.cadence.days + horizon
-    return [periods.cadence.shift(first, k) for k in range(count)]
+def origins_for(window: DateRange, horizon: int, periods: Periods, labels: list[date]) -> list[date]:
+    """Origins whose horizon reaches the window: from `horizon` periods before its first period to the
+    period before its last, so each step scores every period of the window. `labels` are the data's
+    periods (a weekly window in days starts mid-week; its periods are the data's week labels)."""
+    scored = [d for d in labels if window.start <= d <= window.end]
+    if not scored:
+        raise ValueError(f"no period of the data falls in the evaluation window {window.start} .. {window.end}")
+    first = periods.cadence.shift(scored[0], -horizon)
+    return [periods.cadence.shift(first, k) for k in range(len(scored) + horizon - 1)]
 
 
 def sample_series(segments: pl.DataFrame, max_series: int, seed: int = 7) -> tuple[pl.DataFrame, str]:
@@ -84,7 +87,7 @@ def rolling_forecasts(
     """Forecasts of every candidate (and of the champion, when given) at each origin of the window,
     with the actuals; rows are target periods inside the window."""
     horizon = settings.horizon_periods
-    origins = origins_for(window, horizon, periods)
+    origins = origins_for(window, horizon, periods, data.sales["date"].unique().sort().to_list())
     every = settings.days(settings.refit_every) // periods.cadence.days if settings.refit_every else len(origins)
     sample = None
     frames = []
@@ -250,8 +253,8 @@ def gate_outcome(comparison: pl.DataFrame, scope: str, challenger: str, champion
     return CheckOutcome(
         name="challenger_gate",
         passed=not reasons,
-        value=round(ours, 4) if ours is not None else None,
-        threshold=f"<= champion WAPE x {1 + gate.max_wape_increase:.2f}" + (" and < seasonal-naive WAPE" if gate.beat_seasonal_naive else ""),
+        value=round(100 * ours, 2) if ours is not None else None,
+        threshold=f"WAPE % <= champion's x {1 + gate.max_wape_increase:.2f}" + (" and < the seasonal naive's" if gate.beat_seasonal_naive else ""),
         description=("PASS: " if not reasons else "REFUSED: " + "; ".join(reasons) + ". ") + summary,
         severity="ERROR",
         metadata={"comparison": comparison},
@@ -284,7 +287,7 @@ def drift_outcome(accuracy: pl.DataFrame, backtest: pl.DataFrame | None, setting
     targets = settings.targets
     margin = targets.drift_margin if margin is None else margin
     error_margin = max(targets.drift_error_margin, 2 * margin)
-    threshold = f"reference + {margin:.0%} (ERROR beyond + {error_margin:.0%}); reference = max(seed target, backtest MAPE)"
+    threshold = f"MAPE % <= reference + {100 * margin:.0f} (ERROR beyond + {100 * error_margin:.0f}); reference = max(seed target, backtest MAPE)"
     if accuracy.is_empty():
         return CheckOutcome("mape_drift", True, None, threshold, "no matured forecast yet")
     latest = accuracy.filter(pl.col("origin") == pl.col("origin").max()).drop_nulls("mape")
@@ -302,7 +305,7 @@ def drift_outcome(accuracy: pl.DataFrame, backtest: pl.DataFrame | None, setting
     return CheckOutcome(
         name="mape_drift",
         passed=worst["excess"] <= margin,
-        value=round(worst["mape"], 4),
+        value=round(100 * worst["mape"], 1),
         threshold=threshold,
         description=(
             f"origin {worst['origin']}: worst segment {worst['segment']} {label} MAPE {worst['mape']:.1%} vs reference "

@@ -22,7 +22,6 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-import pandas as pd
 import polars as pl
 
 from lakehouse.forecast.settings import WEEKDAYS, Cadence, ForecastSettings
@@ -259,7 +258,10 @@ def with_age(frame: pl.DataFrame, first: pl.DataFrame, periods: Periods) -> pl.D
     return frame.join(first, on="unique_id", how="left").with_columns(age=pl.when(known).then(age).cast(pl.Float64)).drop("first_sale")
 
 
-def to_pandas(df: pl.DataFrame) -> pd.DataFrame:
+def to_pandas(df: pl.DataFrame):
+    """The frame for statsforecast / mlforecast, with `ds` as pandas datetimes."""
+    import pandas as pd
+
     out = df.to_pandas()
     if "ds" in out:
         out["ds"] = pd.to_datetime(out["ds"])

@@ -232,7 +232,8 @@ def _mlforecast(settings: ForecastSettings, periods: Periods):
 
 def fit_lightgbm(frame: pl.DataFrame, codes: dict, settings: ForecastSettings, periods: Periods):
     static = static_names(codes, frame.columns)
-    dynamic = [c for c in frame.columns if c not in ("unique_id", "ds", "y", *static)]
+    # Sorted: the features' order must not depend on the order rows arrived in (column sampling picks by position).
+    dynamic = sorted(c for c in frame.columns if c not in ("unique_id", "ds", "y", *static))
     model = _mlforecast(settings, periods)
     keep = max(periods.cadence.lags) + max(periods.cadence.rolling_windows)
     with warnings.catch_warnings():
@@ -353,7 +354,7 @@ def _lightgbm_forecasts(models: FittedModels, data: CaseData, keys: pl.DataFrame
     empty = pl.DataFrame(schema={"key": pl.String, "step": pl.Int32, "yhat": pl.Float64})
     periods = models.periods
     mine = recent.join(keys.select("key"), on="key")
-    enough = mine.group_by("key").len().filter(pl.col("len") >= max(periods.cadence.lags)).select("key")
+    enough = mine.group_by("key").len().filter(pl.col("len") >= min(periods.cadence.lags)).select("key")  # longer lags of a young series are unknown (NaN)
     keys, mine = keys.join(enough, on="key"), mine.join(enough, on="key")
     if keys.is_empty():
         return empty

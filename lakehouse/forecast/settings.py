@@ -74,7 +74,7 @@ class ModelSettings(Section):
     processes (a 50-tree fit took 18x longer with 2 threads than with 1 on a busy 2-core machine);
     raise `n_jobs` on dedicated nodes."""
 
-    lags: tuple[int, ...] | None = None  # D: 7, 14, 21, 28 (D+1..D+7 need no recursion); W: 1, 2, 3, 4, 8, 13
+    lags: tuple[int, ...] | None = None  # D: 7, 14, 21, 28 (D+1..D+7 need no recursion); W: 1, 2, 3, 4, 8, 13, 52
     rolling_windows: tuple[int, ...] | None = None  # rolling means of the first lag; D: 7, 28; W: 4, 13
     date_features: tuple[str, ...] | None = None  # D: dayofweek, month, day; W: month, dayofyear
     lightgbm: dict = Field(
@@ -186,7 +186,7 @@ class ForecastSettings(CaseSettings):
     evaluation_step: str | None = None  # the step accuracy is judged at; default 7d (D+7) daily, 1w (W+1) weekly
     evaluation: EvaluationWindows = EvaluationWindows(test="28d", validation="28d")
     refit_every: str | None = None  # backtest: refit every so often inside a window (7d mimics the weekly refit); None: once per window
-    backtest_max_series: int = 2_000  # above this many series the backtest runs on a stratified sample of this size
+    backtest_max_series: int = Field(2_000, ge=2_000)  # above this many series the backtest runs on a stratified sample of this size
     hierarchy: Hierarchy = Hierarchy()
     segmentation: Segmentation = Segmentation()
     models: ModelSettings = ModelSettings()
@@ -223,7 +223,7 @@ class ForecastSettings(CaseSettings):
         m = self.models
         if self.frequency == "D":
             return Cadence("D", 1, 7, m.lags or (7, 14, 21, 28), m.rolling_windows or (7, 28), m.date_features or ("dayofweek", "month", "day"))
-        return Cadence("W", 7, 52, m.lags or (1, 2, 3, 4, 8, 13), m.rolling_windows or (4, 13), m.date_features or ("month", "dayofyear"))
+        return Cadence("W", 7, 52, m.lags or (1, 2, 3, 4, 8, 13, 52), m.rolling_windows or (4, 13), m.date_features or ("month", "dayofyear"))
 
     @property
     def horizon_periods(self) -> int:

@@ -117,7 +117,7 @@ def test_the_backtest_is_like_for_like_at_every_step_and_level(built):
     assert same_rows["n"].max() == 1, "every model of a segment is scored on the same rows"
     assert {"SeasonalNaive", "LightGBM", "routed"} <= set(report.filter(pl.col("segment") == "all")["model"])
     assert set(built.lake.read("forecast", "backtest_levels")["level"]) == {"national", "region", "store", "sku"}
-    assert 0 < meta["wape_d7"] < meta["seasonal_naive_wape_d7"]
+    assert 0 < meta["wape_d7_pct"] < meta["seasonal_naive_wape_d7_pct"]
     assert "data:image/png;base64," in meta["chart"]
 
 

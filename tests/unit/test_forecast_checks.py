@@ -27,10 +27,16 @@ def _rows(models: dict[str, list[float | None]], actual: list[float], segment: s
 
 
 def test_origins_cover_every_step_of_the_window():
-    window = pipeline.windows(pipeline.CaseData(pl.DataFrame(), pl.DataFrame(), pl.DataFrame({"date": [date(2026, 1, 1), date(2026, 3, 31)]})), SETTINGS)["test"]
-    origins = origins_for(window, 14, DAILY)
+    days = [date(2026, 1, 1) + timedelta(days=k) for k in range(90)]
+    window = pipeline.windows(pipeline.CaseData(pl.DataFrame(), pl.DataFrame(), pl.DataFrame({"date": days})), SETTINGS)["test"]
+    origins = origins_for(window, 14, DAILY, days)
     assert origins[0] == window.start - timedelta(days=14) and origins[-1] == window.end - timedelta(days=1)
     assert window.days == 28 and len(origins) == 28 + 14 - 1
+    sundays = [date(2026, 1, 4) + timedelta(weeks=k) for k in range(20)]
+    weekly = Periods(ForecastSettings(frequency="W").cadence, 6)
+    window = pipeline.windows(pipeline.CaseData(pl.DataFrame(), pl.DataFrame(), pl.DataFrame({"date": sundays})), ForecastSettings(frequency="W"))["test"]
+    origins = origins_for(window, 2, weekly, sundays)
+    assert all(d.weekday() == 6 for d in origins) and origins[-1] == sundays[-2] and len(origins) == 4 + 2 - 1
 
 
 def test_a_sample_is_stratified_by_segment_and_says_so():
@@ -68,7 +74,7 @@ def test_the_gate_needs_the_champion_within_tolerance_and_the_seasonal_naive_bea
     rows = _rows({"SeasonalNaive": [20.0, 20.0], ROUTED: [11.0, 11.0], "champion": [10.8, 10.8]}, [10.0, 10.0]).with_columns(origin=pl.lit(date(2026, 1, 5)))
     comparison, scope = gate_comparison(rows, date(2026, 1, 3))
     passed = gate_outcome(comparison, scope, "3", "2", ForecastSettings(gate={"max_wape_increase": 0.5}))
-    assert passed.passed and passed.severity == "ERROR" and passed.value == pytest.approx(0.1)
+    assert passed.passed and passed.severity == "ERROR" and passed.value == pytest.approx(10.0)
     refused = gate_outcome(comparison, scope, "3", "2", SETTINGS)
     assert not refused.passed and "exceeds champion v2" in refused.description
     worse_than_naive = gate_outcome(comparison.with_columns(wape=pl.when(pl.col("model") == ROUTED).then(3.0).otherwise(pl.col("wape"))), scope, "3", None, SETTINGS)
