@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(LAKEHOUSE_HOME)/dagster
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test ui serve graph docs bench clean
+.PHONY: setup demo test test-fast ui serve graph docs bench realdata clean
 
 MANIFEST := dbt_project/target/manifest.json
 
@@ -30,6 +30,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Unit and asset tests only (no end-to-end graph, nothing marked slow).
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e and not slow"
+
 ui: setup
 	mkdir -p $(DAGSTER_HOME) && cp -n deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
 	$(BIN)/dagster dev -w workspace.yaml
@@ -38,7 +42,7 @@ serve: setup
 	$(BIN)/python -m lakehouse.serving
 
 graph: setup
-	$(BIN)/python -m assets.graph
+	$(BIN)/python -m demos.graph
 
 docs: setup
 	$(BIN)/python -m lakehouse.churn.schemas > docs/churn_raw_tables.md
@@ -52,6 +56,10 @@ bench: setup
 	$(BIN)/python -m bench.fraud_latency
 	$(BIN)/python -m bench.fraud_outage
 	$(BIN)/python -m bench.triage
+
+# Each case's public dataset (../shared/realdata) through its documented path; `make realdata CASE=fraud` for one.
+realdata: setup
+	$(BIN)/python -m bench.realdata $(if $(CASE),--case $(CASE))
 
 clean:
 	rm -rf $(LAKEHOUSE_HOME)

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetKey, AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
 
+from lakehouse.common import display
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.registry import CHALLENGER, CHAMPION
 from lakehouse.common.schema import TableSchema as DomainSchema
@@ -22,6 +23,10 @@ OWNERS = {
     "triage": ["team:support-ml"],
     "platform": ["team:ml-platform"],
 }
+
+# Report assets (ROI, backtests, confusion matrices) carry this tag: their latest metadata shows a
+# table and an inline chart (demos/ui_check.py checks it in the UI).
+REPORT = {"lakehouse/report": "true"}
 
 # Every asset that opens the DuckDB warehouse runs in this pool; its limit is 1
 # (dagster.yaml), so parallel partition runs never contend for the single-writer file.
@@ -56,6 +61,17 @@ def frame_schema(df: pl.DataFrame, descriptions: dict[str, str] | None = None) -
     return TableSchema(columns=[TableColumn(n, str(t), description=descriptions.get(n)) for n, t in df.schema.items()])
 
 
+def table(df: pl.DataFrame, float_format: str = "{:,.3f}") -> MetadataValue:
+    """A table the UI shows inline (Markdown longer than 1,000 characters hides behind a link)."""
+    def cell(value):
+        if isinstance(value, float):
+            return float_format.format(value) if value == value else "n/a"
+        return value if isinstance(value, (int, bool, str)) or value is None else str(value)
+
+    records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in df.iter_rows(named=True)]
+    return MetadataValue.table(records, schema=frame_schema(df))
+
+
 def markdown_table(df: pl.DataFrame, float_format: str = "{:.4f}") -> str:
     head = "| " + " | ".join(df.columns) + " |"
     sep = "|" + "---|" * len(df.columns)
@@ -64,6 +80,20 @@ def markdown_table(df: pl.DataFrame, float_format: str = "{:.4f}") -> str:
         for row in df.iter_rows()
     ]
     return "\n".join([head, sep, *rows])
+
+
+def rate(x: float | None, digits: int = 1) -> MetadataValue:
+    """A rate or share as a percentage."""
+    return MetadataValue.text(display.pct(x, digits))
+
+
+def money(x: float | None, currency: str) -> MetadataValue:
+    return MetadataValue.text(display.money(x, currency))
+
+
+def number(x: float | None, digits: int = 3) -> MetadataValue:
+    """A float rounded to what it means (a score, a statistic)."""
+    return MetadataValue.float(round(float(x), digits)) if x is not None and x == x else MetadataValue.text("n/a")
 
 
 def png_markdown(path: Path, alt: str) -> MetadataValue:
@@ -86,6 +116,12 @@ def check_result(outcome: CheckOutcome, asset_key: AssetKey | None = None) -> As
         description=outcome.description or None,
         metadata=metadata,
     )
+
+
+def worst(outcomes) -> CheckOutcome:
+    """One evaluation for a run over several partitions: the last failing partition's outcome, else the last one."""
+    failing = [o for o in outcomes if not o.passed]
+    return (failing or list(outcomes))[-1]
 
 
 def gate_result(registry, model_name: str, version: str, outcome: CheckOutcome, asset_key: AssetKey | None = None) -> AssetCheckResult:

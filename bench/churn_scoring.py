@@ -68,7 +68,7 @@ TIMEOUT_S = 45 * 60
 
 def snapshot_date() -> date:
     """The Monday of the scoring run: the last snapshot of the world (its end date)."""
-    from lakehouse.churn.config import WorldConfig
+    from lakehouse.churn.world import WorldConfig
 
     return WorldConfig().end_date
 
@@ -79,7 +79,7 @@ def shortest_years() -> float:
     (A shorter one can still pass the model's `first_week + 91 days` test with a partial
     first week; this asks for 91 full days before the snapshot.)
     """
-    from lakehouse.churn.config import LOOKBACK_WEEKS, WorldConfig
+    from lakehouse.churn.world import LOOKBACK_WEEKS, WorldConfig
 
     end = WorldConfig().end_date
     for days in range(LOOKBACK_WEEKS * 7, 400):
@@ -90,9 +90,12 @@ def shortest_years() -> float:
     raise RuntimeError("no history length found")
 
 
-def dbt_vars(snapshot: date) -> dict:
-    # What the churn_features asset passes for one weekly partition: [Monday, next Monday).
-    return {"snapshot_start": snapshot.isoformat(), "snapshot_end": (snapshot + timedelta(days=7)).isoformat()}
+def dbt_vars(snapshot: date | None = None) -> dict:
+    """What the churn dbt assets pass: the settings, and for one weekly partition its [Monday, next Monday)."""
+    from lakehouse.churn.settings import ChurnSettings
+
+    window = {"snapshot_start": snapshot.isoformat(), "snapshot_end": (snapshot + timedelta(days=7)).isoformat()} if snapshot else {}
+    return {**ChurnSettings().dbt_vars(), **window}
 
 
 # --- workers (each runs in its own process) ---------------------------------------------------
@@ -105,9 +108,9 @@ def _lake(home: Path):
 
 
 def _write_world(home: Path, customers: int, years: float, seed: int, validate: bool) -> dict:
-    from lakehouse.churn.config import CASE, WorldConfig
     from lakehouse.churn.schemas import RAW_TABLES
-    from lakehouse.churn.world import generate_world
+    from lakehouse.churn.settings import CASE
+    from lakehouse.churn.world import WorldConfig, generate_world
     from lakehouse.common.schema import validate_frame
 
     cfg = WorldConfig(customers=customers, years=years, seed=seed)
@@ -139,27 +142,24 @@ def worker_generate(a) -> dict:
 
 def worker_train(a) -> dict:
     """Train the one booster every scale scores with, and register it as champion."""
-    import duckdb
     import polars as pl
 
     from bench.common import run_dbt
-    from lakehouse.churn.config import CASE, SETTINGS
-    from lakehouse.churn.model import LABEL, log_model, train
+    from lakehouse.churn.pipeline import ChurnStore, build_training_set, train_challenger
+    from lakehouse.churn.settings import CASE, ChurnSettings
     from lakehouse.common.registry import CHAMPION, Registry
 
     home = Path(a.home)
+    settings = ChurnSettings()
     world = _write_world(home, a.customers, a.years, a.seed, validate=True)
-    for select, dbt_vars_ in (("tag:churn,tag:staging", None), ("churn_features", None), ("churn_labels", None)):
-        run_dbt("build", home, home / "dbt_target" / uuid.uuid4().hex[:8], select=select, dbt_vars=dbt_vars_)
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
-        training_set = con.sql(
-            f"""select f.*, l.{LABEL}, l.matured_30d from churn_features f
-                join churn_labels l using (snapshot_date, customer_id) order by snapshot_date, customer_id"""
-        ).pl()
-    trained = train(training_set, SETTINGS)
+    for select in ("tag:churn,tag:staging", "churn_features", "churn_labels"):
+        run_dbt("build", home, home / "dbt_target" / uuid.uuid4().hex[:8], select=select, dbt_vars=dbt_vars())
+    store = ChurnStore(_lake(home), home / "warehouse.duckdb")
+    training_set = build_training_set(store)
     registry = Registry(a.tracking_uri, home / "mlflow" / "artifacts")
-    version, run_id = log_model(registry, trained, SETTINGS, run_name="bench-churn-scoring")
-    registry.set_alias(SETTINGS.registered_model_name, CHAMPION, version)
+    challenger = train_challenger(store, registry, settings)
+    trained, version, run_id = challenger.trained, challenger.version, challenger.run_id
+    registry.set_alias(settings.registered_model_name, CHAMPION, version)
     return {
         "world": world,
         "training_rows": training_set.height,
@@ -192,10 +192,11 @@ def worker_score(a) -> dict:
     t_import = time.perf_counter()
     import duckdb
 
-    from lakehouse.churn.config import CASE, SETTINGS
     from lakehouse.churn.model import load_model, score
+    from lakehouse.churn.settings import CASE, ChurnSettings
     from lakehouse.common.registry import Registry
 
+    SETTINGS = ChurnSettings()
     imports_s = time.perf_counter() - t_import
     home = Path(a.home)
     snapshot = a.snapshot
@@ -232,10 +233,11 @@ def worker_score_breakdown(a) -> dict:
     import duckdb
     import numpy as np
 
-    from lakehouse.churn.config import SETTINGS
     from lakehouse.churn.model import feature_matrix, load_model, score, top_reasons
+    from lakehouse.churn.settings import ChurnSettings
     from lakehouse.common.registry import Registry
 
+    SETTINGS = ChurnSettings()
     home = Path(a.home)
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         features = con.sql("select * from churn_features where snapshot_date = ? order by customer_id", params=[a.snapshot]).pl()

@@ -6,12 +6,8 @@ Each repetition runs the same work twice, each time in a fresh process on a fres
 home, alternating which goes first:
   (a) dagster: `demos.churn.run` on its own instance (`DagsterInstance.from_config` on a
       dir holding a copy of deploy/dagster.yaml), embedded resources, LAKEHOUSE_SCALE=2000.
-  (b) direct: the same domain functions and the same dbt commands without Dagster
-      (Dagster is never imported): generate_world + validate_frame + Lake.write_many;
-      dbt build staging; dbt build churn_features over the same snapshot range; dbt build
-      churn_labels; training-set query; train + log_model to a fresh local MLflow store;
-      the gate; champion alias; scoring + checks of the same 26 weeks; CRM outbox upsert;
-      monthly_performance and its check; the A/B ROI steps.
+  (b) direct: the same case pipeline functions the assets call (lakehouse/churn/pipeline.py)
+      and the same dbt commands, without Dagster (never imported), in the demo's order.
 The timed part starts after the imports (reported apart) and ends with the last step.
 Dagster's time is then split with its own event log: run and step start/end per run.
 One extra Dagster run under cProfile (not in the medians) says where the rest goes.
@@ -20,6 +16,7 @@ One extra Dagster run under cProfile (not in the medians) says where the rest go
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -94,12 +91,14 @@ def worker_dagster(a) -> dict:
     t = time.perf_counter()
     import dagster as dg
 
-    import definitions  # noqa: F401  (loads the code location as a deployment would)
+    import definitions
     import demos.churn
-    from lakehouse.churn.config import SETTINGS, WorldConfig
+    from lakehouse.churn.settings import ChurnSettings
+    from lakehouse.churn.world import WorldConfig
     from lakehouse.common.registry import Registry
     from resources import LakehouseResource, default_resources
 
+    definitions.defs()  # loads the code location as a deployment would
     imports_s = time.perf_counter() - t
     home = Path(a.home)
     instance = dg.DagsterInstance.from_config(str(home / "dagster"))
@@ -124,7 +123,7 @@ def worker_dagster(a) -> dict:
         "phases_s": phases,
         "outcome": outcome,
         "event_log": _event_log_summary(instance),
-        "check": _outputs(home, Registry(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", home / "mlflow" / "artifacts"), SETTINGS),
+        "check": _outputs(home, Registry(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", home / "mlflow" / "artifacts"), ChurnSettings()),
     }
     if profiler:
         result["profile"] = _profile_summary(profiler, wall)
@@ -162,67 +161,35 @@ def _profile_summary(profiler, wall: float) -> dict:
 # --- (b) without Dagster ---------------------------------------------------------------------------
 
 
-def _snapshot_keys(world_end: date) -> list[str]:
-    """The weekly partition keys `demos.churn.run` uses: Mondays from the first full-lookback
-    snapshot to the end of the world (WeeklyPartitionsDefinition(start=first_snapshot, day_offset=1))."""
-    from lakehouse.churn.config import WorldConfig
-
-    first = WorldConfig.from_env().first_snapshot
-    keys, d = [], first
-    while d <= world_end:
-        keys.append(d.isoformat())
-        d += timedelta(weeks=1)
-    return keys
-
-
 def worker_direct(a) -> dict:
+    """The steps of `demos.churn.run` through the same case pipeline functions the assets call, with
+    the dbt CLI in place of dagster-dbt, in one process that never imports Dagster."""
     t = time.perf_counter()
-    import duckdb
-    import polars as pl
-
     from bench.common import run_dbt
-    from lakehouse.churn.config import CASE, SEED_AB_REFERENCE, SETTINGS, WorldConfig
+    from lakehouse.churn import pipeline
     from lakehouse.churn.crm import OutboxCrm
-    from lakehouse.churn.model import (
-        LABEL,
-        load_model,
-        log_model,
-        passes_gate,
-        score,
-        train,
-    )
-    from lakehouse.churn.monitoring import monthly_performance, scoring_checks
-    from lakehouse.churn.roi import (
-        analyse_ab_test,
-        assign_arms,
-        enrol_cohort,
-        plot_ab_test,
-        report_markdown,
-        simulate_contact,
-    )
     from lakehouse.churn.schemas import RAW_TABLES
-    from lakehouse.churn.world import generate_world
+    from lakehouse.churn.settings import ChurnSettings
+    from lakehouse.churn.world import WorldConfig, generate_world
     from lakehouse.common.home import LakehouseHome
     from lakehouse.common.lake import Lake
-    from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
+    from lakehouse.common.registry import CHAMPION, Registry
     from lakehouse.common.schema import validate_frame
 
     imports_s = time.perf_counter() - t
     home = Path(a.home)
     paths = LakehouseHome(home)
-    lake = Lake(str(home / "lake"))
+    store = pipeline.ChurnStore(Lake(str(paths.lake)), paths.warehouse)
     registry = Registry(paths.mlflow_uri, paths.mlflow_artifacts)
-    name = SETTINGS.registered_model_name
+    world = WorldConfig()
+    os.environ.setdefault("LAKEHOUSE_CHURN_AB__SIMULATED_CONTACT_EFFECT", str(world.true_contact_effect))  # as the demo does
+    settings = ChurnSettings()
     steps: dict[str, float] = defaultdict(float)
     phases: dict[str, float] = {}
     dbt_target = home / "dbt_target"  # one target dir, as a plain `dbt` user has
 
-    def query(sql: str, params: list | None = None) -> pl.DataFrame:  # LakehouseResource.query
-        with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-            return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
-
-    def dbt(select: str, dbt_vars: dict | None = None) -> None:
-        run_dbt("build", home, dbt_target, select=select, dbt_vars=dbt_vars, dagster_like=False)
+    def dbt(select: str, **extra_vars) -> None:
+        run_dbt("build", home, dbt_target, select=select, dbt_vars={**settings.dbt_vars(), **extra_vars}, dagster_like=False)
 
     class step:
         def __init__(self, key):
@@ -235,107 +202,51 @@ def worker_direct(a) -> dict:
             steps[self.key] += time.perf_counter() - self.t
 
     t0 = time.perf_counter()
-    world_end = WorldConfig().end_date
-    keys = _snapshot_keys(world_end)
+    keys = _snapshot_keys(world)
 
-    # 1/5 raw tables and dbt staging
     p = time.perf_counter()
     with step("churn_raw"):
-        world = WorldConfig.from_env()
         generated = generate_world(world, progress=world.customers >= 10_000)
         today = date.today()
-        tables = {s.name: validate_frame(generated[s.name], s, source="generator", today=today) for s in RAW_TABLES}
-        lake.write_many({(CASE, n, None): df for n, df in tables.items()})
+        pipeline.store_raw_tables(store, {s.name: validate_frame(generated[s.name], s, source="generator", today=today) for s in RAW_TABLES})
     with step("churn_staging"):
         paths.root.mkdir(parents=True, exist_ok=True)
         dbt("tag:churn,tag:staging")
     phases["raw_and_staging"] = time.perf_counter() - p
 
-    # 2/5 features over the whole snapshot range, one dbt run
     p = time.perf_counter()
     with step("churn_features"):
-        end = (date.fromisoformat(keys[-1]) + timedelta(weeks=1)).isoformat()
-        dbt("churn_features", {"snapshot_start": keys[0], "snapshot_end": end})
+        dbt("churn_features", snapshot_start=keys[0], snapshot_end=(date.fromisoformat(keys[-1]) + timedelta(weeks=1)).isoformat())
     phases["features"] = time.perf_counter() - p
 
-    # 3/5 labels, training set, model, gate, champion
     p = time.perf_counter()
     with step("churn_labels"):
         dbt("churn_labels")
     with step("training_set"):
-        df = query(
-            f"""
-            select f.*, l.{LABEL}, l.matured_30d
-            from churn_features f
-            join churn_labels l using (snapshot_date, customer_id)
-            order by snapshot_date, customer_id
-            """
-        )
-        lake.write(df, CASE, "training_set")
+        pipeline.build_training_set(store)
     with step("churn_model"):
-        trained = train(lake.read(CASE, "training_set"), SETTINGS)
-        version, _run_id = log_model(registry, trained, SETTINGS, run_name=f"churn-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-        last = trained.test_scores.filter(pl.col("snapshot_date") == pl.col("snapshot_date").max())
-        lake.write(last.with_columns(model_version=pl.lit(version)), CASE, "reference_scores")
+        pipeline.train_challenger(store, registry, settings)
     with step("go_no_go_gate"):
-        challenger = registry.alias_version(name, CHALLENGER)
-        passed = passes_gate(registry.version_metrics(name, challenger), SETTINGS)
+        version, gate = pipeline.go_no_go(registry, settings)
+        registry.record_gate(settings.registered_model_name, version, gate.passed, gate.description)
     with step("champion_model"):
-        if passed:
-            registry.alias_version(name, CHAMPION)
-            registry.set_alias(name, CHAMPION, challenger)
+        if gate.passed:
+            registry.set_alias(settings.registered_model_name, CHAMPION, version)
     phases["training"] = time.perf_counter() - p
 
-    # 4/5 weekly scoring of the last SCORED_WEEKS weeks, CRM push of the latest
     p = time.perf_counter()
-    customers_setting = WorldConfig.from_env().customers
     for key in keys[-scored_weeks():]:
-        with step("churn_scores"):  # the asset body, with its three checks
-            features = query("select * from churn_features where snapshot_date = ? order by customer_id", [key])
-            booster, model_version = load_model(registry, SETTINGS)
-            batch = score(booster, features, SETTINGS, model_version=model_version)
-            lake.write(batch.scores, CASE, "churn_scores", ("snapshot_date", key))
-            batch.scores.group_by("risk_tier", "action").agg(customers=pl.len(), mean_score=pl.col("score").mean()).sort("mean_score", descending=True)
-            reference = lake.read(CASE, "reference_scores")["score"].to_numpy()
-            scoring_checks(batch, reference, customers_setting, SETTINGS)
+        with step("churn_scores"):
+            pipeline.score_week(store, registry, key, settings)
     with step("crm_push"):
-        scores = lake.read(CASE, "churn_scores", ("snapshot_date", keys[-1]))
-        records = scores.rename({"customer_id": "external_id"}).with_columns(pl.col("snapshot_date").cast(pl.String)).to_dicts()
-        OutboxCrm(paths.ops_db).upsert(records)
+        OutboxCrm(paths.ops_db).upsert(pipeline.crm_records(store.lake.read("churn", "churn_scores", ("snapshot_date", keys[-1]))))
     phases["scoring_and_crm"] = time.perf_counter() - p
 
-    # 5/5 live performance (+ its check) and the A/B ROI
     p = time.perf_counter()
-
-    def scored_outcomes() -> pl.DataFrame:
-        return query(
-            f"""
-            select s.snapshot_date, s.customer_id, s.score, s.model_version,
-                   l.churned_30d, l.matured_30d, l.churned_90d, l.matured_90d
-            from read_parquet('{lake.glob(CASE, "churn_scores", partitioned=True)}', hive_partitioning = false) s
-            join churn_labels l using (snapshot_date, customer_id)
-            """
-        )
-
     with step("live_performance"):
-        perf = monthly_performance(scored_outcomes())
-        lake.write(perf, CASE, "live_performance")
-    with step("churn_live_auc_pr"):
-        perf = lake.read(CASE, "live_performance")
-        if not perf.is_empty():
-            perf.sort("month").row(-1, named=True)["auc_pr"] >= SETTINGS.min_live_auc_pr  # noqa: B015
+        pipeline.live_performance(store, settings)
     with step("ab_test_roi"):
-        scored = scored_outcomes().filter(pl.col("matured_90d"))
-        weeks = SETTINGS.ab_enrolment_weeks
-        start = scored["snapshot_date"].max() - timedelta(weeks=weeks - 1)
-        cohort = enrol_cohort(scored, threshold=SETTINGS.ab_high_risk_threshold, first_week=start, weeks=weeks)
-        outcomes = cohort.select("customer_id", "churned_90d").with_columns(arm=assign_arms(cohort["customer_id"], SETTINGS.ab_salt))
-        outcomes = simulate_contact(outcomes, WorldConfig.true_contact_effect, SETTINGS.ab_salt)
-        result = analyse_ab_test(outcomes, ltv_eur=SETTINGS.ltv_eur, model_cost_eur_per_month=SETTINGS.model_cost_eur_per_month)
-        paths.reports.mkdir(parents=True, exist_ok=True)
-        plot_ab_test(result, paths.reports / "churn_ab_test.png")
-        lake.write(pl.DataFrame([result.to_dict()]), CASE, "ab_test_roi")
-        report_markdown(result, SEED_AB_REFERENCE)
+        pipeline.ab_test(store, settings, paths.reports)
     phases["reports"] = time.perf_counter() - p
     wall = time.perf_counter() - t0
     return {
@@ -343,10 +254,19 @@ def worker_direct(a) -> dict:
         "wall_s": wall,
         "phases_s": phases,
         "steps_s": dict(steps),
-        "outcome": {"training_success": passed, "latest_week": keys[-1], "feature_keys": keys},
+        "outcome": {"training_success": gate.passed, "latest_week": keys[-1], "feature_keys": keys},
         "dagster_imported": any(m == "dagster" or m.startswith("dagster.") for m in sys.modules),
-        "check": _outputs(home, registry, SETTINGS),
+        "check": _outputs(home, registry, settings),
     }
+
+
+def _snapshot_keys(world) -> list[str]:
+    """The weekly partition keys `demos.churn.run` scores: Mondays from the world's first full-lookback snapshot to its end."""
+    keys, d = [], world.first_snapshot
+    while d <= world.end_date:
+        keys.append(d.isoformat())
+        d += timedelta(weeks=1)
+    return keys
 
 
 def scored_weeks() -> int:

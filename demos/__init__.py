@@ -30,12 +30,17 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 
 
 def collect_alerts(instance: dg.DagsterInstance, resources: dict) -> None:
-    """One tick of the alert sensor, as the Dagster daemon would run it."""
+    """Ticks of the alert sensor, as the Dagster daemon would run them, until it has read every finished run."""
     import definitions
     from sensors.alerts import asset_check_alerts
 
-    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=definitions.defs())
-    asset_check_alerts(context)
+    defs, cursor = definitions.defs(), None
+    while True:
+        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs, cursor=cursor)
+        result = asset_check_alerts(context)
+        if result.cursor == cursor:
+            return
+        cursor = result.cursor
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: list[str]) -> dict:

@@ -35,14 +35,13 @@ class LakehouseResource(ConfigurableResource):
     def dbt_env(self) -> dict[str, str]:
         """Environment the dbt subprocess reads its paths from (profiles.yml, sources.yml)."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        return {"LAKEHOUSE_WAREHOUSE": str(self.paths.warehouse), "LAKEHOUSE_LAKE_URL": self.lake.root}
+        lake = self.lake
+        return {
+            "LAKEHOUSE_WAREHOUSE": str(self.paths.warehouse),
+            "LAKEHOUSE_LAKE_URL": lake.root,
+            "LAKEHOUSE_DBT_TARGET": "object_store" if lake.remote else "local",
+        }
 
-    def query(self, sql: str, params: list | None = None):
-        """Read from the warehouse. Callers hold the `duckdb` pool: one DuckDB process at a time."""
-        import duckdb
-
-        with duckdb.connect(str(self.paths.warehouse), read_only=True) as con:
-            return con.sql(sql, params=params).pl() if params else con.sql(sql).pl()
 
 
 class SourcesResource(ConfigurableResource):

@@ -5,24 +5,21 @@ Monday morning, CRM push Monday afternoon."""
 import dagster as dg
 
 from assets.churn.features import churn_features, churn_staging
-from assets.churn.partitions import weekly_snapshots
 from assets.churn.raw import churn_raw
 from assets.churn.scoring import churn_scores
-from lakehouse.churn.config import CASE
+from lakehouse.churn.settings import CASE, ChurnSettings
 
-TIMEZONE = "Europe/Paris"
+TIMEZONE = ChurnSettings().calendar.timezone
 
 churn_weekly_scoring_job = dg.define_asset_job(
     "churn_weekly_scoring",
     selection=dg.AssetSelection.assets(churn_raw, churn_staging, churn_features, churn_scores),
-    partitions_def=weekly_snapshots,
     description="Ingest raw tables, rebuild staging, compute this Monday's features and score every active customer.",
 )
 
 churn_crm_push_job = dg.define_asset_job(
     "churn_crm_push",
     selection=dg.AssetSelection.assets([CASE, "crm_push"]),
-    partitions_def=weekly_snapshots,
     description="Push the Monday scores to the CRM.",
 )
 

@@ -52,3 +52,12 @@ def kafka_broker():
 
     with KafkaBroker() as broker:
         yield broker
+
+
+def write_sources(path: Path, cases: dict) -> Path:
+    """A sources file (LAKEHOUSE_SOURCES) listing `cases` ({case: {folder: ..., tables: ..., settings: ...}})."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({case: {**body, "folder": str(body["folder"])} for case, body in cases.items()}, sort_keys=False))
+    return path

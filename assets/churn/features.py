@@ -1,4 +1,6 @@
-"""dbt models of the churn case: staging views, weekly point-in-time features, labels."""
+"""dbt models of the churn case: staging views, weekly point-in-time features, labels.
+
+Every build passes the case settings the SQL reads (ChurnSettings.dbt_vars)."""
 
 
 import json
@@ -10,34 +12,26 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from assets.churn.partitions import weekly_snapshots
 from assets.common import DUCKDB_POOL
 from assets.dbt import LakehouseDbtTranslator
+from lakehouse.churn.settings import ChurnSettings
 from resources import LakehouseResource
 from resources.dbt import DBT_PROJECT
 
-MANIFEST = DBT_PROJECT.manifest_path
 TRANSLATOR = LakehouseDbtTranslator()
 
 
-def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, dbt_vars: dict | None = None):
+def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, **extra_vars):
     os.environ.update(lakehouse.dbt_env())
-    args = ["build"]
-    if dbt_vars:
-        args += ["--vars", json.dumps(dbt_vars)]
-    yield from dbt.cli(args, context=context).stream()
+    dbt_vars = {**ChurnSettings().dbt_vars(), **extra_vars}
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
 
 
-@dbt_assets(
-    manifest=MANIFEST,
-    select="tag:churn,tag:staging",
-    name="churn_staging",
-    dagster_dbt_translator=TRANSLATOR,
-    pool=DUCKDB_POOL,
-)
+@dbt_assets(manifest=DBT_PROJECT.manifest_path, select="tag:churn,tag:staging", name="churn_staging", dagster_dbt_translator=TRANSLATOR, pool=DUCKDB_POOL)
 def churn_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
     yield from _build(context, dbt, lakehouse)
 
 
 @dbt_assets(
-    manifest=MANIFEST,
+    manifest=DBT_PROJECT.manifest_path,
     select="churn_features",
     name="churn_features",
     dagster_dbt_translator=TRANSLATOR,
@@ -48,16 +42,9 @@ def churn_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakeho
 def churn_features(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
     """Computes the snapshots of the partition range in one dbt run (a backfill is one run)."""
     window = context.partition_time_window
-    dbt_vars = {"snapshot_start": window.start.date().isoformat(), "snapshot_end": window.end.date().isoformat()}
-    yield from _build(context, dbt, lakehouse, dbt_vars)
+    yield from _build(context, dbt, lakehouse, snapshot_start=window.start.date().isoformat(), snapshot_end=window.end.date().isoformat())
 
 
-@dbt_assets(
-    manifest=MANIFEST,
-    select="churn_labels",
-    name="churn_labels",
-    dagster_dbt_translator=TRANSLATOR,
-    pool=DUCKDB_POOL,
-)
+@dbt_assets(manifest=DBT_PROJECT.manifest_path, select="churn_labels", name="churn_labels", dagster_dbt_translator=TRANSLATOR, pool=DUCKDB_POOL)
 def churn_labels(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
     yield from _build(context, dbt, lakehouse)

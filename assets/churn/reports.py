@@ -1,32 +1,22 @@
 """Monitoring on matured labels and the A/B-tested ROI report."""
 
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
-import polars as pl
 
+from assets.churn.model import store
 from assets.churn.scoring import SCORES_KEY
-from assets.common import DUCKDB_POOL, OWNERS, markdown_table, png_markdown
-from lakehouse.churn.config import CASE, SEED_AB_REFERENCE, SETTINGS, WorldConfig
-from lakehouse.churn.monitoring import monthly_performance
-from lakehouse.churn.roi import analyse_ab_test, assign_arms, enrol_cohort, plot_ab_test, report_markdown, simulate_contact
+from assets.common import DUCKDB_POOL, OWNERS, REPORT, check_result, money, number, rate, table
+from lakehouse.common.display import bar_chart, pct
+from lakehouse.churn.pipeline import ab_test, live_performance
+from lakehouse.churn.roi import report_table
+from lakehouse.churn.settings import CASE, SEED_AB_REFERENCE, ChurnSettings
 from resources import LakehouseResource
 
 LABELS_KEY = dg.AssetKey([CASE, "churn_labels"])
 PERFORMANCE_KEY = dg.AssetKey([CASE, "live_performance"])
-
-
-def _scored_outcomes(lakehouse: LakehouseResource) -> pl.DataFrame:
-    """Every stored weekly score joined with its (possibly not yet matured) outcomes."""
-    return lakehouse.query(
-        f"""
-        select s.snapshot_date, s.customer_id, s.score, s.model_version,
-               l.churned_30d, l.matured_30d, l.churned_90d, l.matured_90d
-        from read_parquet('{lakehouse.lake.glob(CASE, "churn_scores", partitioned=True)}', hive_partitioning = false) s
-        join churn_labels l using (snapshot_date, customer_id)
-        """
-    )
+SETTINGS = ChurnSettings()
 
 
 @dg.asset(
@@ -36,39 +26,26 @@ def _scored_outcomes(lakehouse: LakehouseResource) -> pl.DataFrame:
     kinds={"duckdb"},
     owners=OWNERS[CASE],
     pool=DUCKDB_POOL,
+    check_specs=[dg.AssetCheckSpec("live_auc_pr", asset=PERFORMANCE_KEY, description=f"Monthly AUC-PR on matured labels of at least {SETTINGS.min_live_auc_pr} (seed alert).")],
     description="AUC-PR of the published weekly scores per month, on labels that have matured (30 days after the snapshot).",
 )
 def churn_live_performance(lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    perf = monthly_performance(_scored_outcomes(lakehouse))
-    lakehouse.lake.write(perf, CASE, "live_performance")
-    return dg.MaterializeResult(metadata={"dagster/row_count": perf.height, "by_month": dg.MetadataValue.md(markdown_table(perf))})
-
-
-@dg.asset_check(asset=PERFORMANCE_KEY, description=f"Monthly AUC-PR on matured labels of at least {SETTINGS.min_live_auc_pr} (seed alert).")
-def churn_live_auc_pr(lakehouse: LakehouseResource) -> dg.AssetCheckResult:
-    perf = lakehouse.lake.read(CASE, "live_performance")
-    if perf.is_empty():
-        return dg.AssetCheckResult(passed=True, description="no matured scores yet", metadata={"value": None, "threshold": f">= {SETTINGS.min_live_auc_pr}"})
-    latest = perf.sort("month").row(-1, named=True)
-    return dg.AssetCheckResult(
-        passed=latest["auc_pr"] >= SETTINGS.min_live_auc_pr,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"value": latest["auc_pr"], "threshold": f">= {SETTINGS.min_live_auc_pr}", "month": str(latest["month"])},
+    perf, check = live_performance(store(lakehouse), ChurnSettings())
+    return dg.MaterializeResult(
+        check_results=[check_result(check)],
+        metadata={"dagster/row_count": perf.height, "by_month": table(perf)},
     )
 
 
 class RoiConfig(dg.Config):
-    # First weekly list of the experiment; default: the latest start whose every enrolment
-    # week has a matured 90-day outcome.
+    # First weekly list of the experiment; default: the latest start whose every enrolment week has a matured 90-day outcome.
     experiment_start: str | None = None
-    # Share of treated churners a contact saves. The synthetic world has no real CS team, so
-    # the contact is simulated with this true effect; set 0 when outcomes come from real data.
-    simulated_contact_effect: float = WorldConfig.true_contact_effect
 
 
 @dg.asset(
     key=[CASE, "ab_test_roi"],
     deps=[SCORES_KEY, LABELS_KEY],
+    tags=REPORT,
     group_name=CASE,
     kinds={"duckdb", "matplotlib"},
     owners=OWNERS[CASE],
@@ -80,36 +57,32 @@ class RoiConfig(dg.Config):
     ),
 )
 def churn_ab_test_roi(context: dg.AssetExecutionContext, config: RoiConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    scored = _scored_outcomes(lakehouse).filter(pl.col("matured_90d"))
-    if scored.is_empty():
-        raise dg.Failure("no scored week has a matured 90-day outcome yet: score weeks at least 90 days old first")
-    weeks = SETTINGS.ab_enrolment_weeks
-    start = (
-        date.fromisoformat(config.experiment_start)
-        if config.experiment_start
-        else scored["snapshot_date"].max() - timedelta(weeks=weeks - 1)
-    )
-    cohort = enrol_cohort(scored, threshold=SETTINGS.ab_high_risk_threshold, first_week=start, weeks=weeks)
-    outcomes = cohort.select("customer_id", "churned_90d").with_columns(
-        arm=assign_arms(cohort["customer_id"], SETTINGS.ab_salt)
-    )
-    outcomes = simulate_contact(outcomes, config.simulated_contact_effect, SETTINGS.ab_salt)
-    result = analyse_ab_test(outcomes, ltv_eur=SETTINGS.ltv_eur, model_cost_eur_per_month=SETTINGS.model_cost_eur_per_month)
-    report_dir = lakehouse.paths.reports
-    report_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_ab_test(result, report_dir / "churn_ab_test.png")
-    lakehouse.lake.write(pl.DataFrame([result.to_dict()]), CASE, "ab_test_roi")
-    context.log.info(f"A/B from {start}: ROI {result.roi:.1f}x, reduction {result.absolute_reduction:.4f}")
+    settings = ChurnSettings()
+    start = date.fromisoformat(config.experiment_start) if config.experiment_start else None
+    try:
+        report = ab_test(store(lakehouse), settings, lakehouse.paths.reports, start)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
+    result, currency = report.result, settings.economics.currency
+    context.log.info(f"A/B from {report.experiment_start}: ROI {result.roi:.1f}x, reduction {result.absolute_reduction:.4f}")
     return dg.MaterializeResult(
         metadata={
-            "experiment_start": str(start),
-            "enrolment_weeks": weeks,
-            "high_risk_customers": cohort.height,
-            "roi": result.roi,
-            "absolute_reduction_monthly": result.absolute_reduction,
-            "p_value": result.p_value,
-            "report": dg.MetadataValue.md(report_markdown(result, SEED_AB_REFERENCE)),
-            "chart": png_markdown(png, "churn per arm"),
-            "chart_path": dg.MetadataValue.path(str(png)),
+            "experiment_start": str(report.experiment_start),
+            "enrolment_weeks": settings.ab.enrolment_weeks,
+            "high_risk_customers": report.high_risk_customers,
+            "roi": number(result.roi, 1),
+            "absolute_reduction_monthly": rate(result.absolute_reduction, 2),
+            "value_per_month": money(result.value_per_month, currency),
+            "p_value": number(result.p_value, 4),
+            "economics": "seed defaults" if settings.economics_are_defaults else "from the settings",
+            "chart": dg.MetadataValue.md(
+                bar_chart("90-day churn per arm", [("control", result.churn_rate_control), ("contacted", result.churn_rate_treatment)], label=pct)
+            ),
+            "reading": (
+                f"Contacted high-risk customers churned {pct(result.churn_rate_treatment)} over 90 days against "
+                f"{pct(result.churn_rate_control)} in the control arm (p = {result.p_value:.2g}); these lists hold the customers "
+                "the model ranks riskiest, hence high rates in both arms."
+            ),
+            "report": table(report_table(result, currency, SEED_AB_REFERENCE)),
         }
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,7 +137,6 @@ class RestCrm:
         client: httpx.Client | None = None,
         max_attempts: int = 5,
         backoff_s: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
@@ -148,7 +146,6 @@ class RestCrm:
         self._client = client
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
-        self._sleep = sleep
 
     def upsert(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Upsert all records; returns how many the CRM accepted, raises CrmError on rejections."""
@@ -173,7 +170,6 @@ class RestCrm:
                 method="PATCH",  # Salesforce's upsert-by-external-id verb
                 max_attempts=self._max_attempts,
                 backoff_s=self._backoff_s,
-                sleep=self._sleep,
             )
             try:
                 results = response.json()

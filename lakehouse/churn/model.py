@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
-import lightgbm as lgb
-import mlflow
 import numpy as np
 import polars as pl
-from mlflow.models import infer_signature
-from sklearn.metrics import average_precision_score, roc_auc_score
 
-from lakehouse.churn.config import CASE, ChurnSettings
+from lakehouse.churn.settings import CASE, ChurnSettings
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
+from lakehouse.common.settings import DateRange
 
 FEATURES = (
     "usage_trend",
@@ -29,11 +26,11 @@ FEATURES = (
     "open_tickets",
     "csat_90d",
     "late_payments_180d",
-    "overdue_eur",
+    "overdue_amount",
     "disputes_180d",
     "tenure_days",
     "employees",
-    "mrr_eur",
+    "mrr",
     "tier_rank",
     "size_rank",
     "is_annual",
@@ -51,38 +48,27 @@ def feature_matrix(df: pl.DataFrame) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OutOfTimeSplit:
-    """Train / early-stopping validation / test by snapshot date, with label-horizon gaps.
+    """Train / early-stopping validation / test by snapshot date (`evaluation` settings).
 
-    A training snapshot T sees its label up to T + horizon, so snapshots whose label
-    window reaches into the next period are dropped: nothing of the test period is seen
-    in training or early stopping.
+    The windows leave `gap` between periods: a training snapshot T sees its label up to
+    T + 30 days, so nothing of the test period is seen in training or early stopping.
     """
 
-    train_end: date  # exclusive
-    valid_start: date
-    valid_end: date  # exclusive
-    test_start: date
-    test_end: date  # inclusive: the last matured snapshot
+    train: DateRange
+    validation: DateRange
+    test: DateRange
 
     @classmethod
-    def from_dates(cls, last_matured: date, settings: ChurnSettings) -> "OutOfTimeSplit":
-        gap = timedelta(days=settings.label_horizon_days)
-        test_start = _months_before(last_matured, settings.test_months) + timedelta(days=7)
-        valid_end = test_start - gap
-        valid_start = _months_before(valid_end, 2)
-        return cls(valid_start - gap, valid_start, valid_end, test_start, last_matured)
+    def from_settings(cls, first: date, last_matured: date, settings: ChurnSettings) -> OutOfTimeSplit:
+        windows = settings.evaluation.resolve(first, last_matured)
+        return cls(windows["train"], windows["validation"], windows["test"])
 
     def frames(self, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         d = pl.col("snapshot_date")
-        return (
-            df.filter(d < self.train_end),
-            df.filter((d >= self.valid_start) & (d < self.valid_end)),
-            df.filter((d >= self.test_start) & (d <= self.test_end)),
-        )
+        return tuple(df.filter(d.is_between(w.start, w.end)) for w in (self.train, self.validation, self.test))
 
-
-def _months_before(d: date, months: int) -> date:
-    return (pl.Series([d]).dt.offset_by(f"-{months}mo")).item()
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {w.start}..{w.end}" for name, w in (("train", self.train), ("validation", self.validation), ("test", self.test)))
 
 
 def recall_at_top(labels: pl.Series, scores: np.ndarray, snapshots: pl.Series, fraction: float) -> float:
@@ -98,6 +84,8 @@ def recall_at_top(labels: pl.Series, scores: np.ndarray, snapshots: pl.Series, f
 
 
 def evaluate(labels: pl.Series, scores: np.ndarray, snapshots: pl.Series, settings: ChurnSettings) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     y = labels.cast(pl.Int64).to_numpy()
     if y.min() == y.max():
         raise ValueError("evaluation needs both churners and non-churners")
@@ -113,7 +101,7 @@ def evaluate(labels: pl.Series, scores: np.ndarray, snapshots: pl.Series, settin
 
 @dataclass
 class TrainedModel:
-    booster: lgb.Booster
+    booster: object  # lightgbm.Booster
     split: OutOfTimeSplit
     metrics: dict[str, float]
     shap_importance: pl.DataFrame  # feature, mean_abs_shap, share
@@ -124,10 +112,12 @@ class TrainedModel:
 
 def train(training_set: pl.DataFrame, settings: ChurnSettings, seed: int = 0) -> TrainedModel:
     """Fit on the training period, stop early on the validation period, report on the test period."""
+    import lightgbm as lgb
+
     matured = training_set.filter(pl.col("matured_30d"))
     if matured.is_empty():
         raise ValueError("no matured labels: the history is shorter than the label horizon")
-    split = OutOfTimeSplit.from_dates(matured["snapshot_date"].max(), settings)
+    split = OutOfTimeSplit.from_settings(matured["snapshot_date"].min(), matured["snapshot_date"].max(), settings)
     train_df, valid_df, test_df = split.frames(matured)
     for name, part in (("training", train_df), ("validation", valid_df), ("test", test_df)):
         if part.is_empty() or part[LABEL].sum() == 0:
@@ -158,8 +148,6 @@ def train(training_set: pl.DataFrame, settings: ChurnSettings, seed: int = 0) ->
     return TrainedModel(booster, split, metrics, importance, test_scores, params, example)
 
 
-def passes_gate(metrics: dict[str, float], settings: ChurnSettings) -> bool:
-    return metrics["auc_pr"] > settings.gate_min_auc_pr and metrics["recall_top20"] > settings.gate_min_recall_top
 
 
 @dataclass
@@ -168,7 +156,7 @@ class ScoredBatch:
     seconds: float
 
 
-def score(booster: lgb.Booster, features: pl.DataFrame, settings: ChurnSettings, model_version: str) -> ScoredBatch:
+def score(booster, features: pl.DataFrame, settings: ChurnSettings, model_version: str) -> ScoredBatch:
     """Scores, risk tiers with their action, and, for the tiers Customer Success acts on, the
     top reasons (largest positive SHAP contributions).
 
@@ -195,7 +183,7 @@ def score(booster: lgb.Booster, features: pl.DataFrame, settings: ChurnSettings,
     return ScoredBatch(scores, time.perf_counter() - started)
 
 
-def top_reasons(booster: lgb.Booster, x: np.ndarray, k: int) -> list[str]:
+def top_reasons(booster, x: np.ndarray, k: int) -> list[str]:
     """'feature (+contribution)' for the k largest positive SHAP contributions of each row."""
     contributions = booster.predict(x, pred_contrib=True)[:, :-1]
     top = np.argsort(-contributions, axis=1)[:, :k]
@@ -209,9 +197,12 @@ def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings
 
     Returns (registered version, MLflow run id).
     """
+    import mlflow
+    from mlflow.models import infer_signature
+
     example = trained.example_features.to_pandas()
     with registry.run(CASE, run_name, tags={"case": CASE}) as run:
-        split = {f"split_{k}": str(v) for k, v in vars(trained.split).items()}
+        split = {f"split_{period}_{end}": str(getattr(window, end)) for period, window in vars(trained.split).items() for end in ("start", "end")}
         mlflow.log_params({**trained.params, **split, "n_features": len(FEATURES)})
         mlflow.log_metrics({k: float(v) for k, v in trained.metrics.items()})
         mlflow.log_dict({"features": list(FEATURES), "label": LABEL}, "features.json")
@@ -228,8 +219,10 @@ def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings
     return version, run.info.run_id
 
 
-def load_model(registry: Registry, settings: ChurnSettings, alias: str = CHAMPION) -> tuple[lgb.Booster, str]:
-    """The booster behind `models:/<name>@<alias>` and the version the alias points to."""
+def load_model(registry: Registry, settings: ChurnSettings, alias: str = CHAMPION):
+    """(the lightgbm.Booster behind `models:/<name>@<alias>`, the version the alias points to)."""
+    import mlflow
+
     version = registry.alias_version(settings.registered_model_name, alias)
     if version is None:
         raise LookupError(f"no model version has alias '{alias}' for {settings.registered_model_name}: train and promote one first")

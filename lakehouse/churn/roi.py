@@ -7,10 +7,14 @@ hash into *treatment* (contacted by Customer Success) and *control* (not
 contacted).  Seed figures: monthly churn 2.9 % treatment vs 4.1 % control,
 absolute reduction 1.2 points, 90 retained customers/month, value = retained x
 LTV 3,000 EUR = 270,000 EUR/month, model cost 8,000 EUR/month,
-ROI = (value - cost) / cost = (270,000 - 8,000) / 8,000 = 32.75 ("32x").
+ROI = (value - cost) / cost = (270,000 - 8,000) / 8,000 = 32.75 ("32x"). Money here is in the
+case's currency (settings: `economics`), whatever it is.
 
 Statistical conventions (one approach, used everywhere in this module)
 ---------------------------------------------------------------------
+The statistics are statsmodels' (``statsmodels.stats.proportion``); this module only
+chooses the methods and signs.
+
 * Outcomes are observed over the 90-day test window: ``p_t``, ``p_c`` are the
   90-day churn proportions of each arm.
 * Monthly rates use the constant-hazard conversion
@@ -18,27 +22,36 @@ Statistical conventions (one approach, used everywhere in this module)
 * Effects are signed so that a *positive* number means treatment churns less:
   ``absolute_reduction = m(p_c) - m(p_t)`` (monthly, as a proportion, 0.012 is
   1.2 points); ``relative_reduction = absolute_reduction / m(p_c)``.
-* Hypothesis test: two-sided two-proportion z-test on the 90-day proportions
-  with the pooled standard error; ``z = (p_c - p_t) / se_pooled``.
-* Confidence intervals (unpooled SEs, ``confidence`` level, default 95 %):
-  - ``ci_low_90d`` / ``ci_high_90d``: Wald interval of the 90-day difference
-    ``p_c - p_t`` with ``se = sqrt(p_t(1-p_t)/n_t + p_c(1-p_c)/n_c)``.
-  - ``ci_low`` / ``ci_high``: interval of the *monthly* absolute reduction
-    ``m(p_c) - m(p_t)`` by the delta method,
-    ``se_m = sqrt(m'(p_c)^2 p_c(1-p_c)/n_c + m'(p_t)^2 p_t(1-p_t)/n_t)`` with
-    ``m'(p) = (1 - p) ** (-2/3) / 3``.  Both intervals are centred on their
-    own point estimate, so each contains it.
-* Sample size: classic (Fleiss, no continuity correction) formula per arm to
-  detect the observed 90-day difference at two-sided ``alpha = 1 -
-  confidence`` and the given power::
+* Hypothesis test: ``proportions_ztest([x_c, x_t], [n_c, n_t])``, the two-sided
+  two-proportion z-test on the 90-day proportions with the pooled standard error,
+  ``z = (p_c - p_t) / sqrt(pbar (1 - pbar) (1/n_t + 1/n_c))``; when nobody or
+  everybody churned (``pbar`` is 0 or 1) there is no evidence of a difference:
+  ``z = 0``, ``p = 1``.
+* Confidence intervals (``confidence`` level, default 95 %), Newcombe's hybrid score
+  interval, built from each arm's Wilson interval
+  (``proportion_confint(method="wilson")``):
+  - ``ci_low_90d`` / ``ci_high_90d``: the 90-day difference ``p_c - p_t``,
+    ``confint_proportions_2indep(x_c, n_c, x_t, n_t, method="newcomb")``.
+  - ``ci_low`` / ``ci_high``: the *monthly* absolute reduction ``m(p_c) - m(p_t)``,
+    by the same construction (Zou and Donner's MOVER) on the monthly scale: each
+    arm's Wilson limits are mapped through the monotone ``m``, then
+    ``low = d - sqrt((m_c - m(l_c))^2 + (m(u_t) - m_t)^2)`` and
+    ``high = d + sqrt((m(u_c) - m_c)^2 + (m_t - m(l_t))^2)``.
+  Neither interval is symmetric; each contains its point estimate and stays within
+  the possible range.
+* Sample size: ``samplesize_proportions_2indep_onetail``, the normal-approximation
+  (Fleiss, no continuity correction) size per arm to detect the observed 90-day
+  difference at two-sided ``alpha = 1 - confidence`` and the given power::
 
       n = (z_{1-a/2} sqrt(2 pbar (1-pbar)) + z_{power} sqrt(p_t(1-p_t) + p_c(1-p_c)))^2
           / (p_c - p_t)^2,          pbar = (p_t + p_c) / 2,
 
-  rounded up; ``None`` when the observed difference is exactly zero.
+  rounded up; ``None`` when the observed difference is exactly zero.  (statsmodels'
+  ``NormalIndPower`` on Cohen's h would give a slightly different figure, 424 instead
+  of 435 per arm for 5 % vs 10 %; this module does not use it.)
 * Economics: the customers contacted each month are the treatment arm, so
   ``retained_per_month = absolute_reduction * n_treatment``,
-  ``value_per_month_eur = retained_per_month * ltv_eur`` and
+  ``value_per_month = retained_per_month * ltv`` and
   ``roi = (value - cost) / cost``.
 """
 
@@ -49,7 +62,6 @@ import math
 from datetime import timedelta
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Mapping
 
 import polars as pl
@@ -57,11 +69,6 @@ import polars as pl
 TREATMENT = "treatment"
 CONTROL = "control"
 ARMS = (TREATMENT, CONTROL)
-
-# The seed case study's headline figures, keyed by AbTestResult field names,
-# in the same units as AbTestResult (proportions, EUR, ROI multiple).
-
-_STD_NORMAL = NormalDist()
 
 
 # --------------------------------------------------------------------------
@@ -140,8 +147,8 @@ class AbTestResult:
     """Result of :func:`analyse_ab_test` (see module docstring for formulas).
 
     Rates and reductions are proportions (0.012 == 1.2 points).  ``ci_low`` /
-    ``ci_high`` bound the monthly ``absolute_reduction`` (delta method);
-    ``ci_low_90d`` / ``ci_high_90d`` bound ``absolute_reduction_90d`` (Wald).
+    ``ci_high`` bound the monthly ``absolute_reduction``; ``ci_low_90d`` /
+    ``ci_high_90d`` bound ``absolute_reduction_90d`` (both Newcombe, Wilson limits).
     """
 
     n_treatment: int
@@ -154,21 +161,21 @@ class AbTestResult:
     monthly_rate_control: float
     absolute_reduction: float  # monthly, control - treatment
     relative_reduction: float  # absolute_reduction / monthly_rate_control
-    ci_low: float  # monthly absolute reduction, delta method
+    ci_low: float  # monthly absolute reduction, Newcombe on the monthly scale
     ci_high: float
     z_stat: float  # (p_c - p_t) / pooled SE, 90-day
     p_value: float  # two-sided
     required_n_per_arm: int | None
     retained_per_month: float
-    value_per_month_eur: float
-    cost_per_month_eur: float
+    value_per_month: float
+    cost_per_month: float
     roi: float
     absolute_reduction_90d: float  # p_c - p_t
-    ci_low_90d: float  # Wald, unpooled SE
+    ci_low_90d: float  # Newcombe
     ci_high_90d: float
     confidence: float
     power: float
-    ltv_eur: float
+    ltv: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,75 +188,87 @@ def monthly_rate(p_90d: float) -> float:
     return 1.0 - (1.0 - p_90d) ** (1.0 / 3.0)
 
 
-def _monthly_rate_derivative(p_90d: float) -> float:
-    # d/dp [1 - (1-p)^(1/3)] = (1-p)^(-2/3) / 3; infinite at p == 1.
-    return math.inf if p_90d >= 1.0 else (1.0 - p_90d) ** (-2.0 / 3.0) / 3.0
-
-
 def two_proportion_ztest(x_t: int, n_t: int, x_c: int, n_c: int) -> tuple[float, float]:
-    """Two-sided pooled two-proportion z-test; returns ``(z, p_value)``.
+    """Two-sided pooled two-proportion z-test (statsmodels ``proportions_ztest``); ``(z, p_value)``.
 
     ``z = (p_c - p_t) / sqrt(pbar (1 - pbar) (1/n_t + 1/n_c))`` with
     ``pbar = (x_t + x_c) / (n_t + n_c)``; positive when treatment churns less.
     """
     _check_counts(x_t, n_t, TREATMENT)
     _check_counts(x_c, n_c, CONTROL)
-    p_t, p_c = x_t / n_t, x_c / n_c
-    pbar = (x_t + x_c) / (n_t + n_c)
-    se = math.sqrt(pbar * (1.0 - pbar) * (1.0 / n_t + 1.0 / n_c))
-    if se == 0.0:  # pbar is 0 or 1: both arms identical, no evidence of a difference
+    if x_t + x_c in (0, n_t + n_c):  # pbar is 0 or 1: both arms identical, no evidence of a difference
         return 0.0, 1.0
-    z = (p_c - p_t) / se
-    p_value = math.erfc(abs(z) / math.sqrt(2.0))  # == 2 * (1 - Phi(|z|)), without cancellation
-    return z, p_value
+    from statsmodels.stats.proportion import proportions_ztest
+
+    z, p_value = proportions_ztest([x_c, x_t], [n_c, n_t])
+    return float(z), float(p_value)
 
 
 def required_sample_size_per_arm(p_t: float, p_c: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
-    """Classic per-arm sample size (two-sided ``alpha``, ``power``), no continuity correction.
+    """Per-arm sample size to detect ``p_c - p_t`` (two-sided ``alpha``, ``power``), no continuity correction.
 
-    Returns ``None`` when ``p_t == p_c`` (no finite sample detects a null effect).
+    statsmodels ``samplesize_proportions_2indep_onetail`` (the Fleiss formula of the module
+    docstring). Returns ``None`` when ``p_t == p_c`` (no finite sample detects a null effect).
     """
     if not 0.0 < alpha < 1.0 or not 0.0 < power < 1.0:
         raise ValueError(f"alpha and power must be in (0, 1), got alpha={alpha}, power={power}")
-    diff = p_c - p_t
-    if diff == 0.0:
+    if p_c == p_t:
         return None
-    z_a = _STD_NORMAL.inv_cdf(1.0 - alpha / 2.0)
-    z_b = _STD_NORMAL.inv_cdf(power)
-    pbar = (p_t + p_c) / 2.0
-    numerator = (
-        z_a * math.sqrt(2.0 * pbar * (1.0 - pbar)) + z_b * math.sqrt(p_t * (1.0 - p_t) + p_c * (1.0 - p_c))
-    ) ** 2
+    from statsmodels.stats.proportion import samplesize_proportions_2indep_onetail
+
+    n = float(samplesize_proportions_2indep_onetail(p_c - p_t, p_t, power, alpha=alpha, alternative="two-sided"))
     # Round before ceil so float noise (e.g. 434.0000000001) does not add a customer.
-    return int(math.ceil(round(numerator / diff**2, 9)))
+    return int(math.ceil(round(n, 9)))
+
+
+def wilson_interval(x: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``x / n`` (statsmodels ``proportion_confint``)."""
+    _check_counts(x, n, "wilson_interval")
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(x, n, alpha=1.0 - confidence, method="wilson")
+    return float(low), float(high)
+
+
+def newcombe_interval_monthly(x_t: int, n_t: int, x_c: int, n_c: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's construction (MOVER) for the monthly difference ``m(p_c) - m(p_t)``.
+
+    Each arm's Wilson limits are exact on the monthly scale once mapped through the monotone
+    ``m``; they are combined as Newcombe combines them for a plain difference.
+    """
+    m_t, m_c = monthly_rate(x_t / n_t), monthly_rate(x_c / n_c)
+    low_t, high_t = (monthly_rate(v) for v in wilson_interval(x_t, n_t, confidence))
+    low_c, high_c = (monthly_rate(v) for v in wilson_interval(x_c, n_c, confidence))
+    d = m_c - m_t
+    return d - math.hypot(m_c - low_c, high_t - m_t), d + math.hypot(high_c - m_c, m_t - low_t)
 
 
 def roi_economics(
     absolute_reduction_monthly: float,
     n_contacted: int,
     *,
-    ltv_eur: float,
-    model_cost_eur_per_month: float,
+    ltv: float,
+    model_cost_per_month: float,
 ) -> tuple[float, float, float]:
-    """``(retained_per_month, value_per_month_eur, roi)``.
+    """``(retained_per_month, value_per_month, roi)``.
 
     retained = monthly absolute reduction x customers contacted; value =
     retained x LTV; ROI = (value - cost) / cost.  Seed: 0.012 x 7,500 = 90,
     90 x 3,000 = 270,000 EUR, (270,000 - 8,000) / 8,000 = 32.75.
     """
-    if model_cost_eur_per_month <= 0:
-        raise ValueError(f"model_cost_eur_per_month must be > 0 for an ROI, got {model_cost_eur_per_month}")
+    if model_cost_per_month <= 0:
+        raise ValueError(f"model_cost_per_month must be > 0 for an ROI, got {model_cost_per_month}")
     retained = absolute_reduction_monthly * n_contacted
-    value = retained * ltv_eur
-    roi = (value - model_cost_eur_per_month) / model_cost_eur_per_month
+    value = retained * ltv
+    roi = (value - model_cost_per_month) / model_cost_per_month
     return retained, value, roi
 
 
 def analyse_ab_test(
     outcomes: pl.DataFrame,
     *,
-    ltv_eur: float,
-    model_cost_eur_per_month: float,
+    ltv: float,
+    model_cost_per_month: float,
     confidence: float = 0.95,
     power: float = 0.8,
 ) -> AbTestResult:
@@ -285,23 +304,17 @@ def analyse_ab_test(
     abs_red = m_c - m_t
     rel_red = abs_red / m_c if m_c > 0 else math.nan
 
-    z_crit = _STD_NORMAL.inv_cdf(0.5 + confidence / 2.0)
+    from statsmodels.stats.proportion import confint_proportions_2indep
 
     diff_90 = p_c - p_t
-    se_90 = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
-    ci_low_90, ci_high_90 = diff_90 - z_crit * se_90, diff_90 + z_crit * se_90
-
-    var_m = 0.0
-    for p, n in ((p_t, n_t), (p_c, n_c)):
-        if p * (1 - p) > 0:  # avoids inf * 0 at p == 1
-            var_m += _monthly_rate_derivative(p) ** 2 * p * (1 - p) / n
-    se_m = math.sqrt(var_m)
-    ci_low, ci_high = abs_red - z_crit * se_m, abs_red + z_crit * se_m
-
+    ci_low_90, ci_high_90 = (
+        float(v) for v in confint_proportions_2indep(x_c, n_c, x_t, n_t, method="newcomb", alpha=1.0 - confidence)
+    )
+    ci_low, ci_high = newcombe_interval_monthly(x_t, n_t, x_c, n_c, confidence)
     z, p_value = two_proportion_ztest(x_t, n_t, x_c, n_c)
     req_n = required_sample_size_per_arm(p_t, p_c, alpha=1.0 - confidence, power=power)
     retained, value, roi = roi_economics(
-        abs_red, n_t, ltv_eur=ltv_eur, model_cost_eur_per_month=model_cost_eur_per_month
+        abs_red, n_t, ltv=ltv, model_cost_per_month=model_cost_per_month
     )
     return AbTestResult(
         n_treatment=n_t,
@@ -320,15 +333,15 @@ def analyse_ab_test(
         p_value=p_value,
         required_n_per_arm=req_n,
         retained_per_month=retained,
-        value_per_month_eur=value,
-        cost_per_month_eur=float(model_cost_eur_per_month),
+        value_per_month=value,
+        cost_per_month=float(model_cost_per_month),
         roi=roi,
         absolute_reduction_90d=diff_90,
         ci_low_90d=ci_low_90,
         ci_high_90d=ci_high_90,
         confidence=confidence,
         power=power,
-        ltv_eur=float(ltv_eur),
+        ltv=float(ltv),
     )
 
 
@@ -343,8 +356,8 @@ def _pt(x: float) -> str:
     return f"{100 * x:.2f} pt"
 
 
-def _eur(x: float) -> str:
-    return f"{x:,.0f} EUR"
+def _money(x: float, currency: str) -> str:
+    return f"{x:,.0f} {currency}"
 
 
 def _num(x: float) -> str:
@@ -373,37 +386,35 @@ _REPORT_ROWS: tuple[tuple[str, str, Any], ...] = (
     ("monthly_rate_control", "Monthly churn, control", _pct),
     ("absolute_reduction", "Absolute reduction (monthly)", _pt),
     ("relative_reduction", "Relative reduction (monthly)", _pct),
-    ("ci_monthly", "CI of monthly reduction (delta method)", None),
+    ("ci_monthly", "CI of monthly reduction (Newcombe)", None),
     ("absolute_reduction_90d", "Absolute reduction (90-day)", _pt),
-    ("ci_90d", "CI of 90-day reduction (Wald)", None),
+    ("ci_90d", "CI of 90-day reduction (Newcombe)", None),
     ("z_stat", "z (pooled two-proportion test)", lambda x: f"{x:.3f}"),
     ("p_value", "p-value (two-sided)", _pvalue),
     ("required_n_per_arm", "Required n per arm", _int),
     ("retained_per_month", "Retained customers / month", _num),
-    ("value_per_month_eur", "Value / month", _eur),
-    ("cost_per_month_eur", "Model cost / month", _eur),
+    ("value_per_month", "Value / month", _money),
+    ("cost_per_month", "Model cost / month", _money),
     ("roi", "ROI (value - cost) / cost", _times),
 )
 
 
-def report_markdown(result: AbTestResult, seed_reference: Mapping[str, Any] | None = None) -> str:
-    """Markdown table ``Metric | Ours | Seed`` (e.g. for Dagster ``MetadataValue.md``).
+def report_table(result: AbTestResult, currency: str, seed_reference: Mapping[str, Any] | None = None, seed_currency: str = "EUR") -> pl.DataFrame:
+    """``metric | ours | seed``, formatted (money in our currency, the seed's in its own).
 
     ``seed_reference`` maps :class:`AbTestResult` field names (see
-    :data:`lakehouse.churn.config.SEED_AB_REFERENCE`) to the seed's figures; numbers are formatted like
-    ours (same units: proportions, EUR, ROI multiple), strings are shown
-    verbatim, missing metrics show as an em dash.
+    :data:`lakehouse.churn.settings.SEED_AB_REFERENCE`) to the seed's figures; missing ones show as an em dash.
     """
     seed = dict(seed_reference or {})
     level = f"{100 * result.confidence:g}%"
-    lines = ["| Metric | Ours | Seed |", "|---|---:|---:|"]
+    rows = []
     for field, label, fmt in _REPORT_ROWS:
         if field == "ci_monthly":
-            ours = f"[{_pt(result.ci_low)}, {_pt(result.ci_high)}]"
-            label = f"{level} {label}"
+            ours, label = f"[{_pt(result.ci_low)}, {_pt(result.ci_high)}]", f"{level} {label}"
         elif field == "ci_90d":
-            ours = f"[{_pt(result.ci_low_90d)}, {_pt(result.ci_high_90d)}]"
-            label = f"{level} {label}"
+            ours, label = f"[{_pt(result.ci_low_90d)}, {_pt(result.ci_high_90d)}]", f"{level} {label}"
+        elif fmt is _money:
+            ours = _money(getattr(result, field), currency)
         else:
             ours = fmt(getattr(result, field))
         ref = seed.get(field)
@@ -412,26 +423,15 @@ def report_markdown(result: AbTestResult, seed_reference: Mapping[str, Any] | No
         elif isinstance(ref, str):
             theirs = ref
         else:
-            theirs = fmt(ref) if fmt is not None else str(ref)
-        lines.append(f"| {label} | {ours} | {theirs} |")
-    return "\n".join(lines) + "\n"
+            theirs = _money(ref, seed_currency) if fmt is _money else fmt(ref) if fmt is not None else str(ref)
+        rows.append({"metric": label, "ours": ours, "seed": theirs})
+    return pl.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------
 # Plot
 # --------------------------------------------------------------------------
-def wilson_interval(x: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``x / n``."""
-    _check_counts(x, n, "wilson_interval")
-    z = _STD_NORMAL.inv_cdf(0.5 + confidence / 2.0)
-    p = x / n
-    denom = 1.0 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def plot_ab_test(result: AbTestResult, path: str | Path) -> Path:
+def plot_ab_test(result: AbTestResult, path: str | Path, currency: str) -> Path:
     """PNG bar chart of monthly churn per arm with per-arm Wilson CIs; returns ``path``.
 
     The Wilson interval is computed on the 90-day proportion and mapped through
@@ -468,7 +468,7 @@ def plot_ab_test(result: AbTestResult, path: str | Path) -> Path:
     ax.set_title(
         f"Churn A/B test: -{100 * result.absolute_reduction:.2f} pt/month, "
         f"p={_pvalue(result.p_value)}\nROI {result.roi:.1f}x "
-        f"({_eur(result.value_per_month_eur)} value vs {_eur(result.cost_per_month_eur)} cost / month)",
+        f"({_money(result.value_per_month, currency)} value vs {_money(result.cost_per_month, currency)} cost / month)",
         fontsize=10,
     )
     ax.text(

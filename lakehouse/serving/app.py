@@ -1,63 +1,91 @@
-"""App factory. Each case contributes `lakehouse/<case>/api.py` with
-`service(settings) -> CaseService`; the app mounts its router under `/<case>`, requires the
-API key on it, starts and stops it with the app, and asks it whether it is ready.
+"""App factory. Each case registers a module under the entry point group `lakehouse.services`
+(pyproject.toml) exposing `service(settings) -> CaseService` and, optionally,
+`preflight(settings)` (checked once before any worker starts); the app mounts the case's
+router under `/<case>`, requires the API key on it, starts and stops it with the app, and asks
+it whether it is ready. The app itself imports no case.
 
-A case may also name hot POST routes with a shortcut: a request with the right key is handed
-to it before FastAPI's middleware, routing, dependencies and validation (several times the
-work of a fraud decision); when the shortcut declines (returns None), the request goes
-through the app unchanged, so errors, auth failures and the OpenAPI docs stay FastAPI's.
+Every request body is read by the app's outermost layer, up to `max_body_bytes` (413 beyond,
+before authentication or parsing). A case may also name hot POST routes with a shortcut: a
+request with the right key is handed to it before FastAPI's middleware, routing, dependencies
+and validation (several times the work of a fraud decision); when the shortcut declines
+(returns None), the request goes through the app unchanged, so errors, auth failures and the
+OpenAPI docs stay FastAPI's. Validation errors (422) never echo what was sent beyond a short
+excerpt.
 """
 
 from __future__ import annotations
 
 import gc
 import hmac
-import importlib
-import os
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from types import ModuleType
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakehouse.common.home import LakehouseHome
 
-CASES = ("forecast", "fraud", "triage")
 API_KEY_HEADER = "X-API-Key"
+SERVICES_GROUP = "lakehouse.services"
+EXCERPT_CHARS = 120  # of an invalid input, in a 422 answer
 
 # A hot route's shortcut: request body -> JSON response body, or None to let the app answer.
 Shortcut = Callable[[bytes], Awaitable[bytes | None]]
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    api_key: str
-    home: LakehouseHome
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    mlflow_uri: str | None = None  # default: the SQLite store under the home
-    cases: tuple[str, ...] = CASES
+def registered_cases() -> dict[str, EntryPoint]:
+    """Case name -> the entry point of the module it registered (loaded on demand)."""
+    return {ep.name: ep for ep in entry_points(group=SERVICES_GROUP)}
+
+
+class ServingSettings(BaseSettings):
+    """The online app's configuration, from the environment (README, Configuration)."""
+
+    model_config = SettingsConfigDict(frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+
+    api_key: str = Field(validation_alias=AliasChoices("api_key", "LAKEHOUSE_API_KEY"))
+    home: Annotated[LakehouseHome, NoDecode] = Field(LakehouseHome(Path(".lakehouse").resolve()), validation_alias=AliasChoices("home", "LAKEHOUSE_HOME"))
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "LAKEHOUSE_REDIS_URL"))
+    mlflow_uri: str | None = Field(None, validation_alias=AliasChoices("mlflow_uri", "MLFLOW_TRACKING_URI"))  # default: SQLite under the home
+    cases: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=AliasChoices("cases", "LAKEHOUSE_SERVING_CASES"))  # () = every registered case
+    workers: int = Field(1, ge=1, validation_alias=AliasChoices("workers", "LAKEHOUSE_SERVING_WORKERS"))
+    max_body_bytes: int = Field(64 * 1024, ge=1, validation_alias=AliasChoices("max_body_bytes", "LAKEHOUSE_SERVING_MAX_BODY_BYTES"))
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home(cls, value):
+        return value if isinstance(value, LakehouseHome) else LakehouseHome(Path(value).resolve())
+
+    @field_validator("cases", mode="before")
+    @classmethod
+    def _cases(cls, value):
+        names = tuple(c.strip() for c in value.split(",") if c.strip()) if isinstance(value, str) else tuple(value)
+        known = registered_cases()
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"unknown case(s) {unknown}; registered: {sorted(known)}")
+        return names or tuple(sorted(known))
 
     @classmethod
     def from_env(cls) -> ServingSettings:
-        api_key = os.environ.get("LAKEHOUSE_API_KEY")
-        if not api_key:
-            raise SystemExit("LAKEHOUSE_API_KEY is not set: the online endpoints refuse to start without an API key")
-        home = LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve())
-        cases = tuple(c for c in os.environ.get("LAKEHOUSE_SERVING_CASES", ",".join(CASES)).split(",") if c)
-        unknown = set(cases) - set(CASES)
-        if unknown:
-            raise SystemExit(f"LAKEHOUSE_SERVING_CASES: unknown case(s) {sorted(unknown)}; known: {list(CASES)}")
-        return cls(
-            api_key=api_key,
-            home=home,
-            redis_url=os.environ.get("LAKEHOUSE_REDIS_URL", cls.redis_url),
-            mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI"),
-            cases=cases,
-        )
+        """The settings of a process about to serve; a missing key or an unknown case stops it here."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            if any(e["loc"] and e["loc"][0] in ("api_key", "LAKEHOUSE_API_KEY") for e in exc.errors()):
+                problems = "LAKEHOUSE_API_KEY is not set: the online endpoints refuse to start without an API key"
+            raise SystemExit(f"online app settings: {problems}") from None
 
     @property
     def tracking_uri(self) -> str:
@@ -80,64 +108,99 @@ class CaseService:
     hot: dict[str, Shortcut] = field(default_factory=dict)  # POST path under /<case> -> shortcut
 
 
+def case_modules(settings: ServingSettings) -> list[ModuleType]:
+    registered = registered_cases()
+    return [registered[case].load() for case in settings.cases]
+
+
 def load_services(settings: ServingSettings) -> list[CaseService]:
-    return [importlib.import_module(f"lakehouse.{case}.api").service(settings) for case in settings.cases]
+    return [module.service(settings) for module in case_modules(settings)]
 
 
 def _key_ok(key: bytes | None, expected: bytes) -> bool:
     return key is not None and hmac.compare_digest(key, expected)
 
 
-class HotRoutes:
-    """JSON POSTs to a hot route with the right key go to its shortcut first."""
+class BodyLimitAndHotRoutes:
+    """The outermost layer: reads each request body up to the limit (413 beyond), then hands keyed JSON
+    POSTs of a hot route to its shortcut, and everything else to the app with the body replayed."""
 
-    def __init__(self, app: ASGIApp, shortcuts: dict[str, Shortcut], api_key: bytes):
+    def __init__(self, app: ASGIApp, shortcuts: dict[str, Shortcut], api_key: bytes, max_body_bytes: int):
         self.app = app
         self.shortcuts = shortcuts
         self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        shortcut = self.shortcuts.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        headers = dict(scope["headers"]) if shortcut else {}
-        if not (shortcut and headers.get(b"content-type") == b"application/json" and _key_ok(headers.get(API_KEY_HEADER.lower().encode()), self.api_key)):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        chunks = []
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._too_large(send)
+        chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client left
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return await self._too_large(send)
+            chunks.append(chunk)
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        answer = await shortcut(body)
-        if answer is None:
-            replayed = False
+        shortcut = self.shortcuts.get(scope["path"]) if scope["method"] == "POST" else None
+        if shortcut and headers.get(b"content-type") == b"application/json" and _key_ok(headers.get(API_KEY_HEADER.lower().encode()), self.api_key):
+            answer = await shortcut(body)
+            if answer is not None:
+                headers_out = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+                await send({"type": "http.response.start", "status": 200, "headers": headers_out})
+                await send({"type": "http.response.body", "body": answer})
+                return
+        replayed = False
 
-            async def replay() -> Message:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-            return await self.app(scope, replay, send)
-        headers_out = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers_out})
-        await send({"type": "http.response.body", "body": answer})
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        answer = JSONResponse({"detail": f"request body larger than {self.max_body_bytes} bytes"}, status_code=413)
+        await send({"type": "http.response.start", "status": 413, "headers": answer.raw_headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+def _excerpt(value) -> str:
+    text = repr(value)
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + f"... ({len(text)} characters)"
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with where and why, and at most a short excerpt of what was sent (never the input itself)."""
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", ""), **({"input": _excerpt(e["input"])} if "input" in e else {})}
+        for e in exc.errors()[:20]
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 class ServingApp(FastAPI):
     """FastAPI with the hot routes in front of its whole middleware stack."""
 
-    def __init__(self, *, shortcuts: dict[str, Shortcut], api_key: bytes, **kwargs):
+    def __init__(self, *, shortcuts: dict[str, Shortcut], api_key: bytes, max_body_bytes: int, **kwargs):
         super().__init__(**kwargs)
         self.shortcuts = shortcuts
         self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
 
     def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        return HotRoutes(stack, self.shortcuts, self.api_key) if self.shortcuts else stack
+        return BodyLimitAndHotRoutes(super().build_middleware_stack(), self.shortcuts, self.api_key, self.max_body_bytes)
 
 
 def create_app(settings: ServingSettings, services: list[CaseService] | None = None) -> FastAPI:
@@ -164,6 +227,8 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
     app = ServingApp(
         shortcuts=shortcuts,
         api_key=expected,
+        max_body_bytes=settings.max_body_bytes,
+        exception_handlers={RequestValidationError: _validation_error},
         title="ML lakehouse online endpoints",
         description="Fraud decisions, forecast lookup and ticket triage, served from the champion models.",
         lifespan=lifespan,

@@ -6,8 +6,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from lakehouse.churn.config import WorldConfig
-from lakehouse.churn.world import generate_world
+from lakehouse.churn.world import WorldConfig, generate_world
+from resources import SourcesResource
+from tests.conftest import write_sources
 
 TINY = WorldConfig(customers=300, years=1.2, seed=11)
 
@@ -58,15 +59,20 @@ def run(instance, resources, selection, **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(assets, selection=selection, instance=instance, resources=resources, **kwargs)
 
 
+def with_source(resources: dict, folder: Path) -> dict:
+    """The resources with a sources file listing the churn case at `folder`."""
+    path = write_sources(folder.parent / f"{folder.name}-sources.yaml", {"churn": {"folder": folder}})
+    return {**resources, "sources": SourcesResource(path=str(path))}
+
+
 def load_raw(instance, resources, source: Path, raise_on_error: bool = True, staging: bool = True) -> dg.ExecuteInProcessResult:
     from assets.churn.features import churn_staging
-    from assets.churn.raw import ChurnRawConfig, churn_raw
+    from assets.churn.raw import churn_raw
 
     return run(
         instance,
-        resources,
+        with_source(resources, source),
         dg.AssetSelection.assets(churn_raw, *([churn_staging] if staging else [])),
-        run_config=dg.RunConfig(ops={"churn_raw": ChurnRawConfig(source_dir=str(source))}),
         raise_on_error=raise_on_error,
     )
 

@@ -5,7 +5,7 @@ import dagster as dg
 import pytest
 
 import definitions
-from assets.graph import END_MARKER, README_PATH, START_MARKER, extract_block, readme_block, replace_block
+from demos.graph import END_MARKER, README_PATH, START_MARKER, extract_block, readme_block, replace_block
 
 KIND_TAG_PREFIX = "dagster/kind/"
 
@@ -17,12 +17,12 @@ def asset_graph():
 
 def test_readme_asset_graph_is_current():
     expected = readme_block(definitions.defs())
-    assert README_PATH.exists(), f"{README_PATH} is missing: run `python -m assets.graph` from the repository root"
+    assert README_PATH.exists(), f"{README_PATH} is missing: run `python -m demos.graph` from the repository root"
     found = extract_block(README_PATH.read_text(encoding="utf-8").replace("\r\n", "\n"))
     assert found is not None, (
-        f"README.md has no {START_MARKER} ... {END_MARKER} block: run `python -m assets.graph` from the repository root"
+        f"README.md has no {START_MARKER} ... {END_MARKER} block: run `python -m demos.graph` from the repository root"
     )
-    assert found == expected, "README.md's asset graph is out of date: run `python -m assets.graph` from the repository root"
+    assert found == expected, "README.md's asset graph is out of date: run `python -m demos.graph` from the repository root"
 
 
 def test_mermaid_keeps_dbt_staging_models_and_is_deterministic():

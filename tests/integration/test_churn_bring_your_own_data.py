@@ -11,7 +11,7 @@ import pytest
 
 from lakehouse.common.schema import InputDataError
 from resources import LakehouseResource, default_resources
-from tests.integration.churn_helpers import load_raw, tiny_world, write_source
+from tests.integration.churn_helpers import load_raw, tiny_world, with_source, write_source
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,11 @@ CASES = {
     "negative duration": ("usage_daily", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(-12.5).otherwise(pl.col("session_minutes")).alias("session_minutes")), "session_minutes"),
     "date in the future": ("renewals", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(date.today() + timedelta(days=30)).otherwise(pl.col("renewal_date")).alias("renewal_date")), "renewal_date"),
     "empty file": ("support_tickets", lambda df: df.head(0), None),
-    "unknown category": ("customers", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("platinum")).otherwise(pl.col("tier")).alias("tier")), "tier"),
+    "unknown outcome": ("renewals", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("paused")).otherwise(pl.col("outcome")).alias("outcome")), "outcome"),
+    "closed before opened": ("support_tickets", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.col("opened_at") - pl.duration(days=3)).otherwise(pl.col("closed_at")).alias("closed_at")), "closed_at"),
+    "infinite amount": ("customers", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(float("inf")).otherwise(pl.col("mrr")).alias("mrr")), "mrr"),
+    "id with a control character": ("customers", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("C1\x07")).otherwise(pl.col("customer_id")).alias("customer_id")), "customer_id"),
+    "ids differing by whitespace": ("customers", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("customer_id").shift(-1).str.replace(r"^C", "C ")).otherwise(pl.col("customer_id")).alias("customer_id")), "customer_id"),
     "csat out of range": ("support_tickets", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(9).otherwise(pl.col("csat")).alias("csat")), "csat"),
     "unknown customer": ("renewals", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("C9999999")).otherwise(pl.col("customer_id")).alias("customer_id")), "customer_id"),
 }
@@ -80,9 +84,31 @@ def test_bad_file_is_refused_and_the_lake_is_unchanged(lakehouse_home, tmp_path,
 
 def test_error_names_file_column_and_rows(tmp_path, world):
     from lakehouse.churn.schemas import load_raw_tables
+    from lakehouse.common.sources import load_sources
 
     src = write_source({**world, "usage_daily": CASES["negative duration"][1](world["usage_daily"])}, tmp_path / "src")
+    source = load_sources(with_source({}, src)["sources"].path).case("churn")
     with pytest.raises(InputDataError) as err:
-        load_raw_tables(src, date.today())
+        load_raw_tables(source, date.today())
     text = str(err.value)
     assert str(src / "usage_daily.parquet") in text and "session_minutes" in text and "row 5" in text
+
+
+def test_an_absent_optional_table_keeps_what_the_lake_has_and_a_misnamed_one_is_refused(lakehouse_home, tmp_path, world):
+    instance = dg.DagsterInstance.from_config(str(lakehouse_home / "dagster"))
+    resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(lakehouse_home))}
+    assert load_raw(instance, resources, write_source(world, tmp_path / "full"), staging=False).success
+    lake = resources["lakehouse"].lake
+    stored = lake.read("churn", "invoices")
+
+    without = write_source({k: v for k, v in world.items() if k != "invoices"}, tmp_path / "without")
+    assert load_raw(instance, resources, without, staging=False).success
+    assert lake.read("churn", "invoices").equals(stored)
+
+    before = _lake_digest(lakehouse_home)
+    misnamed = write_source({k: v for k, v in world.items() if k != "invoices"}, tmp_path / "misnamed")
+    world["invoices"].write_parquet(misnamed / "invoice.parquet")
+    result = load_raw(instance, resources, misnamed, staging=False, raise_on_error=False)
+    assert not result.success
+    assert "misnamed 'invoices'" in str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
+    assert _lake_digest(lakehouse_home) == before

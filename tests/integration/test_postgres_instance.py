@@ -17,6 +17,8 @@ import pytest
 from dagster._core.instance.config import PoolGranularity
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from sensors.alerts import failed_evaluations
+
 pytestmark = pytest.mark.integration
 
 PG_HOST, PG_PORT, PG_USER, PG_ADMIN_DB = "127.0.0.1", 5432, "postgres", "postgres"
@@ -147,6 +149,11 @@ def test_prod_instance_stores_runs_events_and_checks_in_postgres(prod_instance, 
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["value"].value == 42
 
+    # The alert sensor reads it through its cursor over finished runs, once.
+    alerts, cursor = failed_evaluations(instance, {check_key})
+    assert [(a.check_name, a.severity, a.value) for a in alerts] == [("pg_answer_is_zero", "WARN", 42.0)]
+    assert failed_evaluations(instance, {check_key}, cursor) == ([], cursor)
+
 
 def test_prod_instance_loads_the_pool_config(prod_instance):
     instance = prod_instance
@@ -161,3 +168,9 @@ def test_prod_instance_loads_the_pool_config(prod_instance):
     info = instance.event_log_storage.get_concurrency_info(TEST_POOL)
     assert info.limit == 1
     assert info.claimed_slots == []
+
+
+def test_prod_instance_monitors_runs(prod_instance):
+    """Run monitoring frees the pool slots a dead run still holds (see test_run_monitoring.py)."""
+    assert prod_instance.run_monitoring_enabled
+    assert prod_instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0

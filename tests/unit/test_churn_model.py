@@ -4,17 +4,20 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lakehouse.churn.config import SETTINGS
-from lakehouse.churn.model import OutOfTimeSplit, recall_at_top
+from lakehouse.churn.model import OutOfTimeSplit, ScoredBatch, recall_at_top
+from lakehouse.churn.pipeline import go_no_go, scoring_checks
+from lakehouse.churn.settings import ChurnSettings
 from lakehouse.common.drift import ks_statistic, psi
+
+SETTINGS = ChurnSettings()
 
 
 def test_out_of_time_split_keeps_the_test_period_unseen():
     last = date(2026, 10, 12)
-    split = OutOfTimeSplit.from_dates(last, SETTINGS)
+    split = OutOfTimeSplit.from_settings(last - timedelta(weeks=119), last, SETTINGS)
     weeks = pl.DataFrame({"snapshot_date": [last - timedelta(weeks=i) for i in range(120)]})
     train, valid, test = split.frames(weeks)
-    horizon = timedelta(days=SETTINGS.label_horizon_days)
+    horizon = timedelta(days=SETTINGS.label_days)
     assert test["snapshot_date"].min() >= date(2026, 6, 12)  # about 4 months of test snapshots
     assert 16 <= test.height <= 18
     # No label window of a training or validation snapshot reaches the next period.
@@ -31,8 +34,42 @@ def test_recall_at_top_counts_churners_in_each_weekly_top_fifth():
 
 
 def test_volume_bounds_scale_with_the_customer_base():
-    assert SETTINGS.volume_bounds(15_000) == (13_000, 16_000)
-    assert SETTINGS.volume_bounds(1_500) == (1_300, 1_600)
+    assert SETTINGS.bounds_for(15_000) == (13_000, 16_000)
+    assert SETTINGS.bounds_for(1_500) == (1_300, 1_600)
+
+
+def _batch(n: int, seconds: float = 0.5) -> ScoredBatch:
+    return ScoredBatch(pl.DataFrame({"score": np.linspace(0.01, 0.9, n)}), seconds)
+
+
+def test_weekly_checks_compare_the_volume_with_last_week_unless_a_base_is_set():
+    reference = np.linspace(0.01, 0.9, 1_500)
+    checks = {c.name: c for c in scoring_checks(_batch(1_000), reference, last_volume=1_500, settings=SETTINGS)}
+    assert not checks["prediction_volume"].passed and checks["prediction_volume"].threshold == "[1,300, 1,600]"
+    assert checks["score_shift"].passed and checks["scoring_latency"].passed
+    first_week = {c.name: c for c in scoring_checks(_batch(1_000), reference, last_volume=None, settings=SETTINGS)}
+    assert first_week["prediction_volume"].passed
+    based = {c.name: c for c in scoring_checks(_batch(1_000), reference, last_volume=1_000, settings=SETTINGS.with_(customer_base=15_000))}
+    assert not based["prediction_volume"].passed
+    slow = {c.name: c for c in scoring_checks(_batch(1_500, seconds=500), reference, last_volume=1_500, settings=SETTINGS)}
+    assert not slow["scoring_latency"].passed
+
+
+class _Registry:
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+    def alias_version(self, name, alias):
+        return "3"
+
+    def version_metrics(self, name, version):
+        return self.metrics
+
+
+@pytest.mark.parametrize(("auc_pr", "recall", "passed"), [(0.71, 0.62, True), (0.64, 0.9, False), (0.9, 0.55, False)])
+def test_the_gate_is_the_seeds_poc_threshold(auc_pr, recall, passed):
+    version, outcome = go_no_go(_Registry({"auc_pr": auc_pr, "recall_top20": recall}), SETTINGS)
+    assert version == "3" and outcome.passed is passed and outcome.severity == "ERROR"
 
 
 def test_drift_statistics():

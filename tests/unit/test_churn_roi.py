@@ -14,15 +14,16 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from lakehouse.churn.config import SEED_AB_REFERENCE
+from lakehouse.churn.settings import SEED_AB_REFERENCE
 from lakehouse.churn.roi import (
     AbTestResult,
     analyse_ab_test,
     assign_arms,
     hash_uniform,
     monthly_rate,
+    newcombe_interval_monthly,
     plot_ab_test,
-    report_markdown,
+    report_table,
     required_sample_size_per_arm,
     roi_economics,
     simulate_contact,
@@ -186,7 +187,7 @@ class TestStatistics:
 
     def test_analyse_matches_hand_computation(self):
         x_t, n_t, x_c, n_c = 300, 4_800, 410, 5_200
-        r = analyse_ab_test(outcomes_from_counts(x_t, n_t, x_c, n_c), ltv_eur=LTV, model_cost_eur_per_month=COST)
+        r = analyse_ab_test(outcomes_from_counts(x_t, n_t, x_c, n_c), ltv=LTV, model_cost_per_month=COST)
         p_t, p_c = x_t / n_t, x_c / n_c
         assert (r.n_treatment, r.n_control, r.churned_treatment, r.churned_control) == (n_t, n_c, x_t, x_c)
         assert r.churn_rate_treatment == pytest.approx(p_t)
@@ -196,29 +197,53 @@ class TestStatistics:
         assert r.monthly_rate_control == pytest.approx(m_c)
         assert r.absolute_reduction == pytest.approx(m_c - m_t)
         assert r.relative_reduction == pytest.approx((m_c - m_t) / m_c)
-        # Wald CI on the 90-day difference.
+        # Newcombe's interval on the 90-day difference, by hand from the Wilson limits of each arm.
         zc = stats.norm.ppf(0.975)
-        se90 = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+
+        def wilson(x, n):
+            p, centre = x / n, (x + zc**2 / 2) / (n + zc**2)
+            half = zc * math.sqrt(n) / (n + zc**2) * math.sqrt(p * (1 - p) + zc**2 / (4 * n))
+            return centre - half, centre + half
+
+        (l_t, u_t), (l_c, u_c) = wilson(x_t, n_t), wilson(x_c, n_c)
         assert r.absolute_reduction_90d == pytest.approx(p_c - p_t)
-        assert r.ci_low_90d == pytest.approx(p_c - p_t - zc * se90)
-        assert r.ci_high_90d == pytest.approx(p_c - p_t + zc * se90)
-        # Delta-method CI on the monthly difference.
-        d = lambda p: (1 - p) ** (-2 / 3) / 3  # noqa: E731
-        se_m = math.sqrt(d(p_t) ** 2 * p_t * (1 - p_t) / n_t + d(p_c) ** 2 * p_c * (1 - p_c) / n_c)
-        assert r.ci_low == pytest.approx(m_c - m_t - zc * se_m)
-        assert r.ci_high == pytest.approx(m_c - m_t + zc * se_m)
-        # Delta method check: the monthly CI half-width ~ 90-day half-width * m'(p) (similar rates).
+        assert r.ci_low_90d == pytest.approx(p_c - p_t - math.hypot(p_c - l_c, u_t - p_t))
+        assert r.ci_high_90d == pytest.approx(p_c - p_t + math.hypot(u_c - p_c, p_t - l_t))
+        # The same construction on the monthly scale, each arm's Wilson limits mapped through m.
+        m = lambda p: 1 - (1 - p) ** (1 / 3)  # noqa: E731
+        assert r.ci_low == pytest.approx(m_c - m_t - math.hypot(m_c - m(l_c), m(u_t) - m_t))
+        assert r.ci_high == pytest.approx(m_c - m_t + math.hypot(m(u_c) - m_c, m_t - m(l_t)))
+        # m compresses rates (m'(p) < 1 here): the monthly interval is the narrower one.
         assert (r.ci_high - r.ci_low) < (r.ci_high_90d - r.ci_low_90d)
+        assert r.ci_low < r.absolute_reduction < r.ci_high and r.ci_low_90d < r.absolute_reduction_90d < r.ci_high_90d
         z, p = two_proportion_ztest(x_t, n_t, x_c, n_c)
         assert (r.z_stat, r.p_value) == (pytest.approx(z), pytest.approx(p))
 
     def test_confidence_level_widens_ci(self):
         df = outcomes_from_counts(300, 4_800, 410, 5_200)
-        r95 = analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST)
-        r99 = analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST, confidence=0.99)
+        r95 = analyse_ab_test(df, ltv=LTV, model_cost_per_month=COST)
+        r99 = analyse_ab_test(df, ltv=LTV, model_cost_per_month=COST, confidence=0.99)
         assert r99.ci_low < r95.ci_low < r95.absolute_reduction < r95.ci_high < r99.ci_high
+        assert r99.ci_low_90d < r95.ci_low_90d < r95.absolute_reduction_90d < r95.ci_high_90d < r99.ci_high_90d
+        # Score intervals are not exactly proportional to z, but at these sizes they nearly are.
         ratio = (r99.ci_high - r99.ci_low) / (r95.ci_high - r95.ci_low)
-        assert ratio == pytest.approx(stats.norm.ppf(0.995) / stats.norm.ppf(0.975))
+        assert ratio == pytest.approx(stats.norm.ppf(0.995) / stats.norm.ppf(0.975), rel=0.01)
+
+    def test_monthly_interval_is_newcombe_on_the_identity_scale(self, monkeypatch):
+        """With m replaced by the identity, the monthly construction is statsmodels' Newcombe interval."""
+        from statsmodels.stats.proportion import confint_proportions_2indep
+
+        import lakehouse.churn.roi as roi
+
+        monkeypatch.setattr(roi, "monthly_rate", lambda p: p)
+        for x_t, n_t, x_c, n_c in [(300, 4_800, 410, 5_200), (0, 50, 3, 60), (50, 50, 20, 90)]:
+            expected = confint_proportions_2indep(x_c, n_c, x_t, n_t, method="newcomb", alpha=0.1)
+            assert newcombe_interval_monthly(x_t, n_t, x_c, n_c, 0.9) == pytest.approx(expected, rel=1e-12)
+
+    def test_intervals_stay_in_range_at_the_extremes(self):
+        r = analyse_ab_test(outcomes_from_counts(0, 40, 40, 40), ltv=LTV, model_cost_per_month=COST)
+        assert 0 < r.ci_low_90d < r.absolute_reduction_90d == 1.0 and r.ci_high_90d == pytest.approx(1.0)
+        assert 0 < r.ci_low < r.absolute_reduction == 1.0 and r.ci_high == pytest.approx(1.0)
 
     def test_monthly_rate_inverts_90_day_compounding(self):
         for m in (0.0, 0.029, 0.041, 0.2):
@@ -248,8 +273,8 @@ class TestStatistics:
         assert required_sample_size_per_arm(0.2, 0.3, power=0.9) > required_sample_size_per_arm(0.2, 0.3)
 
     def test_required_n_in_result_decreases_with_observed_effect(self):
-        small = analyse_ab_test(outcomes_from_counts(280, 1000, 300, 1000), ltv_eur=LTV, model_cost_eur_per_month=COST)
-        large = analyse_ab_test(outcomes_from_counts(200, 1000, 300, 1000), ltv_eur=LTV, model_cost_eur_per_month=COST)
+        small = analyse_ab_test(outcomes_from_counts(280, 1000, 300, 1000), ltv=LTV, model_cost_per_month=COST)
+        large = analyse_ab_test(outcomes_from_counts(200, 1000, 300, 1000), ltv=LTV, model_cost_per_month=COST)
         assert small.required_n_per_arm > large.required_n_per_arm
         assert large.required_n_per_arm == required_sample_size_per_arm(0.2, 0.3)
 
@@ -267,7 +292,7 @@ class TestSimulation:
 
     def test_ci_contains_true_effect_and_estimate_close(self):
         df = synthetic_world(20_000, self.P_CHURN, self.EFFECT, seed=2024, salt="ab-90d", contact_salt="world")
-        r = analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST)
+        r = analyse_ab_test(df, ltv=LTV, model_cost_per_month=COST)
         true_90 = self.P_CHURN * self.EFFECT  # 0.087
         assert r.ci_low_90d <= true_90 <= r.ci_high_90d
         assert r.absolute_reduction_90d == pytest.approx(true_90, abs=0.015)  # SE ~0.006
@@ -281,7 +306,7 @@ class TestSimulation:
 
     def test_null_effect_ci_contains_zero(self):
         df = synthetic_world(20_000, self.P_CHURN, 0.0, seed=7, salt="ab-90d", contact_salt="world")
-        r = analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST)
+        r = analyse_ab_test(df, ltv=LTV, model_cost_per_month=COST)
         assert r.ci_low_90d <= 0.0 <= r.ci_high_90d
         assert r.ci_low <= 0.0 <= r.ci_high
         assert r.p_value > 0.05
@@ -299,7 +324,7 @@ class TestSimulation:
         for rep in range(reps):
             df = pl.DataFrame({"customer_id": ids, "arm": arms, "churned_90d": rng.random(n) < self.P_CHURN})
             r = analyse_ab_test(
-                simulate_contact(df, self.EFFECT, f"rep{rep}"), ltv_eur=LTV, model_cost_eur_per_month=COST
+                simulate_contact(df, self.EFFECT, f"rep{rep}"), ltv=LTV, model_cost_per_month=COST
             )
             cover_90 += r.ci_low_90d <= true_90 <= r.ci_high_90d
             cover_m += r.ci_low <= true_m <= r.ci_high
@@ -312,7 +337,7 @@ class TestSimulation:
 class TestRoi:
     def test_seed_example_exact(self):
         # 1.2 points/month x 7,500 contacted = 90 retained; 90 x 3,000 = 270,000; (270,000 - 8,000)/8,000.
-        retained, value, roi = roi_economics(0.012, 7_500, ltv_eur=3_000, model_cost_eur_per_month=8_000)
+        retained, value, roi = roi_economics(0.012, 7_500, ltv=3_000, model_cost_per_month=8_000)
         assert retained == pytest.approx(90.0)
         assert value == pytest.approx(270_000.0)
         assert roi == pytest.approx(32.75)
@@ -323,24 +348,24 @@ class TestRoi:
         n = 7_500
         x_t = round(n * (1 - (1 - 0.029) ** 3))  # 634
         x_c = round(n * (1 - (1 - 0.041) ** 3))  # 885
-        r = analyse_ab_test(outcomes_from_counts(x_t, n, x_c, n), ltv_eur=3_000, model_cost_eur_per_month=8_000)
+        r = analyse_ab_test(outcomes_from_counts(x_t, n, x_c, n), ltv=3_000, model_cost_per_month=8_000)
         assert r.monthly_rate_treatment == pytest.approx(0.029, abs=5e-5)
         assert r.monthly_rate_control == pytest.approx(0.041, abs=5e-5)
         assert r.retained_per_month == pytest.approx(r.absolute_reduction * r.n_treatment)
         assert r.retained_per_month == pytest.approx(90, abs=1)
-        assert r.value_per_month_eur == pytest.approx(r.retained_per_month * 3_000)
-        assert r.cost_per_month_eur == 8_000
-        assert r.roi == pytest.approx((r.value_per_month_eur - r.cost_per_month_eur) / r.cost_per_month_eur)
+        assert r.value_per_month == pytest.approx(r.retained_per_month * 3_000)
+        assert r.cost_per_month == 8_000
+        assert r.roi == pytest.approx((r.value_per_month - r.cost_per_month) / r.cost_per_month)
         assert r.roi == pytest.approx(32.75, abs=0.5)
         assert r.relative_reduction == pytest.approx(0.012 / 0.041, abs=0.01)
 
     def test_negative_effect_gives_negative_roi(self):
-        r = analyse_ab_test(outcomes_from_counts(120, 1000, 100, 1000), ltv_eur=LTV, model_cost_eur_per_month=COST)
+        r = analyse_ab_test(outcomes_from_counts(120, 1000, 100, 1000), ltv=LTV, model_cost_per_month=COST)
         assert r.absolute_reduction < 0 and r.retained_per_month < 0 and r.roi < -1
 
     def test_nonpositive_cost_rejected(self):
         with pytest.raises(ValueError, match="cost"):
-            roi_economics(0.01, 100, ltv_eur=LTV, model_cost_eur_per_month=0)
+            roi_economics(0.01, 100, ltv=LTV, model_cost_per_month=0)
 
 
 # --------------------------------------------------------------------------- validation
@@ -349,49 +374,45 @@ class TestValidation:
     def test_empty_arm_raises(self, missing_arm):
         df = outcomes_from_counts(5, 100, 7, 100).filter(pl.col("arm") != missing_arm)
         with pytest.raises(ValueError, match=missing_arm):
-            analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST)
+            analyse_ab_test(df, ltv=LTV, model_cost_per_month=COST)
 
     def test_empty_frame_raises(self):
         df = pl.DataFrame({"arm": [], "churned_90d": []}, schema={"arm": pl.String, "churned_90d": pl.Boolean})
         with pytest.raises(ValueError, match="no customers"):
-            analyse_ab_test(df, ltv_eur=LTV, model_cost_eur_per_month=COST)
+            analyse_ab_test(df, ltv=LTV, model_cost_per_month=COST)
 
     def test_unknown_arm_and_missing_column(self):
         with pytest.raises(ValueError, match="arm must be"):
             analyse_ab_test(
                 pl.DataFrame({"arm": ["treatment", "control", "other"], "churned_90d": [True, False, True]}),
-                ltv_eur=LTV,
-                model_cost_eur_per_month=COST,
+                ltv=LTV,
+                model_cost_per_month=COST,
             )
         with pytest.raises(ValueError, match="churned_90d"):
-            analyse_ab_test(pl.DataFrame({"arm": ["treatment"]}), ltv_eur=LTV, model_cost_eur_per_month=COST)
+            analyse_ab_test(pl.DataFrame({"arm": ["treatment"]}), ltv=LTV, model_cost_per_month=COST)
 
 
 # --------------------------------------------------------------------------- report & plot
 @pytest.fixture(scope="module")
 def seed_like_result() -> AbTestResult:
-    return analyse_ab_test(outcomes_from_counts(634, 7_500, 885, 7_500), ltv_eur=3_000, model_cost_eur_per_month=8_000)
+    return analyse_ab_test(outcomes_from_counts(634, 7_500, 885, 7_500), ltv=3_000, model_cost_per_month=8_000)
 
 
-def test_report_markdown(seed_like_result):
-    md = report_markdown(seed_like_result, SEED_AB_REFERENCE)
-    lines = md.strip().splitlines()
-    assert lines[0] == "| Metric | Ours | Seed |"
-    assert all(line.startswith("|") and line.endswith("|") and line.count("|") == 4 for line in lines)
-    assert "| Monthly churn, treatment | 2.90% | 2.90% |" in md
-    assert "| Monthly churn, control | 4.10% | 4.10% |" in md
-    assert "| Absolute reduction (monthly) |" in md and "| 1.20 pt |" in md
-    assert "| Value / month |" in md and "| 270,000 EUR |" in md
-    assert "| Model cost / month | 8,000 EUR | 8,000 EUR |" in md
-    assert "32.75x |" in md
-    assert "95% CI of monthly reduction" in md
+def test_report_table_in_the_cases_currency_beside_the_seed(seed_like_result):
+    rows = {r["metric"]: (r["ours"], r["seed"]) for r in report_table(seed_like_result, "USD", SEED_AB_REFERENCE).iter_rows(named=True)}
+    assert rows["Monthly churn, treatment"] == ("2.90%", "2.90%")
+    assert rows["Monthly churn, control"] == ("4.10%", "4.10%")
+    assert rows["Absolute reduction (monthly)"][0] == "1.20 pt"
+    assert rows["Value / month"][1] == "270,000 EUR" and rows["Value / month"][0].endswith(" USD")
+    assert rows["Model cost / month"] == ("8,000 USD", "8,000 EUR")
+    assert rows["ROI (value - cost) / cost"][0].endswith("x") and "95% CI of monthly reduction (Newcombe)" in rows
     # Without a seed reference the seed column is a dash; strings are shown verbatim.
-    assert "| — |" in report_markdown(seed_like_result)
-    assert "| 32x |" in report_markdown(seed_like_result, {"roi": "32x"})
+    assert set(report_table(seed_like_result, "EUR")["seed"]) == {"—"}
+    assert "32x" in report_table(seed_like_result, "EUR", {"roi": "32x"})["seed"].to_list()
 
 
 def test_plot_writes_png(tmp_path, seed_like_result):
-    out = plot_ab_test(seed_like_result, tmp_path / "sub" / "ab.png")
+    out = plot_ab_test(seed_like_result, tmp_path / "sub" / "ab.png", "EUR")
     assert isinstance(out, Path) and out.exists()
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import stamina
 
 from lakehouse.churn.crm import OutboxCrm, RestCrm
 from tests.loopback import UPSERT_SUFFIX, FakeServer, serve
@@ -65,73 +67,100 @@ def _alert(evaluation_id: str, **overrides: Any) -> Alert:
 
 
 # --- post_json ---------------------------------------------------------------------------
+# Tests that look at the backoff record the delays stamina schedules (tiny ones, really slept);
+# the others run in stamina's testing mode, which keeps each call's attempts and skips the waits.
 
 
-def test_retries_503_then_succeeds(server: FakeServer, client: httpx.Client) -> None:
-    server.script = [(503, {}), (503, {})]
+@pytest.fixture
+def scheduled_delays() -> Iterator[list[float]]:
     delays: list[float] = []
-    response = post_json(client, f"{server.url}/x", {"a": 1}, backoff_s=0.1, sleep=delays.append)
+    stamina.instrumentation.set_on_retry_hooks([lambda details: delays.append(details.wait_for)])
+    try:
+        yield delays
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(None)
+
+
+@pytest.fixture
+def no_waiting() -> Iterator[None]:
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
+
+
+def test_retries_503_then_succeeds(server: FakeServer, client: httpx.Client, scheduled_delays: list[float]) -> None:
+    server.script = [(503, {}), (503, {})]
+    response = post_json(client, f"{server.url}/x", {"a": 1}, backoff_s=0.01)
     assert response.status_code == 200
     assert len(server.requests) == 3
     assert all(r["body"] == {"a": 1} for r in server.requests)
-    assert delays == [0.1, 0.2]
+    assert scheduled_delays == pytest.approx([0.01, 0.02])
 
 
-def test_429_retry_after_honoured_and_capped(server: FakeServer, client: httpx.Client) -> None:
-    server.script = [(429, {"Retry-After": "3"}), (429, {"Retry-After": "60"}), (429, {"Retry-After": "soon"})]
-    delays: list[float] = []
-    post_json(client, f"{server.url}/x", {}, backoff_s=0.5, max_backoff_s=8.0, sleep=delays.append)
-    assert delays == [3.0, 8.0, 2.0]  # header, header capped, non-numeric -> exponential
+def test_429_retry_after_honoured_and_capped(server: FakeServer, client: httpx.Client, scheduled_delays: list[float]) -> None:
+    server.script = [(429, {"Retry-After": "0"}), (429, {"Retry-After": "60"}), (429, {"Retry-After": "soon"})]
+    post_json(client, f"{server.url}/x", {}, backoff_s=0.01, max_backoff_s=0.05)
+    # header, header capped, non-numeric -> exponential (third retry: 0.01 * 2**2)
+    assert scheduled_delays == pytest.approx([0.0, 0.05, 0.04])
     assert len(server.requests) == 4
 
 
+def test_exponential_backoff_is_capped(server: FakeServer, client: httpx.Client, scheduled_delays: list[float]) -> None:
+    server.script = [(502, {})] * 4
+    post_json(client, f"{server.url}/x", {}, backoff_s=0.01, max_backoff_s=0.03)
+    assert scheduled_delays == pytest.approx([0.01, 0.02, 0.03, 0.03])
+
+
+@pytest.mark.usefixtures("no_waiting")
 def test_gives_up_after_max_attempts(server: FakeServer, client: httpx.Client) -> None:
     server.script = [(500, {})] * 10
-    delays: list[float] = []
     with pytest.raises(DeliveryError) as err:
-        post_json(client, f"{server.url}/x?key=abc", {}, max_attempts=3, sleep=delays.append)
+        post_json(client, f"{server.url}/x?key=abc", {}, max_attempts=3)
     assert len(server.requests) == 3
-    assert len(delays) == 2
     assert err.value.status == 500 and err.value.attempts == 3
     message = str(err.value)
     assert f"{server.url}/x" in message and "500" in message and "3 attempt" in message
     assert "key=abc" not in message
 
 
+@pytest.mark.usefixtures("no_waiting")
 def test_no_retry_on_400(server: FakeServer, client: httpx.Client) -> None:
     server.script = [(400, {}), (200, {})]
-    delays: list[float] = []
     with pytest.raises(DeliveryError) as err:
-        post_json(client, f"{server.url}/x", {}, sleep=delays.append)
+        post_json(client, f"{server.url}/x", {})
     assert err.value.status == 400 and err.value.attempts == 1
-    assert len(server.requests) == 1 and delays == []
+    assert len(server.requests) == 1
 
 
-def test_connection_refused_retried_then_fails(client: httpx.Client) -> None:
+def test_connection_refused_retried_then_fails(client: httpx.Client, scheduled_delays: list[float]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens once the socket is closed
-    delays: list[float] = []
     with pytest.raises(DeliveryError) as err:
-        post_json(client, f"http://127.0.0.1:{port}/x", {}, max_attempts=3, backoff_s=0.25, sleep=delays.append)
-    assert delays == [0.25, 0.5]
-    assert err.value.status is None and "ConnectError" in str(err.value)
+        post_json(client, f"http://127.0.0.1:{port}/x", {}, max_attempts=3, backoff_s=0.01)
+    assert scheduled_delays == pytest.approx([0.01, 0.02])
+    assert err.value.status is None and err.value.attempts == 3 and "ConnectError" in str(err.value)
     assert isinstance(err.value.__cause__, httpx.TransportError)
+
+
+def test_max_attempts_must_be_positive(client: httpx.Client) -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        post_json(client, "http://127.0.0.1:1/x", {}, max_attempts=0)
 
 
 # --- RestCrm -----------------------------------------------------------------------------
 
 
-def test_rest_crm_batches_retries_and_delivers_each_record_once(server: FakeServer, client: httpx.Client) -> None:
+def test_rest_crm_batches_retries_and_delivers_each_record_once(
+    server: FakeServer, client: httpx.Client, scheduled_delays: list[float]
+) -> None:
     server.script = [(500, {}), (429, {"Retry-After": "0"})]
-    delays: list[float] = []
-    crm = RestCrm(f"{server.url}/crm/", TOKEN, batch_size=200, client=client, backoff_s=0.01, sleep=delays.append)
+    crm = RestCrm(f"{server.url}/crm/", TOKEN, batch_size=200, client=client, backoff_s=0.01)
     records = _records(450)
 
     assert crm.upsert(records) == 450
 
     assert len(server.requests) == 5  # 2 failures + 3 batches
-    assert delays == [0.01, 0.0]
+    assert scheduled_delays == pytest.approx([0.01, 0.0])
     assert {r["path"] for r in server.requests} == {UPSERT_PATH}
     assert all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in server.requests)
     assert [len(r["body"]["records"]) for r in server.requests[2:]] == [200, 200, 50]
@@ -160,12 +189,19 @@ def test_rest_crm_rerun_is_idempotent(server: FakeServer, client: httpx.Client) 
     assert len(server.accounts) == 450
 
 
-def test_rest_crm_never_leaks_token(server: FakeServer, client: httpx.Client) -> None:
+@pytest.mark.usefixtures("no_waiting")
+def test_rest_crm_never_leaks_token(
+    server: FakeServer, client: httpx.Client, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     server.script = [(503, {})] * 5
-    crm = RestCrm(f"{server.url}/crm", TOKEN, client=client, max_attempts=2, sleep=lambda _: None)
-    with pytest.raises(DeliveryError) as err:
+    crm = RestCrm(f"{server.url}/crm", TOKEN, client=client, max_attempts=2)
+    with caplog.at_level(logging.DEBUG), pytest.raises(DeliveryError) as err:
         crm.upsert(_records(3))
+    assert len(server.requests) == 2
     assert TOKEN not in str(err.value) and TOKEN not in repr(err.value) and TOKEN not in repr(crm)
+    # stamina logs each scheduled retry (through structlog when installed, else logging): no token there either
+    logged = caplog.text + capsys.readouterr().out
+    assert "retry_scheduled" in logged and TOKEN not in logged
 
 
 # --- OutboxCrm ---------------------------------------------------------------------------

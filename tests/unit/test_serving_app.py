@@ -68,7 +68,52 @@ def test_settings_refuse_to_start_without_a_key(monkeypatch):
         ServingSettings.from_env()
 
 
-def test_several_workers_refuse_to_run_the_fraud_consumers_in_each(monkeypatch):
+def test_the_app_mounts_the_cases_registered_as_entry_points(monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_API_KEY", "k")
+    monkeypatch.delenv("LAKEHOUSE_SERVING_CASES", raising=False)
+    assert ServingSettings.from_env().cases == ("forecast", "fraud", "triage")
+    monkeypatch.setenv("LAKEHOUSE_SERVING_CASES", "triage")
+    assert ServingSettings.from_env().cases == ("triage",)
+
+
+def test_a_body_over_the_limit_is_refused_before_authentication_and_parsing():
+    router = APIRouter()
+    seen = []
+
+    @router.post("/echo")
+    async def echo(body: dict) -> dict:
+        seen.append(body)
+        return {"size": len(str(body))}
+
+    app = create_app(ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent")), max_body_bytes=1000), services=[CaseService("demo", router)])
+    big = b'{"text": "' + b"x" * 5000 + b'"}'
+
+    def chunks():  # no Content-Length: the limit holds while reading
+        for i in range(0, len(big), 512):
+            yield big[i : i + 512]
+
+    with TestClient(app) as client:
+        assert client.post("/demo/echo", content=big, headers={"content-type": "application/json"}).status_code == 413
+        assert client.post("/demo/echo", content=chunks(), headers={"content-type": "application/json", API_KEY_HEADER: "s3cret"}).status_code == 413
+        assert client.post("/demo/echo", json={"text": "short"}, headers={API_KEY_HEADER: "s3cret"}).status_code == 200
+    assert seen == [{"text": "short"}]
+
+
+def test_a_validation_error_never_echoes_a_large_input():
+    router = APIRouter()
+
+    @router.post("/number")
+    async def number(body: dict[str, int]) -> dict:
+        return body
+
+    app = create_app(ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent"))), services=[CaseService("demo", router)])
+    with TestClient(app) as client:
+        answer = client.post("/demo/number", json={"n": "y" * 30_000}, headers={API_KEY_HEADER: "s3cret"})
+    assert answer.status_code == 422
+    assert len(answer.content) < 1000 and "30002 characters" in answer.text
+
+
+def test_a_case_preflight_runs_before_any_worker_starts(monkeypatch):
     from lakehouse.serving.__main__ import serve
 
     monkeypatch.setenv("LAKEHOUSE_API_KEY", "k")

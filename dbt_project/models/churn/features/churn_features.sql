@@ -12,7 +12,7 @@
 -- Shared by training (many snapshots) and scoring (one snapshot); the Dagster partition
 -- passes the [snapshot_start, snapshot_end) range.
 
-{% set lookback_weeks = var('churn_lookback_weeks') %}
+{% set lookback_weeks = setting('churn_lookback_weeks') %}
 
 with history as (
     select
@@ -91,7 +91,7 @@ tickets as (
         a.customer_id,
         a.snapshot_date,
         count(*) filter (where t.opened_at >= a.snapshot_date - interval 30 day) as tickets_30d,
-        count(*) filter (where t.opened_at >= a.snapshot_date - interval 30 day and t.category in ('bug', 'outage')) as incident_tickets_30d,
+        count(*) filter (where t.opened_at >= a.snapshot_date - interval 30 day and list_contains({{ setting_list('churn_incident_categories') }}::VARCHAR[], t.category)) as incident_tickets_30d,
         count(*) filter (where t.closed_at is null or t.closed_at >= a.snapshot_date) as open_tickets,
         avg(t.csat) filter (where t.closed_at < a.snapshot_date and t.closed_at >= a.snapshot_date - interval 90 day) as csat_90d
     from active a
@@ -110,9 +110,9 @@ billing as (
             where i.due_date < a.snapshot_date and i.due_date >= a.snapshot_date - interval 180 day
               and (i.paid_date is null or i.paid_date > i.due_date)
         ) as late_payments_180d,
-        coalesce(sum(i.amount_eur) filter (
+        coalesce(sum(i.amount) filter (
             where i.due_date < a.snapshot_date and (i.paid_date is null or i.paid_date >= a.snapshot_date)
-        ), 0) as overdue_eur,
+        ), 0) as overdue_amount,
         count(*) filter (
             where i.disputed_at < a.snapshot_date and i.disputed_at >= a.snapshot_date - interval 180 day
         ) as disputes_180d
@@ -141,7 +141,7 @@ select
     coalesce(u.logins_28d, 0) as logins_28d,
     coalesce(u.active_days_28d, 0) as active_days_28d,
     datediff('day', coalesce(l.last_activity_date, a.signup_date), a.snapshot_date) as days_since_last_login,
-    coalesce(u.key_features_28d, 0) / {{ var('churn_key_features') }} as activation_score,
+    coalesce(u.key_features_28d, 0) / {{ setting('churn_key_features') }} as activation_score,
     -- support
     coalesce(t.tickets_30d, 0) as tickets_30d,
     coalesce(t.incident_tickets_30d, 0) as incident_tickets_30d,
@@ -149,12 +149,12 @@ select
     t.csat_90d,
     -- billing
     coalesce(b.late_payments_180d, 0) as late_payments_180d,
-    coalesce(b.overdue_eur, 0) as overdue_eur,
+    coalesce(b.overdue_amount, 0) as overdue_amount,
     coalesce(b.disputes_180d, 0) as disputes_180d,
     -- profile and contract
     datediff('day', a.signup_date, a.snapshot_date) as tenure_days,
     a.employees,
-    a.mrr_eur,
+    a.mrr,
     a.tier_rank,
     a.size_rank,
     cast(a.is_annual as integer) as is_annual,

@@ -18,15 +18,15 @@ select
     f.snapshot_date,
     f.customer_id,
     count(c.renewal_date) filter (
-        where c.renewal_date < f.snapshot_date + interval {{ var('churn_label_days') }} day
+        where c.renewal_date < f.snapshot_date + interval {{ setting('churn_label_days') }} day
     ) > 0 as churned_30d,
-    f.snapshot_date + interval {{ var('churn_label_days') }} day <= h.end_of_history as matured_30d,
+    f.snapshot_date + interval {{ setting('churn_label_days') }} day <= h.end_of_history as matured_30d,
     count(c.renewal_date) > 0 as churned_90d,
-    f.snapshot_date + interval {{ var('churn_outcome_days') }} day <= h.end_of_history as matured_90d
+    f.snapshot_date + interval {{ setting('churn_outcome_days') }} day <= h.end_of_history as matured_90d
 from {{ ref('churn_features') }} f
 cross join history h
 left join churns c
     on c.customer_id = f.customer_id
     and c.renewal_date >= f.snapshot_date
-    and c.renewal_date < f.snapshot_date + interval {{ var('churn_outcome_days') }} day
+    and c.renewal_date < f.snapshot_date + interval {{ setting('churn_outcome_days') }} day
 group by f.snapshot_date, f.customer_id, h.end_of_history

@@ -1,3 +1,4 @@
+-- Ranks come from the vocabulary settings (lowest first); a value outside them has no rank (null).
 select
     customer_id,
     signup_date,
@@ -6,8 +7,8 @@ select
     employees,
     tier,
     plan,
-    mrr_eur,
-    case tier when 'basic' then 0 when 'pro' then 1 else 2 end as tier_rank,
-    case company_size when 'micro' then 0 when 'small' then 1 else 2 end as size_rank,
-    plan = 'annual' as is_annual
+    mrr,
+    list_position({{ setting_list('churn_tiers') }}::VARCHAR[], tier) - 1 as tier_rank,
+    list_position({{ setting_list('churn_sizes') }}::VARCHAR[], company_size) - 1 as size_rank,
+    list_contains({{ setting_list('churn_annual_plans') }}::VARCHAR[], plan) as is_annual
 from {{ source('churn_raw', 'customers') }}

@@ -3,7 +3,7 @@ select
     customer_id,
     issue_date,
     due_date,
-    amount_eur,
+    amount,
     paid_date,
     disputed_at
 from {{ source('churn_raw', 'invoices') }}

@@ -1,6 +1,6 @@
 """The asset graph as a Mermaid diagram, kept in README.md between two markers.
 
-Run ``python -m assets.graph`` from the repository root after changing assets; the test
+Run ``python -m demos.graph`` from the repository root after changing assets; the test
 ``tests/integration/test_asset_graph_doc.py`` fails while README.md is out of date.
 """
 

@@ -1,0 +1,146 @@
+"""The alert sensor on a real Dagster instance: cursor over finished runs, each failed evaluation
+alerted exactly once, bursts read in full, only this code location's checks."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from lakehouse.common.alerts import read_alerts
+from resources import AlertSinkResource, LakehouseResource
+from sensors.alerts import asset_check_alerts, failed_evaluations
+from tests.loopback import FakeServer, serve
+
+pytestmark = pytest.mark.integration
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-02-01")
+
+
+class ScoresConfig(dg.Config):
+    volume_ok: bool = False
+
+
+@dg.asset(
+    key=["churn", "scores"],
+    check_specs=[dg.AssetCheckSpec("volume", asset=["churn", "scores"]), dg.AssetCheckSpec("nulls", asset=["churn", "scores"])],
+)
+def scores(config: ScoresConfig):
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(
+        check_name="volume",
+        passed=config.volume_ok,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"value": 12, "threshold": "[100, 200]"},
+        description="too few scores",
+    )
+    yield dg.AssetCheckResult(check_name="nulls", passed=True, metadata={"value": 0.0})
+
+
+@dg.asset(
+    key=["forecast", "daily"],
+    partitions_def=DAYS,
+    check_specs=[dg.AssetCheckSpec("gate", asset=["forecast", "daily"], blocking=True)],
+)
+def daily():
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(check_name="gate", passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"value": 0.5})
+
+
+@dg.asset(key=["elsewhere", "table"], check_specs=[dg.AssetCheckSpec("foreign", asset=["elsewhere", "table"])])
+def foreign_asset():
+    """Stands for another code location's asset: its checks are not this sensor's."""
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(check_name="foreign", passed=False)
+
+
+DEFS = dg.Definitions(assets=[scores, daily], sensors=[asset_check_alerts])
+CHECK_KEYS = DEFS.get_repository_def().asset_graph.asset_check_keys
+
+
+@pytest.fixture
+def instance(lakehouse_home: Path) -> Iterator[dg.DagsterInstance]:
+    """The project's local instance (deploy/dagster.yaml) in a fresh home."""
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+@pytest.fixture
+def webhook() -> Iterator[FakeServer]:
+    with serve() as server:
+        yield server
+
+
+def _tick(instance, home: Path, webhook: FakeServer, cursor: str | None) -> dg.SensorResult:
+    resources = {"lakehouse": LakehouseResource(home=str(home)), "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook")}
+    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=DEFS, cursor=cursor)
+    return asset_check_alerts(context)
+
+
+def _volume_run(instance, ok: bool = False) -> dg.ExecuteInProcessResult:
+    return dg.materialize([scores], instance=instance, run_config=dg.RunConfig(ops={"churn__scores": ScoresConfig(volume_ok=ok)}))
+
+
+def test_each_failed_evaluation_alerts_once_and_the_cursor_follows_finished_runs(instance, lakehouse_home, webhook):
+    first = _volume_run(instance)
+    gate = dg.materialize([daily], instance=instance, partition_key="2024-01-08", raise_on_error=False)
+    assert first.success and not gate.success  # the blocking gate fails its run: RUN_FAILURE is read too
+    _volume_run(instance, ok=True)  # nothing failed: no alert
+
+    tick = _tick(instance, lakehouse_home, webhook, cursor=None)
+    alerts = read_alerts(lakehouse_home / "ops.sqlite").sort("check_name")
+    assert alerts["check_name"].to_list() == ["gate", "volume"]
+    gate_alert, volume_alert = alerts.rows(named=True)
+    assert (gate_alert["case_name"], gate_alert["asset_key"], gate_alert["partition"], gate_alert["severity"]) == (
+        "forecast", "forecast/daily", "2024-01-08", "ERROR"
+    )
+    assert (volume_alert["case_name"], volume_alert["asset_key"], volume_alert["partition"], volume_alert["severity"]) == (
+        "churn", "churn/scores", None, "WARN"
+    )
+    assert volume_alert["value"] == 12.0 and volume_alert["threshold"] == "[100, 200]" and volume_alert["description"] == "too few scores"
+    assert len(webhook.requests) == 2 and tick.skip_reason.skip_message == "2 new alerts"
+    assert tick.cursor is not None
+
+    # Nothing finished since: the cursor stays, nothing is read again.
+    again = _tick(instance, lakehouse_home, webhook, cursor=tick.cursor)
+    assert again.cursor == tick.cursor and again.skip_reason.skip_message == "0 new alerts"
+
+    _volume_run(instance)
+    after = _tick(instance, lakehouse_home, webhook, cursor=tick.cursor)
+    assert int(after.cursor) > int(tick.cursor) and after.skip_reason.skip_message == "1 new alerts"
+    assert read_alerts(lakehouse_home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
+
+    # A sensor whose cursor was reset reads every run again, and still alerts nobody twice.
+    reset = _tick(instance, lakehouse_home, webhook, cursor=None)
+    assert reset.skip_reason.skip_message == "0 new alerts" and reset.cursor == after.cursor
+    assert read_alerts(lakehouse_home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
+
+
+def test_only_this_code_locations_checks_alert(instance, lakehouse_home, webhook):
+    dg.materialize([foreign_asset], instance=instance)
+    tick = _tick(instance, lakehouse_home, webhook, cursor=None)
+    assert tick.skip_reason.skip_message == "0 new alerts" and tick.cursor is not None
+    assert read_alerts(lakehouse_home / "ops.sqlite").is_empty() and webhook.requests == []
+
+
+def test_a_burst_of_failures_of_one_check_is_read_in_full():
+    """60 failures of one check between two ticks all alert, in one tick or over several."""
+    instance = dg.DagsterInstance.ephemeral()
+    for _ in range(60):
+        _volume_run(instance)
+
+    alerts, cursor = failed_evaluations(instance, CHECK_KEYS)
+    assert len(alerts) == 60 and len({a.evaluation_id for a in alerts}) == 60
+    assert {a.check_name for a in alerts} == {"volume"}
+
+    # With fewer runs per tick, successive ticks read the same evaluations, each once.
+    paged, page_cursor, ticks = [], None, 0
+    while True:
+        found, next_cursor = failed_evaluations(instance, CHECK_KEYS, page_cursor, runs_per_tick=7)
+        if next_cursor == page_cursor:
+            break
+        paged, page_cursor, ticks = paged + found, next_cursor, ticks + 1
+    assert ticks == 9 and page_cursor == cursor
+    assert [a.evaluation_id for a in paged] == [a.evaluation_id for a in alerts]
+    run_ids = [a.evaluation_id.split(":")[0] for a in alerts]
+    assert run_ids == [r.dagster_run.run_id for r in instance.get_run_records(ascending=True)]  # in the order the runs finished
