@@ -1,8 +1,8 @@
 """The M5 demand kit (`../shared/realdata/demand`) through the forecasting case's documented path.
 
 `run(home, slice)` points LAKEHOUSE_SOURCES at `realdata/forecast.yaml` (a mapping file, no
-Python), starts from a fresh home and does what a user's Dagster would: the code location's
-`forecast_master_refresh` job (registering the store partitions), the `forecast_weekly_refit` job
+Python), starts from a fresh home and does what a user's Dagster would, with the case's part of
+the code location (`demos.forecast.definitions`): the `forecast_master_refresh` job (registering the store partitions), the `forecast_weekly_refit` job
 over every store in one run (a multi-partition backfill: one ingest of the file, refit, backtest,
 gate, promotion, planning, financial report), a tick of the nightly schedule and the run it asks
 for, and a tick of the publication sensor and its run (Redis: a private redis-server). Default
@@ -86,11 +86,11 @@ def run(home: Path, slice: bool) -> dict:
     with RedisServer() as server:
         os.environ.update(_environment(home, mapping, server.url))
         try:
-            import definitions
+            from demos.forecast import definitions
             from resources import default_resources
             from sensors.forecast import forecast_nightly_schedule, forecast_publish_when_stores_done
 
-            defs = definitions.defs()
+            defs = definitions()
             instance = dg.DagsterInstance.get()
             resources = default_resources()
 

@@ -26,6 +26,20 @@ def _redis_or_private(resources: dict, log):
         return {**resources, "redis": RedisResource(url=server.url)}, server
 
 
+def definitions(resources: dict | None = None) -> dg.Definitions:
+    """The forecasting case's part of the code location (its assets, checks, jobs, schedules and
+    sensors), on the default resources: what the benchmark and the tests run, whatever the other
+    cases hold."""
+    import sensors.forecast
+    from assets.forecast import ASSETS, CHECKS
+    from resources import default_resources
+
+    return dg.Definitions(
+        assets=ASSETS, asset_checks=CHECKS, jobs=sensors.forecast.JOBS, schedules=sensors.forecast.SCHEDULES,
+        sensors=sensors.forecast.SENSORS, resources=resources or default_resources(),
+    )
+
+
 def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
     """The forecast graph in the order its schedules run it."""
     from assets.forecast import ASSETS, CHECKS
@@ -81,9 +95,9 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
         print("segments: " + ", ".join(f"{s} {model.get(f'series_{s}', 0)}" for s in SEGMENTS) + f"; challenger v{model['model_version']} as of {model['as_of']}")
     backtest = latest_metadata(instance, ["forecast", "backtest"])
     if backtest:
-        per = "  ".join(f"{s} {backtest[f'mape_{key}_{s}_pct']:.1f}% (<{100 * t:.0f}%)" for s, t in settings.targets.mape.items() if f"mape_{key}_{s}_pct" in backtest)
+        per = "  ".join(f"{s} {backtest[f'mape_{key}_{s}']} (< {100 * t:.0f} %)" for s, t in settings.targets.mape.items() if f"mape_{key}_{s}" in backtest)
         print(f"backtest {backtest['window']}, {backtest['series']}: MAPE {label} {per}")
-        print(f"  all: WAPE {backtest[f'wape_{key}_pct']:.1f}% vs seasonal naive {backtest[f'seasonal_naive_wape_{key}_pct']:.1f}% (seed: MAPE manual 28% -> ML 14%)")
+        print(f"  all: WAPE {backtest[f'wape_{key}']} vs seasonal naive {backtest[f'seasonal_naive_wape_{key}']} (seed: MAPE manual 28 % -> ML 14 %)")
     published = latest_metadata(instance, ["forecast", "published_forecast"])
     if published:
         print(f"published to Redis: {published['dagster/row_count']:,} store x SKU vectors, origin {published['origin']}" + (" (private redis-server, stopped after the demo)" if outcome.get("private_redis") else ""))
@@ -92,9 +106,9 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
         print(f"planning forecast: {planning['periods']} periods {planning['first_period']} .. {planning['last_period']}, reconciled top-down")
     impact = latest_metadata(instance, ["forecast", "financial_impact"])
     if impact:
-        currency = settings.economics.currency
-        print(f"orders: overstock {impact['overstock_pct_seasonal_naive']:.1f}% -> {impact['overstock_pct_models']:.1f}%, stockouts {impact['stockout_pct_seasonal_naive']:.1f}% -> {impact['stockout_pct_models']:.1f}% of demand value (seed 12% -> 7%, 6% -> 3.5%)")
-        print(f"financial impact: {impact[f'annual_savings_{currency.lower()}'] / 1e6:.2f} M {currency} a year, ROI {impact['roi_year1']:.1f}x (seed 2.3 M EUR, 6x); {impact['economics']}")
+        print(f"orders: overstock {impact['overstock_seasonal_naive']} -> {impact['overstock_models']}, stockouts {impact['stockouts_seasonal_naive']} -> {impact['stockouts_models']} of demand value (seed 12 -> 7 %, 6 -> 3.5 %)")
+        print(f"financial impact: {impact['annual_savings']} a year, ROI {impact['roi_year1']:.1f}x (seed 2.3 M EUR, 6x)")
+        print(f"  {impact['economics']}")
     ok = all(outcome["success"].values())
     if not ok:
         print("failed steps: " + ", ".join(k for k, v in outcome["success"].items() if not v))

@@ -1,12 +1,13 @@
 """Monitoring of the nightly forecasts on matured actuals, and the financial report of the backtest."""
 
 import dagster as dg
-import polars as pl
 
-from assets.common import OWNERS, check_result, markdown_table
+from assets.common import OWNERS, REPORT, check_result, money, number, rate, table
 from assets.forecast.forecasts import STORE_FORECASTS_KEY
+from assets.forecast.metadata import percent_table
 from assets.forecast.models import BACKTEST_KEY
 from assets.forecast.raw import SALES_KEY
+from lakehouse.common.display import bar_chart, pct
 from lakehouse.forecast import pipeline
 from lakehouse.forecast.settings import CASE, ForecastSettings
 from resources import LakehouseResource
@@ -33,15 +34,14 @@ def forecast_live_accuracy(config: MonitoringConfig, lakehouse: LakehouseResourc
     lake = lakehouse.lake
     backtest = lake.read(CASE, "backtest") if lake.exists(CASE, "backtest") else None
     data = pipeline.read_case_data(lake)
-    table, outcome = pipeline.live_accuracy(pipeline.all_store_forecasts(lake), data.sales, backtest, settings, config.drift_margin)
-    lake.write(table, CASE, "live_accuracy")
-    shown = table.with_columns(pl.col("mape", "wape") * 100)
+    accuracy, outcome = pipeline.live_accuracy(pipeline.all_store_forecasts(lake), data.sales, backtest, settings, config.drift_margin)
+    lake.write(accuracy, CASE, "live_accuracy")
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": table.height,
+            "dagster/row_count": accuracy.height,
             "last_actual": str(data.last_day),
             "step": settings.cadence.step_label(settings.eval_step),
-            "by_origin_pct": dg.MetadataValue.md(markdown_table(shown, "{:.1f}") if table.height else "no matured forecast yet"),
+            "by_origin": percent_table(accuracy, "mape", "wape") if accuracy.height else "no matured forecast yet",
         }
     )
     yield check_result(outcome, ACCURACY_KEY)
@@ -50,6 +50,7 @@ def forecast_live_accuracy(config: MonitoringConfig, lakehouse: LakehouseResourc
 @dg.asset(
     key=IMPACT_KEY,
     deps=[BACKTEST_KEY],
+    tags=REPORT,
     group_name=CASE,
     kinds={"polars"},
     owners=OWNERS[CASE],
@@ -66,16 +67,22 @@ def forecast_financial_impact(lakehouse: LakehouseResource) -> dg.MaterializeRes
     lake.write_many({(CASE, "order_simulation", None): impact.orders, (CASE, "financial_impact", None): impact.money})
     currency = settings.economics.currency
     f = impact.figures
+    ours, baseline = f["model"], f["baseline"]
     return dg.MaterializeResult(
         metadata={
-            "overstock_pct_models": dg.MetadataValue.float(round(100 * f["model"]["overstock_pct"], 2)),
-            "overstock_pct_seasonal_naive": dg.MetadataValue.float(round(100 * f["baseline"]["overstock_pct"], 2)),
-            "stockout_pct_models": dg.MetadataValue.float(round(100 * f["model"]["stockout_pct"], 2)),
-            "stockout_pct_seasonal_naive": dg.MetadataValue.float(round(100 * f["baseline"]["stockout_pct"], 2)),
-            f"annual_savings_{currency.lower()}": dg.MetadataValue.float(round(f["annual_savings"], 0)),
-            "roi_year1": dg.MetadataValue.float(round(f["roi_year1"], 2)),
+            "overstock_models": rate(ours["overstock_pct"]),
+            "overstock_seasonal_naive": rate(baseline["overstock_pct"]),
+            "stockouts_models": rate(ours["stockout_pct"]),
+            "stockouts_seasonal_naive": rate(baseline["stockout_pct"]),
+            "annual_savings": money(f["annual_savings"], currency),
+            "roi_year1": number(f["roi_year1"], 2),
             "economics": impact.note,
-            "orders_pct": dg.MetadataValue.md(markdown_table(impact.orders.with_columns(pl.exclude("measure") * 100), "{:.2f}")),
-            f"money_{currency.lower()}": dg.MetadataValue.md(markdown_table(impact.money, "{:,.2f}")),
+            "reading": f"order-up-to on the models' forecasts against the seasonal naive's: overstock {pct(baseline['overstock_pct'])} -> {pct(ours['overstock_pct'])}, stockouts {pct(baseline['stockout_pct'])} -> {pct(ours['stockout_pct'])} of demand value",
+            "chart": dg.MetadataValue.md(bar_chart("overstock and stockouts, % of demand value", [
+                ("overstock naive", baseline["overstock_pct"]), ("overstock models", ours["overstock_pct"]),
+                ("stockouts naive", baseline["stockout_pct"]), ("stockouts models", ours["stockout_pct"]),
+            ], label=pct)),
+            "orders": percent_table(impact.orders, *[c for c in impact.orders.columns if c != "measure"]),
+            "money": table(impact.money, "{:,.2f}"),
         }
     )

@@ -6,7 +6,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, check_result, markdown_table
+from assets.common import OWNERS, check_result, table
 from assets.forecast.models import CHAMPION_KEY
 from assets.forecast.partitions import store_partitions
 from assets.forecast.raw import SALES_KEY
@@ -64,7 +64,7 @@ def forecast_store_forecasts(context: dg.AssetExecutionContext, config: OriginCo
             "stores": len(stores),
             "series": forecasts["unique_id"].n_unique(),
             "champion_version": version,
-            "models": dg.MetadataValue.md(markdown_table(forecasts.group_by("segment", "model").agg(pl.col("unique_id").n_unique().alias("series")).sort("segment"))),
+            "models": table(forecasts.group_by("segment", "model").agg(pl.col("unique_id").n_unique().alias("series")).sort("segment")),
         }
     )
     for outcome in outcomes:
@@ -114,17 +114,17 @@ def forecast_planning(config: OriginConfig, lakehouse: LakehouseResource, mlflow
     yield check_result(outcome, PLANNING_KEY)
 
 
-def _reconciled_metadata(table: pl.DataFrame, settings: ForecastSettings, column: str) -> dict:
-    total = table.filter(pl.col("level") == "national").sort("ds")
+def _reconciled_metadata(reconciled: pl.DataFrame, settings: ForecastSettings, column: str) -> dict:
+    total = reconciled.filter(pl.col("level") == "national").sort("ds")
     periods = total.height
     return {
-        "dagster/row_count": table.height,
-        "origin": str(table["origin"].max()),
+        "dagster/row_count": reconciled.height,
+        "origin": str(reconciled["origin"].max()),
         "periods": periods,
         "first_period": str(total["ds"].min()),
         "last_period": str(total["ds"].max()),
-        "nodes": dg.MetadataValue.md(markdown_table(table.group_by("level").agg(pl.col("node").n_unique().alias("nodes")).sort("nodes"))),
-        f"national_total_{column}": round(float(total[column].sum()), 1),
+        "nodes": table(reconciled.group_by("level").agg(pl.col("node").n_unique().alias("nodes")).sort("nodes")),
+        f"national_total_{column}": round(float(total[column].sum())),
     }
 
 

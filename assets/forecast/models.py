@@ -6,10 +6,12 @@ from datetime import date, datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, champion_asset, gate_result, markdown_table, png_markdown
+from assets.common import OWNERS, REPORT, champion_asset, gate_result, png_markdown, rate, table
+from assets.forecast.metadata import percent_table
 from assets.forecast.raw import MASTER_KEYS, SALES_KEY
+from lakehouse.common.display import bar_chart, pct
 from lakehouse.forecast import pipeline
-from lakehouse.forecast.evaluation import plot_accuracy
+from lakehouse.forecast.evaluation import ROUTED, SEASONAL_NAIVE, plot_accuracy
 from lakehouse.forecast.lifecycle import routing_table
 from lakehouse.forecast.segmentation import SEGMENT_COLUMNS
 from lakehouse.forecast.settings import CASE, SEGMENTS, ForecastSettings
@@ -54,8 +56,8 @@ def forecast_model(context: dg.AssetExecutionContext, config: RefitConfig, lakeh
             "series": segments.height,
             **{f"series_{s}": counts[s] for s in SEGMENTS},
             "train_rows": refit.fitted.train_rows,
-            "routing": dg.MetadataValue.md(markdown_table(routing_table(refit.fitted))),
-            "validation_wape": dg.MetadataValue.md(markdown_table(refit.selection.with_columns(pl.col("wape") * 100), "{:.1f}") if refit.selection.height else "selection off (`models.selection: seed`)"),
+            "routing": table(routing_table(refit.fitted)),
+            "selection_on_validation": percent_table(refit.selection, "wape") if refit.selection.height else "off (`models.selection: seed`): the seed's models",
             "features": ", ".join(refit.fitted.dynamic) or "none",
         }
     )
@@ -72,6 +74,7 @@ def forecast_model(context: dg.AssetExecutionContext, config: RefitConfig, lakeh
         "and forecasting every origin from that state, each candidate model, the seasonal naive and the champion's "
         "fitted state, all on the same rows; WAPE, MAPE (periods with sales) and MASE at every step and level."
     ),
+    tags=REPORT,
     check_specs=[dg.AssetCheckSpec("challenger_gate", asset=BACKTEST_KEY, blocking=True, description="Challenger WAPE at most the champion's x (1 + gate.max_wape_increase) and below the seasonal naive's, on the same rows.")],
 )
 def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource):
@@ -81,11 +84,13 @@ def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
     pipeline.write_backtest(lakehouse.lake, result)
     cadence = settings.cadence
     step = settings.eval_step
-    at = result.report.filter(pl.col("step") == step).with_columns(pl.col("wape", "mape") * 100)
-    chart = plot_accuracy(result.report, settings, lakehouse.paths.reports / "forecast_backtest.png")
-    routed = {r["segment"]: r for r in result.report.filter((pl.col("model") == "routed") & (pl.col("step") == step)).iter_rows(named=True)}
-    naive = result.report.filter((pl.col("model") == "SeasonalNaive") & (pl.col("step") == step) & (pl.col("segment") == "all")).row(0, named=True)
+    label = cadence.step_label(step)
+    at = result.report.filter(pl.col("step") == step)
+    routed = {r["segment"]: r for r in at.filter(pl.col("model") == ROUTED).iter_rows(named=True)}
+    naive = at.filter((pl.col("model") == SEASONAL_NAIVE) & (pl.col("segment") == "all")).row(0, named=True)
     key = cadence.step_key(step)
+    segments = [(s, r["mape"]) for s, r in routed.items() if s != "all" and r["mape"] is not None]
+    chart = plot_accuracy(result.report, settings, lakehouse.paths.reports / "forecast_backtest.png")
     yield dg.MaterializeResult(
         metadata={
             "window": result.info["window"],
@@ -93,18 +98,18 @@ def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
             "series": result.info["series"],
             "challenger_version": result.challenger,
             "champion_version": result.champion or "none",
-            **_percentages({f"wape_{key}_pct": routed["all"]["wape"], f"seasonal_naive_wape_{key}_pct": naive["wape"], **{f"mape_{key}_{s}_pct": r["mape"] for s, r in routed.items()}}),
-            "accuracy_at_step": dg.MetadataValue.md(f"{cadence.step_label(step)}, % (WAPE, MAPE) and MASE:\n\n" + markdown_table(at.select("segment", "model", "wape", "mape", "mase", "rows"), "{:.2f}")),
-            "levels": dg.MetadataValue.md(markdown_table(result.levels.with_columns(pl.col("wape", "mape") * 100), "{:.2f}")),
-            "chart": png_markdown(chart, f"WAPE per step and MAPE at {cadence.step_label(step)} per segment"),
+            f"wape_{key}": rate(routed["all"]["wape"]),
+            f"seasonal_naive_wape_{key}": rate(naive["wape"]),
+            **{f"mape_{key}_{s}": rate(r["mape"]) for s, r in routed.items()},
+            "reading": f"{label}: the models' WAPE {pct(routed['all']['wape'])} against {pct(naive['wape'])} for the seasonal naive (the manual forecasters' stand-in); bars: MAPE per segment, ticks: the seed's targets",
+            f"mape_{key}_per_segment": dg.MetadataValue.md(bar_chart(f"MAPE at {label}", segments, label=pct, marks={s: t for s, t in settings.targets.mape.items() if s in dict(segments)})),
+            f"accuracy_at_{key}": percent_table(at.select("segment", "model", "wape", "mape", "mase", "rows"), "wape", "mape"),
+            "levels": percent_table(result.levels, "wape", "mape"),
+            "gate_rows": percent_table(result.comparison, "wape", "mape"),
+            "per_step_chart": png_markdown(chart, f"WAPE per step and MAPE at {label} per segment"),
         }
     )
     yield gate_result(registry, settings.model_name, result.challenger, pipeline.gate(result, settings), BACKTEST_KEY)
-
-
-def _percentages(rates: dict[str, float | None]) -> dict[str, float]:
-    """Rates as percentages rounded to 0.01 (a segment without scored rows has none)."""
-    return {name: round(100 * rate, 2) for name, rate in rates.items() if rate is not None}
 
 
 forecast_champion = champion_asset(

@@ -40,10 +40,10 @@ from lakehouse.forecast.evaluation import (
     windows,
     with_unit_economics,
 )
-from lakehouse.forecast.features import CaseData, Periods, periods_of, scope_columns
+from lakehouse.forecast.features import CaseData, periods_of, scope_columns
 from lakehouse.forecast.lifecycle import load_models, log_models
 from lakehouse.forecast.models import FittedModels, fit_models, forecast_candidates
-from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN, aggregate_base_forecasts, aggregate_history, coherence, reconcile
+from lakehouse.forecast.reconcile import TOP_DOWN, aggregate_base_forecasts, aggregate_history, coherence, reconcile
 from lakehouse.forecast.schemas import MASTER_TABLES, OPTIONAL_TABLES, optional_columns, schema
 from lakehouse.forecast.settings import CASE, SEGMENTS, ForecastSettings
 
@@ -417,7 +417,3 @@ def financial_report(rows: pl.DataFrame, products: pl.DataFrame, settings: Forec
 def segment_counts(segments: pl.DataFrame) -> dict[str, int]:
     counts = dict(segments.group_by("segment").len().iter_rows())
     return {s: int(counts.get(s, 0)) for s in SEGMENTS}
-
-
-def periods_for(data: CaseData, settings: ForecastSettings) -> Periods:
-    return periods_of(settings, data.sales)

@@ -117,14 +117,17 @@ def test_the_backtest_is_like_for_like_at_every_step_and_level(built):
     assert same_rows["n"].max() == 1, "every model of a segment is scored on the same rows"
     assert {"SeasonalNaive", "LightGBM", "routed"} <= set(report.filter(pl.col("segment") == "all")["model"])
     assert set(built.lake.read("forecast", "backtest_levels")["level"]) == {"national", "region", "store", "sku"}
-    assert 0 < meta["wape_d7_pct"] < meta["seasonal_naive_wape_d7_pct"]
-    assert "data:image/png;base64," in meta["chart"]
+    at = report.filter((pl.col("step") == 7) & (pl.col("segment") == "all"))
+    wape = dict(at.select("model", "wape").iter_rows())
+    assert 0 < wape["routed"] < wape["SeasonalNaive"] and meta["wape_d7"].endswith("%")
+    assert "data:image/svg+xml" in meta["mape_d7_per_segment"] and len(meta["mape_d7_per_segment"]) < 1000  # shown inline
 
 
 def test_financial_impact_says_its_economics_are_the_seeds_defaults(built):
     meta = _metadata(built, "financial_impact")
-    assert "seed's defaults" in meta["economics"]
-    assert meta["roi_year1"] == pytest.approx(meta["annual_savings_eur"] / 380_000, abs=0.01)
+    assert "seed's defaults" in meta["economics"] and meta["annual_savings"].endswith("EUR")
+    money = dict(built.lake.read("forecast", "financial_impact").select("item", "ours").iter_rows())
+    assert meta["roi_year1"] == pytest.approx(money["annual savings"] / 380_000, abs=0.01)
 
 
 def test_live_accuracy_measures_the_matured_origin_without_a_false_alert(built):
@@ -134,44 +137,48 @@ def test_live_accuracy_measures_the_matured_origin_without_a_false_alert(built):
     assert next(iter(record.values())).status.value == "SUCCEEDED"
 
 
-def test_the_nightly_schedule_runs_every_store_in_one_run_on_the_configured_source(built):
-    import definitions
+def test_the_nightly_schedule_runs_every_store_in_one_run_on_the_configured_source(built, tmp_path, monkeypatch):
+    from demos.forecast import definitions
 
-    defs = definitions.defs()
-    schedule = next(s for s in defs.schedules if s.name == "forecast_nightly_schedule")
+    mine = built.copy(tmp_path)
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(mine.home))
+    defs = definitions(mine.resources)
+    schedule = defs.resolve_schedule_def("forecast_nightly_schedule")
     assert schedule.execution_timezone == "Europe/Paris" and schedule.cron_schedule == "0 4 * * *"
-    with dg.build_schedule_context(instance=built.instance, scheduled_execution_time=datetime(2026, 10, 13, 4)) as context:
+    with dg.build_schedule_context(instance=mine.instance, scheduled_execution_time=datetime(2026, 10, 13, 4)) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
-    stores = _stores(built)
+    stores = _stores(mine)
     assert request.tags["dagster/asset_partition_range_start"] == stores[0] and request.tags["dagster/asset_partition_range_end"] == stores[-1]
-    result = defs.resolve_job_def("forecast_nightly").execute_in_process(instance=built.instance, tags=request.tags, resources=built.resources)
+    result = defs.resolve_job_def("forecast_nightly").execute_in_process(instance=mine.instance, tags=request.tags, resources=mine.resources)
     assert result.success
     from sensors.forecast import forecast_publish_when_stores_done
 
-    context = dg.build_sensor_context(instance=built.instance)
+    context = dg.build_sensor_context(instance=mine.instance)
     assert isinstance(forecast_publish_when_stores_done(context), dg.RunRequest)
-    again = forecast_publish_when_stores_done(dg.build_sensor_context(instance=built.instance, cursor=context.cursor))
+    again = forecast_publish_when_stores_done(dg.build_sensor_context(instance=mine.instance, cursor=context.cursor))
     assert isinstance(again, dg.SkipReason)  # nothing new since: no second publication
 
 
-def test_a_multi_store_backfill_runs_from_the_cli(built):
-    stores = _stores(built)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def test_a_multi_store_backfill_runs_from_the_cli(built, tmp_path):
+    mine = built.copy(tmp_path)
+    stores = _stores(mine)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAKEHOUSE_HOME": str(mine.home), "DAGSTER_HOME": str(mine.home / "dagster")}
     command = [str(os.path.join(os.path.dirname(sys.executable), "dagster")), "asset", "materialize", "-f", str(ROOT / "definitions.py"),
                "--select", "forecast/sales", "--partition-range", f"{stores[0]}...{stores[-1]}"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    runs = built.instance.get_runs(limit=1)
+    runs = mine.instance.get_runs(limit=1)
     assert runs[0].tags["dagster/asset_partition_range_end"] == stores[-1]
 
 
-def test_a_challenger_the_gate_refuses_leaves_the_champion_in_place(built, monkeypatch):
+def test_a_challenger_the_gate_refuses_leaves_the_champion_in_place(built, tmp_path, monkeypatch):
+    mine = built.copy(tmp_path)
     settings = ForecastSettings()
-    registry = built.registry()
+    registry = mine.registry()
     before = registry.alias_version(settings.model_name, CHAMPION)
     monkeypatch.setenv("LAKEHOUSE_FORECAST_GATE__MAX_WAPE_INCREASE", "-0.99")  # the challenger would have to be 100x better
     monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__SELECTION", "seed")
-    result = built.materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
+    result = mine.materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
     gate = evaluation(result, "challenger_gate")
     assert not gate.passed and "REFUSED" in gate.description
     challenger = registry.alias_version(settings.model_name, "challenger")

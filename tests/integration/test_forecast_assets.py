@@ -59,10 +59,10 @@ def _failure(result) -> str:
 
 def test_the_code_location_loads_whatever_the_stores_file_holds(source):
     (source / "stores.csv").write_text("store_id,region\r\n../x,north\r\nbroken")
-    import definitions
+    from demos.forecast import definitions
 
-    defs = definitions.defs()
-    assert defs.resolve_job_def("forecast_nightly") is not None
+    defs = definitions()
+    assert defs.resolve_job_def("forecast_nightly") is not None and defs.resolve_schedule_def("forecast_nightly_schedule") is not None
 
 
 def test_a_misnamed_optional_file_is_refused_and_keeps_the_stored_promotions(source, lakehouse_home):
