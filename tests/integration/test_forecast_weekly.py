@@ -12,7 +12,7 @@ import pytest
 from lakehouse.forecast import world as gen
 from tests.integration.forecast_helpers import MASTER, materialize, store_keys, write_source
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SMALL = {"objective": "tweedie", "n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10, "n_jobs": 1, "verbosity": -1}
 
 
