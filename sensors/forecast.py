@@ -19,9 +19,6 @@ from assets.forecast.partitions import every_store, store_range_tags
 from assets.forecast.raw import MASTER_KEYS, SALES_KEY
 from lakehouse.forecast.settings import ForecastSettings
 
-SETTINGS = ForecastSettings()  # read when the code location loads: the calendar's time zone and cron expressions
-TIMEZONE = SETTINGS.calendar.timezone
-
 forecast_master_job = dg.define_asset_job(
     "forecast_master_refresh",
     selection=dg.AssetSelection.assets(*MASTER_KEYS),
@@ -56,22 +53,25 @@ def every_store_request(context: dg.ScheduleEvaluationContext, tag: str) -> dg.R
     return dg.RunRequest(run_key=f"{tag}-{day}", tags=store_range_tags(keys))
 
 
-@dg.schedule(job=forecast_nightly_job, cron_schedule=SETTINGS.schedules.nightly, execution_timezone=TIMEZONE,
-             description="Nightly forecast from the champion's fitted state: one run over every store.")
-def forecast_nightly_schedule(context: dg.ScheduleEvaluationContext):
-    return every_store_request(context, "nightly")
+def schedules(settings: ForecastSettings) -> list[dg.ScheduleDefinition]:
+    """The case's schedules: cron expressions from `schedules`, in the calendar's time zone."""
+    timezone, cron = settings.calendar.timezone, settings.schedules
 
+    @dg.schedule(name="forecast_nightly_schedule", job=forecast_nightly_job, cron_schedule=cron.nightly, execution_timezone=timezone,
+                 description="Nightly forecast from the champion's fitted state: one run over every store.")
+    def nightly(context: dg.ScheduleEvaluationContext):
+        return every_store_request(context, "nightly")
 
-@dg.schedule(job=forecast_weekly_refit_job, cron_schedule=SETTINGS.schedules.refit, execution_timezone=TIMEZONE,
-             description="Weekly refit, backtest and gate, promotion, planning forecast and financial report.")
-def forecast_weekly_refit_schedule(context: dg.ScheduleEvaluationContext):
-    return every_store_request(context, "refit")
+    @dg.schedule(name="forecast_weekly_refit_schedule", job=forecast_weekly_refit_job, cron_schedule=cron.refit, execution_timezone=timezone,
+                 description="Weekly refit, backtest and gate, promotion, planning forecast and financial report.")
+    def weekly_refit(context: dg.ScheduleEvaluationContext):
+        return every_store_request(context, "refit")
 
-
-forecast_master_schedule = dg.ScheduleDefinition(
-    job=forecast_master_job, cron_schedule=SETTINGS.schedules.master, execution_timezone=TIMEZONE,
-    description="Before the nightly run: stores, products, promotion calendar, events and covariates.",
-)
+    master = dg.ScheduleDefinition(
+        name="forecast_master_schedule", job=forecast_master_job, cron_schedule=cron.master, execution_timezone=timezone,
+        description="Before the nightly run: stores, products, promotion calendar, events and covariates.",
+    )
+    return [master, nightly, weekly_refit]
 
 
 @dg.sensor(job=forecast_publish_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -94,5 +94,5 @@ def forecast_publish_when_stores_done(context: dg.SensorEvaluationContext):
 
 
 JOBS = [forecast_master_job, forecast_nightly_job, forecast_publish_job, forecast_weekly_refit_job]
-SCHEDULES = [forecast_master_schedule, forecast_nightly_schedule, forecast_weekly_refit_schedule]
+SCHEDULES = schedules(ForecastSettings())  # read when the code location loads: Dagster needs the time zone and cron then
 SENSORS = [forecast_publish_when_stores_done]

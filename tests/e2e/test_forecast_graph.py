@@ -142,9 +142,14 @@ def test_the_nightly_schedule_runs_every_store_in_one_run_on_the_configured_sour
 
     mine = built.copy(tmp_path)
     monkeypatch.setenv("LAKEHOUSE_HOME", str(mine.home))
+    from sensors.forecast import schedules
+
     defs = definitions(mine.resources)
     schedule = defs.resolve_schedule_def("forecast_nightly_schedule")
-    assert schedule.execution_timezone == "Europe/Paris" and schedule.cron_schedule == "0 4 * * *"
+    defaults = {s.name: s for s in schedules(ForecastSettings())}["forecast_nightly_schedule"]
+    assert defaults.execution_timezone == "Europe/Paris" and defaults.cron_schedule == "0 4 * * *"
+    moved = {s.name: s for s in schedules(ForecastSettings(calendar={"start": "2020-01-01", "timezone": "America/Chicago"}, schedules={"nightly": "30 2 * * *"}))}
+    assert moved["forecast_nightly_schedule"].execution_timezone == "America/Chicago" and moved["forecast_nightly_schedule"].cron_schedule == "30 2 * * *"
     with dg.build_schedule_context(instance=mine.instance, scheduled_execution_time=datetime(2026, 10, 13, 4)) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
     stores = _stores(mine)
