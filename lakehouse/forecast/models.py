@@ -40,14 +40,6 @@ CANDIDATES = {segment: tuple(dict.fromkeys((SEED_MODELS[segment], LIGHTGBM))) fo
 ACTIVE_WITHIN = timedelta(days=28)  # a series is forecast when it had a sales row this recently
 
 
-def stat_model(name: str, season: int, settings: ForecastSettings):
-    from statsforecast.models import MSTL, AutoARIMA, AutoETS
-
-    if name == "AutoARIMA":
-        return AutoARIMA(season_length=season, **settings.models.arima)
-    return MSTL(season_length=[season], trend_forecaster=AutoETS(model="ZZN"))
-
-
 @dataclass
 class FittedModels:
     """Everything a forecast starts from: the fit's cut-off, segments, routing and fitted state."""
@@ -144,36 +136,12 @@ def fit_stat_models(hist: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame], s
     return out
 
 
-def _fit_partition(df, freq: str, season: int, settings: ForecastSettings):
-    """Fit one model per series of a frame (one or several model names); pickled fitted models out."""
-    import pandas as pd
-    from statsforecast import StatsForecast
-    from statsforecast.models import SeasonalNaive
-
-    rows = []
-    for name, part in df.groupby("model"):
-        sf = StatsForecast(models=[stat_model(name, season, settings)], freq=freq, n_jobs=1, fallback_model=SeasonalNaive(season))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sf.fit(part[["unique_id", "ds", "y"]])
-        rows += [(uid, pickle.dumps(model)) for uid, model in zip(sf.uids, sf.fitted_[:, 0])]
-    return pd.DataFrame(rows, columns=["unique_id", "fitted"])
-
-
 def _fit_windows(windows, periods: Periods, settings: ForecastSettings) -> dict[str, object]:
     """Locally in this process, or on a Dask cluster through fugue (`models.engine: dask`)."""
-    params = {"freq": periods.alias, "season": periods.cadence.season, "settings": settings}
-    if settings.models.engine == "dask":
-        import fugue.api as fa
-        from dask.distributed import Client
+    from lakehouse.forecast.statistical import fit_on_dask, fit_partition
 
-        scheduler = settings.models.dask_scheduler
-        with Client(scheduler) if scheduler else Client(processes=False, n_workers=1, threads_per_worker=2) as client:
-            workers = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-            fitted = fa.transform(windows, _fit_partition, schema="unique_id:str,fitted:bytes", params=params, partition={"by": "model", "num": max(2, workers)}, engine=client, as_local=True)
-        fitted = fitted if hasattr(fitted, "itertuples") else fitted.as_pandas()
-    else:
-        fitted = _fit_partition(windows, **params)
+    fit = fit_on_dask if settings.models.engine == "dask" else fit_partition
+    fitted = fit(windows, periods.alias, periods.cadence.season, settings)
     return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["fitted"])}
 
 
