@@ -174,10 +174,17 @@ class Cadence:
         return day + timedelta(days=periods * self.days)
 
 
+class ForecastCalendar(Calendar):
+    """The case's calendar defaults: setting only `start` (or only `timezone`) keeps the other."""
+
+    start: date = date(2023, 1, 1)
+    timezone: str = "Europe/Paris"
+
+
 class ForecastSettings(CaseSettings):
     case: ClassVar[str] = CASE
 
-    calendar: Calendar = Calendar(start=date(2023, 1, 1), timezone="Europe/Paris")
+    calendar: ForecastCalendar = ForecastCalendar()
     frequency: Literal["D", "W"] = "D"
     week_day: Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"] | None = None  # weekly rows: their weekday (default: the data's, one only)
     week_dates: Literal["end", "start"] = "end"  # a weekly row is dated by the last (or first) day of its week

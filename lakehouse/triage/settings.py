@@ -125,10 +125,17 @@ class TriageEconomics(Economics):
         return [name for name in type(self).model_fields if name not in self.model_fields_set]
 
 
+class TriageCalendar(Calendar):
+    """The case's calendar defaults: setting only `start` (or only `timezone`) keeps the other."""
+
+    start: date = date(2026, 1, 1)
+    timezone: str = "UTC"
+
+
 class TriageSettings(CaseSettings):
     case = "triage"
 
-    calendar: Calendar = Calendar(start=date(2026, 1, 1), timezone="UTC")  # monthly partitions from this month
+    calendar: TriageCalendar = TriageCalendar()  # monthly partitions from this month
     teams: dict[str, str] = Field(default_factory=lambda: dict(SEED_TEAMS))  # category -> team; unlisted categories are their own team
     confidence_threshold: float = Field(0.85, gt=0.0, lt=1.0)  # seed: above it a ticket is routed automatically
     phone_region: str = "GB"  # phone numbers written without a country code are read as this region's
