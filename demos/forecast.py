@@ -1,12 +1,13 @@
-"""Forecast demo: the chain's raw tables, the weekly refit, two nightly runs (a past origin
-whose D+7 has matured, and tonight), reconciliation, Redis publication, backtest and ROI."""
+"""Forecast demo on the synthetic chain: master tables and sales, the weekly refit (model selection,
+MLflow challenger, backtest, gate, promotion, planning, financial report), two nightly runs (an
+origin whose D+7 has matured, and tonight), reconciliation, Redis publication and monitoring."""
 
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
-from demos import latest_metadata, range_tags
+from demos import latest_metadata
 
 
 def _redis_or_private(resources: dict, log):
@@ -25,69 +26,89 @@ def _redis_or_private(resources: dict, log):
         return {**resources, "redis": RedisResource(url=server.url)}, server
 
 
+def definitions(resources: dict | None = None) -> dg.Definitions:
+    """The forecasting case's part of the code location (its assets, checks, jobs, schedules and
+    sensors), on the default resources: what the benchmark and the tests run, whatever the other
+    cases hold."""
+    import sensors.forecast
+    from assets.forecast import ASSETS, CHECKS
+    from resources import default_resources
+
+    return dg.Definitions(
+        assets=ASSETS, asset_checks=CHECKS, jobs=sensors.forecast.JOBS, schedules=sensors.forecast.SCHEDULES,
+        sensors=sensors.forecast.SENSORS, resources=resources or default_resources(),
+    )
+
+
 def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
     """The forecast graph in the order its schedules run it."""
     from assets.forecast import ASSETS, CHECKS
-    from assets.forecast.forecasts import NightlyConfig
-    from assets.forecast.partitions import store_partitions
-    from lakehouse.forecast.config import WorldConfig
+    from assets.forecast.forecasts import OriginConfig
+    from assets.forecast.partitions import every_store, store_range_tags
+    from lakehouse.forecast.settings import ForecastSettings
+    from lakehouse.forecast.world import WorldConfig
 
     world = WorldConfig.from_env()
-    keys = store_partitions.get_partition_keys()
-    stores = range_tags(keys[0], keys[-1])
-    past_origin = world.last_day - timedelta(days=world.frequency.eval_step * world.frequency.days)
+    settings = ForecastSettings()
+    past_origin = world.last_day - timedelta(days=settings.eval_step)
     resources, server = _redis_or_private(resources, log)
 
     def materialize(selection, **kwargs):
         return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=resources, raise_on_error=False, **kwargs)
 
-    def nightly(origin: date):
-        return materialize("key:forecast/store_forecasts", tags=stores, run_config=dg.RunConfig({"forecast__store_forecasts": NightlyConfig(origin=origin.isoformat())}))
+    def nightly(origin):
+        config = dg.RunConfig({"forecast__store_forecasts": OriginConfig(origin=origin.isoformat())})
+        return materialize("key:forecast/store_forecasts", tags=store_range_tags(every_store(instance)), run_config=config)
 
     try:
-        log(f"forecast 1/6 master tables and sales of {len(keys)} stores x {world.skus} SKUs")
-        materialize("key:forecast/stores or key:forecast/products or key:forecast/promotions or key:forecast/weather_forecasts or key:forecast/events")
-        materialize("key:forecast/sales", tags=stores)
-        log("forecast 2/6 weekly refit: segments, AutoARIMA / MSTL per store, global LightGBM (MLflow)")
-        refit = materialize("key:forecast/segments or key:forecast/stat_models", tags=stores)
-        global_refit = materialize("key:forecast/global_models")
-        log(f"forecast 3/6 nightly forecasts from fitted state: origin {past_origin} (matured) and {world.last_day}")
+        log(f"forecast 1/5 master tables (registering the store partitions) and sales of {world.stores} stores x {world.skus} SKUs")
+        materialize("key:forecast/stores or key:forecast/products or key:forecast/promotions or key:forecast/events or key:forecast/covariates")
+        sales = materialize("key:forecast/sales", tags=store_range_tags(every_store(instance)))
+        log("forecast 2/5 weekly refit: segments, model selection on validation, fits, MLflow challenger; backtest and gate; champion")
+        refit = materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
+        log(f"forecast 3/5 nightly forecasts from the champion: origin {past_origin} (matured) and {world.last_day}")
         nightly(past_origin)
         tonight = nightly(world.last_day)
-        log("forecast 4/6 reconciliation (bottom-up, top-down), Redis publication, accuracy monitoring")
-        publish = materialize("key:forecast/operational_forecast or key:forecast/strategic_forecast or key:forecast/published_forecast or key:forecast/live_accuracy")
-        log("forecast 5/6 rolling-origin backtest")
-        backtest = materialize("key:forecast/backtest")
-        log("forecast 6/6 order simulation and financial impact")
-        impact = materialize("key:forecast/financial_impact")
+        log("forecast 4/5 bottom-up reconciliation, Redis publication, accuracy monitoring")
+        publish = materialize("key:forecast/operational_forecast or key:forecast/published_forecast or key:forecast/live_accuracy")
+        log("forecast 5/5 planning horizon (top-down) and financial report")
+        planning = materialize("key:forecast/planning_forecast or key:forecast/financial_impact")
     finally:
         if server is not None:
             server.stop()
-    steps = {"refit": refit, "global_refit": global_refit, "nightly": tonight, "publish": publish, "backtest": backtest, "impact": impact}
+    steps = {"sales": sales, "refit": refit, "nightly": tonight, "publish": publish, "planning": planning}
     return {"success": {k: r.success for k, r in steps.items()}, "origin": world.last_day, "past_origin": past_origin, "private_redis": server is not None}
 
 
 def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     """Print the forecasting results beside the seed's; True when every step succeeded."""
-    from lakehouse.forecast.config import SETTINGS, WorldConfig
+    from lakehouse.forecast.settings import SEGMENTS, ForecastSettings
+    from lakehouse.forecast.world import WorldConfig
 
     world = WorldConfig.from_env()
+    settings = ForecastSettings()
+    key = settings.cadence.step_key(settings.eval_step)
+    label = settings.cadence.step_label(settings.eval_step)
     print(f"\n=== Forecast (seed case 2): {world.stores} stores x {world.skus} SKUs, seed {world.seed} ===")
-    segments = latest_metadata(instance, ["forecast", "segments"])
-    if segments:
-        print("segments: " + ", ".join(f"{s} {segments.get(f'series_{s}', 0)}" for s in ("stable", "seasonal", "new", "promo")))
-    published = latest_metadata(instance, ["forecast", "published_forecast"])
-    if published:
-        print(f"published to Redis: {published['dagster/row_count']:,} store x SKU vectors D+1..D+14, origin {published['origin']}" + (" (private redis-server, stopped after the demo)" if outcome.get("private_redis") else ""))
+    model = latest_metadata(instance, ["forecast", "model"])
+    if model:
+        print("segments: " + ", ".join(f"{s} {model.get(f'series_{s}', 0)}" for s in SEGMENTS) + f"; challenger v{model['model_version']} as of {model['as_of']}")
     backtest = latest_metadata(instance, ["forecast", "backtest"])
     if backtest:
-        per = "  ".join(f"{s} {100 * backtest[f'mape_d7_{s}']:.1f}% (<{100 * t:.0f}%)" for s, t in SETTINGS.mape_targets.items() if f"mape_d7_{s}" in backtest)
-        print(f"backtest MAPE D+7: {per}")
-        print(f"  all {100 * backtest['mape_d7']:.1f}% (WAPE {100 * backtest['wape_d7']:.1f}%) vs seasonal naive {100 * backtest['baseline_mape_d7']:.1f}%  (seed: manual 28% -> ML 14%)")
+        per = "  ".join(f"{s} {backtest[f'mape_{key}_{s}']} (< {100 * t:.0f} %)" for s, t in settings.targets.mape.items() if f"mape_{key}_{s}" in backtest)
+        print(f"backtest {backtest['window']}, {backtest['series']}: MAPE {label} {per}")
+        print(f"  all: WAPE {backtest[f'wape_{key}']} vs seasonal naive {backtest[f'seasonal_naive_wape_{key}']} (seed: MAPE manual 28 % -> ML 14 %)")
+    published = latest_metadata(instance, ["forecast", "published_forecast"])
+    if published:
+        print(f"published to Redis: {published['dagster/row_count']:,} store x SKU vectors, origin {published['origin']}" + (" (private redis-server, stopped after the demo)" if outcome.get("private_redis") else ""))
+    planning = latest_metadata(instance, ["forecast", "planning_forecast"])
+    if planning:
+        print(f"planning forecast: {planning['periods']} periods {planning['first_period']} .. {planning['last_period']}, reconciled top-down")
     impact = latest_metadata(instance, ["forecast", "financial_impact"])
     if impact:
-        print(f"orders: overstock {100 * impact['overstock_pct_baseline']:.1f}% -> {100 * impact['overstock_pct_model']:.1f}%, stockouts {100 * impact['stockout_pct_baseline']:.1f}% -> {100 * impact['stockout_pct_model']:.1f}% of revenue (seed 12% -> 7%, 6% -> 3.5%)")
-        print(f"financial impact: {impact['annual_savings_eur'] / 1e6:.2f} M EUR a year, ROI {impact['roi_year1']:.1f}x on 380,000 EUR (seed 2.3 M EUR, 6x)")
+        print(f"orders: overstock {impact['overstock_seasonal_naive']} -> {impact['overstock_models']}, stockouts {impact['stockouts_seasonal_naive']} -> {impact['stockouts_models']} of demand value (seed 12 -> 7 %, 6 -> 3.5 %)")
+        print(f"financial impact: {impact['annual_savings']} a year, ROI {impact['roi_year1']:.1f}x (seed 2.3 M EUR, 6x)")
+        print(f"  {impact['economics']}")
     ok = all(outcome["success"].values())
     if not ok:
         print("failed steps: " + ", ".join(k for k, v in outcome["success"].items() if not v))

@@ -1,81 +1,77 @@
-"""Forecast jobs and their calendar (Europe/Paris).
+"""Forecast jobs and their calendar, in the calendar's time zone (`forecast.settings`).
 
-Weekly refit, Sunday night: per-store segmentation and statistical fits at 01:00, then at
-03:00 the global LightGBM models (one MLflow run), the backtest and the financial report.
-Nightly at 04:00: one run per store forecasts D+1..D+14 from the fitted state (master tables
-refreshed at 03:45); when every store of the night is done, a sensor launches the
-reconciliation, the atomic Redis publication and the accuracy monitoring.
+Nightly (04:00 by default): one run ingests the sales file once for every store partition and
+forecasts every store from the champion's fitted state (master tables refreshed at 03:45); when
+every store has its forecast, a sensor launches reconciliation, the Redis publication and the
+accuracy monitoring. Weekly (Sunday 01:00): the refit, the backtest and its gate, promotion, the
+planning forecast and the financial report. Every run reads the `sources` resource: with a user
+source configured nothing falls back to the generator.
 """
 
 import json
 
 import dagster as dg
 
-from assets.forecast.evaluation import ACCURACY_KEY, BACKTEST_KEY, IMPACT_KEY
-from assets.forecast.forecasts import OPERATIONAL_KEY, PUBLISHED_KEY, STORE_FORECASTS_KEY, STRATEGIC_KEY
-from assets.forecast.models import GLOBAL_MODELS_KEY, SALES_KEY, SEGMENTS_KEY, STAT_MODELS_KEY
-from assets.forecast.partitions import store_partitions
-from assets.forecast.raw import forecast_master_tables
-
-TIMEZONE = "Europe/Paris"
+from assets.forecast.evaluation import ACCURACY_KEY, IMPACT_KEY
+from assets.forecast.forecasts import OPERATIONAL_KEY, PLANNING_KEY, PUBLISHED_KEY, STORE_FORECASTS_KEY
+from assets.forecast.models import BACKTEST_KEY, CHAMPION_KEY, MODEL_KEY
+from assets.forecast.partitions import every_store, store_range_tags
+from assets.forecast.raw import MASTER_KEYS, SALES_KEY
+from lakehouse.forecast.settings import ForecastSettings
 
 forecast_master_job = dg.define_asset_job(
     "forecast_master_refresh",
-    selection=dg.AssetSelection.assets(forecast_master_tables),
-    description="Ingest stores, products, the promotion calendar, weather forecasts and events.",
-)
-
-forecast_weekly_refit_job = dg.define_asset_job(
-    "forecast_weekly_refit",
-    selection=dg.AssetSelection.assets(SALES_KEY, SEGMENTS_KEY, STAT_MODELS_KEY),
-    partitions_def=store_partitions,
-    description="Per store: ingest sales, segment every series, fit AutoARIMA / MSTL on the bounded window.",
-)
-
-forecast_global_refit_job = dg.define_asset_job(
-    "forecast_global_refit",
-    selection=dg.AssetSelection.assets(GLOBAL_MODELS_KEY, BACKTEST_KEY, IMPACT_KEY),
-    description="Fit the global LightGBM models (MLflow run, registered versions), backtest, order simulation and ROI.",
+    selection=dg.AssetSelection.assets(*MASTER_KEYS),
+    description="Ingest stores (registering their partitions), products, the promotion calendar, events and covariates.",
 )
 
 forecast_nightly_job = dg.define_asset_job(
     "forecast_nightly",
     selection=dg.AssetSelection.assets(SALES_KEY, STORE_FORECASTS_KEY),
-    partitions_def=store_partitions,
-    description="Per store: ingest yesterday's sales and forecast D+1..D+14 from the weekly fitted state.",
+    description="Ingest the sales file once for the selected stores and forecast them from the champion's fitted state.",
 )
 
 forecast_publish_job = dg.define_asset_job(
     "forecast_nightly_publish",
-    selection=dg.AssetSelection.assets(OPERATIONAL_KEY, STRATEGIC_KEY, PUBLISHED_KEY, ACCURACY_KEY),
-    description="Reconcile the night's store forecasts (bottom-up and top-down), publish the operational one to Redis, monitor accuracy.",
+    selection=dg.AssetSelection.assets(OPERATIONAL_KEY, PUBLISHED_KEY, ACCURACY_KEY),
+    description="Reconcile the night's store forecasts bottom-up, publish them to Redis, monitor accuracy.",
+)
+
+forecast_weekly_refit_job = dg.define_asset_job(
+    "forecast_weekly_refit",
+    selection=dg.AssetSelection.assets(SALES_KEY, MODEL_KEY, BACKTEST_KEY, CHAMPION_KEY, PLANNING_KEY, IMPACT_KEY),
+    description="Sales, refit (MLflow challenger), backtest and gate, promotion, planning forecast, financial report.",
 )
 
 
-def _every_store(context: dg.ScheduleEvaluationContext, tag: str):
+def every_store_request(context: dg.ScheduleEvaluationContext, tag: str) -> dg.RunRequest | dg.SkipReason:
+    """One run over every store partition registered so far."""
+    keys = every_store(context.instance)
+    if not keys:
+        return dg.SkipReason("no store partition yet: run forecast_master_refresh first")
     day = context.scheduled_execution_time.date()
-    return [dg.RunRequest(run_key=f"{tag}-{day}-{key}", partition_key=key) for key in store_partitions.get_partition_keys()]
+    return dg.RunRequest(run_key=f"{tag}-{day}", tags=store_range_tags(keys))
 
 
-@dg.schedule(job=forecast_weekly_refit_job, cron_schedule="0 1 * * 0", execution_timezone=TIMEZONE, description="Weekly refit, Sunday 01:00: one run per store.")
-def forecast_weekly_refit_schedule(context: dg.ScheduleEvaluationContext):
-    return _every_store(context, "refit")
+def schedules(settings: ForecastSettings) -> list[dg.ScheduleDefinition]:
+    """The case's schedules: cron expressions from `schedules`, in the calendar's time zone."""
+    timezone, cron = settings.calendar.timezone, settings.schedules
 
+    @dg.schedule(name="forecast_nightly_schedule", job=forecast_nightly_job, cron_schedule=cron.nightly, execution_timezone=timezone,
+                 description="Nightly forecast from the champion's fitted state: one run over every store.")
+    def nightly(context: dg.ScheduleEvaluationContext):
+        return every_store_request(context, "nightly")
 
-forecast_global_refit_schedule = dg.ScheduleDefinition(
-    job=forecast_global_refit_job, cron_schedule="0 3 * * 0", execution_timezone=TIMEZONE,
-    description="Weekly refit, Sunday 03:00: global LightGBM models, backtest and ROI after the per-store fits.",
-)
+    @dg.schedule(name="forecast_weekly_refit_schedule", job=forecast_weekly_refit_job, cron_schedule=cron.refit, execution_timezone=timezone,
+                 description="Weekly refit, backtest and gate, promotion, planning forecast and financial report.")
+    def weekly_refit(context: dg.ScheduleEvaluationContext):
+        return every_store_request(context, "refit")
 
-forecast_master_schedule = dg.ScheduleDefinition(
-    job=forecast_master_job, cron_schedule="45 3 * * *", execution_timezone=TIMEZONE,
-    description="Nightly 03:45: promotion calendar, weather forecasts and events for the 04:00 forecasts.",
-)
-
-
-@dg.schedule(job=forecast_nightly_job, cron_schedule="0 4 * * *", execution_timezone=TIMEZONE, description="Nightly forecast D+1..D+14 at 04:00: one run per store, from the weekly fitted state.")
-def forecast_nightly_schedule(context: dg.ScheduleEvaluationContext):
-    return _every_store(context, "nightly")
+    master = dg.ScheduleDefinition(
+        name="forecast_master_schedule", job=forecast_master_job, cron_schedule=cron.master, execution_timezone=timezone,
+        description="Before the nightly run: stores, products, promotion calendar, events and covariates.",
+    )
+    return [master, nightly, weekly_refit]
 
 
 @dg.sensor(job=forecast_publish_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -89,7 +85,7 @@ def forecast_publish_when_stores_done(context: dg.SensorEvaluationContext):
         return dg.SkipReason("no new store forecasts")
     seen = set(state["seen"]) | {r.partition_key for r in records}
     last = records[-1].storage_id
-    expected = set(store_partitions.get_partition_keys())
+    expected = set(every_store(context.instance))
     if expected <= seen:
         context.update_cursor(json.dumps({"after": last, "seen": []}))
         return dg.RunRequest(run_key=f"publish-{last}")
@@ -97,6 +93,6 @@ def forecast_publish_when_stores_done(context: dg.SensorEvaluationContext):
     return dg.SkipReason(f"{len(expected - seen)} store(s) still to forecast")
 
 
-JOBS = [forecast_master_job, forecast_weekly_refit_job, forecast_global_refit_job, forecast_nightly_job, forecast_publish_job]
-SCHEDULES = [forecast_weekly_refit_schedule, forecast_global_refit_schedule, forecast_master_schedule, forecast_nightly_schedule]
+JOBS = [forecast_master_job, forecast_nightly_job, forecast_publish_job, forecast_weekly_refit_job]
+SCHEDULES = schedules(ForecastSettings())  # read when the code location loads: Dagster needs the time zone and cron then
 SENSORS = [forecast_publish_when_stores_done]

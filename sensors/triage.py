@@ -1,32 +1,31 @@
 """Triage jobs and their calendar: the previous month routed on the 1st, retraining every quarter."""
 
-
 from datetime import date
 
 import dagster as dg
 
-from assets.triage.partitions import monthly
-from lakehouse.triage.config import CASE
+from lakehouse.triage.pipeline import CASE
+from lakehouse.triage.settings import TriageSettings
 
-TIMEZONE = "Europe/Paris"
+TIMEZONE = TriageSettings().calendar.timezone  # schedules run in the data calendar's time zone
 
 triage_monthly_job = dg.define_asset_job(
     "triage_monthly",
     selection=dg.AssetSelection.assets(
         [CASE, "tickets_clean"], [CASE, "agent_labels"], [CASE, "ticket_routes"], [CASE, "published_routes"], [CASE, "monthly_confusion"]
     ),
-    partitions_def=monthly,
     description="Ingest and scrub the month's tickets, route them with the champion, publish the queues, build the confusion matrix.",
 )
 
 triage_quarterly_retraining_job = dg.define_asset_job(
     "triage_quarterly_retraining",
     selection=dg.AssetSelection.assets(
-        [CASE, "frozen_holdout"], [CASE, "training_set"], [CASE, "triage_model"], [CASE, "champion_model"], [CASE, "roi_report"]
+        [CASE, "frozen_holdout"], [CASE, "training_set"], [CASE, "triage_model"], [CASE, "champion_model"],
+        [CASE, "evaluation_report"], [CASE, "roi_report"],
     ),
     description=(
-        "Retrain on the 3,000 most recent validated tickets, compare with the champion on the frozen hold-out, promote only if "
-        "not worse, refresh the ROI report."
+        "Retrain on the validated tickets known before the quarter starts, compare with the champion on the frozen hold-out, "
+        "promote only if not worse, refresh the evaluation and ROI reports."
     ),
 )
 
@@ -35,7 +34,8 @@ QUARTERLY_CRON = "0 3 1 1,4,7,10 *"  # 03:00 on the first day of each quarter
 
 def retraining_run_config(day: date) -> dict:
     """Train on labels known before the quarter starts."""
-    return {"ops": {"triage__training_set": {"config": {"as_of": day.isoformat()}}}}
+    as_of = {"config": {"as_of": day.isoformat()}}
+    return {"ops": {"triage__training_set": as_of, "triage__frozen_holdout": as_of}}
 
 
 @dg.schedule(

@@ -1,4 +1,5 @@
-"""Case 2, grocery demand forecasting: segmented models, hierarchical reconciliation, nightly D+1..D+14 per store."""
+"""Case 2, grocery demand forecasting: segmented models chosen on validation, hierarchical reconciliation,
+nightly forecasts from the champion, a weekly refit through a gate, a planning horizon."""
 
 import dagster as dg
 

@@ -1,149 +1,118 @@
-"""Weekly refit: segmentation, statistical models per store, global LightGBM models, MLflow."""
+"""Weekly: the refit (model selection on the validation window, fit, MLflow challenger), the backtest
+on the test window with its blocking gate, and promotion to champion."""
 
 from datetime import date, datetime, timezone
 
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, markdown_table
-from assets.forecast.io import master_tables, model_path, save_pickle, store_data
-from assets.forecast.partitions import store_partitions
-from lakehouse.forecast.config import CASE, RULES, SEGMENTS, ForecastSettings, WorldConfig
-from lakehouse.forecast.features import history
-from lakehouse.forecast.models import STAT_MODEL_NAMES, fit_global_models, fit_stat_models, stat_windows, training_frame
-from lakehouse.forecast.segmentation import segment_store, store_profile
+from assets.common import OWNERS, REPORT, champion_asset, gate_result, png_markdown, rate, table
+from assets.forecast.metadata import percent_table
+from assets.forecast.raw import MASTER_KEYS, SALES_KEY
+from lakehouse.common.display import bar_chart, pct
+from lakehouse.forecast import pipeline
+from lakehouse.forecast.evaluation import ROUTED, SEASONAL_NAIVE, plot_accuracy
+from lakehouse.forecast.lifecycle import routing_table
+from lakehouse.forecast.segmentation import SEGMENT_COLUMNS
+from lakehouse.forecast.settings import CASE, SEGMENTS, ForecastSettings
 from resources import LakehouseResource, MlflowResource
 
-SALES_KEY = dg.AssetKey([CASE, "sales"])
-SEGMENTS_KEY = dg.AssetKey([CASE, "segments"])
-STAT_MODELS_KEY = dg.AssetKey([CASE, "stat_models"])
-GLOBAL_MODELS_KEY = dg.AssetKey([CASE, "global_models"])
+MODEL_KEY = dg.AssetKey([CASE, "model"])
+BACKTEST_KEY = dg.AssetKey([CASE, "backtest"])
+CHAMPION_KEY = dg.AssetKey([CASE, "champion_model"])
 
 
 class RefitConfig(dg.Config):
-    as_of: str | None = None  # last day of history the refit may use; default: the store's last sales day
-
-
-def _as_of(config: RefitConfig, sales: pl.DataFrame) -> date:
-    return date.fromisoformat(config.as_of) if config.as_of else sales["date"].max()
-
-
-SEGMENT_COLUMNS = {
-    "store_id": "Store.", "sku_id": "SKU.", "segment": "stable | seasonal | new | promo (rules in docs/forecast.md).",
-    "history_days": "Days since the first sale.", "cv": "Coefficient of variation of daily units (last year, non-promotion days).",
-    "seasonality_strength": "Share of variance explained by weekday and month means.", "promo_share": "Share of last year's days under promotion.",
-    "promo_uplift": "Promotion-day sales over other days.", "first_sale": "First day with sales.", "as_of": "Cut-off of the segmentation.",
-}
+    as_of: str | None = None  # last day of history the refit may use (ISO date); default: the last day of data
 
 
 @dg.asset(
-    key=SEGMENTS_KEY,
-    deps=[SALES_KEY],
-    partitions_def=store_partitions,
+    key=MODEL_KEY,
+    deps=[SALES_KEY, *MASTER_KEYS],
     group_name=CASE,
-    kinds={"polars", "parquet"},
-    owners=OWNERS[CASE],
-    description="Segment of every store x SKU series (history length, variability, seasonality strength, promotion share) and the store's measured profile (tourist vs residential).",
-    metadata={"dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, description=d) for n, d in SEGMENT_COLUMNS.items()])},
-)
-def forecast_segments(context: dg.AssetExecutionContext, config: RefitConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    tables = master_tables(lakehouse)
-    counts: dict[str, int] = {}
-    profiles = []
-    for store_id in context.partition_keys:
-        data = store_data(lakehouse, store_id, tables)
-        as_of = _as_of(config, data.sales)
-        segments = segment_store(data, as_of, RULES)
-        lakehouse.lake.write(segments, CASE, "segments", ("store", store_id))
-        profiles.append(store_profile(data, as_of, RULES))
-        for segment, n in segments.group_by("segment").len().iter_rows():
-            counts[segment] = counts.get(segment, 0) + n
-    return dg.MaterializeResult(
-        metadata={
-            **{f"series_{s}": counts.get(s, 0) for s in SEGMENTS},
-            "store_profiles": dg.MetadataValue.md(markdown_table(pl.DataFrame(profiles), "{:.2f}")),
-        }
-    )
-
-
-@dg.asset(
-    key=STAT_MODELS_KEY,
-    deps=[SEGMENTS_KEY],
-    partitions_def=store_partitions,
-    group_name=CASE,
-    kinds={"statsforecast"},
-    owners=OWNERS[CASE],
-    description="Weekly fit per store: AutoARIMA (stable series) and MSTL (seasonal series) on a bounded window; the fitted state the nightly forecast starts from.",
-)
-def forecast_stat_models(context: dg.AssetExecutionContext, config: RefitConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    settings = ForecastSettings.from_env()
-    freq = WorldConfig.from_env().frequency
-    fitted_total = 0
-    for store_id in context.partition_keys:
-        data = store_data(lakehouse, store_id)
-        as_of = _as_of(config, data.sales)
-        segments = lakehouse.lake.read(CASE, "segments", ("store", store_id))
-        windows = stat_windows(history(data.until(as_of), freq), segments, freq)
-        fitted = fit_stat_models(windows, freq, settings)
-        save_pickle({"as_of": as_of, "models": fitted}, model_path(lakehouse, "stat_models", store_id))
-        fitted_total += len(fitted)
-        context.log.info(f"{store_id}: {len(fitted)} statistical models fitted as of {as_of} ({settings.engine})")
-    return dg.MaterializeResult(metadata={"fitted_series": fitted_total, "engine": settings.engine, "window_periods": freq.stat_window, "models": str(STAT_MODEL_NAMES)})
-
-
-@dg.asset(
-    key=GLOBAL_MODELS_KEY,
-    deps=[SEGMENTS_KEY, STAT_MODELS_KEY],
-    group_name=CASE,
-    kinds={"lightgbm", "mlforecast", "mlflow"},
+    kinds={"statsforecast", "mlforecast", "lightgbm", "mlflow"},
     owners=OWNERS[CASE],
     description=(
-        "Weekly refit of the global LightGBM models (mlforecast): promo (calendar, promotion, weather features) and new "
-        "(product attributes). One MLflow run per refit: parameters, segment counts, both models registered, and every "
-        "store's fitted statistical models as artifacts."
+        "Weekly refit: every store x SKU segmented (stable, seasonal, new, promo); each segment's model chosen among the "
+        "seed's model and the global LightGBM on the validation window; AutoARIMA / MSTL fitted per series on a bounded "
+        "window and LightGBM on every series; the fitted state logged to MLflow and registered as the `challenger`."
     ),
+    metadata={"dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, description=d) for n, d in SEGMENT_COLUMNS.items()])},
 )
-def forecast_global_models(context: dg.AssetExecutionContext, config: RefitConfig, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    import mlflow as mlflow_api
-
-    settings = ForecastSettings.from_env()
-    freq = WorldConfig.from_env().frequency
-    tables = master_tables(lakehouse)
-    frames, segments_all = [], []
-    as_of = None
-    for store_id in store_partitions.get_partition_keys():
-        data = store_data(lakehouse, store_id, tables)
-        store_as_of = _as_of(config, data.sales)
-        as_of = max(as_of, store_as_of) if as_of else store_as_of
-        segments = lakehouse.lake.read(CASE, "segments", ("store", store_id))
-        segments_all.append(segments)
-        frames.append(training_frame(data, store_as_of, freq, settings, segments))
-    models = fit_global_models([f for f in frames if f.height], as_of, freq, settings)
-    save_pickle(models, model_path(lakehouse, "global_models"))
-    counts = pl.concat(segments_all).group_by("segment").len()
-
-    registry = mlflow.registry(lakehouse)
-    versions = {}
-    with registry.run(settings.experiment, run_name=f"forecast-refit-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", tags={"as_of": str(as_of)}) as run:
-        mlflow_api.log_params({"as_of": str(as_of), "freq": freq.alias, "stat_window": freq.stat_window, "global_window": freq.global_window,
-                               "stable_model": "AutoARIMA", "seasonal_model": "MSTL", "engine": settings.engine,
-                               **{f"lgbm_{k}": v for k, v in settings.lgbm_params.items()}, **{f"arima_{k}": v for k, v in settings.arima.items()}})
-        mlflow_api.log_metrics({f"series_{s}": float(n) for s, n in counts.iter_rows()} | {f"train_rows_{k}": float(v) for k, v in models.train_rows.items()})
-        mlflow_api.log_artifacts(str(model_path(lakehouse, "stat_models").parent), artifact_path="stat_models")
-        for name, model in ((settings.promo_model_name, models.promo), (settings.new_model_name, models.new)):
-            info = mlflow_api.lightgbm.log_model(model.models_["lgbm"], name=name, registered_model_name=name)
-            versions[name] = str(info.registered_model_version)
-        run_id = run.info.run_id
-    context.log.info(f"global models as of {as_of}: {versions}")
+def forecast_model(context: dg.AssetExecutionContext, config: RefitConfig, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    settings = ForecastSettings()
+    data = pipeline.read_case_data(lakehouse.lake)
+    as_of = date.fromisoformat(config.as_of) if config.as_of else None
+    refit = pipeline.refit(data, settings, mlflow.registry(lakehouse), f"forecast-refit-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", as_of, log=context.log.info)
+    segments = refit.fitted.segments
+    lakehouse.lake.write(segments, CASE, "segments")
+    counts = pipeline.segment_counts(segments)
     return dg.MaterializeResult(
         metadata={
-            "as_of": str(as_of),
-            "mlflow_run_id": run_id,
-            "registered_versions": dg.MetadataValue.json(versions),
-            "train_rows": dg.MetadataValue.json(models.train_rows),
-            "features": ", ".join(models.dynamic_columns),
-            "segments": dg.MetadataValue.md(markdown_table(counts.sort("segment"))),
+            "model_version": refit.version,
+            "mlflow_run_id": refit.run_id,
+            "as_of": str(refit.fitted.as_of),
+            "frequency": refit.fitted.periods.alias,
+            "series": segments.height,
+            **{f"series_{s}": counts[s] for s in SEGMENTS},
+            "train_rows": refit.fitted.train_rows,
+            "routing": table(routing_table(refit.fitted)),
+            "selection_on_validation": percent_table(refit.selection, "wape") if refit.selection.height else "off (`models.selection: seed`): the seed's models",
+            "features": ", ".join(refit.fitted.dynamic) or "none",
         }
     )
 
 
+@dg.asset(
+    key=BACKTEST_KEY,
+    deps=[MODEL_KEY],
+    group_name=CASE,
+    kinds={"statsforecast", "mlforecast", "matplotlib"},
+    owners=OWNERS[CASE],
+    description=(
+        "Rolling-origin backtest on the test window: the challenger's configuration fitted at the window's first origin "
+        "and forecasting every origin from that state, each candidate model, the seasonal naive and the champion's "
+        "fitted state, all on the same rows; WAPE, MAPE (periods with sales) and MASE at every step and level."
+    ),
+    tags=REPORT,
+    check_specs=[dg.AssetCheckSpec("challenger_gate", asset=BACKTEST_KEY, blocking=True, description="Challenger WAPE at most the champion's x (1 + gate.max_wape_increase) and below the seasonal naive's, on the same rows.")],
+)
+def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource):
+    settings = ForecastSettings()
+    registry = mlflow.registry(lakehouse)
+    result = pipeline.backtest(pipeline.read_case_data(lakehouse.lake), settings, registry, log=context.log.info)
+    pipeline.write_backtest(lakehouse.lake, result)
+    cadence = settings.cadence
+    step = settings.eval_step
+    label = cadence.step_label(step)
+    at = result.report.filter(pl.col("step") == step)
+    routed = {r["segment"]: r for r in at.filter(pl.col("model") == ROUTED).iter_rows(named=True)}
+    naive = at.filter((pl.col("model") == SEASONAL_NAIVE) & (pl.col("segment") == "all")).row(0, named=True)
+    key = cadence.step_key(step)
+    segments = [(s, r["mape"]) for s, r in routed.items() if s != "all" and r["mape"] is not None]
+    chart = plot_accuracy(result.report, settings, lakehouse.paths.reports / "forecast_backtest.png")
+    yield dg.MaterializeResult(
+        metadata={
+            "window": result.info["window"],
+            "origins": result.info["origins"],
+            "series": result.info["series"],
+            "challenger_version": result.challenger,
+            "champion_version": result.champion or "none",
+            f"wape_{key}": rate(routed["all"]["wape"]),
+            f"seasonal_naive_wape_{key}": rate(naive["wape"]),
+            **{f"mape_{key}_{s}": rate(r["mape"]) for s, r in routed.items()},
+            "reading": f"{label}: the models' WAPE {pct(routed['all']['wape'])} against {pct(naive['wape'])} for the seasonal naive (the manual forecasters' stand-in); bars: MAPE per segment, ticks: the seed's targets",
+            f"mape_{key}_per_segment": dg.MetadataValue.md(bar_chart(f"MAPE at {label}", segments, label=pct, marks={s: t for s, t in settings.targets.mape.items() if s in dict(segments)})),
+            f"accuracy_at_{key}": percent_table(at.select("segment", "model", "wape", "mape", "mase", "rows"), "wape", "mape"),
+            "levels": percent_table(result.levels, "wape", "mape"),
+            "gate_rows": percent_table(result.comparison, "wape", "mape"),
+            "per_step_chart": png_markdown(chart, f"WAPE per step and MAPE at {label} per segment"),
+        }
+    )
+    yield gate_result(registry, settings.model_name, result.challenger, pipeline.gate(result, settings), BACKTEST_KEY)
+
+
+forecast_champion = champion_asset(
+    CASE, BACKTEST_KEY, ForecastSettings.model_construct().model_name,
+    description="Moves the MLflow alias `champion` to the challenger whose backtest gate passed; the nightly path loads the champion.",
+)

@@ -1,23 +1,19 @@
-"""One static partition per store, keyed `<region>-s<number>` (e.g. north-s001).
+"""One dynamic partition per store, registered from the data when the stores table is loaded.
 
-The keys come from the configured world (LAKEHOUSE_FORECAST_SCALE), or from the user's stores
-file when LAKEHOUSE_FORECAST_STORES_FILE points at one (Parquet or CSV with a store_id column).
+Nothing is read when the code location loads, so a bad stores file can never stop it: the file
+is validated by the master-tables asset, and only its valid store ids become partitions.
 """
 
-import os
-
 import dagster as dg
-import polars as pl
 
-from lakehouse.forecast.config import WorldConfig, store_keys
-
-
-def configured_store_keys() -> list[str]:
-    path = os.environ.get("LAKEHOUSE_FORECAST_STORES_FILE")
-    if path:
-        frame = pl.read_csv(path) if path.endswith(".csv") else pl.read_parquet(path)
-        return sorted(frame["store_id"].cast(pl.String).to_list())
-    return store_keys(WorldConfig.from_env())
+STORES = "forecast_stores"
+store_partitions = dg.DynamicPartitionsDefinition(name=STORES)
 
 
-store_partitions = dg.StaticPartitionsDefinition(configured_store_keys())
+def every_store(instance: dg.DagsterInstance) -> list[str]:
+    return instance.get_dynamic_partitions(STORES)
+
+
+def store_range_tags(keys: list[str]) -> dict[str, str]:
+    """Tags that make one run materialize every given store (the single-run backfill of the UI and the CLI)."""
+    return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}

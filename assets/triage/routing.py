@@ -1,43 +1,20 @@
-"""Monthly routing by the champion, its LLMOps checks, the teams' and validation queues, the confusion matrix."""
-
-
-import time
+"""Monthly routing by the champion (any stored month), its LLMOps checks, the teams' table and the human
+validation queue, the confusion matrix."""
 
 import dagster as dg
-import numpy as np
-import polars as pl
 
-from assets.common import OWNERS, frame_schema, markdown_table, png_markdown
+from assets.common import OWNERS, check_result, frame_schema, markdown_table, png_markdown, require_partitions
 from assets.triage.model import CHAMPION_KEY
-from assets.triage.partitions import monthly
-from assets.triage.tickets import CLEAN_KEY, LABELS_KEY, month_partition
+from assets.triage.raw import CLEAN_KEY, LABELS_KEY
+from assets.triage.shared import monthly
 from lakehouse.common.registry import CHAMPION
-from lakehouse.triage.config import CASE, SETTINGS, WorldConfig
-from lakehouse.triage.data import team_of
-from lakehouse.triage.model import load_classifier, route
-from lakehouse.triage.monitoring import (
-    category_recall_check,
-    confusion,
-    confusion_markdown,
-    human_validation_rate_check,
-    mean_confidence_check,
-    mix_drift_check,
-    per_category,
-    plot_confusion,
-)
-from lakehouse.triage.queues import publish
+from lakehouse.triage.pipeline import CASE, MONTH, month_of, monthly_confusion, route_tickets, routing_checks, with_agent_labels
+from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource, MlflowResource
 
 ROUTES_KEY = dg.AssetKey([CASE, "ticket_routes"])
 CONFUSION_KEY = dg.AssetKey([CASE, "monthly_confusion"])
-
-
-def _check_result(outcome) -> dg.AssetCheckResult:
-    metadata = {k: (dg.MetadataValue.md(markdown_table(v)) if isinstance(v, pl.DataFrame) else v) for k, v in outcome.metadata.items()}
-    return dg.AssetCheckResult(
-        check_name=outcome.name, passed=outcome.passed, severity=dg.AssetCheckSeverity.WARN,
-        description=outcome.description, metadata=metadata,
-    )
+SETTINGS = TriageSettings()  # for descriptions only; assets read their settings when they run
 
 
 @dg.asset(
@@ -45,56 +22,43 @@ def _check_result(outcome) -> dg.AssetCheckResult:
     deps=[CLEAN_KEY, CHAMPION_KEY],
     partitions_def=monthly,
     group_name=CASE,
-    kinds={"pytorch", "parquet"},
+    kinds={"onnx", "parquet"},
     owners=OWNERS[CASE],
     description=(
-        f"Every ticket of the month classified by the `champion`: category, confidence, and the route: above "
-        f"{SETTINGS.confidence_threshold} to the category's team, otherwise to human validation."
+        f"Every ticket of the month classified by the `champion`: category, confidence, route and reason. Above "
+        f"{SETTINGS.confidence_threshold} to the category's team; otherwise, or when the ticket matches no known category "
+        "(reason `out_of_scope`), to human validation."
     ),
     check_specs=[
-        dg.AssetCheckSpec("mean_confidence", asset=ROUTES_KEY, description=f"Mean confidence of the month >= {SETTINGS.min_mean_confidence} (seed alert)."),
-        dg.AssetCheckSpec("human_validation_rate", asset=ROUTES_KEY, description=f"Share sent to human validation <= {SETTINGS.max_human_validation_rate:.0%} (seed alert)."),
+        dg.AssetCheckSpec("mean_confidence", asset=ROUTES_KEY, description="Mean confidence of the month >= `monitoring.min_mean_confidence` (seed: 0.75)."),
+        dg.AssetCheckSpec("human_validation_rate", asset=ROUTES_KEY, description="Share sent to human validation <= `monitoring.max_human_validation_rate` (seed: 30 %)."),
         dg.AssetCheckSpec(
-            "category_mix_drift",
-            asset=ROUTES_KEY,
-            description=f"Predicted category mix vs the champion's training mix: PSI above {SETTINGS.max_mix_psi} alerts; chi-square p-value reported.",
+            "category_mix_drift", asset=ROUTES_KEY,
+            description="Predicted category mix vs the champion's training mix: PSI above `monitoring.max_mix_psi` alerts; chi-square p-value reported.",
         ),
     ],
 )
 def ticket_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    month = month_partition(context.partition_key)
-    tickets = lakehouse.lake.read(CASE, "tickets_clean", month)
-    classifier, version = load_classifier(mlflow.registry(lakehouse), SETTINGS, CHAMPION)
-    started = time.perf_counter()
-    predicted = classifier.predict(tickets["text"].to_list())
-    seconds = time.perf_counter() - started
-    teams = team_of(WorldConfig.from_env().categories)
-    routes = tickets.select("ticket_id", "month", "created_at").with_columns(
-        category=predicted["category"],
-        confidence=predicted["confidence"],
-        route=pl.Series(route(predicted["confidence"].to_numpy(), SETTINGS.confidence_threshold), dtype=pl.String),
-        model_version=pl.lit(version),
-        decision_ms=pl.lit(1000 * seconds / max(1, tickets.height)),
-    )
-    routes = routes.with_columns(team=pl.col("category").replace_strict(teams, default=pl.col("category")))
-    lakehouse.lake.write(routes, CASE, "ticket_routes", month)
-    reference = lakehouse.lake.read(CASE, "training_mix", ("model_version", version))
-    checks = [
-        mean_confidence_check(routes, SETTINGS),
-        human_validation_rate_check(routes, SETTINGS),
-        mix_drift_check(routes["category"], dict(zip(reference["category"], reference["share"])), SETTINGS),
-    ]
-    by_route = routes.group_by("route").agg(tickets=pl.len(), mean_confidence=pl.col("confidence").mean()).sort("route")
+    from lakehouse.triage.model import load_classifier
+
+    settings, lake = TriageSettings(), lakehouse.lake
+    require_partitions(monthly, [context.partition_key], TriageSettings)
+    month = month_of(context.partition_key)
+    classifier, version = load_classifier(mlflow.registry(lakehouse), settings, CHAMPION)
+    routes = route_tickets(classifier, lake.read(CASE, "tickets_clean", (MONTH, month)), version, settings)
+    lake.write(routes, CASE, "ticket_routes", (MONTH, month))
+    checks = routing_checks(routes, lake.read(CASE, "training_mix", ("model_version", version)), settings)
+    by_reason = routes.group_by("route", "reason").len("tickets").sort("route", "reason")
     return dg.MaterializeResult(
-        check_results=[_check_result(c) for c in checks],
+        check_results=[check_result(c) for c in checks],
         metadata={
             "dagster/row_count": routes.height,
             "dagster/column_schema": frame_schema(routes),
             "model_version": version,
-            "auto_rate": float((routes["route"] == "auto").mean()),
-            "mean_confidence": float(routes["confidence"].mean()),
-            "tickets_per_second": routes.height / seconds if seconds else None,
-            "by_route": dg.MetadataValue.md(markdown_table(by_route)),
+            "auto_rate": f"{(routes['route'] == 'auto').mean():.1%}",
+            "mean_confidence": round(float(routes["confidence"].mean()), 3),
+            "decision_ms_per_ticket": round(float(routes["decision_ms"].max()), 2) if routes.height else None,
+            "by_route": dg.MetadataValue.md(markdown_table(by_reason)),
         },
     )
 
@@ -108,12 +72,14 @@ def ticket_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     owners=OWNERS[CASE],
     description=(
         "Auto-routed tickets upserted into the teams' assignment table, the others into the human validation queue "
-        "(ops SQLite), with the agents' validations once given; idempotent by ticket id."
+        "(ops SQLite) with their reason, and the agents' validations once given; idempotent by ticket id."
     ),
 )
 def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    month = month_partition(context.partition_key)
-    counts = publish(lakehouse.paths.ops_db, lakehouse.lake.read(CASE, "ticket_routes", month), lakehouse.lake.read(CASE, "agent_labels", month))
+    from lakehouse.triage.queues import publish
+
+    lake, month = lakehouse.lake, month_of(context.partition_key)
+    counts = publish(lakehouse.paths.ops_db, lake.read(CASE, "ticket_routes", (MONTH, month)), lake.read(CASE, "agent_labels", (MONTH, month)))
     return dg.MaterializeResult(metadata={**counts, "ops_db": dg.MetadataValue.path(str(lakehouse.paths.ops_db))})
 
 
@@ -127,35 +93,31 @@ def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseReso
     description="The month's confusion matrix (agent label vs predicted category), per-category recall and precision, as Markdown and PNG.",
     check_specs=[
         dg.AssetCheckSpec(
-            "category_recall",
-            asset=CONFUSION_KEY,
-            description=f"Recall of every category with >= {SETTINGS.min_category_support} tickets in the month >= {SETTINGS.min_category_recall}.",
+            "category_recall", asset=CONFUSION_KEY,
+            description="Recall of every category with >= `monitoring.min_category_support` tickets in the month >= `monitoring.min_category_recall`.",
         )
     ],
 )
-def monthly_confusion(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    month = month_partition(context.partition_key)
-    routes = lakehouse.lake.read(CASE, "ticket_routes", month)
-    labels = lakehouse.lake.read(CASE, "agent_labels", month).select("ticket_id", pl.col("category").alias("agent_category"))
-    joined = routes.join(labels, on="ticket_id")
+def monthly_confusion_matrix(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+    from lakehouse.triage.monitoring import confusion_markdown, plot_confusion
+
+    settings, lake, month = TriageSettings(), lakehouse.lake, month_of(context.partition_key)
+    joined = with_agent_labels(lake.read(CASE, "ticket_routes", (MONTH, month)), lake.read(CASE, "agent_labels", (MONTH, month)))
     if joined.is_empty():
-        raise dg.Failure(f"no agent label yet for {month[1]}")
-    cats, matrix = confusion(joined["agent_category"], joined["category"])
-    stats = per_category(cats, matrix)
-    lakehouse.lake.write(
-        pl.DataFrame({"agent_category": cats, **{c: matrix[:, j] for j, c in enumerate(cats)}}), CASE, "monthly_confusion", month
-    )
-    png = plot_confusion(cats, matrix, lakehouse.paths.reports / f"triage_confusion_{month[1]}.png", f"Triage {month[1]}: agent label vs predicted")
-    auto = joined.filter(pl.col("route") == "auto")
+        raise dg.Failure(f"no agent label yet for {month}")
+    result = monthly_confusion(joined, settings)
+    lake.write(result.frame(), CASE, "monthly_confusion", (MONTH, month))
+    png = plot_confusion(result.categories, result.matrix, lakehouse.paths.reports / f"triage_confusion_{month}.png", f"Triage {month}: agent label vs predicted")
+    large = len(result.categories) > 30
     return dg.MaterializeResult(
-        check_results=[_check_result(category_recall_check(stats, SETTINGS))],
+        check_results=[check_result(result.check)],
         metadata={
             "dagster/row_count": joined.height,
-            "accuracy": float(np.trace(matrix) / matrix.sum()),
-            "auto_precision": float((auto["category"] == auto["agent_category"]).mean()) if auto.height else None,
-            "per_category": dg.MetadataValue.md(markdown_table(stats)),
-            "confusion_matrix": dg.MetadataValue.md(confusion_markdown(cats, matrix)),
-            "chart": png_markdown(png, f"confusion {month[1]}"),
+            "accuracy": f"{result.accuracy:.1%}",
+            "auto_precision": f"{result.auto_precision:.1%}" if result.auto_precision is not None else "nothing auto-routed",
+            "per_category": dg.MetadataValue.md(markdown_table(result.stats)),
+            **({} if large else {"confusion_matrix": dg.MetadataValue.md(markdown_table(result.frame()))}),
+            "chart": png_markdown(png, f"confusion {month}"),
             "chart_path": dg.MetadataValue.path(str(png)),
         },
     )

@@ -46,10 +46,17 @@ class Vocabulary(Section):
     incident_categories: tuple[str, ...] = ("bug", "outage")  # tickets counted as incidents
 
 
+class ChurnCalendar(Calendar):
+    """The case's calendar defaults: setting only `start` (or only `timezone`) keeps the other."""
+
+    start: date = date(2023, 1, 2)
+    timezone: str = "Europe/Paris"
+
+
 class ChurnSettings(CaseSettings):
     case = CASE
 
-    calendar: Calendar = Calendar(start=date(2023, 1, 2), timezone="Europe/Paris")
+    calendar: ChurnCalendar = ChurnCalendar()
     # Out-of-time evaluation: the last 4 months of matured snapshots are the test period, the
     # 2 months before them the early-stopping period, 30-day gaps so no label window reaches
     # into the next period.

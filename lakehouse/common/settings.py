@@ -27,7 +27,8 @@ from lakehouse.common.sources import SOURCES_ENV, Section, load_sources
 
 
 class Calendar(Section):
-    """The data's calendar: time partitions start at `start` (in `timezone`)."""
+    """The data's calendar: time partitions start at `start` (in `timezone`). Each case subclasses it with
+    its own defaults, so a user who sets one field keeps the case's default for the other."""
 
     start: date
     timezone: str = "UTC"

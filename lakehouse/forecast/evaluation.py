@@ -1,200 +1,434 @@
-"""Rolling-origin backtest, seasonal-naive baseline, order simulation and financial impact.
+"""Rolling-origin backtest, model selection, the gate, live accuracy, order simulation and ROI.
 
-MAPE is measured at D+7 (the seed's horizon) on days with sales > 0; WAPE alongside. The
-seasonal-naive forecast (same weekday last week) stands for the manual forecasters.
+Backtest: the scored window holds the target periods (`evaluation.test` or `.validation`).
+Origins run from `horizon` periods before its first period to the period before its last, so
+every step 1..horizon scores the same number of target periods. Models are fitted at the first
+origin on what was known then (and again every `refit_every` when set, as the weekly refit does
+in production) and forecast every later origin from their fitted state, exactly like the nightly
+path. Every candidate model and the seasonal naive forecast the same series at the same origins,
+and each comparison uses only the rows every compared model forecast (like for like).
+
+Metrics: WAPE = sum |y - yhat| / sum y; MAPE on periods with y > 0 only; MASE = mean absolute
+error over the mean absolute seasonal difference of the series' history (utilsforecast), averaged
+over series. Aggregate levels (stores, the store levels, national) sum forecasts and actuals
+over the same rows.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from lakehouse.forecast.config import SEGMENTS, ForecastSettings, Frequency
-from lakehouse.forecast.features import StoreData, history
-from lakehouse.forecast.models import fit_global_models, fit_stat_models, forecast_store, stat_windows, training_frame
+from lakehouse.common.checks import CheckOutcome
+from lakehouse.common.settings import DateRange
+from lakehouse.forecast.features import CaseData, Periods, history
+from lakehouse.forecast.models import CANDIDATES, FittedModels, fit_models, forecast_candidates
+from lakehouse.forecast.reconcile import levels as level_names
+from lakehouse.forecast.reconcile import node_paths
+from lakehouse.forecast.settings import LIGHTGBM, SEASONAL_NAIVE, SEED_MODELS, SEGMENTS, ForecastSettings
+
+ROUTED = "routed"  # the challenger: each series by its segment's chosen model
+CHAMPION = "champion"
+ALL = "all"
 
 
-def backtest_origins(last_day: date, freq: Frequency, count: int) -> list[date]:
-    """Weekly origins, the latest one with its whole horizon observed by `last_day`."""
-    latest = last_day - timedelta(days=freq.horizon * freq.days)
-    return [latest - timedelta(weeks=k) for k in reversed(range(count))]
+# --------------------------------------------------------------------------- windows and samples
 
 
-def sample_series(segments: pl.DataFrame, per_segment: int, seed: int = 7) -> pl.DataFrame:
-    return pl.concat(
-        [part.sample(min(per_segment, part.height), seed=seed) for _, part in segments.group_by("segment", maintain_order=True)]
-    ).sort("store_id", "sku_id")
+def windows(data: CaseData, settings: ForecastSettings) -> dict[str, DateRange]:
+    """The validation and test windows of the evaluation settings, on the data's span."""
+    return settings.evaluation.resolve(data.sales["date"].min(), data.last_day)
 
 
-def seasonal_naive(hist: pl.DataFrame, origin: date, freq: Frequency, store_id: str) -> pl.DataFrame:
-    """Same weekday last week (same week last year for weekly data), repeated over the horizon."""
-    season = freq.season
-    last = hist.filter(pl.col("ds") <= origin).sort("ds").group_by("unique_id", maintain_order=True).tail(season)
-    rows = last.with_columns(position=pl.int_range(pl.len()).over("unique_id"), n=pl.len().over("unique_id")).filter(pl.col("n") == season)
-    steps = pl.DataFrame({"step": list(range(1, freq.horizon + 1))}, schema={"step": pl.Int32})
-    return (
-        rows.join(steps, how="cross")
-        .filter(pl.col("position") == (pl.col("step") - 1) % season)
-        .select(store_id=pl.lit(store_id), sku_id=pl.col("sku_id"), step=pl.col("step"), yhat_naive=pl.col("y"))
-    )
+def window_labels(data: CaseData, window: DateRange) -> list[date]:
+    return data.sales.filter(pl.col("date").is_between(window.start, window.end))["date"].unique().sort().to_list()
 
 
-def run_backtest(
-    stores: list[StoreData],
-    segments: pl.DataFrame,
-    last_day: date,
-    freq: Frequency,
+def origins_for(window: DateRange, horizon: int, periods: Periods, labels: list[date]) -> list[date]:
+    """Origins whose horizon reaches the window: from `horizon` periods before its first period to the
+    period before its last, so each step scores every period of the window. `labels` are the data's
+    periods (a weekly window in days starts mid-week; its periods are the data's week labels)."""
+    scored = [d for d in labels if window.start <= d <= window.end]
+    if not scored:
+        raise ValueError(f"no period of the data falls in the evaluation window {window.start} .. {window.end}")
+    first = periods.cadence.shift(scored[0], -horizon)
+    return [periods.cadence.shift(first, k) for k in range(len(scored) + horizon - 1)]
+
+
+def sample_series(segments: pl.DataFrame, max_series: int, seed: int = 7) -> tuple[pl.DataFrame, str]:
+    """Every series, or a sample stratified by segment (proportional, at least one per segment)."""
+    total = segments.height
+    if total <= max_series:
+        return segments.select("store_id", "sku_id", "segment"), f"all {total:,} series"
+    parts = []
+    for (segment,), part in segments.group_by(["segment"], maintain_order=True):
+        parts.append(part.sample(max(1, round(max_series * part.height / total)), seed=seed))
+    sample = pl.concat(parts).select("store_id", "sku_id", "segment")
+    shares = ", ".join(f"{s} {n}" for s, n in sample.group_by("segment").len().sort("segment").iter_rows())
+    return sample, f"a stratified sample of {sample.height:,} of {total:,} series (by segment: {shares})"
+
+
+# --------------------------------------------------------------------------- rolling forecasts
+
+
+def rolling_forecasts(
+    data: CaseData,
+    window: DateRange,
     settings: ForecastSettings,
+    periods: Periods,
+    routing: dict[str, str] | None = None,
+    champion: FittedModels | None = None,
     log=lambda *_: None,
-) -> pl.DataFrame:
-    """For each origin: refit every model on what was known then, forecast, join actuals and the baseline."""
-    picked = sample_series(segments, settings.backtest_max_series_per_segment)
-    results = []
-    for origin in backtest_origins(last_day, freq, settings.backtest_origins):
-        log(f"backtest origin {origin}")
-        known = [d.until(origin) for d in stores]
-        seg_by_store = {sid: part for (sid,), part in segments.group_by(["store_id"])}
-        frames = [training_frame(d, origin, freq, settings, seg_by_store[d.store_id]) for d in known if d.store_id in seg_by_store]
-        global_models = fit_global_models([f for f in frames if f.height], origin, freq, settings)
-        for data in stores:
-            mine = picked.filter(pl.col("store_id") == data.store_id)
-            if mine.is_empty():
-                continue
-            sample = StoreData(data.store, data.products.filter(pl.col("sku_id").is_in(mine["sku_id"].implode())), data.sales.filter(pl.col("sku_id").is_in(mine["sku_id"].implode())), data.promotions, data.weather_forecasts, data.events)
-            seg = seg_by_store[data.store_id].filter(pl.col("sku_id").is_in(mine["sku_id"].implode()))
-            hist_known = history(sample.until(origin), freq)
-            fitted = fit_stat_models(stat_windows(hist_known, seg, freq), freq, settings)
-            forecast = forecast_store(sample, seg, fitted, global_models, origin, freq, settings)
-            actual = history(sample, freq).filter(pl.col("ds") > origin).select("sku_id", "ds", pl.col("y").alias("actual"))
-            naive = seasonal_naive(hist_known, origin, freq, data.store_id)
-            results.append(
-                forecast.join(actual, on=["sku_id", "ds"], how="left").join(naive, on=["store_id", "sku_id", "step"], how="left").with_columns(pl.col("actual").fill_null(0.0))
-            )
-    return pl.concat(results).join(stores_products(stores), on="sku_id", how="left")
+) -> tuple[pl.DataFrame, dict]:
+    """Forecasts of every candidate (and of the champion, when given) at each origin of the window,
+    with the actuals; rows are target periods inside the window."""
+    horizon = settings.horizon_periods
+    origins = origins_for(window, horizon, periods, data.sales["date"].unique().sort().to_list())
+    every = settings.days(settings.refit_every) // periods.cadence.days if settings.refit_every else len(origins)
+    sample = None
+    frames = []
+    info = {"origins": len(origins), "first_origin": origins[0], "last_origin": origins[-1], "fits": []}
+    for first in range(0, len(origins), every):
+        group = origins[first : first + every]
+        log(f"backtest: every candidate fitted as of {group[0]}, forecasting {len(group)} origin(s) from that state")
+        fitted = fit_models(data, group[0], settings, periods, routing=routing, candidates=True, log=log)
+        info["fits"].append(group[0])
+        if sample is None:
+            sample, info["series"] = sample_series(fitted.segments, settings.backtest_max_series)
+        rows = forecast_candidates(fitted, data, group, horizon, settings, which="all", ids=sample)
+        if champion is not None:
+            theirs = forecast_candidates(champion, data, group, horizon, settings, ids=sample).select("unique_id", "origin", "step", pl.col("yhat").alias(CHAMPION))
+            rows = rows.join(theirs, on=["unique_id", "origin", "step"], how="left")
+        frames.append(rows.filter(pl.col("ds").is_between(window.start, window.end)))
+    actual = history(data).select("unique_id", "ds", pl.col("y").alias("actual"))
+    out = pl.concat(frames, how="diagonal_relaxed").rename({"yhat": ROUTED}).join(actual, on=["unique_id", "ds"], how="inner")
+    info["train"] = history(data.until(origins[0])).select("unique_id", "ds", "y")  # MASE's scale: the history before the window
+    return out, info
 
 
-def stores_products(stores: list[StoreData]) -> pl.DataFrame:
-    return stores[0].products.select("sku_id", "perishable", "price_eur")
+# --------------------------------------------------------------------------- metrics
 
 
-def accuracy(results: pl.DataFrame, step: int, forecast_column: str = "yhat") -> pl.DataFrame:
-    """MAPE (days with sales > 0) and WAPE per segment at one step, plus the whole."""
-    at = results.filter(pl.col("step") == step)
-    err = (pl.col(forecast_column) - pl.col("actual")).abs()
-    agg = [
-        (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
+def _errors(model: str) -> list[pl.Expr]:
+    err = (pl.col(model) - pl.col("actual")).abs()
+    return [
         (err.sum() / pl.col("actual").sum()).alias("wape"),
-        pl.len().alias("forecasts"),
+        (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
+        pl.len().alias("rows"),
     ]
-    per = at.group_by("segment").agg(agg)
-    total = at.select(agg).with_columns(segment=pl.lit("all"))
-    order = {s: i for i, s in enumerate((*SEGMENTS, "all"))}
-    return pl.concat([per, total.select(per.columns)]).sort(pl.col("segment").replace_strict(order, default=99))
 
 
-def accuracy_report(results: pl.DataFrame, freq: Frequency, settings: ForecastSettings) -> pl.DataFrame:
-    ours = accuracy(results, freq.eval_step)
-    naive = accuracy(results.drop_nulls("yhat_naive"), freq.eval_step, "yhat_naive").select("segment", pl.col("mape").alias("baseline_mape"), pl.col("wape").alias("baseline_wape"))
-    targets = pl.DataFrame({"segment": list(settings.mape_targets), "target": list(settings.mape_targets.values())})
-    return ours.join(naive, on="segment", how="left").join(targets, on="segment", how="left").with_columns(
-        meets_target=pl.when(pl.col("target").is_null()).then(None).otherwise(pl.col("mape") < pl.col("target"))
+def _mase(rows: pl.DataFrame, model: str, train: pl.DataFrame, season: int) -> float | None:
+    from utilsforecast.losses import mase
+
+    if rows.is_empty():
+        return None
+    ids = rows.select("unique_id").unique()
+    scored = mase(rows.select("unique_id", "ds", pl.col("actual").alias("y"), model), [model], season, train.join(ids, on="unique_id"))
+    values = scored[model].to_numpy()
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else None
+
+
+def compared_models(segment: str, columns: list[str]) -> list[str]:
+    """The models compared on a segment: the seasonal naive, the segment's candidates and the routed choice."""
+    candidates = CANDIDATES[segment] if segment in CANDIDATES else (LIGHTGBM,)
+    return [m for m in (SEASONAL_NAIVE, *candidates, ROUTED) if m in columns]
+
+
+def accuracy(rows: pl.DataFrame, train: pl.DataFrame, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    """model, segment, step (0 = every step pooled), label, wape, mape, mase, rows; each segment's
+    models on exactly the same rows."""
+    cadence = periods.cadence
+    horizon = settings.horizon_periods
+    out = []
+    segments = [s for s in SEGMENTS if s in set(rows["segment"])] + [ALL]
+    for segment in segments:
+        part = rows if segment == ALL else rows.filter(pl.col("segment") == segment)
+        models = compared_models(segment, rows.columns)
+        part = part.drop_nulls(models)
+        for step in range(horizon + 1):
+            at = part if step == 0 else part.filter(pl.col("step") == step)
+            label = f"{cadence.step_label(1)}..{cadence.step_label(horizon)}" if step == 0 else cadence.step_label(step)
+            for model in models:
+                stats = at.select(_errors(model)).row(0, named=True) if at.height else {"wape": None, "mape": None, "rows": 0}
+                mase = _mase(at, model, train, cadence.season) if step in (0, settings.eval_step) else None
+                out.append({"model": model, "segment": segment, "step": step, "label": label, **stats, "mase": mase})
+    return pl.DataFrame(out, schema={"model": pl.String, "segment": pl.String, "step": pl.Int32, "label": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64, "mase": pl.Float64})
+
+
+def level_accuracy(rows: pl.DataFrame, stores: pl.DataFrame, settings: ForecastSettings, periods: Periods, step: int) -> pl.DataFrame:
+    """WAPE and MAPE of every model at `step` after summing forecasts and actuals to each level of the tree."""
+    models = compared_models(ALL, rows.columns)
+    at = rows.drop_nulls(models).filter(pl.col("step") == step).join(node_paths(stores, settings), on="store_id")
+    names = level_names(settings)
+    out = []
+    for depth, level in enumerate(names):
+        node = pl.col("path").str.split("/").list.head(depth + 1).list.join("/") if level != "sku" else pl.col("unique_id")
+        sums = at.group_by(node.alias("node"), "ds").agg(pl.col("actual").sum(), *[pl.col(m).sum() for m in models])
+        for model in models:
+            stats = sums.select(_errors(model)).row(0, named=True)
+            out.append({"model": model, "level": level, "label": periods.cadence.step_label(step), **stats})
+    return pl.DataFrame(out)
+
+
+def select_routing(rows: pl.DataFrame, settings: ForecastSettings) -> tuple[dict[str, str], pl.DataFrame]:
+    """Per segment, the model that forecasts it: the global LightGBM, unless the segment's specialist
+    (the seed's model) is significantly better at the evaluation step on the validation rows: lower
+    WAPE and a one-sided Wilcoxon signed-rank test over the segment's series (their absolute errors
+    summed over the window) below `models.selection_alpha`. A segment is a few series to a few thousand:
+    a lower WAPE alone on one window is too often noise to justify a model of its own."""
+    from scipy.stats import wilcoxon
+
+    if settings.models.selection == "seed":
+        return dict(SEED_MODELS), pl.DataFrame(schema=_SELECTION)
+    at = rows.filter(pl.col("step") == settings.eval_step)
+    routing, table = {}, []
+    for segment in SEGMENTS:
+        part = at.filter(pl.col("segment") == segment)
+        routing[segment] = LIGHTGBM
+        best = None
+        for model in (m for m in CANDIDATES[segment] if m in part.columns):
+            both = part.drop_nulls([model, LIGHTGBM])
+            if both.is_empty():
+                continue
+            wape = both.select(_errors(model)[0]).item()
+            p_value = None
+            if model != LIGHTGBM:
+                per = both.group_by("unique_id").agg(ours=(pl.col(model) - pl.col("actual")).abs().sum(), global_=(pl.col(LIGHTGBM) - pl.col("actual")).abs().sum())
+                diff = per["ours"] - per["global_"]
+                p_value = float(wilcoxon(per["ours"].to_numpy(), per["global_"].to_numpy(), alternative="less").pvalue) if (diff != 0).sum() >= 5 else 1.0
+                lgbm = both.select(_errors(LIGHTGBM)[0]).item()
+                if p_value < settings.models.selection_alpha and wape < lgbm and (best is None or wape < best[1]):
+                    best = (model, wape)
+            table.append({"segment": segment, "model": model, "wape": wape, "p_value_vs_lightgbm": p_value, "series": both["unique_id"].n_unique()})
+        if best is not None:
+            routing[segment] = best[0]
+    selection = pl.DataFrame(table, schema=_SELECTION).with_columns(chosen=pl.col("model") == pl.col("segment").replace_strict(routing, return_dtype=pl.String))
+    return routing, selection
+
+
+_SELECTION = {"segment": pl.String, "model": pl.String, "wape": pl.Float64, "p_value_vs_lightgbm": pl.Float64, "series": pl.Int64, "chosen": pl.Boolean}
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def gate_comparison(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl.DataFrame, str]:
+    """Challenger (routed), champion and seasonal naive over every step, on the rows all three forecast.
+    The champion counts only at origins after its own fit (out of sample); when there are none it is
+    compared over the whole window, which favours it."""
+    models = [ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in rows.columns else [])
+    part = rows.drop_nulls(models)
+    scope = "every origin of the window"
+    if CHAMPION in rows.columns and champion_as_of is not None:
+        later = part.filter(pl.col("origin") >= champion_as_of)
+        if later.height:
+            part, scope = later, f"origins from {champion_as_of} (after the champion's fit)"
+        else:
+            scope = "every origin of the window (the champion was fitted after it: in sample, favoured)"
+    table = pl.DataFrame([{"model": m, **part.select(_errors(m)).row(0, named=True)} for m in models]) if part.height else pl.DataFrame(schema={"model": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64})
+    return table, scope
+
+
+def gate_outcome(comparison: pl.DataFrame, scope: str, challenger: str, champion: str | None, settings: ForecastSettings) -> CheckOutcome:
+    """Blocking: the challenger's WAPE at most the champion's x (1 + tolerance), and below the seasonal naive's."""
+    wape = {r["model"]: r["wape"] for r in comparison.iter_rows(named=True)}
+    ours = wape.get(ROUTED)
+    gate = settings.gate
+    reasons = []
+    if ours is None:
+        reasons.append("no backtest row to judge it on")
+    else:
+        if gate.beat_seasonal_naive and not ours < wape.get(SEASONAL_NAIVE, math.inf):
+            reasons.append(f"WAPE {ours:.1%} is not below the seasonal naive's {wape[SEASONAL_NAIVE]:.1%}")
+        if champion is not None and wape.get(CHAMPION) is not None and ours > wape[CHAMPION] * (1 + gate.max_wape_increase):
+            reasons.append(f"WAPE {ours:.1%} exceeds champion v{champion}'s {wape[CHAMPION]:.1%} by more than {gate.max_wape_increase:.0%}")
+    against = f"champion v{champion} {wape[CHAMPION]:.1%}, " if champion is not None and wape.get(CHAMPION) is not None else "no champion yet, "
+    summary = f"challenger v{challenger}: WAPE {ours:.1%} vs {against}seasonal naive {wape.get(SEASONAL_NAIVE, math.nan):.1%} ({scope})" if ours is not None else f"challenger v{challenger}: not evaluated"
+    return CheckOutcome(
+        name="challenger_gate",
+        passed=not reasons,
+        value=round(100 * ours, 2) if ours is not None else None,
+        threshold=f"WAPE % <= champion's x {1 + gate.max_wape_increase:.2f}" + (" and < the seasonal naive's" if gate.beat_seasonal_naive else ""),
+        description=("PASS: " if not reasons else "REFUSED: " + "; ".join(reasons) + ". ") + summary,
+        severity="ERROR",
+        metadata={"comparison": comparison},
     )
 
 
-# --------------------------------------------------------------------------- orders
+# --------------------------------------------------------------------------- live accuracy
 
 
-def simulate_orders(results: pl.DataFrame, forecast_column: str, days: int, safety: float) -> dict:
-    """Order-up-to on a forecast: each day stock is raised to forecast x (1 + safety).
-
-    Perishable units left at the end of a day are wasted; other leftovers stay on the shelf
-    and what remains after the window is excess stock. Overstock % = (waste + excess) and
-    stockout % = lost sales, both valued at shelf price over the demand's value.
-    """
-    df = results.filter(pl.col("step") <= days).drop_nulls(forecast_column).sort("store_id", "sku_id", "origin", "step")
-    waste = lost = demand_value = 0.0
-    for (_, _, _), part in df.group_by(["store_id", "sku_id", "origin"], maintain_order=True):
-        price = part["price_eur"][0]
-        perishable = part["perishable"][0]
-        on_hand = 0.0
-        for f, y in zip(part[forecast_column].to_list(), part["actual"].to_list()):
-            target = math.ceil(max(f, 0.0) * (1 + safety))
-            available = max(on_hand, target)
-            sold = min(y, available)
-            lost += (y - sold) * price
-            left = available - sold
-            if perishable:
-                waste += left * price
-                on_hand = 0.0
-            else:
-                on_hand = left
-            demand_value += y * price
-        waste += on_hand * price
-    demand_value = max(demand_value, 1e-9)
-    return {"overstock_pct": waste / demand_value, "stockout_pct": lost / demand_value, "demand_value_eur": demand_value}
-
-
-def seed_implied_revenue(settings: ForecastSettings) -> float:
-    """The chain revenue at which the seed's own improvements give its 2.3 M EUR a year.
-
-    Waste is valued at cost (1 - margin), recovered sales at the margin; the seed gives no
-    revenue figure, so our measured improvements are valued on this same base.
-    """
-    (over_before, over_after), (out_before, out_after) = settings.seed_overstock, settings.seed_stockout
-    per_revenue = (over_before - over_after) * (1 - settings.gross_margin) + (out_before - out_after) * settings.gross_margin
-    return settings.seed_annual_savings_eur / per_revenue
-
-
-def financial_impact(model: dict, baseline: dict, settings: ForecastSettings) -> dict:
-    """Annual savings from our measured improvements over the baseline, ROI = savings / investment."""
-    revenue = seed_implied_revenue(settings)
-    overstock_saving = (baseline["overstock_pct"] - model["overstock_pct"]) * revenue * (1 - settings.gross_margin)
-    recovered_margin = (baseline["stockout_pct"] - model["stockout_pct"]) * revenue * settings.gross_margin
-    savings = overstock_saving + recovered_margin
-    return {
-        "annual_revenue_eur": revenue,
-        "overstock_saving_eur": overstock_saving,
-        "recovered_margin_eur": recovered_margin,
-        "annual_savings_eur": savings,
-        "investment_eur": settings.investment_eur,
-        "roi_year1": savings / settings.investment_eur,
-    }
-
-
-def plot_accuracy(report: pl.DataFrame, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report.filter(pl.col("segment") != "all")
-    x = np.arange(rows.height)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(x - 0.2, rows["mape"].to_numpy() * 100, 0.4, label="models")
-    ax.bar(x + 0.2, rows["baseline_mape"].to_numpy() * 100, 0.4, label="seasonal naive (manual)")
-    ax.scatter(x, rows["target"].to_numpy() * 100, color="black", marker="_", s=600, label="seed target")
-    ax.set_xticks(x, rows["segment"].to_list())
-    ax.set_ylabel("MAPE at D+7 (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def matured_accuracy(forecasts: pl.DataFrame, actuals: pl.DataFrame, last_day: date, step: int) -> pl.DataFrame:
-    """D+step MAPE per origin and segment of stored nightly forecasts whose actuals are in."""
-    df = forecasts.filter((pl.col("step") == step) & (pl.col("ds") <= last_day)).join(actuals, on=["store_id", "sku_id", "ds"], how="left").with_columns(pl.col("actual").fill_null(0.0))
+def matured_accuracy(forecasts: pl.DataFrame, sales: pl.DataFrame, step: int) -> pl.DataFrame:
+    """origin, segment, mape, wape, forecasts: stored forecasts at `step` whose actuals are in, at the
+    data's own frequency (weekly forecasts against weekly rows)."""
+    actual = sales.select("store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("actual"))
+    df = forecasts.filter(pl.col("step") == step).join(actual, on=["store_id", "sku_id", "ds"], how="inner")
+    schema = {"origin": pl.Date, "segment": pl.String, "mape": pl.Float64, "wape": pl.Float64, "forecasts": pl.UInt32}
     if df.is_empty():
-        return pl.DataFrame(schema={"origin": pl.Date, "segment": pl.String, "mape": pl.Float64, "wape": pl.Float64, "forecasts": pl.UInt32})
+        return pl.DataFrame(schema=schema)
     err = (pl.col("yhat") - pl.col("actual")).abs()
     return df.group_by("origin", "segment").agg(
         (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
         (err.sum() / pl.col("actual").sum()).alias("wape"),
         pl.len().alias("forecasts"),
-    ).sort("origin", "segment")
+    ).sort("origin", "segment").cast(schema)
+
+
+def drift_outcome(accuracy: pl.DataFrame, backtest: pl.DataFrame | None, settings: ForecastSettings, label: str, margin: float | None = None) -> CheckOutcome:
+    """Latest matured origin: each segment's MAPE against its reference, the larger of the seed's target
+    and the segment's backtest MAPE (its known difficulty): WARN beyond reference + margin, ERROR
+    beyond reference + the error margin."""
+    targets = settings.targets
+    margin = targets.drift_margin if margin is None else margin
+    error_margin = max(targets.drift_error_margin, 2 * margin)
+    threshold = f"MAPE % <= reference + {100 * margin:.0f} (ERROR beyond + {100 * error_margin:.0f}); reference = max(seed target, backtest MAPE)"
+    if accuracy.is_empty():
+        return CheckOutcome("mape_drift", True, None, threshold, "no matured forecast yet")
+    latest = accuracy.filter(pl.col("origin") == pl.col("origin").max()).drop_nulls("mape")
+    known = {}
+    if backtest is not None and not backtest.is_empty():
+        known = dict(backtest.filter((pl.col("model") == ROUTED) & (pl.col("step") == settings.eval_step)).select("segment", "mape").drop_nulls().iter_rows())
+    rows = latest.with_columns(
+        target=pl.col("segment").replace_strict(targets.mape, default=None, return_dtype=pl.Float64),
+        backtest=pl.col("segment").replace_strict(known, default=None, return_dtype=pl.Float64),
+    ).with_columns(reference=pl.max_horizontal("target", "backtest")).drop_nulls("reference")
+    if rows.is_empty():
+        return CheckOutcome("mape_drift", True, None, threshold, "no segment with a target or a backtest figure")
+    excess = rows.with_columns(excess=pl.col("mape") - pl.col("reference")).sort("excess", descending=True)
+    worst = excess.row(0, named=True)
+    return CheckOutcome(
+        name="mape_drift",
+        passed=worst["excess"] <= margin,
+        value=round(100 * worst["mape"], 1),
+        threshold=threshold,
+        description=(
+            f"origin {worst['origin']}: worst segment {worst['segment']} {label} MAPE {worst['mape']:.1%} vs reference "
+            f"{worst['reference']:.1%} (seed target {worst['target']:.0%}" + (f", backtest {worst['backtest']:.1%})" if worst["backtest"] is not None else ")")
+        ),
+        severity="ERROR" if worst["excess"] > error_margin else "WARN",
+        metadata={"segment": worst["segment"], "origin": str(worst["origin"]), "per_segment": excess.select("segment", "mape", "target", "backtest", "reference", "excess")},
+    )
+
+
+# --------------------------------------------------------------------------- orders and money
+
+
+def simulate_orders(rows: pl.DataFrame, model: str, periods_ahead: int, safety: float) -> dict:
+    """Order-up-to on a forecast, for each origin over its first `periods_ahead` periods: stock is
+    raised to forecast x (1 + safety) each period; perishable leftovers are wasted at the period's
+    end, others stay and what remains at the end is excess. Overstock % = (waste + excess) and
+    stockout % = lost sales, at unit value over the demand's value."""
+    df = rows.filter(pl.col("step") <= periods_ahead).drop_nulls(model)
+    complete = df.group_by("unique_id", "origin").len().filter(pl.col("len") == periods_ahead).select("unique_id", "origin")
+    df = df.join(complete, on=["unique_id", "origin"]).sort("unique_id", "origin", "step")
+    waste = lost = demand = 0.0
+    for (_, _), part in df.group_by(["unique_id", "origin"], maintain_order=True):
+        value = part["unit_value"][0]
+        perishable = part["perishable"][0]
+        on_hand = 0.0
+        for f, y in zip(part[model].to_list(), part["actual"].to_list()):
+            available = max(on_hand, math.ceil(max(f, 0.0) * (1 + safety)))
+            sold = min(y, available)
+            lost += (y - sold) * value
+            left = available - sold
+            if perishable:
+                waste += left * value
+                on_hand = 0.0
+            else:
+                on_hand = left
+            demand += y * value
+        waste += on_hand * value
+    demand = max(demand, 1e-9)
+    return {"overstock_pct": waste / demand, "stockout_pct": lost / demand, "demand_value": demand}
+
+
+def with_unit_economics(rows: pl.DataFrame, products: pl.DataFrame) -> pl.DataFrame:
+    """unit_value (the product's unit price, 1 when the products table has none) and perishable."""
+    cols = [pl.col("unit_price").fill_null(1.0).alias("unit_value") if "unit_price" in products.columns else pl.lit(1.0).alias("unit_value")]
+    cols.append(pl.col("perishable").fill_null(False) if "perishable" in products.columns else pl.lit(False).alias("perishable"))
+    return rows.join(products.select("sku_id", *cols), on="sku_id", how="left").with_columns(pl.col("unit_value").fill_null(1.0), pl.col("perishable").fill_null(False))
+
+
+def revenue_base(settings: ForecastSettings) -> float:
+    """The annual revenue the savings are valued on: the setting, else the revenue at which the seed's
+    own improvements (overstock 12 -> 7 %, stockouts 6 -> 3.5 %) give its 2.3 M a year (waste at cost,
+    recovered sales at the margin); the seed gives no revenue figure."""
+    e = settings.economics
+    if e.annual_revenue is not None:
+        return e.annual_revenue
+    (over_before, over_after), (out_before, out_after) = e.seed_overstock, e.seed_stockout
+    per_revenue = (over_before - over_after) * (1 - e.gross_margin) + (out_before - out_after) * e.gross_margin
+    return e.seed_annual_savings / per_revenue
+
+
+def financial_impact(model: dict, baseline: dict, settings: ForecastSettings) -> dict:
+    """Annual savings of the models' orders over the baseline's, ROI = savings / investment."""
+    e = settings.economics
+    revenue = revenue_base(settings)
+    overstock_saving = (baseline["overstock_pct"] - model["overstock_pct"]) * revenue * (1 - e.gross_margin)
+    recovered_margin = (baseline["stockout_pct"] - model["stockout_pct"]) * revenue * e.gross_margin
+    savings = overstock_saving + recovered_margin
+    return {
+        "annual_revenue": revenue,
+        "overstock_saving": overstock_saving,
+        "recovered_margin": recovered_margin,
+        "annual_savings": savings,
+        "investment": e.investment,
+        "roi_year1": savings / e.investment,
+    }
+
+
+def economics_note(settings: ForecastSettings) -> str:
+    """Which figures the report uses, and whether they are the seed's defaults."""
+    e = settings.economics
+    unset = [name for name in type(e).model_fields if name not in e.model_fields_set]
+    revenue = "set" if e.annual_revenue is not None else "seed-implied (from the seed's savings and its overstock/stockout figures)"
+    if e.defaults:
+        return (
+            f"Economics are the seed's defaults (currency {e.currency}, gross margin {e.gross_margin:.0%}, investment "
+            f"{e.investment:,.0f} {e.currency}, revenue {revenue}): set `forecast.settings.economics` to your figures."
+        )
+    return f"Economics set: {', '.join(sorted(e.model_fields_set))}; defaults kept for: {', '.join(unset)}; revenue {revenue}."
+
+
+def plot_accuracy(report: pl.DataFrame, settings: ForecastSettings, path: Path) -> Path:
+    """Left: WAPE of every model of the whole population at each step. Right: MAPE at the evaluation
+    step per segment, the routed models against the seasonal naive and the seed's target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cadence = settings.cadence
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    everyone = report.filter((pl.col("segment") == ALL) & (pl.col("step") > 0))
+    for (model,), part in everyone.sort("step").group_by(["model"], maintain_order=True):
+        left.plot(part["step"].to_list(), (part["wape"] * 100).to_list(), marker="o", ms=3, label=model)
+    left.set_xlabel(f"step ({cadence.code}+k)")
+    left.set_ylabel("WAPE (%)")
+    left.legend(fontsize=7)
+    at = report.filter((pl.col("step") == settings.eval_step) & (pl.col("segment") != ALL))
+    segments = [s for s in SEGMENTS if s in set(at["segment"])]
+    x = np.arange(len(segments))
+
+    def values(model: str) -> list[float]:
+        rows = {r["segment"]: r["mape"] for r in at.filter(pl.col("model") == model).iter_rows(named=True)}
+        return [100 * (rows.get(s) or 0.0) for s in segments]
+
+    right.bar(x - 0.2, values(ROUTED), 0.4, label="models")
+    right.bar(x + 0.2, values(SEASONAL_NAIVE), 0.4, label="seasonal naive")
+    right.scatter(x, [100 * settings.targets.mape.get(s, math.nan) for s in segments], color="black", marker="_", s=600, label="seed target")
+    right.set_xticks(x, segments)
+    right.set_ylabel(f"MAPE at {cadence.step_label(settings.eval_step)} (%)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,168 +1,267 @@
-"""Point-in-time features: what was known when a forecast was made.
+"""Series, periods and point-in-time features: what was known when a forecast was made.
 
-Promotions and weather forecasts are announced facts. A forecast made at origin T sees only
-the promotion versions published on or before T and the weather forecasts issued on or
-before T. Training rows use the same rule with T = the day before the row's date, so the
-models learn from features as they looked one day ahead. Missing optional tables (no
-promotions, no weather, no events) simply drop their columns.
+A series is one store x SKU (`unique_id` = `<store>/<sku>`). A period is a day, or a week
+labelled by the weekday the user's weekly rows fall on (`Periods`).
+
+Every exogenous value has a knowledge cut-off. A forecast made at origin T sees what was known
+at the end of T: the promotion versions published by T, the covariate values whose `known_from`
+is on or before T (a weather forecast issued by T, a planned price), the calendar of events.
+A training row of period p, and every period before the origin, sees what was known the day
+before p started, so models learn from features as they looked ahead of time. Covariates named
+in `observed_covariates` are actuals, known only once their day is over: they enter shifted by
+the operational horizon (a lag), never as a same-day value.
+
+Promotions, events and covariates apply at any level of the hierarchy: a row's scope columns
+(store_id, the store levels, sku_id, the product levels) that are set must all match the
+series; unset ones match every series.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-import pandas as pd
 import polars as pl
 
-from lakehouse.forecast.config import REGIONS, Frequency
-from lakehouse.forecast.world import CATEGORIES, STORE_TYPES
+from lakehouse.forecast.settings import WEEKDAYS, Cadence, ForecastSettings
 
-FAMILIES = tuple(f"{c}-{f}" for c, fams in CATEGORIES.items() for f in fams)
+SERIES_KEYS = ("store_id", "sku_id")
 
 
-def series_id(store_id: str, sku_id: str) -> str:
-    return f"{store_id}/{sku_id}"
+def series_id(store: pl.Expr | str = "store_id", sku: pl.Expr | str = "sku_id") -> pl.Expr:
+    store = pl.col(store) if isinstance(store, str) else store
+    sku = pl.col(sku) if isinstance(sku, str) else sku
+    return pl.concat_str([store, pl.lit("/"), sku]).alias("unique_id")
+
+
+def split_id(frame: pl.DataFrame) -> pl.DataFrame:
+    parts = pl.col("unique_id").str.split_exact("/", 1)
+    return frame.with_columns(store_id=parts.struct.field("field_0"), sku_id=parts.struct.field("field_1"))
+
+
+# --------------------------------------------------------------------------- periods
 
 
 @dataclass(frozen=True)
-class StoreData:
-    """Everything one store's forecast needs; optional tables may be empty."""
+class Periods:
+    """Daily periods, or weeks labelled by one weekday (the last or the first day of the week)."""
 
-    store: dict
-    products: pl.DataFrame
-    sales: pl.DataFrame  # store_id, sku_id, date, units (daily)
-    promotions: pl.DataFrame
-    weather_forecasts: pl.DataFrame
-    events: pl.DataFrame
+    cadence: Cadence
+    weekday: int | None = None  # 0 = Monday; weekly only
+    dates: str = "end"
 
     @property
-    def store_id(self) -> str:
-        return self.store["store_id"]
+    def alias(self) -> str:
+        """The pandas / Nixtla frequency alias."""
+        return "D" if self.cadence.days == 1 else f"W-{WEEKDAYS[self.weekday]}"
 
-    def until(self, day: date) -> StoreData:
-        """The store as known at the end of `day`: sales after it are not yet recorded."""
-        return StoreData(self.store, self.products, self.sales.filter(pl.col("date") <= day), self.promotions, self.weather_forecasts, self.events)
+    def label(self, day: pl.Expr) -> pl.Expr:
+        """The period a day belongs to."""
+        if self.cadence.days == 1:
+            return day
+        offset = (self.weekday - day.dt.weekday() + 1) % 7  # days forward to the anchor weekday
+        return day + pl.duration(days=offset) if self.dates == "end" else day - pl.duration(days=(7 - offset) % 7)
+
+    def first_day(self, label: pl.Expr) -> pl.Expr:
+        return label - pl.duration(days=self.cadence.days - 1) if self.dates == "end" else label
+
+    def last_day(self, label: date) -> date:
+        """The last day of a period: data of the period is complete at its end."""
+        return label if self.dates == "end" else label + timedelta(days=self.cadence.days - 1)
+
+    def following(self, origin: date, count: int) -> list[date]:
+        return [self.cadence.shift(origin, k) for k in range(1, count + 1)]
+
+    def step(self, origin: pl.Expr, ds: pl.Expr) -> pl.Expr:
+        return ((ds - origin).dt.total_days() // self.cadence.days).cast(pl.Int32)
 
 
-def period_start(expr: pl.Expr, freq: Frequency) -> pl.Expr:
-    return expr if freq.days == 1 else expr.dt.truncate("1w")
+def periods_of(settings: ForecastSettings, sales: pl.DataFrame) -> Periods:
+    """The periods of the data: for weekly rows, the weekday their dates fall on (one only)."""
+    cadence = settings.cadence
+    if cadence.days == 1:
+        return Periods(cadence)
+    weekday = WEEKDAYS.index(settings.week_day) if settings.week_day else int(sales["date"].dt.weekday().mode().sort()[0]) - 1
+    return Periods(cadence, weekday, settings.week_dates)
 
 
-def history(data: StoreData, freq: Frequency) -> pl.DataFrame:
-    """unique_id, ds, y at the configured frequency (weekly sums start on Mondays)."""
-    sales = data.sales.with_columns(ds=period_start(pl.col("date"), freq))
-    if freq.days > 1:  # a week counts only once complete
-        counts = sales.group_by("sku_id", "ds").agg(pl.len().alias("n"), pl.col("units").sum())
-        sales = counts.filter(pl.col("n") == freq.days)
+# --------------------------------------------------------------------------- the data of a run
+
+
+@dataclass(frozen=True)
+class CaseData:
+    """Everything the models need, for one or many stores. Optional tables may be None."""
+
+    stores: pl.DataFrame
+    products: pl.DataFrame
+    sales: pl.DataFrame  # store_id, sku_id, date (a period label), units
+    promotions: pl.DataFrame | None = None
+    events: pl.DataFrame | None = None
+    covariates: pl.DataFrame | None = None
+
+    def until(self, day: date) -> CaseData:
+        """As known at the end of `day`: later sales are not yet recorded (announced facts stay: their
+        own publication dates decide what a forecast sees)."""
+        return replace(self, sales=self.sales.filter(pl.col("date") <= day))
+
+    def for_series(self, ids: pl.DataFrame) -> CaseData:
+        """Only the series in `ids` (store_id, sku_id)."""
+        return replace(self, sales=self.sales.join(ids.select(*SERIES_KEYS).unique(), on=list(SERIES_KEYS), how="semi"))
+
+    @property
+    def last_day(self) -> date:
+        return self.sales["date"].max()
+
+
+def history(data: CaseData) -> pl.DataFrame:
+    """unique_id, store_id, sku_id, ds, y: one row per series and period."""
     return (
-        sales.group_by("sku_id", "ds")
-        .agg(pl.col("units").sum().cast(pl.Float64).alias("y"))
-        .with_columns(unique_id=pl.lit(data.store_id + "/") + pl.col("sku_id"))
-        .select("unique_id", "sku_id", "ds", "y")
+        data.sales.select(series_id(), "store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("y"))
         .sort("unique_id", "ds")
     )
 
 
-# --------------------------------------------------------------------------- announced facts
-
-
-def promotions_known(promos: pl.DataFrame, as_of: date | None) -> pl.DataFrame:
-    """Promotion days as known at `as_of` (None: as known the day before each promotion day).
-
-    Returns sku_id, region (null = whole chain), date, discount_pct. For each promotion only
-    the latest version published by the cut-off counts, with its own dates and discount.
-    """
-    if promos.is_empty():
-        return pl.DataFrame(schema={"sku_id": pl.String, "region": pl.String, "date": pl.Date, "discount_pct": pl.Float64})
-    versions = promos.sort("promo_id", "version").with_columns(
-        valid_to=pl.col("published_date").shift(-1).over("promo_id")
-    )
-    if as_of is not None:
-        versions = versions.filter(pl.col("published_date") <= as_of).group_by("promo_id").agg(pl.all().sort_by("version").last())
-    days = versions.with_columns(date=pl.date_ranges("start_date", "end_date")).explode("date")
-    if as_of is None:
-        known = pl.col("date") - pl.duration(days=1)
-        days = days.filter((pl.col("published_date") <= known) & (pl.col("valid_to").is_null() | (known < pl.col("valid_to"))))
-    return days.select("sku_id", "region", "date", "discount_pct")
-
-
-def weather_known(weather: pl.DataFrame, as_of: date | None) -> pl.DataFrame:
-    """region, date, temp_c: the latest forecast issued by `as_of` (None: issued the day before)."""
-    if weather.is_empty():
-        return pl.DataFrame(schema={"region": pl.String, "date": pl.Date, "temp_c": pl.Float64})
-    if as_of is None:
-        known = weather.filter(pl.col("issue_date") == pl.col("target_date") - pl.duration(days=1))
-    else:
-        known = weather.filter((pl.col("issue_date") <= as_of) & (pl.col("target_date") > as_of)).sort("issue_date").group_by("region", "target_date").last()
-    return known.select("region", pl.col("target_date").alias("date"), "temp_c")
-
-
-# --------------------------------------------------------------------------- exogenous frame
-
-
-def exogenous(data: StoreData, dates: list[date], as_of: date | None, freq: Frequency) -> pl.DataFrame:
-    """Dynamic features per SKU and period of one store: promotion, weather, calendar, age."""
-    region = data.store["region"]
-    grid = (
-        data.products.select("sku_id", "launch_date")
-        .join(pl.DataFrame({"date": dates}, schema={"date": pl.Date}), how="cross")
-        .with_columns(product_age=(pl.col("date") - pl.col("launch_date")).dt.total_days().clip(0, 3650).cast(pl.Float64))
-        .drop("launch_date")
-    )
-    if not data.promotions.is_empty():
-        promo = (
-            promotions_known(data.promotions, as_of)
-            .filter(pl.col("region").is_null() | (pl.col("region") == region))
-            .group_by("sku_id", "date")
-            .agg(pl.col("discount_pct").max().alias("promo_discount"))
-        )
-        grid = grid.join(promo, on=["sku_id", "date"], how="left").with_columns(pl.col("promo_discount").fill_null(0.0))
-    if not data.weather_forecasts.is_empty():
-        temp = weather_known(data.weather_forecasts, as_of).filter(pl.col("region") == region).drop("region")
-        grid = grid.join(temp, on="date", how="left")  # beyond 7 days ahead: unknown (null)
-    if not data.events.is_empty():
-        ev = data.events.filter(pl.col("region").is_null() | (pl.col("region") == region))
-        holidays = ev.filter(pl.col("kind") == "holiday")["date"]
-        local = ev.filter(pl.col("kind") == "local_event")["date"]
-        grid = grid.with_columns(
-            is_holiday=pl.col("date").is_in(holidays.implode()).cast(pl.Float64),
-            pre_holiday=(pl.col("date") + pl.duration(days=1)).is_in(holidays.implode()).cast(pl.Float64),
-            local_event=pl.col("date").is_in(local.implode()).cast(pl.Float64),
-        )
-    grid = grid.with_columns(ds=period_start(pl.col("date"), freq))
-    if freq.days > 1:
-        value_columns = [c for c in grid.columns if c not in ("sku_id", "date", "ds")]
-        grid = grid.group_by("sku_id", "ds").agg([pl.col(c).mean() for c in value_columns])
-    return grid.drop("date", strict=False).with_columns(unique_id=pl.lit(data.store_id + "/") + pl.col("sku_id")).drop("sku_id")
-
-
-def static_features(data: StoreData) -> pl.DataFrame:
-    """Per-series constants: product attributes and the store's segment (tourist or residential)."""
-    return data.products.select(
-        unique_id=pl.lit(data.store_id + "/") + pl.col("sku_id"),
-        category_code=pl.col("category").replace_strict(list(CATEGORIES), list(range(len(CATEGORIES))), default=-1).cast(pl.Int32),
-        family_code=pl.col("family").replace_strict(list(FAMILIES), list(range(len(FAMILIES))), default=-1).cast(pl.Int32),
-        perishable=pl.col("perishable").cast(pl.Int32),
-        price_eur=pl.col("price_eur"),
-        tourist_store=pl.lit(int(data.store["store_type"] == STORE_TYPES[0]), dtype=pl.Int32),
-        region_code=pl.lit(REGIONS.index(data.store["region"]) if data.store["region"] in REGIONS else -1, dtype=pl.Int32),
+def series_attributes(data: CaseData, settings: ForecastSettings, ids: pl.DataFrame | None = None) -> pl.DataFrame:
+    """unique_id with the store's and the product's attributes, for each sold (or given) series."""
+    ids = (ids if ids is not None else data.sales).select(*SERIES_KEYS).unique()
+    return (
+        ids.join(data.stores, on="store_id", how="left")
+        .join(data.products, on="sku_id", how="left")
+        .with_columns(series_id())
+        .sort("unique_id")
     )
 
 
-STATIC_COLUMNS = ("category_code", "family_code", "perishable", "price_eur", "tourist_store", "region_code")
+def scope_columns(settings: ForecastSettings) -> list[str]:
+    h = settings.hierarchy
+    return ["store_id", *h.store_levels, "sku_id", *h.product_levels]
 
 
-def future_periods(origin: date, freq: Frequency) -> list[date]:
-    """The horizon's period starts after an origin (the last day of known sales)."""
-    if freq.days == 1:
-        return [origin + timedelta(days=k) for k in range(1, freq.horizon + 1)]
-    first = origin + timedelta(days=1)
-    first = first + timedelta(days=(7 - first.weekday()) % 7)
-    return [first + timedelta(weeks=k) for k in range(freq.horizon)]
+def match_scope(rows: pl.DataFrame, attributes: pl.DataFrame, settings: ForecastSettings) -> pl.DataFrame:
+    """Every (row, series) pair whose set scope columns all equal the series' values."""
+    scope = [c for c in scope_columns(settings) if c in rows.columns]
+    if rows.is_empty():
+        return rows.drop(scope).with_columns(unique_id=pl.lit(None, pl.String)).head(0)
+    pattern = pl.concat_str([pl.col(c).is_not_null().cast(pl.Int8).cast(pl.String) for c in scope]) if scope else pl.lit("")
+    out = []
+    for (mask,), part in rows.with_columns(_scope=pattern).group_by("_scope"):
+        on = [c for c, flag in zip(scope, mask) if flag == "1"]
+        part = part.drop("_scope", *[c for c in scope if c not in on])
+        targets = attributes.select("unique_id", *on)
+        out.append(part.join(targets, on=on, how="inner").drop(on) if on else part.join(targets.select("unique_id"), how="cross"))
+    return pl.concat(out, how="diagonal_relaxed")
 
 
-def to_pandas(df: pl.DataFrame) -> pd.DataFrame:
+def feature_name(prefix: str, name: str) -> str:
+    return f"{prefix}_{re.sub(r'[^0-9a-zA-Z]+', '_', str(name)).strip('_').lower()}"
+
+
+# --------------------------------------------------------------------------- exogenous features
+
+
+FAR = date(9999, 12, 31)  # "no cut-off but the period's own"
+
+
+def _days(requests: pl.DataFrame, periods: Periods) -> pl.DataFrame:
+    """Every day of the requested periods with its knowledge cut-off: the day before the period starts,
+    or the request's `as_of` when earlier."""
+    frame = requests.select("ds", "as_of").unique().with_columns(first=periods.first_day(pl.col("ds")))
+    frame = frame.with_columns(date=pl.date_ranges("first", pl.col("first") + pl.duration(days=periods.cadence.days - 1))).explode("date")
+    return frame.select("ds", "as_of", "date", cutoff=pl.min_horizontal(pl.col("first") - pl.duration(days=1), "as_of"))
+
+
+def promotions_known(promos: pl.DataFrame, days: pl.DataFrame) -> pl.DataFrame:
+    """(promotion row, date, cutoff) for each (date, cutoff) in `days` on which the version in force at
+    the cut-off (published by then, not yet superseded) puts the product on promotion."""
+    versions = promos.sort("promo_id", "version").with_columns(valid_to=pl.col("published_date").shift(-1).over("promo_id"))
+    active = versions.with_columns(date=pl.date_ranges("start_date", "end_date")).explode("date").join(days.select("date", "cutoff").unique(), on="date")
+    return active.filter(
+        (pl.col("published_date") <= pl.col("cutoff")) & (pl.col("valid_to").is_null() | (pl.col("valid_to") > pl.col("cutoff")))
+    ).drop("valid_to", "start_date", "end_date", "published_date", "version")
+
+
+def covariates_known(covariates: pl.DataFrame, days: pl.DataFrame, settings: ForecastSettings) -> pl.DataFrame:
+    """(covariate row, date, cutoff) with the value known at the cut-off: the latest `known_from` on or
+    before it (no `known_from`: known from the start). Observed covariates are shifted by the
+    operational horizon first: the value of day d enters as the feature of day d + horizon."""
+    lag_days = settings.horizon_periods * settings.cadence.days
+    observed = pl.col("name").is_in(list(settings.observed_covariates))
+    shifted = covariates.with_columns(
+        known_from=pl.when(observed).then(pl.col("date")).otherwise(pl.col("known_from")),
+        date=pl.when(observed).then(pl.col("date") + pl.duration(days=lag_days)).otherwise(pl.col("date")),
+        name=pl.when(observed).then(pl.col("name") + f"_lag{settings.horizon_periods}").otherwise(pl.col("name")),
+    )
+    known = shifted.join(days.select("date", "cutoff").unique(), on="date").filter(
+        pl.col("known_from").is_null() | (pl.col("known_from") <= pl.col("cutoff"))
+    )
+    keys = [c for c in known.columns if c not in ("value", "known_from")]
+    return known.sort("known_from", nulls_last=False).group_by(keys, maintain_order=True).last().drop("known_from")
+
+
+def exogenous(data: CaseData, attributes: pl.DataFrame, requests: pl.DataFrame, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    """`requests` (unique_id, ds, as_of, and any other column) with one column per dynamic feature: each
+    period's values as known the day before it starts, and never after the request's `as_of` (null:
+    no limit but that, the rule of training rows)."""
+    requests = requests.with_columns(pl.col("as_of").fill_null(FAR))
+    days = _days(requests, periods)
+    grid = requests.select("unique_id", "ds", "as_of").unique().join(days, on=["ds", "as_of"])
+    span = (days["date"].min(), days["date"].max())
+    cutoffs = days.select("date", "cutoff").unique()
+    if data.promotions is not None and not data.promotions.is_empty():
+        promos = data.promotions.filter((pl.col("end_date") >= span[0]) & (pl.col("start_date") <= span[1]))
+        known = match_scope(promotions_known(promos, cutoffs), attributes, settings)
+        daily = known.group_by("unique_id", "date", "cutoff").agg(promo_discount=pl.col("discount").max())
+        grid = grid.join(daily, on=["unique_id", "date", "cutoff"], how="left").with_columns(pl.col("promo_discount").fill_null(0.0))
+    if data.events is not None and not data.events.is_empty():
+        grid = _events(grid, data.events, attributes, span, settings)
+    if data.covariates is not None and not data.covariates.is_empty():
+        lag = timedelta(days=settings.horizon_periods * settings.cadence.days)
+        rows = data.covariates.filter(pl.col("date").is_between(span[0] - lag, span[1]))
+        known = match_scope(covariates_known(rows, cutoffs, settings), attributes, settings)
+        if not known.is_empty():
+            wide = known.group_by("unique_id", "date", "cutoff", "name").agg(pl.col("value").mean()).with_columns(
+                pl.col("name").map_elements(lambda n: feature_name("cov", n), return_dtype=pl.String)
+            ).pivot(on="name", index=["unique_id", "date", "cutoff"], values="value")
+            grid = grid.join(wide, on=["unique_id", "date", "cutoff"], how="left")
+    values = [c for c in grid.columns if c not in ("unique_id", "ds", "as_of", "date", "cutoff")]
+    # Weekly periods: the mean over the week's days (a share of days for flags).
+    features = grid.group_by("unique_id", "ds", "as_of").agg([pl.col(c).mean().cast(pl.Float64) for c in values]) if periods.cadence.days > 1 else grid.select("unique_id", "ds", "as_of", *[pl.col(c).cast(pl.Float64) for c in values])
+    return requests.join(features, on=["unique_id", "ds", "as_of"], how="left").with_columns(pl.col("as_of").replace(FAR, None))
+
+
+def _events(grid: pl.DataFrame, events: pl.DataFrame, attributes: pl.DataFrame, span: tuple[date, date], settings: ForecastSettings) -> pl.DataFrame:
+    """Flags: any event that day, any event the next day (the eve), and one flag per kind."""
+    rows = events.filter(pl.col("date").is_between(span[0], span[1] + timedelta(days=1)))
+    kinds = sorted(k for k in events["kind"].unique().to_list() if k is not None) if "kind" in events.columns else []
+    flags = {"event": pl.lit(True), **{feature_name("event", k): pl.col("kind") == k for k in kinds}}
+    if rows.is_empty():
+        return grid.with_columns([pl.lit(0.0).alias(n) for n in [*flags, "event_eve"]])
+    matched = match_scope(rows, attributes, settings)
+    daily = matched.group_by("unique_id", "date").agg([expr.any().cast(pl.Float64).alias(name) for name, expr in flags.items()])
+    eve = daily.select("unique_id", pl.col("date") - pl.duration(days=1), event_eve=pl.col("event"))
+    return grid.join(daily, on=["unique_id", "date"], how="left").join(eve, on=["unique_id", "date"], how="left").with_columns(
+        [pl.col(n).fill_null(0.0) for n in [*flags, "event_eve"]]
+    )
+
+
+def first_sales(hist: pl.DataFrame) -> pl.DataFrame:
+    """unique_id, first_sale: the first period with units sold."""
+    return hist.filter(pl.col("y") > 0).group_by("unique_id").agg(first_sale=pl.col("ds").min())
+
+
+def with_age(frame: pl.DataFrame, first: pl.DataFrame, periods: Periods) -> pl.DataFrame:
+    """`age`: periods since the series' first sale; null before it, or when that sale came after the
+    row's `as_of` (not yet launched, as far as anyone knew)."""
+    age = (pl.col("ds") - pl.col("first_sale")).dt.total_days() // periods.cadence.days
+    known = (age >= 0) & (pl.col("as_of").is_null() | (pl.col("first_sale") <= pl.col("as_of"))) if "as_of" in frame.columns else age >= 0
+    return frame.join(first, on="unique_id", how="left").with_columns(age=pl.when(known).then(age).cast(pl.Float64)).drop("first_sale")
+
+
+def to_pandas(df: pl.DataFrame):
+    """The frame for statsforecast / mlforecast, with `ds` as pandas datetimes."""
+    import pandas as pd
+
     out = df.to_pandas()
     if "ds" in out:
         out["ds"] = pd.to_datetime(out["ds"])

@@ -1,291 +1,389 @@
-"""Models per segment, fitted weekly, forecasting nightly from their fitted state.
+"""Candidate models, fitted at a cut-off, forecasting from their fitted state at any later origin.
 
-- stable:   statsforecast AutoARIMA (SARIMA) on a bounded window (the last 16 weeks);
-- seasonal: statsforecast MSTL (weekly season, AutoETS trend): the decomposition model, 8x
-            faster to fit than AutoETS here (docs/forecast.md);
-- new:      mean of the same family in the same store, blended with a global LightGBM on
-            product attributes (mlforecast); the family mean fades out over the first 8 weeks;
-- promo:    global LightGBM (mlforecast) with calendar, promotion and weather features.
+Candidates (the seed's segmented architecture, plus one global model for every segment):
 
-Nightly, the statistical models are not refitted: each fitted model runs its filter over the
-series' latest window with the weekly parameters (`model.forward`), and the global models
-predict from the latest lags (`MLForecast.predict(new_df=...)`). The weekly fit of the
-statistical models can run on Dask through fugue (`engine="dask"`).
+- AutoARIMA (statsforecast), the seed's SARIMA for stable series, on a bounded window;
+- MSTL (statsforecast; seasonal decomposition with an AutoETS trend), the Prophet-class
+  decomposition for seasonal series;
+- LightGBM (mlforecast), one global model over every series: lags, rolling means and calendar
+  of the target, promotions, events, covariates and the hierarchy's codes;
+- FamilyMean+LightGBM for new products: the mean of established products of the same group in
+  the same store, fading into LightGBM as the product's own history grows;
+- SeasonalNaive, the baseline standing for the manual forecasters.
+
+A weekly fit (`fit_models`) gives the state every forecast starts from; forecasts never refit
+(`forecast_candidates`): each statistical model runs its filter over the series' latest window
+with the fitted parameters (`model.forward`), LightGBM predicts recursively from the latest
+lags (`MLForecast.predict(new_df=...)`). The same call serves the nightly operational horizon,
+the planning horizon (recursive, up to years) and every origin of a backtest.
 """
 
 from __future__ import annotations
 
 import pickle
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import polars as pl
 
-from lakehouse.forecast.config import ForecastSettings, Frequency
-from lakehouse.forecast.features import STATIC_COLUMNS, StoreData, exogenous, future_periods, history, static_features, to_pandas
+from lakehouse.forecast.features import CaseData, Periods, exogenous, first_sales, history, series_attributes, series_id, to_pandas, with_age
+from lakehouse.forecast.segmentation import segment_series
+from lakehouse.forecast.settings import LIGHTGBM, SEASONAL_NAIVE, SEED_MODELS, SEGMENTS, ForecastSettings
 
-STAT_SEGMENTS = ("stable", "seasonal")
-GLOBAL_SEGMENTS = ("promo", "new")
-FORECAST_COLUMNS = {"store_id": pl.String, "sku_id": pl.String, "segment": pl.String, "model": pl.String, "origin": pl.Date, "ds": pl.Date, "step": pl.Int32, "yhat": pl.Float64}
-
-
-def stat_model(segment: str, season: int, settings: ForecastSettings):
-    from statsforecast.models import MSTL, AutoARIMA, AutoETS
-
-    if segment == "stable":
-        return AutoARIMA(season_length=season, **settings.arima)
-    return MSTL(season_length=[season], trend_forecaster=AutoETS(model="ZZN"))
-
-
-STAT_MODEL_NAMES = {"stable": "AutoARIMA", "seasonal": "MSTL"}
-GLOBAL_MODEL_NAMES = {"promo": "LightGBM", "new": "FamilyMean+LightGBM"}
-
-
-# --------------------------------------------------------------------------- statistical models
-
-
-def _fit_partition(df: pd.DataFrame, freq_alias: str, season: int, settings: ForecastSettings) -> pd.DataFrame:
-    """Fit one model per series of a frame holding one segment's series; pickled fitted models out."""
-    from statsforecast import StatsForecast
-
-    rows = []
-    for segment, part in df.groupby("segment"):
-        sf = StatsForecast(models=[stat_model(segment, season, settings)], freq=freq_alias, n_jobs=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sf.fit(part[["unique_id", "ds", "y"]])
-        rows += [(uid, segment, pickle.dumps(model)) for uid, model in zip(sf.uids, sf.fitted_[:, 0])]
-    return pd.DataFrame(rows, columns=["unique_id", "segment", "model"])
-
-
-def fit_stat_models(windows: pd.DataFrame, freq: Frequency, settings: ForecastSettings) -> dict[str, object]:
-    """unique_id -> fitted model, for the stable and seasonal series in `windows` (unique_id, ds, y, segment)."""
-    if windows.empty:
-        return {}
-    if settings.engine == "dask":
-        import fugue.api as fa
-        from dask.distributed import Client
-
-        with Client(settings.dask_scheduler) if settings.dask_scheduler else Client(processes=False, n_workers=1, threads_per_worker=2) as client:
-            fitted = fa.transform(
-                windows,
-                _fit_partition,
-                schema="unique_id:str,segment:str,model:bytes",
-                params={"freq_alias": freq.alias, "season": freq.season, "settings": settings},
-                partition={"by": "segment", "num": max(2, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))},
-                engine=client,
-                as_local=True,
-            )
-        fitted = fitted if isinstance(fitted, pd.DataFrame) else fitted.as_pandas()
-    else:
-        from statsforecast import StatsForecast
-
-        rows = []
-        for segment, part in windows.groupby("segment"):
-            sf = StatsForecast(models=[stat_model(segment, freq.season, settings)], freq=freq.alias, n_jobs=settings.stat_n_jobs)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sf.fit(part[["unique_id", "ds", "y"]])
-            rows += [(uid, model) for uid, model in zip(sf.uids, sf.fitted_[:, 0])]
-        return dict(rows)
-    return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["model"])}
-
-
-def stat_windows(hist: pl.DataFrame, segments: pl.DataFrame, freq: Frequency) -> pd.DataFrame:
-    """The bounded fitting window of every stable and seasonal series."""
-    keep = segments.filter(pl.col("segment").is_in(STAT_SEGMENTS)).select("sku_id", "segment")
-    windows = hist.join(keep, on="sku_id").sort("unique_id", "ds").group_by("unique_id", maintain_order=True).tail(freq.stat_window)
-    return to_pandas(windows.select("unique_id", "ds", "y", "segment"))
-
-
-def forward_stat_models(fitted: dict[str, object], recent: pl.DataFrame, freq: Frequency) -> dict[str, np.ndarray]:
-    """Forecasts from fitted state: each model filters its series' latest window, no refit."""
-    out = {}
-    for (uid,), part in recent.sort("ds").group_by(["unique_id"], maintain_order=True):
-        model = fitted.get(uid)
-        if model is None:
-            continue
-        y = part["y"].to_numpy().astype(np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out[uid] = np.asarray(model.forward(y=y, h=freq.horizon)["mean"], dtype=float)
-    return out
-
-
-# --------------------------------------------------------------------------- global models
+STAT_MODELS = ("AutoARIMA", "MSTL")
+FAMILY = "FamilyMean+LightGBM"
+MODELS = (*STAT_MODELS, LIGHTGBM, FAMILY)
+CANDIDATES = {segment: tuple(dict.fromkeys((SEED_MODELS[segment], LIGHTGBM))) for segment in SEGMENTS}
+ACTIVE_WITHIN = timedelta(days=28)  # a series is forecast when it had a sales row this recently
 
 
 @dataclass
-class GlobalModels:
-    """The two mlforecast LightGBM models and what they were trained with."""
+class FittedModels:
+    """Everything a forecast starts from: the fit's cut-off, segments, routing and fitted state."""
 
-    promo: object
-    new: object
-    dynamic_columns: list[str]
     as_of: date
-    train_rows: dict = field(default_factory=dict)
+    periods: Periods
+    segments: pl.DataFrame  # unique_id, store_id, sku_id, segment (and the statistics behind it)
+    routing: dict[str, str]  # segment -> the model that forecasts it
+    stat: dict[str, dict[str, object]]  # store_id -> unique_id -> fitted statistical model
+    lightgbm: object  # a fitted MLForecast
+    codes: dict[str, dict[str, int]]  # static attribute -> value -> code
+    dynamic: list[str]  # dynamic feature columns LightGBM was trained with
+    train_rows: int = 0
+    selection: pl.DataFrame | None = None  # the validation scores behind the routing
+
+    # ----------------------------------------------------------------- storage (MLflow artifacts)
+
+    def save(self, folder: Path) -> None:
+        """One file per store for the statistical state (the nightly path reads only its stores)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "stat").mkdir(exist_ok=True)
+        for store, models in self.stat.items():
+            (folder / "stat" / f"{store}.pkl").write_bytes(pickle.dumps(models))
+        self.segments.write_parquet(folder / "segments.parquet")
+        if self.selection is not None:
+            self.selection.write_parquet(folder / "selection.parquet")
+        core = {k: v for k, v in self.__dict__.items() if k not in ("stat", "segments", "selection")}
+        (folder / "core.pkl").write_bytes(pickle.dumps(core))
+
+    @classmethod
+    def load(cls, folder: Path, stores: list[str] | None = None) -> FittedModels:
+        core = pickle.loads((folder / "core.pkl").read_bytes())
+        names = stores if stores is not None else [p.stem for p in (folder / "stat").glob("*.pkl")]
+        stat = {s: pickle.loads((folder / "stat" / f"{s}.pkl").read_bytes()) for s in names if (folder / "stat" / f"{s}.pkl").exists()}
+        selection = pl.read_parquet(folder / "selection.parquet") if (folder / "selection.parquet").exists() else None
+        return cls(stat=stat, segments=pl.read_parquet(folder / "segments.parquet"), selection=selection, **core)
+
+    @property
+    def model_names(self) -> set[str]:
+        return set(self.routing.values())
 
 
-def _mlforecast(freq: Frequency, settings: ForecastSettings, lags: tuple[int, ...]):
+# --------------------------------------------------------------------------- fitting
+
+
+def fit_models(
+    data: CaseData,
+    as_of: date,
+    settings: ForecastSettings,
+    periods: Periods,
+    routing: dict[str, str] | None = None,
+    candidates: bool = False,
+    log=lambda *_: None,
+) -> FittedModels:
+    """Fit on what was known at the end of `as_of`. `candidates=True` fits every candidate of every
+    segment (backtests); otherwise only the models `routing` uses (default: the seed's)."""
+    routing = dict(routing or SEED_MODELS)
+    known = data.until(as_of)
+    segments = segment_series(known, as_of, settings, periods)
+    hist = history(known)
+    needed = {m for s in SEGMENTS for m in (CANDIDATES[s] if candidates else (routing[s],))}
+    stat_ids = {
+        name: segments.filter(pl.col("segment").is_in([s for s in SEGMENTS if name in (CANDIDATES[s] if candidates else (routing[s],))]))
+        for name in STAT_MODELS
+        if name in needed
+    }
+    stat = fit_stat_models(hist, stat_ids, settings, periods)
+    log(f"fitted {sum(len(m) for m in stat.values())} statistical models as of {as_of}")
+    attributes = series_attributes(known, settings)
+    codes = static_codes(attributes, settings)
+    frame = training_frame(known, hist, attributes, codes, settings, periods)
+    lightgbm, dynamic = fit_lightgbm(frame, codes, settings, periods)
+    log(f"fitted LightGBM on {frame.height:,} rows ({frame['unique_id'].n_unique():,} series) as of {as_of}")
+    return FittedModels(as_of, periods, segments, routing, stat, lightgbm, codes, dynamic, frame.height)
+
+
+def fit_stat_models(hist: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame], settings: ForecastSettings, periods: Periods) -> dict[str, dict[str, object]]:
+    """store_id -> unique_id -> fitted model, each model on its series' bounded window (series with
+    fewer than two seasons of history are left to the global model)."""
+    window = settings.stat_window_periods
+    season = periods.cadence.season
+    frames = []
+    for name, ids in ids_by_model.items():
+        part = hist.join(ids.select("unique_id"), on="unique_id").group_by("unique_id", maintain_order=True).tail(window)
+        long_enough = part.group_by("unique_id").len().filter(pl.col("len") >= 2 * season)
+        frames.append(part.join(long_enough.select("unique_id"), on="unique_id").with_columns(model=pl.lit(name)))
+    windows = pl.concat(frames) if frames else pl.DataFrame()
+    if windows.is_empty():
+        return {}
+    fitted = _fit_windows(to_pandas(windows.select("unique_id", "ds", "y", "model")), periods, settings)
+    out: dict[str, dict[str, object]] = {}
+    for uid, model in fitted.items():
+        out.setdefault(uid.split("/", 1)[0], {})[uid] = model
+    return out
+
+
+def _fit_windows(windows, periods: Periods, settings: ForecastSettings) -> dict[str, object]:
+    """Locally in this process, or on a Dask cluster through fugue (`models.engine: dask`)."""
+    from lakehouse.forecast.statistical import fit_on_dask, fit_partition
+
+    fit = fit_on_dask if settings.models.engine == "dask" else fit_partition
+    fitted = fit(windows, periods.alias, periods.cadence.season, settings)
+    return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["fitted"])}
+
+
+def static_columns(settings: ForecastSettings) -> list[str]:
+    h = settings.hierarchy
+    return ["store_id", *h.store_levels, *h.product_levels, "store_type"]
+
+
+def static_codes(attributes: pl.DataFrame, settings: ForecastSettings) -> dict[str, dict[str, int]]:
+    """Integer codes of the categorical attributes, from the values the data holds."""
+    return {c: {v: i for i, v in enumerate(sorted(attributes[c].drop_nulls().unique().to_list()))} for c in static_columns(settings) if c in attributes.columns}
+
+
+def statics(attributes: pl.DataFrame, codes: dict[str, dict[str, int]]) -> pl.DataFrame:
+    """unique_id and the static features: codes (-1 for a value unknown at fit time), perishable, unit price."""
+    columns = [pl.col(c).replace_strict(mapping, default=-1, return_dtype=pl.Int32).alias(f"{c}_code") for c, mapping in codes.items()]
+    if "perishable" in attributes.columns:
+        columns.append(pl.col("perishable").cast(pl.Int32))
+    if "unit_price" in attributes.columns:
+        columns.append(pl.col("unit_price").cast(pl.Float64))
+    return attributes.select("unique_id", *columns)
+
+
+def static_names(codes: dict[str, dict[str, int]], attributes_columns) -> list[str]:
+    return [f"{c}_code" for c in codes] + [c for c in ("perishable", "unit_price") if c in attributes_columns]
+
+
+def training_frame(known: CaseData, hist: pl.DataFrame, attributes: pl.DataFrame, codes: dict, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    """The global model's rows: target, statics, and dynamic features as known the day before each period."""
+    if settings.models.global_history:
+        hist = hist.filter(pl.col("ds") > known.last_day - timedelta(days=settings.days(settings.models.global_history)))
+    ids = hist["unique_id"].unique().sort()
+    if ids.len() > settings.models.global_max_series:
+        ids = ids.sample(settings.models.global_max_series, seed=7)
+        hist = hist.filter(pl.col("unique_id").is_in(ids.implode()))
+    attrs = attributes.filter(pl.col("unique_id").is_in(ids.implode()))
+    requests = hist.select("unique_id", "ds", "y", as_of=pl.lit(None, pl.Date))
+    frame = exogenous(known, attrs, requests, settings, periods).join(statics(attrs, codes), on="unique_id", how="left")
+    return with_age(frame, first_sales(hist), periods).drop("as_of")
+
+
+def _mlforecast(settings: ForecastSettings, periods: Periods):
     from lightgbm import LGBMRegressor
     from mlforecast import MLForecast
     from mlforecast.lag_transforms import RollingMean
 
-    date_features = ["dayofweek", "month", "dayofyear"] if freq.days == 1 else ["month", "week"]
+    cadence = periods.cadence
     return MLForecast(
-        models={"lgbm": LGBMRegressor(**settings.lgbm_params)},
-        freq=freq.alias,
-        lags=list(lags),
-        lag_transforms={1: [RollingMean(window_size=w) for w in freq.rolling]},
-        date_features=date_features,
-        num_threads=1,
+        models={LIGHTGBM: LGBMRegressor(**settings.models.lightgbm)},
+        freq=periods.alias,
+        lags=list(cadence.lags),
+        lag_transforms={cadence.lags[0]: [RollingMean(window_size=w) for w in cadence.rolling_windows]},
+        date_features=list(cadence.date_features),
     )
 
 
-def training_frame(data: StoreData, as_of: date, freq: Frequency, settings: ForecastSettings, segments: pl.DataFrame) -> pl.DataFrame:
-    """One store's rows for the global models: target, point-in-time features, statics, segment."""
-    hist = history(data.until(as_of), freq)
-    lookback = freq.global_window + max(freq.rolling) + max(freq.lags)
-    first = as_of - timedelta(days=lookback * freq.days)
-    hist = hist.filter(pl.col("ds") > first)
-    if hist.is_empty():
-        return hist
-    dates = [first + timedelta(days=k) for k in range(1, (as_of - first).days + 1)]
-    exog = exogenous(data, dates, None, freq)
-    return (
-        hist.join(exog, on=["unique_id", "ds"], how="left")
-        .join(static_features(data), on="unique_id", how="left")
-        .join(segments.select("sku_id", "segment"), on="sku_id", how="left")
-    )
-
-
-def fit_global_models(frames: list[pl.DataFrame], as_of: date, freq: Frequency, settings: ForecastSettings) -> GlobalModels:
-    train = pl.concat(frames, how="diagonal_relaxed")
-    ids = train["unique_id"].unique().sort()
-    if ids.len() > settings.global_max_series:
-        ids = ids.sample(settings.global_max_series, seed=7)
-        train = train.filter(pl.col("unique_id").is_in(ids.implode()))
-    dynamic = [c for c in train.columns if c not in ("unique_id", "sku_id", "ds", "y", "segment", *STATIC_COLUMNS)]
-    columns = ["unique_id", "ds", "y", *STATIC_COLUMNS, *dynamic]
-    promo_rows = train.filter(pl.col("segment") == "promo")
-    if promo_rows["unique_id"].n_unique() < 2:  # too few promo series: learn promotions from every series
-        promo_rows = train
-    promo = _mlforecast(freq, settings, freq.lags).fit(to_pandas(promo_rows.select(columns)), static_features=list(STATIC_COLUMNS))
-    new = _mlforecast(freq, settings, freq.lags[:2]).fit(to_pandas(train.select(columns)), static_features=list(STATIC_COLUMNS))
-    return GlobalModels(promo, new, dynamic, as_of, {"promo": promo_rows.height, "new": train.height})
-
-
-def predict_global(model, recent: pl.DataFrame, future: pl.DataFrame, statics: pl.DataFrame, dynamic: list[str], freq: Frequency) -> pd.DataFrame:
-    """Forecast from the latest lags with the weekly model (no refit)."""
-    if recent.is_empty():
-        return pd.DataFrame(columns=["unique_id", "ds", "lgbm"])
-    new_df = recent.join(statics, on="unique_id", how="left").select("unique_id", "ds", "y", *STATIC_COLUMNS, *dynamic)
-    x_df = future.filter(pl.col("unique_id").is_in(recent["unique_id"].unique().implode())).select("unique_id", "ds", *dynamic)
+def fit_lightgbm(frame: pl.DataFrame, codes: dict, settings: ForecastSettings, periods: Periods):
+    static = static_names(codes, frame.columns)
+    # Sorted: the features' order must not depend on the order rows arrived in (column sampling picks by position).
+    dynamic = sorted(c for c in frame.columns if c not in ("unique_id", "ds", "y", *static))
+    model = _mlforecast(settings, periods)
+    keep = max(periods.cadence.lags) + max(periods.cadence.rolling_windows)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # temperatures beyond the 7-day weather forecast are unknown (null)
-        return model.predict(freq.horizon, new_df=to_pandas(new_df), X_df=to_pandas(x_df))
+        warnings.simplefilter("ignore")  # series too short for the lags are left out, as they should be
+        model.fit(to_pandas(frame.select("unique_id", "ds", "y", *static, *dynamic)), static_features=static, keep_last_n=keep)
+    return model, dynamic
 
 
-# --------------------------------------------------------------------------- one store, one night
+# --------------------------------------------------------------------------- forecasting
 
 
-def family_means(hist: pl.DataFrame, segments: pl.DataFrame, products: pl.DataFrame, origin: date, freq: Frequency, days: int) -> pl.DataFrame:
-    """Mean units per period of established products in each family of the store (last `days`)."""
-    recent = hist.filter(pl.col("ds") > origin - timedelta(days=days)).join(segments.select("sku_id", "segment"), on="sku_id")
-    established = recent.filter(pl.col("segment") != "new").join(products.select("sku_id", "family"), on="sku_id")
-    return established.group_by("family").agg(family_mean=pl.col("y").mean())
+def active_series(data: CaseData, origin: date) -> pl.DataFrame:
+    """store_id, sku_id of the series with a sales row in the 28 days up to the origin."""
+    return data.sales.filter(pl.col("date").is_between(origin - ACTIVE_WITHIN + timedelta(days=1), origin)).select("store_id", "sku_id").unique()
 
 
-def forecast_store(
-    data: StoreData,
-    segments: pl.DataFrame,
-    stat_fitted: dict[str, object],
-    global_models: GlobalModels,
-    origin: date,
-    freq: Frequency,
+def lookback(models: FittedModels, settings: ForecastSettings) -> int:
+    cadence = models.periods.cadence
+    return max(settings.stat_window_periods, max(cadence.lags) + max(cadence.rolling_windows) + 1, cadence.season)
+
+
+def forecast_candidates(
+    models: FittedModels,
+    data: CaseData,
+    origins: date | list[date],
+    horizon: int,
     settings: ForecastSettings,
+    which: str = "routed",
+    ids: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """D+1..D+h for every series of the store known at `origin`, each by its segment's model."""
-    known = data.until(origin)
-    hist = history(known, freq)
-    active = hist.group_by("sku_id").agg(last=pl.col("ds").max()).filter(pl.col("last") > origin - timedelta(days=28 * freq.days))
-    hist = hist.join(active.select("sku_id"), on="sku_id")
-    seg = segments.select("sku_id", "segment").join(active.select("sku_id"), on="sku_id", how="right").with_columns(pl.col("segment").fill_null("new"))
-    periods = future_periods(origin, freq)
-    lookback = max(freq.stat_window, max(freq.rolling) + max(freq.lags) + 1)
-    recent = hist.filter(pl.col("ds") > origin - timedelta(days=lookback * freq.days))
-    rows: list[pl.DataFrame] = []
+    """Forecasts for periods 1..horizon after each origin, of every series active at it (or of `ids`),
+    from the fitted state and what was known at the end of the origin. Origins are forecast together:
+    one LightGBM pass over every (series, origin) pair.
 
-    def emit(frame: pl.DataFrame, model: str):
-        rows.append(frame.with_columns(model=pl.lit(model)))
+    `which="routed"`: each series' routed model only (`model`, `yhat`). `which="all"`: besides, every
+    candidate of its segment and the seasonal naive as columns (backtests)."""
+    periods = models.periods
+    origins = [origins] if isinstance(origins, date) else list(origins)
+    keys = pl.concat([(active_series(data, o) if ids is None else ids.select("store_id", "sku_id")).with_columns(origin=pl.lit(o)) for o in origins])
+    if keys.is_empty():
+        return _empty(which)
+    keys = keys.with_columns(series_id(), key=pl.concat_str([pl.col("store_id"), pl.lit("/"), pl.col("sku_id"), pl.lit("@"), pl.col("origin").cast(pl.String)]))
+    keys = keys.join(models.segments.select("unique_id", "segment"), on="unique_id", how="left").with_columns(
+        pl.col("segment").fill_null("new"), model=pl.col("segment").fill_null("new").replace_strict(models.routing, return_dtype=pl.String)
+    )
+    hist = history(data.for_series(keys))
+    first = lookback(models, settings)
+    recent = keys.select("key", "unique_id", "origin").join(hist.select("unique_id", "ds", "y"), on="unique_id").filter(
+        (pl.col("ds") <= pl.col("origin")) & (pl.col("ds") > pl.col("origin") - pl.duration(days=first * periods.cadence.days))
+    ).sort("key", "ds")
+    steps = pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32})
+    grid = keys.join(steps, how="cross").with_columns(ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days))
+    wanted = {m: set() for m in MODELS}
+    for segment, model, key in keys.select("segment", "model", "key").iter_rows():
+        for name in (CANDIDATES[segment] if which == "all" else (model,)):
+            wanted[name].add(key)
+    stat = _stat_forecasts(models, recent, {n: wanted[n] for n in STAT_MODELS}, horizon)
+    # A series routed to a statistical model without fitted state (too short, or new since the fit)
+    # takes the new-product path.
+    got = set(stat.select("key", "model").unique().iter_rows())
+    fallback = {key for key, model in keys.select("key", "model").iter_rows() if model in STAT_MODELS and (key, model) not in got}
+    wanted[FAMILY] |= fallback
+    lgbm = _lightgbm_forecasts(models, data, keys.filter(pl.col("key").is_in(list(wanted[LIGHTGBM] | wanted[FAMILY]))), recent, hist, horizon, settings)
+    family = _family_forecasts(models, data.products, keys.filter(pl.col("key").is_in(list(wanted[FAMILY]))), recent, hist, lgbm, horizon, settings)
+    long = pl.concat([stat, lgbm.filter(pl.col("key").is_in(list(wanted[LIGHTGBM]))).with_columns(model=pl.lit(LIGHTGBM)), family], how="vertical_relaxed")
+    wide = grid.join(long.pivot(on="model", index=["key", "step"], values="yhat"), on=["key", "step"], how="left")
+    for name in MODELS:
+        if name not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, pl.Float64).alias(name))
+    wide = wide.with_columns(model=pl.when(pl.col("key").is_in(list(fallback))).then(pl.lit(FAMILY)).otherwise(pl.col("model")))
+    wide = wide.with_columns(yhat=pl.coalesce(*[pl.when(pl.col("model") == m).then(pl.col(m)) for m in MODELS])).with_columns([pl.col(m).clip(0.0) for m in (*MODELS, "yhat")])
+    if which == "all":
+        wide = wide.join(seasonal_naive(recent, horizon, periods), on=["key", "step"], how="left")
+    else:
+        wide = wide.drop_nulls("yhat")
+    return wide.select(*_columns(which)).sort("unique_id", "origin", "step")
 
-    # Statistical segments, from fitted state.
-    stat_ids = seg.filter(pl.col("segment").is_in(STAT_SEGMENTS))
-    stat_recent = recent.join(stat_ids, on="sku_id").group_by("unique_id", maintain_order=True).tail(freq.stat_window)
-    forecasts = forward_stat_models(stat_fitted, stat_recent, freq)
-    missing = [u for u in stat_recent["unique_id"].unique().to_list() if u not in forecasts]
-    if forecasts:
-        uids = list(forecasts)
-        emit(
-            pl.DataFrame({"unique_id": np.repeat(uids, freq.horizon), "ds": periods * len(uids), "step": list(range(1, freq.horizon + 1)) * len(uids), "yhat": np.concatenate([forecasts[u] for u in uids])}),
-            "stat",
-        )
 
-    # Global models; series without fitted statistical state (fitted before they existed) fall back to the new-product path.
-    statics = static_features(known)
-    exog_dates = [periods[0] - timedelta(days=lookback * freq.days) + timedelta(days=k) for k in range(lookback * freq.days + freq.horizon * freq.days)]
-    exog_dates = [d for d in exog_dates if d <= periods[-1] + timedelta(days=freq.days - 1)]
-    past = exogenous(known, [d for d in exog_dates if d <= origin], None, freq)
-    future = exogenous(known, [d for d in exog_dates if d > origin], origin, freq)
-    dynamic = [c for c in global_models.dynamic_columns if c in future.columns]
-    recent_exog = recent.join(past, on=["unique_id", "ds"], how="left")
-    promo_ids = seg.filter(pl.col("segment") == "promo")["sku_id"]
-    new_ids = pl.concat([seg.filter(pl.col("segment") == "new")["sku_id"], pl.Series([u.split("/", 1)[1] for u in missing], dtype=pl.String)])
-    for segment, ids, model in (("promo", promo_ids, global_models.promo), ("new", new_ids, global_models.new)):
-        part = recent_exog.filter(pl.col("sku_id").is_in(ids.implode()))
-        lags_needed = max(model.ts.lags) + 1
-        enough = part.group_by("unique_id").len().filter(pl.col("len") >= lags_needed)["unique_id"]
-        pred = predict_global(model, part.filter(pl.col("unique_id").is_in(enough.implode())), future, statics, dynamic, freq)
-        if len(pred):
-            frame = pl.from_pandas(pred).with_columns(pl.col("ds").cast(pl.Date), step=pl.col("ds").rank("dense").over("unique_id").cast(pl.Int32)).rename({"lgbm": "yhat"})
-            if segment == "new":
-                frame = _blend_family(frame, hist, seg, known.products, origin, freq, settings)
-            emit(frame.select("unique_id", "ds", "step", "yhat"), GLOBAL_MODEL_NAMES[segment])
-        short = part.filter(~pl.col("unique_id").is_in(enough.implode()))["unique_id"].unique().to_list()
-        if short:  # too young for the lags: the family mean alone
-            frame = pl.DataFrame({"unique_id": np.repeat(short, freq.horizon), "ds": periods * len(short), "step": list(range(1, freq.horizon + 1)) * len(short), "yhat": 0.0})
-            emit(_blend_family(frame, hist, seg, known.products, origin, freq, settings, family_weight=1.0).select("unique_id", "ds", "step", "yhat"), "FamilyMean")
-    if not rows:
-        return pl.DataFrame(schema=FORECAST_COLUMNS)
-    out = pl.concat([r.with_columns(pl.col("ds").cast(pl.Date), pl.col("step").cast(pl.Int32), pl.col("yhat").cast(pl.Float64)) for r in rows])
-    return (
-        out.with_columns(
-            store_id=pl.lit(data.store_id),
-            sku_id=pl.col("unique_id").str.split_exact("/", 1).struct.field("field_1"),
-            origin=pl.lit(origin),
-            yhat=pl.col("yhat").clip(0.0).fill_nan(0.0),
-        )
-        .join(seg, on="sku_id", how="left")
-        .with_columns(model=pl.when(pl.col("model") == "stat").then(pl.col("segment").replace_strict(STAT_MODEL_NAMES, default="stat")).otherwise(pl.col("model")))
-        .select(list(FORECAST_COLUMNS))
-        .sort("sku_id", "step")
+def _columns(which: str) -> list[str]:
+    base = ["unique_id", "store_id", "sku_id", "segment", "origin", "ds", "step", "model", "yhat"]
+    return base + [*MODELS, SEASONAL_NAIVE] if which == "all" else base
+
+
+def _empty(which: str) -> pl.DataFrame:
+    types = {"unique_id": pl.String, "store_id": pl.String, "sku_id": pl.String, "segment": pl.String, "origin": pl.Date, "ds": pl.Date, "step": pl.Int32, "model": pl.String}
+    return pl.DataFrame(schema={c: types.get(c, pl.Float64) for c in _columns(which)})
+
+
+def _stat_forecasts(models: FittedModels, recent: pl.DataFrame, wanted: dict[str, set[str]], horizon: int) -> pl.DataFrame:
+    """Each fitted statistical model filters the series' latest window at each origin: no refit."""
+    schema = {"key": pl.String, "step": pl.Int32, "yhat": pl.Float64, "model": pl.String}
+    todo = {key: name for name, keys in wanted.items() for key in keys}
+    if not todo:
+        return pl.DataFrame(schema=schema)
+    rows_key, rows_model, values = [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for (key,), part in recent.filter(pl.col("key").is_in(list(todo))).group_by(["key"], maintain_order=True):
+            uid = part["unique_id"][0]
+            model = models.stat.get(uid.split("/", 1)[0], {}).get(uid)
+            # A fit that failed for a series left the seasonal naive in its place, under the same alias.
+            if model is None or getattr(model, "alias", None) != todo[key]:
+                continue
+            values.append(np.asarray(model.forward(y=part["y"].to_numpy().astype(np.float64), h=horizon)["mean"], dtype=float))
+            rows_key.append(key)
+            rows_model.append(todo[key])
+    if not values:
+        return pl.DataFrame(schema=schema)
+    return pl.DataFrame(
+        {"key": np.repeat(rows_key, horizon), "step": np.tile(np.arange(1, horizon + 1), len(rows_key)), "yhat": np.concatenate(values), "model": np.repeat(rows_model, horizon)},
+        schema=schema,
     )
 
 
-def _blend_family(frame: pl.DataFrame, hist, seg, products, origin, freq, settings, family_weight: float | None = None) -> pl.DataFrame:
-    """Blend with the family mean; its weight fades with the product's own history (or is fixed)."""
-    means = family_means(hist, seg, products, origin, freq, settings.family_mean_days)
-    first_sale = hist.group_by("sku_id").agg(first=pl.col("ds").min())
-    own_days = (pl.lit(origin) - pl.col("first")).dt.total_days().fill_null(0)
-    weight = pl.lit(family_weight) if family_weight is not None else (1 - own_days / settings.new_family_fade_days).clip(0.0, 1.0)
-    return (
-        frame.with_columns(sku_id=pl.col("unique_id").str.split_exact("/", 1).struct.field("field_1"))
-        .join(products.select("sku_id", "family"), on="sku_id", how="left")
-        .join(means, on="family", how="left")
-        .join(first_sale, on="sku_id", how="left")
-        .with_columns(weight=weight)
-        .with_columns(yhat=pl.when(pl.col("family_mean").is_null()).then(pl.col("yhat")).otherwise(pl.col("weight") * pl.col("family_mean") + (1 - pl.col("weight")) * pl.col("yhat")))
+def _lightgbm_forecasts(models: FittedModels, data: CaseData, keys: pl.DataFrame, recent: pl.DataFrame, hist: pl.DataFrame, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
+    """LightGBM from the latest lags at each origin, recursively over the horizon; the future's features
+    as known at the origin (history rows need no features: only their target makes the lags)."""
+    empty = pl.DataFrame(schema={"key": pl.String, "step": pl.Int32, "yhat": pl.Float64})
+    periods = models.periods
+    mine = recent.join(keys.select("key"), on="key")
+    enough = mine.group_by("key").len().filter(pl.col("len") >= min(periods.cadence.lags)).select("key")  # longer lags of a young series are unknown (NaN)
+    keys, mine = keys.join(enough, on="key"), mine.join(enough, on="key")
+    if keys.is_empty():
+        return empty
+    attributes = series_attributes(data, settings, keys.select("store_id", "sku_id").unique())
+    static = statics(attributes, models.codes)
+    static_cols = [c for c in static.columns if c != "unique_id"]
+    future = keys.select("key", "unique_id", "origin").join(pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross").with_columns(
+        ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days), as_of=pl.col("origin")
     )
+    future = with_age(exogenous(data, attributes, future, settings, periods), first_sales(hist), periods)
+    for column in models.dynamic:  # a feature absent tonight (no promotion anywhere, say) is unknown
+        if column not in future.columns:
+            future = future.with_columns(pl.lit(None, pl.Float64).alias(column))
+    new_df = mine.select(pl.col("key").alias("unique_id"), "ds", "y", pl.col("unique_id").alias("series")).join(static.rename({"unique_id": "series"}), on="series", how="left")
+    new_df = new_df.with_columns([pl.lit(None, pl.Float64).alias(c) for c in models.dynamic]).select("unique_id", "ds", "y", *static_cols, *models.dynamic)
+    x_df = future.select(pl.col("key").alias("unique_id"), "ds", *models.dynamic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pred = models.lightgbm.predict(horizon, new_df=to_pandas(new_df), X_df=to_pandas(x_df))
+    pred = pl.from_pandas(pred).select(pl.col("unique_id").alias("key"), pl.col("ds").cast(pl.Date), pl.col(LIGHTGBM).cast(pl.Float64).alias("yhat"))
+    return pred.join(future.select("key", "ds", "step"), on=["key", "ds"]).select("key", "step", "yhat")
+
+
+def _family_forecasts(models: FittedModels, products: pl.DataFrame, keys: pl.DataFrame, recent: pl.DataFrame, hist: pl.DataFrame, lgbm: pl.DataFrame, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
+    """New products: the mean of established series of the same reference group in the same store at the
+    origin, weighing 1 at the first sale and fading to 0 after `family_fade`, blended with LightGBM
+    (the group mean alone while LightGBM has too little history; the product's own recent mean when
+    the group has no established product either)."""
+    schema = {"key": pl.String, "step": pl.Int32, "yhat": pl.Float64, "model": pl.String}
+    if keys.is_empty():
+        return pl.DataFrame(schema=schema)
+    cadence = models.periods.cadence
+    group = settings.hierarchy.product_levels[-1] if settings.hierarchy.product_levels else None
+    groups = products.select("sku_id", *([group] if group else []))
+    span = settings.days(settings.models.family_mean_window)
+    established = models.segments.filter(pl.col("segment") != "new").select("unique_id", "store_id", "sku_id")
+    window = recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span)).join(established, on="unique_id").join(groups, on="sku_id", how="left")
+    by = ["origin", "store_id"] + ([group] if group else [])
+    means = window.group_by(by).agg(group_mean=pl.col("y").mean())
+    own_mean = recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span)).group_by("key").agg(own_mean=pl.col("y").mean())
+    fade = max(settings.days(settings.models.family_fade) // cadence.days, 1)
+    first = first_sales(hist)
+    target = keys.select("key", "unique_id", "store_id", "sku_id", "origin").join(groups, on="sku_id", how="left").join(means, on=by, how="left")
+    target = target.join(own_mean, on="key", how="left").join(first, on="unique_id", how="left")
+    target = target.with_columns(own=pl.when(pl.col("first_sale") <= pl.col("origin")).then((pl.col("origin") - pl.col("first_sale")).dt.total_days() // cadence.days).otherwise(0))
+    frame = target.join(pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross").join(lgbm, on=["key", "step"], how="left")
+    weight = (1 - pl.col("own") / fade).clip(0.0, 1.0)
+    yhat = (
+        pl.when(pl.col("yhat").is_null()).then(pl.col("group_mean"))
+        .when(pl.col("group_mean").is_null()).then(pl.col("yhat"))
+        .otherwise(weight * pl.col("group_mean") + (1 - weight) * pl.col("yhat"))
+    )
+    return frame.select("key", "step", pl.coalesce(yhat, "own_mean", pl.lit(0.0)).alias("yhat"), model=pl.lit(FAMILY))
+
+
+def seasonal_naive(recent: pl.DataFrame, horizon: int, periods: Periods) -> pl.DataFrame:
+    """key, step and the value one season before each forecast period (same weekday last week; same
+    week last year)."""
+    season = periods.cadence.season
+    steps = pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32})
+    source = recent.select("key", "origin").unique().join(steps, how="cross").with_columns(
+        ds=pl.col("origin") + pl.duration(days=((pl.col("step") - 1) % season + 1 - season) * periods.cadence.days)
+    )
+    return source.join(recent.select("key", "ds", pl.col("y").alias(SEASONAL_NAIVE)), on=["key", "ds"], how="left").select("key", "step", SEASONAL_NAIVE)

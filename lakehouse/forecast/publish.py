@@ -1,7 +1,7 @@
 """The online store of forecasts in Redis, published atomically per run.
 
 A run writes every store x SKU vector into its own hash `forecast:run:<run_id>` (field
-`<store>|<sku>`, value JSON with the origin and the D+1..D+14 vector), then switches the
+`<store>|<sku>`, value JSON with the origin, the first period and the operational horizon), then switches the
 pointer `forecast:current` in one MULTI/EXEC transaction, then deletes the previous run's
 hash. A lookup reads the pointer and the field in one Lua script, so a reader sees either the
 whole previous night or the whole new one, never a mix, even while the old hash is deleted.
@@ -30,12 +30,14 @@ def field(store_id: str, sku_id: str) -> str:
     return f"{store_id}|{sku_id}"
 
 
-def vectors(operational_sku: pl.DataFrame) -> pl.DataFrame:
-    """One row per store x SKU: origin, dates and the D+1..D+h vector, in step order."""
+def vectors(reconciled: pl.DataFrame, column: str = "bottom_up") -> pl.DataFrame:
+    """One row per store x SKU of a reconciled forecast: origin, first period and the vector, in step order."""
+    bottom = reconciled.filter(pl.col("level") == "sku").with_columns(parts=pl.col("node").str.split("/"))
     return (
-        operational_sku.sort("store_id", "sku_id", "ds")
+        bottom.with_columns(store_id=pl.col("parts").list.get(-2), sku_id=pl.col("parts").list.get(-1))
+        .sort("store_id", "sku_id", "ds")
         .group_by("store_id", "sku_id", maintain_order=True)
-        .agg(pl.col("origin").first(), pl.col("ds").first().alias("first_day"), pl.col("yhat").round(3).alias("forecast"))
+        .agg(pl.col("origin").first(), pl.col("ds").first().alias("first_day"), pl.col(column).round(3).alias("forecast"))
     )
 
 

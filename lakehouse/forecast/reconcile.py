@@ -1,105 +1,112 @@
-"""Hierarchical reconciliation, national -> region -> store -> SKU, with hierarchicalforecast.
+"""Hierarchical reconciliation with hierarchicalforecast: national -> the store levels -> store -> SKU.
 
-Bottom-up gives the operational forecast (each store x SKU keeps its own model's forecast;
-every total is the sum of its parts). Top-down with forecast proportions gives the strategic
-one: the national base forecast is split down the tree in the proportions of the base
-forecasts at each level. Base forecasts of the aggregate levels come from MSTL on the
-aggregated sales history.
+The tree comes from the data: the levels are the stores table's columns named in
+`hierarchy.store_levels` (the demo's `region`, the M5 kit's `state`), their members whatever
+those columns hold. A node's id is its path (`total/CA/CA_1/FOODS_1_033`).
+
+Every forecast is reconciled two ways, with the sparse methods (the chain's 1.2 M bottom series
+need no dense summing matrix):
+- bottom-up (the seed's operational forecast): each SKU keeps its model's forecast, every total
+  is the sum of its parts;
+- top-down with forecast proportions (the seed's planning forecast): the national base forecast
+  split down the tree in the proportions of the base forecasts at each level.
+Base forecasts of the aggregate nodes come from MSTL on their own aggregated history.
 """
 
 from __future__ import annotations
 
 import warnings
 
-import pandas as pd
 import polars as pl
 
-from lakehouse.forecast.config import Frequency
+from lakehouse.forecast.features import Periods, to_pandas
+from lakehouse.forecast.settings import ForecastSettings
 
-LEVELS = ("national", "region", "store", "sku")
-SPEC = [["national"], ["national", "region"], ["national", "region", "store_id"], ["national", "region", "store_id", "sku_id"]]
-
-
-def _ids(df: pl.DataFrame) -> pl.DataFrame:
-    """hierarchicalforecast's unique_id per level: national, national/region, .../store, .../sku."""
-    return df.with_columns(national=pl.lit("total"))
+BOTTOM_UP, TOP_DOWN = "bottom_up", "top_down"
 
 
-def hierarchy(base: pl.DataFrame, stores: pl.DataFrame):
-    """S matrix and tags for the bottom series of `base` (store_id, sku_id)."""
+def levels(settings: ForecastSettings) -> list[str]:
+    """Level names from the top: national, the store levels, store, sku."""
+    return ["national", *settings.hierarchy.store_levels, "store", "sku"]
+
+
+def node_paths(stores: pl.DataFrame, settings: ForecastSettings) -> pl.DataFrame:
+    """store_id -> the path of the store node (total/<level values>/<store>)."""
+    h = settings.hierarchy
+    parts = [pl.lit(h.national), *[pl.col(c) for c in h.store_levels], pl.col("store_id")]
+    return stores.select("store_id", *h.store_levels, path=pl.concat_str(parts, separator="/"))
+
+
+def bottom_nodes(frame: pl.DataFrame, stores: pl.DataFrame, settings: ForecastSettings) -> pl.DataFrame:
+    """`frame` (store_id, sku_id, ...) with `node`, the SKU node's path."""
+    return frame.join(node_paths(stores, settings), on="store_id").with_columns(
+        node=pl.concat_str([pl.col("path"), pl.lit("/"), pl.col("sku_id")])
+    ).drop("path")
+
+
+def aggregate_history(sales: pl.DataFrame, stores: pl.DataFrame, settings: ForecastSettings) -> pl.DataFrame:
+    """node, ds, y of every aggregate node (national, each level member, each store)."""
+    h = settings.hierarchy
+    totals = sales.group_by("store_id", "date").agg(pl.col("units").sum().cast(pl.Float64).alias("y")).join(node_paths(stores, settings), on="store_id")
+    frames = []
+    for depth in range(len(h.store_levels) + 2):
+        node = pl.col("path").str.split("/").list.head(depth + 1).list.join("/")
+        frames.append(totals.group_by(node.alias("node"), pl.col("date").alias("ds")).agg(pl.col("y").sum()))
+    return pl.concat(frames).sort("node", "ds")
+
+
+def aggregate_base_forecasts(node_history: pl.DataFrame, labels: list, periods: Periods, settings: ForecastSettings) -> pl.DataFrame:
+    """node, ds, yhat: MSTL on each aggregate node's bounded window, over the forecast's periods (a trend
+    extrapolated below zero over a long planning horizon is cut at zero: sales are not negative)."""
+    from statsforecast import StatsForecast
+    from statsforecast.models import MSTL, AutoETS, SeasonalNaive
+
+    season = periods.cadence.season
+    window = node_history.group_by("node", maintain_order=True).tail(settings.stat_window_periods)
+    sf = StatsForecast(models=[MSTL(season_length=[season], trend_forecaster=AutoETS(model="ZZN"))], freq=periods.alias, n_jobs=1, fallback_model=SeasonalNaive(season))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = sf.forecast(df=to_pandas(window.rename({"node": "unique_id"})), h=len(labels))
+    return pl.from_pandas(out).select(pl.col("unique_id").alias("node"), pl.col("ds").cast(pl.Date), pl.col("MSTL").clip(0.0).alias("yhat")).filter(pl.col("ds").is_in(labels))
+
+
+def reconcile(base: pl.DataFrame, aggregate_base: pl.DataFrame, stores: pl.DataFrame, settings: ForecastSettings) -> pl.DataFrame:
+    """node, level, ds, base, bottom_up, top_down for every node of the tree.
+
+    `base`: store_id, sku_id, ds, yhat (the models' forecasts); `aggregate_base`: node, ds, yhat."""
+    from hierarchicalforecast.core import HierarchicalReconciliation
+    from hierarchicalforecast.methods import BottomUpSparse, TopDownSparse
     from hierarchicalforecast.utils import aggregate
 
-    bottom = _ids(base.select("store_id", "sku_id").unique().join(stores.select("store_id", "region"), on="store_id"))
-    frame = bottom.with_columns(ds=pl.lit(0), y=pl.lit(0.0)).to_pandas()
-    _, s_df, tags = aggregate(frame, SPEC)
-    return s_df, tags
-
-
-def aggregate_base_forecasts(history: pl.DataFrame, freq: Frequency, horizon_ds: list) -> pl.DataFrame:
-    """Base forecasts of the aggregate series (total, regions, stores) from their own history."""
-    from statsforecast import StatsForecast
-    from statsforecast.models import MSTL, AutoETS
-
-    window = history.group_by("unique_id", maintain_order=True).tail(freq.stat_window)
-    sf = StatsForecast(models=[MSTL(season_length=[freq.season], trend_forecaster=AutoETS(model="ZZN"))], freq=freq.alias, n_jobs=1)
-    pdf = window.to_pandas()
-    pdf["ds"] = pd.to_datetime(pdf["ds"])
+    h = settings.hierarchy
+    bottom = bottom_nodes(base, stores, settings)
+    spec_columns = ["national", *h.store_levels, "store_id", "sku_id"]
+    frame = bottom.select(*[c for c in spec_columns if c != "national"], "ds").with_columns(national=pl.lit(h.national), y=pl.lit(0.0))
+    spec = [spec_columns[: depth + 1] for depth in range(len(spec_columns))]
+    _, s_matrix, tags = aggregate(frame.select(*spec_columns, "ds", "y").unique(), spec, sparse_s=True)
+    y_hat = pl.concat([bottom.select(pl.col("node").alias("unique_id"), "ds", "yhat"), aggregate_base.select(pl.col("node").alias("unique_id"), "ds", "yhat")])
+    y_hat = y_hat.rename({"yhat": "base"}).with_columns(pl.col("ds").cast(pl.Datetime("us"))).sort("unique_id", "ds")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = sf.forecast(df=pdf, h=len(horizon_ds))
-    out = pl.from_pandas(out).rename({"MSTL": "yhat"}).with_columns(pl.col("ds").cast(pl.Date))
-    return out.select("unique_id", "ds", "yhat")
+        reconciled = HierarchicalReconciliation([BottomUpSparse(), TopDownSparse(method="forecast_proportions")]).reconcile(Y_hat_df=y_hat, S_df=s_matrix, tags=tags)
+    names = levels(settings)
+    level_of = {uid: names[i] for i, key in enumerate(tags) for uid in tags[key]}
+    columns = {c: BOTTOM_UP if c.startswith("base/BottomUp") else TOP_DOWN for c in reconciled.columns if c.startswith("base/")}
+    return (
+        pl.from_pandas(reconciled) if not isinstance(reconciled, pl.DataFrame) else reconciled
+    ).rename({"unique_id": "node", **columns}).with_columns(
+        pl.col("ds").cast(pl.Date), level=pl.col("node").replace_strict(level_of, return_dtype=pl.String)
+    ).select("node", "level", "ds", "base", BOTTOM_UP, TOP_DOWN).sort("level", "node", "ds")
 
 
-def aggregate_history(store_totals: pl.DataFrame, stores: pl.DataFrame) -> pl.DataFrame:
-    """unique_id, ds, y for the national, regional and store totals (from per-store daily totals)."""
-    t = store_totals.join(stores.select("store_id", "region"), on="store_id")
-    national = t.group_by("ds").agg(pl.col("y").sum()).with_columns(unique_id=pl.lit("total"))
-    region = t.group_by("region", "ds").agg(pl.col("y").sum()).with_columns(unique_id=pl.lit("total/") + pl.col("region"))
-    store = t.with_columns(unique_id=pl.lit("total/") + pl.col("region") + "/" + pl.col("store_id"))
-    cols = ["unique_id", "ds", "y"]
-    return pl.concat([national.select(cols), region.select(cols), store.select(cols)]).sort("unique_id", "ds")
-
-
-def reconcile(base: pl.DataFrame, aggregate_base: pl.DataFrame, stores: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """BottomUp (operational) and TopDown forecast_proportions (strategic), every level."""
-    from hierarchicalforecast.core import HierarchicalReconciliation
-    from hierarchicalforecast.methods import BottomUp, TopDown
-
-    s_df, tags = hierarchy(base, stores)
-    bottom = _ids(base.join(stores.select("store_id", "region"), on="store_id")).with_columns(
-        unique_id=pl.lit("total/") + pl.col("region") + "/" + pl.col("store_id") + "/" + pl.col("sku_id")
-    )
-    y_hat = pl.concat([bottom.select("unique_id", "ds", "yhat"), aggregate_base.select("unique_id", "ds", "yhat")]).rename({"yhat": "base"})
-    y_hat_pd = y_hat.to_pandas()
-    y_hat_pd["ds"] = pd.to_datetime(y_hat_pd["ds"])
-    order = {uid: i for i, uid in enumerate(s_df["unique_id"])}
-    y_hat_pd = y_hat_pd.assign(_o=y_hat_pd["unique_id"].map(order)).sort_values(["_o", "ds"]).drop(columns="_o")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rec = HierarchicalReconciliation([BottomUp(), TopDown(method="forecast_proportions")]).reconcile(Y_hat_df=y_hat_pd, S_df=s_df, tags=tags)
-    rec = pl.from_pandas(rec).with_columns(pl.col("ds").cast(pl.Date))
-    level_of = {uid: level for level, key in zip(LEVELS, tags) for uid in tags[key]}
-    rec = rec.with_columns(level=pl.col("unique_id").replace_strict(level_of), origin=pl.lit(base["origin"].max()))
-    columns = {"base/BottomUp": "yhat", "base/TopDown_method-forecast_proportions": "yhat"}
-    out = {}
-    for name, column in (("operational", "base/BottomUp"), ("strategic", "base/TopDown_method-forecast_proportions")):
-        out[name] = rec.select("unique_id", "level", "origin", "ds", pl.col(column).alias(columns[column])).sort("level", "unique_id", "ds")
-    out["operational"] = out["operational"].join(rec.select("unique_id", "ds", "base"), on=["unique_id", "ds"])
-    return out
-
-
-def coherence(reconciled: pl.DataFrame) -> dict:
+def coherence(reconciled: pl.DataFrame, column: str) -> dict:
     """Largest relative gap between a parent and the sum of its children, and negative values."""
-    df = reconciled.with_columns(parent=pl.col("unique_id").str.replace(r"/[^/]+$", ""))
-    children = df.filter(pl.col("level") != LEVELS[0]).group_by("parent", "ds").agg(children=pl.col("yhat").sum())
-    joined = df.select("unique_id", "ds", "yhat").join(children, left_on=["unique_id", "ds"], right_on=["parent", "ds"])
-    gap = (joined["yhat"] - joined["children"]).abs() / joined["yhat"].abs().clip(1e-9)
+    df = reconciled.with_columns(parent=pl.col("node").str.replace(r"/[^/]+$", ""))
+    children = df.filter(pl.col("node").str.contains("/")).group_by("parent", "ds").agg(children=pl.col(column).sum())
+    joined = df.select("node", "ds", column).join(children, left_on=["node", "ds"], right_on=["parent", "ds"])
+    gap = (joined[column] - joined["children"]).abs() / joined[column].abs().clip(1e-9)
     return {
         "max_relative_gap": float(gap.max()) if len(gap) else 0.0,
-        "parents_checked": int(joined["unique_id"].n_unique()),
-        "negative_values": int((df["yhat"] < -1e-9).sum()),
-        "min_value": float(df["yhat"].min()) if df.height else 0.0,
+        "parents_checked": int(joined["node"].n_unique()),
+        "negative_values": int((df[column] < -1e-9).sum()),
     }
-
-

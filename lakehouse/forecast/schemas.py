@@ -1,163 +1,187 @@
-"""The raw tables of the forecasting case: what the generator writes and what users may bring.
+"""The raw tables of the forecasting case: what a user brings (or the demo's generator writes).
 
-`sales`, `stores` and `products` are required. `promotions`, `weather_forecasts` and `events`
-are optional: without one of them the features it feeds are left out of every model.
+`stores`, `products` and `sales` are required; `promotions`, `events` and `covariates` are
+optional, and without one the features it feeds are left out of every model. The hierarchy's
+columns are the user's: `hierarchy.store_levels` are required columns of `stores` (the demo's
+`region`), `hierarchy.product_levels` of `products` (the demo's `category`, `family`). Their
+values are free unless `vocabularies` lists the allowed ones.
+
+Promotions, events and covariates apply at any level: their scope columns (`store_id`, the
+store levels, `sku_id`, the product levels; all optional, a null matches everything) say where.
+A covariate is any number per day (a price, a markdown amount, a temperature, a fuel price) with
+the day it became known (`known_from`; empty: known in advance).
+
+Run `python -m lakehouse.forecast.schemas > docs/forecast_raw_tables.md` after a change.
 """
 
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
-
 import polars as pl
 
-from lakehouse.common.schema import Column, InputDataError, TableSchema, read_table, validate_references
-from lakehouse.forecast.config import REGIONS
-from lakehouse.forecast.world import CATEGORIES, EVENT_KINDS, STORE_TYPES
+from lakehouse.common.schema import Column, RowRule, TableSchema
+from lakehouse.forecast.settings import ForecastSettings
 
-STORES = TableSchema(
-    name="stores",
-    description="One row per store: region, tourist or residential clientele, opening date.",
-    key=("store_id",),
-    columns=(
-        Column("store_id", pl.String, "Store id, also the Dagster partition key (e.g. north-s001)."),
-        Column("region", pl.String, "Region (the hierarchy level between the nation and the store).", allowed=REGIONS),
-        Column("store_type", pl.String, "Clientele.", allowed=STORE_TYPES),
-        Column("opening_date", pl.Date, "First day of trading.", not_in_future=True),
-    ),
-)
-
-PRODUCTS = TableSchema(
-    name="products",
-    description="One row per SKU: category, family, launch date, perishable flag and price.",
-    key=("sku_id",),
-    columns=(
-        Column("sku_id", pl.String, "SKU id."),
-        Column("category", pl.String, "Category.", allowed=tuple(CATEGORIES)),
-        Column("family", pl.String, "Family of similar products (new products borrow its sales level)."),
-        Column("launch_date", pl.Date, "First day the SKU could be sold."),
-        Column("perishable", pl.Boolean, "Unsold units are wasted at the end of the day."),
-        Column("price_eur", pl.Float64, "Shelf price in EUR.", min_value=0),
-    ),
-)
-
-SALES = TableSchema(
-    name="sales",
-    description="Units sold per store, SKU and day (explicit zeros for days without a sale).",
-    key=("store_id", "sku_id", "date"),
-    columns=(
-        Column("store_id", pl.String, "Store."),
-        Column("sku_id", pl.String, "SKU."),
-        Column("date", pl.Date, "Day of sale.", not_in_future=True),
-        Column("units", pl.Int64, "Units sold.", min_value=0),
-    ),
-)
-
-PROMOTIONS = TableSchema(
-    name="promotions",
-    description=(
-        "Promotion calendar, every published version: a revision is a new row with a higher version and a later "
-        "publication date. A forecast made at T sees only versions published on or before T."
-    ),
-    key=("promo_id", "version"),
-    columns=(
-        Column("promo_id", pl.String, "Promotion id."),
-        Column("version", pl.Int64, "1 for the first announcement, +1 per revision.", min_value=1),
-        Column("sku_id", pl.String, "SKU on promotion."),
-        Column("region", pl.String, "Region it runs in; empty for the whole chain.", nullable=True, allowed=REGIONS),
-        Column("start_date", pl.Date, "First promotion day."),
-        Column("end_date", pl.Date, "Last promotion day."),
-        Column("discount_pct", pl.Float64, "Price cut as a fraction.", min_value=0, max_value=1),
-        Column("published_date", pl.Date, "When this version was announced.", not_in_future=True),
-    ),
-)
-
-WEATHER_FORECASTS = TableSchema(
-    name="weather_forecasts",
-    description="Weather forecasts per region as issued (issue date, target date up to 7 days ahead).",
-    key=("region", "issue_date", "target_date"),
-    columns=(
-        Column("region", pl.String, "Region.", allowed=REGIONS),
-        Column("issue_date", pl.Date, "When the forecast was issued.", not_in_future=True),
-        Column("target_date", pl.Date, "Day forecast."),
-        Column("temp_c", pl.Float64, "Forecast mean temperature in Celsius.", min_value=-40, max_value=50),
-    ),
-)
-
-EVENTS = TableSchema(
-    name="events",
-    description="Public holidays (whole chain) and local events (one region).",
-    key=("date", "kind", "name"),
-    columns=(
-        Column("date", pl.Date, "Day of the event."),
-        Column("region", pl.String, "Region; empty for a national holiday.", nullable=True, allowed=REGIONS),
-        Column("kind", pl.String, "Holiday or local event.", allowed=EVENT_KINDS),
-        Column("name", pl.String, "Name."),
-    ),
-)
-
-MASTER_TABLES = (STORES, PRODUCTS, PROMOTIONS, WEATHER_FORECASTS, EVENTS)
-OPTIONAL_TABLES = ("promotions", "weather_forecasts", "events")
-RAW_TABLES = (*MASTER_TABLES, SALES)
+MASTER_TABLES = ("stores", "products", "promotions", "events", "covariates")
+OPTIONAL_TABLES = ("promotions", "events", "covariates")
 
 
-def _find(directory: Path, name: str) -> Path | None:
-    found = [directory / f"{name}{suffix}" for suffix in (".parquet", ".csv") if (directory / f"{name}{suffix}").is_file()]
-    if len(found) > 1:
-        raise InputDataError(str(directory), name, None, f"both {found[0].name} and {found[1].name} exist; keep only one")
-    return found[0] if found else None
+def _allowed(settings: ForecastSettings, name: str) -> tuple[str, ...] | None:
+    values = settings.vocabularies.get(name)
+    return tuple(values) if values else None
 
 
-def load_master_tables(directory: str | Path, today: date) -> dict[str, pl.DataFrame]:
-    """Read and validate the master tables; optional ones that are absent come back empty."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputDataError(str(directory), "stores", None, "input directory not found")
-    tables: dict[str, pl.DataFrame] = {}
-    for schema in MASTER_TABLES:
-        path = _find(directory, schema.name)
-        if path is None:
-            if schema.name not in OPTIONAL_TABLES:
-                raise InputDataError(str(directory), schema.name, None, f"no input file; expected {schema.name}.parquet or {schema.name}.csv")
-            tables[schema.name] = schema.empty()
-            continue
-        tables[schema.name] = read_table(path, schema, today=today)
-    promos = tables["promotions"]
-    if promos.height:
-        validate_references(promos, "sku_id", tables["products"], "sku_id", source=str(_find(directory, "promotions")), table="promotions", parent_table="products")
-        bad = promos.with_row_index("row").filter(pl.col("end_date") < pl.col("start_date"))
-        if bad.height:
-            raise InputDataError(str(_find(directory, "promotions")), "promotions", "end_date", f"{bad.height} promotion(s) end before they start", bad)
-    return tables
+def _level(settings: ForecastSettings, name: str, description: str, nullable: bool = False) -> Column:
+    return Column(name, pl.String, description, nullable=nullable, identifier=True, allowed=_allowed(settings, name))
 
 
-def load_store_sales(directory: str | Path, store_id: str, products: pl.DataFrame, today: date) -> pl.DataFrame:
-    """The user's sales file, validated, reduced to one store."""
-    directory = Path(directory)
-    path = _find(directory, "sales")
-    if path is None:
-        raise InputDataError(str(directory), "sales", None, "no input file; expected sales.parquet or sales.csv")
-    sales = read_table(path, SALES, today=today)
-    validate_references(sales, "sku_id", products, "sku_id", source=str(path), table="sales", parent_table="products")
-    return sales.filter(pl.col("store_id") == store_id)
+def scope(settings: ForecastSettings) -> tuple[Column, ...]:
+    h = settings.hierarchy
+    return (
+        Column("store_id", pl.String, "Store it applies to; empty: every store (within the levels set).", nullable=True, identifier=True),
+        *(_level(settings, c, f"Stores level `{c}` it applies to; empty: every member.", nullable=True) for c in h.store_levels),
+        Column("sku_id", pl.String, "SKU it applies to; empty: every product (within the levels set).", nullable=True, identifier=True),
+        *(_level(settings, c, f"Products level `{c}` it applies to; empty: every member.", nullable=True) for c in h.product_levels),
+    )
 
 
-def markdown() -> str:
-    """The documentation of the forecast raw tables (docs/forecast_raw_tables.md)."""
+def stores(settings: ForecastSettings) -> TableSchema:
+    return TableSchema(
+        name="stores",
+        description="One row per store: its hierarchy levels, an optional store type and opening/closing dates.",
+        key=("store_id",),
+        columns=(
+            Column("store_id", pl.String, "Store id, also the Dagster partition key.", identifier=True),
+            *(_level(settings, c, f"Hierarchy level `{c}` (`hierarchy.store_levels`, from the top).") for c in settings.hierarchy.store_levels),
+            Column("store_type", pl.String, "Optional: a store segment used as a feature (e.g. clientele).", nullable=True, allowed=_allowed(settings, "store_type")),
+            Column("opening_date", pl.Date, "Optional: first day of trading.", nullable=True, not_in_future=True),
+            Column("closing_date", pl.Date, "Optional: last day of trading.", nullable=True),
+        ),
+        rules=(RowRule("closing_date is not before opening_date", pl.col("closing_date") >= pl.col("opening_date"), ("closing_date", "opening_date")),),
+    )
+
+
+def products(settings: ForecastSettings) -> TableSchema:
+    return TableSchema(
+        name="products",
+        description="One row per SKU: its hierarchy levels and optional launch date, perishable flag and unit price.",
+        key=("sku_id",),
+        columns=(
+            Column("sku_id", pl.String, "SKU id.", identifier=True),
+            *(_level(settings, c, f"Hierarchy level `{c}` (`hierarchy.product_levels`, from the top).") for c in settings.hierarchy.product_levels),
+            Column("launch_date", pl.Date, "Optional: first day the SKU could be sold.", nullable=True),
+            Column("perishable", pl.Boolean, "Optional: unsold units are wasted at the end of the period (order simulation).", nullable=True),
+            Column("unit_price", pl.Float64, "Optional: shelf price in the economics currency (order simulation, a feature).", nullable=True, min_value=0),
+        ),
+    )
+
+
+def sales(settings: ForecastSettings) -> TableSchema:
+    return TableSchema(
+        name="sales",
+        description=(
+            "Units sold per store, SKU and period: one row per day, or per week (`frequency: W`, every row on the same "
+            "weekday, the week's last day by default). Rows with zero sales should be present."
+        ),
+        key=("store_id", "sku_id", "date"),
+        columns=(
+            Column("store_id", pl.String, "Store.", identifier=True),
+            Column("sku_id", pl.String, "SKU.", identifier=True),
+            Column("date", pl.Date, "Day, or the date that labels the week.", not_in_future=True),
+            Column("units", pl.Float64, "Units sold (negative and fractional values: see `quirks`)."),
+        ),
+    )
+
+
+def promotions(settings: ForecastSettings) -> TableSchema:
+    return TableSchema(
+        name="promotions",
+        description=(
+            "Promotion calendar, every published version: a revision is a new row with a higher version and a later "
+            "publication date. A forecast made at T sees only versions published on or before T."
+        ),
+        key=("promo_id", "version"),
+        columns=(
+            Column("promo_id", pl.String, "Promotion id.", identifier=True),
+            Column("version", pl.Int64, "1 for the first announcement, +1 per revision.", min_value=1),
+            *scope(settings),
+            Column("start_date", pl.Date, "First promotion day."),
+            Column("end_date", pl.Date, "Last promotion day."),
+            Column("discount", pl.Float64, "Price cut as a fraction.", min_value=0, max_value=1),
+            Column("published_date", pl.Date, "When this version was announced.", not_in_future=True),
+        ),
+        rules=(RowRule("end_date is not before start_date", pl.col("end_date") >= pl.col("start_date"), ("end_date", "start_date")),),
+    )
+
+
+def events(settings: ForecastSettings) -> TableSchema:
+    return TableSchema(
+        name="events",
+        description="Holidays and events, known in advance: a flag per day, the day before (eve) and per kind.",
+        key=(),
+        columns=(
+            Column("date", pl.Date, "Day of the event."),
+            Column("name", pl.String, "Name."),
+            Column("kind", pl.String, "Optional: kind (holiday, sporting, ...): one feature per kind.", nullable=True, allowed=_allowed(settings, "kind")),
+            *scope(settings),
+        ),
+    )
+
+
+def covariates(settings: ForecastSettings) -> TableSchema:
+    return TableSchema(
+        name="covariates",
+        description=(
+            "Numeric signals per day at any level: prices, discounts and markdown amounts, temperatures, fuel prices... "
+            "A forecast at T uses the latest value known on or before T (`known_from`; empty: known in advance). "
+            "Names listed in `observed_covariates` are actuals: they enter only as lags."
+        ),
+        key=(),
+        columns=(
+            Column("name", pl.String, "Covariate name (one feature per name).", identifier=True),
+            Column("date", pl.Date, "Day the value is for."),
+            Column("value", pl.Float64, "The value."),
+            Column("known_from", pl.Date, "Optional: when the value became known (a forecast's issue date, a plan's publication).", nullable=True),
+            *scope(settings),
+        ),
+    )
+
+
+SCHEMAS = {"stores": stores, "products": products, "sales": sales, "promotions": promotions, "events": events, "covariates": covariates}
+
+
+def schema(name: str, settings: ForecastSettings) -> TableSchema:
+    return SCHEMAS[name](settings)
+
+
+def optional_columns(name: str, settings: ForecastSettings) -> tuple[str, ...]:
+    """Columns a file may lack (they are then null: features left out, scope unrestricted)."""
+    table = schema(name, settings)
+    always = {"stores": ("store_id", *settings.hierarchy.store_levels), "products": ("sku_id", *settings.hierarchy.product_levels)}
+    if name in always:
+        return tuple(c.name for c in table.columns if c.name not in always[name])
+    if name in ("promotions", "events", "covariates"):
+        return tuple(c.name for c in table.columns if c.nullable)
+    return ()
+
+
+def markdown(settings: ForecastSettings | None = None) -> str:
+    """The documentation of the forecast raw tables (docs/forecast_raw_tables.md), for the default hierarchy."""
+    settings = settings or ForecastSettings()
     parts = [
         "# Forecast raw tables",
         "",
-        "Bring your own data: put one `<table>.parquet` or `<table>.csv` per table below in a folder and run the "
-        "`forecast/stores` assets (and their siblings) with run config `ops: {forecast_master_tables: {config: {source_dir: /path}}}`, "
-        "then `forecast/sales` per store partition with `ops: {forecast__sales: {config: {source_dir: /path}}}`. "
-        "`promotions`, `weather_forecasts` and `events` are optional: without them the features they feed are left out. "
-        "Every file is validated before anything is written; a bad file stops the run with one error naming the file, "
-        "the column and example rows, and the lake keeps its previous content. Set `LAKEHOUSE_FORECAST_STORES_FILE` to "
-        "your stores file so the store partitions are yours.",
+        "Bring your own data: list the case in the sources file (`LAKEHOUSE_SOURCES`, see the README) with one mapping per "
+        "table below. `promotions`, `events` and `covariates` are optional: without them the features they feed are left "
+        "out. Every file is validated before anything is written; a bad file stops the run with one error naming the file, "
+        "the column and example rows, and the lake keeps its previous content. The level columns shown are the default "
+        "`hierarchy` (`region`; `category`, `family`): yours are the columns you name there.",
     ]
-    for schema in RAW_TABLES:
-        optional = " (optional)" if schema.name in OPTIONAL_TABLES else ""
-        parts += ["", f"## {schema.name}{optional}", "", schema.description, "", schema.markdown().rstrip("\n")]
+    for name in ("stores", "products", "sales", *OPTIONAL_TABLES):
+        table = schema(name, settings)
+        optional = " (optional)" if name in OPTIONAL_TABLES else ""
+        absent = optional_columns(name, settings)
+        note = f" Columns a file may leave out: {', '.join(f'`{c}`' for c in absent)}." if absent else ""
+        parts += ["", f"## {name}{optional}", "", table.description + note, "", table.markdown().rstrip("\n")]
     return "\n".join(parts)
 
 

@@ -1,14 +1,14 @@
-"""Segmentation of every store x SKU series, and of stores (tourist vs residential).
+"""Segmentation of every store x SKU series, on the history known at a cut-off.
 
-Rules, applied in this order on the history known at the cut-off (docs/forecast.md):
+Rules, in this order (thresholds in `ForecastSettings.segmentation`):
 
-1. new: less than 6 months of history (first sale within the last 182 days);
-2. promo: at least 12 % of the last year's days under promotion, and promotion days
-   selling at least 1.5x the other days;
-3. seasonal: weekly + yearly pattern strength >= 0.35 (share of the variance explained by
-   day-of-week and month means, last 365 days), or a variability the stable model would not
-   follow (coefficient of variation above 0.45);
-4. stable: everything else (low variability, weak seasonality).
+1. new: first sale less than `new_max_history` ago (seed: 6 months);
+2. promo: at least 12 % of the last year's periods under a promotion (as announced the day
+   before), and promotion periods selling at least 1.5x the others;
+3. seasonal: the calendar pattern (weekday and month means for daily data, month means for
+   weekly data) explains at least 35 % of the variance on non-promotion periods of the last
+   year, or a variability a local statistical model would not follow (CV above 0.45);
+4. stable: everything else.
 """
 
 from __future__ import annotations
@@ -17,60 +17,69 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from lakehouse.forecast.config import SegmentRules
-from lakehouse.forecast.features import StoreData, promotions_known
+from lakehouse.forecast.features import CaseData, Periods, history, match_scope, promotions_known, series_attributes
+from lakehouse.forecast.settings import ForecastSettings
+
+SEGMENT_COLUMNS = {
+    "store_id": "Store.",
+    "sku_id": "SKU.",
+    "segment": "stable | seasonal | new | promo (rules in lakehouse/forecast/segmentation.py).",
+    "history_periods": "Periods since the first sale.",
+    "cv": "Coefficient of variation over the last year (non-promotion periods).",
+    "seasonality_strength": "Share of the variance explained by the calendar (weekday and month means).",
+    "promo_share": "Share of last year's periods under promotion.",
+    "promo_uplift": "Promotion-period sales over the other periods.",
+    "zero_share": "Share of last year's periods without a sale.",
+    "as_of": "Cut-off of the segmentation.",
+}
 
 
-def series_statistics(data: StoreData, as_of: date) -> pl.DataFrame:
-    """Per SKU of the store: history length, CV, seasonality strength, promotion share and uplift."""
-    sales = data.sales.filter(pl.col("date") <= as_of)
-    year = sales.filter(pl.col("date") > as_of - timedelta(days=365))
-    if not data.promotions.is_empty():
-        promo_days = (
-            promotions_known(data.promotions, None)
-            .filter(pl.col("region").is_null() | (pl.col("region") == data.store["region"]))
-            .select("sku_id", "date")
-            .unique()
-            .with_columns(on_promo=pl.lit(True))
-        )
-        year = year.join(promo_days, on=["sku_id", "date"], how="left").with_columns(pl.col("on_promo").fill_null(False))
+def series_statistics(data: CaseData, as_of: date, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    """Per series: history length, CV, seasonality strength, promotion share and uplift, zero share."""
+    hist = history(data.until(as_of))
+    year = hist.filter(pl.col("ds") > as_of - timedelta(days=365))
+    if data.promotions is not None and not data.promotions.is_empty() and not year.is_empty():
+        days = year.select("ds").unique().with_columns(periods.first_day(pl.col("ds")).alias("first"))
+        days = days.with_columns(date=pl.date_ranges("first", pl.col("first") + pl.duration(days=periods.cadence.days - 1))).explode("date")
+        days = days.select("ds", "date", cutoff=pl.col("first") - pl.duration(days=1))
+        known = match_scope(promotions_known(data.promotions, days), series_attributes(data, settings), settings)
+        on_promo = known.join(days.select("date", "ds"), on="date").select("unique_id", "ds").unique().with_columns(on_promo=pl.lit(True))
+        year = year.join(on_promo, on=["unique_id", "ds"], how="left").with_columns(pl.col("on_promo").fill_null(False))
     else:
         year = year.with_columns(on_promo=pl.lit(False))
-    year = year.with_columns(
-        y=pl.col("units").cast(pl.Float64),
-        dow=pl.col("date").dt.weekday(),
-        month=pl.col("date").dt.month(),
-    )
-    # Seasonality strength on non-promotion days: 1 - Var(residual) / Var(y), residual after
-    # removing day-of-week and month effects.
-    regular = year.filter(~pl.col("on_promo")).with_columns(
-        mean=pl.col("y").mean().over("sku_id"),
-        dow_effect=pl.col("y").mean().over("sku_id", "dow") - pl.col("y").mean().over("sku_id"),
-        month_effect=pl.col("y").mean().over("sku_id", "month") - pl.col("y").mean().over("sku_id"),
-    ).with_columns(residual=pl.col("y") - pl.col("mean") - pl.col("dow_effect") - pl.col("month_effect"))
-    strength = regular.group_by("sku_id").agg(
+    calendar = [pl.col("ds").dt.month().alias("month")]
+    if periods.cadence.days == 1:
+        calendar.append(pl.col("ds").dt.weekday().alias("dow"))
+    year = year.with_columns(calendar)
+    effects = [pl.col("y").mean().over("unique_id", key) - pl.col("y").mean().over("unique_id") for key in ("month", "dow") if key in year.columns]
+    regular = year.filter(~pl.col("on_promo")).with_columns(residual=pl.col("y") - pl.col("y").mean().over("unique_id") - pl.sum_horizontal(effects))
+    strength = regular.group_by("unique_id").agg(
         seasonality_strength=(1 - pl.col("residual").var() / pl.col("y").var()).fill_nan(0.0).clip(0, 1),
         cv=(pl.col("y").std() / pl.col("y").mean()).fill_nan(0.0),
     )
-    promo = year.group_by("sku_id").agg(
+    promo = year.group_by("unique_id").agg(
         promo_share=pl.col("on_promo").mean(),
-        promo_uplift=(pl.col("y").filter(pl.col("on_promo")).mean() / pl.col("y").filter(~pl.col("on_promo")).mean()),
+        promo_uplift=pl.col("y").filter(pl.col("on_promo")).mean() / pl.col("y").filter(~pl.col("on_promo")).mean(),
+        zero_share=(pl.col("y") == 0).mean(),
     )
-    length = sales.group_by("sku_id").agg(
-        first_sale=pl.col("date").min(),
-        history_days=((pl.lit(as_of) - pl.col("date").min()).dt.total_days() + 1).cast(pl.Int64),
-    )
+    first = hist.group_by("unique_id", "store_id", "sku_id").agg(first_sale=pl.col("ds").filter(pl.col("y") > 0).min())
     return (
-        length.join(strength, on="sku_id", how="left")
-        .join(promo, on="sku_id", how="left")
-        .with_columns(pl.col("promo_uplift").fill_null(1.0).fill_nan(1.0), pl.col("promo_share").fill_null(0.0))
-        .with_columns(pl.col("seasonality_strength", "cv").fill_null(0.0))
+        first.with_columns(history_periods=((pl.lit(as_of) - pl.col("first_sale")).dt.total_days() // periods.cadence.days + 1).cast(pl.Int64))
+        .join(strength, on="unique_id", how="left")
+        .join(promo, on="unique_id", how="left")
+        .with_columns(
+            pl.col("promo_uplift").fill_null(1.0).fill_nan(1.0),
+            pl.col("promo_share", "seasonality_strength", "cv").fill_null(0.0),
+            pl.col("zero_share").fill_null(1.0),
+        )
     )
 
 
-def assign_segments(stats: pl.DataFrame, rules: SegmentRules) -> pl.DataFrame:
+def assign_segments(stats: pl.DataFrame, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    rules = settings.segmentation
+    new_periods = settings.days(rules.new_max_history) // periods.cadence.days
     segment = (
-        pl.when(pl.col("history_days") < rules.new_max_history_days)
+        pl.when(pl.col("history_periods").is_null() | (pl.col("history_periods") < new_periods))
         .then(pl.lit("new"))
         .when((pl.col("promo_share") >= rules.promo_min_share) & (pl.col("promo_uplift") >= rules.promo_min_uplift))
         .then(pl.lit("promo"))
@@ -81,20 +90,7 @@ def assign_segments(stats: pl.DataFrame, rules: SegmentRules) -> pl.DataFrame:
     return stats.with_columns(segment=segment)
 
 
-def segment_store(data: StoreData, as_of: date, rules: SegmentRules) -> pl.DataFrame:
-    stats = assign_segments(series_statistics(data, as_of), rules)
-    return stats.with_columns(store_id=pl.lit(data.store_id), as_of=pl.lit(as_of)).select(
-        "store_id", "sku_id", "segment", "history_days", "cv", "seasonality_strength", "promo_share", "promo_uplift", "first_sale", "as_of"
-    ).sort("sku_id")
-
-
-def store_profile(data: StoreData, as_of: date, rules: SegmentRules) -> dict:
-    """Measured store segment: summer (Jul-Aug) over spring (Apr-May) sales in the last full year."""
-    sales = data.sales.filter((pl.col("date") <= as_of) & (pl.col("date") > as_of - timedelta(days=365)))
-    month = sales.with_columns(m=pl.col("date").dt.month()).group_by("m").agg(pl.col("units").sum() / pl.col("date").n_unique())
-    per_day = dict(month.iter_rows())
-    spring = [per_day[m] for m in (4, 5) if m in per_day]
-    summer = [per_day[m] for m in (7, 8) if m in per_day]
-    ratio = (sum(summer) / len(summer)) / (sum(spring) / len(spring)) if spring and summer else None
-    measured = None if ratio is None else ("tourist" if ratio >= rules.tourist_min_summer_ratio else "residential")
-    return {"store_id": data.store_id, "declared_type": data.store["store_type"], "summer_ratio": ratio, "measured_type": measured}
+def segment_series(data: CaseData, as_of: date, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    """The segment of every series with sales up to `as_of`, and the statistics behind it."""
+    stats = assign_segments(series_statistics(data, as_of, settings, periods), settings, periods)
+    return stats.with_columns(as_of=pl.lit(as_of)).select("unique_id", *SEGMENT_COLUMNS).sort("unique_id")

@@ -1,21 +1,85 @@
-"""The synthetic grocery chain: stores, products, promotions (every published version),
-regional weather as issued forecasts, holidays and local events, and daily sales per store.
+"""The synthetic grocery chain, the demo's data source: stores, products, promotions (every
+published version), regional temperature forecasts as a covariate, holidays and local events,
+and daily sales per store.
 
 Sales are generated one store at a time (`store_sales`), so a full-scale world (150 stores x
 8,000 SKUs x 3 years) is written partition by partition and never sits in memory. Every draw
 comes from a generator seeded by (seed, what, store), so a store's sales are the same whichever
-process generates them and in whatever order.
+process generates them and in whatever order. The world's vocabularies (five French regions,
+seven categories, tourist and residential stores) are its own: production code never reads
+this module and learns its regions, categories and store types from the tables.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 
-from lakehouse.forecast.config import REGIONS, WorldConfig, store_keys
+# (stores, SKUs) per named scale. Full is the seed's chain; demo runs in a few minutes on 2 cores.
+SCALES = {"demo": (6, 60), "full": (150, 8_000)}
+REGIONS = ("north", "south", "east", "west", "paris")
+
+
+def scale_counts(scale: str) -> tuple[int, int]:
+    """`demo`, `full`, or explicit counts `STORESxSKUS` (e.g. `1x8000`)."""
+    if scale in SCALES:
+        return SCALES[scale]
+    stores, _, skus = scale.lower().partition("x")
+    if not (stores.isdigit() and skus.isdigit()):
+        raise ValueError(f"forecast scale {scale!r}: use demo, full or STORESxSKUS such as 8x300")
+    return int(stores), int(skus)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes and dynamics of the synthetic grocery chain."""
+
+    stores: int = SCALES["demo"][0]
+    skus: int = SCALES["demo"][1]
+    years: float = 3.0
+    end_date: date = date(2026, 10, 12)  # first day without sales: history ends the day before
+    seed: int = 7
+    tourist_share: float = 0.3
+    # Latent product profiles; "new" products launched within the last 6 months.
+    profile_shares: dict = field(default_factory=lambda: {"stable": 0.4, "seasonal": 0.3, "promo": 0.15, "new": 0.15})
+    promo_uplift_per_discount: float = 6.0  # units x (1 + 6 x discount) while on promotion
+    revision_share: float = 0.25  # promotions revised at least once after publication
+
+    @classmethod
+    def from_env(cls) -> WorldConfig:
+        # LAKEHOUSE_SCALE is shared by every case (demo | full); the case's own variable also takes counts.
+        shared = os.environ.get("LAKEHOUSE_SCALE", "demo")
+        stores, skus = scale_counts(os.environ.get("LAKEHOUSE_FORECAST_SCALE") or (shared if shared in SCALES else "demo"))
+        return cls(stores=stores, skus=skus, seed=int(os.environ.get("LAKEHOUSE_SEED", cls.seed)))
+
+    def with_(self, **changes) -> WorldConfig:
+        return replace(self, **changes)
+
+    @property
+    def start_date(self) -> date:
+        return self.end_date - timedelta(days=round(self.years * 365))
+
+    @property
+    def last_day(self) -> date:
+        return self.end_date - timedelta(days=1)
+
+
+def store_key(region: str, number: int) -> str:
+    """Store ids that read well: `<region>-s<number>`."""
+    return f"{region}-s{number:03d}"
+
+
+def store_keys(world: WorldConfig) -> list[str]:
+    return [store_key(REGIONS[i % len(REGIONS)], i + 1) for i in range(world.stores)]
+
+
+def regions(world: WorldConfig) -> tuple[str, ...]:
+    """The regions that have a store (promotions, weather and events only name these)."""
+    return REGIONS[: min(world.stores, len(REGIONS))]
 
 CATEGORIES = {
     "fresh": ("fruit", "vegetables", "meat"),
@@ -116,9 +180,9 @@ def products(world: WorldConfig) -> pl.DataFrame:
             "family": [fams[i][1] for i in pick],
             "launch_date": launch,
             "perishable": [c in PERISHABLE for c in category],
-            "price_eur": price,
+            "unit_price": price,
         },
-        schema={"sku_id": pl.String, "category": pl.String, "family": pl.String, "launch_date": pl.Date, "perishable": pl.Boolean, "price_eur": pl.Float64},
+        schema={"sku_id": pl.String, "category": pl.String, "family": pl.String, "launch_date": pl.Date, "perishable": pl.Boolean, "unit_price": pl.Float64},
     )
 
 
@@ -160,6 +224,7 @@ def promotions(world: WorldConfig, product_table: pl.DataFrame) -> pl.DataFrame:
             length = int(rng.integers(5, 10))
             discount = float(np.round(rng.uniform(0.2, 0.4) if is_promo else rng.uniform(0.1, 0.2), 2))
             region = None if rng.random() < 0.7 else REGIONS[int(rng.integers(0, len(REGIONS)))]
+            region = region if region in regions(world) else None
             published = day - timedelta(days=int(rng.integers(14, 91)))
             promo_id = f"{sku}-p{number:03d}"
             end = day + timedelta(days=length - 1)
@@ -175,7 +240,7 @@ def promotions(world: WorldConfig, product_table: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
         schema={"promo_id": pl.String, "version": pl.Int64, "sku_id": pl.String, "region": pl.String, "start_date": pl.Date,
-                "end_date": pl.Date, "discount_pct": pl.Float64, "published_date": pl.Date},
+                "end_date": pl.Date, "discount": pl.Float64, "published_date": pl.Date},
         orient="row",
     )
 
@@ -196,44 +261,48 @@ def actual_temperature(world: WorldConfig) -> dict[str, np.ndarray]:
 
 
 def weather_forecasts(world: WorldConfig) -> pl.DataFrame:
-    """Forecasts issued each day for the next 1..7 days; the error grows with the lead time."""
+    """Covariate `temp_c` per region: forecasts issued each day (`known_from`) for the next 1..7 days;
+    the error grows with the lead time."""
     d = days(world, WEATHER_LEAD_DAYS + 1)
     temps = actual_temperature(world)
     issue = d[: len(d) - WEATHER_LEAD_DAYS - 1]
     frames = []
     for k, region in enumerate(REGIONS):
+        if region not in regions(world):
+            continue
         rng = _seq(world, "weather-forecast", k)
         for lead in range(1, WEATHER_LEAD_DAYS + 1):
             target_index = np.arange(len(issue)) + lead
             frames.append(
                 pl.DataFrame(
                     {
+                        "name": "temp_c",
                         "region": region,
-                        "issue_date": issue,
-                        "target_date": d[target_index],
-                        "temp_c": np.round(temps[region][target_index] + rng.normal(0, 0.6 * lead, len(issue)), 1),
+                        "date": d[target_index],
+                        "known_from": issue,
+                        "value": np.round(temps[region][target_index] + rng.normal(0, 0.6 * lead, len(issue)), 1),
                     }
                 )
             )
-    return pl.concat(frames).with_columns(pl.col("issue_date", "target_date").cast(pl.Date)).sort("region", "issue_date", "target_date")
+    return pl.concat(frames).with_columns(pl.col("date", "known_from").cast(pl.Date)).sort("region", "known_from", "date")
 
 
 def events(world: WorldConfig) -> pl.DataFrame:
     rows = []
     for year in range(world.start_date.year, world.end_date.year + 2):
         for month, day, name in HOLIDAYS:
-            rows.append((date(year, month, day), None, "holiday", name))
+            rows.append((date(year, month, day), name, "holiday", None))
     rng = _seq(world, "events")
     span = (world.end_date - world.start_date).days + 60
-    for region in REGIONS:
+    for region in regions(world):
         count = int(LOCAL_EVENTS_PER_REGION_YEAR * span / 365)
         for offset in sorted(rng.choice(span, count, replace=False)):
             start = world.start_date + timedelta(days=int(offset))
             for extra in range(int(rng.integers(1, 4))):
-                rows.append((start + timedelta(days=extra), region, "local_event", f"{region} fair"))
+                rows.append((start + timedelta(days=extra), f"{region} fair", "local_event", region))
     return (
-        pl.DataFrame(rows, schema={"date": pl.Date, "region": pl.String, "kind": pl.String, "name": pl.String}, orient="row")
-        .unique(["date", "kind", "name"], keep="first")
+        pl.DataFrame(rows, schema={"date": pl.Date, "name": pl.String, "kind": pl.String, "region": pl.String}, orient="row")
+        .unique(["date", "name"], keep="first")
         .sort("date", "region", nulls_last=False)
     )
 
@@ -244,8 +313,8 @@ def master_tables(world: WorldConfig) -> dict[str, pl.DataFrame]:
         "stores": stores(world),
         "products": product_table,
         "promotions": promotions(world, product_table),
-        "weather_forecasts": weather_forecasts(world),
         "events": events(world),
+        "covariates": weather_forecasts(world),
     }
 
 
@@ -301,7 +370,7 @@ def store_sales(world: WorldConfig, tables: dict[str, pl.DataFrame], store_id: s
     discount = np.zeros((n, length))
     ran = effective_promotions(tables["promotions"]).filter(pl.col("region").is_null() | (pl.col("region") == store["region"]))
     start0 = np.datetime64(world.start_date)
-    for sku, start, end, pct in ran.select("sku_id", "start_date", "end_date", "discount_pct").iter_rows():
+    for sku, start, end, pct in ran.select("sku_id", "start_date", "end_date", "discount").iter_rows():
         i = sku_index.get(sku)
         a = int((np.datetime64(start) - start0).astype(int))
         b = int((np.datetime64(end) - start0).astype(int)) + 1
@@ -323,5 +392,5 @@ def store_sales(world: WorldConfig, tables: dict[str, pl.DataFrame], store_id: s
     rows, cols = np.nonzero(sold)
     skus = product_table["sku_id"].to_numpy()
     return pl.DataFrame(
-        {"store_id": store_id, "sku_id": skus[rows], "date": d[cols], "units": units[rows, cols].astype(np.int64)}
+        {"store_id": store_id, "sku_id": skus[rows], "date": d[cols], "units": units[rows, cols].astype(np.float64)}
     ).with_columns(pl.col("date").cast(pl.Date))

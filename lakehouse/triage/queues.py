@@ -20,7 +20,7 @@ ASSIGNMENTS_SCHEMA = {
     "confidence": pl.Float64, "model_version": pl.String, "assigned_at": pl.String,
 }
 QUEUE_SCHEMA = {
-    "ticket_id": pl.String, "month": pl.String, "suggested_category": pl.String, "confidence": pl.Float64,
+    "ticket_id": pl.String, "month": pl.String, "suggested_category": pl.String, "confidence": pl.Float64, "reason": pl.String,
     "model_version": pl.String, "status": pl.String, "validated_category": pl.String, "agent_id": pl.String, "validated_at": pl.String,
 }
 _DDL = (
@@ -28,7 +28,7 @@ _DDL = (
         ticket_id TEXT PRIMARY KEY, month TEXT NOT NULL, team TEXT NOT NULL, category TEXT NOT NULL,
         confidence REAL NOT NULL, model_version TEXT NOT NULL, assigned_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS triage_validation_queue (
-        ticket_id TEXT PRIMARY KEY, month TEXT NOT NULL, suggested_category TEXT NOT NULL, confidence REAL NOT NULL,
+        ticket_id TEXT PRIMARY KEY, month TEXT NOT NULL, suggested_category TEXT NOT NULL, confidence REAL NOT NULL, reason TEXT NOT NULL,
         model_version TEXT NOT NULL, status TEXT NOT NULL, validated_category TEXT, agent_id TEXT, validated_at TEXT)""",
 )
 
@@ -47,10 +47,10 @@ def publish(db_path: str | Path, routes: pl.DataFrame, labels: pl.DataFrame) -> 
             [(r["ticket_id"], r["month"], r["team"], r["category"], r["confidence"], r["model_version"], str(r["created_at"])) for r in auto.iter_rows(named=True)],
         )
         conn.executemany(
-            "INSERT OR REPLACE INTO triage_validation_queue VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO triage_validation_queue VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    r["ticket_id"], r["month"], r["category"], r["confidence"], r["model_version"],
+                    r["ticket_id"], r["month"], r["category"], r["confidence"], r["reason"], r["model_version"],
                     "validated" if r["validated_category"] is not None else "pending",
                     r["validated_category"], r["agent_id"], None if r["labelled_at"] is None else str(r["labelled_at"]),
                 )

@@ -2,7 +2,7 @@
 
 Measured on the routed months: the auto-triage rate, the precision of auto-routed tickets
 (against the agents' labels) and the model's decision time. Turned into effort with the
-assumptions of `RoiAssumptions` (config): before ML, `baseline_triage_agents` agents triaged
+assumptions of `TriageEconomics` (settings): before ML, `baseline_triage_agents` agents triaged
 every ticket; after, agents only validate the queued tickets and bounce the misrouted ones.
 """
 
@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-from lakehouse.triage.config import RoiAssumptions
 from lakehouse.triage.model import AUTO
+from lakehouse.triage.settings import TriageEconomics
+
+# The seed's own figures, shown beside ours in the report.
+SEED_REFERENCE = {"auto_triage_rate": 0.78, "auto_precision": 0.94, "time_to_triage_s": 30.0, "fte_freed": 2.2, "roi": 8.0}
 
 
 @dataclass(frozen=True)
@@ -30,15 +33,17 @@ class RoiResult:
     triage_fte_before: float
     triage_fte_after: float
     fte_freed: float
-    annual_value_eur: float
-    system_annual_cost_eur: float
+    annual_value: float
+    system_annual_cost: float
+    currency: str
     roi_multiple: float  # annual value of the freed time / annual system cost (the seed's "8x")
+    default_figures: list[str]  # cost figures nobody set: the seed's defaults were used
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def compute_roi(routed: pl.DataFrame, decision_seconds: float, assumptions: RoiAssumptions) -> RoiResult:
+def compute_roi(routed: pl.DataFrame, decision_seconds: float, assumptions: TriageEconomics) -> RoiResult:
     """`routed`: one row per routed ticket with `route`, `category` (predicted) and `agent_category`."""
     if routed.is_empty():
         raise ValueError("no routed ticket with an agent label yet")
@@ -50,12 +55,12 @@ def compute_roi(routed: pl.DataFrame, decision_seconds: float, assumptions: RoiA
     per_ticket_s = decision_seconds / routed.height
     mean_min = auto_rate * per_ticket_s / 60 + (1 - auto_rate) * a.queue_wait_minutes
     # Effort at the seed's volume: before, every ticket was triaged by hand.
-    monthly = a.seed_tickets_per_month
+    monthly = a.tickets_per_month
     fte_before = a.baseline_triage_agents
     minutes_after = monthly * ((1 - auto_rate) * a.human_validation_minutes + misrouted_share * a.misroute_rework_minutes)
     fte_after = minutes_after / 60 / a.agent_hours_per_month
     freed = fte_before - fte_after
-    value = freed * a.agent_annual_cost_eur
+    value = freed * a.agent_annual_cost
     return RoiResult(
         tickets=routed.height,
         auto_triage_rate=auto_rate,
@@ -69,15 +74,17 @@ def compute_roi(routed: pl.DataFrame, decision_seconds: float, assumptions: RoiA
         triage_fte_before=fte_before,
         triage_fte_after=fte_after,
         fte_freed=freed,
-        annual_value_eur=value,
-        system_annual_cost_eur=a.system_annual_cost_eur,
-        roi_multiple=value / a.system_annual_cost_eur,
+        annual_value=value,
+        system_annual_cost=a.system_annual_cost,
+        currency=a.currency,
+        roi_multiple=value / a.system_annual_cost,
+        default_figures=a.defaults_used,
     )
 
 
-def report_markdown(r: RoiResult, seed: dict) -> str:
+def report_markdown(r: RoiResult, threshold: float, tickets_per_month: int, seed: dict = SEED_REFERENCE) -> str:
     rows = [
-        ("auto-triage rate (confidence > 0.85)", f"{r.auto_triage_rate:.1%}", f"{seed['auto_triage_rate']:.0%}"),
+        (f"auto-triage rate (confidence > {threshold})", f"{r.auto_triage_rate:.1%}", f"{seed['auto_triage_rate']:.0%}"),
         ("precision of auto-routed tickets", f"{r.auto_precision:.1%}", f"{seed['auto_precision']:.0%}"),
         ("time to triage, auto-routed", f"{r.time_to_triage_auto_s * 1000:.0f} ms (model decision)", f"{seed['time_to_triage_s']:.0f} s"),
         ("time to triage, mean over all tickets", f"{r.time_to_triage_mean_min:.1f} min (queued tickets wait like before)", "-"),
@@ -85,10 +92,12 @@ def report_markdown(r: RoiResult, seed: dict) -> str:
         ("wrong team (misrouted share of all tickets)", f"{r.triage_error_rate:.1%}", f"{r.baseline_error_rate:.0%} before ML"),
         ("triage FTE before -> after", f"{r.triage_fte_before:.1f} -> {r.triage_fte_after:.2f}", "3 -> 0.8"),
         ("agent FTE freed", f"{r.fte_freed:.2f}", f"{seed['fte_freed']}"),
-        ("annual value of freed time", f"{r.annual_value_eur:,.0f} EUR", "-"),
-        ("annual system cost (assumption)", f"{r.system_annual_cost_eur:,.0f} EUR", "-"),
+        ("annual value of freed time", f"{r.annual_value:,.0f} {r.currency}", "-"),
+        ("annual system cost (assumption)", f"{r.system_annual_cost:,.0f} {r.currency}", "-"),
         ("ROI (value / annual system cost)", f"{r.roi_multiple:.1f}x", f"{seed['roi']:.0f}x"),
     ]
     lines = ["| metric | measured | seed |", "|---|---|---|", *[f"| {m} | {o} | {s} |" for m, o, s in rows]]
-    lines.append(f"\n{r.tickets:,} routed tickets with an agent label; effort scaled to the seed's 50,000 tickets a month.")
+    lines.append(f"\n{r.tickets:,} routed tickets with an agent label; effort scaled to {tickets_per_month:,} tickets a month.")
+    if r.default_figures:
+        lines.append(f"The seed's default figures were used for: {', '.join(r.default_figures)} (set them under `triage.settings.economics`).")
     return "\n".join(lines)

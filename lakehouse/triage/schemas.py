@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
-
 import polars as pl
 
-from lakehouse.common.schema import Column, TableSchema, find_table_file, load_tables, validate_references
+from lakehouse.common.schema import Column, TableSchema
 
 CUSTOMERS = TableSchema(
     name="customers",
-    description="The CRM's customers. Read to recognise their names and contact details in tickets; never stored in the lake.",
+    description=(
+        "The CRM's customers (optional). Read to recognise their names and contact details in tickets; never stored in the lake. "
+        "Without it, personal data is still found by its patterns and checksums, but names only when a request gives them."
+    ),
     key=("customer_id",),
     columns=(
         Column("customer_id", pl.String, "Customer id."),
-        Column("first_name", pl.String, "First name."),
-        Column("last_name", pl.String, "Family name."),
+        Column("first_name", pl.String, "First name.", nullable=True),
+        Column("last_name", pl.String, "Family name.", nullable=True),
         Column("email", pl.String, "E-mail address.", nullable=True),
         Column("phone", pl.String, "Phone number as the customer wrote it.", nullable=True),
         Column("street", pl.String, "Street line of the postal address.", nullable=True),
@@ -24,6 +24,7 @@ CUSTOMERS = TableSchema(
         Column("postcode", pl.String, "Postcode.", nullable=True),
     ),
 )
+CUSTOMER_OPTIONAL = ("first_name", "last_name", "email", "phone", "street", "city", "postcode")
 
 TICKETS = TableSchema(
     name="tickets",
@@ -31,28 +32,33 @@ TICKETS = TableSchema(
     key=("ticket_id",),
     columns=(
         Column("ticket_id", pl.String, "Ticket id."),
-        Column("customer_id", pl.String, "Customer who wrote (references customers)."),
-        Column("channel", pl.String, "Channel, e.g. email, web_form, chat, mobile_app."),
-        Column("created_at", pl.Datetime("us"), "When the ticket was received (UTC).", not_in_future=True),
-        Column("subject", pl.String, "Subject line."),
-        Column("body", pl.String, "Body as received (text or HTML, quoted history included).", nullable=True),
-        Column("order_refs", pl.String, "Order references the helpdesk attached, comma-separated.", nullable=True),
+        Column("customer_id", pl.String, "Customer who wrote (references customers when that table is given); optional.", nullable=True, identifier=True),
+        Column("channel", pl.String, "Channel, e.g. email, web_form, chat, mobile_app; optional.", nullable=True),
+        Column("created_at", pl.Datetime("us"), "When the ticket was received (UTC); its month is its partition.", not_in_future=True),
+        Column("subject", pl.String, "Subject line (or the whole message when the helpdesk has no subject)."),
+        Column("body", pl.String, "Body as received (text or HTML, quoted history included); optional.", nullable=True),
+        Column("order_refs", pl.String, "Order references the helpdesk attached, comma-separated; optional.", nullable=True),
     ),
 )
+TICKET_OPTIONAL = ("customer_id", "channel", "body", "order_refs")
 
 AGENT_LABELS = TableSchema(
     name="agent_labels",
-    description="The category a human agent gave each ticket (at validation or at closing), with its time.",
+    description=(
+        "The category a human agent gave each ticket (at validation or at closing), with its time. The categories are "
+        "whatever the helpdesk uses; map the helpdesk's own 'none of these' label to `out_of_scope`."
+    ),
     key=("ticket_id",),
     columns=(
         Column("ticket_id", pl.String, "Ticket (references tickets)."),
-        Column("category", pl.String, "Category; the set of categories is whatever the helpdesk uses."),
-        Column("agent_id", pl.String, "Agent who labelled it."),
-        Column("labelled_at", pl.Datetime("us"), "When the label was given (UTC).", not_in_future=True),
+        Column("category", pl.String, "Category."),
+        Column("agent_id", pl.String, "Agent who labelled it; optional.", nullable=True),
+        Column("labelled_at", pl.Datetime("us"), "When the label was given (UTC): a training only learns labels known at its cut-off.", not_in_future=True),
     ),
 )
+LABEL_OPTIONAL = ("agent_id",)
 
-RAW_TABLES = (CUSTOMERS, TICKETS, AGENT_LABELS)
+RAW_TABLES = (TICKETS, AGENT_LABELS, CUSTOMERS)
 
 # What the lake keeps of a ticket: no raw text, only the scrubbed and cleaned one.
 CLEAN_TICKETS = TableSchema(
@@ -61,8 +67,8 @@ CLEAN_TICKETS = TableSchema(
     key=("ticket_id",),
     columns=(
         Column("ticket_id", pl.String, "Ticket id."),
-        Column("customer_id", pl.String, "Customer id (no name or contact detail)."),
-        Column("channel", pl.String, "Channel."),
+        Column("customer_id", pl.String, "Customer id (no name or contact detail).", nullable=True),
+        Column("channel", pl.String, "Channel.", nullable=True),
         Column("created_at", pl.Datetime("us"), "When the ticket was received (UTC)."),
         Column("month", pl.String, "Month partition, YYYY-MM."),
         Column("subject", pl.String, "Scrubbed subject."),
@@ -74,19 +80,10 @@ CLEAN_TICKETS = TableSchema(
 )
 
 
-def load_raw_tables(directory: str | Path, today: date) -> dict[str, pl.DataFrame]:
-    """The user's helpdesk export, each table validated, every reference known."""
-    directory = Path(directory)
-    tables = load_tables(directory, RAW_TABLES, today=today)
-    validate_references(
-        tables["tickets"], "customer_id", tables["customers"], "customer_id",
-        source=str(find_table_file(directory, "tickets")), table="tickets", parent_table="customers",
-    )
-    validate_references(
-        tables["agent_labels"], "ticket_id", tables["tickets"], "ticket_id",
-        source=str(find_table_file(directory, "agent_labels")), table="agent_labels", parent_table="tickets",
-    )
-    return tables
+def with_optional_columns(frame: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
+    """`frame` with every column of `schema` (optional ones a file lacks are null), in schema order."""
+    missing = [pl.lit(None, dtype=c.polars_dtype).alias(c.name) for c in schema.columns if c.name not in frame.columns]
+    return frame.with_columns(missing).select(schema.column_names)
 
 
 def markdown() -> str:
@@ -95,3 +92,7 @@ def markdown() -> str:
     for schema in (*RAW_TABLES, CLEAN_TICKETS):
         parts += [f"### {schema.name}", "", schema.description, "", f"Key: `{', '.join(schema.key)}`", "", schema.markdown(), ""]
     return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -12,14 +12,59 @@ the same seed gives the same tickets.
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
-from lakehouse.triage.config import Category, WorldConfig
+# Tickets per month per named scale; full is the seed's 50,000 tickets a month.
+SCALES = {"demo": 500, "full": 50_000}
+
+# The seed's 12 categories: the five it names and seven more an e-commerce helpdesk has.
+SEED_CATEGORIES: tuple[str, ...] = (
+    "product_return", "delivery_problem", "billing", "technical_problem", "product_question", "order_change",
+    "refund_status", "account_access", "damaged_item", "warranty_claim", "promotion_code", "complaint_feedback",
+)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes and difficulty of the synthetic helpdesk (the generator's own settings, never read by production code)."""
+
+    tickets_per_month: int = SCALES["demo"]
+    customers: int = 3_000
+    first_month: date = date(2026, 1, 1)
+    months: int = 10  # 2026-01 .. 2026-10
+    seed: int = 11
+    categories: tuple[str, ...] = SEED_CATEGORIES
+    typo_rate: float = 0.04  # per word
+    second_topic_rate: float = 0.15  # tickets that also mention another topic
+    quoted_reply_rate: float = 0.25
+    html_rate: float = 0.15  # tickets sent as HTML e-mail
+    signature_rate: float = 0.6
+    vague_rate: float = 0.08  # short, vague tickets ("it still doesn't work")
+    mislabel_rate: float = 0.03  # final agent labels that are wrong
+    # Category mix: a Zipf-like skew over the configured order (returns and deliveries dominate).
+    mix_skew: float = 0.6
+
+    @classmethod
+    def from_env(cls) -> WorldConfig:
+        # LAKEHOUSE_SCALE names a scale shared by every case; an explicit monthly volume has its own variable.
+        per_month = SCALES.get(os.environ.get("LAKEHOUSE_SCALE", "demo"), SCALES["demo"])
+        per_month = int(os.environ.get("LAKEHOUSE_TRIAGE_TICKETS_PER_MONTH", per_month))
+        return cls(tickets_per_month=per_month, seed=int(os.environ.get("LAKEHOUSE_SEED", cls.seed)))
+
+    def with_(self, **changes) -> WorldConfig:
+        return replace(self, **changes)
+
+    @property
+    def month_starts(self) -> list[date]:
+        index = self.first_month.year * 12 + self.first_month.month - 1
+        return [date((index + i) // 12, (index + i) % 12 + 1, 1) for i in range(self.months)]
 
 CHANNELS = ("email", "web_form", "chat", "mobile_app")
 CHANNEL_WEIGHTS = (0.5, 0.25, 0.15, 0.1)
@@ -194,36 +239,24 @@ _TOPIC_WORDS = (
 )
 
 
-def _luhn_check_digit(digits: str) -> int:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 0:  # positions that get doubled once the check digit is appended
-            d *= 2
-            d -= 9 if d > 9 else 0
-        total += d
-    return (10 - total % 10) % 10
-
-
 def card_number(rng: np.random.Generator) -> str:
     """A 16-digit card number (Visa or Mastercard prefix) that passes the Luhn check."""
     prefix = str(rng.choice(["4", "51", "52", "53", "54", "55"]))
     body = prefix + "".join(str(d) for d in rng.integers(0, 10, 15 - len(prefix)))
-    return body + str(_luhn_check_digit(body))
+    from stdnum import luhn
+
+    return body + luhn.calc_check_digit(body)
 
 
 def iban(rng: np.random.Generator) -> str:
-    """An IBAN of a European country whose mod-97 checksum is valid."""
+    """An IBAN of a European country, valid in structure and checksum."""
+    from stdnum.iban import calc_check_digits
+
     country = str(rng.choice(list(IBAN_FORMATS)))
     n = IBAN_FORMATS[country]
-    if country in ("GB", "NL"):
-        bank = "".join(rng.choice(list(string.ascii_uppercase), 4))
-        bban = bank + "".join(str(d) for d in rng.integers(0, 10, n - 4))
-    else:
-        bban = "".join(str(d) for d in rng.integers(0, 10, n))
-    numeric = "".join(str(int(c, 36)) for c in bban + country + "00")
-    check = 98 - int(numeric) % 97
-    return f"{country}{check:02d}{bban}"
+    letters = {"GB": 4, "NL": 4, "IT": 1}.get(country, 0)  # bank codes that start with letters
+    bban = "".join(rng.choice(list(string.ascii_uppercase), letters)) + "".join(str(d) for d in rng.integers(0, 10, n - letters))
+    return f"{country}{calc_check_digits(country + '00' + bban)}{bban}"
 
 
 def _group(text: str, size: int = 4) -> str:
@@ -262,13 +295,13 @@ def generate_customers(config: WorldConfig) -> pl.DataFrame:
     )
 
 
-def category_phrases(category: Category) -> dict[str, tuple[str, ...]]:
+def category_phrases(category: str) -> dict[str, tuple[str, ...]]:
     """Hand-written phrases for the seed's categories; phrases built from the name for any other."""
-    if category.name in PHRASES:
-        return PHRASES[category.name]
-    words = category.name.replace("_", " ").replace("-", " ")
+    if category in PHRASES:
+        return PHRASES[category]
+    words = category.replace("_", " ").replace("-", " ")
     # A stable pair of topic words per name, so that many generic categories stay distinguishable.
-    h = sum(ord(c) * (i + 1) for i, c in enumerate(category.name))
+    h = sum(ord(c) * (i + 1) for i, c in enumerate(category))
     topic = f"{words} ({_TOPIC_WORDS[h % len(_TOPIC_WORDS)]}, {_TOPIC_WORDS[(h // 7) % len(_TOPIC_WORDS)]})"
     return {
         "subject": (f"Question about {words}", f"{words.capitalize()} issue", f"Help with {words}"),
@@ -359,7 +392,7 @@ def generate_month(
         tickets.append((ticket_id, c["customer_id"], channel, created, subject, body, order))
         label = cat if rng.random() >= config.mislabel_rate else int(rng.integers(0, len(cats)))
         delay = timedelta(minutes=float(rng.gamma(2.0, 90.0)))
-        labels.append((ticket_id, cats[label].name, f"A{int(rng.integers(1, 25)):03d}", created + delay))
+        labels.append((ticket_id, cats[label], f"A{int(rng.integers(1, 25)):03d}", created + delay))
     tickets_df = pl.DataFrame(
         tickets, schema=["ticket_id", "customer_id", "channel", "created_at", "subject", "body", "order_refs"], orient="row"
     ).with_columns(pl.col("created_at").cast(pl.Datetime("us")))
@@ -423,12 +456,7 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def generic_categories(n: int) -> tuple[Category, ...]:
-    """`n` made-up categories (drills with a helpdesk of any size), two per team."""
+def generic_categories(n: int) -> tuple[str, ...]:
+    """`n` made-up categories (drills with a helpdesk of any size)."""
     names = [w.replace(" ", "_").replace("-", "_") for w in _TOPIC_WORDS]
-    out = []
-    for i in range(n):
-        base = names[i % len(names)]
-        name = base if i < len(names) else f"{base}_{i // len(names) + 1}"
-        out.append(Category(name, f"team_{i // 2 + 1:02d}"))
-    return tuple(out)
+    return tuple(names[i % len(names)] + ("" if i < len(names) else f"_{i // len(names) + 1}") for i in range(n))

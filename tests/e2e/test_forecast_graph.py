@@ -1,22 +1,32 @@
-"""The whole forecast graph, end to end, on a small chain (the demo's stores, few SKUs)."""
-
-from datetime import datetime, timedelta
+"""The whole forecast graph, end to end, as the demo runs it on a small chain (the demo's stores, few SKUs),
+then what the schedules, the sensor, the gate and the CLI do with it."""
 
 import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
 import pytest
 import redis
 
-from lakehouse.common.home import LakehouseHome
-from lakehouse.forecast.config import SETTINGS, WorldConfig
+from lakehouse.common.registry import CHAMPION
 from lakehouse.forecast.publish import current
-from lakehouse.forecast.reconcile import coherence
-from tests.e2e.case import Built, build
+from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN, coherence
+from lakehouse.forecast.settings import ForecastSettings
+from tests.conftest import ROOT
+from tests.e2e.case import Built, build, evaluation
 
 pytestmark = pytest.mark.e2e
-SKUS = 12
+STORES, SKUS = 6, 12
+FAST = {
+    "LAKEHOUSE_FORECAST_SCALE": f"{STORES}x{SKUS}",
+    "LAKEHOUSE_FORECAST_EVALUATION__TEST": "14d",
+    "LAKEHOUSE_FORECAST_EVALUATION__VALIDATION": "14d",
+    "LAKEHOUSE_FORECAST_MODELS__LIGHTGBM": json.dumps({"objective": "tweedie", "n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20, "n_jobs": 1, "verbosity": -1}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +34,11 @@ def built(tmp_path_factory, redis_server):
     from resources import RedisResource
 
     redis.Redis.from_url(redis_server.url).flushdb()
-    env = {"LAKEHOUSE_FORECAST_SCALE": f"{WorldConfig().stores}x{SKUS}"}
-    with build(tmp_path_factory, "forecast", env, extra_resources={"redis": RedisResource(url=redis_server.url)}) as case:
-        yield case
+    with build(tmp_path_factory, "forecast", FAST, extra_resources={"redis": RedisResource(url=redis_server.url)}) as case:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in {**FAST, "LAKEHOUSE_HOME": str(case.home), "DAGSTER_HOME": str(case.home / "dagster")}.items():
+                mp.setenv(name, value)
+            yield case
 
 
 def _metadata(built: Built, name: str) -> dict:
@@ -35,31 +47,37 @@ def _metadata(built: Built, name: str) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def _lake(built: Built, name: str) -> pl.DataFrame:
-    return pl.read_parquet(LakehouseHome(built.home).lake / "forecast" / name / "data.parquet")
+def _stores(built: Built) -> list[str]:
+    from assets.forecast.partitions import every_store
+
+    return every_store(built.instance)
 
 
-def test_every_step_succeeds(built):
+def test_every_step_succeeds_and_the_store_partitions_came_from_the_data(built):
     assert all(built.outcome["success"].values()), built.outcome["success"]
     assert built.outcome["private_redis"] is False
+    assert len(_stores(built)) == STORES
 
 
 def test_nightly_forecasts_cover_every_store_for_both_origins(built):
-    root = LakehouseHome(built.home).lake / "forecast" / "store_forecasts"
-    origins = sorted(p.name for p in root.glob("origin=*"))
-    assert origins == [f"origin={built.outcome['past_origin']}", f"origin={built.outcome['origin']}"]
-    tonight = pl.read_parquet(root / origins[-1] / "store=*" / "data.parquet", hive_partitioning=False)
-    assert tonight["store_id"].n_unique() == WorldConfig().stores
-    assert tonight.group_by("store_id", "sku_id").len()["len"].unique().to_list() == [14]
+    origins = built.lake.partitions("forecast", "store_forecasts", "origin")
+    assert origins == [str(built.outcome["past_origin"]), str(built.outcome["origin"])]
+    tonight = built.lake.read_partitions("forecast", "store_forecasts", "origin", [origins[-1]])
+    assert tonight["store_id"].n_unique() == STORES
+    assert tonight.group_by("unique_id").len()["len"].unique().to_list() == [14]
+    assert tonight["ds"].min() == built.outcome["origin"] + timedelta(days=1)
 
 
-def test_reconciled_forecasts_are_stored_and_coherent(built):
-    for name in ("operational_forecast", "strategic_forecast"):
-        table = _lake(built, name)
-        assert set(table["level"]) == {"national", "region", "store", "sku"}
-        stats = coherence(table)
-        assert stats["max_relative_gap"] < 1e-6 and stats["negative_values"] == 0
-    keys = [dg.AssetCheckKey(dg.AssetKey(["forecast", n]), "coherent_and_non_negative") for n in ("operational_forecast", "strategic_forecast")]
+def test_reconciled_forecasts_are_coherent_at_every_level(built):
+    operational = built.lake.read("forecast", "operational_forecast")
+    planning = built.lake.read("forecast", "planning_forecast")
+    assert set(operational["level"]) == {"national", "region", "store", "sku"}
+    for table in (operational, planning):
+        for column in (BOTTOM_UP, TOP_DOWN):
+            stats = coherence(table, column)
+            assert stats["max_relative_gap"] < 1e-6 and stats["negative_values"] == 0
+    assert planning.filter(pl.col("level") == "national").height == ForecastSettings().planning_periods
+    keys = [dg.AssetCheckKey(dg.AssetKey(["forecast", n]), "coherent_and_non_negative") for n in ("operational_forecast", "planning_forecast")]
     records = built.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert {k: r.status.value for k, r in records.items()} == {k: "SUCCEEDED" for k in keys}
 
@@ -68,100 +86,106 @@ def test_published_forecast_matches_the_operational_bottom_level(built):
     client = redis.Redis.from_url(built.resources["redis"].url)
     published = current(client)
     assert published["origin"] == str(built.outcome["origin"])
-    assert published["series"] == WorldConfig().stores * SKUS - _not_active(built)
-    operational = _lake(built, "operational_forecast").filter(pl.col("level") == "sku").sort("ds")
-    uid = operational["unique_id"][0]
-    _, _, store, sku = uid.split("/")
+    operational = built.lake.read("forecast", "operational_forecast").filter(pl.col("level") == "sku").sort("ds")
+    assert published["series"] == operational["node"].n_unique()
+    node = operational["node"][0]
+    store, sku = node.split("/")[-2:]
     raw = client.hget(f"forecast:run:{published['run_id']}", f"{store}|{sku}")
-    assert json.loads(raw)["forecast"] == pytest.approx(operational.filter(pl.col("unique_id") == uid)["yhat"].round(3).to_list())
+    assert json.loads(raw)["forecast"] == pytest.approx(operational.filter(pl.col("node") == node)[BOTTOM_UP].round(3).to_list())
     client.close()
 
 
-def _not_active(built: Built) -> int:
-    root = LakehouseHome(built.home).lake / "forecast" / "store_forecasts" / f"origin={built.outcome['origin']}"
-    forecast = pl.read_parquet(root / "store=*" / "data.parquet", hive_partitioning=False)
-    return WorldConfig().stores * SKUS - forecast.select("store_id", "sku_id").n_unique()
+def test_the_champion_came_through_the_gate_and_serves_the_night(built):
+    settings = ForecastSettings()
+    registry = built.registry()
+    champion = registry.alias_version(settings.model_name, CHAMPION)
+    assert champion == _metadata(built, "model")["model_version"]
+    assert registry.gate_verdict(settings.model_name, champion)[0] == "passed"
+    assert _metadata(built, "store_forecasts")["champion_version"] == champion
+    run = registry.client.get_run(_metadata(built, "model")["mlflow_run_id"])
+    assert "routing" in run.data.params
+    stat = [a.path for a in registry.client.list_artifacts(run.info.run_id, "forecast_models/stat")]
+    assert {p.rsplit("/", 1)[-1] for p in stat} <= {f"{s}.pkl" for s in _stores(built)}
 
 
-def test_models_are_named_and_registered_in_mlflow(built):
-    meta = _metadata(built, "global_models")
-    registry = built.resources["mlflow"].registry(built.resources["lakehouse"])
-    for name in (SETTINGS.promo_model_name, SETTINGS.new_model_name):
-        assert registry.client.get_registered_model(name).name == name
-    run = registry.client.get_run(meta["mlflow_run_id"])
-    assert run.data.params["stable_model"] == "AutoARIMA" and run.data.params["seasonal_model"] == "MSTL"
-    artifacts = [a.path for a in registry.client.list_artifacts(run.info.run_id, "stat_models")]
-    assert len(artifacts) == WorldConfig().stores
-
-
-def test_backtest_reports_every_segment_against_targets_and_baseline(built):
+def test_the_backtest_is_like_for_like_at_every_step_and_level(built):
+    report = built.lake.read("forecast", "backtest")
     meta = _metadata(built, "backtest")
-    segments = set(pl.read_parquet(LakehouseHome(built.home).lake / "forecast" / "segments" / "store=*" / "data.parquet", hive_partitioning=False)["segment"])
-    assert {"stable", "seasonal", "new"} <= segments
-    for segment in segments:
-        assert 0 < meta[f"mape_d7_{segment}"] < 2
-    assert 0 < meta["baseline_mape_d7"] < 2
-    assert "data:image/png;base64," in meta["chart"]
-    report = _lake(built, "backtest")
-    assert set(report["segment"]) == segments | {"all"}
+    assert meta["series"] == f"all {STORES * SKUS} series" or meta["series"].startswith("all ")
+    assert set(report["step"]) == set(range(0, 15))
+    same_rows = report.group_by("segment", "step").agg(pl.col("rows").n_unique().alias("n"))
+    assert same_rows["n"].max() == 1, "every model of a segment is scored on the same rows"
+    assert {"SeasonalNaive", "LightGBM", "routed"} <= set(report.filter(pl.col("segment") == "all")["model"])
+    assert set(built.lake.read("forecast", "backtest_levels")["level"]) == {"national", "region", "store", "sku"}
+    at = report.filter((pl.col("step") == 7) & (pl.col("segment") == "all"))
+    wape = dict(at.select("model", "wape").iter_rows())
+    assert 0 < wape["routed"] < wape["SeasonalNaive"] and meta["wape_d7"].endswith("%")
+    assert "data:image/svg+xml" in meta["mape_d7_per_segment"] and len(meta["mape_d7_per_segment"]) < 1000  # shown inline
 
 
-def test_financial_impact_follows_the_seed(built):
+def test_financial_impact_says_its_economics_are_the_seeds_defaults(built):
     meta = _metadata(built, "financial_impact")
-    assert 0 <= meta["overstock_pct_model"] < 1 and 0 <= meta["stockout_pct_baseline"] < 1
-    assert meta["roi_year1"] == pytest.approx(meta["annual_savings_eur"] / SETTINGS.investment_eur)
+    assert "seed's defaults" in meta["economics"] and meta["annual_savings"].endswith("EUR")
+    money = dict(built.lake.read("forecast", "financial_impact").select("item", "ours").iter_rows())
+    assert meta["roi_year1"] == pytest.approx(money["annual savings"] / 380_000, abs=0.01)
 
 
-def test_live_accuracy_measures_the_matured_origin(built):
-    accuracy = _lake(built, "live_accuracy")
+def test_live_accuracy_measures_the_matured_origin_without_a_false_alert(built):
+    accuracy = built.lake.read("forecast", "live_accuracy")
     assert accuracy["origin"].unique().to_list() == [built.outcome["past_origin"]]
+    record = built.instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(dg.AssetKey(["forecast", "live_accuracy"]), "mape_drift")])
+    assert next(iter(record.values())).status.value == "SUCCEEDED"
 
 
-def test_a_revised_promotion_after_the_origin_does_not_change_its_forecast(built):
-    """The seed's leakage incident: revise a promotion after T, re-forecast at T, same numbers."""
-    from assets.forecast import ASSETS, CHECKS
-    from assets.forecast.forecasts import NightlyConfig
-    from assets.forecast.partitions import store_partitions
+def test_the_nightly_schedule_runs_every_store_in_one_run_on_the_configured_source(built, tmp_path, monkeypatch):
+    from demos.forecast import definitions
 
-    lake = LakehouseHome(built.home).lake / "forecast"
-    origin = built.outcome["past_origin"]
-    store = store_partitions.get_partition_keys()[0]
-    path = lake / "store_forecasts" / f"origin={origin}" / f"store={store}" / "data.parquet"
-    before = pl.read_parquet(path)
-    promos = pl.read_parquet(lake / "promotions" / "data.parquet")
-    in_horizon = promos.filter((pl.col("start_date") > origin) & (pl.col("published_date") <= origin) & pl.col("sku_id").is_in(before["sku_id"].implode()))
-    assert in_horizon.height, "the test world has a promotion announced inside the horizon"
-    target = in_horizon.row(0, named=True)
-    revision = {**target, "version": 99, "discount_pct": 0.5 if target["discount_pct"] < 0.5 else 0.1, "published_date": origin + timedelta(days=1)}
-    pl.concat([promos, pl.DataFrame([revision], schema=promos.schema)]).write_parquet(lake / "promotions" / "data.parquet")
-    try:
-        result = dg.materialize([*ASSETS, *CHECKS], selection="key:forecast/store_forecasts", partition_key=store, instance=built.instance, resources=built.resources,
-                                run_config=dg.RunConfig({"forecast__store_forecasts": NightlyConfig(origin=str(origin))}))
-        assert result.success
-        assert pl.read_parquet(path).equals(before)
-    finally:
-        promos.write_parquet(lake / "promotions" / "data.parquet")
+    mine = built.copy(tmp_path)
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(mine.home))
+    from sensors.forecast import schedules
 
-
-def test_schedules_show_the_weekly_refit_and_the_nightly_forecast():
-    import definitions
-    from assets.forecast.partitions import store_partitions
-
-    schedules = {s.name: s for s in definitions.defs().schedules}
-    nightly = schedules["forecast_nightly_schedule"]
-    assert nightly.cron_schedule == "0 4 * * *" and nightly.execution_timezone == "Europe/Paris"
-    assert schedules["forecast_weekly_refit_schedule"].cron_schedule == "0 1 * * 0"
-    assert schedules["forecast_global_refit_schedule"].job_name == "forecast_global_refit"
-    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 10, 12, 4)) as context:
-        requests = nightly(context)
-    assert [r.partition_key for r in requests] == store_partitions.get_partition_keys()
-
-
-def test_publication_starts_once_every_store_has_its_nightly_forecast(built):
+    defs = definitions(mine.resources)
+    schedule = defs.resolve_schedule_def("forecast_nightly_schedule")
+    defaults = {s.name: s for s in schedules(ForecastSettings())}["forecast_nightly_schedule"]
+    assert defaults.execution_timezone == "Europe/Paris" and defaults.cron_schedule == "0 4 * * *"
+    moved = {s.name: s for s in schedules(ForecastSettings(calendar={"start": "2020-01-01", "timezone": "America/Chicago"}, schedules={"nightly": "30 2 * * *"}))}
+    assert moved["forecast_nightly_schedule"].execution_timezone == "America/Chicago" and moved["forecast_nightly_schedule"].cron_schedule == "30 2 * * *"
+    with dg.build_schedule_context(instance=mine.instance, scheduled_execution_time=datetime(2026, 10, 13, 4)) as context:
+        request = schedule.evaluate_tick(context).run_requests[0]
+    stores = _stores(mine)
+    assert request.tags["dagster/asset_partition_range_start"] == stores[0] and request.tags["dagster/asset_partition_range_end"] == stores[-1]
+    result = defs.resolve_job_def("forecast_nightly").execute_in_process(instance=mine.instance, tags=request.tags, resources=mine.resources)
+    assert result.success
     from sensors.forecast import forecast_publish_when_stores_done
 
-    context = dg.build_sensor_context(instance=built.instance)
-    request = forecast_publish_when_stores_done(context)
-    assert isinstance(request, dg.RunRequest) and request.run_key.startswith("publish-")
-    again = forecast_publish_when_stores_done(dg.build_sensor_context(instance=built.instance, cursor=context.cursor))
+    context = dg.build_sensor_context(instance=mine.instance)
+    assert isinstance(forecast_publish_when_stores_done(context), dg.RunRequest)
+    again = forecast_publish_when_stores_done(dg.build_sensor_context(instance=mine.instance, cursor=context.cursor))
     assert isinstance(again, dg.SkipReason)  # nothing new since: no second publication
+
+
+def test_a_multi_store_backfill_runs_from_the_cli(built, tmp_path):
+    mine = built.copy(tmp_path)
+    stores = _stores(mine)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAKEHOUSE_HOME": str(mine.home), "DAGSTER_HOME": str(mine.home / "dagster")}
+    command = [str(os.path.join(os.path.dirname(sys.executable), "dagster")), "asset", "materialize", "-f", str(ROOT / "definitions.py"),
+               "--select", "forecast/sales", "--partition-range", f"{stores[0]}...{stores[-1]}"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    runs = mine.instance.get_runs(limit=1)
+    assert runs[0].tags["dagster/asset_partition_range_end"] == stores[-1]
+
+
+def test_a_challenger_the_gate_refuses_leaves_the_champion_in_place(built, tmp_path, monkeypatch):
+    mine = built.copy(tmp_path)
+    settings = ForecastSettings()
+    registry = mine.registry()
+    before = registry.alias_version(settings.model_name, CHAMPION)
+    monkeypatch.setenv("LAKEHOUSE_FORECAST_GATE__MAX_WAPE_INCREASE", "-0.99")  # the challenger would have to be 100x better
+    monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__SELECTION", "seed")
+    result = mine.materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
+    gate = evaluation(result, "challenger_gate")
+    assert not gate.passed and "REFUSED" in gate.description
+    challenger = registry.alias_version(settings.model_name, "challenger")
+    assert challenger != before and registry.gate_verdict(settings.model_name, challenger)[0] == "failed"
+    assert registry.alias_version(settings.model_name, CHAMPION) == before

@@ -1,73 +1,85 @@
-"""The user's helpdesk export instead of the generator: loaded when valid, refused with one clear error
-naming file, column and rows when not, and the lake left unchanged."""
+"""The user's helpdesk export through the sources file: loaded when valid (with or without a CRM), refused
+with one clear error naming file, column and rows when not, and the lake byte-identical after every
+refusal; personal data left after scrubbing stops the write."""
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 
-from lakehouse.common.schema import InputDataError
-from lakehouse.triage.config import WorldConfig
-from lakehouse.triage.world import generate_customers, generate_month, generic_categories
+from lakehouse.triage.world import WorldConfig, generate_customers, generate_month, generic_categories
 
 pytestmark = pytest.mark.integration
-MONTH = "2026-03-01"
+MONTHS = ("2026-02-01", "2026-03-01")
 
 
 @pytest.fixture
 def export(tmp_path):
-    """A small export with a helpdesk of its own: 5 categories, none of the seed's."""
+    """A small export with a helpdesk of its own (5 categories, none of the seed's), and its sources file."""
     world = WorldConfig(tickets_per_month=60, customers=40, categories=generic_categories(5))
     customers = generate_customers(world)
-    tickets, labels = zip(*(generate_month(world, date(2026, m, 1), customers) for m in (2, 3)))
+    tickets, labels = zip(*(generate_month(world, date.fromisoformat(m), customers) for m in MONTHS))
     folder = tmp_path / "export"
     folder.mkdir()
     customers.write_csv(folder / "customers.csv")
     pl.concat(tickets).write_parquet(folder / "tickets.parquet")
     pl.concat(labels).write_csv(folder / "agent_labels.csv")
-    return folder
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"triage": {"folder": str(folder)}}))
+    return folder, sources
 
 
-def _ingest(home, folder):
-    from assets.triage.tickets import TicketsConfig, triage_tickets
-    from resources import LakehouseResource
+def _ingest(home: Path, sources: Path, monkeypatch, keys=MONTHS, **config):
+    from assets.triage.raw import TicketsConfig, triage_tickets
+    from demos import range_tags
+    from resources import LakehouseResource, SourcesResource
 
+    monkeypatch.setenv("LAKEHOUSE_SOURCES", str(sources))
     return dg.materialize(
         [triage_tickets],
-        partition_key=MONTH,
-        resources={"lakehouse": LakehouseResource(home=str(home))},
-        run_config=dg.RunConfig(ops={"triage_tickets": TicketsConfig(source_dir=str(folder))}),
+        tags=range_tags(keys[0], keys[-1]),
+        resources={"lakehouse": LakehouseResource(home=str(home)), "sources": SourcesResource(path=str(sources))},
+        run_config=dg.RunConfig(ops={"triage_tickets": TicketsConfig(**config)}),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
 
 
-def test_a_valid_export_with_its_own_categories_is_scrubbed_into_the_lake(lakehouse_home, export):
-    assert _ingest(lakehouse_home, export).success
-    clean = pl.read_parquet(lakehouse_home / "lake" / "triage" / "tickets_clean" / "month=2026-03" / "data.parquet")
-    labels = pl.read_parquet(lakehouse_home / "lake" / "triage" / "agent_labels" / "month=2026-03" / "data.parquet")
+def _error(result) -> str:
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    return (error.cause or error).message if error.cls_name not in ("InputDataError",) else error.message
+
+
+def _lake(home: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(home)): p.read_bytes() for p in sorted((home / "lake").rglob("*")) if p.is_file()}
+
+
+def _stored(home: Path, name: str, month: str) -> pl.DataFrame:
+    return pl.read_parquet(home / "lake" / "triage" / name / f"month={month}" / "data.parquet")
+
+
+def test_a_valid_export_with_its_own_categories_is_scrubbed_into_the_lake(lakehouse_home, export, monkeypatch):
+    folder, sources = export
+    assert _ingest(lakehouse_home, sources, monkeypatch).success
+    clean, labels = _stored(lakehouse_home, "tickets_clean", "2026-03"), _stored(lakehouse_home, "agent_labels", "2026-03")
     assert clean.height == 60 and (clean["month"] == "2026-03").all()
-    assert set(labels["category"]) <= {c.name for c in generic_categories(5)}
-    emails = pl.read_csv(export / "customers.csv")["email"].to_list()
+    assert set(labels["category"]) <= set(generic_categories(5))
+    emails = pl.read_csv(folder / "customers.csv")["email"].to_list()
     assert not any(e in t for t in clean["text"] for e in emails)
 
 
-@pytest.mark.parametrize(
-    "table, breakage, column, words",
-    [
-        ("tickets", lambda df: df.drop("subject"), None, "missing"),
-        ("tickets", lambda df: df.with_columns(pl.col("created_at").cast(pl.String).str.replace("2026-03", "2026-13")), "created_at", "cannot be read"),
-        ("agent_labels", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("T-unknown")).otherwise(pl.col("ticket_id")).alias("ticket_id")), "ticket_id", "missing from tickets.ticket_id"),
-        ("customers", lambda df: pl.concat([df, df.head(1)]), "customer_id", "duplicated"),
-        ("agent_labels", lambda df: df.clear(), None, "no data rows"),
-    ],
-)
-def test_a_bad_file_stops_the_run_and_leaves_the_lake_unchanged(lakehouse_home, export, table, breakage, column, words):
-    assert _ingest(lakehouse_home, export).success
-    stored = lakehouse_home / "lake" / "triage" / "tickets_clean" / "month=2026-03" / "data.parquet"
-    before = stored.read_bytes()
-    path = next(export.glob(f"{table}.*"))
+def test_without_a_crm_the_patterns_still_scrub(lakehouse_home, export, monkeypatch):
+    folder, sources = export
+    (folder / "customers.csv").unlink()
+    assert _ingest(lakehouse_home, sources, monkeypatch).success
+    clean = _stored(lakehouse_home, "tickets_clean", "2026-02")
+    assert clean["pii_found"].sum() > 0 and not clean["text"].str.contains(r"\d{4} \d{4} \d{4} \d{4}").any()
+
+
+def _rewrite(path: Path, breakage) -> None:
     df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
     broken = breakage(df)
     path.unlink()
@@ -75,13 +87,85 @@ def test_a_bad_file_stops_the_run_and_leaves_the_lake_unchanged(lakehouse_home, 
         broken.write_parquet(path)
     else:
         broken.write_csv(path) if broken.height else path.write_text(",".join(broken.columns) + "\n")
-    result = _ingest(lakehouse_home, export)
+
+
+@pytest.mark.parametrize(
+    "table, breakage, column, words",
+    [
+        ("tickets", lambda df: df.drop("subject"), None, "missing"),
+        ("tickets", lambda df: df.with_columns(pl.col("created_at").cast(pl.String).str.replace("2026-03", "2026-13")), "created_at", "cannot be read"),
+        ("tickets", lambda df: df.with_columns(pl.col("ticket_id").str.replace("T202603-000007", "T/../x")), "ticket_id", "path separators"),
+        ("agent_labels", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("T-unknown")).otherwise(pl.col("ticket_id")).alias("ticket_id")), "ticket_id", "missing from tickets.ticket_id"),
+        ("customers", lambda df: pl.concat([df, df.head(1)]), "customer_id", "duplicated"),
+        ("agent_labels", lambda df: df.clear(), None, "no data rows"),
+        ("tickets", lambda df: df.with_columns(pl.col("created_at").cast(pl.Datetime("us")).dt.offset_by("-3mo")), "created_at", "outside the data calendar"),
+    ],
+)
+def test_a_bad_file_stops_the_run_and_leaves_the_lake_unchanged(lakehouse_home, export, monkeypatch, table, breakage, column, words):
+    folder, sources = export
+    assert _ingest(lakehouse_home, sources, monkeypatch).success
+    before = _lake(lakehouse_home)
+    path = next(folder.glob(f"{table}.*"))
+    _rewrite(path, breakage)
+    result = _ingest(lakehouse_home, sources, monkeypatch)
     assert not result.success
-    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
-    error = error.cause or error
-    assert error.cls_name == InputDataError.__name__
-    message = error.message
-    assert str(path) in message and words in message
+    message = _error(result)
+    assert str(path) in message and words in message, message
     if column:
-        assert f"column '{column}'" in message
-    assert stored.read_bytes() == before
+        assert f"column '{column}" in message
+    if words == "outside the data calendar":
+        assert "2026-01-01" in message and "LAKEHOUSE_TRIAGE_CALENDAR__START" in message
+    assert _lake(lakehouse_home) == before
+
+
+def test_a_selected_month_without_rows_is_refused_unless_emptied_on_purpose(lakehouse_home, export, monkeypatch):
+    folder, sources = export
+    assert _ingest(lakehouse_home, sources, monkeypatch).success
+    before = _lake(lakehouse_home)
+    _rewrite(folder / "tickets.parquet", lambda df: df.filter(pl.col("created_at").cast(pl.String) < "2026-03"))
+    _rewrite(folder / "agent_labels.csv", lambda df: df.filter(pl.col("ticket_id").str.starts_with("T202602")))
+    refused = _ingest(lakehouse_home, sources, monkeypatch)
+    assert not refused.success and "no row for selected partition(s) 2026-03-01" in _error(refused) and "replace_with_empty" in _error(refused)
+    assert _lake(lakehouse_home) == before
+    assert _ingest(lakehouse_home, sources, monkeypatch, replace_with_empty=True).success
+    assert _stored(lakehouse_home, "tickets_clean", "2026-03").is_empty() and _stored(lakehouse_home, "agent_labels", "2026-03").is_empty()
+    assert _stored(lakehouse_home, "tickets_clean", "2026-02").height == 60
+
+
+def test_a_misnamed_file_is_refused_rather_than_read_as_an_absent_crm(lakehouse_home, export, monkeypatch):
+    folder, sources = export
+    (folder / "customers.csv").rename(folder / "customer.csv")
+    result = _ingest(lakehouse_home, sources, monkeypatch)
+    assert not result.success and "misnamed 'customers'" in _error(result)
+    assert not (lakehouse_home / "lake").exists()
+
+
+def test_generator_drills_do_not_apply_to_a_user_source(lakehouse_home, export, monkeypatch):
+    _, sources = export
+    result = _ingest(lakehouse_home, sources, monkeypatch, vague_rate=1.0)
+    assert not result.success and "sources file" in _error(result)
+
+
+def test_personal_data_left_after_scrubbing_fails_the_blocking_check_and_nothing_is_written(lakehouse_home, export, monkeypatch):
+    import lakehouse.triage.pipeline as pipeline
+
+    _, sources = export
+    assert _ingest(lakehouse_home, sources, monkeypatch).success
+    before = _lake(lakehouse_home)
+    # A scrubber that misses everything: the independent detector still finds the personal data.
+    monkeypatch.setattr(pipeline, "prepare", lambda subject, body, *args: (subject, body, {}))
+    result = _ingest(lakehouse_home, sources, monkeypatch)
+    assert not result.success
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_pii_left")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR and check.metadata["value"].value > 50
+    assert _lake(lakehouse_home) == before
+
+
+def test_a_month_outside_the_calendar_is_refused_naming_the_range_and_the_setting():
+    from assets.common import PartitionOutOfRange, require_partitions
+    from assets.triage.shared import monthly
+    from lakehouse.triage.settings import TriageSettings
+
+    with pytest.raises(PartitionOutOfRange) as error:
+        require_partitions(monthly, ["2025-06-01"], TriageSettings)
+    assert "2026-01-01 .." in str(error.value) and "LAKEHOUSE_TRIAGE_CALENDAR__START" in str(error.value)

@@ -1,4 +1,5 @@
-"""Forecast domain: generator, segmentation rules, point-in-time features, models, reconciliation."""
+"""Forecast domain: settings, periods, point-in-time features at any level, segmentation, models from
+fitted state at several origins and horizons, reconciliation on a hierarchy named by the data."""
 
 from datetime import date, timedelta
 
@@ -6,161 +7,241 @@ import polars as pl
 import pytest
 
 from lakehouse.forecast import world as gen
-from lakehouse.forecast.config import FREQUENCIES, RULES, SETTINGS, WorldConfig, scale_counts
-from lakehouse.forecast.features import StoreData, exogenous, history, promotions_known, weather_known
-from lakehouse.forecast.models import fit_global_models, fit_stat_models, forecast_store, stat_windows, training_frame
-from lakehouse.forecast.reconcile import aggregate_base_forecasts, aggregate_history, coherence, reconcile
-from lakehouse.forecast.segmentation import assign_segments, segment_store, store_profile
+from lakehouse.forecast.features import CaseData, Periods, covariates_known, exogenous, history, match_scope, periods_of, promotions_known, series_attributes
+from lakehouse.forecast.models import CANDIDATES, fit_models, forecast_candidates
+from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN, aggregate_base_forecasts, aggregate_history, coherence, reconcile
+from lakehouse.forecast.segmentation import assign_segments
+from lakehouse.forecast.settings import ForecastSettings
 
-WORLD = WorldConfig(stores=3, skus=24, seed=3)
-
-
-@pytest.fixture(scope="module")
-def tables():
-    return gen.master_tables(WORLD)
+WORLD = gen.WorldConfig(stores=3, skus=10, seed=3)
+SMALL_LGBM = {"objective": "tweedie", "n_estimators": 40, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20, "n_jobs": 1, "verbosity": -1}
+SETTINGS = ForecastSettings(models={"lightgbm": SMALL_LGBM})
 
 
 @pytest.fixture(scope="module")
-def stores(tables):
-    return [
-        StoreData(s, tables["products"], gen.store_sales(WORLD, tables, s["store_id"]), tables["promotions"], tables["weather_forecasts"], tables["events"])
-        for s in tables["stores"].iter_rows(named=True)
-    ]
+def data() -> CaseData:
+    tables = gen.master_tables(WORLD)
+    sales = pl.concat([gen.store_sales(WORLD, tables, s) for s in tables["stores"]["store_id"]])
+    return CaseData(tables["stores"], tables["products"], sales, tables["promotions"], tables["events"], tables["covariates"])
 
 
-def test_scale_setting():
-    assert scale_counts("full") == (150, 8000)
-    assert scale_counts("8x300") == (8, 300)
-    with pytest.raises(ValueError, match="STORESxSKUS"):
-        scale_counts("huge")
+@pytest.fixture(scope="module")
+def periods(data) -> Periods:
+    return periods_of(SETTINGS, data.sales)
 
 
-def test_same_seed_same_sales_whatever_the_order(tables):
-    a = gen.store_sales(WORLD, tables, "east-s003")
-    gen.store_sales(WORLD, tables, "north-s001")
-    assert a.equals(gen.store_sales(WORLD, tables, "east-s003"))
-    assert not a.equals(gen.store_sales(WORLD.with_(seed=4), tables, "east-s003"))
+# --------------------------------------------------------------------------- settings and periods
 
 
-def test_promotions_keep_every_version_published_before_the_end(tables):
-    promos = tables["promotions"]
-    assert promos.filter(pl.col("version") > 1).height > 0
-    assert promos["published_date"].max() <= WORLD.last_day
-    assert (promos["start_date"] > WORLD.last_day).any(), "promotions announced for after the history"
+def test_default_settings_are_the_seeds_and_durations_follow_the_frequency(monkeypatch):
+    daily = ForecastSettings()
+    assert daily.horizon_periods == 14 and daily.eval_step == 7 and daily.cadence.step_label(7) == "D+7"
+    assert daily.targets.mape == {"stable": 0.12, "seasonal": 0.18, "new": 0.25, "promo": 0.30}
+    assert daily.economics.currency == "EUR" and daily.economics.defaults
+    monkeypatch.setenv("LAKEHOUSE_FORECAST_FREQUENCY", "W")
+    weekly = ForecastSettings()
+    assert weekly.horizon_periods == 2 and weekly.planning_periods == 52 and weekly.eval_step == 1
+    assert weekly.cadence.step_label(1) == "W+1" and weekly.cadence.season == 52
+    with pytest.raises(ValueError, match="whole number of weeks"):
+        ForecastSettings(frequency="W", horizon="10d")
+    assert ForecastSettings(frequency="D", planning_horizon="366d").planning_periods == 366
 
 
-def test_weather_is_issued_at_most_seven_days_ahead(tables):
-    lead = (tables["weather_forecasts"]["target_date"] - tables["weather_forecasts"]["issue_date"]).dt.total_days()
-    assert lead.min() == 1 and lead.max() == 7
+def test_economics_say_when_they_are_the_seeds_defaults():
+    from lakehouse.forecast.evaluation import economics_note
+
+    assert "seed's defaults" in economics_note(ForecastSettings())
+    note = economics_note(ForecastSettings(economics={"currency": "USD", "gross_margin": 0.3}))
+    assert "currency, gross_margin" in note and "defaults kept for" in note
 
 
-def test_tourist_stores_peak_in_summer(stores):
-    profiles = {p["store_id"]: p for p in (store_profile(s, WORLD.last_day, RULES) for s in stores)}
-    for store in stores:
-        profile = profiles[store.store_id]
-        assert profile["measured_type"] == store.store["store_type"], profile
+@pytest.mark.parametrize(("dates", "day", "label"), [("end", date(2026, 11, 25), date(2026, 11, 27)), ("start", date(2026, 11, 25), date(2026, 11, 20)), ("end", date(2026, 11, 27), date(2026, 11, 27))])
+def test_weekly_periods_end_or_start_on_the_datas_weekday(dates, day, label):
+    settings = ForecastSettings(frequency="W", week_dates=dates)
+    weekly = pl.DataFrame({"date": [date(2026, 11, 20), date(2026, 11, 27)]})  # Fridays
+    periods = periods_of(settings, weekly)
+    assert periods.alias == "W-FRI"
+    assert pl.select(periods.label(pl.lit(day))).item() == label
 
 
-def test_segment_rules_in_order():
+# --------------------------------------------------------------------------- point in time, any level
+
+
+def _days(day: date, cutoff: date) -> pl.DataFrame:
+    return pl.DataFrame({"date": [day], "cutoff": [cutoff]})
+
+
+def _announced(promos: pl.DataFrame, origin: date, within: int) -> pl.DataFrame:
+    """Promotions starting within `within` days after the origin, every version published by then."""
+    settled = promos.group_by("promo_id").agg(pl.col("published_date").max().alias("last")).filter(pl.col("last") <= origin)
+    return promos.join(settled, on="promo_id").filter(pl.col("start_date").is_between(origin + timedelta(days=1), origin + timedelta(days=within))).sort("promo_id", "version")
+
+
+def test_a_promotion_revised_after_the_cutoff_is_invisible_at_it(data):
+    promos = data.promotions
+    origin = WORLD.last_day - timedelta(days=30)
+    upcoming = _announced(promos, origin, 60).row(-1, named=True)
+    revision = {**upcoming, "version": 9, "discount": 0.9, "published_date": origin + timedelta(days=1)}
+    revised = pl.concat([promos, pl.DataFrame([revision], schema=promos.schema)])
+    day = _days(upcoming["start_date"], origin)
+    assert promotions_known(revised, day).equals(promotions_known(promos, day))
+    later = promotions_known(revised, _days(upcoming["start_date"], origin + timedelta(days=1)))
+    assert later.filter(pl.col("promo_id") == upcoming["promo_id"])["discount"].to_list() == [0.9]
+
+
+def test_a_covariate_counts_from_when_it_was_known_and_observed_ones_only_as_lags():
+    rows = pl.DataFrame(
+        {"name": ["temp", "temp", "price", "fuel"], "date": [date(2026, 1, 10)] * 4, "value": [5.0, 7.0, 2.5, 1.8], "known_from": [date(2026, 1, 3), date(2026, 1, 8), None, None]}
+    )
+    settings = ForecastSettings(observed_covariates=("fuel",))
+    known = covariates_known(rows, _days(date(2026, 1, 10), date(2026, 1, 5)), settings)
+    assert dict(known.select("name", "value").iter_rows()) == {"temp": 5.0, "price": 2.5}  # the forecast issued by the 5th; a plan known in advance
+    assert dict(covariates_known(rows, _days(date(2026, 1, 10), date(2026, 1, 9)), settings).select("name", "value").iter_rows()) == {"temp": 7.0, "price": 2.5}
+    lagged = covariates_known(rows, _days(date(2026, 1, 24), date(2026, 1, 23)), settings)  # 10th + 14 days
+    assert dict(lagged.select("name", "value").iter_rows()) == {"fuel_lag14": 1.8}
+
+
+def test_rows_apply_at_any_level_of_the_hierarchy(data):
+    attributes = series_attributes(data, SETTINGS)
+    store, sku = attributes.row(0, named=True)["store_id"], attributes.row(0, named=True)["sku_id"]
+    category = attributes.row(0, named=True)["category"]
+    rows = pl.DataFrame(
+        {"what": ["chain", "region", "store", "sku in store", "category"], "store_id": [None, None, store, store, None], "region": [None, "north", None, None, None],
+         "sku_id": [None, None, None, sku, None], "category": [None, None, None, None, category]}
+    )
+    matched = match_scope(rows, attributes, SETTINGS).group_by("what").len()
+    counts = dict(matched.iter_rows())
+    assert counts["chain"] == attributes.height
+    assert counts["region"] == attributes.filter(pl.col("region") == "north").height
+    assert counts["store"] == attributes.filter(pl.col("store_id") == store).height
+    assert counts["sku in store"] == 1
+    assert counts["category"] == attributes.filter(pl.col("category") == category).height
+
+
+def test_exogenous_features_are_left_out_without_their_tables(data, periods):
+    bare = CaseData(data.stores, data.products, data.sales)
+    attributes = series_attributes(bare, SETTINGS).head(2)
+    requests = attributes.select("unique_id").join(pl.DataFrame({"ds": [WORLD.last_day + timedelta(days=1)]}), how="cross").with_columns(as_of=pl.lit(WORLD.last_day))
+    assert set(exogenous(bare, attributes, requests, SETTINGS, periods).columns) == {"unique_id", "ds", "as_of"}
+    full = exogenous(data, attributes, requests, SETTINGS, periods).columns
+    assert {"promo_discount", "event", "event_eve", "event_holiday", "event_local_event", "cov_temp_c"} <= set(full)
+
+
+# --------------------------------------------------------------------------- segments, models
+
+
+def test_segment_rules_in_order(periods):
     stats = pl.DataFrame(
         {
-            "sku_id": ["young", "promo", "seasonal", "erratic", "stable", "weak_promo"],
-            "history_days": [100, 900, 900, 900, 900, 900],
-            "cv": [0.1, 0.5, 0.3, 0.8, 0.2, 0.2],
-            "seasonality_strength": [0.9, 0.6, 0.5, 0.1, 0.1, 0.1],
-            "promo_share": [0.5, 0.2, 0.0, 0.0, 0.0, 0.2],
-            "promo_uplift": [3.0, 2.0, 1.0, 1.0, 1.0, 1.1],
+            "unique_id": ["young", "promo", "seasonal", "erratic", "stable", "weak_promo", "never_sold"],
+            "history_periods": [100, 900, 900, 900, 900, 900, None],
+            "cv": [0.1, 0.5, 0.3, 0.8, 0.2, 0.2, 0.0],
+            "seasonality_strength": [0.9, 0.6, 0.5, 0.1, 0.1, 0.1, 0.0],
+            "promo_share": [0.5, 0.2, 0.0, 0.0, 0.0, 0.2, 0.0],
+            "promo_uplift": [3.0, 2.0, 1.0, 1.0, 1.0, 1.1, 1.0],
         }
     )
-    got = dict(assign_segments(stats, RULES).select("sku_id", "segment").iter_rows())
-    assert got == {"young": "new", "promo": "promo", "seasonal": "seasonal", "erratic": "seasonal", "stable": "stable", "weak_promo": "stable"}
-
-
-def test_the_generator_yields_the_four_segments(stores):
-    segments = pl.concat([segment_store(s, WORLD.last_day, RULES) for s in stores])
-    assert set(segments["segment"]) == {"stable", "seasonal", "new", "promo"}
-
-
-def test_promotion_revised_after_origin_is_invisible_at_origin(tables):
-    promos = tables["promotions"]
-    origin = WORLD.last_day - timedelta(days=30)
-    upcoming = promos.filter((pl.col("published_date") <= origin) & (pl.col("start_date") > origin + timedelta(days=2)) & (pl.col("start_date") <= origin + timedelta(days=10))).row(0, named=True)
-    revision = {**upcoming, "version": 9, "discount_pct": 0.9, "published_date": origin + timedelta(days=1)}
-    revised = pl.concat([promos, pl.DataFrame([revision], schema=promos.schema)])
-    assert promotions_known(revised, origin).equals(promotions_known(promos, origin))
-    later = promotions_known(revised, origin + timedelta(days=1)).filter(pl.col("sku_id") == upcoming["sku_id"])
-    assert 0.9 in later["discount_pct"].to_list()
-
-
-def test_weather_known_at_origin_uses_only_forecasts_issued_by_then(tables):
-    origin = WORLD.last_day - timedelta(days=20)
-    known = weather_known(tables["weather_forecasts"], origin)
-    assert known["date"].min() == origin + timedelta(days=1)
-    assert known["date"].max() == origin + timedelta(days=7)
-
-
-def test_exogenous_without_optional_tables_leaves_their_features_out(stores):
-    bare = StoreData(stores[0].store, stores[0].products, stores[0].sales, pl.DataFrame(), pl.DataFrame(), pl.DataFrame())
-    days = [WORLD.last_day + timedelta(days=k) for k in range(1, 3)]
-    assert set(exogenous(bare, days, WORLD.last_day, FREQUENCIES["D"]).columns) == {"ds", "unique_id", "product_age"}
-    full = exogenous(stores[0], days, WORLD.last_day, FREQUENCIES["D"]).columns
-    assert {"promo_discount", "temp_c", "is_holiday", "local_event"} <= set(full)
-
-
-def _fit_and_forecast(stores, origin, freq):
-    segments = {s.store_id: segment_store(s, origin, RULES) for s in stores}
-    frames = [training_frame(s, origin, freq, SETTINGS, segments[s.store_id]) for s in stores]
-    global_models = fit_global_models(frames, origin, freq, SETTINGS)
-    out = []
-    for s in stores[:2]:
-        fitted = fit_stat_models(stat_windows(history(s.until(origin), freq), segments[s.store_id], freq), freq, SETTINGS)
-        out.append(forecast_store(s, segments[s.store_id], fitted, global_models, origin, freq, SETTINGS))
-    return pl.concat(out)
+    got = dict(assign_segments(stats, SETTINGS, periods).select("unique_id", "segment").iter_rows())
+    assert got == {"young": "new", "promo": "promo", "seasonal": "seasonal", "erratic": "seasonal", "stable": "stable", "weak_promo": "stable", "never_sold": "new"}
 
 
 @pytest.fixture(scope="module")
-def forecasts(stores):
-    return _fit_and_forecast(stores, WORLD.last_day, FREQUENCIES["D"])
+def fitted(data, periods):
+    return fit_models(data, WORLD.last_day - timedelta(days=28), SETTINGS, periods, candidates=True)
 
 
-def test_every_series_gets_d1_to_d14_from_its_segment_model(forecasts, stores):
-    assert forecasts.group_by("store_id", "sku_id").len()["len"].unique().to_list() == [14]
-    assert forecasts["ds"].min() == WORLD.last_day + timedelta(days=1)
-    models = dict(forecasts.select("segment", "model").unique().iter_rows())
-    assert models.get("stable") == "AutoARIMA" and models.get("seasonal") == "MSTL"
-    assert models.get("promo") == "LightGBM" and models.get("new") == "FamilyMean+LightGBM"
-    assert (forecasts["yhat"] >= 0).all()
+def test_the_generator_yields_the_four_segments(fitted):
+    assert set(fitted.segments["segment"]) == {"stable", "seasonal", "new", "promo"}
 
 
-def test_weekly_frequency_forecasts_two_weeks(stores):
-    few = [StoreData(s.store, s.products.head(8), s.sales.filter(pl.col("sku_id").is_in(s.products.head(8)["sku_id"].implode())), s.promotions, s.weather_forecasts, s.events) for s in stores[:2]]
-    weekly = _fit_and_forecast(few, WORLD.last_day - timedelta(days=WORLD.last_day.weekday() + 1), FREQUENCIES["W"])
-    assert weekly.group_by("store_id", "sku_id").len()["len"].unique().to_list() == [2]
-    assert {d.weekday() for d in weekly["ds"].to_list()} == {0}
+def test_every_candidate_forecasts_several_origins_from_fitted_state(data, fitted):
+    origins = [fitted.as_of + timedelta(days=k) for k in (0, 7)]
+    rows = forecast_candidates(fitted, data, origins, 14, SETTINGS, which="all")
+    assert rows.group_by("unique_id", "origin").len()["len"].unique().to_list() == [14]
+    assert sorted(rows["origin"].unique()) == origins
+    for segment, candidates in CANDIDATES.items():
+        part = rows.filter(pl.col("segment") == segment)
+        for model in candidates:
+            assert part[model].null_count() < part.height, (segment, model)
+    assert rows.filter(pl.col("segment") == "stable")["MSTL"].null_count() == rows.filter(pl.col("segment") == "stable").height  # not a stable candidate
+    assert (rows["yhat"] >= 0).all() and rows["SeasonalNaive"].null_count() < rows.height
 
 
-def test_reconciliation_is_coherent_bottom_up_and_top_down(forecasts, tables, stores):
-    freq = FREQUENCIES["D"]
-    totals = pl.concat([history(s, freq).group_by("ds").agg(pl.col("y").sum()).with_columns(store_id=pl.lit(s.store_id)) for s in stores[:2]])
-    aggregate = aggregate_base_forecasts(aggregate_history(totals, tables["stores"]), freq, sorted(forecasts["ds"].unique().to_list()))
-    rec = reconcile(forecasts, aggregate, tables["stores"])
-    for name in ("operational", "strategic"):
-        stats = coherence(rec[name])
+def test_the_routed_model_of_each_segment_forecasts_the_night(data, fitted):
+    night = forecast_candidates(fitted, data, WORLD.last_day, 14, SETTINGS)
+    assert night["ds"].min() == WORLD.last_day + timedelta(days=1)
+    assert dict(night.select("segment", "model").unique().iter_rows()) == fitted.routing
+    assert night.group_by("unique_id").len()["len"].unique().to_list() == [14]
+
+
+def test_the_planning_horizon_comes_from_the_same_fitted_state(data, fitted):
+    plan = forecast_candidates(fitted, data, WORLD.last_day, 366, SETTINGS)
+    assert plan.group_by("unique_id").len()["len"].unique().to_list() == [366]
+    night = forecast_candidates(fitted, data, WORLD.last_day, 14, SETTINGS)
+    head = plan.filter(pl.col("step") <= 14).sort("unique_id", "step")["yhat"].to_list()
+    assert head == pytest.approx(night.sort("unique_id", "step")["yhat"].to_list())  # recursive: the first 14 periods are the night's
+
+
+def test_a_promotion_revised_after_the_origin_does_not_change_its_forecast(data, fitted):
+    """The seed's leakage incident: revise a promotion after T, forecast at T again, same numbers."""
+    promos = data.promotions
+    settled = promos.group_by("promo_id").agg(pl.col("published_date").max().alias("last"), pl.col("start_date").min().alias("start"))
+    target = settled.filter((pl.col("start") > fitted.as_of + timedelta(days=3)) & (pl.col("last") <= pl.col("start") - timedelta(days=3))).sort("start").row(0, named=True)
+    origin = target["start"] - timedelta(days=3)
+    before = forecast_candidates(fitted, data, origin, 14, SETTINGS)
+    latest = promos.filter(pl.col("promo_id") == target["promo_id"]).sort("version").row(-1, named=True)
+    revision = {**latest, "version": 99, "discount": 0.5 if latest["discount"] < 0.5 else 0.1, "published_date": origin + timedelta(days=1)}
+    revised = CaseData(data.stores, data.products, data.sales, pl.concat([promos, pl.DataFrame([revision], schema=promos.schema)]), data.events, data.covariates)
+    assert forecast_candidates(fitted, revised, origin, 14, SETTINGS).equals(before)
+
+
+def test_weekly_rows_forecast_weeks_on_their_own_weekday(data):
+    sales = data.sales.filter(pl.col("sku_id").is_in(["sku00001", "sku00002", "sku00003"])).with_columns(
+        date=pl.col("date") + pl.duration(days=(7 - pl.col("date").dt.weekday()) % 7)  # the Sunday ending each week
+    ).group_by("store_id", "sku_id", "date").agg(pl.col("units").sum())
+    weekly = CaseData(data.stores, data.products, sales, data.promotions, data.events, data.covariates)
+    settings = ForecastSettings(frequency="W", models={"lightgbm": SMALL_LGBM})
+    periods = periods_of(settings, sales)
+    assert periods.alias == "W-SUN"
+    last = sales["date"].max()
+    models = fit_models(weekly, last, settings, periods)
+    night = forecast_candidates(models, weekly, last, settings.horizon_periods, settings)
+    assert night.group_by("unique_id").len()["len"].unique().to_list() == [2]
+    assert {d.weekday() for d in night["ds"]} == {6}
+    assert night["yhat"].mean() > 5 * data.sales["units"].mean()  # weekly units, not daily
+
+
+# --------------------------------------------------------------------------- reconciliation
+
+
+def test_reconciliation_is_coherent_on_a_hierarchy_named_by_the_data(data, fitted, periods):
+    stores = data.stores.rename({"region": "district"})
+    settings = ForecastSettings(hierarchy={"store_levels": ["district"], "product_levels": ["category", "family"]}, models={"lightgbm": SMALL_LGBM})
+    base = forecast_candidates(fitted, data, WORLD.last_day, 14, SETTINGS)
+    labels = sorted(base["ds"].unique().to_list())
+    aggregate = aggregate_base_forecasts(aggregate_history(data.sales, stores, settings), labels, periods, settings)
+    table = reconcile(base.select("store_id", "sku_id", "ds", "yhat"), aggregate, stores, settings)
+    assert set(table["level"]) == {"national", "district", "store", "sku"}
+    for column in (BOTTOM_UP, TOP_DOWN):
+        stats = coherence(table, column)
         assert stats["max_relative_gap"] < 1e-9 and stats["negative_values"] == 0
-        assert stats["parents_checked"] == 1 + 2 + 2  # national, two regions, two stores
-    bottom = rec["operational"].filter(pl.col("level") == "sku").sort("unique_id", "ds")
-    assert bottom["yhat"].to_list() == pytest.approx(bottom["base"].to_list())  # bottom-up keeps each model's forecast
-    national_base = aggregate.filter(pl.col("unique_id") == "total").sort("ds")["yhat"].to_list()
-    assert rec["strategic"].filter(pl.col("level") == "national").sort("ds")["yhat"].to_list() == pytest.approx(national_base)
+        assert stats["parents_checked"] == 1 + stores["district"].n_unique() + stores.height
+    bottom = table.filter(pl.col("level") == "sku").sort("node", "ds")
+    assert bottom[BOTTOM_UP].to_list() == pytest.approx(bottom["base"].to_list())  # bottom-up keeps each model's forecast
+    national = table.filter(pl.col("level") == "national").sort("ds")
+    assert national[TOP_DOWN].to_list() == pytest.approx(aggregate.filter(pl.col("node") == "total").sort("ds")["yhat"].to_list())
 
 
 def test_coherence_detects_an_incoherent_or_negative_table():
-    table = pl.DataFrame(
-        {"unique_id": ["total", "total/north", "total/south"], "level": ["national", "region", "region"], "ds": [date(2026, 1, 1)] * 3, "yhat": [10.0, 4.0, 5.0]}
-    )
-    assert coherence(table)["max_relative_gap"] == pytest.approx(0.1)
-    negative = table.with_columns(yhat=pl.Series([1.0, 4.0, -3.0]))
-    assert coherence(negative)["negative_values"] == 1
+    table = pl.DataFrame({"node": ["total", "total/north", "total/south"], "ds": [date(2026, 1, 1)] * 3, "bottom_up": [10.0, 4.0, 5.0]})
+    assert coherence(table, BOTTOM_UP)["max_relative_gap"] == pytest.approx(0.1)
+    assert coherence(table.with_columns(bottom_up=pl.Series([1.0, 4.0, -3.0])), BOTTOM_UP)["negative_values"] == 1
+
+
+def test_history_is_one_row_per_series_and_period(data):
+    hist = history(data)
+    assert hist.select("unique_id", "ds").is_unique().all()
+    assert hist["unique_id"].n_unique() == data.sales.select("store_id", "sku_id").n_unique()
 
 
 def test_raw_table_docs_are_current():
@@ -169,4 +250,4 @@ def test_raw_table_docs_are_current():
     from lakehouse.forecast.schemas import markdown
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "forecast_raw_tables.md"
-    assert docs.read_text() == markdown() + "\n", "regenerate docs/forecast_raw_tables.md from lakehouse.forecast.schemas.markdown()"
+    assert docs.read_text() == markdown() + "\n", "regenerate: python -m lakehouse.forecast.schemas > docs/forecast_raw_tables.md"

@@ -3,8 +3,8 @@
 import numpy as np
 import polars as pl
 
-from lakehouse.triage.config import TriageSettings
 from lakehouse.triage.model import route
+from lakehouse.triage.settings import MonitoringSettings
 from lakehouse.triage.monitoring import (
     category_recall_check,
     confusion,
@@ -14,13 +14,13 @@ from lakehouse.triage.monitoring import (
     per_category,
 )
 
-SETTINGS = TriageSettings()
+SETTINGS = MonitoringSettings()
 CATS = [f"cat_{i}" for i in range(12)]
 REFERENCE = {c: 1 / 12 for c in CATS}
 
 
 def _routes(confidence: np.ndarray) -> pl.DataFrame:
-    return pl.DataFrame({"confidence": confidence, "route": route(confidence, SETTINGS.confidence_threshold)})
+    return route(pl.DataFrame({"confidence": confidence, "out_of_scope": False}), 0.85)
 
 
 def test_mean_confidence_alerts_below_0_75():
@@ -28,6 +28,12 @@ def test_mean_confidence_alerts_below_0_75():
     assert mean_confidence_check(_routes(rng.uniform(0.85, 1.0, 500)), SETTINGS).passed
     failed = mean_confidence_check(_routes(rng.uniform(0.4, 0.9, 500)), SETTINGS)
     assert not failed.passed and failed.value < 0.75 and failed.threshold == ">= 0.75"
+
+
+def test_the_seed_alert_limits_are_settings():
+    strict = MonitoringSettings(min_mean_confidence=0.95, max_human_validation_rate=0.5)
+    assert not mean_confidence_check(_routes(np.full(10, 0.9)), strict).passed
+    assert human_validation_rate_check(_routes(np.r_[np.full(60, 0.95), np.full(40, 0.5)]), strict).passed
 
 
 def test_human_validation_rate_alerts_above_30_percent():
@@ -44,7 +50,7 @@ def test_category_mix_drift_alerts_when_one_category_takes_over():
     drifted = pl.Series("category", np.r_[np.full(1000, "cat_0"), rng.choice(CATS, 1000)])
     failed = mix_drift_check(drifted, REFERENCE, SETTINGS)
     assert not failed.passed and failed.value > SETTINGS.max_mix_psi
-    assert failed.extra["chi_square_p_value"] < 1e-6
+    assert failed.metadata["chi_square_p_value"] < 1e-6
     # A category the model never saw in training counts as drift too.
     unseen = pl.Series("category", np.r_[np.full(500, "brand_new"), rng.choice(CATS, 1500)])
     assert not mix_drift_check(unseen, REFERENCE, SETTINGS).passed
@@ -61,5 +67,5 @@ def test_confusion_matrix_and_the_recall_check_per_category():
     broken = np.where(true == "cat_3", "cat_4", good)
     stats = per_category(*confusion(pl.Series(true), pl.Series(broken)))
     failed = category_recall_check(stats, SETTINGS)
-    assert not failed.passed and failed.extra["worst_category"] == "cat_3" and failed.value == 0.0
+    assert not failed.passed and failed.metadata["worst_category"] == "cat_3" and failed.value == 0.0
     assert stats.filter(pl.col("category") == "cat_4")["precision"].item() < 0.6

@@ -36,11 +36,19 @@ def test_each_retraining_run_trains_on_labels_known_before_its_quarter():
         request = triage_quarterly_retraining_schedule(context)
         assert request.run_key == f"triage-retraining-{day:%Y-%m}"
         assert request.run_config["ops"]["triage__training_set"]["config"]["as_of"] == day.isoformat()
+        assert request.run_config["ops"]["triage__frozen_holdout"]["config"]["as_of"] == day.isoformat()
 
 
 def test_monthly_routing_runs_on_the_first_for_the_month_that_ended():
-    fired = _fire_times(triage_monthly_schedule.cron_schedule, 2027)
+    from assets.triage import ASSETS, CHECKS
+    from sensors.triage import JOBS
+
+    from resources import default_resources
+
+    definitions = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=JOBS, schedules=[triage_monthly_schedule], resources=default_resources())
+    schedule = definitions.get_schedule_def("triage_monthly_schedule")
+    fired = _fire_times(schedule.cron_schedule, 2027)
     assert len(fired) == 12 and all(t.day == 1 and t.hour == 2 for t in fired)
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 8, 1, 2, tzinfo=ZoneInfo("UTC")))
-    requests = list(triage_monthly_schedule.evaluate_tick(context).run_requests)
+    requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.partition_key for r in requests] == ["2026-07-01"]

@@ -1,0 +1,164 @@
+"""Production settings of the triage case: one typed object, read by assets, checks, schedules,
+serving, demos and benchmarks (see lakehouse/common/settings.py for where values come from).
+
+The defaults are the seed's figures (case 4): 12 categories and their teams, auto-routing above
+0.85, alerts below a mean confidence of 0.75 and above 30 % of tickets sent to humans, and the
+cost assumptions of its ROI. A helpdesk with other categories, thresholds or costs sets them
+in the sources file (`triage.settings`) or in `LAKEHOUSE_TRIAGE_*` variables.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from lakehouse.common.settings import Calendar, CaseSettings, DateRange, Economics, Period, back, parse_duration
+from lakehouse.common.sources import Section
+
+# The seed's 12 categories: the five it names and seven more an e-commerce helpdesk has, each with its team.
+SEED_TEAMS = {
+    "product_return": "returns",
+    "delivery_problem": "logistics",
+    "billing": "finance",
+    "technical_problem": "tech_support",
+    "product_question": "product_experts",
+    "order_change": "order_desk",
+    "refund_status": "finance",
+    "account_access": "tech_support",
+    "damaged_item": "returns",
+    "warranty_claim": "after_sales",
+    "promotion_code": "marketing_desk",
+    "complaint_feedback": "customer_care",
+}
+
+
+def _checked(period: Period) -> Period:
+    if isinstance(period, str):
+        parse_duration(period)
+    return period
+
+
+CheckedPeriod = Annotated[Period, AfterValidator(_checked)]
+
+
+class TrainingSettings(Section):
+    """What a training learns from, and its CPU budget.
+
+    By default a training reads every ticket with a validated label known at its cut-off,
+    except the frozen hold-out; the newest `validation_share` of them (or the `validation`
+    period) is the gate's validation set, on which the confidence calibration and the
+    out-of-scope rule are fitted too.
+    """
+
+    tickets: int | None = None  # the most recent N validated tickets; None: every validated ticket (seed: 3,000)
+    holdout_share: float = Field(0.1, ge=0.0, lt=1.0)  # kept out of training forever, by a stable hash of the ticket id
+    validation_share: float = Field(0.2, gt=0.0, lt=1.0)  # newest share of the training window, when `validation` is not set
+    validation: CheckedPeriod | None = None  # dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times
+    epochs: float = Field(1.0, gt=0.0)  # passes over the training tickets (fine-tuning body and head together)
+    max_steps: int = Field(1_500, ge=1)  # at most this many optimisation steps: the CPU budget (about 0.15 s a step on 2 cores)
+    batch_size: int = Field(32, ge=2)
+    max_tokens: int = Field(64, ge=8)  # tokens per ticket read in training
+    learning_rate: float = Field(5e-5, gt=0.0)  # of the body; the head learns 100x faster
+    head_c: float = Field(10.0, gt=0.0)  # inverse regularisation of the logistic head refitted on the fine-tuned body
+    seed: int = 0
+
+    def validation_window(self, as_of: datetime) -> DateRange | None:
+        """The validation period as dates, for a training whose cut-off is `as_of` (exclusive)."""
+        if self.validation is None or isinstance(self.validation, DateRange):
+            return self.validation
+        last = (as_of - timedelta(microseconds=1)).date()
+        return DateRange.model_construct(start=back(last, self.validation) + timedelta(days=1), end=last)
+
+
+class OutOfScopeSettings(Section):
+    """Tickets that match no known category go to the human queue with reason `out_of_scope`.
+
+    The rule is fitted on the validation set: the similarity threshold below which at most
+    `max_in_scope_rejection` of the validation tickets of known categories would fall. Labels
+    equal to `category` (the helpdesk's own "other" label, mapped to this name) are learned as
+    examples of what is out of scope.
+    """
+
+    category: str = "out_of_scope"
+    max_in_scope_rejection: float = Field(0.02, ge=0.0, lt=1.0)
+
+
+class GateSettings(Section):
+    min_macro_f1: float = 0.75
+    min_auto_precision: float = 0.90
+    not_worse_tolerance: float = 0.01  # challenger hold-out macro-F1 may trail the champion by this much
+
+
+class MonitoringSettings(Section):
+    min_mean_confidence: float = 0.75  # seed alert
+    max_human_validation_rate: float = 0.30  # seed alert (for 12 categories: more categories queue more tickets)
+    max_mix_psi: float = 0.2  # predicted category mix vs the training mix
+    min_category_recall: float = 0.6
+    min_category_support: int = 20  # tickets a category needs in a month for its recall to be judged
+
+
+class InferenceSettings(Section):
+    max_tokens: int = Field(32, ge=8)  # tokens per ticket read when scoring (subject and first sentences carry the category)
+    batch_size: int = Field(64, ge=1)
+    quantize: bool = True  # static int8 body (activation scales fixed on sample tickets); False: float32
+
+
+class TriageEconomics(Economics):
+    """The seed's before/after figures and the cost assumptions behind its ROI."""
+
+    tickets_per_month: int = 50_000  # volume the effort is computed at (seed)
+    baseline_triage_agents: float = 3.0  # seed: 3 agents did the manual triage
+    baseline_triage_minutes: float = 45.0  # seed: 45 min average delay before ML
+    baseline_error_rate: float = 0.15  # seed: 15 % wrong team before ML
+    human_validation_minutes: float = 0.4  # agent effort to confirm or fix a queued ticket's suggested category
+    misroute_rework_minutes: float = 1.0  # effort for a team to bounce a wrongly auto-routed ticket
+    queue_wait_minutes: float = 45.0  # a queued ticket waits like a manually triaged one
+    agent_hours_per_month: float = 151.7  # 35 h a week
+    agent_annual_cost: float = 48_000.0
+    system_annual_cost: float = 13_000.0  # hosting, CPU inference, MLOps upkeep share
+
+    @property
+    def defaults_used(self) -> list[str]:
+        """The figures nobody set (the seed's defaults are in use)."""
+        return [name for name in type(self).model_fields if name not in self.model_fields_set]
+
+
+class TriageCalendar(Calendar):
+    """The case's calendar defaults: setting only `start` (or only `timezone`) keeps the other."""
+
+    start: date = date(2026, 1, 1)
+    timezone: str = "UTC"
+
+
+class TriageSettings(CaseSettings):
+    case = "triage"
+
+    calendar: TriageCalendar = TriageCalendar()  # monthly partitions from this month
+    teams: dict[str, str] = Field(default_factory=lambda: dict(SEED_TEAMS))  # category -> team; unlisted categories are their own team
+    confidence_threshold: float = Field(0.85, gt=0.0, lt=1.0)  # seed: above it a ticket is routed automatically
+    phone_region: str = "GB"  # phone numbers written without a country code are read as this region's
+    training: TrainingSettings = TrainingSettings()
+    out_of_scope: OutOfScopeSettings = OutOfScopeSettings()
+    gate: GateSettings = GateSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    inference: InferenceSettings = InferenceSettings()
+    evaluation: CheckedPeriod = "3mo"  # the evaluation report's months: dates, or a duration back from the latest routed month
+    economics: TriageEconomics = TriageEconomics()
+    registered_model_name: str = "triage_classifier"
+
+    def team(self, category: str) -> str:
+        return self.teams.get(category, category)
+
+    def evaluation_months(self, routed: list[str]) -> list[str]:
+        """The routed months (YYYY-MM) the evaluation report covers."""
+        if not routed:
+            return []
+        if isinstance(self.evaluation, DateRange):
+            window = self.evaluation
+        else:
+            last = date.fromisoformat(max(routed) + "-01")
+            following = date(last.year + last.month // 12, last.month % 12 + 1, 1)
+            window = DateRange.model_construct(start=back(following, self.evaluation), end=following - timedelta(days=1))
+        return [m for m in sorted(routed) if window.start <= date.fromisoformat(m + "-01") <= window.end]
