@@ -66,7 +66,7 @@ def test_a_schedule_tick_and_a_backfill_land_user_files_without_run_config(user_
     defs = definitions.defs()
     schedule = defs.get_schedule_def("fraud_daily_ingest_schedule")
     tick = datetime.combine(date.fromisoformat(DAYS[1]) + timedelta(days=1), time(0, 30), tzinfo=UTC)
-    with dg.build_schedule_context(instance=dg.DagsterInstance.get(), scheduled_execution_time=tick) as context:
+    with dg.build_schedule_context(instance=dg.DagsterInstance.get(), scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == DAYS[1] and not request.run_config
     ticked = _run("fraud_daily_ingest", partition=request.partition_key)
