@@ -48,40 +48,46 @@ def request_body(row: dict) -> dict:
 
 
 def prepare_home(home: Path):
-    """Train and promote a cascade on the demo world; return its history, its rule lists and
-    the next day's transactions as request bodies."""
+    """Train and promote a cascade on the demo world; return its history, its rules, the next
+    day's transactions as request bodies, and that day (the replay clock starts there)."""
     from lakehouse.common.home import LakehouseHome
+    from lakehouse.common.lake import Lake
     from lakehouse.common.registry import Registry
-    from lakehouse.fraud.config import SETTINGS, WorldConfig
-    from lakehouse.fraud.model import train_from_transactions
-    from lakehouse.fraud.world import generate_day, generate_days
+    from lakehouse.fraud.pipeline import train_from_transactions
+    from lakehouse.fraud.settings import CASE, FraudSettings
+    from lakehouse.fraud.world import WorldConfig, generate_day, generate_days
 
     world = WorldConfig()
     tx = generate_days(world)
     h = LakehouseHome(home)
-    _, lists = train_from_transactions(Registry(h.mlflow_uri, h.mlflow_artifacts), tx, world.day_keys, SETTINGS, promote=True)
-    (h.lake / "fraud" / "rule_lists").mkdir(parents=True, exist_ok=True)
-    lists.as_frame().write_parquet(h.lake / "fraud" / "rule_lists" / "data.parquet")
-    return tx, lists, [request_body(r) for r in generate_day(world, world.end_date).iter_rows(named=True)]
+    _, lists = train_from_transactions(Registry(h.mlflow_uri, h.mlflow_artifacts), tx, FraudSettings(), promote=True)
+    Lake(str(h.lake)).write(lists.as_frame(), CASE, "rule_lists")
+    return tx, lists, [request_body(r) for r in generate_day(world, world.end_date).iter_rows(named=True)], world.end_date
 
 
 def warm_redis(redis_url: str, tx, lists) -> None:
     import redis
 
-    from lakehouse.fraud.config import SETTINGS
+    from lakehouse.fraud.features import registry_for
     from lakehouse.fraud.online import publish_lists, warm_store
+    from lakehouse.fraud.settings import FraudSettings
 
+    settings = FraudSettings()
     client = redis.Redis.from_url(redis_url)
     publish_lists(client, lists)
-    warm_store(client, tx, SETTINGS)
+    warm_store(client, tx, registry_for(settings), settings.serving)
     client.close()
 
 
-def start_stack(home: Path, redis_url: str, port: int) -> list[subprocess.Popen]:
+def start_stack(home: Path, redis_url: str, port: int, replay_from) -> list[subprocess.Popen]:
     env = {
         **os.environ, "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_REDIS_URL": redis_url, "LAKEHOUSE_API_KEY": KEY,
         "LAKEHOUSE_SERVING_CASES": "fraud", "LAKEHOUSE_FRAUD_CONSUMERS": "off", "PYTHONPATH": str(ROOT),
         "LAKEHOUSE_SERVING_WORKERS": os.environ.get("LAKEHOUSE_SERVING_WORKERS", str(SERVING_WORKERS)),
+        # the live day is a replay: the service clock starts at its first minute
+        "LAKEHOUSE_FRAUD_SERVING__REPLAY_FROM": replay_from.isoformat(),
+        "LAKEHOUSE_FRAUD_SERVING__FUTURE_TOLERANCE_S": "86400",  # the day's night has gaps; the replay wraps around the day
+        "HOME": str(home),  # the app's settings also read their `home` from $HOME
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen([PYTHON, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=env)
@@ -313,7 +319,7 @@ def main() -> int:
     payload["quiet"] = wait_for_quiet(max_wait_s=30)
     with tempfile.TemporaryDirectory(prefix="fraud-bench-") as tmp:
         home = Path(tmp) / "home"
-        history, lists, bodies = prepare_home(home)
+        history, lists, bodies, live_day = prepare_home(home)
         bodies_file = Path(tmp) / "bodies.jsonl"
         bodies_file.write_text("\n".join(json.dumps(b) for b in bodies))
         runs: dict[int, list[dict]] = {rate: [] for rate, _ in PHASES}
@@ -323,7 +329,7 @@ def main() -> int:
             with RedisServer() as redis_server:
                 warm_redis(redis_server.url, history, lists)
                 port = free_port()
-                stack = start_stack(home, redis_server.url, port)
+                stack = start_stack(home, redis_server.url, port, live_day)
                 try:
                     run_load(port, bodies_file, 100, 5, f"warmup-{run}")
                     for rate, duration in PHASES:

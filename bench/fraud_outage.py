@@ -53,17 +53,19 @@ def logged_decisions(home: Path, port: int, redis_url: str, tag: str, timeout_s:
     """Decisions of this run in the decision log once the stream is drained; and the wait."""
     import asyncio
 
+    import polars as pl
     import redis.asyncio as aioredis
 
-    from lakehouse.fraud.config import CONSUMER_GROUPS
-    from lakehouse.fraud.online import event_stream, read_decision_log
+    from lakehouse.common.lake import Lake
+    from lakehouse.fraud.online import CONSUMER_GROUPS, DECISION_LOG_PARTS, event_stream, read_decision_log
+    from lakehouse.fraud.settings import CASE, FraudSettings
 
     started = time.monotonic()
 
     async def drained() -> bool:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            return await event_stream(client).caught_up(CONSUMER_GROUPS)
+            return await event_stream(client, FraudSettings()).caught_up(CONSUMER_GROUPS)
         finally:
             await client.aclose()
 
@@ -74,11 +76,9 @@ def logged_decisions(home: Path, port: int, redis_url: str, tag: str, timeout_s:
             break
         time.sleep(0.5)
     waited = time.monotonic() - started
-    parts = home / "lake" / "fraud" / "decision_log_parts"
-    days = [p.name.removeprefix("day=") for p in parts.glob("day=*")]
-    import polars as pl
-
-    ids = pl.concat([read_decision_log(parts, d).select("tx_id") for d in days]) if days else pl.DataFrame({"tx_id": []})
+    lake = Lake(str(home / "lake"))
+    days = lake.partitions(CASE, DECISION_LOG_PARTS, "day")
+    ids = pl.concat([read_decision_log(lake, d).select("tx_id") for d in days]) if days else pl.DataFrame({"tx_id": []})
     return int(ids.filter(pl.col("tx_id").str.contains(f"-{tag}-", literal=True)).height), waited
 
 
@@ -100,14 +100,14 @@ def main() -> int:
     payload["quiet"] = wait_for_quiet(max_wait_s=30)
     with durable_redis() as server, tempfile.TemporaryDirectory(prefix="fraud-outage-") as tmp:
         home = Path(tmp) / "home"
-        history, lists, bodies = prepare_home(home)
+        history, lists, bodies, live_day = prepare_home(home)
         warm_redis(server.url, history, lists)
         bodies_file = Path(tmp) / "bodies.jsonl"
         bodies_file.write_text("\n".join(json.dumps(b) for b in bodies))
         from lakehouse.common.local_servers import free_port
 
         port = free_port()
-        stack = start_stack(home, server.url, port)
+        stack = start_stack(home, server.url, port, live_day)
         try:
             run_load(port, bodies_file, 100, 3, "warmup")
 

@@ -7,7 +7,7 @@ Redis: LAKEHOUSE_REDIS_URL when set, otherwise a private redis-server for the de
 import asyncio
 import os
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -32,7 +32,7 @@ def run(instance: dg.DagsterInstance, resources: dict, log=print, live_transacti
 
 def _run(instance, resources, redis_url, log, live_transactions):
     from assets.fraud import ASSETS, CHECKS
-    from lakehouse.fraud.config import WorldConfig
+    from lakehouse.fraud.world import WorldConfig
 
     world = WorldConfig.from_env()
     days = world.day_keys
@@ -42,10 +42,13 @@ def _run(instance, resources, redis_url, log, live_transactions):
 
     log(f"fraud 1/5 {len(days)} days of transactions ({days[0]} .. {days[-1]}), ~{world.tx_per_day:,}/day, one run")
     ingest = materialize("key:fraud/transactions", tags=range_tags(days[0], days[-1]))
-    log("fraud 2/5 features, layer-1 lists (lake + Redis), cascade training, promotion gate, champion")
+    log("fraud 2/5 features, layer-1 rules (lake + Redis), cascade training, promotion gate, champion")
     training = materialize(
         "key:fraud/transaction_features or key:fraud/rule_lists or key:fraud/rule_lists_online or key:fraud/cascade_model or key:fraud/champion_model"
     )
+    log("fraud 2b/5 batch scores of the test days and their evaluation report")
+    materialize("key:fraud/scores", tags=range_tags(days[-3], days[-1]))
+    materialize("key:fraud/evaluation")
     log("fraud 3/5 warm the Redis feature store from the lake")
     materialize("key:fraud/online_features")
     live_day = world.end_date.isoformat()
@@ -70,6 +73,7 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
 
     from lakehouse.common.home import LakehouseHome
     from lakehouse.fraud.api import FraudService
+    from lakehouse.fraud.settings import FraudSettings
     from lakehouse.fraud.world import generate_day
     from lakehouse.serving.app import API_KEY_HEADER, ServingSettings, create_app
 
@@ -77,7 +81,9 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
         api_key="demo", home=LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()), redis_url=redis_url,
         mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI"), cases=("fraud",),
     )
-    fraud = FraudService(settings, consumers="inline")
+    # A replay of a past day: the service clock starts at its first minute and moves with the payments.
+    fraud_settings = FraudSettings(consumers="inline", serving={"replay_from": datetime.fromisoformat(day), "future_tolerance_s": 86_400})
+    fraud = FraudService(settings, fraud_settings)
     app = create_app(settings, services=[fraud.case_service()])
     tx = generate_day(world, date.fromisoformat(day)).drop("is_fraud", "fraud_pattern")
     if limit:
@@ -105,8 +111,10 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
 
 def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     """Print the fraud results beside the seed's; True when the gate passed and every live request was decided."""
-    from lakehouse.fraud.config import DEMO_FRAUD_RATE, SEED_REFERENCE, SETTINGS, WorldConfig
+    from lakehouse.fraud.settings import FraudSettings
+    from lakehouse.fraud.world import DEMO_FRAUD_RATE, WorldConfig
 
+    settings = FraudSettings()
     world = WorldConfig.from_env()
     model = latest_metadata(instance, ["fraud", "cascade_model"])
     champion = latest_metadata(instance, ["fraud", "champion_model"])
@@ -115,15 +123,16 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     if world.fraud_rate == DEMO_FRAUD_RATE:
         print(f"demo scale: fraud rate raised to {DEMO_FRAUD_RATE:.1%} (seed 0.08 %) so the test days hold a few hundred frauds")
     if model:
-        s = SEED_REFERENCE
+        s, currency = settings.reference, settings.economics.currency
         print(f"out-of-time test {model['split'].split('test ')[-1]}:")
-        print(f"  rules only: recall {model['baseline_recall']:.3f}  precision {model['baseline_precision']:.3f}   (seed {s['rules_recall']:.2f} / {s['rules_precision']:.2f})")
-        print(f"  cascade:    recall {model['recall']:.3f}  precision {model['precision']:.3f}   (seed {s['cascade_recall']:.2f} / {s['cascade_precision']:.2f}); false-positive share {model['fp_share']:.3f} (seed {s['cascade_fp_share']:.2f})")
-        print(f"  layer 1 blocks {model['layer1_block_share']:.2%} of traffic at precision {model['layer1_precision']:.3f} (seed 15 % / 0.95); layer 3 sees {model['layer3_share']:.2%} (seed 35 %, band {list(SETTINGS.layer3_band)})")
-        print(f"  fraud caught per month: {model['fraud_eur_caught_per_month']:,.0f} EUR vs {model['baseline_fraud_eur_caught_per_month']:,.0f} EUR rules only (of {model['fraud_eur_per_month']:,.0f})")
-        print(f"  legitimate payments flagged: {-model['friction_reduction']:+.0%} vs rules only (seed -53 %)")
+        print(f"  rules only: recall {model['baseline_recall_pct']:.1f} %  precision {model['baseline_precision_pct']:.1f} %   (seed {s.rules_recall:.0%} / {s.rules_precision:.0%})")
+        print(f"  cascade:    recall {model['recall_pct']:.1f} %  precision {model['precision_pct']:.1f} %   (seed {s.cascade_recall:.0%} / {s.cascade_precision:.0%}); ROC AUC {model['roc_auc']:.4f}, average precision {model['average_precision']:.4f}")
+        print(f"  layer 1 blocks {model['layer1_block_share_pct']:.2f} % of traffic at precision {model['layer1_precision_pct']:.1f} % (seed 15 % / 95 %)")
+        print(f"  layer 3 re-scores {model['layer3_share_pct']:.1f} % of traffic (seed 35 %), band {model['layer3_band']}; lift over layer 2 alone: average precision {model['layer3_lift_average_precision']:+.4f}, recall {model['layer3_lift_recall_pct']:+.1f} pts, precision {model['layer3_lift_precision_pct']:+.1f} pts")
+        print(f"  fraud caught per month: {model[f'fraud_caught_per_month_{currency}']:,.0f} {currency}; net gain over rules only after system cost: {model[f'net_gain_per_month_{currency}']:,.0f} {currency} (economics: {model['economics']})")
+    gate = settings.gate
     gate_ok = bool(outcome["training_success"] and champion)
-    print(f"promotion gate (recall >= {SETTINGS.gate_min_recall}, precision >= {SETTINGS.gate_min_precision}, beats rules only): {'GO, champion v' + str(champion.get('champion_version')) if gate_ok else 'NO-GO, champion unchanged'}")
+    print(f"promotion gate (recall >= {gate.min_recall}, precision >= {gate.min_precision}, beats rules only): {'GO, champion v' + str(champion.get('champion_version')) if gate_ok else 'NO-GO, champion unchanged'}")
     live = outcome["live"]
     print(f"live day {outcome['live_day']}: {live['requests']:,} requests in {live['seconds']:.1f} s, {live['errors']} errors, {live['degraded']} degraded, decisions {live['decisions']}")
     if log_meta:

@@ -1,59 +1,86 @@
-"""Fraud jobs and their calendar: daily ingestion, weekly retraining, daily decision-log checks."""
+"""Fraud jobs and their calendar (in the data calendar's time zone): daily ingestion with the
+features, daily batch scoring and decision-log checks, weekly retraining."""
 
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from assets.fraud.partitions import daily
-from lakehouse.fraud.config import CASE
+from lakehouse.fraud.settings import CASE, FraudSettings
 
-TIMEZONE = "UTC"
+TIMEZONE = FraudSettings().calendar.timezone
+
+
+def _assets(*names: str) -> dg.AssetSelection:
+    return dg.AssetSelection.assets(*([CASE, n] for n in names))
+
 
 fraud_daily_ingest_job = dg.define_asset_job(
     "fraud_daily_ingest",
-    selection=dg.AssetSelection.assets([CASE, "transactions"]),
-    partitions_def=daily,
-    description="Land yesterday's transactions (with the labels known so far) in the lake.",
+    selection=_assets("transactions", "transaction_features"),
+    description="Land a day of transactions (with the labels known so far) from the configured source, then rebuild the features.",
 )
 
 fraud_training_job = dg.define_asset_job(
     "fraud_training",
-    selection=dg.AssetSelection.assets(
-        [CASE, "transaction_features"], [CASE, "rule_lists"], [CASE, "rule_lists_online"], [CASE, "cascade_model"], [CASE, "champion_model"]
-    ),
-    description="Rebuild features and lists, retrain the cascade, gate it and promote it; the service hot-reloads the champion.",
+    selection=_assets("rule_lists", "rule_lists_online", "cascade_model", "champion_model"),
+    description="Learn the layer-1 rules, retrain the cascade, gate it and promote it; the service hot-reloads the champion.",
+)
+
+fraud_scoring_job = dg.define_asset_job(
+    "fraud_daily_scoring",
+    selection=_assets("scores"),
+    description="Score a day's payments in batch with the champion (backfill it over any loaded days).",
+)
+
+fraud_evaluation_job = dg.define_asset_job(
+    "fraud_evaluation",
+    selection=_assets("evaluation"),
+    description="Evaluate the champion's scores over a window (run config `start`, `end`; default the settings' test window).",
 )
 
 fraud_feature_store_job = dg.define_asset_job(
     "fraud_warm_feature_store",
-    selection=dg.AssetSelection.assets([CASE, "online_features"]),
+    selection=_assets("online_features"),
     description="Warm a new or emptied Redis feature store from the lake (the stream keeps it current afterwards).",
 )
 
 fraud_decision_log_job = dg.define_asset_job(
     "fraud_decision_log",
-    selection=dg.AssetSelection.assets([CASE, "decision_log"]),
-    partitions_def=daily,
-    description="Compact yesterday's decision log and run its monitoring checks (drift, layer-3 share, decision rate).",
+    selection=_assets("decision_log"),
+    description="Compact a day's decision log and run its monitoring checks (drift, layer-3 share, decision rate).",
 )
 
-fraud_daily_ingest_schedule = dg.build_schedule_from_partitioned_job(
-    fraud_daily_ingest_job, hour_of_day=0, minute_of_hour=30, description="00:30 UTC: ingest yesterday's transactions."
-)
-fraud_decision_log_schedule = dg.build_schedule_from_partitioned_job(
-    fraud_decision_log_job, hour_of_day=0, minute_of_hour=45, description="00:45 UTC: compact and check yesterday's decisions."
-)
+def _yesterday_schedule(job, hour: int, minute: int, description: str) -> dg.ScheduleDefinition:
+    """Every day at hour:minute in the calendar's zone, a run of the job for the day before
+    (written out: Dagster's partitioned-job schedule calls an API it has deprecated)."""
+    first = FraudSettings().calendar.start
+
+    @dg.schedule(name=f"{job.name}_schedule", job=job, cron_schedule=f"{minute} {hour} * * *", execution_timezone=TIMEZONE, description=description)
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.astimezone(ZoneInfo(TIMEZONE)).date() - timedelta(days=1)
+        if day < first:
+            return dg.SkipReason(f"{day} is before the calendar's first day {first}")
+        return dg.RunRequest(run_key=f"{job.name}-{day}", partition_key=day.isoformat())
+
+    return _schedule
+
+
+fraud_daily_ingest_schedule = _yesterday_schedule(fraud_daily_ingest_job, 0, 30, "00:30: ingest yesterday's transactions and rebuild the features.")
+fraud_scoring_schedule = _yesterday_schedule(fraud_scoring_job, 1, 30, "01:30: score yesterday's payments with the champion.")
+fraud_decision_log_schedule = _yesterday_schedule(fraud_decision_log_job, 0, 45, "00:45: compact and check yesterday's decisions.")
 
 
 @dg.schedule(
     job=fraud_training_job,
     cron_schedule="0 2 * * 1",
     execution_timezone=TIMEZONE,
-    description="Monday 02:00 UTC: weekly retraining on every labelled day so far.",
+    description="Monday 02:00: weekly retraining on every labelled day so far.",
 )
 def fraud_weekly_training_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=f"fraud-training-{context.scheduled_execution_time:%Y-%m-%d}")
 
 
-JOBS = [fraud_daily_ingest_job, fraud_training_job, fraud_feature_store_job, fraud_decision_log_job]
-SCHEDULES = [fraud_daily_ingest_schedule, fraud_decision_log_schedule, fraud_weekly_training_schedule]
+JOBS = [fraud_daily_ingest_job, fraud_training_job, fraud_scoring_job, fraud_evaluation_job, fraud_feature_store_job, fraud_decision_log_job]
+SCHEDULES = [fraud_daily_ingest_schedule, fraud_scoring_schedule, fraud_decision_log_schedule, fraud_weekly_training_schedule]
 SENSORS: list = []

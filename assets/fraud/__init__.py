@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.fraud import features, model, monitoring, raw
+from assets.fraud import features, model, monitoring, raw, scoring
 
-ASSETS = dg.load_assets_from_modules([raw, features, model, monitoring])
-CHECKS = dg.load_asset_checks_from_modules([raw, features, model, monitoring])
+ASSETS = dg.load_assets_from_modules([raw, features, model, scoring, monitoring])
+CHECKS = dg.load_asset_checks_from_modules([raw, features, model, scoring, monitoring])

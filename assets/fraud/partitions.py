@@ -1,6 +1,7 @@
-from dagster import DailyPartitionsDefinition
+"""Daily partitions of the fraud case, from the data calendar (`calendar.start`, `calendar.timezone`)."""
 
-from lakehouse.fraud.config import WorldConfig
+from assets.common import time_partitions
+from lakehouse.fraud.settings import FraudSettings
 
-# One partition per calendar day (UTC) of transactions, from the first day of the world.
-daily = DailyPartitionsDefinition(start_date=WorldConfig.from_env().start_date.isoformat())
+# Built when the code location loads: Dagster needs the partitions at definition time.
+daily = time_partitions(FraudSettings().calendar, "daily")

@@ -3,7 +3,7 @@
     LAKEHOUSE_API_KEY=secret .venv/bin/python -m lakehouse.fraud [--port 8000]
 
 Uses LAKEHOUSE_REDIS_URL when set, otherwise starts a private redis-server for the service's
-lifetime; publishes the layer-1 lists and warms the feature store from the lake under
+lifetime; publishes the layer-1 rules and warms the feature store from the lake under
 $LAKEHOUSE_HOME (default .lakehouse, where `make demo` wrote them), then serves the shared
 app with only the fraud case (uvloop, httptools), stream consumers inline.
 """
@@ -12,25 +12,20 @@ import argparse
 import os
 from pathlib import Path
 
-import polars as pl
 import redis
 
-from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
 from lakehouse.common.local_servers import RedisServer
-from lakehouse.fraud.config import CASE, SETTINGS
-from lakehouse.fraud.online import publish_lists, warm_store
-from lakehouse.fraud.rules import RuleLists
-from lakehouse.fraud.tables import read_days
+from lakehouse.fraud.pipeline import publish_rules, warm_online_store
+from lakehouse.fraud.settings import CASE, FraudSettings
 from lakehouse.serving.__main__ import serve
 
 
-def prepare_store(redis_url: str, home: LakehouseHome) -> int:
-    lake = Lake(str(home.lake))
+def prepare_store(redis_url: str, lake: Lake) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
-        publish_lists(client, RuleLists.from_frame(pl.read_parquet(lake.file_url(CASE, "rule_lists"))))
-        return warm_store(client, read_days(lake, "transactions"), SETTINGS)
+        publish_rules(lake, client)
+        return warm_online_store(lake, client, FraudSettings())["applied"]
     finally:
         client.close()
 
@@ -42,14 +37,15 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("LAKEHOUSE_API_KEY"):
         raise SystemExit("LAKEHOUSE_API_KEY is not set: the online endpoints refuse to start without an API key")
-    home = LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve())
+    home = Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()
+    lake = Lake(os.environ.get("LAKEHOUSE_LAKE_URL") or str(home / "lake"))
     server = None if os.environ.get("LAKEHOUSE_REDIS_URL") else RedisServer().start()
     try:
         url = server.url if server else os.environ["LAKEHOUSE_REDIS_URL"]
-        print(f"redis {url}: warming the feature store from {home.lake} ...", flush=True)
-        applied = prepare_store(url, home)
+        print(f"redis {url}: warming the feature store from {lake.root} ...", flush=True)
+        applied = prepare_store(url, lake)
         print(f"{applied:,} transactions applied; serving on http://{args.host}:{args.port}/docs", flush=True)
-        os.environ.update(LAKEHOUSE_REDIS_URL=url, LAKEHOUSE_SERVING_CASES=CASE, LAKEHOUSE_HOME=str(home.root))
+        os.environ.update(LAKEHOUSE_REDIS_URL=url, LAKEHOUSE_SERVING_CASES=CASE, LAKEHOUSE_HOME=str(home))
         serve(args.host, args.port)
     finally:
         if server:

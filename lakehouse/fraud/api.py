@@ -1,11 +1,18 @@
-"""POST /fraud/decisions: the real-time decision service (mounted in the shared app).
+"""POST /fraud/decisions and POST /fraud/labels: the real-time decision service (mounted in the shared app).
 
 The champion cascade is loaded from MLflow at start and polled: a promotion swaps the model
-between two requests (a request finishes with the model it started with). Rule lists come
-from Redis (polled) or, when Redis is away at start, from the lake. With
-LAKEHOUSE_FRAUD_CONSUMERS=inline (default) the stream consumers (feature updates, decision
-log) run inside the service; `off` leaves them to `python -m lakehouse.fraud.consumer`.
-The events go to a Redis Stream, or to Kafka when LAKEHOUSE_KAFKA_BOOTSTRAP is set.
+between two requests (a request finishes with the model it started with). Rules come from
+Redis (polled) or, when Redis is away at start, from the lake. Every answered decision is in
+the on-disk spool before the answer leaves; the publisher moves it to the event stream. With
+`consumers: inline` (default) the stream consumers (feature updates, decision log) run inside
+the service; `off` leaves them to `python -m lakehouse.fraud.consumer`.
+
+Hardening: event times are checked against the service clock (refused when further ahead than
+`serving.future_tolerance_s` or older than the longest feature window; earlier times within
+the window are fine, out of order included), in the shape of the app's validation errors;
+non-finite numbers are refused (422); a store found without its epoch key (a Redis restarted without its data)
+is reported by /ready, its decisions are flagged degraded, and it is warmed again from the
+lake in the background; a full spool answers 503 rather than a decision it could not log.
 """
 
 from __future__ import annotations
@@ -13,62 +20,89 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 from datetime import UTC, datetime
-from typing import Literal
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, HTTPException, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from lakehouse.common.registry import Registry
-from lakehouse.fraud.config import CASE, CONSUMER_GROUPS, SETTINGS, fraud_serving_env
+from lakehouse.common.lake import Lake
+from lakehouse.common.registry import CHAMPION, Registry
+from lakehouse.fraud.features import DAY_MS, EPOCH_KEY, registry_for
 from lakehouse.fraud.model import load_cascade
 from lakehouse.fraud.online import (
+    CONSUMER_GROUPS,
+    WARMING_KEY,
     Decider,
     DecisionLogConsumer,
     EventPublisher,
     FeatureConsumer,
     LoadedModel,
+    Spool,
+    SpoolFull,
     epoch_ms,
     event_fields,
     event_stream,
+    label_fields,
     read_lists,
+    store_history,
+    warm_store,
 )
 from lakehouse.fraud.rules import RuleLists
-from lakehouse.serving.app import CaseService, ServingSettings
+from lakehouse.fraud.settings import CASE, FraudSettings
+from lakehouse.serving.app import CaseService
+from lakehouse.serving.app import ServingSettings as AppSettings
 
 log = logging.getLogger(__name__)
 ID = r"^[^\x00-\x1f]{1,64}$"  # no control characters: they separate fields in the store
 
 
 class TransactionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tx_id: str = Field(pattern=ID, description="Unique transaction id (idempotency key of the feature update).")
-    ts: datetime | None = Field(None, description="Event time (ISO 8601, UTC when naive); default: now.")
+    ts: datetime | None = Field(None, description="Event time (ISO 8601, UTC when naive); default: now. Refused when ahead of the service clock by more than the tolerance, or older than the longest feature window.")
     customer_id: str = Field(pattern=ID)
     card_id: str = Field(pattern=ID)
     merchant_id: str = Field(pattern=ID)
-    channel: Literal["card_present", "ecommerce", "transfer"]
-    amount_eur: float = Field(gt=0, le=10_000_000)
+    channel: str = Field(pattern=ID, description="One of the settings' `channels`.")
+    amount: float = Field(gt=0, le=1e9, description="In the settings' currency.")
     device_id: str | None = Field(None, pattern=ID)
     ip: str | None = Field(None, pattern=ID)
     payee_iban: str | None = Field(None, pattern=ID)
     country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    category: str | None = Field(None, pattern=ID)
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
+    customer_lat: float | None = Field(None, ge=-90, le=90)
+    customer_lon: float | None = Field(None, ge=-180, le=180)
+
+
+class LabelIn(BaseModel):
+    """A fraud label (chargeback, investigation) of an earlier payment."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    tx_id: str = Field(pattern=ID)
+    ts: datetime = Field(description="When the labelled payment was made.")
+    merchant_id: str = Field(pattern=ID)
+    category: str | None = Field(None, pattern=ID)
+    is_fraud: bool = True
 
 
 class DecisionOut(BaseModel):
     tx_id: str
-    decision: Literal["approve", "review", "block"]
+    decision: str = Field(description="approve, review or block.")
     score: float = Field(description="Fraud probability of the last layer reached (1.0 for a layer-1 block).")
     layer: int = Field(description="1 rules, 2 LightGBM, 3 XGBoost.")
     reasons: list[str]
     model_version: str
-    degraded: bool = Field(description="True when the feature store was unavailable: rules + layer 2 on default features.")
+    degraded: bool = Field(description="True when the feature store was unavailable or had lost its data: rules + layer 2 on default features.")
     latency_ms: float = Field(description="Server-side time to decide.")
     layer_ms: dict[str, float]
 
@@ -78,51 +112,93 @@ def async_client(url: str, timeout_s: float) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
 
+def lake_for(settings: AppSettings) -> Lake:
+    return Lake(os.environ.get("LAKEHOUSE_LAKE_URL") or str(settings.home.lake))
+
+
+class ServiceClock:
+    """`now` for the checks of event times: the wall clock, or, to replay past traffic, a clock
+    that starts at `replay_from` and moves forward with time and with the payments accepted."""
+
+    def __init__(self, replay_from: datetime | None = None):
+        self.origin = epoch_ms(replay_from) if replay_from else None
+        self.started = time.monotonic()
+        self.latest = 0
+
+    def now_ms(self) -> int:
+        if self.origin is None:
+            return time.time_ns() // 1_000_000
+        return max(self.latest, self.origin + round((time.monotonic() - self.started) * 1000))
+
+    def accept(self, ts_ms: int) -> None:
+        self.latest = max(self.latest, ts_ms)
+
+
+def _refused(field: str, message: str) -> RequestValidationError:
+    """A refusal in the shape of the app's validation errors (422)."""
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
 class FraudService:
-    def __init__(self, settings: ServingSettings, consumers: str | None = None):
+    def __init__(self, settings: AppSettings, fraud: FraudSettings | None = None, clock: ServiceClock | None = None):
         self.settings = settings
-        self.consumers_mode = consumers or fraud_serving_env()["consumers"]
+        self.fraud = fraud or FraudSettings()
+        self.clock = clock or ServiceClock(self.fraud.serving.replay_from)
         self.registry = Registry(settings.tracking_uri, settings.home.mlflow_artifacts)
-        self.parts_root = settings.home.lake / CASE / "decision_log_parts"
+        self.lake = lake_for(settings)
         self.decider: Decider | None = None
+        self.lists = RuleLists()
         self.lists_version: str | None = None
         self.tasks: list[asyncio.Task] = []
+        self.warming: asyncio.Task | None = None
+        self.warmed = 0
         self.client = async_client(settings.redis_url, 1.0)
         self.consumer_client = async_client(settings.redis_url, 2.0)
-        self.stream = event_stream(self.client)
-        self.consumer_stream = event_stream(self.consumer_client)
-        self.publisher = EventPublisher(self.stream, settings.home.root / CASE / "spool", SETTINGS)
-        self.consumers = [
-            FeatureConsumer(self.consumer_stream, self.consumer_client),
-            DecisionLogConsumer(self.consumer_stream, self.parts_root),
-        ]
+        self.stream = event_stream(self.client, self.fraud)
+        self.consumer_stream = event_stream(self.consumer_client, self.fraud)
+        serving = self.fraud.serving
+        self.publisher = EventPublisher(self.stream, Spool(settings.home.root / CASE / "spool", serving.spool_max_bytes, serving.spool_segment_events), serving)
+        self.features = FeatureConsumer(self.consumer_stream, self.consumer_client, registry_for(self.fraud), self.fraud)
+        self.consumers = [self.features, DecisionLogConsumer(self.consumer_stream, self.lake, self.fraud)]
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self.lists = await self._initial_lists()
-        lists = self.lists
         try:
-            cascade, version = await asyncio.to_thread(load_cascade, self.registry, SETTINGS)
-            self.decider = Decider(self.client, LoadedModel(cascade, version), lists, SETTINGS)
+            cascade, version = await asyncio.to_thread(load_cascade, self.registry, self.fraud)
+            self._use(LoadedModel(cascade, version))
         except LookupError as exc:
             log.warning("fraud service starts without a model: %s", exc)
+        try:
+            warm = await asyncio.wait_for(self.client.exists(EPOCH_KEY), 1.0)
+        except Exception:  # Redis away: the first read that finds it back checks the epoch
+            warm = True
+        if not warm:
+            await self._warm()
         self.publisher.start()
         self.tasks = [asyncio.create_task(self._poll_model()), asyncio.create_task(self._poll_lists())]
-        if self.consumers_mode == "inline":
+        if self.fraud.consumers == "inline":
             self.tasks += [asyncio.create_task(c.run()) for c in self.consumers]
 
     async def stop(self) -> None:
         for consumer in self.consumers:
             consumer.stopping = True
-        for task in self.tasks[:2]:  # the pollers only sleep or wait for MLflow: safe to cancel
+        for task in [*self.tasks[:2], *([self.warming] if self.warming else [])]:  # pollers and warm-up: safe to cancel
             task.cancel()
-        await asyncio.wait(self.tasks, timeout=5.0)
+        await asyncio.wait([*self.tasks, *([self.warming] if self.warming else [])], timeout=5.0)
         await self.publisher.stop()
         for stream in (self.stream, self.consumer_stream):
             await stream.aclose()
         await self.client.aclose()
         await self.consumer_client.aclose()
+
+    def _use(self, model: LoadedModel) -> None:
+        if self.decider is None:
+            self.decider = Decider(self.client, model, self.lists, self.fraud, on_store_lost=self._store_lost)
+        else:
+            self.decider.model = model
+        self.features.registry = model.cascade.registry
 
     async def _initial_lists(self) -> RuleLists:
         try:
@@ -131,26 +207,20 @@ class FraudService:
                 return lists
         except Exception as exc:
             log.warning("rule lists not readable from Redis (%r): using the lake's", exc)
-        lake_file = self.settings.home.lake / CASE / "rule_lists" / "data.parquet"
-        if lake_file.exists():
-            import polars as pl
-
-            return RuleLists.from_frame(pl.read_parquet(lake_file))
+        if self.lake.exists(CASE, "rule_lists"):
+            return RuleLists.from_frame(await asyncio.to_thread(self.lake.read, CASE, "rule_lists"))
         return RuleLists()
 
     async def _poll_model(self) -> None:
-        name = SETTINGS.registered_model_name
+        name = self.fraud.cascade.registered_model_name
         while True:
-            await asyncio.sleep(SETTINGS.model_poll_s)
+            await asyncio.sleep(self.fraud.serving.model_poll_s)
             try:
-                version = await asyncio.to_thread(self.registry.alias_version, name, "champion")
+                version = await asyncio.to_thread(self.registry.alias_version, name, CHAMPION)
                 current = self.decider.model.version if self.decider else None
                 if version is not None and version != current:
-                    cascade, version = await asyncio.to_thread(load_cascade, self.registry, SETTINGS)
-                    if self.decider is None:
-                        self.decider = Decider(self.client, LoadedModel(cascade, version), self.lists, SETTINGS)
-                    else:
-                        self.decider.model = LoadedModel(cascade, version)
+                    cascade, version = await asyncio.to_thread(load_cascade, self.registry, self.fraud)
+                    self._use(LoadedModel(cascade, version))
                     log.warning("fraud champion v%s -> v%s", current, version)
             except asyncio.CancelledError:
                 raise
@@ -159,54 +229,117 @@ class FraudService:
 
     async def _poll_lists(self) -> None:
         while True:
-            await asyncio.sleep(SETTINGS.lists_poll_s)
+            await asyncio.sleep(self.fraud.serving.lists_poll_s)
             try:
                 lists, version = await asyncio.wait_for(read_lists(self.client), 1.0)
-                if version is not None and version != self.lists_version and self.decider is not None:
-                    self.decider.lists = self.lists = lists
+                if version is not None and version != self.lists_version:
+                    self.lists = lists
                     self.lists_version = version
+                    if self.decider is not None:
+                        self.decider.lists = lists
             except asyncio.CancelledError:
                 raise
             except Exception:
-                pass  # Redis away: keep the lists in memory
+                pass  # Redis away: keep the rules in memory
+
+    # ------------------------------------------------------------------ a store that lost its data
+
+    def _store_lost(self) -> None:
+        if self.warming is None or self.warming.done():
+            self.warming = asyncio.get_running_loop().create_task(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            await self._warm_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis away again, or the lake unreadable: the next lost read tries again
+            log.warning("fraud feature store warm-up failed: %r", exc)
+
+    async def _warm_once(self) -> None:
+        """Warm the store from the lake (one process at a time; the others wait for its epoch)."""
+        import redis
+
+        if not await self.client.set(WARMING_KEY, str(os.getpid()), nx=True, ex=3600):
+            while not await self.client.exists(EPOCH_KEY):
+                await asyncio.sleep(0.5)
+            return
+        registry = self.decider.model.cascade.registry if self.decider else registry_for(self.fraud)
+        day = datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC).date()
+        started = time.perf_counter()
+        try:
+            history, labels = await asyncio.to_thread(store_history, self.lake, registry, day)
+            sync = redis.Redis.from_url(self.settings.redis_url)
+            try:
+                self.warmed = await asyncio.to_thread(warm_store, sync, history, registry, self.fraud.serving, labels)
+            finally:
+                sync.close()
+            log.warning("fraud feature store warmed from the lake: %d transactions in %.1f s", self.warmed, time.perf_counter() - started)
+        finally:
+            await self.client.delete(WARMING_KEY)
+
+    # ------------------------------------------------------------------ state
 
     async def drained(self) -> bool:
         """Every decision so far is published and handled by both consumer groups."""
-        return not self.publisher.buffer and await self.consumer_stream.caught_up(CONSUMER_GROUPS)
+        return not self.publisher.waiting and await self.consumer_stream.caught_up(CONSUMER_GROUPS)
 
     def ready(self) -> dict:
         decider = self.decider
+        if self.warming is not None and not self.warming.done():
+            store = "warming"
+        elif decider and decider.store_lost:
+            store = "lost"
+        elif decider and decider.breaker.consecutive:
+            store = "unavailable"
+        else:
+            store = "ok"
         return {
             "ready": decider is not None,
             "model_version": decider.model.version if decider else None,
-            "feature_store": "unavailable" if decider and decider.breaker.consecutive else "ok",
+            "feature_store": store,
             "lists_version": self.lists_version,
-            "events_waiting": len(self.publisher.buffer),
+            "events_waiting": self.publisher.waiting,
             "events_published": self.publisher.published,
-            "consumers": self.consumers_mode,
+            "consumers": self.fraud.consumers,
         }
 
     # ------------------------------------------------------------------ routes
 
+    def _time(self, ts: datetime | None, max_age_ms: int) -> int:
+        now = self.clock.now_ms()
+        if ts is None:
+            return now
+        ts_ms = epoch_ms(ts)
+        tolerance = self.fraud.serving.future_tolerance_s
+        if ts_ms > now + tolerance * 1000:
+            raise _refused("ts", f"ts is {(ts_ms - now) / 1000:,.0f} s ahead of the service clock (tolerance {tolerance:,.0f} s)")
+        if ts_ms < now - max_age_ms:
+            raise _refused("ts", f"ts is older than the longest feature window ({max_age_ms / DAY_MS:g} days)")
+        return ts_ms
+
     async def _decide(self, decider: Decider, tx: TransactionIn) -> bytes:
-        ts = tx.ts or datetime.now(UTC)
+        if tx.channel not in self.fraud.channels:
+            raise _refused("channel", f"unknown channel; the settings' channels are {list(self.fraud.channels)}")
+        cascade = decider.model.cascade
+        ts_ms = self._time(tx.ts, cascade.registry.horizon_ms("customer"))
         fields = tx.model_dump()
-        decision, features = await decider.decide(fields, ts)
-        self.publisher.put(event_fields(fields, epoch_ms(ts), decision, features, decider.model.cascade.layer2_features))
+        decision, features = await decider.decide(fields, ts_ms)
+        self.publisher.put(event_fields(fields, ts_ms, decision, features, cascade.layer2_features))  # on disk before the answer
+        self.clock.accept(ts_ms)
         # Serialized here: the response model documents the body without validating it twice.
         return json.dumps(decision.as_dict()).encode()
 
     async def decide_shortcut(self, body: bytes) -> bytes | None:
-        """POST /decisions without FastAPI's machinery: None for anything but a valid body with
-        a model loaded, which the route then answers (422, 503)."""
+        """POST /decisions without FastAPI's machinery: None for anything but a decision, which
+        the route then answers (422, 503)."""
         decider = self.decider
         if decider is None:
             return None
         try:
-            tx = TransactionIn.model_validate_json(body)
-        except ValidationError:
+            return await self._decide(decider, TransactionIn.model_validate_json(body))
+        except (ValidationError, RequestValidationError, SpoolFull):
             return None
-        return await self._decide(decider, tx)
 
     def case_service(self) -> CaseService:
         return CaseService(CASE, self.router(), start=self.start, stop=self.stop, ready=self.ready, hot={"/decisions": self.decide_shortcut})
@@ -218,24 +351,42 @@ class FraudService:
             "/decisions",
             response_model=DecisionOut,
             summary="Decide on one payment: approve, review or block",
-            responses={503: {"description": "No champion model is loaded yet"}},
+            responses={503: {"description": "No champion model is loaded yet, or the decision spool is full"}},
         )
         async def decide(tx: TransactionIn) -> Response:
             decider = self.decider
             if decider is None:
                 raise HTTPException(503, "no champion fraud model is loaded yet: train and promote one")
-            return Response(await self._decide(decider, tx), media_type="application/json")
+            try:
+                return Response(await self._decide(decider, tx), media_type="application/json")
+            except SpoolFull as exc:
+                raise HTTPException(503, str(exc)) from None
+
+        @router.post(
+            "/labels",
+            status_code=202,
+            summary="Report a fraud label (chargeback) of an earlier payment; it counts in features once its delay has passed",
+            responses={503: {"description": "The spool is full"}},
+        )
+        async def labels(label: LabelIn) -> dict:
+            registry = self.decider.model.cascade.registry if self.decider else registry_for(self.fraud)
+            ts_ms = self._time(label.ts, registry.history_span * DAY_MS)
+            try:
+                self.publisher.put(label_fields(label.tx_id, ts_ms, label.merchant_id, label.category, label.is_fraud))
+            except SpoolFull as exc:
+                raise HTTPException(503, str(exc)) from None
+            return {"tx_id": label.tx_id, "accepted": True}
 
         return router
 
 
-def service(settings: ServingSettings) -> CaseService:
+def service(settings: AppSettings) -> CaseService:
     return FraudService(settings).case_service()
 
 
-def preflight(settings: ServingSettings) -> None:
+def preflight(settings: AppSettings) -> None:
     """Checked once before the workers start: the stream consumers must not run once per worker."""
-    if settings.workers > 1 and fraud_serving_env()["consumers"] == "inline":
+    if settings.workers > 1 and FraudSettings().consumers == "inline":
         raise SystemExit(
             "several workers would each run the fraud stream consumers: set LAKEHOUSE_FRAUD_CONSUMERS=off "
             "and run `python -m lakehouse.fraud.consumer` beside the service"

@@ -1,9 +1,10 @@
 """Run the stream consumers in their own process: `python -m lakehouse.fraud.consumer`.
 
 The `features` group keeps the Redis feature store current; the `decision-log` group writes
-decisions to the lake under $LAKEHOUSE_HOME. Use it with LAKEHOUSE_FRAUD_CONSUMERS=off on the
-service. Redis: LAKEHOUSE_REDIS_URL (default redis://127.0.0.1:6379/0); the events come from
-its stream, or from Kafka when LAKEHOUSE_KAFKA_BOOTSTRAP is set.
+decisions and labels to the lake (LAKEHOUSE_LAKE_URL, default $LAKEHOUSE_HOME/lake). Use it
+with LAKEHOUSE_FRAUD_CONSUMERS=off on the service. Redis: LAKEHOUSE_REDIS_URL (default
+redis://127.0.0.1:6379/0); the events come from its stream, or from Kafka when
+LAKEHOUSE_FRAUD_KAFKA_BOOTSTRAP is set. Feature definitions follow the settings.
 """
 
 import argparse
@@ -18,17 +19,19 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
 import uvloop
 
-from lakehouse.common.home import LakehouseHome
+from lakehouse.common.lake import Lake
 from lakehouse.fraud.api import async_client
-from lakehouse.fraud.config import CASE
+from lakehouse.fraud.features import registry_for
 from lakehouse.fraud.online import DecisionLogConsumer, FeatureConsumer, event_stream
+from lakehouse.fraud.settings import FraudSettings
 
 
-async def run(redis_url: str, home: LakehouseHome, name: str) -> None:
+async def run(redis_url: str, lake: Lake, name: str) -> None:
     """Until SIGINT or SIGTERM; each consumer finishes its current batch first."""
+    settings = FraudSettings()
     client = async_client(redis_url, 2.0)
-    stream = event_stream(client)
-    consumers = [FeatureConsumer(stream, client, name), DecisionLogConsumer(stream, home.lake / CASE / "decision_log_parts", name)]
+    stream = event_stream(client, settings)
+    consumers = [FeatureConsumer(stream, client, registry_for(settings), settings, name), DecisionLogConsumer(stream, lake, settings, name)]
 
     def stop() -> None:
         for consumer in consumers:
@@ -49,8 +52,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("LAKEHOUSE_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--name", default="c1", help="consumer name inside each group (a restart with the same name resumes its pending events)")
     args = parser.parse_args()
-    home = LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve())
-    uvloop.run(run(args.redis_url, home, args.name))
+    home = Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()
+    uvloop.run(run(args.redis_url, Lake(os.environ.get("LAKEHOUSE_LAKE_URL") or str(home / "lake")), args.name))
 
 
 if __name__ == "__main__":

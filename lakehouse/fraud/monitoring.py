@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.drift import ks_statistic
-from lakehouse.fraud.config import FraudSettings
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    name: str
-    passed: bool
-    metadata: dict  # always carries "value" and "threshold" for the alert table
+from lakehouse.fraud.settings import FraudSettings
 
 
 def live_features(log: pl.DataFrame) -> pl.DataFrame:
@@ -25,42 +18,49 @@ def live_features(log: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame([json.loads(r) for r in rows]) if rows else pl.DataFrame()
 
 
+def _too_few(count: int, settings: FraudSettings) -> bool:
+    return count < settings.monitoring.min_decisions_for_checks
+
+
 def feature_drift(reference: pl.DataFrame, log: pl.DataFrame, settings: FraudSettings) -> CheckOutcome:
+    limit = settings.monitoring.max_feature_drift_ks
     live = live_features(log)
     columns = [c for c in live.columns if c in reference.columns]
-    if live.height < settings.min_decisions_for_checks or not columns:
-        return CheckOutcome("feature_drift", True, {"value": 0.0, "threshold": f"ks <= {settings.max_feature_drift_ks}", "note": f"{live.height} decisions: too few to test"})
+    threshold = f"KS <= {limit}"
+    description = "Layer-2 inputs of the day vs the test window of the champion's training (two-sample KS, worst feature)."
+    if _too_few(live.height, settings) or not columns:
+        return CheckOutcome("feature_drift", True, 0.0, threshold, description, metadata={"note": f"{live.height} decisions: too few to test"})
     stats = {c: ks_statistic(reference[c].cast(pl.Float64).to_numpy(), live[c].cast(pl.Float64).fill_null(np.nan).to_numpy()) for c in columns}
     worst = max(stats, key=stats.get)
-    table = "\n".join(["| feature | KS |", "|---|---|", *(f"| {c} | {v:.3f} |" for c, v in sorted(stats.items(), key=lambda kv: -kv[1])[:10])])
+    top = pl.DataFrame({"feature": list(stats), "ks": [round(v, 3) for v in stats.values()]}).sort("ks", descending=True).head(10)
     return CheckOutcome(
-        "feature_drift",
-        bool(stats[worst] <= settings.max_feature_drift_ks),
-        {"value": stats[worst], "threshold": f"ks <= {settings.max_feature_drift_ks}", "worst_feature": worst, "decisions": live.height, "top": table},
+        "feature_drift", bool(stats[worst] <= limit), round(stats[worst], 3), threshold, description,
+        metadata={"worst_feature": worst, "decisions": live.height, "top": top},
     )
 
 
 def layer3_share(log: pl.DataFrame, settings: FraudSettings) -> CheckOutcome:
-    low, high = settings.layer3_share_band
+    low, high = settings.monitoring.layer3_share_band
     share = float((log["layer"] == 3).mean()) if log.height else 0.0
-    ok = bool(log.height < settings.min_decisions_for_checks or low <= share <= high)
-    return CheckOutcome("layer3_share", ok, {"value": share, "threshold": f"[{low}, {high}]", "decisions": log.height})
+    ok = bool(_too_few(log.height, settings) or low <= share <= high)
+    return CheckOutcome(
+        "layer3_share", ok, round(share * 100, 2), f"[{low:.1%}, {high:.1%}] of decisions (value in %)",
+        f"Share of decisions re-scored by layer 3 (configured {settings.cascade.layer3_share:.0%}).", metadata={"decisions": log.height},
+    )
 
 
 def decision_rate(log: pl.DataFrame, expected_flag_rate: float, settings: FraudSettings) -> CheckOutcome:
-    """Share of review + block decisions vs the rate measured on the test days, within a factor."""
+    """Share of review + block decisions vs the rate measured on the test window, within a factor."""
     rate = float((log["decision"] != "approve").mean()) if log.height else 0.0
-    r = settings.max_flag_rate_ratio
+    r = settings.monitoring.max_flag_rate_ratio
     low, high = expected_flag_rate / r, expected_flag_rate * r
-    ok = bool(log.height < settings.min_decisions_for_checks or low <= rate <= high)
+    ok = bool(_too_few(log.height, settings) or low <= rate <= high)
     return CheckOutcome(
-        "decision_rate",
-        ok,
-        {
-            "value": rate,
-            "threshold": f"[{low:.4f}, {high:.4f}] (test-day rate {expected_flag_rate:.4f} x/÷ {r})",
-            "block_rate": float((log["decision"] == "block").mean()) if log.height else 0.0,
-            "degraded_share": float(log["degraded"].mean()) if log.height else 0.0,
+        "decision_rate", ok, round(rate * 100, 3), f"[{low:.3%}, {high:.3%}] (test-window rate {expected_flag_rate:.3%} x/÷ {r}; value in %)",
+        "Review + block rate of the day vs the champion's test window.",
+        metadata={
+            "block_rate_pct": round(float((log["decision"] == "block").mean()) * 100, 3) if log.height else 0.0,
+            "degraded_pct": round(float(log["degraded"].mean()) * 100, 3) if log.height else 0.0,
             "decisions": log.height,
         },
     )

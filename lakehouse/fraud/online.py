@@ -1,26 +1,28 @@
 """The online side: feature store reads, the decision cascade on one transaction, the event
-stream (publisher and consumer groups) and the decision log.
+stream (spool, publisher and consumer groups), the decision log and the store's warm-up.
 
 Flow of one transaction: read its state from Redis in one pipelined round trip (bounded by a
 timeout; a failure opens a short circuit so an outage costs no waiting), compute the registry
 features, apply the rules, score layer 2 and, inside the band, layer 3 (a second round trip
-for the heavy merchant windows), decide, and hand the event to the publisher. The publisher
-appends events to the event stream (a Redis Stream, or Kafka) in the background; the
-`features` consumer group applies each to the store (idempotent by transaction id) and the
-`decision-log` group writes them to the lake by day. Events wait in memory while the stream
-is away and are spooled to disk on shutdown, so none is lost across a restart.
+for the heavy merchant windows), decide, and append the event to the on-disk spool before the
+answer leaves: a decision that was answered is never lost, even to kill -9. The publisher
+moves spooled events to the event stream (a Redis Stream, or Kafka); the `features` consumer
+group applies them to the store (idempotent by transaction id) and the `decision-log` group
+writes them to the lake by day. Fraud labels (chargebacks) travel the same way and count in
+the store once their delay has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,38 +30,47 @@ import numpy as np
 import polars as pl
 
 from lakehouse.common.event_stream import Event, EventStream, KafkaEventStream, RedisEventStream
-from lakehouse.fraud.config import (
-    DECISION_LOG_GROUP,
-    FEATURES_GROUP,
-    KAFKA_TOPIC,
-    LISTS_KEY_PREFIX,
-    LISTS_VERSION_KEY,
-    SETTINGS,
-    STREAM_KEY,
-    FraudSettings,
-    fraud_serving_env,
-)
+from lakehouse.common.lake import Lake
 from lakehouse.fraud.features import (
     ENTITIES,
+    EPOCH_KEY,
+    LABEL_SCRIPT,
     LAYER3_ONLY_ENTITIES,
     UPDATE_SCRIPT,
     OnlineState,
+    Registry,
+    label_args,
+    online_features,
     parse_replies,
     read_commands,
     row_features,
     update_args,
-    window_values,
 )
 from lakehouse.fraud.model import Cascade
-from lakehouse.fraud.rules import LIST_NAMES, RULE_FEATURES, RuleLists, rule_hits, rule_score
+from lakehouse.fraud.rules import LIST_NAMES, RuleLists, rule_features, rule_hits, rule_score
+from lakehouse.fraud.settings import CASE, FraudSettings, ServingSettings
 
 log = logging.getLogger(__name__)
 
+STREAM_KEY = "fraud:events"
+KAFKA_TOPIC = "fraud.events"
+FEATURES_GROUP = "features"
+DECISION_LOG_GROUP = "decision-log"
+CONSUMER_GROUPS = (FEATURES_GROUP, DECISION_LOG_GROUP)
+LISTS_KEY_PREFIX = "fraud:lists:"
+LISTS_THRESHOLDS_KEY = "fraud:lists:thresholds"
+LISTS_VERSION_KEY = "fraud:lists:version"
+WARMING_KEY = "fraud:warming"  # held by the process re-warming the store
+DECISION_LOG_PARTS = "decision_log_parts"
+LABEL_LOG_PARTS = "label_log_parts"
 FIRST_ENTITIES = tuple(e for e in ENTITIES if e not in LAYER3_ONLY_ENTITIES)
-TX_FIELDS = ("tx_id", "customer_id", "card_id", "merchant_id", "channel", "amount_eur", "device_id", "ip", "payee_iban", "country", "lat", "lon")
-
-
-# --------------------------------------------------------------------------- batch helpers (sync)
+ALL_ENTITIES = tuple(ENTITIES)
+TX_FIELDS = (
+    "tx_id", "customer_id", "card_id", "merchant_id", "channel", "amount", "device_id", "ip", "payee_iban", "country", "category",
+    "lat", "lon", "customer_lat", "customer_lon",
+)
+FLOAT_FIELDS = ("amount", "lat", "lon", "customer_lat", "customer_lon")
+LABEL = "label"  # the `kind` of a label event (decision events have none)
 
 
 def epoch_ms(ts: datetime) -> int:
@@ -68,24 +79,57 @@ def epoch_ms(ts: datetime) -> int:
     return round((ts - datetime(1970, 1, 1)).total_seconds() * 1000)
 
 
-def warm_store(client, transactions: pl.DataFrame, settings: FraudSettings = SETTINGS, batch: int = 2000) -> int:
-    """Apply transactions (in time order) to the store with the consumer's update; returns how many were new."""
+# --------------------------------------------------------------------------- warming the store (sync)
+
+
+def warm_store(client, transactions: pl.DataFrame, registry: Registry, serving: ServingSettings, labels: pl.DataFrame | None = None, batch: int = 2000) -> int:
+    """Apply transactions (in time order), their fraud labels and other labels (tx_id, ts,
+    merchant_id, category, is_fraud) to the store with the consumer's updates, then mark the
+    store warm; returns how many transactions were new."""
     script = client.register_script(UPDATE_SCRIPT)
+    label = client.register_script(LABEL_SCRIPT)
     applied = 0
     rows = transactions.sort("ts", "tx_id").iter_rows(named=True)
-    while True:
-        chunk = [r for _, r in zip(range(batch), rows)]
-        if not chunk:
-            return applied
+    while chunk := [r for _, r in zip(range(batch), rows)]:
         pipe = client.pipeline(transaction=False)
         for row in chunk:
-            keys, args = update_args(row, epoch_ms(row["ts"]), settings)
+            ts_ms = epoch_ms(row["ts"])
+            keys, args = update_args(row, ts_ms, registry, serving)
             script(keys=keys, args=args, client=pipe)
-        applied += sum(int(x) for x in pipe.execute())
+        applied += sum(int(reply) for reply in pipe.execute())
+    known = transactions.filter(pl.col("is_fraud")).select("tx_id", "ts", "merchant_id", *[c for c in ("category",) if c in transactions.columns])
+    if labels is not None:
+        known = pl.concat([known, labels.filter(pl.col("is_fraud")).select(known.columns)], how="diagonal_relaxed")
+    pipe = client.pipeline(transaction=False)
+    for row in known.iter_rows(named=True):
+        if labelled := label_args({**row, "is_fraud": True, "ts_ms": epoch_ms(row["ts"])}, registry, serving.dedupe_ttl_s):
+            label(keys=labelled[0], args=labelled[1], client=pipe)
+    pipe.execute()
+    client.set(EPOCH_KEY, datetime.now(UTC).isoformat())
+    return applied
+
+
+def store_history(lake: Lake, registry: Registry, last_day: date) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Everything the store should hold on `last_day`, from the lake: the transactions and the
+    decision log of the days its windows reach (with the fraud labels known so far), and the
+    labels that came through the stream."""
+    first = last_day - timedelta(days=registry.history_span + 1)
+    days = {(first + timedelta(days=i)).isoformat() for i in range((last_day - first).days + 1)}
+
+    def read(name: str) -> pl.DataFrame | None:
+        stored = [d for d in lake.partitions(CASE, name, "day") if d in days]
+        return lake.read_partitions(CASE, name, "day", stored) if stored else None
+
+    columns = [*TX_FIELDS, "ts", "is_fraud"]
+    frames = [f.select([c for c in columns if c in f.columns]) for f in (read("transactions"), read(DECISION_LOG_PARTS)) if f is not None]
+    if not frames:
+        return pl.DataFrame(schema={"tx_id": pl.String, "ts": pl.Datetime("ms"), "customer_id": pl.String, "merchant_id": pl.String, "amount": pl.Float64, "is_fraud": pl.Boolean}), None
+    history = pl.concat(frames, how="diagonal_relaxed").with_columns(pl.col("is_fraud").fill_null(False))
+    return history.sort("ts", "tx_id").unique("tx_id", keep="first", maintain_order=True), read(LABEL_LOG_PARTS)
 
 
 def publish_lists(client, lists: RuleLists) -> str:
-    """Replace the published lists atomically and bump their version."""
+    """Replace the published rules atomically and bump their version."""
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
     pipe = client.pipeline(transaction=True)
     for name in LIST_NAMES:
@@ -94,6 +138,9 @@ def publish_lists(client, lists: RuleLists) -> str:
         values = sorted(getattr(lists, name))
         if values:
             pipe.sadd(key, *values)
+    pipe.delete(LISTS_THRESHOLDS_KEY)
+    if lists.thresholds:
+        pipe.hset(LISTS_THRESHOLDS_KEY, mapping={k: repr(v) for k, v in lists.thresholds.items()})
     pipe.set(LISTS_VERSION_KEY, version)
     pipe.execute()
     return version
@@ -104,8 +151,12 @@ async def read_lists(client) -> tuple[RuleLists, str | None]:
     pipe.get(LISTS_VERSION_KEY)
     for name in LIST_NAMES:
         pipe.smembers(LISTS_KEY_PREFIX + name)
-    version, *sets = await pipe.execute()
-    lists = RuleLists(**{name: frozenset(v.decode() for v in members) for name, members in zip(LIST_NAMES, sets)})
+    pipe.hgetall(LISTS_THRESHOLDS_KEY)
+    version, *sets, thresholds = await pipe.execute()
+    lists = RuleLists(
+        **{name: frozenset(v.decode() for v in members) for name, members in zip(LIST_NAMES, sets)},
+        thresholds={k.decode(): float(v) for k, v in thresholds.items()},
+    )
     return lists, version.decode() if version else None
 
 
@@ -161,53 +212,66 @@ class Decision:
 
 
 @lru_cache(maxsize=8)
-def _layer_names(cascade: Cascade) -> tuple[frozenset[str], frozenset[str]]:
-    """Features layer 2 and the rules need, and every feature of layer 3."""
-    return frozenset(cascade.layer2_features) | frozenset(RULE_FEATURES), frozenset(cascade.layer3_features)
+def _layer_names(cascade: Cascade) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """Features layer 2 and the rules need, every feature of layer 3, and those layer 3 adds."""
+    first = frozenset(cascade.layer2_features) | frozenset(rule_features(cascade.registry))
+    return first, frozenset(cascade.layer3_features), frozenset(cascade.layer3_features) - first
 
 
 class Decider:
-    """Decides one transaction at a time from the current model, lists and store."""
+    """Decides one transaction at a time from the current model, rules and store.
+    `on_store_lost` is called when a read finds the store without its epoch key."""
 
-    def __init__(self, client, model: LoadedModel, lists: RuleLists, settings: FraudSettings = SETTINGS):
+    def __init__(self, client, model: LoadedModel, lists: RuleLists, settings: FraudSettings, on_store_lost=None):
         self.client = client
         self.model = model  # replaced as a whole on promotion: a request keeps the one it started with
         self.lists = lists
         self.settings = settings
-        self.breaker = Breaker(settings.redis_failures_to_open, settings.redis_retry_after_s)
+        self.breaker = Breaker(settings.serving.redis_failures_to_open, settings.serving.redis_retry_after_s)
+        self.on_store_lost = on_store_lost
+        self.store_lost = False
 
-    async def _read(self, tx: dict, ts_ms: int, entities: tuple[str, ...], state: OnlineState | None = None) -> OnlineState | None:
+    async def _read(self, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, state: OnlineState | None = None) -> OnlineState | None:
         if not self.breaker.allows():
             return None
         try:
-            async with asyncio.timeout(self.settings.redis_timeout_s):
+            async with asyncio.timeout(self.settings.serving.redis_timeout_s):
                 pipe = self.client.pipeline(transaction=False)
-                plan = read_commands(pipe, tx, ts_ms, entities)
+                plan = read_commands(pipe, tx, ts_ms, entities, registry, first=state is None)
                 replies = await pipe.execute() if plan else []
         except Exception as exc:  # timeout, connection refused, reset: decide without the store
             log.debug("feature store unavailable: %r", exc)
             self.breaker.failed()
             return None
         self.breaker.succeeded()
-        return parse_replies(plan, replies, state)
+        return parse_replies(plan, replies, registry, state)
 
-    async def decide(self, tx: dict, ts: datetime) -> tuple[Decision, dict[str, float]]:
+    async def decide(self, tx: dict, ts_ms: int) -> tuple[Decision, dict[str, float]]:
         """The decision and the features it used."""
         started = time.perf_counter()
         model = self.model
         cascade = model.cascade
-        ts_ms = epoch_ms(ts)
-        hour = ts.astimezone(UTC).hour if ts.tzinfo else ts.hour
-        names2, names3 = _layer_names(cascade)
-        state = await self._read(tx, ts_ms, FIRST_ENTITIES)
-        degraded = state is None
+        registry = cascade.registry
+        names2, names3, added3 = _layer_names(cascade)
+        state = await self._read(tx, ts_ms, FIRST_ENTITIES, registry)
+        reason = None
+        if state is None:
+            reason = "degraded:feature_store_unavailable"
+        elif not state.warm:
+            reason = "degraded:feature_store_lost"
+            self.store_lost = True
+            if self.on_store_lost is not None:
+                self.on_store_lost()
+            state = None
+        else:
+            self.store_lost = False
         t_features = time.perf_counter()
-        if degraded:
-            features = {**cascade.degraded_defaults, **row_features(tx, ts_ms, hour, None, names3)}
+        if state is None:
+            features = {**cascade.degraded_defaults, **row_features(tx, ts_ms, None, names3, registry)}
         else:  # layer-3 window features are computed only when layer 3 runs
-            features = {**row_features(tx, ts_ms, hour, state, names3), **window_values(state, ts_ms, names2, FIRST_ENTITIES)}
-        hits = rule_hits(tx, features, self.lists, self.settings)
-        rscore = rule_score(hits, self.settings)
+            features = online_features(tx, ts_ms, state, names2, FIRST_ENTITIES, registry)
+        hits = rule_hits(tx, features, self.lists, registry, self.settings)
+        rscore = rule_score(hits, self.lists, self.settings)
         t_rules = time.perf_counter()
         layer_ms = {"features": (t_features - started) * 1e3, "rules": (t_rules - t_features) * 1e3}
         if rscore >= cascade.rule_block_threshold:
@@ -220,27 +284,25 @@ class Decider:
             t_l2 = time.perf_counter()
             layer_ms["layer2"] = (t_l2 - t_rules) * 1e3
             low, high = cascade.band
-            if not degraded and low <= score <= high:
-                state = await self._read(tx, ts_ms, LAYER3_ONLY_ENTITIES, state)
+            if state is not None and low <= score <= high:
+                state = await self._read(tx, ts_ms, LAYER3_ONLY_ENTITIES, registry, state)
                 if state is not None:
-                    features.update(window_values(state, ts_ms, names3 - names2, tuple(ENTITIES)))
+                    features.update(online_features(tx, ts_ms, state, added3, ALL_ENTITIES, registry))
                     x3 = np.array([[features.get(n, 0.0) for n in cascade.layer3_features]])
                     score = float(cascade.layer3.inplace_predict(x3)[0])
                     layer = 3
                     layer_ms["layer3"] = (time.perf_counter() - t_l2) * 1e3
                 else:
-                    degraded = True
+                    reason = "degraded:feature_store_unavailable"
         if layer == 1 or score >= cascade.block_threshold:
             decision = "block"
         elif score >= cascade.review_threshold:
             decision = "review"
         else:
             decision = "approve"
-        reasons = [f"rule:{h}" for h in hits]
-        if degraded:
-            reasons.append("degraded:feature_store_unavailable")
+        reasons = [f"rule:{h}" for h in hits] + ([reason] if reason else [])
         latency = (time.perf_counter() - started) * 1e3
-        return Decision(tx["tx_id"], decision, round(score, 6), layer, reasons, model.version, degraded, round(latency, 3), layer_ms), features
+        return Decision(tx["tx_id"], decision, round(score, 6), layer, reasons, model.version, reason is not None, round(latency, 3), layer_ms), features
 
 
 # --------------------------------------------------------------------------- events
@@ -258,87 +320,232 @@ def event_fields(tx: dict, ts_ms: int, decision: Decision, features: dict[str, f
     return out
 
 
+def label_fields(tx_id: str, ts_ms: int, merchant_id: str, category: str | None, is_fraud: bool) -> dict[str, str]:
+    return {
+        "kind": LABEL, "tx_id": tx_id, "ts_ms": str(ts_ms), "merchant_id": merchant_id, "category": category or "",
+        "is_fraud": "1" if is_fraud else "0", "received_at": str(round(time.time() * 1000)),
+    }
+
+
 def tx_from_event(fields: dict[str, str]) -> tuple[dict, int]:
     tx = {k: (fields.get(k) or None) for k in TX_FIELDS}
-    tx["amount_eur"] = float(tx["amount_eur"])
-    for k in ("lat", "lon"):
+    for k in FLOAT_FIELDS:
         tx[k] = float(tx[k]) if tx[k] is not None else None
     return tx, int(fields["ts_ms"])
 
 
-class EventPublisher:
-    """Appends events to the stream in the background; keeps them while the stream is away."""
+def label_from_event(fields: dict[str, str]) -> dict:
+    return {"tx_id": fields["tx_id"], "ts_ms": int(fields["ts_ms"]), "merchant_id": fields["merchant_id"], "category": fields.get("category") or None, "is_fraud": fields["is_fraud"] == "1"}
 
-    def __init__(self, stream: EventStream, spool_dir: Path, settings: FraudSettings = SETTINGS):
+
+class SpoolFull(RuntimeError):
+    """The on-disk spool reached its bound: a decision that cannot be logged is not answered."""
+
+
+class Spool:
+    """Events not yet on the stream, as JSON lines in segment files that only this process
+    holds (an exclusive flock, released by the kernel when the process dies however it dies).
+
+    `append` writes a line before the caller answers; the publisher reads lines back in order
+    and `commit`s them once the stream has them, and a segment fully committed is deleted.
+    Segments of dead processes are claimed and published again (at least once: the consumers
+    are idempotent). Bounds: `max_bytes` on disk (then `append` raises SpoolFull); memory
+    holds one read batch.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int, segment_events: int):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.segment_events = segment_events
+        self.segments: list[dict] = []  # oldest first: path, fd, pos (next unread byte), size, events, committed, closed
+        self.writer: dict | None = None
+        self.dirty = False
+        self.bytes = 0
+
+    # ------------------------------------------------------------------ writing
+
+    def _open(self, path: Path, create: bool) -> dict | None:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live process holds it
+            os.close(fd)
+            return None
+        size = os.fstat(fd).st_size
+        events = os.pread(fd, size, 0).count(b"\n") if size else 0
+        segment = {"path": path, "fd": fd, "pos": 0, "size": size, "events": events, "committed": 0, "closed": not create}
+        self.bytes += size
+        return segment
+
+    def append(self, event: dict) -> None:
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        if self.bytes + len(line) > self.max_bytes:
+            raise SpoolFull(f"decision spool full ({self.bytes:,} bytes in {self.directory}): the event stream has been away too long")
+        if self.writer is None or self.writer["events"] >= self.segment_events:
+            self._rotate()
+        written = os.write(self.writer["fd"], line)
+        if written != len(line):  # a short write (disk full): do not answer on a torn line
+            raise SpoolFull(f"decision spool: short write in {self.writer['path']}")
+        self.writer["size"] += written
+        self.writer["events"] += 1
+        self.bytes += written
+        self.dirty = True
+
+    def _rotate(self) -> None:
+        if self.writer is not None:
+            os.fsync(self.writer["fd"])  # once per segment: its lines are on disk before it can be dropped
+            self.writer["closed"] = True
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.writer = self._open(path, create=True)
+        self.segments.append(self.writer)
+
+    def sync(self) -> None:
+        """fsync what was written since the last call (the group commit)."""
+        writer = self.writer
+        if self.dirty and writer is not None:
+            self.dirty = False
+            try:
+                os.fsync(writer["fd"])
+            except OSError:  # rotated and closed meanwhile: closed segments were synced when published
+                pass
+
+    def claim_orphans(self) -> int:
+        """Take the segments no live process holds (a worker that died); returns how many events."""
+        if not self.directory.exists():
+            return 0
+        mine = {s["path"] for s in self.segments}
+        claimed = []
+        for path in sorted(self.directory.glob("*.jsonl")):
+            if path not in mine and (segment := self._open(path, create=False)) is not None:
+                claimed.append(segment)
+        self.segments[:0] = claimed
+        return sum(s["events"] for s in claimed)
+
+    # ------------------------------------------------------------------ reading back
+
+    @property
+    def waiting(self) -> int:
+        return sum(s["events"] - s["committed"] for s in self.segments)
+
+    def read(self, limit: int) -> tuple[list[dict], tuple[dict, int, int] | None]:
+        """Up to `limit` events of the oldest segment with unread lines, and the mark to commit them."""
+        for segment in self.segments:
+            if segment["pos"] < segment["size"]:
+                data = os.pread(segment["fd"], min(segment["size"] - segment["pos"], 4 * 1024 * 1024), segment["pos"])
+                lines = data.split(b"\n")[:-1][:limit]  # whole lines only
+                if not lines:
+                    continue
+                end = segment["pos"] + sum(len(line) + 1 for line in lines)
+                return [json.loads(line) for line in lines], (segment, end, len(lines))
+        return [], None
+
+    def commit(self, mark: tuple[dict, int, int]) -> None:
+        segment, end, count = mark
+        segment["pos"], segment["committed"] = end, segment["committed"] + count
+        self._drop_published()
+
+    def _drop_published(self) -> None:
+        for segment in [s for s in self.segments if s["closed"] and s["pos"] >= s["size"]]:
+            segment["path"].unlink(missing_ok=True)
+            os.close(segment["fd"])
+            self.bytes -= segment["size"]
+            self.segments.remove(segment)
+
+    def close(self) -> None:
+        """Release every segment (what is unpublished stays on disk for the next start)."""
+        self.sync()
+        if self.writer is not None:
+            self.writer["closed"] = True
+            self.writer = None
+        self._drop_published()
+        for segment in self.segments:
+            os.close(segment["fd"])
+        self.segments = []
+        self.bytes = 0
+
+
+class EventPublisher:
+    """Moves spooled events to the stream in the background; keeps them on disk while it is away."""
+
+    def __init__(self, stream: EventStream, spool: Spool, serving: ServingSettings):
         self.stream = stream
-        self.spool_dir = spool_dir
-        self.settings = settings
-        self.buffer: deque[dict[str, str]] = deque()
+        self.spool = spool
+        self.serving = serving
         self.wake = asyncio.Event()
-        self.task: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []
         self.published = 0
         self.stopping = False
+        self.failing = False
 
     def put(self, fields: dict[str, str]) -> None:
-        self.buffer.append(fields)
+        """On disk before it returns (raises SpoolFull at the bound)."""
+        self.spool.append(fields)
         self.wake.set()
 
+    @property
+    def waiting(self) -> int:
+        return self.spool.waiting
+
     def start(self) -> None:
-        for path in sorted(self.spool_dir.glob("*.jsonl")) if self.spool_dir.exists() else []:
-            claimed = path.with_suffix(f".{uuid.uuid4().hex}.claimed")
-            try:
-                path.rename(claimed)  # one worker process of several takes each file
-            except FileNotFoundError:
-                continue
-            with claimed.open() as f:
-                self.buffer.extend(json.loads(line) for line in f if line.strip())
-            claimed.unlink()
-        self.task = asyncio.create_task(self._run())
+        self.spool.claim_orphans()
+        self.tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._sync())]
 
     async def flush_once(self) -> int:
-        batch = [self.buffer[i] for i in range(min(len(self.buffer), self.settings.publish_batch))]
-        if not batch:
+        events, mark = self.spool.read(self.serving.publish_batch)
+        if not events:
             return 0
-        await self.stream.append(batch)
-        for _ in batch:
-            self.buffer.popleft()
-        self.published += len(batch)
-        return len(batch)
+        await self.stream.append(events)
+        self.spool.commit(mark)
+        self.published += len(events)
+        return len(events)
 
     async def _run(self) -> None:
         # Stopped by a flag, not by cancellation: a call cancelled midway can hang the client.
+        last_claim = time.monotonic()
         while not self.stopping:
-            if not self.buffer:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
+            if time.monotonic() - last_claim > 5.0:  # segments of a worker that died meanwhile
+                self.spool.claim_orphans()
+                last_claim = time.monotonic()
+            self.wake.clear()
             try:
-                await self.flush_once()
-            except Exception as exc:  # stream away: keep the events and retry
-                log.debug("publish failed, %d events kept: %r", len(self.buffer), exc)
+                published = await self.flush_once()
+                self.failing = False
+            except Exception as exc:  # stream away: the events stay spooled, retry
+                self.failing = True
+                log.debug("publish failed, %d events spooled: %r", self.spool.waiting, exc)
                 await asyncio.sleep(0.1)
+                continue
+            if not published:
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _sync(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(self.serving.spool_fsync_s)
+            if self.spool.dirty:
+                await asyncio.to_thread(self.spool.sync)
 
     async def stop(self, timeout_s: float = 3.0) -> int:
-        """Flush what can be flushed, spool the rest to disk; returns how many were spooled."""
+        """Publish what can be published in `timeout_s`; the rest stays spooled. Returns how many stay."""
         self.stopping = True
         self.wake.set()
-        if self.task is not None:
-            await asyncio.wait([self.task], timeout=timeout_s)
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=timeout_s)
         deadline = time.monotonic() + timeout_s
-        while self.buffer and time.monotonic() < deadline:
+        while self.spool.waiting and time.monotonic() < deadline:
             try:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0.01)):
-                    await self.flush_once()
+                    if not await self.flush_once():
+                        break
             except Exception:
                 break
-        spooled = len(self.buffer)
-        if spooled:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.spool_dir / f"{uuid.uuid4().hex}.tmp"
-            tmp.write_text("".join(json.dumps(e) + "\n" for e in self.buffer))
-            tmp.rename(tmp.with_suffix(".jsonl"))
-            self.buffer.clear()
-        return spooled
+        left = self.spool.waiting
+        self.spool.close()
+        return left
 
 
 # --------------------------------------------------------------------------- consumers
@@ -350,10 +557,10 @@ class StreamConsumer:
 
     group = ""
 
-    def __init__(self, stream: EventStream, name: str = "c1", settings: FraudSettings = SETTINGS):
+    def __init__(self, stream: EventStream, batch: int, name: str = "c1"):
         self.stream = stream
         self.name = name
-        self.settings = settings
+        self.batch = batch
         self.processed = 0
         self.stopping = False
 
@@ -365,7 +572,7 @@ class StreamConsumer:
         await self.stream.replay_from(self.group, event_id)
 
     async def read(self, block_ms: int | None = None) -> list[Event]:
-        return await self.stream.read(self.group, self.name, self.settings.consumer_batch, block_ms)
+        return await self.stream.read(self.group, self.name, self.batch, block_ms)
 
     async def handle(self, messages: list[Event]) -> None:
         raise NotImplementedError
@@ -400,29 +607,37 @@ class StreamConsumer:
                     pass
 
 
-def event_stream(redis_client, settings: FraudSettings = SETTINGS) -> EventStream:
-    """Kafka when LAKEHOUSE_KAFKA_BOOTSTRAP is set, otherwise a Redis Stream on `redis_client`."""
-    bootstrap = fraud_serving_env()["kafka_bootstrap"]
-    if bootstrap:
-        return KafkaEventStream(bootstrap, KAFKA_TOPIC, key_field="customer_id", partitions=settings.kafka_partitions)
-    return RedisEventStream(redis_client, STREAM_KEY, settings.stream_maxlen)
+def event_stream(redis_client, settings: FraudSettings) -> EventStream:
+    """Kafka when `kafka_bootstrap` is set, otherwise a Redis Stream on `redis_client`."""
+    if settings.kafka_bootstrap:
+        return KafkaEventStream(settings.kafka_bootstrap, KAFKA_TOPIC, key_field="customer_id", partitions=settings.serving.kafka_partitions)
+    return RedisEventStream(redis_client, STREAM_KEY, settings.serving.stream_maxlen)
 
 
 class FeatureConsumer(StreamConsumer):
-    """Applies each event to the feature store (at least once; the update skips known ids)."""
+    """Applies each event to the feature store (at least once; the updates skip known ids)."""
 
     group = FEATURES_GROUP
 
-    def __init__(self, stream: EventStream, client, name: str = "c1", settings: FraudSettings = SETTINGS):
-        super().__init__(stream, name, settings)
+    def __init__(self, stream: EventStream, client, registry: Registry, settings: FraudSettings, name: str = "c1"):
+        super().__init__(stream, settings.serving.consumer_batch, name)
         self.client = client
+        self.registry = registry  # the champion's (replaced on promotion)
+        self.serving = settings.serving
         self.script = client.register_script(UPDATE_SCRIPT)
+        self.label_script = client.register_script(LABEL_SCRIPT)
 
     async def apply(self, messages: list[Event]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for _, fields in messages:
+        for i, (_, fields) in enumerate(messages):
+            if i % 20 == 19:  # inline in the service: let decisions waiting on the loop run
+                await asyncio.sleep(0)
+            if fields.get("kind") == LABEL:
+                if labelled := label_args(label_from_event(fields), self.registry, self.serving.dedupe_ttl_s):
+                    await self.label_script(keys=labelled[0], args=labelled[1], client=pipe)
+                continue
             tx, ts_ms = tx_from_event(fields)
-            keys, args = update_args(tx, ts_ms, self.settings)
+            keys, args = update_args(tx, ts_ms, self.registry, self.serving)
             await self.script(keys=keys, args=args, client=pipe)
         await pipe.execute()
 
@@ -432,28 +647,41 @@ class FeatureConsumer(StreamConsumer):
 
 DECISION_LOG_SCHEMA = {
     "tx_id": pl.String, "ts": pl.Datetime("ms"), "customer_id": pl.String, "card_id": pl.String, "merchant_id": pl.String,
-    "channel": pl.String, "amount_eur": pl.Float64, "device_id": pl.String, "ip": pl.String, "payee_iban": pl.String,
-    "country": pl.String, "lat": pl.Float64, "lon": pl.Float64, "decision": pl.String, "score": pl.Float64, "layer": pl.Int64,
-    "degraded": pl.Boolean, "model_version": pl.String, "latency_ms": pl.Float64, "rule_hits": pl.String,
-    "decided_at": pl.Datetime("ms"), "features": pl.String, "stream_id": pl.String,
+    "channel": pl.String, "amount": pl.Float64, "device_id": pl.String, "ip": pl.String, "payee_iban": pl.String,
+    "country": pl.String, "category": pl.String, "lat": pl.Float64, "lon": pl.Float64, "customer_lat": pl.Float64, "customer_lon": pl.Float64,
+    "decision": pl.String, "score": pl.Float64, "layer": pl.Int64, "degraded": pl.Boolean, "model_version": pl.String,
+    "latency_ms": pl.Float64, "rule_hits": pl.String, "decided_at": pl.Datetime("ms"), "features": pl.String, "stream_id": pl.String,
 }
+LABEL_LOG_SCHEMA = {"tx_id": pl.String, "ts": pl.Datetime("ms"), "merchant_id": pl.String, "category": pl.String, "is_fraud": pl.Boolean, "received_at": pl.Datetime("ms")}
+
+
+def _typed(rows: list[dict], schema: dict) -> pl.DataFrame:
+    raw = {k: pl.Int64 if isinstance(t, pl.Datetime) else pl.Boolean if t == pl.Boolean else pl.String for k, t in schema.items()}
+    df = pl.DataFrame(rows, schema=raw)
+    return df.select(pl.col(k).cast(t) for k, t in schema.items())  # integers of ms become datetimes
 
 
 def decision_rows(messages: list[Event]) -> pl.DataFrame:
     rows = []
     for mid, f in messages:
-        row = {k: (f.get(k) or None) for k in DECISION_LOG_SCHEMA if k not in ("ts", "stream_id", "degraded")}
+        row = {k: (f.get(k) or None) for k in DECISION_LOG_SCHEMA if k not in ("ts", "stream_id", "degraded", "decided_at")}
         row.update(ts=int(f["ts_ms"]), degraded=f.get("degraded") == "1", stream_id=mid, decided_at=int(f["decided_at"]))
         rows.append(row)
-    raw_schema = {k: pl.Int64 if k in ("ts", "decided_at") else pl.Boolean if k == "degraded" else pl.String for k in DECISION_LOG_SCHEMA}
-    df = pl.DataFrame(rows, schema=raw_schema)
-    return df.select(
-        pl.col(k).cast(pl.Int64).cast(t) if isinstance(t, pl.Datetime) else pl.col(k).cast(t) for k, t in DECISION_LOG_SCHEMA.items()
-    )
+    return _typed(rows, DECISION_LOG_SCHEMA)
+
+
+def label_rows(messages: list[Event]) -> pl.DataFrame:
+    rows = [
+        {"tx_id": f["tx_id"], "ts": int(f["ts_ms"]), "merchant_id": f["merchant_id"], "category": f.get("category") or None,
+         "is_fraud": f["is_fraud"] == "1", "received_at": int(f["received_at"])}
+        for _, f in messages
+    ]
+    return _typed(rows, LABEL_LOG_SCHEMA)
 
 
 class DecisionLogConsumer(StreamConsumer):
-    """Writes each batch of events as a Parquet part of its day, then acknowledges it.
+    """Writes each batch of events as Parquet parts of their day (decisions, and labels in
+    their own table), then acknowledges it.
 
     A crash between the write and the acknowledgement writes the batch again; readers
     keep one row per transaction id. Reads are larger than the feature group's and, after a
@@ -463,31 +691,31 @@ class DecisionLogConsumer(StreamConsumer):
 
     group = DECISION_LOG_GROUP
 
-    def __init__(self, stream: EventStream, parts_root: Path, name: str = "c1", settings: FraudSettings = SETTINGS):
-        super().__init__(stream, name, replace(settings, consumer_batch=settings.decision_log_batch))
-        self.parts_root = parts_root
+    def __init__(self, stream: EventStream, lake: Lake, settings: FraudSettings, name: str = "c1"):
+        super().__init__(stream, settings.serving.decision_log_batch, name)
+        self.lake = lake
+        self.wait_s = settings.serving.decision_log_wait_s
 
     async def handle(self, messages) -> None:
         # Building and writing Parquet takes milliseconds: off the event loop the service shares.
         await asyncio.to_thread(self.write, messages)
-        if len(messages) < self.settings.consumer_batch and not self.stopping:
-            await asyncio.sleep(self.settings.decision_log_wait_s)  # written, acknowledged after the wait
+        if len(messages) < self.batch and not self.stopping:
+            await asyncio.sleep(self.wait_s)  # written, acknowledged after the wait
 
     def write(self, messages) -> None:
-        df = decision_rows(messages)
-        for (day,), part in df.with_columns(day=pl.col("ts").dt.date()).group_by("day"):
-            folder = self.parts_root / f"day={day.isoformat()}"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{part['stream_id'].min()}-{part['stream_id'].max()}".replace("-", "_")
-            tmp = folder / f"{name}.{uuid.uuid4().hex}.tmp"
-            part.drop("day").write_parquet(tmp)
-            tmp.rename(folder / f"{name}.parquet")
+        labels = [m for m in messages if m[1].get("kind") == LABEL]
+        decisions = [m for m in messages if m[1].get("kind") != LABEL]
+        for table, rows in ((DECISION_LOG_PARTS, decision_rows(decisions) if decisions else None), (LABEL_LOG_PARTS, label_rows(labels) if labels else None)):
+            if rows is None:
+                continue
+            for (day,), part in rows.with_columns(_day=pl.col("ts").dt.date()).group_by("_day"):
+                self.lake.write_part(part.drop("_day"), CASE, table, ("day", day.isoformat()))
 
 
-def read_decision_log(parts_root: Path, day: str | date) -> pl.DataFrame:
+def read_decision_log(lake: Lake, day: str | date) -> pl.DataFrame:
     """One day of the decision log: every part, one row per transaction."""
-    files = sorted((parts_root / f"day={day}").glob("*.parquet"))
-    if not files:
+    day = str(day)
+    if day not in lake.partitions(CASE, DECISION_LOG_PARTS, "day"):
         return pl.DataFrame(schema=DECISION_LOG_SCHEMA)
-    df = pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in files])
+    df = lake.read_partitions(CASE, DECISION_LOG_PARTS, "day", [day])
     return df.unique("tx_id", keep="first").sort("ts", "tx_id")

@@ -17,13 +17,65 @@ Legitimate noise overlaps each signal: travel, new phones, big purchases, VPNs o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+import os
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 
-from lakehouse.fraud.config import DAY_MS, MINUTE_MS, TX_PER_CUSTOMER_DAY, WorldConfig
+# Transactions per day per named scale; full is the seed's 2M transactions/day.
+SCALES = {"demo": 12_000, "full": 2_000_000}
+TX_PER_CUSTOMER_DAY = 4.0
+FULL_SCALE_FRAUD_RATE = 0.0008  # seed: 0.08 % of transactions
+# At demo scale 0.08 % would leave about 10 frauds a day: too few to train and evaluate on,
+# so the demo world raises the rate (and says so in its report).
+DEMO_FRAUD_RATE = 0.01
+MINUTE_MS = 60_000
+DAY_MS = 24 * 60 * MINUTE_MS
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes of the synthetic payments world (never read by production code)."""
+
+    tx_per_day: int = SCALES["demo"]
+    days: int = 9
+    end_date: date = date(2026, 11, 23)  # exclusive: the last generated day is the day before
+    seed: int = 3
+    fraud_rate: float = DEMO_FRAUD_RATE
+    merchants_per_1k_tx: float = 40.0
+    # 1.0 = fraud shows the patterns of the seed; 0.0 = fraud is a random label (gate drill).
+    signal_strength: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> WorldConfig:
+        # LAKEHOUSE_SCALE is shared by every case (demo | full); the case's own variable also takes counts.
+        shared = os.environ.get("LAKEHOUSE_SCALE", "demo")
+        scale = os.environ.get("LAKEHOUSE_FRAUD_SCALE") or (shared if shared in SCALES else "demo")
+        tx = int(scale) if scale.isdigit() else SCALES[scale]
+        seed = int(os.environ.get("LAKEHOUSE_SEED", cls.seed))
+        rate = FULL_SCALE_FRAUD_RATE if tx >= SCALES["full"] else DEMO_FRAUD_RATE
+        return cls(tx_per_day=tx, seed=seed, fraud_rate=rate)
+
+    def with_(self, **changes) -> WorldConfig:
+        return replace(self, **changes)
+
+    @property
+    def customers(self) -> int:
+        return max(200, round(self.tx_per_day / TX_PER_CUSTOMER_DAY))
+
+    @property
+    def merchants(self) -> int:
+        return max(50, round(self.tx_per_day / 1000 * self.merchants_per_1k_tx))
+
+    @property
+    def start_date(self) -> date:
+        return self.end_date - timedelta(days=self.days)
+
+    @property
+    def day_keys(self) -> list[str]:
+        return [(self.start_date + timedelta(days=i)).isoformat() for i in range(self.days)]
 
 CHANNELS = ("card_present", "ecommerce", "transfer")
 CATEGORIES = ("grocery", "fashion", "electronics", "travel", "restaurant", "services", "gaming")
@@ -286,13 +338,16 @@ def _finish(df: pl.DataFrame, e: Entities, day: date, start: int) -> pl.DataFram
         card_id=pl.lit("K") + customer_ids.gather(df["customer"]).str.slice(1),
         merchant_id=merchant_ids.gather(df["merchant"]),
         channel=pl.col("channel"),
-        amount_eur=pl.col("amount").round(2).clip(0.01, None),
+        amount=pl.col("amount").round(2).clip(0.01, None),
+        category=e.merchants["category"].gather(df["merchant"]),
         device_id=pl.col("device_id"),
         ip=pl.col("ip"),
         payee_iban=pl.col("payee_iban"),
         country=pl.col("country"),
         lat=pl.col("lat").round(4),
         lon=pl.col("lon").round(4),
+        customer_lat=e.customers["home_lat"].gather(df["customer"]),
+        customer_lon=e.customers["home_lon"].gather(df["customer"]),
         is_fraud=pl.col("is_fraud"),
         fraud_pattern=pl.col("fraud_pattern"),
     )

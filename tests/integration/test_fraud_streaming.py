@@ -1,6 +1,7 @@
-"""The online feature path against real Redis: parity with the batch features, and an
-at-least-once consumer whose crash mid-batch (or a replay) leaves exactly the same store, with
-the events on a Redis Stream or on Kafka (a real Kafka-compatible broker)."""
+"""The online feature path against real Redis: parity with the batch features (labels arriving
+early on the stream count only after their delay, as in batch), and an at-least-once consumer
+whose crash mid-batch (or a replay) leaves exactly the same store, with the events on a Redis
+Stream or on Kafka (a real Kafka-compatible broker)."""
 
 import asyncio
 import math
@@ -12,13 +13,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
-from lakehouse.fraud.config import SETTINGS, STREAM_KEY, WorldConfig
-from lakehouse.fraud.features import ENTITIES, available, batch_features, online_features, parse_replies, read_commands
-from lakehouse.fraud.online import Decision, FeatureConsumer, epoch_ms, event_fields
-from lakehouse.fraud.world import generate_days
+from lakehouse.fraud.features import ENTITIES, batch_features, online_features, parse_replies, read_commands, registry_for
+from lakehouse.fraud.online import STREAM_KEY, Decision, FeatureConsumer, epoch_ms, event_fields, label_fields
+from lakehouse.fraud.settings import FraudSettings
+from lakehouse.fraud.world import WorldConfig, generate_days
 
-pytestmark = pytest.mark.integration
-WORLD = WorldConfig(tx_per_day=1500, days=2, seed=9)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WORLD = WorldConfig(tx_per_day=1500, days=3, seed=9)
+# A one-day label delay and 1-2 day histories, so that three days exercise the label windows.
+SETTINGS = FraudSettings(features={"label_delay_days": 1, "history_days": [1, 2]})
+REGISTRY = registry_for(SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +35,15 @@ def _event(row: dict) -> dict:
     return event_fields(row, epoch_ms(row["ts"]), decision, {}, ())
 
 
+def _events(row: dict) -> list[dict]:
+    """The decision event, and right behind it the fraud label (long before its delay has passed)."""
+    label = [label_fields(row["tx_id"], epoch_ms(row["ts"]), row["merchant_id"], row["category"], True)] if row["is_fraud"] else []
+    return [_event(row), *label]
+
+
 async def _snapshot(client) -> dict:
     out = {}
-    async for key in client.scan_iter(match="fraud:[wpf]:*", count=1000):
+    async for key in client.scan_iter(match="fraud:[wpfh]:*", count=1000):
         if (await client.type(key)) == b"zset":
             out[key] = await client.zrange(key, 0, -1, withscores=True)
         else:
@@ -46,34 +56,34 @@ def _db(url: str, n: int) -> str:
 
 
 def test_online_features_match_batch_features_on_sampled_transactions(transactions, redis_url):
-    batch = batch_features(transactions)
-    names = frozenset(available(transactions.columns))
+    batch = batch_features(transactions, REGISTRY)
+    names = frozenset(REGISTRY.available(transactions.columns))
     sample = set(random.Random(1).sample(transactions["tx_id"].to_list(), 150))
 
     async def replay() -> dict[str, dict]:
         client = aioredis.Redis.from_url(redis_url)
-        stream = RedisEventStream(client, STREAM_KEY, SETTINGS.stream_maxlen)
-        consumer = FeatureConsumer(stream, client)
+        stream = RedisEventStream(client, STREAM_KEY, SETTINGS.serving.stream_maxlen)
+        consumer = FeatureConsumer(stream, client, REGISTRY, SETTINGS)
         await consumer.ensure_group()
         online, pending = {}, []
         for row in transactions.iter_rows(named=True):
             if row["tx_id"] in sample:
                 if pending:
-                    await stream.append([_event(r) for r in pending])
+                    await stream.append([e for r in pending for e in _events(r)])
                 pending = []
                 await consumer.drain()
                 pipe = client.pipeline(transaction=False)
                 ts_ms = epoch_ms(row["ts"])
-                plan = read_commands(pipe, row, ts_ms, tuple(ENTITIES))
-                state = parse_replies(plan, await pipe.execute())
-                online[row["tx_id"]] = online_features(row, ts_ms, row["ts"].hour, state, names, tuple(ENTITIES))
+                plan = read_commands(pipe, row, ts_ms, tuple(ENTITIES), REGISTRY, first=True)
+                state = parse_replies(plan, await pipe.execute(), REGISTRY)
+                online[row["tx_id"]] = online_features(row, ts_ms, state, names, tuple(ENTITIES), REGISTRY)
             pending.append(row)
         await client.aclose()
         return online
 
     online = asyncio.run(replay())
     expected = {r["tx_id"]: r for r in batch.filter(pl.col("tx_id").is_in(list(sample))).iter_rows(named=True)}
-    assert len(online) == 150 and len(names) > 200
+    assert len(online) == 150 and len(names) > 250
     mismatches = [
         (tx_id, name, value, expected[tx_id][name])
         for tx_id, values in online.items()
@@ -82,9 +92,11 @@ def test_online_features_match_batch_features_on_sampled_transactions(transactio
     ]
     assert set(online[next(iter(online))]) == names
     assert mismatches == []
-    # the sample exercises the windows: some sampled transactions have history in every entity
+    # the sample exercises the windows: some sampled transactions have history in every kind of window
     assert sum(v["customer_count_1d"] > 0 for v in online.values()) > 50
     assert sum(v["merchant_count_1h"] > 0 for v in online.values()) > 50
+    assert sum(v["merchant_hist_count_1d"] > 0 for v in online.values()) > 50
+    assert sum(v["category_hist_frauds_1d"] > 0 for v in online.values()) > 20  # labels counted once a day old
 
 
 @pytest.fixture(params=["redis", "kafka"])
@@ -92,7 +104,7 @@ def streams(request, redis_server):
     """A factory of event streams on one backend: `streams(name)` opens (again) the stream `name`."""
     if request.param == "redis":
         def open_stream(name: str, client):
-            return RedisEventStream(client, f"test:{name}", SETTINGS.stream_maxlen)
+            return RedisEventStream(client, f"test:{name}", SETTINGS.serving.stream_maxlen)
     else:
         broker = request.getfixturevalue("kafka_broker")
         prefix = uuid.uuid4().hex[:8]
@@ -104,7 +116,7 @@ def streams(request, redis_server):
 
 def test_consumer_crash_mid_batch_and_replay_give_the_same_store(transactions, redis_server, streams):
     rows = transactions.head(1200).to_dicts()
-    events = [_event(r) for r in rows]
+    events = [e for r in rows for e in _events(r)]
 
     async def scenario():
         clean = aioredis.Redis.from_url(_db(redis_server.url, 1))
@@ -114,28 +126,29 @@ def test_consumer_crash_mid_batch_and_replay_give_the_same_store(transactions, r
             writer = streams(name, client)
             await writer.append(events)
             await writer.aclose()
-        consumer = FeatureConsumer(streams("clean", clean), clean)
+        consumer = FeatureConsumer(streams("clean", clean), clean, REGISTRY, SETTINGS)
         await consumer.ensure_group()
-        assert await consumer.drain() == len(rows)
+        assert await consumer.drain() == len(events)
         reference = await _snapshot(clean)
+        assert any(k.startswith(b"fraud:h:merchant:") for k in reference)
 
-        first = FeatureConsumer(streams("crashed", crashed), crashed)
+        first = FeatureConsumer(streams("crashed", crashed), crashed, REGISTRY, SETTINGS)
         await first.ensure_group()
         batch = await first.read()
         await first.apply(batch[: len(batch) // 2])  # the process dies here: half applied, nothing acknowledged
         await first.stream.aclose()
-        restarted = FeatureConsumer(streams("crashed", crashed), crashed)  # same group (and name): unacknowledged events come first
-        assert await restarted.drain() == len(rows)
+        restarted = FeatureConsumer(streams("crashed", crashed), crashed, REGISTRY, SETTINGS)  # same group (and name): unacknowledged events come first
+        assert await restarted.drain() == len(events)
         assert await _snapshot(crashed) == reference
         assert await restarted.stream.caught_up([restarted.group])
 
         # replay from the first event: applied ids are skipped, the store does not change
         await restarted.replay_from("0")
         assert not await restarted.stream.caught_up([restarted.group])
-        assert await restarted.drain() == len(rows)
+        assert await restarted.drain() == len(events)
         assert await _snapshot(crashed) == reference
         # a store lost but a stream kept: a replay rebuilds it exactly
-        async for key in crashed.scan_iter(match="fraud:[wpfs]*:*", count=1000):
+        async for key in crashed.scan_iter(match="fraud:*", count=1000):
             await crashed.delete(key)
         await restarted.replay_from("0")
         await restarted.drain()
