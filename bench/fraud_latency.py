@@ -87,7 +87,6 @@ def start_stack(home: Path, redis_url: str, port: int, replay_from) -> list[subp
         # the live day is a replay: the service clock starts at its first minute
         "LAKEHOUSE_FRAUD_SERVING__REPLAY_FROM": replay_from.isoformat(),
         "LAKEHOUSE_FRAUD_SERVING__FUTURE_TOLERANCE_S": "86400",  # the day's night has gaps; the replay wraps around the day
-        "HOME": str(home),  # the app's settings also read their `home` from $HOME
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen([PYTHON, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=env)

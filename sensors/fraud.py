@@ -1,9 +1,6 @@
 """Fraud jobs and their calendar (in the data calendar's time zone): daily ingestion with the
 features, daily batch scoring and decision-log checks, weekly retraining."""
 
-from datetime import timedelta
-from zoneinfo import ZoneInfo
-
 import dagster as dg
 
 from lakehouse.fraud.settings import CASE, FraudSettings
@@ -51,24 +48,15 @@ fraud_decision_log_job = dg.define_asset_job(
     description="Compact a day's decision log and run its monitoring checks (drift, layer-3 share, decision rate).",
 )
 
-def _yesterday_schedule(job, hour: int, minute: int, description: str) -> dg.ScheduleDefinition:
-    """Every day at hour:minute in the calendar's zone, a run of the job for the day before
-    (written out: Dagster's partitioned-job schedule calls an API it has deprecated)."""
-    first = FraudSettings().calendar.start
-
-    @dg.schedule(name=f"{job.name}_schedule", job=job, cron_schedule=f"{minute} {hour} * * *", execution_timezone=TIMEZONE, description=description)
-    def _schedule(context: dg.ScheduleEvaluationContext):
-        day = context.scheduled_execution_time.astimezone(ZoneInfo(TIMEZONE)).date() - timedelta(days=1)
-        if day < first:
-            return dg.SkipReason(f"{day} is before the calendar's first day {first}")
-        return dg.RunRequest(run_key=f"{job.name}-{day}", partition_key=day.isoformat())
-
-    return _schedule
-
-
-fraud_daily_ingest_schedule = _yesterday_schedule(fraud_daily_ingest_job, 0, 30, "00:30: ingest yesterday's transactions and rebuild the features.")
-fraud_scoring_schedule = _yesterday_schedule(fraud_scoring_job, 1, 30, "01:30: score yesterday's payments with the champion.")
-fraud_decision_log_schedule = _yesterday_schedule(fraud_decision_log_job, 0, 45, "00:45: compact and check yesterday's decisions.")
+fraud_daily_ingest_schedule = dg.build_schedule_from_partitioned_job(
+    fraud_daily_ingest_job, hour_of_day=0, minute_of_hour=30, description="00:30: ingest yesterday's transactions and rebuild the features."
+)
+fraud_scoring_schedule = dg.build_schedule_from_partitioned_job(
+    fraud_scoring_job, hour_of_day=1, minute_of_hour=30, description="01:30: score yesterday's payments with the champion."
+)
+fraud_decision_log_schedule = dg.build_schedule_from_partitioned_job(
+    fraud_decision_log_job, hour_of_day=0, minute_of_hour=45, description="00:45: compact and check yesterday's decisions."
+)
 
 
 @dg.schedule(

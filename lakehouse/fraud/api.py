@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from lakehouse.common.lake import Lake
 from lakehouse.common.registry import CHAMPION, Registry
 from lakehouse.fraud.features import DAY_MS, EPOCH_KEY, registry_for
 from lakehouse.fraud.model import load_cascade
@@ -112,10 +111,6 @@ def async_client(url: str, timeout_s: float) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
 
 
-def lake_for(settings: AppSettings) -> Lake:
-    return Lake(os.environ.get("LAKEHOUSE_LAKE_URL") or str(settings.home.lake))
-
-
 class ServiceClock:
     """`now` for the checks of event times: the wall clock, or, to replay past traffic, a clock
     that starts at `replay_from` and moves forward with time and with the payments accepted."""
@@ -145,7 +140,7 @@ class FraudService:
         self.fraud = fraud or FraudSettings()
         self.clock = clock or ServiceClock(self.fraud.serving.replay_from)
         self.registry = Registry(settings.tracking_uri, settings.home.mlflow_artifacts)
-        self.lake = lake_for(settings)
+        self.lake = settings.lake
         self.decider: Decider | None = None
         self.lists = RuleLists()
         self.lists_version: str | None = None

@@ -29,11 +29,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakehouse.common.home import LakehouseHome
+from lakehouse.common.lake import Lake
 
 API_KEY_HEADER = "X-API-Key"
 SERVICES_GROUP = "lakehouse.services"
@@ -53,13 +54,14 @@ class ServingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
 
-    api_key: str = Field(validation_alias=AliasChoices("api_key", "LAKEHOUSE_API_KEY"))
-    home: Annotated[LakehouseHome, NoDecode] = Field(LakehouseHome(Path(".lakehouse").resolve()), validation_alias=AliasChoices("home", "LAKEHOUSE_HOME"))
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "LAKEHOUSE_REDIS_URL"))
-    mlflow_uri: str | None = Field(None, validation_alias=AliasChoices("mlflow_uri", "MLFLOW_TRACKING_URI"))  # default: SQLite under the home
-    cases: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=AliasChoices("cases", "LAKEHOUSE_SERVING_CASES"))  # () = every registered case
-    workers: int = Field(1, ge=1, validation_alias=AliasChoices("workers", "LAKEHOUSE_SERVING_WORKERS"))
-    max_body_bytes: int = Field(64 * 1024, ge=1, validation_alias=AliasChoices("max_body_bytes", "LAKEHOUSE_SERVING_MAX_BODY_BYTES"))
+    api_key: str = Field(validation_alias="LAKEHOUSE_API_KEY")
+    home: Annotated[LakehouseHome, NoDecode] = Field(LakehouseHome(Path(".lakehouse").resolve()), validation_alias="LAKEHOUSE_HOME")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="LAKEHOUSE_REDIS_URL")
+    mlflow_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")  # default: SQLite under the home
+    cases: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="LAKEHOUSE_SERVING_CASES")  # () = every registered case
+    workers: int = Field(1, ge=1, validation_alias="LAKEHOUSE_SERVING_WORKERS")
+    max_body_bytes: int = Field(64 * 1024, ge=1, validation_alias="LAKEHOUSE_SERVING_MAX_BODY_BYTES")
+    lake_url: str | None = Field(None, validation_alias="LAKEHOUSE_LAKE_URL")  # default: <home>/lake
 
     @field_validator("home", mode="before")
     @classmethod
@@ -83,13 +85,17 @@ class ServingSettings(BaseSettings):
             return cls()
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            if any(e["loc"] and e["loc"][0] in ("api_key", "LAKEHOUSE_API_KEY") for e in exc.errors()):
+            if any(e["loc"] and e["loc"][0] == "LAKEHOUSE_API_KEY" for e in exc.errors()):
                 problems = "LAKEHOUSE_API_KEY is not set: the online endpoints refuse to start without an API key"
             raise SystemExit(f"online app settings: {problems}") from None
 
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_uri or self.home.mlflow_uri
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.lake_url or str(self.home.lake))
 
 
 async def _nothing() -> None:

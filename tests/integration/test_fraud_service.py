@@ -287,7 +287,6 @@ def _serve(home, redis_url: str, port: int, **env) -> subprocess.Popen:
         **os.environ, "PYTHONPATH": str(ROOT), "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_REDIS_URL": redis_url, "LAKEHOUSE_API_KEY": KEY,
         "LAKEHOUSE_SERVING_CASES": CASE, "LAKEHOUSE_FRAUD_SERVING__REPLAY_FROM": LIVE_DAY.isoformat(),
         "LAKEHOUSE_FRAUD_SERVING__FUTURE_TOLERANCE_S": "86400",
-        "HOME": str(home),  # the app's settings also read their `home` from $HOME
         **env,
     }
     process = subprocess.Popen([sys.executable, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=environment)
