@@ -1,10 +1,8 @@
 """Conventions shared by every case's assets: owners, pools, partitions from settings, the one
 adapter from a domain `CheckOutcome` to a Dagster check result, and promotion to champion."""
 
-
-import base64
+import warnings
 from datetime import datetime
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -27,6 +25,12 @@ OWNERS = {
 # Report assets (ROI, backtests, confusion matrices) carry this tag: their latest metadata shows a
 # table and an inline chart (demos/ui_check.py checks it in the UI).
 REPORT = {"lakehouse/report": "true"}
+
+# Two Dagster warnings this project expects, silenced here once: the single-run backfill policy is a
+# beta parameter of `@asset` that the raw loads and batch scores rely on, and a partitioned job that
+# mixes such a load with per-partition assets runs one partition per run, which is what its schedule asks.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", message="Asset job .* materializes assets with varying BackfillPolicies", category=UserWarning)
 
 # Every asset that opens the DuckDB warehouse runs in this pool; its limit is 1
 # (dagster.yaml), so parallel partition runs never contend for the single-writer file.
@@ -72,16 +76,6 @@ def table(df: pl.DataFrame, float_format: str = "{:,.3f}") -> MetadataValue:
     return MetadataValue.table(records, schema=frame_schema(df))
 
 
-def markdown_table(df: pl.DataFrame, float_format: str = "{:.4f}") -> str:
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "---|" * len(df.columns)
-    rows = [
-        "| " + " | ".join(float_format.format(v) if isinstance(v, float) else str(v) for v in row) + " |"
-        for row in df.iter_rows()
-    ]
-    return "\n".join([head, sep, *rows])
-
-
 def rate(x: float | None, digits: int = 1) -> MetadataValue:
     """A rate or share as a percentage."""
     return MetadataValue.text(display.pct(x, digits))
@@ -96,16 +90,10 @@ def number(x: float | None, digits: int = 3) -> MetadataValue:
     return MetadataValue.float(round(float(x), digits)) if x is not None and x == x else MetadataValue.text("n/a")
 
 
-def png_markdown(path: Path, alt: str) -> MetadataValue:
-    """A PNG embedded in Markdown metadata, so the Dagster UI shows the picture itself."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
-
-
 def check_result(outcome: CheckOutcome, asset_key: AssetKey | None = None) -> AssetCheckResult:
     """The Dagster check result of a domain check outcome (value and threshold always present)."""
     metadata = {
-        key: MetadataValue.md(markdown_table(value)) if isinstance(value, pl.DataFrame) else value
+        key: table(value) if isinstance(value, pl.DataFrame) else value
         for key, value in {"value": outcome.value, "threshold": outcome.threshold, **outcome.metadata}.items()
     }
     return AssetCheckResult(

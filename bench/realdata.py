@@ -79,7 +79,7 @@ def tick(schedule: str, when: datetime) -> list[dict]:
     import definitions
 
     defs = definitions.defs()
-    schedule_def = defs.get_schedule_def(schedule)
+    schedule_def = defs.resolve_schedule_def(schedule)
     instance = dg.DagsterInstance.get()
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
         requests = schedule_def.evaluate_tick(context).run_requests or []

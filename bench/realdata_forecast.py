@@ -118,7 +118,7 @@ def publish_tick(instance) -> dict:
     import definitions
 
     defs = definitions.defs()
-    sensor = defs.get_sensor_def("forecast_publish_when_stores_done")
+    sensor = defs.resolve_sensor_def("forecast_publish_when_stores_done")
     requests = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())).run_requests or []
     if not requests:
         return {"requested": False}

@@ -5,6 +5,7 @@ Every build passes the case settings the SQL reads (ChurnSettings.dbt_vars)."""
 
 import json
 import os
+from unittest import mock
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
@@ -20,9 +21,12 @@ TRANSLATOR = LakehouseDbtTranslator()
 
 
 def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, **extra_vars):
-    os.environ.update(lakehouse.dbt_env())
     dbt_vars = {**ChurnSettings().dbt_vars(), **extra_vars}
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    # dbt reads the warehouse and lake paths from its environment: set for the subprocess only (it
+    # starts inside `cli`), so this process's environment, and the next asset's, stay as they were.
+    with mock.patch.dict(os.environ, lakehouse.dbt_env()):
+        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
+    yield from invocation.stream()
 
 
 @dbt_assets(manifest=DBT_PROJECT.manifest_path, select="tag:churn,tag:staging", name="churn_staging", dagster_dbt_translator=TRANSLATOR, pool=DUCKDB_POOL)

@@ -6,7 +6,7 @@ from datetime import date, datetime, timezone
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, REPORT, champion_asset, gate_result, png_markdown, rate, table
+from assets.common import OWNERS, REPORT, champion_asset, gate_result, rate, table
 from assets.forecast.metadata import percent_table
 from assets.forecast.raw import MASTER_KEYS, SALES_KEY
 from lakehouse.common.display import bar_chart, pct
@@ -106,7 +106,7 @@ def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
             f"accuracy_at_{key}": percent_table(at.select("segment", "model", "wape", "mape", "mase", "rows"), "wape", "mape"),
             "levels": percent_table(result.levels, "wape", "mape"),
             "gate_rows": percent_table(result.comparison, "wape", "mape"),
-            "per_step_chart": png_markdown(chart, f"WAPE per step and MAPE at {label} per segment"),
+            "per_step_chart": dg.MetadataValue.path(str(chart)),
         }
     )
     yield gate_result(registry, settings.model_name, result.challenger, pipeline.gate(result, settings), BACKTEST_KEY)

@@ -1,8 +1,9 @@
-"""How a fraud evaluation reads in the Dagster UI (rates in %, money with its currency)."""
+"""How a fraud evaluation reads in the Dagster UI (rates in %, money with its currency, the table and a chart)."""
 
 import dagster as dg
 
-from assets.common import markdown_table
+from assets.common import table
+from lakehouse.common.display import bar_chart, pct
 from lakehouse.fraud.model import Evaluation
 from lakehouse.fraud.pipeline import evaluation_table
 from lakehouse.fraud.settings import FraudSettings
@@ -24,8 +25,15 @@ def evaluation_metadata(evaluation: Evaluation, settings: FraudSettings) -> dict
         f"fraud_caught_per_month_{currency}": round(m["fraud_caught_per_month"]),
         f"net_gain_per_month_{currency}": round(m["net_gain_per_month"]),
         "economics": settings.economics_note(),
-        "metrics": dg.MetadataValue.md(markdown_table(evaluation_table(evaluation, settings), "{:,.3f}")),
+        "reading": (
+            f"The cascade flags {pct(m['recall'])} of the frauds at {pct(m['precision'])} precision, against "
+            f"{pct(b['recall'])} at {pct(b['precision'])} for the rules alone; layer 3 re-scored {pct(m['layer3_share'])} of the payments."
+        ),
+        "chart": dg.MetadataValue.md(bar_chart("recall and precision, rules only vs cascade", [
+            ("recall rules", b["recall"]), ("recall cascade", m["recall"]), ("prec. rules", b["precision"]), ("prec. cascade", m["precision"]),
+        ], label=pct)),
+        "metrics": table(evaluation_table(evaluation, settings)),
     }
     if not evaluation.by_pattern.is_empty():
-        out["recall_by_pattern"] = dg.MetadataValue.md(markdown_table(evaluation.by_pattern, "{:.3f}"))
+        out["recall_by_pattern"] = table(evaluation.by_pattern)
     return out

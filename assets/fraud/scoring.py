@@ -4,7 +4,7 @@ from datetime import date
 
 import dagster as dg
 
-from assets.common import OWNERS, require_partitions
+from assets.common import OWNERS, REPORT, require_partitions
 from assets.fraud.partitions import daily
 from assets.fraud.reports import evaluation_metadata
 from lakehouse.common.settings import DateRange
@@ -43,6 +43,7 @@ class EvaluationWindow(dg.Config):
 @dg.asset(
     key=[CASE, "evaluation"],
     deps=[SCORES],
+    tags=REPORT,
     group_name=CASE,
     kinds={"polars"},
     owners=OWNERS[CASE],

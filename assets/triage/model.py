@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from assets.common import OWNERS, champion_asset, frame_schema, gate_result, markdown_table
+from assets.common import OWNERS, champion_asset, frame_schema, gate_result, table
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
 from assets.triage.shared import rendered
 from lakehouse.triage.pipeline import CASE, build_holdout, build_training_set, category_mix, latest_month_end, read_months, train_challenger
@@ -93,7 +93,7 @@ def training_set(context: dg.AssetExecutionContext, config: CutOffConfig, lakeho
             "validation": counts["validation"],
             "months": f"{df['month'].min()} .. {df['month'].max()}",
             "categories": mix.height,
-            "category_mix": dg.MetadataValue.md(markdown_table(mix)),
+            "category_mix": table(mix),
         }
     )
 

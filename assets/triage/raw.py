@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from assets.common import OWNERS, check_result, column_schema, markdown_table, require_partitions
+from assets.common import OWNERS, check_result, column_schema, require_partitions, table
 from assets.triage.shared import monthly
 from lakehouse.triage.pipeline import CASE, RawTables, generated, ingest, load_source
 from lakehouse.triage.schemas import AGENT_LABELS, CLEAN_TICKETS
@@ -88,7 +88,7 @@ def triage_tickets(context: dg.AssetExecutionContext, config: TicketsConfig, lak
         raise dg.Failure(f"nothing stored: {result.check.description}")
     summary = result.summary
     context.log.info(f"{summary['tickets'].sum()} tickets in {summary.height} month(s); {summary['pii_replaced'].sum()} PII items replaced")
-    months = dg.MetadataValue.md(markdown_table(summary))
+    months = table(summary)
     yield dg.MaterializeResult(
         asset_key=CLEAN_KEY,
         metadata={

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from assets.common import OWNERS, markdown_table
+from assets.common import OWNERS, REPORT, number, rate, table
 from assets.triage.raw import LABELS_KEY
 from assets.triage.routing import ROUTES_KEY
 from lakehouse.triage.pipeline import CASE, MONTH, evaluation_report, read_months, roi
-from lakehouse.triage.roi import report_markdown
+from lakehouse.common.display import bar_chart, money, pct
+from lakehouse.triage.roi import report_table
 from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource
 
@@ -14,6 +15,7 @@ from resources import LakehouseResource
 @dg.asset(
     key=[CASE, "evaluation_report"],
     deps=[ROUTES_KEY, LABELS_KEY],
+    tags=REPORT,
     group_name=CASE,
     kinds={"polars"},
     owners=OWNERS[CASE],
@@ -33,25 +35,39 @@ def triage_evaluation_report(context: dg.AssetExecutionContext, lakehouse: Lakeh
     m = result.metrics
     lake.write(pl.DataFrame([{**m, "months": ",".join(result.months)}]), CASE, "evaluation_report")
     context.log.info(f"{', '.join(result.months)}: accuracy {m['accuracy']:.3f}, auto {m['auto_rate']:.1%} at {m['auto_precision']:.1%}")
-    pct = lambda x: f"{x:.1%}" if x == x else "-"  # noqa: E731
     return dg.MaterializeResult(
         metadata={
             "months": f"{result.months[0]} .. {result.months[-1]}",
             "tickets": m["tickets"],
-            "accuracy": pct(m["accuracy"]),
-            "macro_f1": round(m["macro_f1"], 4),
-            "in_scope_accuracy": pct(m["in_scope_accuracy"]),
-            "out_of_scope_recall": pct(m["out_of_scope_recall"]),
-            "auto_rate": pct(m["auto_rate"]),
-            "auto_precision": pct(m["auto_precision"]),
-            "by_route_and_reason": dg.MetadataValue.md(markdown_table(result.by_reason)),
+            "accuracy": rate(m["accuracy"]),
+            "macro_f1": number(m["macro_f1"]),
+            "in_scope_accuracy": rate(m["in_scope_accuracy"]),
+            "out_of_scope_recall": rate(m["out_of_scope_recall"]),
+            "auto_rate": rate(m["auto_rate"]),
+            "auto_precision": rate(m["auto_precision"]),
+            "reading": (
+                f"{pct(m['auto_rate'])} of the tickets went straight to a team, {pct(m['auto_precision'])} of them to the right one; "
+                f"{pct(m['accuracy'])} of all suggested categories were right, and {pct(m['out_of_scope_recall'])} of the tickets "
+                "that match no known category were recognised as such."
+            ),
+            "chart": dg.MetadataValue.md(bar_chart("quality of the routed tickets", [
+                ("accuracy", m["accuracy"]), ("known accuracy", m["in_scope_accuracy"]), ("out-of-scope", _or_zero(m["out_of_scope_recall"])),
+                ("auto share", m["auto_rate"]), ("auto precision", _or_zero(m["auto_precision"])),
+            ], label=pct)),
+            "by_route_and_reason": table(result.by_reason),
         }
     )
+
+
+def _or_zero(x: float) -> float:
+    """A rate with nothing to measure (no out-of-scope ticket, nothing auto-routed) drawn as an empty bar."""
+    return x if x == x else 0.0
 
 
 @dg.asset(
     key=[CASE, "roi_report"],
     deps=[ROUTES_KEY, LABELS_KEY],
+    tags=REPORT,
     group_name=CASE,
     kinds={"polars"},
     owners=OWNERS[CASE],
@@ -74,13 +90,21 @@ def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) 
     return dg.MaterializeResult(
         metadata={
             "months": f"{routes['month'].min()} .. {routes['month'].max()}",
-            "auto_triage_rate": f"{result.auto_triage_rate:.1%}",
-            "auto_precision": f"{result.auto_precision:.1%}",
-            "fte_freed": round(result.fte_freed, 2),
-            "annual_value": f"{result.annual_value:,.0f} {result.currency}",
-            "roi_multiple": round(result.roi_multiple, 1),
-            "time_to_triage_mean_min": round(result.time_to_triage_mean_min, 1),
+            "auto_triage_rate": rate(result.auto_triage_rate),
+            "auto_precision": rate(result.auto_precision),
+            "fte_freed": number(result.fte_freed, 2),
+            "annual_value": money(result.annual_value, result.currency),
+            "roi_multiple": number(result.roi_multiple, 1),
+            "time_to_triage_mean_min": number(result.time_to_triage_mean_min, 1),
             "default_figures": ", ".join(result.default_figures) or "none",
-            "report": dg.MetadataValue.md(report_markdown(result, settings.confidence_threshold, settings.economics.tickets_per_month)),
+            "reading": (
+                f"{pct(result.auto_triage_rate)} of {result.tickets:,} tickets were routed without an agent, freeing "
+                f"{result.fte_freed:.2f} agents; effort scaled to {settings.economics.tickets_per_month:,} tickets a month"
+                + (f"; the seed's default figures were used for {', '.join(result.default_figures)}" if result.default_figures else "")
+            ),
+            "chart": dg.MetadataValue.md(bar_chart("triage agents before and after (FTE)", [
+                ("before ML", result.triage_fte_before), ("after ML", result.triage_fte_after),
+            ], label=lambda v: f"{v:.2f}")),
+            "report": table(report_table(result, settings.confidence_threshold)),
         }
     )

@@ -3,7 +3,8 @@ validation queue, the confusion matrix."""
 
 import dagster as dg
 
-from assets.common import OWNERS, check_result, frame_schema, markdown_table, png_markdown, require_partitions
+from assets.common import OWNERS, check_result, frame_schema, require_partitions, table
+from lakehouse.common.display import bar_chart, pct
 from assets.triage.model import CHAMPION_KEY
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
 from assets.triage.shared import monthly
@@ -58,7 +59,7 @@ def ticket_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
             "auto_rate": f"{(routes['route'] == 'auto').mean():.1%}",
             "mean_confidence": round(float(routes["confidence"].mean()), 3),
             "decision_ms_per_ticket": round(float(routes["decision_ms"].max()), 2) if routes.height else None,
-            "by_route": dg.MetadataValue.md(markdown_table(by_reason)),
+            "by_route": table(by_reason),
         },
     )
 
@@ -90,7 +91,7 @@ def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseReso
     group_name=CASE,
     kinds={"polars", "matplotlib"},
     owners=OWNERS[CASE],
-    description="The month's confusion matrix (agent label vs predicted category), per-category recall and precision, as Markdown and PNG.",
+    description="The month's confusion matrix (agent label vs predicted category), per-category recall and precision as tables, the weakest categories as a chart, the whole matrix as a PNG in the reports folder.",
     check_specs=[
         dg.AssetCheckSpec(
             "category_recall", asset=CONFUSION_KEY,
@@ -99,7 +100,7 @@ def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseReso
     ],
 )
 def monthly_confusion_matrix(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    from lakehouse.triage.monitoring import confusion_markdown, plot_confusion
+    from lakehouse.triage.monitoring import plot_confusion
 
     settings, lake, month = TriageSettings(), lakehouse.lake, month_of(context.partition_key)
     joined = with_agent_labels(lake.read(CASE, "ticket_routes", (MONTH, month)), lake.read(CASE, "agent_labels", (MONTH, month)))
@@ -109,15 +110,16 @@ def monthly_confusion_matrix(context: dg.AssetExecutionContext, lakehouse: Lakeh
     lake.write(result.frame(), CASE, "monthly_confusion", (MONTH, month))
     png = plot_confusion(result.categories, result.matrix, lakehouse.paths.reports / f"triage_confusion_{month}.png", f"Triage {month}: agent label vs predicted")
     large = len(result.categories) > 30
+    weakest = [(r["category"], r["recall"]) for r in result.stats.drop_nans("recall").sort("recall").head(5).iter_rows(named=True)]
     return dg.MaterializeResult(
         check_results=[check_result(result.check)],
         metadata={
             "dagster/row_count": joined.height,
             "accuracy": f"{result.accuracy:.1%}",
             "auto_precision": f"{result.auto_precision:.1%}" if result.auto_precision is not None else "nothing auto-routed",
-            "per_category": dg.MetadataValue.md(markdown_table(result.stats)),
-            **({} if large else {"confusion_matrix": dg.MetadataValue.md(markdown_table(result.frame()))}),
-            "chart": png_markdown(png, f"confusion {month}"),
+            "per_category": table(result.stats),
+            **({} if large else {"confusion_matrix": table(result.frame())}),
+            "chart": dg.MetadataValue.md(bar_chart("lowest recall by category", weakest, label=pct)),
             "chart_path": dg.MetadataValue.path(str(png)),
         },
     )

@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.common import markdown_table, time_partitions
+from assets.common import table, time_partitions
 from lakehouse.triage.settings import TriageSettings
 
 # One partition per calendar month of tickets, from `calendar.start`; a month opens once it is complete.
@@ -12,5 +12,5 @@ monthly = time_partitions(TriageSettings().calendar, "monthly")
 
 
 def rendered(metadata: dict) -> dict:
-    """Metadata for the UI: frames become Markdown tables."""
-    return {k: dg.MetadataValue.md(markdown_table(v)) if isinstance(v, pl.DataFrame) else v for k, v in metadata.items()}
+    """Metadata for the UI: frames become tables."""
+    return {k: table(v) if isinstance(v, pl.DataFrame) else v for k, v in metadata.items()}

@@ -82,7 +82,8 @@ def compute_roi(routed: pl.DataFrame, decision_seconds: float, assumptions: Tria
     )
 
 
-def report_markdown(r: RoiResult, threshold: float, tickets_per_month: int, seed: dict = SEED_REFERENCE) -> str:
+def report_table(r: RoiResult, threshold: float, seed: dict = SEED_REFERENCE) -> pl.DataFrame:
+    """The report's rows: metric, measured (formatted, in the case's currency), the seed's figure."""
     rows = [
         (f"auto-triage rate (confidence > {threshold})", f"{r.auto_triage_rate:.1%}", f"{seed['auto_triage_rate']:.0%}"),
         ("precision of auto-routed tickets", f"{r.auto_precision:.1%}", f"{seed['auto_precision']:.0%}"),
@@ -96,8 +97,4 @@ def report_markdown(r: RoiResult, threshold: float, tickets_per_month: int, seed
         ("annual system cost (assumption)", f"{r.system_annual_cost:,.0f} {r.currency}", "-"),
         ("ROI (value / annual system cost)", f"{r.roi_multiple:.1f}x", f"{seed['roi']:.0f}x"),
     ]
-    lines = ["| metric | measured | seed |", "|---|---|---|", *[f"| {m} | {o} | {s} |" for m, o, s in rows]]
-    lines.append(f"\n{r.tickets:,} routed tickets with an agent label; effort scaled to {tickets_per_month:,} tickets a month.")
-    if r.default_figures:
-        lines.append(f"The seed's default figures were used for: {', '.join(r.default_figures)} (set them under `triage.settings.economics`).")
-    return "\n".join(lines)
+    return pl.DataFrame(rows, schema=["metric", "measured", "seed"], orient="row")

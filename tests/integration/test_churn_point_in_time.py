@@ -2,6 +2,7 @@
 leakage incident, applied to churn): build them from the world as known at a cut date,
 then from the full world with every later event appended, and compare."""
 
+import os
 from datetime import timedelta
 
 import dagster as dg
@@ -31,9 +32,13 @@ def test_appending_future_events_leaves_past_features_unchanged(lakehouse_home, 
     instance = dg.DagsterInstance.from_config(str(lakehouse_home / "dagster"))
     resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(lakehouse_home))}
 
+    lakehouse_env = lambda: {k: v for k, v in os.environ.items() if k.startswith("LAKEHOUSE_")}  # noqa: E731
+    environment = lakehouse_env()
     load_raw(instance, resources, write_source(truncate(world, cut), tmp_path / "as_of_cut"))
     build_features(instance, resources, first, last)
     before = _features(lakehouse_home, first, last)
+    # dbt's paths reach its subprocess only: a later test in this process must not find this home's lake.
+    assert lakehouse_env() == environment
 
     full = write_source(world, tmp_path / "full")
     load_raw(instance, resources, full)

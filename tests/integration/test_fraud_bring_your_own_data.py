@@ -64,7 +64,7 @@ def test_a_schedule_tick_and_a_backfill_land_user_files_without_run_config(user_
     generate_days(WORLD).write_parquet(folder / "transactions.parquet")
     set_sources("  tables:\n    transactions: {rows_outside_selection: skip}\n")
     defs = definitions.defs()
-    schedule = defs.get_schedule_def("fraud_daily_ingest_schedule")
+    schedule = defs.resolve_schedule_def("fraud_daily_ingest_schedule")
     tick = datetime.combine(date.fromisoformat(DAYS[1]) + timedelta(days=1), time(0, 30), tzinfo=UTC)
     with dg.build_schedule_context(instance=dg.DagsterInstance.get(), scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         [request] = schedule.evaluate_tick(context).run_requests

@@ -46,7 +46,7 @@ def test_cron_fires_every_monday_and_the_check_picks_the_first():
 def _resolved(schedule) -> dg.ScheduleDefinition:
     import definitions
 
-    return definitions.defs().get_schedule_def(schedule.name)
+    return definitions.defs().resolve_schedule_def(schedule.name)
 
 
 def _request(schedule, when: datetime) -> dg.RunRequest:
@@ -54,7 +54,7 @@ def _request(schedule, when: datetime) -> dg.RunRequest:
 
     defs = definitions.defs()
     context = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
-    data = defs.get_schedule_def(schedule.name).evaluate_tick(context)
+    data = defs.resolve_schedule_def(schedule.name).evaluate_tick(context)
     assert len(data.run_requests) == 1
     return data.run_requests[0]
 

@@ -12,12 +12,12 @@ from sensors.fraud import fraud_daily_ingest_schedule, fraud_decision_log_schedu
 def _tick(schedule, when: datetime):
     defs = definitions.defs()
     with dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
-        return defs.get_schedule_def(schedule.name).evaluate_tick(context)
+        return defs.resolve_schedule_def(schedule.name).evaluate_tick(context)
 
 
 def test_daily_ticks_ask_for_yesterday_without_run_config():
     for schedule, hour in ((fraud_daily_ingest_schedule, 0), (fraud_decision_log_schedule, 0), (fraud_scoring_schedule, 1)):
-        resolved = definitions.defs().get_schedule_def(schedule.name)
+        resolved = definitions.defs().resolve_schedule_def(schedule.name)
         assert resolved.cron_schedule.endswith(f" {hour} * * *") and resolved.execution_timezone == "UTC"
         [request] = _tick(schedule, datetime(2026, 11, 24, hour, 45, tzinfo=UTC)).run_requests
         assert request.partition_key == "2026-11-23" and not request.run_config

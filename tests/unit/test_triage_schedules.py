@@ -46,7 +46,7 @@ def test_monthly_routing_runs_on_the_first_for_the_month_that_ended():
     from resources import default_resources
 
     definitions = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=JOBS, schedules=[triage_monthly_schedule], resources=default_resources())
-    schedule = definitions.get_schedule_def("triage_monthly_schedule")
+    schedule = definitions.resolve_schedule_def("triage_monthly_schedule")
     fired = _fire_times(schedule.cron_schedule, 2027)
     assert len(fired) == 12 and all(t.day == 1 and t.hour == 2 for t in fired)
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 8, 1, 2, tzinfo=ZoneInfo("UTC")))
