@@ -176,7 +176,7 @@ def main() -> int:
             print(f"throughput run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in timings.items()))
         quality = score(classifier, held_out, settings)
         independence = batch_independence(classifier, texts)
-        routed = route(classifier.predict(texts), settings.confidence_threshold)
+        routed = route(classifier.predict(texts), classifier.auto_threshold)
 
         # The endpoint serves this model as champion from a fresh MLflow store.
         home = LakehouseHome(work / "home")

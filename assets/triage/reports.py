@@ -81,6 +81,6 @@ def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) 
             "roi_multiple": round(result.roi_multiple, 1),
             "time_to_triage_mean_min": round(result.time_to_triage_mean_min, 1),
             "default_figures": ", ".join(result.default_figures) or "none",
-            "report": dg.MetadataValue.md(report_markdown(result, settings.confidence_threshold, settings.economics.tickets_per_month)),
+            "report": dg.MetadataValue.md(report_markdown(result, routes["auto_threshold"].unique().to_list(), settings.economics.tickets_per_month)),
         }
     )

@@ -29,7 +29,7 @@ def test_seed_rates_give_about_the_seed_figures():
     assert 7.0 <= r.roi_multiple <= 9.5  # seed 8x
     assert r.time_to_triage_auto_s == pytest.approx(0.005)
     assert r.roi_multiple == pytest.approx(r.fte_freed * ROI.agent_annual_cost / ROI.system_annual_cost)
-    assert "agent_annual_cost" in r.default_figures and "seed's default figures" in report_markdown(r, 0.85, 50_000)
+    assert "agent_annual_cost" in r.default_figures and "seed's default figures" in report_markdown(r, [0.85], 50_000)
 
 
 def test_the_report_speaks_the_user_currency_and_says_which_figures_are_defaults():
@@ -37,7 +37,7 @@ def test_the_report_speaks_the_user_currency_and_says_which_figures_are_defaults
     r = compute_roi(_routed(1000, 0.8, 0.95), 1.0, economics)
     assert r.currency == "USD" and r.annual_value == pytest.approx(r.fte_freed * 60_000)
     assert "agent_annual_cost" not in r.default_figures and "tickets_per_month" in r.default_figures
-    assert "USD" in report_markdown(r, 0.85, economics.tickets_per_month)
+    assert "USD" in report_markdown(r, [0.85, 0.9], economics.tickets_per_month)
 
 
 def test_no_automation_frees_nothing_useful():
