@@ -167,10 +167,14 @@ def work(home: Path, slice: bool) -> dict:
             "steps": model["steps"].value,
             "temperature": model["temperature"].value,
             "out_of_scope_threshold": model["out_of_scope_threshold"].value,
+            "auto_threshold": model["auto_threshold"].value,
+            "auto_precision_target_met": model["auto_precision_target_met"].value,
             "gate": model["gate"].value,
         },
         "timings_s": {k: round(v, 1) for k, v in {**timings, "total_s": total}.items()},
-        "threshold": settings.confidence_threshold,
+        "threshold_floor": settings.confidence_threshold,
+        "auto_precision_target": settings.auto_precision_target,
+        "max_in_scope_rejection": settings.out_of_scope.max_in_scope_rejection,
     }
 
 

@@ -105,9 +105,9 @@ def training_set(context: dg.AssetExecutionContext, config: CutOffConfig, lakeho
     kinds={"pytorch", "onnx", "mlflow"},
     owners=OWNERS[CASE],
     description=(
-        "all-MiniLM-L6-v2 fine-tuned with a softmax head (SetFit's differentiable head, end to end) within the step budget; "
-        "temperature and out-of-scope threshold fitted on the validation set; served as ONNX. Scored on the validation set and on "
-        "the frozen hold-out beside the champion; logged to MLflow as a pyfunc model, registered with alias `challenger`."
+        "all-MiniLM-L6-v2 fine-tuned with a softmax head (SetFit's differentiable head, end to end) within the step budget, then a "
+        "logistic head refitted on the served int8 body; temperature, out-of-scope threshold and auto-route threshold (to "
+        "`auto_precision_target`) fitted on the validation set; served as ONNX. Scored on the validation set and on the frozen hold-out beside the champion; logged to MLflow as a pyfunc model, registered with alias `challenger`."
     ),
     check_specs=[
         dg.AssetCheckSpec(

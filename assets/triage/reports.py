@@ -105,6 +105,6 @@ def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) 
             "chart": dg.MetadataValue.md(bar_chart("triage agents before and after (FTE)", [
                 ("before ML", result.triage_fte_before), ("after ML", result.triage_fte_after),
             ], label=lambda v: f"{v:.2f}")),
-            "report": table(report_table(result, settings.confidence_threshold)),
+            "report": table(report_table(result, routes["auto_threshold"].unique().to_list())),
         }
     )

@@ -26,8 +26,8 @@ SETTINGS = TriageSettings()  # for descriptions only; assets read their settings
     kinds={"onnx", "parquet"},
     owners=OWNERS[CASE],
     description=(
-        f"Every ticket of the month classified by the `champion`: category, confidence, route and reason. Above "
-        f"{SETTINGS.confidence_threshold} to the category's team; otherwise, or when the ticket matches no known category "
+        "Every ticket of the month classified by the `champion`: category, confidence, route and reason. Above the champion's "
+        f"auto-route threshold (fitted on validation to `auto_precision_target`, never below {SETTINGS.confidence_threshold}) to the category's team; otherwise, or when the ticket matches no known category "
         "(reason `out_of_scope`), to human validation."
     ),
     check_specs=[

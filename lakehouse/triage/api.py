@@ -40,6 +40,7 @@ class TriageOut(BaseModel):
     confidence: float
     route: str  # auto | human_validation
     reason: str  # confident | low_confidence | out_of_scope
+    auto_threshold: float  # the model's auto-route threshold: a confidence above it is routed automatically
     team: str | None  # the category's team when auto-routed
     model_version: str
     pii_found: dict[str, int]
@@ -79,13 +80,14 @@ class TriageService:
         text = model_text(subject, body)
         with self._lock:
             predicted = self.classifier.predict([text])
-        decided = route(predicted, settings.confidence_threshold).row(0, named=True)
+        decided = route(predicted, self.classifier.auto_threshold).row(0, named=True)
         return TriageOut(
             text=text,
             category=decided["category"],
             confidence=decided["confidence"],
             route=decided["route"],
             reason=decided["reason"],
+            auto_threshold=self.classifier.auto_threshold,
             team=settings.team(decided["category"]) if decided["route"] == AUTO else None,
             model_version=self.version,
             pii_found=dict(found),

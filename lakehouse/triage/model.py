@@ -69,6 +69,7 @@ class TriageClassifier:
         self.categories: list[str] = self.config["categories"]
         self.out_of_scope: str = self.config["out_of_scope_category"]
         self.threshold: float = self.config["out_of_scope_threshold"]  # in-scope probability below which a ticket is out of scope
+        self.auto_threshold: float = self.config["auto_threshold"]  # confidence above which a ticket is routed automatically
         head = np.load(directory / HEAD_FILE)
         self.weights, self.bias, self.temperature = head["weights"], head["bias"], float(head["temperature"])
         self.batch_size = batch_size
@@ -114,12 +115,13 @@ class TriageClassifier:
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
 
-    def decide(self, proba: np.ndarray) -> pl.DataFrame:
+    def decide(self, proba: np.ndarray, out_of_scope_threshold: float | None = None) -> pl.DataFrame:
         """Category and confidence (its probability); out of scope when the best known category's probability
-        is below the fitted threshold or the helpdesk's own out-of-scope label wins."""
+        is below the fitted threshold (or the one given) or the helpdesk's own out-of-scope label wins."""
+        threshold = self.threshold if out_of_scope_threshold is None else out_of_scope_threshold
         best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
         in_scope_best = proba[:, self.in_scope].max(axis=1) if len(proba) else np.zeros(0)
-        out = (in_scope_best < self.threshold) | ~self.in_scope[best]
+        out = (in_scope_best < threshold) | ~self.in_scope[best]
         categories = np.array(self.categories, dtype=object)[best]
         return pl.DataFrame(
             {
@@ -148,6 +150,8 @@ class Trained:
     steps: int
     temperature: float
     out_of_scope_threshold: float
+    auto_threshold: float
+    auto_precision_target_met: bool | None  # None: no target set
 
     @property
     def categories(self) -> list[str]:
@@ -162,7 +166,7 @@ def training_plan(rows: int, settings: TriageSettings) -> int:
 
 def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageSettings, directory: Path | None = None, log=lambda message: None) -> Trained:
     """Fine-tune body and head on `train_df` (text, category) within the step budget, export the body to ONNX,
-    then fit the temperature and the out-of-scope threshold on `validation_df`."""
+    then fit the temperature, the out-of-scope threshold and the auto-route threshold on `validation_df`."""
     _offline()
     import torch
     from setfit import SetFitModel
@@ -195,12 +199,15 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
     fit_head(classifier, train_df, directory, settings)
     classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
-    temperature, threshold = calibrate(classifier, validation_df, settings)
-    np.savez(directory / HEAD_FILE, weights=classifier.weights, bias=classifier.bias, temperature=np.float64(temperature))
-    config = {**classifier.config, "out_of_scope_threshold": threshold}
+    fitted = calibrate(classifier, validation_df, settings)
+    np.savez(directory / HEAD_FILE, weights=classifier.weights, bias=classifier.bias, temperature=np.float64(fitted.temperature))
+    config = {**classifier.config, "out_of_scope_threshold": fitted.out_of_scope_threshold, "auto_threshold": fitted.auto_threshold}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
-    return Trained(directory, classifier, seconds, train_df.height, steps, temperature, threshold)
+    return Trained(
+        directory, classifier, seconds, train_df.height, steps, fitted.temperature, fitted.out_of_scope_threshold, fitted.auto_threshold,
+        fitted.auto_precision_target_met,
+    )
 
 
 def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, log=lambda message: None) -> None:
@@ -269,6 +276,7 @@ def export(model, directory: Path, settings: TriageSettings) -> None:
         "categories": list(model.labels),
         "out_of_scope_category": settings.out_of_scope.category,
         "out_of_scope_threshold": 0.0,
+        "auto_threshold": settings.confidence_threshold,
         "max_tokens": settings.inference.max_tokens,
         "body": "all-MiniLM-L6-v2, fine-tuned",
     }
@@ -277,11 +285,12 @@ def export(model, directory: Path, settings: TriageSettings) -> None:
 
 def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> None:
     """The body in static int8: weights per channel, and activation scales fixed once on sample tickets (not
-    per batch, as dynamic quantization does), so a ticket's answer stays independent of its batch."""
+    per batch, as dynamic quantization does), so a ticket's answer stays independent of its batch. Every
+    intermediate file (the prepared graph, ONNX Runtime's external-data copies) is written to a temporary
+    directory that is removed, never to the working directory."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    body, prepared = directory / BODY_FILE, directory / "body-prepared.onnx"
     inputs = [batch for _, batch in TriageClassifier(directory, batch_size=32, max_tokens=settings.inference.max_tokens).batches(texts)]
 
     class Samples(CalibrationDataReader):
@@ -291,12 +300,15 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
         def get_next(self):
             return next(self.batches, None)
 
-    quant_pre_process(str(body), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared), str(body), Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-    )
-    prepared.unlink()
+    with tempfile.TemporaryDirectory(prefix="triage-quantize-") as work:
+        prepared, quantized = Path(work) / "body-prepared.onnx", Path(work) / "body-int8.onnx"
+        # Symbolic shape inference is skipped: on failure it saves a copy of the graph in the working directory.
+        quant_pre_process(str(directory / BODY_FILE), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(quantized), Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+        )
+        shutil.move(quantized, directory / BODY_FILE)
 
 
 def fit_head(classifier: TriageClassifier, train_df: pl.DataFrame, directory: Path, settings: TriageSettings) -> None:
@@ -314,18 +326,30 @@ def fit_head(classifier: TriageClassifier, train_df: pl.DataFrame, directory: Pa
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
 
-def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, settings: TriageSettings) -> tuple[float, float]:
-    """The temperature that minimises the validation tickets' log-loss, and the out-of-scope threshold: the
-    in-scope probability below which at most `max_in_scope_rejection` of the validation tickets of known
-    categories fall (0, no rule, when the validation set is too small to say)."""
+@dataclass
+class Calibration:
+    temperature: float
+    out_of_scope_threshold: float
+    auto_threshold: float
+    auto_precision_target_met: bool | None  # None: no target set, or no validation ticket to judge it on
+
+
+def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, settings: TriageSettings) -> Calibration:
+    """On the validation tickets: the temperature that minimises the log-loss of those of known categories; the
+    out-of-scope threshold on the best known category's probability, which rejects at most `max_in_scope_rejection`
+    of the known-category tickets (0, no rule, when the validation set is too small to say) and, when some tickets
+    are labelled out of scope, is the one up to that cap that maximises validation accuracy
+    (`fit_out_of_scope_threshold`); then, with both applied, the auto-route threshold (`fit_auto_threshold`) on
+    every validation ticket, unknown categories included."""
     from scipy.optimize import minimize_scalar
 
-    known = validation_df.filter(pl.col("category").is_in(classifier.categories))
-    if known.is_empty():
-        return 1.0, 0.0
-    logits = classifier.logits(classifier.embed(known["text"].to_list()))
+    is_known = validation_df["category"].is_in(classifier.categories).to_numpy()
+    if not is_known.any():
+        return Calibration(1.0, 0.0, settings.confidence_threshold, None)
+    all_logits = classifier.logits(classifier.embed(validation_df["text"].to_list()))
+    logits = all_logits[is_known]
     index = {c: i for i, c in enumerate(classifier.categories)}
-    target = np.array([index[c] for c in known["category"]])
+    target = np.array([index[c] for c in validation_df["category"].filter(pl.Series(is_known))])
 
     def nll(log_t: float) -> float:
         p = classifier.probabilities(logits, math.exp(log_t))
@@ -335,20 +359,68 @@ def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, setting
     proba = classifier.probabilities(logits, temperature)
     in_scope = classifier.in_scope[target]
     share = settings.out_of_scope.max_in_scope_rejection
-    if share <= 0 or in_scope.sum() * share < 1:
-        return temperature, 0.0
-    best_in_scope = np.sort(proba[in_scope][:, classifier.in_scope].max(axis=1))
-    k = int(share * len(best_in_scope))  # this many validation tickets fall below the threshold
-    # Halfway between two validation tickets, so that none sits on the threshold itself.
-    return temperature, float((best_in_scope[k - 1] + best_in_scope[k]) / 2) if k else 0.0
+    threshold = 0.0
+    if share > 0 and in_scope.sum() * share >= 1:
+        best_in_scope = np.sort(proba[in_scope][:, classifier.in_scope].max(axis=1))
+        k = int(share * len(best_in_scope))  # this many validation tickets fall below the threshold
+        # Halfway between two validation tickets, so that none sits on the threshold itself.
+        threshold = float((best_in_scope[k - 1] + best_in_scope[k]) / 2) if k else 0.0
+    all_proba = classifier.probabilities(all_logits, temperature)
+    labelled_out = (validation_df["category"] == classifier.out_of_scope).to_numpy()
+    if threshold > 0 and labelled_out.any():
+        best = np.array(classifier.categories, dtype=object)[all_proba.argmax(axis=1)]
+        threshold = fit_out_of_scope_threshold(
+            all_proba[:, classifier.in_scope].max(axis=1), best == validation_df["category"].to_numpy(), labelled_out, threshold
+        )
+    decided = classifier.decide(all_proba, threshold)
+    candidates = ~decided["out_of_scope"].to_numpy()  # only tickets not sent to humans as out of scope can be auto-routed
+    right = (decided["category"] == validation_df["category"]).to_numpy()
+    auto_threshold, met = fit_auto_threshold(
+        decided["confidence"].to_numpy()[candidates], right[candidates], settings.confidence_threshold, settings.auto_precision_target
+    )
+    return Calibration(temperature, threshold, auto_threshold, met)
+
+
+def fit_out_of_scope_threshold(best_known: np.ndarray, right: np.ndarray, labelled_out: np.ndarray, cap: float) -> float:
+    """The out-of-scope threshold, at most `cap`, that maximises validation accuracy (the lowest of equals): a ticket
+    whose best known category's probability (`best_known`) falls below it is right when labelled out of scope;
+    above it, when its most probable category (`right`) is. Halfway between two validation tickets."""
+    order = np.argsort(best_known, kind="stable")
+    ranked = best_known[order]
+    # Rejecting the j least confident tickets changes each one from `right` to `labelled_out`.
+    gain = np.concatenate([[0], np.cumsum(labelled_out[order].astype(int) - right[order].astype(int))])
+    following = np.append(ranked[1:], np.inf)
+    cut = np.concatenate([[0.0], (ranked + following) / 2])  # threshold rejecting the j least confident, j = 0..n
+    possible = np.concatenate([[True], (ranked < following) & (cut[1:] <= cap)])
+    j = int(np.flatnonzero(possible & (gain == gain[possible].max()))[0])
+    return float(cut[j])
+
+
+def fit_auto_threshold(confidence: np.ndarray, right: np.ndarray, floor: float, target: float | None) -> tuple[float, bool | None]:
+    """The auto route's threshold and whether it meets `target`: the lowest confidence, never below `floor`, such
+    that the validation tickets strictly above it are right at least `target` of the time (halfway between two
+    validation tickets). `floor` itself when no target is set, no ticket is given or none meets it."""
+    if target is None or not len(confidence):
+        return floor, None
+    order = np.argsort(-confidence, kind="stable")
+    ranked, hits = confidence[order], right[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)  # of the k most confident tickets, k = 1..n
+    above_floor = int((ranked > floor).sum())
+    # Routing the k most confident is a threshold between the k-th and the next ticket: possible only where they differ.
+    following = np.append(ranked[1:], -np.inf)
+    possible = (np.arange(1, len(ranked) + 1) <= above_floor) & (ranked > following) & (precision >= target)
+    if not possible.any():
+        return floor, False
+    k = int(np.flatnonzero(possible).max()) + 1
+    return (floor if k == above_floor else float((ranked[k - 1] + ranked[k]) / 2)), True
 
 
 # --------------------------------------------------------------------------- routing and metrics
 
 
 def route(prediction: pl.DataFrame, threshold: float) -> pl.DataFrame:
-    """`route` and `reason` of each prediction: out of scope -> humans; strictly above the threshold (seed:
-    > 0.85) -> the category's team; otherwise -> humans."""
+    """`route` and `reason` of each prediction: out of scope -> humans; strictly above the threshold (the
+    model's fitted `auto_threshold`, never below the seed's 0.85) -> the category's team; otherwise -> humans."""
     reason = (
         pl.when(pl.col("out_of_scope")).then(pl.lit(OUT_OF_SCOPE))
         .when(pl.col("confidence") > threshold).then(pl.lit(CONFIDENT))
@@ -381,10 +453,10 @@ def evaluate(true: list[str], routed: pl.DataFrame, out_of_scope: str) -> dict[s
 
 
 def score(classifier: TriageClassifier, df: pl.DataFrame, settings: TriageSettings) -> dict[str, float]:
-    """`evaluate` on labelled tickets (text, category), as served."""
+    """`evaluate` on labelled tickets (text, category), as served (routed at the classifier's auto threshold)."""
     if df.is_empty():
         raise ValueError("cannot evaluate on an empty set of tickets")
-    routed = route(classifier.predict(df["text"].to_list()), settings.confidence_threshold)
+    routed = route(classifier.predict(df["text"].to_list()), classifier.auto_threshold)
     return evaluate(df["category"].to_list(), routed, settings.out_of_scope.category)
 
 

@@ -318,6 +318,8 @@ class Challenger:
     steps: int
     temperature: float
     out_of_scope_threshold: float
+    auto_threshold: float
+    auto_precision_target_met: bool | None
 
     def metadata(self) -> dict:
         v, h = self.validation, self.holdout
@@ -342,6 +344,8 @@ class Challenger:
             "steps": self.steps,
             "temperature": round(self.temperature, 3),
             "out_of_scope_threshold": round(self.out_of_scope_threshold, 4),
+            "auto_threshold": round(self.auto_threshold, 4),
+            "auto_precision_target_met": "no target set" if self.auto_precision_target_met is None else self.auto_precision_target_met,
             "champion_at_training": self.champion_version or "none",
             "gate": self.gate.description,
             "metrics": table,
@@ -358,7 +362,10 @@ def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, 
     log(f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), validating on {validation.height}")
     trained = train(train_rows, validation, settings, log=log)
     try:
-        log(f"trained in {trained.train_seconds:.0f} s ({trained.steps} steps); temperature {trained.temperature:.2f}, out-of-scope threshold {trained.out_of_scope_threshold:.3f}")
+        log(
+            f"trained in {trained.train_seconds:.0f} s ({trained.steps} steps); temperature {trained.temperature:.2f}, out-of-scope threshold "
+            f"{trained.out_of_scope_threshold:.3f}, auto-route threshold {trained.auto_threshold:.4f} (precision target {settings.auto_precision_target})"
+        )
         scores = score(trained.classifier, validation, settings)
         held = score(trained.classifier, holdout, settings) if holdout.height else None
         comparison_set = holdout if holdout.height else validation
@@ -372,7 +379,8 @@ def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, 
             "training_rows": train_rows.height, "validation_rows": validation.height, "steps": trained.steps, "batch_size": t.batch_size,
             "epochs": t.epochs, "max_steps": t.max_steps, "max_tokens": t.max_tokens, "learning_rate": t.learning_rate,
             "threshold": settings.confidence_threshold, "categories": len(trained.categories), "temperature": trained.temperature,
-            "out_of_scope_threshold": trained.out_of_scope_threshold, "training_from": str(training["created_at"].min()),
+            "out_of_scope_threshold": trained.out_of_scope_threshold, "auto_threshold": trained.auto_threshold,
+            "auto_precision_target": settings.auto_precision_target, "training_from": str(training["created_at"].min()),
             "training_to": str(training["created_at"].max()), "champion_at_training": champion_version or "none",
         }
         metrics = {**scores, **{f"holdout_{k}": v for k, v in (held or {}).items()}, "train_seconds": trained.train_seconds}
@@ -387,7 +395,7 @@ def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, 
     log(f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at {scores['auto_precision']:.1%}; {outcome.description}")
     return Challenger(
         version, run_id, scores, held, champion, champion_version, outcome, trained.train_seconds, train_rows.height,
-        trained.steps, trained.temperature, trained.out_of_scope_threshold,
+        trained.steps, trained.temperature, trained.out_of_scope_threshold, trained.auto_threshold, trained.auto_precision_target_met,
     )
 
 
@@ -395,15 +403,17 @@ def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, 
 
 
 def route_tickets(classifier: TriageClassifier, tickets: pl.DataFrame, version: str, settings: TriageSettings) -> pl.DataFrame:
-    """Every ticket classified and routed: category, confidence, route and reason, team when auto-routed."""
+    """Every ticket classified and routed at the classifier's auto threshold: category, confidence, route and reason,
+    team when auto-routed, and the threshold that decided."""
     started = time.perf_counter()
-    predicted = route(classifier.predict(tickets["text"].to_list()), settings.confidence_threshold)
+    predicted = route(classifier.predict(tickets["text"].to_list()), classifier.auto_threshold)
     seconds = time.perf_counter() - started
     teams = [settings.team(c) if r == AUTO else None for c, r in zip(predicted["category"], predicted["route"], strict=True)]
     return tickets.select("ticket_id", "month", "created_at").with_columns(
         predicted.select("category", "confidence", "out_of_scope", "route", "reason"),
         team=pl.Series(teams, dtype=pl.String),
         model_version=pl.lit(version),
+        auto_threshold=pl.lit(classifier.auto_threshold, dtype=pl.Float64),
         decision_ms=pl.lit(1000 * seconds / max(1, tickets.height)),
     )
 

@@ -82,10 +82,13 @@ def compute_roi(routed: pl.DataFrame, decision_seconds: float, assumptions: Tria
     )
 
 
-def report_table(r: RoiResult, threshold: float, seed: dict = SEED_REFERENCE) -> pl.DataFrame:
-    """The report's rows: metric, measured (formatted, in the case's currency), the seed's figure."""
+def report_table(r: RoiResult, thresholds: list[float], seed: dict = SEED_REFERENCE) -> pl.DataFrame:
+    """The report's rows: metric, measured (formatted, in the case's currency), the seed's figure;
+    `thresholds`: the auto-route thresholds of the models that routed the tickets."""
+    low, high = min(thresholds), max(thresholds)
+    rule = f"confidence > {low:.3f}" if low == high else f"confidence > the model's threshold, {low:.3f} to {high:.3f}"
     rows = [
-        (f"auto-triage rate (confidence > {threshold})", f"{r.auto_triage_rate:.1%}", f"{seed['auto_triage_rate']:.0%}"),
+        (f"auto-triage rate ({rule})", f"{r.auto_triage_rate:.1%}", f"{seed['auto_triage_rate']:.0%}"),
         ("precision of auto-routed tickets", f"{r.auto_precision:.1%}", f"{seed['auto_precision']:.0%}"),
         ("time to triage, auto-routed", f"{r.time_to_triage_auto_s * 1000:.0f} ms (model decision)", f"{seed['time_to_triage_s']:.0f} s"),
         ("time to triage, mean over all tickets", f"{r.time_to_triage_mean_min:.1f} min (queued tickets wait like before)", "-"),

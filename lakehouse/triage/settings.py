@@ -75,10 +75,11 @@ class TrainingSettings(Section):
 class OutOfScopeSettings(Section):
     """Tickets that match no known category go to the human queue with reason `out_of_scope`.
 
-    The rule is fitted on the validation set: the similarity threshold below which at most
-    `max_in_scope_rejection` of the validation tickets of known categories would fall. Labels
-    equal to `category` (the helpdesk's own "other" label, mapped to this name) are learned as
-    examples of what is out of scope.
+    The rule is fitted on the validation set: a threshold on the best known category's probability
+    below which at most `max_in_scope_rejection` of the validation tickets of known categories
+    would fall; when the validation set holds tickets labelled `category`, the threshold up to
+    that cap that maximises validation accuracy. Labels equal to `category` (the helpdesk's own
+    "other" label, mapped to this name) are learned as examples of what is out of scope.
     """
 
     category: str = "out_of_scope"
@@ -137,7 +138,10 @@ class TriageSettings(CaseSettings):
 
     calendar: TriageCalendar = TriageCalendar()  # monthly partitions from this month
     teams: dict[str, str] = Field(default_factory=lambda: dict(SEED_TEAMS))  # category -> team; unlisted categories are their own team
-    confidence_threshold: float = Field(0.85, gt=0.0, lt=1.0)  # seed: above it a ticket is routed automatically
+    confidence_threshold: float = Field(0.85, gt=0.0, lt=1.0)  # seed: above it a ticket is routed automatically (the floor of the fitted threshold)
+    # The auto route's precision goal: each training fits, on its validation tickets, the lowest confidence (never below
+    # `confidence_threshold`) above which at least this share of them is right, and routes with it. None: the seed's rule.
+    auto_precision_target: float | None = Field(0.95, gt=0.0, le=1.0)
     phone_region: str = "GB"  # phone numbers written without a country code are read as this region's
     training: TrainingSettings = TrainingSettings()
     out_of_scope: OutOfScopeSettings = OutOfScopeSettings()

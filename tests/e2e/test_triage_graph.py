@@ -58,7 +58,8 @@ def test_routes_follow_the_threshold_and_reach_the_teams_and_the_queue(built):
 
     routes = _months(built, "ticket_routes")
     assert routes["month"].unique().sort().to_list() == [k[:7] for k in built.outcome["live_months"]]
-    assert ((routes["confidence"] > SETTINGS.confidence_threshold) & ~routes["out_of_scope"] == (routes["route"] == AUTO)).all()
+    assert (routes["auto_threshold"] >= SETTINGS.confidence_threshold).all()
+    assert ((routes["confidence"] > routes["auto_threshold"]) & ~routes["out_of_scope"] == (routes["route"] == AUTO)).all()
     auto = routes.filter(pl.col("route") == AUTO)
     assert (auto["team"] == auto["category"].replace_strict(SETTINGS.teams)).all() and routes.filter(pl.col("route") == HUMAN)["team"].is_null().all()
     assignments, queue = read_assignments(built.home / "ops.sqlite"), read_queue(built.home / "ops.sqlite")
@@ -216,7 +217,8 @@ def test_the_endpoint_triages_a_raw_ticket_with_the_champion(built):
     assert response.status_code == 200, response.text
     out = response.json()
     assert out["category"] == "billing" and out["model_version"] == "2"
-    assert out["route"] == (AUTO if out["confidence"] > SETTINGS.confidence_threshold else HUMAN) and out["reason"] in ("confident", "low_confidence")
+    assert out["auto_threshold"] >= SETTINGS.confidence_threshold
+    assert out["route"] == (AUTO if out["confidence"] > out["auto_threshold"] else HUMAN) and out["reason"] in ("confident", "low_confidence")
     assert out["team"] == ("finance" if out["route"] == AUTO else None)
     assert "4111" not in out["text"] and "7911" not in out["text"] and "Gwendolyn" not in out["text"] and "<p>" not in out["text"]
     assert "[CARD]" in out["text"] and "[PHONE]" in out["text"] and out["pii_found"]["card"] == 1

@@ -10,7 +10,9 @@ from lakehouse.serving.app import API_KEY_HEADER, ServingSettings, create_app
 
 
 class FixedClassifier:
-    """Says `billing` with a confidence of 0.9 for every text."""
+    """Says `billing` with a confidence of 0.9 for every text, and routes automatically above 0.88."""
+
+    auto_threshold = 0.88
 
     def predict(self, texts):
         return pl.DataFrame({"category": ["billing"] * len(texts), "confidence": [0.9] * len(texts), "out_of_scope": [False] * len(texts)})
@@ -43,5 +45,6 @@ def test_a_large_ticket_is_scrubbed_off_the_event_loop(tmp_path, monkeypatch):
     assert response.status_code == 200, response.text
     out = response.json()
     assert out["category"] == "billing" and out["route"] == "auto" and out["reason"] == "confident" and out["team"] == "finance"
+    assert out["auto_threshold"] == FixedClassifier.auto_threshold
     assert "4111" not in out["text"] and "7911" not in out["text"] and out["pii_found"] == {"card": 700, "phone": 700}
     assert threads and all(t is not loop_thread for t in threads)

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lakehouse.triage.model import AUTO, CONFIDENT, HUMAN, LOW_CONFIDENCE, OUT_OF_SCOPE, evaluate, route, training_plan
+from lakehouse.triage.model import AUTO, CONFIDENT, HUMAN, LOW_CONFIDENCE, OUT_OF_SCOPE, evaluate, fit_auto_threshold, route, training_plan
 from lakehouse.triage.pipeline import gate
 from lakehouse.triage.settings import TriageSettings
 
@@ -75,6 +75,42 @@ def test_the_step_budget_caps_the_passes_over_the_tickets():
     assert training_plan(1, settings) == 1
 
 
+def test_the_auto_threshold_is_the_lowest_confidence_whose_tickets_above_meet_the_precision_target():
+    confidence = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.90, 0.80])
+    right = np.array([1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1], dtype=bool)
+    # The 9 most confident are right 8 times in 9; the 4 most confident always.
+    threshold, met = fit_auto_threshold(confidence, right, 0.85, 8 / 9)
+    assert met and threshold == pytest.approx((0.91 + 0.90) / 2)
+    threshold, met = fit_auto_threshold(confidence, right, 0.85, 0.95)
+    assert met and threshold == pytest.approx((0.96 + 0.95) / 2)
+    assert (confidence > threshold).sum() == 4
+
+
+def test_the_auto_threshold_never_falls_below_the_floor_and_keeps_it_when_the_target_is_out_of_reach():
+    confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.7])
+    assert fit_auto_threshold(confidence, np.ones(5, dtype=bool), 0.85, 0.99) == (0.85, True)
+    assert fit_auto_threshold(confidence, np.zeros(5, dtype=bool), 0.85, 0.5) == (0.85, False)
+    assert fit_auto_threshold(confidence, np.zeros(5, dtype=bool), 0.85, None) == (0.85, None)
+    assert fit_auto_threshold(np.zeros(0), np.zeros(0, dtype=bool), 0.85, 0.99) == (0.85, None)
+    # Tied confidences cannot be split: the threshold goes above both when one of them is wrong.
+    threshold, met = fit_auto_threshold(np.array([0.99, 0.9, 0.9]), np.array([True, True, False]), 0.85, 0.99)
+    assert met and threshold == pytest.approx(0.945)
+
+
+def test_the_out_of_scope_threshold_maximises_validation_accuracy_within_the_cap():
+    from lakehouse.triage.model import fit_out_of_scope_threshold
+
+    best_known = np.array([0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 0.95])
+    right = np.array([False, False, False, False, True, True, True])  # the most probable category is right
+    labelled_out = np.array([True, True, False, True, False, False, False])
+    # Rejecting the four least confident catches the three out-of-scope tickets and loses no right answer.
+    assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.8) == pytest.approx(0.55)
+    # With two out-of-scope tickets, rejecting two, three or four is as good: the lowest threshold wins.
+    assert fit_out_of_scope_threshold(best_known, right, np.array([True, True, False, False, False, False, False]), cap=0.8) == pytest.approx(0.35)
+    assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.36) == pytest.approx(0.35)
+    assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.1) == 0.0
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A classifier fine-tuned for a few steps on a 5-category helpdesk; the validation month holds tickets of a
@@ -111,6 +147,28 @@ def test_a_helpdesk_of_five_categories_gets_its_own_categories_and_out_of_scope_
     assert predicted["out_of_scope"].filter(known).mean() <= 0.1
     assert predicted["out_of_scope"].filter(~known).mean() > predicted["out_of_scope"].filter(known).mean()
     assert result.classifier.predict([]).height == 0
+    # The auto route's threshold was fitted on validation, never below the seed's, and the classifier routes with it.
+    assert settings.confidence_threshold <= result.auto_threshold < 1 and result.classifier.auto_threshold == result.auto_threshold
+    assert result.auto_precision_target_met is not None
+
+
+def test_quantization_writes_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    import onnx
+    from setfit import SetFitModel
+
+    from lakehouse.triage.model import BODY_FILE, TriageClassifier, body_path, export, quantize
+
+    model = SetFitModel.from_pretrained(str(body_path()), labels=["a", "b"], use_differentiable_head=True, head_params={"out_features": 2})
+    directory = tmp_path / "classifier"
+    export(model, directory, SETTINGS)
+    before = sorted(p.name for p in directory.iterdir())
+    working = tmp_path / "cwd"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    quantize(directory, ["where is my parcel", "I was charged twice", "reset my password please"], SETTINGS)
+    assert list(working.iterdir()) == [] and sorted(p.name for p in directory.iterdir()) == before
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(directory / BODY_FILE)).graph.node)
+    assert TriageClassifier(directory).predict(["where is my parcel"]).height == 1
 
 
 def test_a_tickets_answer_does_not_depend_on_its_batch(trained):
