@@ -74,6 +74,6 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     if roi:
         print(
             f"routed {roi['months']}: auto-triage {roi['auto_triage_rate']} (seed 78%) at precision {roi['auto_precision']} (seed 94%), "
-            f"threshold {settings.confidence_threshold}; FTE freed {roi['fte_freed']:.2f} (seed 2.2); ROI {roi['roi_multiple']:.1f}x (seed 8x)"
+            f"above each model's fitted threshold (at least {settings.confidence_threshold}); FTE freed {roi['fte_freed']:.2f} (seed 2.2); ROI {roi['roi_multiple']:.1f}x (seed 8x)"
         )
     return bool(outcome["first_training_success"] and champion and roi)
