@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python -m bench.fraud_latency
 	$(BIN)/python -m bench.fraud_outage
 	$(BIN)/python -m bench.triage
+	$(BIN)/python -m bench.imports
 
 # Each case's public dataset (../shared/realdata) through its documented path; `make realdata CASE=fraud` for one.
 realdata: setup
