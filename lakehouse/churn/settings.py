@@ -104,6 +104,7 @@ class ChurnSettings(CaseSettings):
     )
     num_boost_round: int = 600
     early_stopping_rounds: int = 50
+    importance_sample_rows: int = Field(5_000, ge=100)  # test rows the model's SHAP importance is averaged over
     registered_model_name: str = "churn_lightgbm"
 
     def bounds_for(self, base: int) -> tuple[int, int]:

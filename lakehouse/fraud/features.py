@@ -127,6 +127,8 @@ class RatioFeature:
     needs: frozenset[str] = frozenset()
 
 
+CALENDAR_FEATURES = ("weekday",)  # every decision of a day shares it: a day's distribution is one value
+
 TX_FEATURES = (
     RowFeature("amount"),
     RowFeature("log_amount"),
@@ -179,6 +181,10 @@ class Registry:
         return tuple(f.name for f in self.all)
 
     @cached_property
+    def by_name(self) -> dict[str, WindowFeature | HistoryFeature | RowFeature | RatioFeature]:
+        return {f.name: f for f in self.all}
+
+    @cached_property
     def defaults(self) -> dict[str, float]:
         ones = {f.name for f in self.ratios} | {"amount_ratio_mean"}
         return {f.name: 1.0 if f.name in ones else 0.0 for f in self.all} | {"secs_since_prev": MAX_GAP_S}
@@ -208,6 +214,28 @@ class Registry:
     def plans(self) -> dict:
         """(names, entities) -> what `online_features` computes for them, built once per pair."""
         return {}
+
+    def reach_days(self, name: str) -> int:
+        """Whole days before a payment that a feature's value depends on (0: the payment and the customer's profile)."""
+        f = self.by_name[name]
+        if isinstance(f, WindowFeature):
+            return math.ceil(f.window_ms / DAY_MS)
+        if isinstance(f, HistoryFeature):
+            return f.days + (self.label_delay if f.delayed else 0)
+        if isinstance(f, RatioFeature):
+            return self.reach_days(f.mean)
+        return 0
+
+    def not_comparable_daily(self, names, history_days: int) -> dict[str, str]:
+        """Of `names` (features of this registry; other names are ignored), those whose distribution over a window that starts `history_days` days after the first day of
+        data cannot be compared with one later day's, and why: calendar features, and windows that reach back before
+        the data (still filling up, so their values grow with the history whatever the traffic does)."""
+        names = [n for n in names if n in self.by_name]
+        out = {n: "calendar feature: a day's decisions share one value" for n in names if n in CALENDAR_FEATURES}
+        for n in names:
+            if n not in out and (reach := self.reach_days(n)) > history_days:
+                out[n] = f"reaches {reach} days back; the reference starts {history_days} days after the first day of data"
+        return out
 
     def available(self, columns) -> tuple[str, ...]:
         """Names of the features computable when the data has these columns."""

@@ -22,20 +22,24 @@ def _too_few(count: int, settings: FraudSettings) -> bool:
     return count < settings.monitoring.min_decisions_for_checks
 
 
-def feature_drift(reference: pl.DataFrame, log: pl.DataFrame, settings: FraudSettings) -> CheckOutcome:
+def feature_drift(reference: pl.DataFrame, log: pl.DataFrame, settings: FraudSettings, not_compared: dict[str, str] | None = None) -> CheckOutcome:
+    """Two-sample KS of each layer-2 input between the reference and the day's decisions; `not_compared` names
+    the features left out, with the reason (see `Registry.not_comparable_daily`)."""
     limit = settings.monitoring.max_feature_drift_ks
     live = live_features(log)
-    columns = [c for c in live.columns if c in reference.columns]
+    not_compared = not_compared or {}
+    columns = [c for c in live.columns if c in reference.columns and c not in not_compared]
     threshold = f"KS <= {limit}"
     description = "Layer-2 inputs of the day vs the test window of the champion's training (two-sample KS, worst feature)."
+    skipped = {"not_compared": pl.DataFrame({"feature": list(not_compared), "reason": list(not_compared.values())}, schema={"feature": pl.String, "reason": pl.String})}
     if _too_few(live.height, settings) or not columns:
-        return CheckOutcome("feature_drift", True, 0.0, threshold, description, metadata={"note": f"{live.height} decisions: too few to test"})
+        return CheckOutcome("feature_drift", True, 0.0, threshold, description, metadata={"note": f"{live.height} decisions: too few to test", **skipped})
     stats = {c: ks_statistic(reference[c].cast(pl.Float64).to_numpy(), live[c].cast(pl.Float64).fill_null(np.nan).to_numpy()) for c in columns}
     worst = max(stats, key=stats.get)
     top = pl.DataFrame({"feature": list(stats), "ks": [round(v, 3) for v in stats.values()]}).sort("ks", descending=True).head(10)
     return CheckOutcome(
         "feature_drift", bool(stats[worst] <= limit), round(stats[worst], 3), threshold, description,
-        metadata={"worst_feature": worst, "decisions": live.height, "top": top},
+        metadata={"worst_feature": worst, "decisions": live.height, "top": top, **skipped},
     )
 
 

@@ -166,7 +166,7 @@ def train_cascade(lake: Lake, registry: Registry, settings: FraudSettings, run_n
     data = with_rules(features, read_transactions(lake), read_rules(lake), registry_for(settings), settings)
     split = split_of([str(d) for d in data[DAY].unique().to_list()], settings)
     result = fit(data, split, registry, settings, run_name)
-    reference = split.frame(data, "test").select("tx_id", *result.cascade.layer2_features)
+    reference = split.frame(data, "test").select("tx_id", DAY, *result.cascade.layer2_features)
     lake.write(reference.with_columns(model_version=pl.lit(result.version)), CASE, REFERENCE)
     return result
 
@@ -257,7 +257,9 @@ def compact_decision_log(lake: Lake, registry: Registry, settings: FraudSettings
     name = settings.cascade.registered_model_name
     expected = registry.version_metrics(name, registry.alias_version(name, CHAMPION))["flag_rate"]
     reference = lake.read(CASE, REFERENCE)
-    return log, [feature_drift(reference, log, settings), layer3_share(log, settings), decision_rate(log, expected, settings)]
+    history_days = (reference[DAY].min() - date.fromisoformat(loaded_days(lake)[0])).days
+    not_compared = registry_for(settings).not_comparable_daily(reference.columns, history_days)
+    return log, [feature_drift(reference, log, settings, not_compared), layer3_share(log, settings), decision_rate(log, expected, settings)]
 
 
 # --------------------------------------------------------------------------- reports

@@ -57,9 +57,9 @@ class TrainingSettings(Section):
     validation_share: float = Field(0.2, gt=0.0, lt=1.0)  # newest share of the training window, when `validation` is not set
     validation: CheckedPeriod | None = None  # dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times
     epochs: float = Field(1.0, gt=0.0)  # passes over the training tickets (fine-tuning body and head together)
-    max_steps: int = Field(1_500, ge=1)  # at most this many optimisation steps: the CPU budget (about 0.15 s a step on 2 cores)
+    max_steps: int = Field(1_500, ge=1)  # at most this many optimisation steps: the CPU budget (measured on 2 cores: about 0.45 s a step of 32 tickets at 32 tokens)
     batch_size: int = Field(32, ge=2)
-    max_tokens: int = Field(64, ge=8)  # tokens per ticket read in training
+    max_tokens: int = Field(32, ge=8)  # tokens per ticket read in training: what serving reads (`inference.max_tokens`)
     learning_rate: float = Field(5e-5, gt=0.0)  # of the body; the head learns 100x faster
     head_c: float = Field(10.0, gt=0.0)  # inverse regularisation of the logistic head refitted on the fine-tuned body
     seed: int = 0

@@ -151,3 +151,22 @@ def test_monitoring_checks_pass_on_a_normal_day_and_fail_when_broken():
     blocking_storm = _log(1000, decisions=("block", "approve"))
     assert not decision_rate(blocking_storm, 0.02, SETTINGS).passed
     assert not decision_rate(_log(1000), 0.02, SETTINGS).passed  # nothing flagged at all
+
+
+def test_drift_leaves_out_the_weekday_and_windows_longer_than_the_history_before_the_reference():
+    registry = registry_for(SETTINGS)
+    delay, longest = SETTINGS.features.label_delay_days, max(SETTINGS.features.history_days)
+    names = ["amount", "weekday", "customer_count_30d", f"merchant_hist_count_{longest}d", f"merchant_hist_fraud_rate_{longest}d", "tx_id"]
+    young = registry.not_comparable_daily(names, history_days=6)
+    assert set(young) == {"weekday", "customer_count_30d", f"merchant_hist_count_{longest}d", f"merchant_hist_fraud_rate_{longest}d"}
+    assert f"reaches {longest + delay} days back" in young[f"merchant_hist_fraud_rate_{longest}d"]  # fraud history waits for its labels
+    assert set(registry.not_comparable_daily(names, history_days=longest)) == {"weekday", f"merchant_hist_fraud_rate_{longest}d"}
+    assert set(registry.not_comparable_daily(names, history_days=longest + delay)) == {"weekday"}
+
+    rng = np.random.default_rng(2)
+    reference = pl.DataFrame({"amount": rng.lognormal(3.5, 0.8, 2000), "customer_count_30d": rng.poisson(10, 2000).astype(float)})
+    filling = _log(1000, features=[{"amount": float(a), "customer_count_30d": float(c)} for a, c in zip(rng.lognormal(3.5, 0.8, 1000), rng.poisson(40, 1000), strict=True)])
+    assert not feature_drift(reference, filling, SETTINGS).passed
+    left_out = feature_drift(reference, filling, SETTINGS, {"customer_count_30d": young["customer_count_30d"]})
+    assert left_out.passed and left_out.metadata["worst_feature"] == "amount"
+    assert left_out.metadata["not_compared"]["feature"].to_list() == ["customer_count_30d"]
