@@ -61,5 +61,10 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     if scores:
         print(f"weekly scoring, {SCORED_WEEKS} weeks to {outcome['latest_week']}: {scores['dagster/row_count']:,} scores")
     if roi:
-        print(f"A/B test (from {roi['experiment_start']}, {roi['high_risk_customers']} high-risk customers): monthly churn reduction {roi['absolute_reduction_monthly']}, p={roi['p_value']:.3g}, ROI {roi['roi']:.1f}x (seed 32x)")
+        print(f"A/B test (from {roi['experiment_start']}, {roi['high_risk_customers']} high-risk customers): monthly churn reduction {roi['absolute_reduction_monthly']}, {_p(roi['p_value'])}, ROI {roi['roi']:.1f}x (seed 32x)")
     return bool(gate_ok and roi)
+
+
+def _p(p_value: float) -> str:
+    """The test's p-value; below double precision it underflows to 0, which says 'smaller than 1e-300'."""
+    return f"p={p_value:.3g}" if p_value > 0 else "p<1e-300"
