@@ -340,7 +340,8 @@ def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, setting
     of the known-category tickets (0, no rule, when the validation set is too small to say) and, when some tickets
     are labelled out of scope, is the one up to that cap that maximises validation accuracy
     (`fit_out_of_scope_threshold`); then, with both applied, the auto-route threshold (`fit_auto_threshold`) on
-    every validation ticket, unknown categories included."""
+    every validation ticket, unknown categories included. With `out_of_scope.expected_share` set, both fits weigh
+    the tickets labelled out of scope to that share (`prior_weights`)."""
     from scipy.optimize import minimize_scalar
 
     is_known = validation_df["category"].is_in(classifier.categories).to_numpy()
@@ -367,28 +368,42 @@ def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, setting
         threshold = float((best_in_scope[k - 1] + best_in_scope[k]) / 2) if k else 0.0
     all_proba = classifier.probabilities(all_logits, temperature)
     labelled_out = (validation_df["category"] == classifier.out_of_scope).to_numpy()
+    weights = prior_weights(labelled_out, settings.out_of_scope.expected_share)
     if threshold > 0 and labelled_out.any():
         best = np.array(classifier.categories, dtype=object)[all_proba.argmax(axis=1)]
         threshold = fit_out_of_scope_threshold(
-            all_proba[:, classifier.in_scope].max(axis=1), best == validation_df["category"].to_numpy(), labelled_out, threshold
+            all_proba[:, classifier.in_scope].max(axis=1), best == validation_df["category"].to_numpy(), labelled_out, threshold, weights
         )
     decided = classifier.decide(all_proba, threshold)
     candidates = ~decided["out_of_scope"].to_numpy()  # only tickets not sent to humans as out of scope can be auto-routed
     right = (decided["category"] == validation_df["category"]).to_numpy()
     auto_threshold, met = fit_auto_threshold(
-        decided["confidence"].to_numpy()[candidates], right[candidates], settings.confidence_threshold, settings.auto_precision_target
+        decided["confidence"].to_numpy()[candidates], right[candidates], settings.confidence_threshold, settings.auto_precision_target, weights[candidates]
     )
     return Calibration(temperature, threshold, auto_threshold, met)
 
 
-def fit_out_of_scope_threshold(best_known: np.ndarray, right: np.ndarray, labelled_out: np.ndarray, cap: float) -> float:
-    """The out-of-scope threshold, at most `cap`, that maximises validation accuracy (the lowest of equals): a ticket
-    whose best known category's probability (`best_known`) falls below it is right when labelled out of scope;
-    above it, when its most probable category (`right`) is. Halfway between two validation tickets."""
+def prior_weights(labelled_out: np.ndarray, expected_share: float | None) -> np.ndarray:
+    """A weight per validation ticket such that those labelled out of scope make up `expected_share` of the total
+    weight; ones when no share is set, or when the validation set holds no ticket of one of the two kinds."""
+    observed = labelled_out.mean() if len(labelled_out) else 0.0
+    if expected_share is None or observed in (0.0, 1.0):
+        return np.ones(len(labelled_out))
+    return np.where(labelled_out, expected_share / observed, (1 - expected_share) / (1 - observed))
+
+
+def fit_out_of_scope_threshold(
+    best_known: np.ndarray, right: np.ndarray, labelled_out: np.ndarray, cap: float, weights: np.ndarray | None = None
+) -> float:
+    """The out-of-scope threshold, at most `cap`, that maximises validation accuracy (the lowest of equals; each
+    ticket counts its weight, 1 by default): a ticket whose best known category's probability (`best_known`)
+    falls below it is right when labelled out of scope; above it, when its most probable category (`right`) is.
+    Halfway between two validation tickets."""
     order = np.argsort(best_known, kind="stable")
     ranked = best_known[order]
+    w = np.ones(len(order)) if weights is None else weights[order]
     # Rejecting the j least confident tickets changes each one from `right` to `labelled_out`.
-    gain = np.concatenate([[0], np.cumsum(labelled_out[order].astype(int) - right[order].astype(int))])
+    gain = np.concatenate([[0], np.cumsum(w * (labelled_out[order].astype(int) - right[order].astype(int)))])
     following = np.append(ranked[1:], np.inf)
     cut = np.concatenate([[0.0], (ranked + following) / 2])  # threshold rejecting the j least confident, j = 0..n
     possible = np.concatenate([[True], (ranked < following) & (cut[1:] <= cap)])
@@ -396,15 +411,19 @@ def fit_out_of_scope_threshold(best_known: np.ndarray, right: np.ndarray, labell
     return float(cut[j])
 
 
-def fit_auto_threshold(confidence: np.ndarray, right: np.ndarray, floor: float, target: float | None) -> tuple[float, bool | None]:
+def fit_auto_threshold(
+    confidence: np.ndarray, right: np.ndarray, floor: float, target: float | None, weights: np.ndarray | None = None
+) -> tuple[float, bool | None]:
     """The auto route's threshold and whether it meets `target`: the lowest confidence, never below `floor`, such
-    that the validation tickets strictly above it are right at least `target` of the time (halfway between two
-    validation tickets). `floor` itself when no target is set, no ticket is given or none meets it."""
+    that the validation tickets strictly above it are right at least `target` of the time, each counting its weight
+    (1 by default; halfway between two validation tickets). `floor` itself when no target is set, no ticket is
+    given or none meets it."""
     if target is None or not len(confidence):
         return floor, None
     order = np.argsort(-confidence, kind="stable")
     ranked, hits = confidence[order], right[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)  # of the k most confident tickets, k = 1..n
+    w = np.ones(len(order)) if weights is None else weights[order]
+    precision = np.cumsum(w * hits) / np.cumsum(w)  # of the k most confident tickets, k = 1..n
     above_floor = int((ranked > floor).sum())
     # Routing the k most confident is a threshold between the k-th and the next ticket: possible only where they differ.
     following = np.append(ranked[1:], -np.inf)

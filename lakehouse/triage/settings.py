@@ -78,12 +78,16 @@ class OutOfScopeSettings(Section):
     The rule is fitted on the validation set: a threshold on the best known category's probability
     below which at most `max_in_scope_rejection` of the validation tickets of known categories
     would fall; when the validation set holds tickets labelled `category`, the threshold up to
-    that cap that maximises validation accuracy. Labels equal to `category` (the helpdesk's own
+    that cap that maximises validation accuracy (weighted to `expected_share`, when set). Labels equal to `category` (the helpdesk's own
     "other" label, mapped to this name) are learned as examples of what is out of scope.
     """
 
     category: str = "out_of_scope"
     max_in_scope_rejection: float = Field(0.02, ge=0.0, lt=1.0)
+    # Share of tickets expected out of scope in production. When set, the calibration weighs the validation
+    # tickets so that those labelled out of scope count for this share (a validation set often holds fewer than
+    # live traffic, and precision measured on it is then optimistic). None: the validation set as it is.
+    expected_share: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class GateSettings(Section):

@@ -191,3 +191,32 @@ def test_the_saved_classifier_loads_with_the_same_answers(trained):
     texts = test["text"].head(20).to_list()
     again = TriageClassifier(result.directory)
     assert again.predict(texts).equals(result.classifier.predict(texts))
+
+
+def test_prior_weights_give_the_out_of_scope_tickets_the_expected_share():
+    from lakehouse.triage.model import prior_weights
+
+    labelled_out = np.array([True] + [False] * 9)  # 10 % in validation
+    weights = prior_weights(labelled_out, 0.25)
+    assert weights[labelled_out].sum() / weights.sum() == pytest.approx(0.25)
+    assert weights.sum() == pytest.approx(10)
+    assert (prior_weights(labelled_out, None) == 1).all()
+    assert (prior_weights(np.zeros(4, dtype=bool), 0.25) == 1).all()  # nothing to reweigh
+
+
+def test_weights_move_both_thresholds_towards_the_expected_out_of_scope_share():
+    from lakehouse.triage.model import fit_out_of_scope_threshold
+
+    # The one wrong confident ticket is out of scope: counted at weight 4, the top five are right half the time.
+    confidence = np.array([0.99, 0.98, 0.97, 0.96, 0.95])
+    right = np.array([True, True, False, True, True])
+    heavier = np.array([1.0, 1.0, 4.0, 1.0, 1.0])
+    assert fit_auto_threshold(confidence, right, 0.85, 0.8) == (0.85, True)
+    threshold, met = fit_auto_threshold(confidence, right, 0.85, 0.8, heavier)
+    assert met and threshold == pytest.approx(0.975)
+
+    best_known = np.array([0.2, 0.3, 0.4, 0.9])
+    right = np.array([False, True, False, True])
+    labelled_out = np.array([True, False, True, False])
+    assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.8) == pytest.approx(0.25)
+    assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.8, weights=np.where(labelled_out, 2.0, 1.0)) == pytest.approx(0.65)
