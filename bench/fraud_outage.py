@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,26 +26,10 @@ RATE, DURATION, OUTAGE = 200, 60.0, (20.0, 40.0)
 
 
 def durable_redis():
+    """The private redis-server with an append-only file fsynced on every write, as a production stream's."""
     from lakehouse.common.local_servers import RedisServer
 
-    class DurableRedisServer(RedisServer):
-        """The private redis-server with an append-only file fsynced on every write."""
-
-        def start(self, timeout: float = 10.0):
-            args = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
-            self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + timeout
-            import redis
-
-            while time.monotonic() < deadline:
-                try:
-                    if redis.Redis(port=self.port, socket_timeout=0.5).ping():
-                        return self
-                except Exception:
-                    time.sleep(0.05)
-            raise TimeoutError("redis-server did not start")
-
-    return DurableRedisServer()
+    return RedisServer(options=("--appendonly", "yes", "--appendfsync", "always"))
 
 
 def logged_decisions(home: Path, port: int, redis_url: str, tag: str, timeout_s: float = 120.0) -> tuple[int, float]:
