@@ -140,7 +140,7 @@ def forecast_published(context: dg.AssetExecutionContext, lakehouse: LakehouseRe
     table = vectors(lakehouse.lake.read(CASE, "operational_forecast"), BOTTOM_UP)
     client = redis.client()
     try:
-        outcome = publish(client, table, context.run_id)
+        outcome = publish(client, table, context.run.run_id)
     finally:
         client.close()
     return dg.MaterializeResult(metadata={"dagster/row_count": outcome["written"], "origin": outcome["origin"], "run_namespace": outcome["run_id"], "previous_run": outcome["previous_run"] or "none"})
