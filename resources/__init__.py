@@ -118,9 +118,7 @@ def _env(name: str) -> EnvVar | None:
 
 def default_resources() -> dict:
     """Embedded defaults, with the outside systems switched on by their environment variables."""
-    from dagster_dbt import DbtCliResource
-
-    from resources.dbt import DBT_EXECUTABLE, DBT_PROJECT
+    from resources.dbt import DBT_EXECUTABLE, DBT_PROJECT, DbtResource
 
     os.environ.setdefault("LAKEHOUSE_HOME", ".lakehouse")
     crm = CrmResource(target="rest", base_url=EnvVar("CRM_BASE_URL"), token=EnvVar("CRM_TOKEN")) if os.environ.get("CRM_BASE_URL") else CrmResource()
@@ -132,5 +130,5 @@ def default_resources() -> dict:
         "crm": crm,
         "alerts": AlertSinkResource(webhook_url=_env("LAKEHOUSE_ALERT_WEBHOOK_URL")),
         "redis": redis,
-        "dbt": DbtCliResource(project_dir=DBT_PROJECT.project_dir, profiles_dir=DBT_PROJECT.project_dir, dbt_executable=DBT_EXECUTABLE),
+        "dbt": DbtResource(project_dir=DBT_PROJECT.project_dir, profiles_dir=DBT_PROJECT.project_dir, dbt_executable=DBT_EXECUTABLE),
     }
