@@ -403,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         payload["repetitions"] = reps
         payload["discarded_contended_pairs"] = discarded
         payload["median"] = _medians(reps)
-        # dagster-dbt runs `dbt --version` once per DbtCliResource instance, i.e. once per
-        # dbt step (resources are initialised per run): its cost on this machine.
+        # dagster-dbt's own resource runs `dbt --version` once per instance, i.e. once per run
+        # (resources are initialised per run); the project's DbtResource once per process.
         from bench.common import DBT_EXECUTABLE, run_measured
 
         probes = [run_measured([DBT_EXECUTABLE, "--version"], env=clean_env()).wall_s for _ in range(3)]
@@ -501,7 +501,7 @@ def render(payload: dict) -> str:
         top = list(prof["profile"]["tottime_by_package_s"].items())[:12]
         text += "\n\n#### cProfile of one Dagster run: self time by package (s)\n\n" + markdown_table(["package", "self time (s)"], [[k, v] for k, v in top])
     if "dbt_version_subprocess_s" in payload:
-        text += f"\n\n`dbt --version` subprocess (dagster-dbt `DbtCliResource._cli_version`, once per dbt step): {payload['dbt_version_subprocess_s']:.2f} s"
+        text += f"\n\n`dbt --version` subprocess (dagster-dbt `DbtCliResource._cli_version`; once per process with `resources.dbt.DbtResource`): {payload['dbt_version_subprocess_s']:.2f} s"
     text += f"\n\nOutputs identical in both modes (model, scores, ROI): {m['all_outputs_identical']}"
     return text
 
