@@ -116,6 +116,7 @@ class RowFeature:
 
     name: str
     needs: frozenset[str] = frozenset()
+    daily_constant: bool = False  # the same for every payment of a day (the weekday): no daily distribution to compare
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,11 @@ class RatioFeature:
     needs: frozenset[str] = frozenset()
 
 
-CALENDAR_FEATURES = ("weekday",)  # every decision of a day shares it: a day's distribution is one value
-
 TX_FEATURES = (
     RowFeature("amount"),
     RowFeature("log_amount"),
     RowFeature("hour"),
-    RowFeature("weekday"),
+    RowFeature("weekday", daily_constant=True),
     RowFeature("is_ecommerce"),
     RowFeature("is_transfer"),
     RowFeature("is_small"),
@@ -227,11 +226,12 @@ class Registry:
         return 0
 
     def not_comparable_daily(self, names, history_days: int) -> dict[str, str]:
-        """Of `names` (features of this registry; other names are ignored), those whose distribution over a window that starts `history_days` days after the first day of
-        data cannot be compared with one later day's, and why: calendar features, and windows that reach back before
-        the data (still filling up, so their values grow with the history whatever the traffic does)."""
+        """Of `names` (other names than this registry's are ignored), those whose distribution over a window starting
+        `history_days` days after the first day of data cannot be compared with one later day's, and why: features
+        constant over a day, and windows that reach back before the data (still filling up, so their values grow
+        with the history whatever the traffic does)."""
         names = [n for n in names if n in self.by_name]
-        out = {n: "calendar feature: a day's decisions share one value" for n in names if n in CALENDAR_FEATURES}
+        out = {n: "the same for every payment of a day" for n in names if isinstance(self.by_name[n], RowFeature) and self.by_name[n].daily_constant}
         for n in names:
             if n not in out and (reach := self.reach_days(n)) > history_days:
                 out[n] = f"reaches {reach} days back; the reference starts {history_days} days after the first day of data"
