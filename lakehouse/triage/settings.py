@@ -60,8 +60,9 @@ class TrainingSettings(Section):
     max_steps: int = Field(1_500, ge=1)  # at most this many optimisation steps: the CPU budget (measured on 2 cores: about 0.45 s a step of 32 tickets at 32 tokens)
     batch_size: int = Field(32, ge=2)
     max_tokens: int = Field(32, ge=8)  # tokens per ticket read in training: what serving reads (`inference.max_tokens`)
-    learning_rate: float = Field(5e-5, gt=0.0)  # of the body; the head learns 100x faster
-    head_c: float = Field(10.0, gt=0.0)  # inverse regularisation of the logistic head refitted on the fine-tuned body
+    learning_rate: float = Field(5e-5, gt=0.0)  # of body and head, fine-tuned together
+    head_c: float = Field(10.0, gt=0.0)  # inverse regularisation of the logistic heads: the probe's and the one refitted on the fine-tuned body
+    probe_per_category: int = Field(100, ge=1)  # tickets of each category the linear probe that starts the head reads
     seed: int = 0
 
     def validation_window(self, as_of: datetime) -> DateRange | None:

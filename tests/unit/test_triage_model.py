@@ -8,7 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lakehouse.triage.model import AUTO, CONFIDENT, HUMAN, LOW_CONFIDENCE, OUT_OF_SCOPE, evaluate, fit_auto_threshold, route, training_plan
+from lakehouse.triage.model import (
+    AUTO, CONFIDENT, HUMAN, LOW_CONFIDENCE, OUT_OF_SCOPE, evaluate, fit_auto_threshold, probe_sample, route, training_plan,
+)
 from lakehouse.triage.pipeline import gate
 from lakehouse.triage.settings import TriageSettings
 
@@ -73,6 +75,27 @@ def test_the_step_budget_caps_the_passes_over_the_tickets():
     assert training_plan(320, settings) == 20  # two passes of 10 batches
     assert training_plan(32_000, settings) == 100  # the budget
     assert training_plan(1, settings) == 1
+
+
+def test_the_linear_probe_reads_at_most_its_cap_of_each_category_and_every_category():
+    labels = np.array([0] * 50 + [1] * 3 + [2] * 10)
+    rows = probe_sample(labels, per_category=5, seed=0)
+    assert np.bincount(labels[rows]).tolist() == [5, 3, 5] and (np.diff(rows) > 0).all()
+    assert (probe_sample(labels, per_category=5, seed=0) == rows).all() and not (probe_sample(labels, per_category=5, seed=1) == rows).all()
+
+
+def test_the_probe_starts_the_head_where_a_logistic_regression_on_the_pretrained_body_puts_it():
+    from setfit import SetFitModel
+
+    from lakehouse.triage.model import _offline, body_path, probe
+
+    _offline()
+    texts = ["my parcel has not arrived", "where is my delivery", "the courier lost my package",
+             "I was charged twice", "refund the double payment", "my invoice is wrong"]
+    labels = [0, 0, 0, 1, 1, 1]
+    model = SetFitModel.from_pretrained(str(body_path()), labels=["delivery", "billing"], use_differentiable_head=True, head_params={"out_features": 2})
+    probe(model.model_body, model.model_head, texts, labels, SETTINGS)
+    assert model.predict_proba(texts).argmax(axis=1).tolist() == labels
 
 
 def test_the_auto_threshold_is_the_lowest_confidence_whose_tickets_above_meet_the_precision_target():
