@@ -418,7 +418,8 @@ def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, setting
     candidates = ~decided["out_of_scope"].to_numpy()  # only tickets not sent to humans as out of scope can be auto-routed
     right = (decided["category"] == validation_df["category"]).to_numpy()
     auto_threshold, met = fit_auto_threshold(
-        decided["confidence"].to_numpy()[candidates], right[candidates], settings.confidence_threshold, settings.auto_precision_target, weights[candidates]
+        decided["confidence"].to_numpy()[candidates], right[candidates], settings.confidence_threshold, settings.auto_precision_target,
+        weights[candidates], settings.auto_precision_level,
     )
     return Calibration(temperature, threshold, auto_threshold, met)
 
@@ -452,18 +453,25 @@ def fit_out_of_scope_threshold(
 
 
 def fit_auto_threshold(
-    confidence: np.ndarray, right: np.ndarray, floor: float, target: float | None, weights: np.ndarray | None = None
+    confidence: np.ndarray, right: np.ndarray, floor: float, target: float | None, weights: np.ndarray | None = None, level: float | None = None
 ) -> tuple[float, bool | None]:
     """The auto route's threshold and whether it meets `target`: the lowest confidence, never below `floor`, such
     that the validation tickets strictly above it are right at least `target` of the time, each counting its weight
-    (1 by default; halfway between two validation tickets). `floor` itself when no target is set, no ticket is
-    given or none meets it."""
+    (1 by default; halfway between two validation tickets). With a `level`, the one-sided Wilson lower bound of that
+    precision at this level must meet the target (weighted tickets count as Kish's effective sample size). `floor`
+    itself when no target is set, no ticket is given or none meets it."""
     if target is None or not len(confidence):
         return floor, None
     order = np.argsort(-confidence, kind="stable")
     ranked, hits = confidence[order], right[order]
     w = np.ones(len(order)) if weights is None else weights[order]
-    precision = np.cumsum(w * hits) / np.cumsum(w)  # of the k most confident tickets, k = 1..n
+    total = np.cumsum(w)
+    precision = np.cumsum(w * hits) / total  # of the k most confident tickets, k = 1..n
+    if level is not None:
+        from statsmodels.stats.proportion import proportion_confint
+
+        effective = total**2 / np.cumsum(w**2)
+        precision = proportion_confint(precision * effective, effective, alpha=2 * (1 - level), method="wilson")[0]
     above_floor = int((ranked > floor).sum())
     # Routing the k most confident is a threshold between the k-th and the next ticket: possible only where they differ.
     following = np.append(ranked[1:], -np.inf)

@@ -147,6 +147,9 @@ class TriageSettings(CaseSettings):
     # The auto route's precision goal: each training fits, on its validation tickets, the lowest confidence (never below
     # `confidence_threshold`) above which at least this share of them is right, and routes with it. None: the seed's rule.
     auto_precision_target: float | None = Field(0.95, gt=0.0, le=1.0)
+    # The target holds at this one-sided confidence level: the Wilson lower bound of the validation precision meets it,
+    # not just the point estimate (a few hundred validation tickets measure a precision to a point or two). None: the point estimate.
+    auto_precision_level: float | None = Field(0.95, gt=0.0, lt=1.0)
     phone_region: str = "GB"  # phone numbers written without a country code are read as this region's
     training: TrainingSettings = TrainingSettings()
     out_of_scope: OutOfScopeSettings = OutOfScopeSettings()

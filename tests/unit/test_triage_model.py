@@ -120,6 +120,27 @@ def test_the_auto_threshold_never_falls_below_the_floor_and_keeps_it_when_the_ta
     assert met and threshold == pytest.approx(0.945)
 
 
+def test_at_a_confidence_level_the_precision_target_must_hold_on_the_lower_bound_and_weights_count_as_fewer_tickets():
+    from statsmodels.stats.proportion import proportion_confint
+
+    # 1,000 validation tickets, confidence falling; one ticket in 50 wrong among the 600 most confident, then one in 5.
+    confidence = np.linspace(0.999, 0.86, 1000)
+    right = np.ones(1000, dtype=bool)
+    right[49:600:50] = False
+    right[600::5] = False
+    point, met = fit_auto_threshold(confidence, right, 0.85, 0.97)
+    bounded, met_bounded = fit_auto_threshold(confidence, right, 0.85, 0.97, level=0.95)
+    assert met and met_bounded and bounded > point
+    # The most tickets whose 95 % one-sided lower bound still meets the target.
+    bounds = proportion_confint(np.cumsum(right), np.arange(1, 1001), alpha=0.1, method="wilson")[0]
+    assert (confidence > bounded).sum() == np.flatnonzero(bounds >= 0.97).max() + 1
+    # The same tickets, each counted twice by weight: the effective sample size is unchanged, and so is the threshold.
+    assert fit_auto_threshold(confidence, right, 0.85, 0.97, np.full(1000, 2.0), level=0.95) == (bounded, True)
+    # Uneven weights make a smaller effective sample, hence a wider bound and a threshold at least as high.
+    uneven = np.where(np.arange(1000) % 10 == 0, 5.0, 1.0)
+    assert fit_auto_threshold(confidence, right, 0.85, 0.97, uneven, level=0.95)[0] >= fit_auto_threshold(confidence, right, 0.85, 0.97, uneven)[0]
+
+
 def test_the_out_of_scope_threshold_maximises_validation_accuracy_within_the_cap():
     from lakehouse.triage.model import fit_out_of_scope_threshold
 
