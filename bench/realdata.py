@@ -97,9 +97,10 @@ def tick(schedule: str, when: datetime) -> list[dict]:
 def run_case(case: str, slice_: bool, home: Path | None) -> dict:
     home = home or Path(tempfile.mkdtemp(prefix=f"realdata-{case}-"))
     prepare_home(home, case)
+    before = header(f"realdata_{case}", 1)  # the machine's load and the code as the run starts
     started = time.perf_counter()
     result = importlib.import_module(f"bench.realdata_{case}").run(home, slice_)
-    payload = {**header(f"realdata_{case}", 1), "case": case, "slice": slice_, "home": str(home), "wall_s": round(time.perf_counter() - started, 1), **result}
+    payload = {**before, "case": case, "slice": slice_, "home": str(home), "wall_s": round(time.perf_counter() - started, 1), **result}
     if not slice_:
         print(f"results: {write_results(f'realdata_{case}', payload).relative_to(ROOT)}")
     return payload
