@@ -215,9 +215,8 @@ def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: 
     batches drawn by passes over the shuffled tickets. A head that starts from random weights sends large, arbitrary
     gradients into the pretrained body and distorts the features it has learned; a head that starts from a
     logistic regression on those features lets fine-tuning adjust them (docs/triage.md: what it changed on
-    CLINC150). SetFit's own
-    `fit` pads every batch to the longest allowed length; here each batch is padded to its own longest ticket,
-    which is several times less work on short tickets."""
+    CLINC150). SetFit's own `fit` pads every batch to the longest allowed length; here each batch is padded to its
+    own longest ticket, which is several times less work on short tickets."""
     import torch
 
     t = settings.training

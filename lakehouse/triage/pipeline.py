@@ -378,6 +378,7 @@ def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, 
         params = {
             "training_rows": train_rows.height, "validation_rows": validation.height, "steps": trained.steps, "batch_size": t.batch_size,
             "epochs": t.epochs, "max_steps": t.max_steps, "max_tokens": t.max_tokens, "learning_rate": t.learning_rate,
+            "probe_per_category": t.probe_per_category, "auto_precision_level": settings.auto_precision_level,
             "threshold": settings.confidence_threshold, "categories": len(trained.categories), "temperature": trained.temperature,
             "out_of_scope_threshold": trained.out_of_scope_threshold, "auto_threshold": trained.auto_threshold,
             "auto_precision_target": settings.auto_precision_target, "training_from": str(training["created_at"].min()),
