@@ -5,7 +5,6 @@ costs no more than importing Dagster, and the dbt manifest and each case's modul
 once, by whoever loads the code location.
 """
 
-
 import dagster as dg
 
 

@@ -96,7 +96,10 @@ def main() -> int:
 
     ok = all([module.report(instance, home, outcomes[case]) for case, module in demos.items()])
     alerts = read_alerts(home / "ops.sqlite")
-    print(f"\nalerts raised: {alerts.height}" + ("" if alerts.is_empty() else " -> " + ", ".join(sorted(set(alerts["check_name"].to_list())))))
+    print(
+        f"\nalerts raised: {alerts.height}"
+        + ("" if alerts.is_empty() else " -> " + ", ".join(sorted(set(alerts["check_name"].to_list()))))
+    )
     print(f"demo time: {time.perf_counter() - started:.0f} s")
     print("\nWhere to look:")
     print(f"  Dagster UI:   make ui   (then http://127.0.0.1:3000; DAGSTER_HOME={home / 'dagster'})")

@@ -6,7 +6,19 @@ from datetime import datetime
 
 import dagster as dg
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetKey, AssetSpec, Failure, MaterializeResult, MetadataValue, TableColumn, TableSchema, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+)
 
 from lakehouse.common import display
 from lakehouse.common.checks import CheckOutcome
@@ -30,7 +42,9 @@ REPORT = {"lakehouse/report": "true"}
 # beta parameter of `@asset` that the raw loads and batch scores rely on, and a partitioned job that
 # mixes such a load with per-partition assets runs one partition per run, which is what its schedule asks.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", message="Asset job .* materializes assets with varying BackfillPolicies", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message="Asset job .* materializes assets with varying BackfillPolicies", category=UserWarning
+)
 
 # Every asset that opens the DuckDB warehouse runs in this pool; its limit is 1
 # (dagster.yaml), so parallel partition runs never contend for the single-writer file.
@@ -39,9 +53,7 @@ DUCKDB_POOL = "duckdb"
 
 def column_schema(schema: DomainSchema) -> TableSchema:
     return TableSchema(
-        columns=[
-            TableColumn(c.name, str(c.polars_dtype), description=c.description) for c in schema.columns
-        ]
+        columns=[TableColumn(c.name, str(c.polars_dtype), description=c.description) for c in schema.columns]
     )
 
 
@@ -67,6 +79,7 @@ def frame_schema(df: pl.DataFrame, descriptions: dict[str, str] | None = None) -
 
 def table(df: pl.DataFrame, float_format: str = "{:,.3f}") -> MetadataValue:
     """A table the UI shows inline (Markdown longer than 1,000 characters hides behind a link)."""
+
     def cell(value):
         if isinstance(value, float):
             return float_format.format(value) if value == value else "n/a"
@@ -112,7 +125,9 @@ def worst(outcomes) -> CheckOutcome:
     return (failing or list(outcomes))[-1]
 
 
-def gate_result(registry, model_name: str, version: str, outcome: CheckOutcome, asset_key: AssetKey | None = None) -> AssetCheckResult:
+def gate_result(
+    registry, model_name: str, version: str, outcome: CheckOutcome, asset_key: AssetKey | None = None
+) -> AssetCheckResult:
     """A blocking gate's result, with its verdict recorded on the model version for promotion."""
     registry.record_gate(model_name, version, outcome.passed, outcome.description)
     return check_result(outcome, asset_key)
@@ -123,20 +138,36 @@ def champion_asset(case: str, model_key: AssetKey, model_name: str, description:
     challenger when the case's gate check recorded a pass on it (it evaluates nothing itself)."""
     from resources import LakehouseResource, MlflowResource
 
-    @asset(key=[case, "champion_model"], deps=[model_key], group_name=case, kinds={"mlflow"}, owners=OWNERS[case], description=description)
-    def champion_model(context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> MaterializeResult:
+    @asset(
+        key=[case, "champion_model"],
+        deps=[model_key],
+        group_name=case,
+        kinds={"mlflow"},
+        owners=OWNERS[case],
+        description=description,
+    )
+    def champion_model(
+        context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
+    ) -> MaterializeResult:
         registry = mlflow.registry(lakehouse)
         version = registry.alias_version(model_name, CHALLENGER)
         if version is None:
             raise Failure(f"{model_name} has no challenger: materialize {model_key.to_user_string()} first")
         verdict, summary = registry.gate_verdict(model_name, version)
         if verdict != "passed":
-            raise Failure(f"{model_name} v{version}: the gate {'refused it: ' + summary if verdict else 'has not evaluated it'}; the champion stays in place")
+            raise Failure(
+                f"{model_name} v{version}: the gate {'refused it: ' + summary if verdict else 'has not evaluated it'}; the champion stays in place"
+            )
         previous = registry.alias_version(model_name, CHAMPION)
         registry.set_alias(model_name, CHAMPION, version)
         context.log.info(f"{model_name}: champion v{previous} -> v{version}")
         return MaterializeResult(
-            metadata={"champion_version": version, "previous_champion": previous or "none", "gate": summary, "model_uri": registry.model_uri(model_name)}
+            metadata={
+                "champion_version": version,
+                "previous_champion": previous or "none",
+                "gate": summary,
+                "model_uri": registry.model_uri(model_name),
+            }
         )
 
     return champion_model
@@ -147,7 +178,11 @@ def champion_asset(case: str, model_key: AssetKey, model_name: str, description:
 
 def time_partitions(calendar: Calendar, cadence: str, **kwargs) -> dg.TimeWindowPartitionsDefinition:
     """Daily, weekly or monthly partitions from the data calendar's first day, in its time zone."""
-    make = {"daily": dg.DailyPartitionsDefinition, "weekly": dg.WeeklyPartitionsDefinition, "monthly": dg.MonthlyPartitionsDefinition}[cadence]
+    make = {
+        "daily": dg.DailyPartitionsDefinition,
+        "weekly": dg.WeeklyPartitionsDefinition,
+        "monthly": dg.MonthlyPartitionsDefinition,
+    }[cadence]
     return make(start_date=calendar.start.isoformat(), timezone=calendar.timezone, **kwargs)
 
 

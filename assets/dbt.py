@@ -17,7 +17,9 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
 
     @staticmethod
     def _case(props: Mapping[str, Any]) -> str:
-        return props.get("meta", {}).get("case") or props.get("config", {}).get("meta", {}).get("case") or props["fqn"][1]
+        return (
+            props.get("meta", {}).get("case") or props.get("config", {}).get("meta", {}).get("case") or props["fqn"][1]
+        )
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         if dbt_resource_props["resource_type"] == "source":

@@ -35,7 +35,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from bench.common import (
-    publish,
     GIB,
     clean_env,
     dbt_log_timings,
@@ -43,6 +42,7 @@ from bench.common import (
     load_average,
     markdown_table,
     median,
+    publish,
     run_dbt,
     run_worker,
     wait_for_quiet,
@@ -94,7 +94,11 @@ def dbt_vars(snapshot: date | None = None) -> dict:
     """What the churn dbt assets pass: the settings, and for one weekly partition its [Monday, next Monday)."""
     from lakehouse.churn.settings import ChurnSettings
 
-    window = {"snapshot_start": snapshot.isoformat(), "snapshot_end": (snapshot + timedelta(days=7)).isoformat()} if snapshot else {}
+    window = (
+        {"snapshot_start": snapshot.isoformat(), "snapshot_end": (snapshot + timedelta(days=7)).isoformat()}
+        if snapshot
+        else {}
+    )
     return {**ChurnSettings().dbt_vars(), **window}
 
 
@@ -183,7 +187,9 @@ def worker_features_duckdb(a) -> dict:
         con.execute(f"create or replace table {DIRECT_TABLE} as {sql}").fetchall()
         seconds = time.perf_counter() - t0
         rows = con.sql(f"select count(*) from {DIRECT_TABLE}").fetchall()[0][0]
-        threads, memory_limit = con.sql("select current_setting('threads'), current_setting('memory_limit')").fetchall()[0]
+        threads, memory_limit = con.sql(
+            "select current_setting('threads'), current_setting('memory_limit')"
+        ).fetchall()[0]
     return {"sql_s": seconds, "rows": rows, "duckdb_threads": threads, "duckdb_memory_limit": memory_limit}
 
 
@@ -204,7 +210,9 @@ def worker_score(a) -> dict:
     t = time.perf_counter()
     # LakehouseResource.query, without importing Dagster.
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
-        features = con.sql("select * from churn_features where snapshot_date = ? order by customer_id", params=[snapshot]).pl()
+        features = con.sql(
+            "select * from churn_features where snapshot_date = ? order by customer_id", params=[snapshot]
+        ).pl()
     stages["read_features"] = time.perf_counter() - t
     t = time.perf_counter()
     booster, version = load_model(Registry(a.tracking_uri, home / "mlflow" / "artifacts"), SETTINGS)
@@ -223,7 +231,9 @@ def worker_score(a) -> dict:
         "customers_scored": batch.scores.height,
         "model_version": version,
         "tiers": dict(zip(tiers["risk_tier"].to_list(), tiers["count"].to_list())),
-        "parquet_bytes": (home / "lake" / CASE / "churn_scores" / f"snapshot_date={snapshot}" / "data.parquet").stat().st_size,
+        "parquet_bytes": (home / "lake" / CASE / "churn_scores" / f"snapshot_date={snapshot}" / "data.parquet")
+        .stat()
+        .st_size,
     }
 
 
@@ -240,7 +250,9 @@ def worker_score_breakdown(a) -> dict:
     SETTINGS = ChurnSettings()
     home = Path(a.home)
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
-        features = con.sql("select * from churn_features where snapshot_date = ? order by customer_id", params=[a.snapshot]).pl()
+        features = con.sql(
+            "select * from churn_features where snapshot_date = ? order by customer_id", params=[a.snapshot]
+        ).pl()
     booster, _ = load_model(Registry(a.tracking_uri, home / "mlflow" / "artifacts"), SETTINGS)
     parts = {}
     t = time.perf_counter()
@@ -249,7 +261,11 @@ def worker_score_breakdown(a) -> dict:
     t = time.perf_counter()
     probability = booster.predict(x)
     parts["predict"] = time.perf_counter() - t
-    explained_min = min(tr.min_score for tr in SETTINGS.tiers if tr.name in getattr(SETTINGS, "explained_tiers", ("high", "medium", "low")))
+    explained_min = min(
+        tr.min_score
+        for tr in SETTINGS.tiers
+        if tr.name in getattr(SETTINGS, "explained_tiers", ("high", "medium", "low"))
+    )
     explain = probability >= explained_min
     t = time.perf_counter()
     top_reasons(booster, x[explain], SETTINGS.top_reasons)
@@ -257,7 +273,9 @@ def worker_score_breakdown(a) -> dict:
     t = time.perf_counter()
     batch = score(booster, features, SETTINGS, model_version="x")
     parts["score_total"] = time.perf_counter() - t
-    parts["score_rest"] = max(0.0, parts["score_total"] - parts["predict"] - parts["shap_reasons_explained_rows"] - parts["feature_matrix"])
+    parts["score_rest"] = max(
+        0.0, parts["score_total"] - parts["predict"] - parts["shap_reasons_explained_rows"] - parts["feature_matrix"]
+    )
     sample = x[np.random.default_rng(0).choice(x.shape[0], size=min(20_000, x.shape[0]), replace=False)]
     t = time.perf_counter()
     booster.predict(sample, pred_contrib=True)
@@ -292,24 +310,64 @@ def _check(m, what: str):
     return m
 
 
-def _setup_scale(root: Path, customers: int, years: float, seed: int, tracking_uri: str, snapshot: date) -> tuple[Path, dict]:
+def _setup_scale(
+    root: Path, customers: int, years: float, seed: int, tracking_uri: str, snapshot: date
+) -> tuple[Path, dict]:
     home = root / f"home-{customers}"
     home.mkdir(parents=True)
     env = clean_env(LAKEHOUSE_HOME=str(home))
     print(f"[setup {customers:,}] generating the world ({years:.3f} years) and writing the raw lake ...", flush=True)
     gen = run_worker(
         MODULE,
-        ["--worker", "generate", "--home", str(home), "--customers", str(customers), "--years", str(years), "--seed", str(seed)],
-        env=env, workdir=root, tag=f"generate-{customers}", rss_limit_bytes=RSS_LIMIT, timeout_s=TIMEOUT_S,
+        [
+            "--worker",
+            "generate",
+            "--home",
+            str(home),
+            "--customers",
+            str(customers),
+            "--years",
+            str(years),
+            "--seed",
+            str(seed),
+        ],
+        env=env,
+        workdir=root,
+        tag=f"generate-{customers}",
+        rss_limit_bytes=RSS_LIMIT,
+        timeout_s=TIMEOUT_S,
     )
-    info = {"generate_process": {"wall_s": gen.wall_s, "max_rss_bytes": gen.max_rss_bytes, "killed": gen.killed}, **gen.result}
+    info = {
+        "generate_process": {"wall_s": gen.wall_s, "max_rss_bytes": gen.max_rss_bytes, "killed": gen.killed},
+        **gen.result,
+    }
     _check(gen, f"world generation at {customers:,}")
-    print(f"[setup {customers:,}] generate {gen.result['generate_s']:.1f} s, peak RSS {gen.max_rss_bytes / GIB:.2f} GiB; dbt staging ...", flush=True)
-    staging = run_dbt("build", home, home / "dbt_target" / "staging", select="tag:churn,tag:staging", timeout_s=TIMEOUT_S, rss_limit_bytes=RSS_LIMIT)
+    print(
+        f"[setup {customers:,}] generate {gen.result['generate_s']:.1f} s, peak RSS {gen.max_rss_bytes / GIB:.2f} GiB; dbt staging ...",
+        flush=True,
+    )
+    staging = run_dbt(
+        "build",
+        home,
+        home / "dbt_target" / "staging",
+        select="tag:churn,tag:staging",
+        timeout_s=TIMEOUT_S,
+        rss_limit_bytes=RSS_LIMIT,
+    )
     info["dbt_staging"] = {"wall_s": staging.wall_s, "max_rss_bytes": staging.max_rss_bytes}
-    print(f"[setup {customers:,}] staging {staging.wall_s:.1f} s; warm-up churn_features for {snapshot} ...", flush=True)
+    print(
+        f"[setup {customers:,}] staging {staging.wall_s:.1f} s; warm-up churn_features for {snapshot} ...", flush=True
+    )
     warm_target = home / "dbt_target" / "warmup"
-    warm = run_dbt("build", home, warm_target, select="churn_features", dbt_vars=dbt_vars(snapshot), timeout_s=TIMEOUT_S, rss_limit_bytes=RSS_LIMIT)
+    warm = run_dbt(
+        "build",
+        home,
+        warm_target,
+        select="churn_features",
+        dbt_vars=dbt_vars(snapshot),
+        timeout_s=TIMEOUT_S,
+        rss_limit_bytes=RSS_LIMIT,
+    )
     info["dbt_features_warmup"] = {"wall_s": warm.wall_s, "max_rss_bytes": warm.max_rss_bytes}
     sql_file = home / "churn_features.compiled.sql"
     shutil.copy(warm_target / COMPILED, sql_file)
@@ -323,26 +381,61 @@ def _score_env(home: Path, tracking_uri: str) -> dict:
     return clean_env(LAKEHOUSE_HOME=str(home))
 
 
-def _measure_scale(root: Path, home: Path, customers: int, rep: int, tracking_uri: str, snapshot: date, quiet_wait_s: float) -> dict:
+def _measure_scale(
+    root: Path, home: Path, customers: int, rep: int, tracking_uri: str, snapshot: date, quiet_wait_s: float
+) -> dict:
     env = clean_env(LAKEHOUSE_HOME=str(home))
     limits = {"timeout_s": TIMEOUT_S, "rss_limit_bytes": RSS_LIMIT}
     quiet = wait_for_quiet(quiet_wait_s)
     load = load_average()
     # (a) the dbt model through the dbt CLI, a fresh target path as dagster-dbt uses.
     dbt = run_dbt(
-        "build", home, home / "dbt_target" / f"run{rep}-{uuid.uuid4().hex[:7]}", select="churn_features",
-        dbt_vars=dbt_vars(snapshot), log_path=root / f"dbt-features-{customers}-{rep}.log", **limits,
+        "build",
+        home,
+        home / "dbt_target" / f"run{rep}-{uuid.uuid4().hex[:7]}",
+        select="churn_features",
+        dbt_vars=dbt_vars(snapshot),
+        log_path=root / f"dbt-features-{customers}-{rep}.log",
+        **limits,
     )
     # (a') the same compiled SQL straight in DuckDB.
     direct = _check(
-        run_worker(MODULE, ["--worker", "features_duckdb", "--home", str(home), "--sql-file", str(home / "churn_features.compiled.sql")],
-                   env=env, workdir=root, tag=f"features-duckdb-{customers}-{rep}", **limits),
+        run_worker(
+            MODULE,
+            [
+                "--worker",
+                "features_duckdb",
+                "--home",
+                str(home),
+                "--sql-file",
+                str(home / "churn_features.compiled.sql"),
+            ],
+            env=env,
+            workdir=root,
+            tag=f"features-duckdb-{customers}-{rep}",
+            **limits,
+        ),
         "direct DuckDB features",
     )
     # (b) read, load model, score, write.
     scored = _check(
-        run_worker(MODULE, ["--worker", "score", "--home", str(home), "--snapshot", snapshot.isoformat(), "--tracking-uri", tracking_uri],
-                   env=_score_env(home, tracking_uri), workdir=root, tag=f"score-{customers}-{rep}", **limits),
+        run_worker(
+            MODULE,
+            [
+                "--worker",
+                "score",
+                "--home",
+                str(home),
+                "--snapshot",
+                snapshot.isoformat(),
+                "--tracking-uri",
+                tracking_uri,
+            ],
+            env=_score_env(home, tracking_uri),
+            workdir=root,
+            tag=f"score-{customers}-{rep}",
+            **limits,
+        ),
         "scoring",
     )
     timings = dbt_log_timings(root / f"dbt-features-{customers}-{rep}.log")
@@ -354,7 +447,11 @@ def _measure_scale(root: Path, home: Path, customers: int, rep: int, tracking_ur
         "load_average_before": load,
         "wait_for_quiet": quiet,
         # CPU the rest of the machine used during each measured process, as a share of capacity.
-        "foreign_cpu_share": {"features_dbt": dbt.foreign_share, "features_duckdb": direct.foreign_share, "score": scored.foreign_share},
+        "foreign_cpu_share": {
+            "features_dbt": dbt.foreign_share,
+            "features_duckdb": direct.foreign_share,
+            "score": scored.foreign_share,
+        },
         "contended": max(dbt.foreign_share, direct.foreign_share, scored.foreign_share),
         "features_dbt_cli_s": dbt.wall_s,
         "features_dbt_cli_max_rss_bytes": dbt.max_rss_bytes,
@@ -394,10 +491,30 @@ def _measure_scale(root: Path, home: Path, customers: int, rep: int, tracking_ur
 
 
 MEDIAN_KEYS = (
-    "features_dbt_cli_s", "dbt_model_s", "dbt_tests_s", "dbt_startup_parse_compile_s", "features_duckdb_sql_s", "features_duckdb_process_s", "dbt_cli_overhead_s",
-    "read_features_s", "load_model_s", "score_s", "write_parquet_s", "scoring_stage_s", "score_imports_s",
-    "score_process_s", "score_batch_seconds", "total_s", "total_with_direct_sql_s", "total_with_process_start_s",
-    "peak_rss_bytes", "features_dbt_cli_cpu_s", "score_process_cpu_s", "features_dbt_cli_max_rss_bytes", "features_duckdb_max_rss_bytes", "score_max_rss_bytes",
+    "features_dbt_cli_s",
+    "dbt_model_s",
+    "dbt_tests_s",
+    "dbt_startup_parse_compile_s",
+    "features_duckdb_sql_s",
+    "features_duckdb_process_s",
+    "dbt_cli_overhead_s",
+    "read_features_s",
+    "load_model_s",
+    "score_s",
+    "write_parquet_s",
+    "scoring_stage_s",
+    "score_imports_s",
+    "score_process_s",
+    "score_batch_seconds",
+    "total_s",
+    "total_with_direct_sql_s",
+    "total_with_process_start_s",
+    "peak_rss_bytes",
+    "features_dbt_cli_cpu_s",
+    "score_process_cpu_s",
+    "features_dbt_cli_max_rss_bytes",
+    "features_duckdb_max_rss_bytes",
+    "score_max_rss_bytes",
 )
 
 
@@ -405,13 +522,33 @@ def _goals(scale: dict) -> list[dict]:
     n, med = scale["customers_scored"], scale["median"]
     out = []
     if scale["customers_config"] == GOALS["small_customers"]:
-        out.append({"goal": "15,000 customers in < 5 s", "measured_s": med["total_s"], "met": med["total_s"] < GOALS["small_budget_s"]})
-        out.append({"goal": "seed: < 2 minutes for 15,000", "measured_s": med["total_s"], "met": med["total_s"] < GOALS["seed_budget_s"]})
+        out.append(
+            {
+                "goal": "15,000 customers in < 5 s",
+                "measured_s": med["total_s"],
+                "met": med["total_s"] < GOALS["small_budget_s"],
+            }
+        )
+        out.append(
+            {
+                "goal": "seed: < 2 minutes for 15,000",
+                "measured_s": med["total_s"],
+                "met": med["total_s"] < GOALS["seed_budget_s"],
+            }
+        )
     if scale["customers_config"] == GOALS["large_customers"]:
         ok_t = med["total_s"] < GOALS["large_budget_s"]
         ok_m = med["peak_rss_bytes"] < GOALS["large_budget_rss_bytes"]
-        out.append({"goal": "1,000,000 customers in < 3 min within 8 GiB", "measured_s": med["total_s"],
-                    "measured_peak_rss_gib": med["peak_rss_bytes"] / GIB, "met": ok_t and ok_m, "time_met": ok_t, "memory_met": ok_m})
+        out.append(
+            {
+                "goal": "1,000,000 customers in < 3 min within 8 GiB",
+                "measured_s": med["total_s"],
+                "measured_peak_rss_gib": med["peak_rss_bytes"] / GIB,
+                "met": ok_t and ok_m,
+                "time_met": ok_t,
+                "memory_met": ok_m,
+            }
+        )
     for g in out:
         g["customers_scored"] = n
     return out
@@ -429,14 +566,25 @@ def _parse_scales(text: str) -> list[tuple[int, float]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--scales", default="15000:3,1000000:min", help="customers:years,... ('min' = shortest history with a full 13-week lookback)")
+    p.add_argument(
+        "--scales",
+        default="15000:3,1000000:min",
+        help="customers:years,... ('min' = shortest history with a full 13-week lookback)",
+    )
     p.add_argument("--train-customers", type=int, default=2000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workdir", help="parent folder for the temporary homes (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the temporary homes")
     p.add_argument("--no-breakdown", action="store_true", help="skip the diagnostic split of score()")
-    p.add_argument("--quiet-wait", type=float, default=300, help="max seconds to wait for an idle machine before each run")
-    p.add_argument("--contention", type=float, default=0.10, help="repeat a run when other processes used more than this share of the CPU")
+    p.add_argument(
+        "--quiet-wait", type=float, default=300, help="max seconds to wait for an idle machine before each run"
+    )
+    p.add_argument(
+        "--contention",
+        type=float,
+        default=0.10,
+        help="repeat a run when other processes used more than this share of the CPU",
+    )
     p.add_argument("--max-retries", type=int, default=2)
     # worker mode
     p.add_argument("--worker", choices=sorted(WORKERS))
@@ -466,13 +614,34 @@ def main(argv: list[str] | None = None) -> int:
         tracking_uri = f"sqlite:///{train_home / 'mlflow' / 'mlflow.db'}"
         print(f"[setup] training the model on {a.train_customers:,} customers ...", flush=True)
         trained = _check(
-            run_worker(MODULE, ["--worker", "train", "--home", str(train_home), "--customers", str(a.train_customers),
-                                "--years", "3", "--seed", str(a.seed), "--tracking-uri", tracking_uri],
-                       env=clean_env(LAKEHOUSE_HOME=str(train_home)), workdir=root, tag="train", timeout_s=TIMEOUT_S),
+            run_worker(
+                MODULE,
+                [
+                    "--worker",
+                    "train",
+                    "--home",
+                    str(train_home),
+                    "--customers",
+                    str(a.train_customers),
+                    "--years",
+                    "3",
+                    "--seed",
+                    str(a.seed),
+                    "--tracking-uri",
+                    tracking_uri,
+                ],
+                env=clean_env(LAKEHOUSE_HOME=str(train_home)),
+                workdir=root,
+                tag="train",
+                timeout_s=TIMEOUT_S,
+            ),
             "training",
         )
         payload["model"] = {**trained.result, "process_wall_s": trained.wall_s, "max_rss_bytes": trained.max_rss_bytes}
-        print(f"[setup] model v{trained.result['model_version']} ({trained.result['num_trees']} trees) in {trained.wall_s:.0f} s", flush=True)
+        print(
+            f"[setup] model v{trained.result['model_version']} ({trained.result['num_trees']} trees) in {trained.wall_s:.0f} s",
+            flush=True,
+        )
         payload["scales"] = []
         for customers, years in scales:
             scale = {"customers_config": customers, "years": years}
@@ -493,18 +662,40 @@ def main(argv: list[str] | None = None) -> int:
                     if r["contended"] <= a.contention or attempt == a.max_retries:
                         break
                     discarded.append(r)
-                    print(f"[{customers:,} run {rep + 1}] other processes used {r['contended']:.0%} of the CPU meanwhile: repeating", flush=True)
+                    print(
+                        f"[{customers:,} run {rep + 1}] other processes used {r['contended']:.0%} of the CPU meanwhile: repeating",
+                        flush=True,
+                    )
                 reps.append(r)
-                print(f"[{customers:,} run {rep + 1}/{a.runs}] total {r['total_s']:.2f} s (dbt {r['features_dbt_cli_s']:.2f}, "
-                      f"direct SQL {r['features_duckdb_sql_s']:.2f}, scoring {r['scoring_stage_s']:.2f}), peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB", flush=True)
+                print(
+                    f"[{customers:,} run {rep + 1}/{a.runs}] total {r['total_s']:.2f} s (dbt {r['features_dbt_cli_s']:.2f}, "
+                    f"direct SQL {r['features_duckdb_sql_s']:.2f}, scoring {r['scoring_stage_s']:.2f}), peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB",
+                    flush=True,
+                )
             scale["runs"] = reps
             scale["discarded_contended_runs"] = discarded
             scale["customers_scored"] = reps[-1]["customers_scored"]
             scale["median"] = {k: median([r[k] for r in reps]) for k in MEDIAN_KEYS}
             scale["goals"] = _goals(scale)
             if not a.no_breakdown:
-                bd = run_worker(MODULE, ["--worker", "score_breakdown", "--home", str(home), "--snapshot", snapshot.isoformat(), "--tracking-uri", tracking_uri],
-                                env=_score_env(home, tracking_uri), workdir=root, tag=f"breakdown-{customers}", timeout_s=TIMEOUT_S, rss_limit_bytes=RSS_LIMIT)
+                bd = run_worker(
+                    MODULE,
+                    [
+                        "--worker",
+                        "score_breakdown",
+                        "--home",
+                        str(home),
+                        "--snapshot",
+                        snapshot.isoformat(),
+                        "--tracking-uri",
+                        tracking_uri,
+                    ],
+                    env=_score_env(home, tracking_uri),
+                    workdir=root,
+                    tag=f"breakdown-{customers}",
+                    timeout_s=TIMEOUT_S,
+                    rss_limit_bytes=RSS_LIMIT,
+                )
                 scale["score_breakdown_once"] = bd.result if bd.ok else {"error": bd.log_tail[-1500:]}
             write_results(NAME, payload)
             if not a.keep:
@@ -522,18 +713,45 @@ def render(payload: dict) -> str:
             rows.append([f"{s['customers_config']:,}", "failed"] + ["-"] * 14)
             continue
         m = s["median"]
-        rows.append([
-            s["customers_scored"], f"{s['years']:.2f}", m["features_dbt_cli_s"], m["dbt_model_s"], m["dbt_tests_s"], m["dbt_startup_parse_compile_s"],
-            m["features_duckdb_sql_s"], m["dbt_cli_overhead_s"],
-            m["read_features_s"], m["load_model_s"], m["score_s"], m["write_parquet_s"], m["total_s"],
-            m["total_with_process_start_s"], f"{m['peak_rss_bytes'] / GIB:.2f}",
-            "; ".join(f"{g['goal']}: {'met' if g['met'] else 'MISSED'}" for g in s["goals"]),
-        ])
+        rows.append(
+            [
+                s["customers_scored"],
+                f"{s['years']:.2f}",
+                m["features_dbt_cli_s"],
+                m["dbt_model_s"],
+                m["dbt_tests_s"],
+                m["dbt_startup_parse_compile_s"],
+                m["features_duckdb_sql_s"],
+                m["dbt_cli_overhead_s"],
+                m["read_features_s"],
+                m["load_model_s"],
+                m["score_s"],
+                m["write_parquet_s"],
+                m["total_s"],
+                m["total_with_process_start_s"],
+                f"{m['peak_rss_bytes'] / GIB:.2f}",
+                "; ".join(f"{g['goal']}: {'met' if g['met'] else 'MISSED'}" for g in s["goals"]),
+            ]
+        )
     table = markdown_table(
-        ["customers scored", "years of history", "features dbt CLI (s)", "of which model (s)", "of which data tests (s)",
-         "of which start+parse+compile (s)", "same SQL in DuckDB (s)", "dbt CLI overhead (s)",
-         "read features (s)", "load model (s)", "score (s)", "write Parquet (s)", "total (s)", "total incl. process start (s)",
-         "peak RSS (GiB)", "goals"],
+        [
+            "customers scored",
+            "years of history",
+            "features dbt CLI (s)",
+            "of which model (s)",
+            "of which data tests (s)",
+            "of which start+parse+compile (s)",
+            "same SQL in DuckDB (s)",
+            "dbt CLI overhead (s)",
+            "read features (s)",
+            "load model (s)",
+            "score (s)",
+            "write Parquet (s)",
+            "total (s)",
+            "total incl. process start (s)",
+            "peak RSS (GiB)",
+            "goals",
+        ],
         rows,
     )
     setup_rows = []
@@ -541,26 +759,63 @@ def render(payload: dict) -> str:
         st = s.get("setup")
         if st:
             gp = st["generate_process"]
-            setup_rows.append([s["customers_config"], st["rows"]["usage_daily"], st["generate_s"], f"{gp['max_rss_bytes'] / GIB:.2f}",
-                               st["lake_write_s"], st["dbt_staging"]["wall_s"], st["dbt_features_warmup"]["wall_s"]])
+            setup_rows.append(
+                [
+                    s["customers_config"],
+                    st["rows"]["usage_daily"],
+                    st["generate_s"],
+                    f"{gp['max_rss_bytes'] / GIB:.2f}",
+                    st["lake_write_s"],
+                    st["dbt_staging"]["wall_s"],
+                    st["dbt_features_warmup"]["wall_s"],
+                ]
+            )
         elif "error" in s:
             setup_rows.append([s["customers_config"], "-", "failed", "-", "-", "-", "-"])
-    setup = markdown_table(["customers (config)", "usage rows", "generate_world (s)", "generator peak RSS (GiB)", "lake write (s)",
-                            "dbt staging (s)", "features warm-up (s)"], setup_rows)
+    setup = markdown_table(
+        [
+            "customers (config)",
+            "usage rows",
+            "generate_world (s)",
+            "generator peak RSS (GiB)",
+            "lake write (s)",
+            "dbt staging (s)",
+            "features warm-up (s)",
+        ],
+        setup_rows,
+    )
     breakdown_rows = []
     for s in payload["scales"]:
         bd = s.get("score_breakdown_once", {})
         if "parts_s" in bd:
             p = bd["parts_s"]
-            breakdown_rows.append([
-                s["customers_scored"], p["feature_matrix"], p["predict"], bd["explained_rows"], p["shap_reasons_explained_rows"],
-                p["score_rest"], p["score_total"], f"{bd['shap_ms_per_row']:.3f}", bd["shap_all_rows_estimate_s"],
-            ])
+            breakdown_rows.append(
+                [
+                    s["customers_scored"],
+                    p["feature_matrix"],
+                    p["predict"],
+                    bd["explained_rows"],
+                    p["shap_reasons_explained_rows"],
+                    p["score_rest"],
+                    p["score_total"],
+                    f"{bd['shap_ms_per_row']:.3f}",
+                    bd["shap_all_rows_estimate_s"],
+                ]
+            )
     text = f"### Weekly churn scoring (median of {payload['runs']} runs, snapshot {payload['snapshot_date']})\n\n{table}\n\n#### Setup (not timed, one run)\n\n{setup}"
     if breakdown_rows:
         text += "\n\n#### Inside `score()` (one diagnostic run, seconds)\n\n" + markdown_table(
-            ["customers", "feature matrix", "predict", "rows explained (high+medium)", "SHAP reasons for them", "tiers, frames",
-             "score() total", "SHAP ms/row (20k sample)", "SHAP for every row, estimated"],
+            [
+                "customers",
+                "feature matrix",
+                "predict",
+                "rows explained (high+medium)",
+                "SHAP reasons for them",
+                "tiers, frames",
+                "score() total",
+                "SHAP ms/row (20k sample)",
+                "SHAP for every row, estimated",
+            ],
             breakdown_rows,
         )
     return text

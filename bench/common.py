@@ -118,7 +118,12 @@ def wait_for_quiet(max_wait_s: float = 600, threshold: float = 0.15, window_s: f
         share = (busy_cpu_seconds() - b0) / (window_s * ncpu)
         waited = time.perf_counter() - started
         if share < threshold or waited >= max_wait_s:
-            return {"waited_s": round(waited, 1), "busy_share_last_window": round(share, 3), "quiet": share < threshold, "load_average": load_average()}
+            return {
+                "waited_s": round(waited, 1),
+                "busy_share_last_window": round(share, 3),
+                "quiet": share < threshold,
+                "load_average": load_average(),
+            }
 
 
 def utc_now() -> str:
@@ -149,6 +154,7 @@ class Measured:
     def foreign_share(self) -> float:
         """Foreign CPU time as a share of the machine's capacity during the measurement."""
         return self.foreign_cpu_s / (self.wall_s * (os.cpu_count() or 1)) if self.wall_s else 0.0
+
     log_tail: str = ""
     killed: str | None = None
 
@@ -196,7 +202,9 @@ def run_measured(
     with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log_file:
         busy0 = busy_cpu_seconds()
         started = time.perf_counter()
-        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         killed: list[str] = []
         done = threading.Event()
 
@@ -230,8 +238,12 @@ def run_measured(
         result = json.loads(Path(result_path).read_text())
     # ru_maxrss is in KiB on Linux.
     return Measured(
-        wall_s=wall, max_rss_bytes=usage.ru_maxrss * 1024, returncode=proc.returncode, result=result,
-        log_tail=tail, killed=killed[0] if killed else None,
+        wall_s=wall,
+        max_rss_bytes=usage.ru_maxrss * 1024,
+        returncode=proc.returncode,
+        result=result,
+        log_tail=tail,
+        killed=killed[0] if killed else None,
         cpu_s=usage.ru_utime + usage.ru_stime,
         foreign_cpu_s=max(0.0, busy - (usage.ru_utime + usage.ru_stime)),
     )
@@ -319,7 +331,9 @@ def run_dbt(
         **kwargs,
     )
     if not measured.ok:
-        raise RuntimeError(f"dbt {command} --select {select} failed ({measured.killed or measured.returncode}):\n{measured.log_tail}")
+        raise RuntimeError(
+            f"dbt {command} --select {select} failed ({measured.killed or measured.returncode}):\n{measured.log_tail}"
+        )
     return measured
 
 
@@ -343,12 +357,21 @@ def dbt_log_timings(log_path: str | Path) -> dict:
         if name in ("LogModelResult", "LogTestResult", "NodeFinished"):  # the first two at info level
             info = data.get("node_info", {})
             result = data.get("run_result", data)
-            nodes[info.get("unique_id", "?")] = {"status": result.get("status"), "execution_time_s": result.get("execution_time")}
+            nodes[info.get("unique_id", "?")] = {
+                "status": result.get("status"),
+                "execution_time_s": result.get("execution_time"),
+            }
         elif name == "FinishedRunningStats":
             run_s = data.get("execution_time")
     model_s = sum(v["execution_time_s"] or 0 for k, v in nodes.items() if k.startswith("model."))
     tests_s = sum(v["execution_time_s"] or 0 for k, v in nodes.items() if k.startswith("test."))
-    return {"run_s": run_s, "model_s": model_s, "tests_s": tests_s, "tests": sum(k.startswith("test.") for k in nodes), "nodes": nodes}
+    return {
+        "run_s": run_s,
+        "model_s": model_s,
+        "tests_s": tests_s,
+        "tests": sum(k.startswith("test.") for k in nodes),
+        "nodes": nodes,
+    }
 
 
 # --- results ----------------------------------------------------------------------------------

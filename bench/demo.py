@@ -15,7 +15,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, clean_env, header, load_average, markdown_table, median, publish, run_measured, wait_for_quiet
+from bench.common import (
+    ROOT,
+    clean_env,
+    header,
+    load_average,
+    markdown_table,
+    median,
+    publish,
+    run_measured,
+    wait_for_quiet,
+)
 
 NAME = "demo"
 GOAL_S = 300.0
@@ -36,13 +46,29 @@ def main() -> int:
             m = run_measured([sys.executable, "demo.py"], env=env, cwd=ROOT, log_path=root / f"demo-{i}.out")
             tail = (root / f"demo-{i}.out").read_text().splitlines()[-40:]
             payload["runs_detail"].append(
-                {"wall_s": round(m.wall_s, 1), "cpu_s": round(m.cpu_s, 1), "max_rss_bytes": m.max_rss_bytes, "returncode": m.returncode,
-                 "foreign_cpu_share": m.foreign_share, "wait_for_quiet": quiet, "output_tail": tail}
+                {
+                    "wall_s": round(m.wall_s, 1),
+                    "cpu_s": round(m.cpu_s, 1),
+                    "max_rss_bytes": m.max_rss_bytes,
+                    "returncode": m.returncode,
+                    "foreign_cpu_share": m.foreign_share,
+                    "wait_for_quiet": quiet,
+                    "output_tail": tail,
+                }
             )
-            print(f"[run {i + 1}/{args.runs}] {m.wall_s:.0f} s (exit {m.returncode}), other processes {m.foreign_share:.0%} of the CPU", flush=True)
+            print(
+                f"[run {i + 1}/{args.runs}] {m.wall_s:.0f} s (exit {m.returncode}), other processes {m.foreign_share:.0%} of the CPU",
+                flush=True,
+            )
             if i < args.runs - 1:
                 shutil.rmtree(home, ignore_errors=True)
-        check = subprocess.run([sys.executable, "-m", "demos.ui_check"], cwd=ROOT, env=clean_env(LAKEHOUSE_HOME=str(home)), capture_output=True, text=True)
+        check = subprocess.run(
+            [sys.executable, "-m", "demos.ui_check"],
+            cwd=ROOT,
+            env=clean_env(LAKEHOUSE_HOME=str(home)),
+            capture_output=True,
+            text=True,
+        )
         payload["ui_check"] = {"returncode": check.returncode, "output": check.stdout.strip().splitlines()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -53,12 +79,19 @@ def main() -> int:
 
 
 def render(payload: dict) -> str:
-    rows = [[i + 1, r["wall_s"], r["cpu_s"], f"{r['foreign_cpu_share']:.0%}", r["returncode"]] for i, r in enumerate(payload["runs_detail"])]
+    rows = [
+        [i + 1, r["wall_s"], r["cpu_s"], f"{r['foreign_cpu_share']:.0%}", r["returncode"]]
+        for i, r in enumerate(payload["runs_detail"])
+    ]
     met = "met" if payload["median_wall_s"] <= payload["goal_s"] else "MISSED"
     return (
         markdown_table(["run", "wall (s)", "CPU (s)", "other processes", "exit"], rows)
         + f"\n\nmedian {payload['median_wall_s']:.0f} s (goal {payload['goal_s']:.0f} s: {met}); UI check: "
-        + ("passed" if payload["ui_check"]["returncode"] == 0 else "FAILED: " + "; ".join(payload["ui_check"]["output"]))
+        + (
+            "passed"
+            if payload["ui_check"]["returncode"] == 0
+            else "FAILED: " + "; ".join(payload["ui_check"]["output"])
+        )
     )
 
 

@@ -57,7 +57,9 @@ async def _get(conn, path: str) -> int:
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
     await reader.readexactly(length)
     return status
 
@@ -117,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         publish_redis(client, table, "bench")
         client.close()
         port = free_port()
-        env = {**os.environ, "LAKEHOUSE_API_KEY": API_KEY, "LAKEHOUSE_SERVING_CASES": "forecast", "LAKEHOUSE_REDIS_URL": server.url, "LAKEHOUSE_HOME": home}
+        env = {
+            **os.environ,
+            "LAKEHOUSE_API_KEY": API_KEY,
+            "LAKEHOUSE_SERVING_CASES": "forecast",
+            "LAKEHOUSE_REDIS_URL": server.url,
+            "LAKEHOUSE_HOME": home,
+        }
         app = subprocess.Popen([PYTHON, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=env)
         try:
             deadline = time.monotonic() + 60
@@ -139,13 +147,32 @@ def main(argv: list[str] | None = None) -> int:
             app.terminate()
             app.wait(timeout=10)
     result = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    payload = {**header(NAME, args.runs), "rate": args.rate, "seconds": args.seconds, "series": args.series, "connections": CONNECTIONS, "runs_detail": runs, "result": result, "goal_p99_ms": 5.0}
+    payload = {
+        **header(NAME, args.runs),
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "series": args.series,
+        "connections": CONNECTIONS,
+        "runs_detail": runs,
+        "result": result,
+        "goal_p99_ms": 5.0,
+    }
     return publish(NAME, payload, render)
 
 
 def render(payload: dict) -> str:
     r = payload["result"]
-    rows = [[f"{payload['rate']:.0f} req/s open loop, {payload['series']:,} published series", f"{r['achieved_rate']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_ms']:.1f}", int(r["non_200"]), "< 5 ms"]]
+    rows = [
+        [
+            f"{payload['rate']:.0f} req/s open loop, {payload['series']:,} published series",
+            f"{r['achieved_rate']:.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['max_ms']:.1f}",
+            int(r["non_200"]),
+            "< 5 ms",
+        ]
+    ]
     return markdown_table(["load", "achieved req/s", "P50 ms", "P99 ms", "max ms", "non-200", "goal P99"], rows)
 
 

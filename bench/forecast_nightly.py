@@ -62,14 +62,23 @@ def measure(skus: int, runs: int) -> dict:
     settings = ForecastSettings(models={"selection": "seed"})
     tables = gen.master_tables(world)
     store = tables["stores"]["store_id"][0]
-    data = CaseData(tables["stores"], tables["products"], gen.store_sales(world, tables, store), tables["promotions"], tables["events"], tables["covariates"])
+    data = CaseData(
+        tables["stores"],
+        tables["products"],
+        gen.store_sales(world, tables, store),
+        tables["promotions"],
+        tables["events"],
+        tables["covariates"],
+    )
     periods = periods_of(settings, data.sales)
     origin = world.last_day
     print(f"world: 1 store x {skus} SKUs, {data.sales.height:,} sales rows", flush=True)
 
     fitted, refit_s = _timed(lambda: fit_models(data, origin, settings, periods))
     stat_series = sum(len(m) for m in fitted.stat.values())
-    print(f"refit {refit_s:.1f}s ({stat_series} statistical series, LightGBM on {fitted.train_rows:,} rows)", flush=True)
+    print(
+        f"refit {refit_s:.1f}s ({stat_series} statistical series, LightGBM on {fitted.train_rows:,} rows)", flush=True
+    )
 
     server = RedisServer().start()
     client = redis_lib.Redis.from_url(server.url)
@@ -80,18 +89,29 @@ def measure(skus: int, runs: int) -> dict:
         base = forecast_candidates(fitted, data, origin, settings.horizon_periods, settings)
         t1 = time.perf_counter()
         aggregate = aggregate_base_forecasts(node_history, sorted(base["ds"].unique().to_list()), periods, settings)
-        table = reconcile(base.select("store_id", "sku_id", "ds", "yhat"), aggregate, data.stores, settings).with_columns(origin=pl.lit(origin))
+        table = reconcile(
+            base.select("store_id", "sku_id", "ds", "yhat"), aggregate, data.stores, settings
+        ).with_columns(origin=pl.lit(origin))
         t2 = time.perf_counter()
         publish_redis(client, vectors(table, BOTTOM_UP), f"bench{run}")
         t3 = time.perf_counter()
-        return {"series": base["unique_id"].n_unique(), "forecast_s": t1 - t0, "reconcile_s": t2 - t1, "publish_s": t3 - t2, "total_s": t3 - t0}
+        return {
+            "series": base["unique_id"].n_unique(),
+            "forecast_s": t1 - t0,
+            "reconcile_s": t2 - t1,
+            "publish_s": t3 - t2,
+            "total_s": t3 - t0,
+        }
 
     nights = [nightly(r) for r in range(runs)]
     client.close()
     server.stop()
 
     recent = history(data).group_by("unique_id", maintain_order=True).tail(lookback(fitted, settings))
-    windows = {uid: part["y"].to_numpy().astype(np.float64) for (uid,), part in recent.group_by(["unique_id"], maintain_order=True)}
+    windows = {
+        uid: part["y"].to_numpy().astype(np.float64)
+        for (uid,), part in recent.group_by(["unique_id"], maintain_order=True)
+    }
 
     def raw_forward():
         for models in fitted.stat.values():
@@ -139,9 +159,24 @@ def render(payload: dict) -> str:
     r = payload["result"]
     n, f, e = r["nightly"], r["refit"], r["extrapolation"]
     rows = [
-        ["nightly path (features + fitted-state forecast + reconciliation + publish)", f"{n['wall_s']:.1f} s", f"{n['series_per_s_per_core']:.1f}", f"forecast {n['forecast_s']:.1f} s, reconcile {n['reconcile_s']:.1f} s, publish {n['publish_s']:.2f} s"],
-        ["raw model.forward over the statistical series", f"{n['raw_stat_forward_s']:.1f} s", "-", f"{n['stat_series']} series"],
-        ["weekly refit (segments, statistical fits, LightGBM)", f"{f['wall_s']:.1f} s", f"{f['series_per_s_per_core']:.2f}", ""],
+        [
+            "nightly path (features + fitted-state forecast + reconciliation + publish)",
+            f"{n['wall_s']:.1f} s",
+            f"{n['series_per_s_per_core']:.1f}",
+            f"forecast {n['forecast_s']:.1f} s, reconcile {n['reconcile_s']:.1f} s, publish {n['publish_s']:.2f} s",
+        ],
+        [
+            "raw model.forward over the statistical series",
+            f"{n['raw_stat_forward_s']:.1f} s",
+            "-",
+            f"{n['stat_series']} series",
+        ],
+        [
+            "weekly refit (segments, statistical fits, LightGBM)",
+            f"{f['wall_s']:.1f} s",
+            f"{f['series_per_s_per_core']:.2f}",
+            "",
+        ],
     ]
     return (
         f"1 store x {r['skus']:,} SKUs ({r['series']:,} series) on {r['cores']} cores, peak RSS {r['peak_rss_gib']:.2f} GiB\n\n"

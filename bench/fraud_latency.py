@@ -62,7 +62,12 @@ def prepare_home(home: Path):
     h = LakehouseHome(home)
     _, lists = train_from_transactions(Registry(h.mlflow_uri, h.mlflow_artifacts), tx, FraudSettings(), promote=True)
     Lake(str(h.lake)).write(lists.as_frame(), CASE, "rule_lists")
-    return tx, lists, [request_body(r) for r in generate_day(world, world.end_date).iter_rows(named=True)], world.end_date
+    return (
+        tx,
+        lists,
+        [request_body(r) for r in generate_day(world, world.end_date).iter_rows(named=True)],
+        world.end_date,
+    )
 
 
 def warm_redis(redis_url: str, tx, lists) -> None:
@@ -81,8 +86,13 @@ def warm_redis(redis_url: str, tx, lists) -> None:
 
 def start_stack(home: Path, redis_url: str, port: int, replay_from) -> list[subprocess.Popen]:
     env = {
-        **os.environ, "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_REDIS_URL": redis_url, "LAKEHOUSE_API_KEY": KEY,
-        "LAKEHOUSE_SERVING_CASES": "fraud", "LAKEHOUSE_FRAUD_CONSUMERS": "off", "PYTHONPATH": str(ROOT),
+        **os.environ,
+        "LAKEHOUSE_HOME": str(home),
+        "LAKEHOUSE_REDIS_URL": redis_url,
+        "LAKEHOUSE_API_KEY": KEY,
+        "LAKEHOUSE_SERVING_CASES": "fraud",
+        "LAKEHOUSE_FRAUD_CONSUMERS": "off",
+        "PYTHONPATH": str(ROOT),
         "LAKEHOUSE_SERVING_WORKERS": os.environ.get("LAKEHOUSE_SERVING_WORKERS", str(SERVING_WORKERS)),
         # the live day is a replay: the service clock starts at its first minute
         "LAKEHOUSE_FRAUD_SERVING__REPLAY_FROM": replay_from.isoformat(),
@@ -119,9 +129,28 @@ def run_load(port: int, bodies_file: Path, rate: int, duration: float, tag: str,
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     worker = subprocess.Popen(
-        [PYTHON, "-m", "bench.fraud_latency", "--worker", "--port", str(port), "--bodies", str(bodies_file), "--rate", str(rate),
-         "--duration", str(duration), "--tag", tag, "--out", str(out)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+        [
+            PYTHON,
+            "-m",
+            "bench.fraud_latency",
+            "--worker",
+            "--port",
+            str(port),
+            "--bodies",
+            str(bodies_file),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--tag",
+            tag,
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert worker.stdout.readline().strip() == "started"
     if on_start is not None:
@@ -245,7 +274,10 @@ async def _load(port: int, requests: list[bytes], rate: int, duration: float) ->
         "server_ms": [p["latency_ms"] if p else None for p in parsed],
         "layer": [p["layer"] if p else 0 for p in parsed],
         "degraded": [bool(p and p["degraded"]) for p in parsed],
-        **{f"part_{k}": [p["layer_ms"].get(k) if p else None for p in parsed] for k in ("features", "rules", "layer2", "layer3")},
+        **{
+            f"part_{k}": [p["layer_ms"].get(k) if p else None for p in parsed]
+            for k in ("features", "rules", "layer2", "layer3")
+        },
         "achieved_rate": n / elapsed,
     }
 
@@ -257,10 +289,16 @@ def worker(args) -> None:
     n = int(args.rate * args.duration)
     requests = []
     for i in range(n):
-        body = json.dumps({**bodies[i % len(bodies)], "tx_id": f"{bodies[i % len(bodies)]['tx_id']}-{args.tag}-{i}"}).encode()
+        body = json.dumps(
+            {**bodies[i % len(bodies)], "tx_id": f"{bodies[i % len(bodies)]['tx_id']}-{args.tag}-{i}"}
+        ).encode()
         requests.append(
-            b"POST /fraud/decisions HTTP/1.1\r\nHost: bench\r\nX-API-Key: " + KEY.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            b"POST /fraud/decisions HTTP/1.1\r\nHost: bench\r\nX-API-Key: "
+            + KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
         )
     result = uvloop.run(_load(args.port, requests, args.rate, args.duration))
     Path(args.out).write_text(json.dumps(result))
@@ -273,16 +311,47 @@ def render(payload: dict) -> str:
     rows = []
     for phase in payload["phases"]:
         s = phase["client"]
-        rows.append([
-            f"{phase['rate']:,}/s x {phase['duration_s']:.0f} s", s["requests"], s["errors"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"],
-            f"<= {GOALS_P99_MS.get(phase['rate'], '-')}", s["server_p50_ms"], s["server_p99_ms"], s["layer3_share"],
-        ])
+        rows.append(
+            [
+                f"{phase['rate']:,}/s x {phase['duration_s']:.0f} s",
+                s["requests"],
+                s["errors"],
+                s["p50_ms"],
+                s["p95_ms"],
+                s["p99_ms"],
+                s["max_ms"],
+                f"<= {GOALS_P99_MS.get(phase['rate'], '-')}",
+                s["server_p50_ms"],
+                s["server_p99_ms"],
+                s["layer3_share"],
+            ]
+        )
     table = markdown_table(
-        ["load", "requests", "errors", "P50 ms", "P95 ms", "P99 ms", "max ms", "P99 goal", "server P50", "server P99", "layer-3 share"], rows
+        [
+            "load",
+            "requests",
+            "errors",
+            "P50 ms",
+            "P95 ms",
+            "P99 ms",
+            "max ms",
+            "P99 goal",
+            "server P50",
+            "server P99",
+            "layer-3 share",
+        ],
+        rows,
     )
     layers = markdown_table(
         ["load", "features P50/P99", "rules P50/P99", "layer 2 P50/P99", "layer 3 P50/P99"],
-        [[f"{p['rate']:,}/s"] + [f"{_ms(p['client'][f'server_{k}_p50_ms'])} / {_ms(p['client'][f'server_{k}_p99_ms'])}" for k in ("features", "rules", "layer2", "layer3")] for p in payload["phases"]],
+        [
+            [f"{p['rate']:,}/s"]
+            + [
+                f"{_ms(p['client'][f'server_{k}_p50_ms'])} / {_ms(p['client'][f'server_{k}_p99_ms'])}"
+                for k in ("features", "rules", "layer2", "layer3")
+            ]
+            for p in payload["phases"]
+        ],
     )
     return f"{table}\n\nServer-side time by layer (ms):\n\n{layers}\n\nSeed: P99 {SEED_P99_MS} ms, budget {SEED_BUDGET_MS} ms at 200 tx/s."
 
@@ -306,8 +375,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float)
     parser.add_argument("--tag", default="t")
     parser.add_argument("--out")
-    parser.add_argument("--runs", type=int, default=3, help="repetitions of both phases, each on a fresh Redis and stack; figures are medians")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply phase durations (development only; published runs use 1)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="repetitions of both phases, each on a fresh Redis and stack; figures are medians",
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply phase durations (development only; published runs use 1)"
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -339,10 +415,17 @@ def main() -> int:
                 finally:
                     stop_stack(stack)
         payload["phases"] = [
-            {"rate": rate, "duration_s": duration * args.scale, "client": _median_summary(runs[rate]), "runs": runs[rate]}
+            {
+                "rate": rate,
+                "duration_s": duration * args.scale,
+                "client": _median_summary(runs[rate]),
+                "runs": runs[rate],
+            }
             for rate, duration in PHASES
         ]
-    payload["setup"] = "demo world (12,000 tx/day x 9 days) trained; Redis warmed with its history; live-day bodies with unique ids"
+    payload["setup"] = (
+        "demo world (12,000 tx/day x 9 days) trained; Redis warmed with its history; live-day bodies with unique ids"
+    )
     payload["goals"] = {"p99_ms": GOALS_P99_MS, "errors": 0}
     return publish(NAME, payload, render)
 

@@ -69,7 +69,15 @@ def render(p: dict) -> str:
     o, d, n = p["overall"], p["during_outage"], p["normal"]
     rows = [
         ["whole run", o["requests"], o["errors"], o["degraded"], o["p50_ms"], o["p99_ms"], o["max_ms"]],
-        [f"outage ({OUTAGE[0]:.0f}-{OUTAGE[1]:.0f} s)", d["requests"], d["errors"], d["degraded"], d["p50_ms"], d["p99_ms"], d["max_ms"]],
+        [
+            f"outage ({OUTAGE[0]:.0f}-{OUTAGE[1]:.0f} s)",
+            d["requests"],
+            d["errors"],
+            d["degraded"],
+            d["p50_ms"],
+            d["p99_ms"],
+            d["max_ms"],
+        ],
         ["Redis up", n["requests"], n["errors"], n["degraded"], n["p50_ms"], n["p99_ms"], n["max_ms"]],
     ]
     table = markdown_table(["window", "requests", "errors", "degraded", "P50 ms", "P99 ms", "max ms"], rows)
@@ -103,10 +111,17 @@ def main() -> int:
         finally:
             stop_stack(stack)
     payload.update(
-        rate=RATE, duration_s=DURATION, outage_s=list(OUTAGE),
-        overall=summarize(raw), during_outage=summarize(raw, OUTAGE),
-        normal=summarize({**raw, "sched": [s if not (OUTAGE[0] <= s < OUTAGE[1]) else -1 for s in raw["sched"]]}, (0, DURATION + 1)),
-        sent=len(raw["sched"]), logged=logged, drain_wait_s=waited,
+        rate=RATE,
+        duration_s=DURATION,
+        outage_s=list(OUTAGE),
+        overall=summarize(raw),
+        during_outage=summarize(raw, OUTAGE),
+        normal=summarize(
+            {**raw, "sched": [s if not (OUTAGE[0] <= s < OUTAGE[1]) else -1 for s in raw["sched"]]}, (0, DURATION + 1)
+        ),
+        sent=len(raw["sched"]),
+        logged=logged,
+        drain_wait_s=waited,
         redis="private redis-server, appendonly yes, appendfsync always; stopped (SIGTERM) and started on the same port",
     )
     return publish(NAME, payload, render)

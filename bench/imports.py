@@ -21,7 +21,18 @@ PROBES = {
     "import definitions": "import definitions",
     "definitions.defs()": "import definitions; definitions.defs()",
 }
-HEAVY = ("torch", "statsforecast", "mlforecast", "hierarchicalforecast", "mlflow", "xgboost", "lightgbm", "sklearn", "setfit", "transformers")
+HEAVY = (
+    "torch",
+    "statsforecast",
+    "mlforecast",
+    "hierarchicalforecast",
+    "mlflow",
+    "xgboost",
+    "lightgbm",
+    "sklearn",
+    "setfit",
+    "transformers",
+)
 
 
 def measure(statement: str) -> dict:
@@ -30,7 +41,9 @@ def measure(statement: str) -> dict:
         f"t = time.perf_counter(); exec({statement!r}); s = time.perf_counter() - t\n"
         f"print(json.dumps({{'seconds': s, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -43,13 +56,23 @@ def main() -> int:
     payload = {**header(NAME, args.runs), "wait_for_quiet": quiet, "goal_ratio": GOAL_RATIO}
     payload["median_s"] = {name: round(median([s["seconds"] for s in runs]), 3) for name, runs in samples.items()}
     payload["heavy_libraries_imported"] = {name: runs[-1]["heavy"] for name, runs in samples.items()}
-    payload["ratio_definitions_to_dagster"] = round(payload["median_s"]["import definitions"] / payload["median_s"]["import dagster"], 2)
+    payload["ratio_definitions_to_dagster"] = round(
+        payload["median_s"]["import definitions"] / payload["median_s"]["import dagster"], 2
+    )
     return publish(NAME, payload, render)
 
 
 def render(payload: dict) -> str:
     m = payload["median_s"]
-    rows = [[name, seconds, round(seconds / m["import dagster"], 2), ", ".join(payload["heavy_libraries_imported"][name]) or "none"] for name, seconds in m.items()]
+    rows = [
+        [
+            name,
+            seconds,
+            round(seconds / m["import dagster"], 2),
+            ", ".join(payload["heavy_libraries_imported"][name]) or "none",
+        ]
+        for name, seconds in m.items()
+    ]
     ratio = payload["ratio_definitions_to_dagster"]
     return markdown_table(["probe", "median (s)", "x import dagster", "heavy libraries loaded"], rows) + (
         f"\n\n`import definitions` is {ratio}x `import dagster` (goal <= {payload['goal_ratio']}x: {'met' if ratio <= payload['goal_ratio'] else 'MISSED'})"

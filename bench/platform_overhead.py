@@ -22,17 +22,17 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from bench.common import (
-    publish,
     ROOT,
     clean_env,
     header,
     load_average,
     markdown_table,
     median,
+    publish,
     run_worker,
     wait_for_quiet,
 )
@@ -75,7 +75,15 @@ def _event_log_summary(instance) -> dict:
         events += len(logs)
         for e in logs:
             by_type[e.dagster_event.event_type_value if e.dagster_event else "log_message"] += 1
-        per_run.append({"steps": [s.step_key for s in steps], "run_s": duration, "steps_s": steps_total, "events": len(logs), "status": str(run.status)})
+        per_run.append(
+            {
+                "steps": [s.step_key for s in steps],
+                "run_s": duration,
+                "steps_s": steps_total,
+                "events": len(logs),
+                "status": str(run.status),
+            }
+        )
     return {
         "runs": len(runs),
         "events": events,
@@ -111,7 +119,9 @@ def worker_dagster(a) -> dict:
         profiler = cProfile.Profile()
         profiler.enable()
     t0 = time.perf_counter()
-    outcome = demos.churn.run(instance, resources, WorldConfig().end_date, log=lambda msg: marks.append((msg, time.perf_counter())))
+    outcome = demos.churn.run(
+        instance, resources, WorldConfig().end_date, log=lambda msg: marks.append((msg, time.perf_counter()))
+    )
     wall = time.perf_counter() - t0
     if profiler:
         profiler.disable()
@@ -123,7 +133,9 @@ def worker_dagster(a) -> dict:
         "phases_s": phases,
         "outcome": outcome,
         "event_log": _event_log_summary(instance),
-        "check": _outputs(home, Registry(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", home / "mlflow" / "artifacts"), ChurnSettings()),
+        "check": _outputs(
+            home, Registry(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", home / "mlflow" / "artifacts"), ChurnSettings()
+        ),
     }
     if profiler:
         result["profile"] = _profile_summary(profiler, wall)
@@ -153,8 +165,12 @@ def _profile_summary(profiler, wall: float) -> dict:
     return {
         "note": "cProfile adds its own overhead: use for shares, not absolute times",
         "profiled_wall_s": wall,
-        "tottime_by_package_s": dict(sorted(((k, round(v, 3)) for k, v in by_package.items()), key=lambda kv: -kv[1])[:30]),
-        "top_cumulative_dagster": [{"cum_s": round(c, 3), "self_s": round(t, 3), "calls": n, "function": f} for c, t, n, f in interesting],
+        "tottime_by_package_s": dict(
+            sorted(((k, round(v, 3)) for k, v in by_package.items()), key=lambda kv: -kv[1])[:30]
+        ),
+        "top_cumulative_dagster": [
+            {"cum_s": round(c, 3), "self_s": round(t, 3), "calls": n, "function": f} for c, t, n, f in interesting
+        ],
     }
 
 
@@ -182,14 +198,18 @@ def worker_direct(a) -> dict:
     store = pipeline.ChurnStore(Lake(str(paths.lake)), paths.warehouse)
     registry = Registry(paths.mlflow_uri, paths.mlflow_artifacts)
     world = WorldConfig()
-    os.environ.setdefault("LAKEHOUSE_CHURN_AB__SIMULATED_CONTACT_EFFECT", str(world.true_contact_effect))  # as the demo does
+    os.environ.setdefault(
+        "LAKEHOUSE_CHURN_AB__SIMULATED_CONTACT_EFFECT", str(world.true_contact_effect)
+    )  # as the demo does
     settings = ChurnSettings()
     steps: dict[str, float] = defaultdict(float)
     phases: dict[str, float] = {}
     dbt_target = home / "dbt_target"  # one target dir, as a plain `dbt` user has
 
     def dbt(select: str, **extra_vars) -> None:
-        run_dbt("build", home, dbt_target, select=select, dbt_vars={**settings.dbt_vars(), **extra_vars}, dagster_like=False)
+        run_dbt(
+            "build", home, dbt_target, select=select, dbt_vars={**settings.dbt_vars(), **extra_vars}, dagster_like=False
+        )
 
     class step:
         def __init__(self, key):
@@ -208,7 +228,9 @@ def worker_direct(a) -> dict:
     with step("churn_raw"):
         generated = generate_world(world, progress=world.customers >= 10_000)
         today = date.today()
-        pipeline.store_raw_tables(store, {s.name: validate_frame(generated[s.name], s, source="generator", today=today) for s in RAW_TABLES})
+        pipeline.store_raw_tables(
+            store, {s.name: validate_frame(generated[s.name], s, source="generator", today=today) for s in RAW_TABLES}
+        )
     with step("churn_staging"):
         paths.root.mkdir(parents=True, exist_ok=True)
         dbt("tag:churn,tag:staging")
@@ -216,7 +238,11 @@ def worker_direct(a) -> dict:
 
     p = time.perf_counter()
     with step("churn_features"):
-        dbt("churn_features", snapshot_start=keys[0], snapshot_end=(date.fromisoformat(keys[-1]) + timedelta(weeks=1)).isoformat())
+        dbt(
+            "churn_features",
+            snapshot_start=keys[0],
+            snapshot_end=(date.fromisoformat(keys[-1]) + timedelta(weeks=1)).isoformat(),
+        )
     phases["features"] = time.perf_counter() - p
 
     p = time.perf_counter()
@@ -235,11 +261,13 @@ def worker_direct(a) -> dict:
     phases["training"] = time.perf_counter() - p
 
     p = time.perf_counter()
-    for key in keys[-scored_weeks():]:
+    for key in keys[-scored_weeks() :]:
         with step("churn_scores"):
             pipeline.score_week(store, registry, key, settings)
     with step("crm_push"):
-        OutboxCrm(paths.ops_db).upsert(pipeline.crm_records(store.lake.read("churn", "churn_scores", ("snapshot_date", keys[-1]))))
+        OutboxCrm(paths.ops_db).upsert(
+            pipeline.crm_records(store.lake.read("churn", "churn_scores", ("snapshot_date", keys[-1])))
+        )
     phases["scoring_and_crm"] = time.perf_counter() - p
 
     p = time.perf_counter()
@@ -289,11 +317,20 @@ def _outputs(home: Path, registry, settings) -> dict:
     lake = Lake(str(home / "lake"))
     version = registry.alias_version(settings.registered_model_name, "champion")
     metrics = registry.version_metrics(settings.registered_model_name, version) if version else {}
-    scores = pl.scan_parquet(lake.glob("churn", "churn_scores", partitioned=True), hive_partitioning=False).select(
-        pl.len().alias("rows"), pl.col("score").sum().alias("score_sum"), pl.col("snapshot_date").n_unique().alias("weeks")
-    ).collect().row(0, named=True)
+    scores = (
+        pl.scan_parquet(lake.glob("churn", "churn_scores", partitioned=True), hive_partitioning=False)
+        .select(
+            pl.len().alias("rows"),
+            pl.col("score").sum().alias("score_sum"),
+            pl.col("snapshot_date").n_unique().alias("weeks"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
     roi = lake.read("churn", "ab_test_roi").row(0, named=True) if lake.exists("churn", "ab_test_roi") else {}
-    raw_rows = {t: lake.read("churn", t).height for t in ("customers", "usage_daily", "support_tickets", "invoices", "renewals")}
+    raw_rows = {
+        t: lake.read("churn", t).height for t in ("customers", "usage_daily", "support_tickets", "invoices", "renewals")
+    }
     return {
         "raw_rows": raw_rows,
         "champion_version": version,
@@ -303,7 +340,9 @@ def _outputs(home: Path, registry, settings) -> dict:
         "scored_weeks": scores["weeks"],
         "score_sum": round(scores["score_sum"], 6),
         "roi": roi.get("roi"),
-        "live_performance_months": lake.read("churn", "live_performance").height if lake.exists("churn", "live_performance") else None,
+        "live_performance_months": lake.read("churn", "live_performance").height
+        if lake.exists("churn", "live_performance")
+        else None,
     }
 
 
@@ -324,7 +363,9 @@ def _match_step(step_key: str, direct_keys: list[str]) -> str | None:
     return None
 
 
-def _run_mode(root: Path, mode: str, rep: int, keep: bool, profile: bool = False, quiet_wait_s: float = 300, attempt: int = 0) -> dict:
+def _run_mode(
+    root: Path, mode: str, rep: int, keep: bool, profile: bool = False, quiet_wait_s: float = 300, attempt: int = 0
+) -> dict:
     home = root / f"{mode}-{rep}-{attempt}{'-profile' if profile else ''}"
     quiet = wait_for_quiet(quiet_wait_s)
     (home / "dagster").mkdir(parents=True)
@@ -336,8 +377,17 @@ def _run_mode(root: Path, mode: str, rep: int, keep: bool, profile: bool = False
         raise RuntimeError(f"{mode} run {rep} failed ({m.killed or m.returncode}):\n{m.log_tail}")
     if not keep:
         shutil.rmtree(home, ignore_errors=True)
-    return {**m.result, "mode": mode, "rep": rep, "process_s": m.wall_s, "process_cpu_s": m.cpu_s, "max_rss_bytes": m.max_rss_bytes,
-            "load_average_before": load, "wait_for_quiet": quiet, "foreign_cpu_share": m.foreign_share}
+    return {
+        **m.result,
+        "mode": mode,
+        "rep": rep,
+        "process_s": m.wall_s,
+        "process_cpu_s": m.cpu_s,
+        "max_rss_bytes": m.max_rss_bytes,
+        "load_average_before": load,
+        "wait_for_quiet": quiet,
+        "foreign_cpu_share": m.foreign_share,
+    }
 
 
 def _decompose(d: dict) -> dict:
@@ -357,8 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-profile", action="store_true", help="skip the extra cProfile'd Dagster run")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--workdir")
-    p.add_argument("--quiet-wait", type=float, default=300, help="max seconds to wait for an idle machine before each run")
-    p.add_argument("--contention", type=float, default=0.10, help="repeat a pair when other processes used more than this share of the CPU")
+    p.add_argument(
+        "--quiet-wait", type=float, default=300, help="max seconds to wait for an idle machine before each run"
+    )
+    p.add_argument(
+        "--contention",
+        type=float,
+        default=0.10,
+        help="repeat a pair when other processes used more than this share of the CPU",
+    )
     p.add_argument("--max-retries", type=int, default=2)
     p.add_argument("--worker", choices=sorted(WORKERS))
     p.add_argument("--home")
@@ -385,8 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in order:
                     r = _run_mode(root, mode, rep, a.keep, quiet_wait_s=a.quiet_wait, attempt=attempt)
                     pair[mode] = r
-                    print(f"[run {rep + 1}/{a.runs}] {mode:7s} {r['wall_s']:6.1f} s (+ imports {r['imports_s']:.1f} s), CPU {r['process_cpu_s']:.0f} s, "
-                          f"peak RSS {r['max_rss_bytes'] / 2**20:.0f} MiB, other processes {r['foreign_cpu_share']:.0%} of the CPU", flush=True)
+                    print(
+                        f"[run {rep + 1}/{a.runs}] {mode:7s} {r['wall_s']:6.1f} s (+ imports {r['imports_s']:.1f} s), CPU {r['process_cpu_s']:.0f} s, "
+                        f"peak RSS {r['max_rss_bytes'] / 2**20:.0f} MiB, other processes {r['foreign_cpu_share']:.0%} of the CPU",
+                        flush=True,
+                    )
                 pair["contended"] = max(pair[m]["foreign_cpu_share"] for m in order)
                 pair["attempt"] = attempt
                 if pair["contended"] <= a.contention or attempt == a.max_retries:
@@ -396,10 +456,14 @@ def main(argv: list[str] | None = None) -> int:
             pair["order"] = list(order)
             pair["ratio"] = pair["dagster"]["wall_s"] / pair["direct"]["wall_s"]
             pair["same_outputs"] = pair["dagster"]["check"] == pair["direct"]["check"]
-            pair["same_snapshots"] = pair["dagster"]["outcome"]["feature_keys"] == pair["direct"]["outcome"]["feature_keys"]
+            pair["same_snapshots"] = (
+                pair["dagster"]["outcome"]["feature_keys"] == pair["direct"]["outcome"]["feature_keys"]
+            )
             pair["decomposition"] = _decompose(pair["dagster"])
             reps.append(pair)
-            print(f"[run {rep + 1}/{a.runs}] ratio {pair['ratio']:.2f}; same outputs: {pair['same_outputs']}", flush=True)
+            print(
+                f"[run {rep + 1}/{a.runs}] ratio {pair['ratio']:.2f}; same outputs: {pair['same_outputs']}", flush=True
+            )
         payload["repetitions"] = reps
         payload["discarded_contended_pairs"] = discarded
         payload["median"] = _medians(reps)
@@ -412,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         if not a.no_profile:
             print("[profile] one more Dagster run under cProfile (not in the medians) ...", flush=True)
             prof = _run_mode(root, "dagster", a.runs, a.keep, profile=True, quiet_wait_s=a.quiet_wait)
-            payload["profile_run"] = {"wall_s": prof["wall_s"], "profile": prof["profile"], "decomposition": _decompose(prof)}
+            payload["profile_run"] = {
+                "wall_s": prof["wall_s"],
+                "profile": prof["profile"],
+                "decomposition": _decompose(prof),
+            }
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -453,7 +521,13 @@ def _medians(reps: list[dict]) -> dict:
         "direct_process_cpu_s": median([d["process_cpu_s"] for d in dire]),
         "dagster_max_rss_bytes": median([d["max_rss_bytes"] for d in dag]),
         "direct_max_rss_bytes": median([d["max_rss_bytes"] for d in dire]),
-        "phases_s": {ph: {"dagster": median([d["phases_s"].get(ph) for d in dag]), "direct": median([d["phases_s"].get(ph) for d in dire])} for ph in PHASES},
+        "phases_s": {
+            ph: {
+                "dagster": median([d["phases_s"].get(ph) for d in dag]),
+                "direct": median([d["phases_s"].get(ph) for d in dire]),
+            }
+            for ph in PHASES
+        },
         "steps_s": steps,
         "unmatched_dagster_steps_s": {k: median(v) for k, v in unmatched.items()},
         "decomposition": {k: median([x[k] for x in dec]) for k in dec[0]},
@@ -468,9 +542,30 @@ def render(payload: dict) -> str:
     head = markdown_table(
         ["mode", "wall (s)", "imports (s)", "process incl. start (s)", "process CPU (s)", "peak RSS (MiB)"],
         [
-            ["dagster (demos.churn.run)", m["dagster_wall_s"], m["dagster_imports_s"], m["dagster_process_s"], m["dagster_process_cpu_s"], round(m["dagster_max_rss_bytes"] / 2**20)],
-            ["direct (no Dagster)", m["direct_wall_s"], m["direct_imports_s"], m["direct_process_s"], m["direct_process_cpu_s"], round(m["direct_max_rss_bytes"] / 2**20)],
-            [f"ratio dagster/direct (goal < {payload['goal_ratio']})", f"{m['ratio']:.2f} ({'met' if m['ratio'] < payload['goal_ratio'] else 'MISSED'})", "-", "-", "-", "-"],
+            [
+                "dagster (demos.churn.run)",
+                m["dagster_wall_s"],
+                m["dagster_imports_s"],
+                m["dagster_process_s"],
+                m["dagster_process_cpu_s"],
+                round(m["dagster_max_rss_bytes"] / 2**20),
+            ],
+            [
+                "direct (no Dagster)",
+                m["direct_wall_s"],
+                m["direct_imports_s"],
+                m["direct_process_s"],
+                m["direct_process_cpu_s"],
+                round(m["direct_max_rss_bytes"] / 2**20),
+            ],
+            [
+                f"ratio dagster/direct (goal < {payload['goal_ratio']})",
+                f"{m['ratio']:.2f} ({'met' if m['ratio'] < payload['goal_ratio'] else 'MISSED'})",
+                "-",
+                "-",
+                "-",
+                "-",
+            ],
         ],
     )
     phases = markdown_table(
@@ -479,7 +574,10 @@ def render(payload: dict) -> str:
     )
     steps = markdown_table(
         ["step", "dagster step (s, event log)", "direct (s)", "difference (s)"],
-        [[k, v.get("dagster_step_s"), v["direct_s"], (v.get("dagster_step_s") or 0) - (v["direct_s"] or 0)] for k, v in m["steps_s"].items()],
+        [
+            [k, v.get("dagster_step_s"), v["direct_s"], (v.get("dagster_step_s") or 0) - (v["direct_s"] or 0)]
+            for k, v in m["steps_s"].items()
+        ],
     )
     d = m["decomposition"]
     dec = markdown_table(
@@ -499,7 +597,9 @@ def render(payload: dict) -> str:
     prof = payload.get("profile_run")
     if prof:
         top = list(prof["profile"]["tottime_by_package_s"].items())[:12]
-        text += "\n\n#### cProfile of one Dagster run: self time by package (s)\n\n" + markdown_table(["package", "self time (s)"], [[k, v] for k, v in top])
+        text += "\n\n#### cProfile of one Dagster run: self time by package (s)\n\n" + markdown_table(
+            ["package", "self time (s)"], [[k, v] for k, v in top]
+        )
     if "dbt_version_subprocess_s" in payload:
         text += f"\n\n`dbt --version` subprocess (dagster-dbt `DbtCliResource._cli_version`; once per process with `resources.dbt.DbtResource`): {payload['dbt_version_subprocess_s']:.2f} s"
     text += f"\n\nOutputs identical in both modes (model, scores, ROI): {m['all_outputs_identical']}"

@@ -54,10 +54,24 @@ def prepare_home(home: Path, case: str) -> None:
         os.environ.pop(name, None)
 
 
-def materialize(select: str, *, partition: str | None = None, partition_range: tuple[str, str] | None = None, config: dict | None = None) -> float:
+def materialize(
+    select: str,
+    *,
+    partition: str | None = None,
+    partition_range: tuple[str, str] | None = None,
+    config: dict | None = None,
+) -> float:
     """`dagster asset materialize -m definitions --select ...` as a user types it; its wall time.
     A partition range is one run when the selected assets' backfill policy allows it."""
-    args = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "definitions", "--select", select]
+    args = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "definitions",
+        "--select",
+        select,
+    ]
     if partition:
         args += ["--partition", partition]
     if partition_range:
@@ -81,13 +95,19 @@ def tick(schedule: str, when: datetime) -> list[dict]:
     defs = definitions.defs()
     schedule_def = defs.resolve_schedule_def(schedule)
     instance = dg.DagsterInstance.get()
-    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    ) as context:
         requests = schedule_def.evaluate_tick(context).run_requests or []
     job = defs.resolve_job_def(schedule_def.job_name)
     runs = []
     for request in requests:
         result = job.execute_in_process(
-            instance=instance, partition_key=request.partition_key, run_config=request.run_config or None, tags=request.tags, raise_on_error=False
+            instance=instance,
+            partition_key=request.partition_key,
+            run_config=request.run_config or None,
+            tags=request.tags,
+            raise_on_error=False,
         )
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
         runs.append({"partition": request.partition_key, "success": result.success, "failed_steps": failed})
@@ -100,7 +120,14 @@ def run_case(case: str, slice_: bool, home: Path | None) -> dict:
     before = header(f"realdata_{case}", 1)  # the machine's load and the code as the run starts
     started = time.perf_counter()
     result = importlib.import_module(f"bench.realdata_{case}").run(home, slice_)
-    payload = {**before, "case": case, "slice": slice_, "home": str(home), "wall_s": round(time.perf_counter() - started, 1), **result}
+    payload = {
+        **before,
+        "case": case,
+        "slice": slice_,
+        "home": str(home),
+        "wall_s": round(time.perf_counter() - started, 1),
+        **result,
+    }
     if not slice_:
         print(f"results: {write_results(f'realdata_{case}', payload).relative_to(ROOT)}")
     return payload
@@ -114,7 +141,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.case is None:
         extra = ["--slice"] if args.slice else []
-        codes = [subprocess.run([sys.executable, "-m", "bench.realdata", "--case", case, *extra], cwd=ROOT).returncode for case in CASES]
+        codes = [
+            subprocess.run([sys.executable, "-m", "bench.realdata", "--case", case, *extra], cwd=ROOT).returncode
+            for case in CASES
+        ]
         return max(codes)
     payload = run_case(args.case, args.slice, args.home)
     print(json.dumps({k: v for k, v in payload.items() if k not in ("machine", "git")}, indent=1, default=str))

@@ -42,7 +42,9 @@ def slice_mapping(home: Path) -> Path:
     folder.mkdir(parents=True)
     kit = pl.read_parquet(KIT / "demand" / "m5_tiny.parquet")
     items = sorted(kit["item_id"].unique().to_list())[:4]
-    kit.filter(pl.col("store_id").cast(pl.String).is_in(["CA_1", "TX_1"]) & pl.col("item_id").is_in(items)).write_parquet(folder / "m5_tiny.parquet")
+    kit.filter(
+        pl.col("store_id").cast(pl.String).is_in(["CA_1", "TX_1"]) & pl.col("item_id").is_in(items)
+    ).write_parquet(folder / "m5_tiny.parquet")
     spec = yaml.safe_load(MAPPING.read_text())
     spec["forecast"]["folder"] = folder.name
     path = home / "forecast.yaml"
@@ -52,11 +54,27 @@ def slice_mapping(home: Path) -> Path:
 
 def figures(lake, model: str) -> dict:
     """The kit's figures of one model column of the stored backtest, at D+7."""
-    report = lake.read("forecast", "backtest").filter((pl.col("model") == model) & (pl.col("step") == STEP) & (pl.col("segment") == "all")).row(0, named=True)
-    levels = {r["level"]: r for r in lake.read("forecast", "backtest_levels").filter(pl.col("model") == model).iter_rows(named=True)}
+    report = (
+        lake.read("forecast", "backtest")
+        .filter((pl.col("model") == model) & (pl.col("step") == STEP) & (pl.col("segment") == "all"))
+        .row(0, named=True)
+    )
+    levels = {
+        r["level"]: r
+        for r in lake.read("forecast", "backtest_levels").filter(pl.col("model") == model).iter_rows(named=True)
+    }
     rows = {"item_store": {"wape": report["wape"], "mape_on_y_gt_0": report["mape"], "n_points": report["rows"]}}
-    rows |= {level: {"wape": levels[level]["wape"], "mape_on_y_gt_0": levels[level]["mape"], "n_points": levels[level]["rows"]} for level in ("store", "state")}
-    return {level: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for level, row in rows.items()}
+    rows |= {
+        level: {
+            "wape": levels[level]["wape"],
+            "mape_on_y_gt_0": levels[level]["mape"],
+            "n_points": levels[level]["rows"],
+        }
+        for level in ("store", "state")
+    }
+    return {
+        level: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for level, row in rows.items()
+    }
 
 
 def run(home: Path, slice_: bool) -> dict:
@@ -85,7 +103,12 @@ def run(home: Path, slice_: bool) -> dict:
         published = publish_tick(instance)
         steps["nightly_and_publish_s"] = round(time.perf_counter() - started, 1)
     lake = Lake(str(LakehouseHome(home).lake))
-    backtest = {k: v.value for k, v in instance.get_latest_materialization_event(dg.AssetKey(["forecast", "backtest"])).asset_materialization.metadata.items()}
+    backtest = {
+        k: v.value
+        for k, v in instance.get_latest_materialization_event(
+            dg.AssetKey(["forecast", "backtest"])
+        ).asset_materialization.metadata.items()
+    }
     vectors = instance.get_latest_materialization_event(dg.AssetKey(["forecast", "published_forecast"]))
     ours = figures(lake, "routed")
     reference = baseline("demand")["results"]
@@ -95,14 +118,18 @@ def run(home: Path, slice_: bool) -> dict:
         "protocol": f"the case's backtest on {backtest['window']}: each day from the origin 7 days before (D+7), models fitted at the window's first origin",
         "stores": len(stores),
         "series": backtest["series"],
-        "routing": dict(lake.read("forecast", "segments").group_by("segment").len().iter_rows()) | {"chosen": _routing(instance)},
+        "routing": dict(lake.read("forecast", "segments").group_by("segment").len().iter_rows())
+        | {"chosen": _routing(instance)},
         "schedule_ticks": {"weekly_refit": refit, "nightly": nightly, "publication_sensor": published},
         "published_vectors": int(vectors.asset_materialization.metadata["dagster/row_count"].value) if vectors else 0,
         "ours": ours,
         "lightgbm_in_the_pipeline": figures(lake, "LightGBM"),
         "seasonal_naive_in_the_pipeline": figures(lake, "SeasonalNaive"),
         "kit_baselines": reference,
-        "targets": {"item_store_wape": round(target["item_store"]["wape"], 4), "store_wape": round(target["store"]["wape"], 4)},
+        "targets": {
+            "item_store_wape": round(target["item_store"]["wape"], 4),
+            "store_wape": round(target["store"]["wape"], 4),
+        },
         "meets_targets": {
             "item_store_wape": ours["item_store"]["wape"] <= target["item_store"]["wape"],
             "store_wape": ours["store"]["wape"] <= target["store"]["wape"],
@@ -119,10 +146,17 @@ def publish_tick(instance) -> dict:
 
     defs = definitions.defs()
     sensor = defs.resolve_sensor_def("forecast_publish_when_stores_done")
-    requests = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())).run_requests or []
+    requests = (
+        sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        ).run_requests
+        or []
+    )
     if not requests:
         return {"requested": False}
-    result = defs.resolve_job_def(sensor.job_name).execute_in_process(instance=instance, tags=requests[0].tags, raise_on_error=False)
+    result = defs.resolve_job_def(sensor.job_name).execute_in_process(
+        instance=instance, tags=requests[0].tags, raise_on_error=False
+    )
     return {"requested": True, "success": result.success}
 
 

@@ -22,8 +22,14 @@ from pathlib import Path
 from bench.realdata import KIT, baseline, materialize, tick
 
 SLICE = (date(2020, 2, 1), date(2020, 4, 20))
-SLICE_WINDOWS = {"train": {"start": "2020-02-01", "end": "2020-03-09"}, "validation": {"start": "2020-03-10", "end": "2020-04-09"}, "test": {"start": "2020-04-10", "end": "2020-04-20"}}
-TRAINING = "fraud/transaction_features,fraud/rule_lists,fraud/rule_lists_online,fraud/cascade_model,fraud/champion_model"
+SLICE_WINDOWS = {
+    "train": {"start": "2020-02-01", "end": "2020-03-09"},
+    "validation": {"start": "2020-03-10", "end": "2020-04-09"},
+    "test": {"start": "2020-04-10", "end": "2020-04-20"},
+}
+TRAINING = (
+    "fraud/transaction_features,fraud/rule_lists,fraud/rule_lists_online,fraud/cascade_model,fraud/champion_model"
+)
 
 
 def run(home: Path, slice_: bool) -> dict:
@@ -46,18 +52,29 @@ def run(home: Path, slice_: bool) -> dict:
         steps = {
             "backfill_s": materialize("fraud/transactions", partition_range=(first.isoformat(), last.isoformat())),
             "training_s": materialize(TRAINING),
-            "scores_backfill_s": materialize("fraud/scores", partition_range=(test.start.isoformat(), test.end.isoformat())),
+            "scores_backfill_s": materialize(
+                "fraud/scores", partition_range=(test.start.isoformat(), test.end.isoformat())
+            ),
             "evaluation_s": materialize("fraud/evaluation"),
         }
     result = _metrics(home, settings, kit_split=None if slice_ else "test")
-    return {"schedule_tick": {"schedule": "fraud_daily_ingest_schedule", "at": when.isoformat(), "runs": runs}, "days": (last - first).days + 1, "steps_s": {k: round(v, 1) for k, v in steps.items()}, **result}
+    return {
+        "schedule_tick": {"schedule": "fraud_daily_ingest_schedule", "at": when.isoformat(), "runs": runs},
+        "days": (last - first).days + 1,
+        "steps_s": {k: round(v, 1) for k, v in steps.items()},
+        **result,
+    }
 
 
 def _latest(key: list[str]) -> dict:
     import dagster as dg
 
     event = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey(key))
-    return {k: v.value for k, v in event.asset_materialization.metadata.items() if isinstance(v.value, str | int | float)} if event else {}
+    return (
+        {k: v.value for k, v in event.asset_materialization.metadata.items() if isinstance(v.value, str | int | float)}
+        if event
+        else {}
+    )
 
 
 def _metrics(home: Path, settings, kit_split: str | None) -> dict:
@@ -70,22 +87,61 @@ def _metrics(home: Path, settings, kit_split: str | None) -> dict:
     test = settings.windows.test
     days = [(test.start + timedelta(days=i)).isoformat() for i in range(test.days)]
     scores = Lake(str(home / "lake")).read_partitions("fraud", "scores", "day", days)
-    kit = pl.read_parquet(KIT / "fraud" / "transactions.parquet", columns=["transaction_id", "is_fraud", "split"]).rename({"transaction_id": "tx_id"})
+    kit = pl.read_parquet(
+        KIT / "fraud" / "transactions.parquet", columns=["transaction_id", "is_fraud", "split"]
+    ).rename({"transaction_id": "tx_id"})
     rows = scores.join(kit, on="tx_id", how="inner")
     if kit_split:
         rows = rows.filter(pl.col("split") == kit_split)
     ours = ranking_metrics(rows["is_fraud"].to_numpy(), rows["score"].to_numpy())
     reference = baseline("fraud")["lightgbm_raw_plus_windows"]
     report = _latest(["fraud", "evaluation"])
-    keys = ("window", "model_version", "roc_auc", "average_precision", "recall_pct", "precision_pct", "baseline_recall_pct", "baseline_precision_pct",
-            "layer1_block_share_pct", "layer3_share_pct", "layer3_fraud_share_pct", "layer3_lift_average_precision", "layer3_lift_recall_pct", "layer3_lift_precision_pct")
+    keys = (
+        "window",
+        "model_version",
+        "roc_auc",
+        "average_precision",
+        "recall_pct",
+        "precision_pct",
+        "baseline_recall_pct",
+        "baseline_precision_pct",
+        "layer1_block_share_pct",
+        "layer3_share_pct",
+        "layer3_fraud_share_pct",
+        "layer3_lift_average_precision",
+        "layer3_lift_recall_pct",
+        "layer3_lift_precision_pct",
+    )
     return {
-        "evaluated_on": f"kit split '{kit_split}' ({test.start} .. {test.end})" if kit_split else f"the slice's test window {test.start} .. {test.end}",
+        "evaluated_on": f"kit split '{kit_split}' ({test.start} .. {test.end})"
+        if kit_split
+        else f"the slice's test window {test.start} .. {test.end}",
         "transactions": rows.height,
         "frauds": int(rows["is_fraud"].sum()),
         "cascade": ours,
-        "baseline": {"roc_auc": reference["roc_auc"], "average_precision": reference["average_precision"], "model": "the kit's LightGBM on raw fields + windows"},
-        "meets_baseline": bool(ours["roc_auc"] >= reference["roc_auc"] and ours["average_precision"] >= reference["average_precision"]) if kit_split else None,
+        "baseline": {
+            "roc_auc": reference["roc_auc"],
+            "average_precision": reference["average_precision"],
+            "model": "the kit's LightGBM on raw fields + windows",
+        },
+        "meets_baseline": bool(
+            ours["roc_auc"] >= reference["roc_auc"] and ours["average_precision"] >= reference["average_precision"]
+        )
+        if kit_split
+        else None,
         "evaluation_report": {k: report.get(k) for k in keys},
-        "training": {k: v for k, v in _latest(["fraud", "cascade_model"]).items() if k in ("split", "layer3_band", "review_threshold", "block_threshold", "layer2_features", "layer3_features", "model_version")},
+        "training": {
+            k: v
+            for k, v in _latest(["fraud", "cascade_model"]).items()
+            if k
+            in (
+                "split",
+                "layer3_band",
+                "review_threshold",
+                "block_threshold",
+                "layer2_features",
+                "layer3_features",
+                "model_version",
+            )
+        },
     }

@@ -66,18 +66,34 @@ def run(home: Path, slice: bool) -> dict:
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     sources = sources_file(home, slice)
-    env = clean_env(LAKEHOUSE_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), LAKEHOUSE_SOURCES=str(sources), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = clean_env(
+        LAKEHOUSE_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        LAKEHOUSE_SOURCES=str(sources),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env = {k: v for k, v in env.items() if not k.startswith("LAKEHOUSE_TRIAGE_")}
     args = ["--worker", "--home", str(home), *(["--slice"] if slice else [])]
     measured = run_worker("bench.realdata_triage", args, env=env, workdir=home, tag="realdata_triage")
     if not measured.ok:
-        raise RuntimeError(f"the triage real-data run failed ({measured.killed or measured.returncode}):\n{measured.log_tail}")
-    return {**measured.result, "wall_s": round(measured.wall_s, 1), "peak_rss_mib": round(measured.max_rss_bytes / 2**20)}
+        raise RuntimeError(
+            f"the triage real-data run failed ({measured.killed or measured.returncode}):\n{measured.log_tail}"
+        )
+    return {
+        **measured.result,
+        "wall_s": round(measured.wall_s, 1),
+        "peak_rss_mib": round(measured.max_rss_bytes / 2**20),
+    }
 
 
 def _execute(defs, instance, request, job_name: str) -> None:
     result = defs.resolve_job_def(job_name).execute_in_process(
-        run_config=request.run_config, instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
+        run_config=request.run_config,
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        raise_on_error=False,
     )
     if not result.success:
         failures = [e.message for e in result.all_events if e.is_step_failure]
@@ -106,7 +122,14 @@ def work(home: Path, slice: bool) -> dict:
     defs = definitions.defs()
 
     def materialize(selection: str, **kwargs):
-        result = dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=defs.resources, raise_on_error=False, **kwargs)
+        result = dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=selection,
+            instance=instance,
+            resources=defs.resources,
+            raise_on_error=False,
+            **kwargs,
+        )
         if not result.success:
             raise RuntimeError(f"{selection} failed: {[e.message for e in result.all_events if e.is_step_failure][:3]}")
         return result
@@ -125,7 +148,9 @@ def work(home: Path, slice: bool) -> dict:
     tick = datetime(window.start.year, window.start.month, 1, 3, tzinfo=_zone(settings))
     while tick.month not in (1, 4, 7, 10):
         tick = _previous_month(tick)
-    for request in retraining.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)).run_requests:
+    for request in retraining.evaluate_tick(
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    ).run_requests:
         _execute(defs, instance, request, retraining.job_name)
     timings["retraining_s"] = time.perf_counter() - started - timings["ingest_s"]
 
@@ -135,7 +160,9 @@ def work(home: Path, slice: bool) -> dict:
     for month in routed:
         first = datetime.fromisoformat(month)
         tick = (first.replace(day=28) + timedelta(days=4)).replace(day=1, hour=2, tzinfo=_zone(settings))
-        for request in schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)).run_requests:
+        for request in schedule.evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        ).run_requests:
             _execute(defs, instance, request, schedule.job_name)
 
     # 4. The reports.
@@ -146,7 +173,9 @@ def work(home: Path, slice: bool) -> dict:
 
     lake = Lake(str(home / "lake"))
     report = lake.read(CASE, "evaluation_report").row(0, named=True)
-    model = instance.get_latest_materialization_event(dg.AssetKey([CASE, "triage_model"])).asset_materialization.metadata
+    model = instance.get_latest_materialization_event(
+        dg.AssetKey([CASE, "triage_model"])
+    ).asset_materialization.metadata
     folder = load_sources(os.environ["LAKEHOUSE_SOURCES"]).case(CASE).folder
     baseline = json.loads((folder / "baseline_results.json").read_text())["test"]
     ours = {k: round(float(report[k]), 4) for k in METRICS}
@@ -159,7 +188,9 @@ def work(home: Path, slice: bool) -> dict:
         "tickets": int(report["tickets"]),
         "metrics": ours,
         "baseline": theirs,
-        "at_least_baseline": {k: ours[k] >= theirs[k] for k in ("accuracy", "in_scope_accuracy", "out_of_scope_recall", "auto_rate")}
+        "at_least_baseline": {
+            k: ours[k] >= theirs[k] for k in ("accuracy", "in_scope_accuracy", "out_of_scope_recall", "auto_rate")
+        }
         | {"auto_precision": ours["auto_precision"] >= theirs["auto_precision"]},
         "model": {
             "train_seconds": model["train_seconds"].value,

@@ -40,7 +40,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench.common import PYTHON, ROOT, header, markdown_table, median, publish  # noqa: E402
 
 NAME = "triage"
-GOALS = {"train_s": 600.0, "throughput_per_s": 400.0, "endpoint_p99_ms": 30.0, "auto_rate": 0.78, "auto_precision": 0.94}
+GOALS = {
+    "train_s": 600.0,
+    "throughput_per_s": 400.0,
+    "endpoint_p99_ms": 30.0,
+    "auto_rate": 0.78,
+    "auto_precision": 0.94,
+}
 MONTHS = [date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1), date(2026, 4, 1)]
 
 
@@ -74,7 +80,13 @@ def endpoint_latency(home: Path, raw, requests: int, runs: int) -> list[dict]:
     port = free_port()
     env = {**os.environ, "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_API_KEY": "bench", "LAKEHOUSE_SERVING_CASES": "triage"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen([PYTHON, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [PYTHON, "-m", "lakehouse.serving", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(timeout=30.0) as client:
@@ -88,7 +100,10 @@ def endpoint_latency(home: Path, raw, requests: int, runs: int) -> list[dict]:
                 if time.time() > deadline or server.poll() is not None:
                     raise RuntimeError("the serving app did not become ready")
                 time.sleep(0.5)
-            payloads = [{"subject": r["subject"], "body": r["body"] or ""} for r in raw.head(requests + 50).iter_rows(named=True)]
+            payloads = [
+                {"subject": r["subject"], "body": r["body"] or ""}
+                for r in raw.head(requests + 50).iter_rows(named=True)
+            ]
             headers = {"X-API-Key": "bench"}
             for p in payloads[:50]:  # warm-up
                 client.post(f"{url}/triage/tickets", json=p, headers=headers).raise_for_status()
@@ -100,7 +115,13 @@ def endpoint_latency(home: Path, raw, requests: int, runs: int) -> list[dict]:
                     client.post(f"{url}/triage/tickets", json=p, headers=headers).raise_for_status()
                     latencies.append(1000 * (time.perf_counter() - started))
                 latencies.sort()
-                results.append({"p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(0.99 * (len(latencies) - 1))], "requests": len(latencies)})
+                results.append(
+                    {
+                        "p50_ms": latencies[len(latencies) // 2],
+                        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))],
+                        "requests": len(latencies),
+                    }
+                )
             return results
     finally:
         server.terminate()
@@ -145,15 +166,22 @@ def main() -> int:
     settings = TriageSettings()
     payload = header(NAME, args.runs)
     training, held_out, raw = prepare(args.tickets_per_month)
-    train_rows, validation = training.filter(pl.col("split") == "train"), training.filter(pl.col("split") == "validation")
+    train_rows, validation = (
+        training.filter(pl.col("split") == "train"),
+        training.filter(pl.col("split") == "validation"),
+    )
     texts = held_out["text"].to_list()
-    print(f"training set {train_rows.height} + {validation.height} validation tickets, held-out month {held_out.height} tickets")
+    print(
+        f"training set {train_rows.height} + {validation.height} validation tickets, held-out month {held_out.height} tickets"
+    )
 
     work = Path(tempfile.mkdtemp(prefix="bench-triage-"))
     try:
         train_seconds, trained = [], None
         for i in range(args.train_runs):
-            trained = train(train_rows, validation, settings.with_(training={"seed": i}), directory=work / f"classifier-{i}")
+            trained = train(
+                train_rows, validation, settings.with_(training={"seed": i}), directory=work / f"classifier-{i}"
+            )
             train_seconds.append(trained.train_seconds)
             print(f"training run {i + 1}: {train_seconds[-1]:.1f} s ({trained.steps} steps)")
         classifier = trained.classifier
@@ -163,7 +191,9 @@ def main() -> int:
         peer.max_seq_length = settings.inference.max_tokens
 
         def peer_predict(batch):
-            embeddings = peer.encode(batch, batch_size=settings.inference.batch_size, convert_to_numpy=True, normalize_embeddings=True)
+            embeddings = peer.encode(
+                batch, batch_size=settings.inference.batch_size, convert_to_numpy=True, normalize_embeddings=True
+            )
             return classifier.decide(classifier.probabilities(classifier.logits(embeddings)))
 
         timings = {"peer_torch": [], "ours_onnx": []}
@@ -201,12 +231,20 @@ def main() -> int:
                 "threads": threads(),
             },
             "train_seconds": {"runs": train_seconds, "median": median(train_seconds)},
-            "throughput_per_s": {"runs": timings, "median": throughput, "speedup_vs_peer": throughput["ours_onnx"] / throughput["peer_torch"]},
+            "throughput_per_s": {
+                "runs": timings,
+                "median": throughput,
+                "speedup_vs_peer": throughput["ours_onnx"] / throughput["peer_torch"],
+            },
             "quality_held_out_month": quality,
             "auto_threshold": classifier.auto_threshold,
             "reasons": dict(routed.group_by("reason").len().iter_rows()),
             "batch_independence": independence,
-            "endpoint": {"runs": endpoint, "p50_ms": median([r["p50_ms"] for r in endpoint]), "p99_ms": median([r["p99_ms"] for r in endpoint])},
+            "endpoint": {
+                "runs": endpoint,
+                "p50_ms": median([r["p50_ms"] for r in endpoint]),
+                "p99_ms": median([r["p99_ms"] for r in endpoint]),
+            },
         }
     )
     return publish(NAME, payload, render)
@@ -215,9 +253,17 @@ def main() -> int:
 def render(p: dict) -> str:
     q, b = p["quality_held_out_month"], p["batch_independence"]
     rows = [
-        [f"training on {p['setup']['training_tickets']:,} tickets (s)", p["train_seconds"]["median"], f"<= {p['goals']['train_s']:.0f}"],
+        [
+            f"training on {p['setup']['training_tickets']:,} tickets (s)",
+            p["train_seconds"]["median"],
+            f"<= {p['goals']['train_s']:.0f}",
+        ],
         ["batch throughput, same body in PyTorch (tickets/s)", p["throughput_per_s"]["median"]["peer_torch"], "peer"],
-        [f"batch throughput, served ONNX {'static int8' if p['setup']['inference']['quantize'] else 'float32'} (tickets/s)", p["throughput_per_s"]["median"]["ours_onnx"], f">= {p['goals']['throughput_per_s']:.0f}"],
+        [
+            f"batch throughput, served ONNX {'static int8' if p['setup']['inference']['quantize'] else 'float32'} (tickets/s)",
+            p["throughput_per_s"]["median"]["ours_onnx"],
+            f">= {p['goals']['throughput_per_s']:.0f}",
+        ],
         ["speed-up vs the peer", p["throughput_per_s"]["speedup_vs_peer"], "-"],
         ["endpoint P50 (ms)", p["endpoint"]["p50_ms"], "-"],
         ["endpoint P99 (ms)", p["endpoint"]["p99_ms"], f"<= {p['goals']['endpoint_p99_ms']:.0f}"],

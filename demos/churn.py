@@ -23,17 +23,28 @@ def run(instance: dg.DagsterInstance, resources: dict, world_end: date | None = 
     # The synthetic world has no Customer Success team: its A/B outcomes simulate the contact's effect.
     os.environ.setdefault("LAKEHOUSE_CHURN_AB__SIMULATED_CONTACT_EFFECT", str(world.true_contact_effect))
     world_end = world_end or world.end_date
-    keys = [k for k in weekly_snapshots.get_partition_keys() if world.first_snapshot <= date.fromisoformat(k) <= world_end]
+    keys = [
+        k for k in weekly_snapshots.get_partition_keys() if world.first_snapshot <= date.fromisoformat(k) <= world_end
+    ]
 
     def materialize(selection, **kwargs):
-        return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=resources, raise_on_error=False, **kwargs)
+        return dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            **kwargs,
+        )
 
     log("churn 1/5 raw tables and dbt staging")
     materialize(dg.AssetSelection.assets(churn_raw, churn_staging))
     log(f"churn 2/5 point-in-time features for {len(keys)} weekly snapshots ({keys[0]} .. {keys[-1]}), one dbt run")
     materialize("key:churn/churn_features", tags=range_tags(keys[0], keys[-1]))
     log("churn 3/5 labels, training set, LightGBM, Go/No-Go gate, champion")
-    training = materialize("key:churn/churn_labels or key:churn/training_set or key:churn/churn_model or key:churn/champion_model")
+    training = materialize(
+        "key:churn/churn_labels or key:churn/training_set or key:churn/churn_model or key:churn/champion_model"
+    )
     log(f"churn 4/5 weekly scoring of the last {SCORED_WEEKS} weeks in one run, CRM push of the latest")
     scored = keys[-SCORED_WEEKS:]
     materialize("key:churn/churn_scores", tags=range_tags(scored[0], scored[-1]))
@@ -54,14 +65,22 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     champion = latest_metadata(instance, ["churn", "champion_model"])
     print(f"\n=== Churn (seed case 1): {world.customers:,} customers, seed {world.seed} ===")
     if model:
-        print(f"model v{model['model_version']}: AUC-ROC {model['auc_roc']:.3f}  AUC-PR {model['auc_pr']:.3f}  Recall@top20% {model['recall_top20']}  (seed: 0.84 / 0.71 / 0.62)")
+        print(
+            f"model v{model['model_version']}: AUC-ROC {model['auc_roc']:.3f}  AUC-PR {model['auc_pr']:.3f}  Recall@top20% {model['recall_top20']}  (seed: 0.84 / 0.71 / 0.62)"
+        )
     gate_ok = bool(outcome["training_success"] and champion)
-    print(f"Go/No-Go gate (AUC-PR > {settings.gate_min_auc_pr}, Recall@top20% > {settings.gate_min_recall_top}): {'GO, champion v' + str(champion.get('champion_version')) if gate_ok else 'NO-GO, champion unchanged'}")
+    print(
+        f"Go/No-Go gate (AUC-PR > {settings.gate_min_auc_pr}, Recall@top20% > {settings.gate_min_recall_top}): {'GO, champion v' + str(champion.get('champion_version')) if gate_ok else 'NO-GO, champion unchanged'}"
+    )
     scores = latest_metadata(instance, ["churn", "churn_scores"])
     if scores:
-        print(f"weekly scoring, {SCORED_WEEKS} weeks to {outcome['latest_week']}: {scores['dagster/row_count']:,} scores")
+        print(
+            f"weekly scoring, {SCORED_WEEKS} weeks to {outcome['latest_week']}: {scores['dagster/row_count']:,} scores"
+        )
     if roi:
-        print(f"A/B test (from {roi['experiment_start']}, {roi['high_risk_customers']} high-risk customers): monthly churn reduction {roi['absolute_reduction_monthly']}, {_p(roi['p_value'])}, ROI {roi['roi']:.1f}x (seed 32x)")
+        print(
+            f"A/B test (from {roi['experiment_start']}, {roi['high_risk_customers']} high-risk customers): monthly churn reduction {roi['absolute_reduction_monthly']}, {_p(roi['p_value'])}, ROI {roi['roi']:.1f}x (seed 32x)"
+        )
     return bool(gate_ok and roi)
 
 

@@ -22,7 +22,9 @@ def _redis_or_private(resources: dict, log):
         return resources, None
     except Exception:
         server = RedisServer().start()
-        log(f"forecast: no Redis at {resources['redis'].url}; publishing to a private redis-server at {server.url} for this demo")
+        log(
+            f"forecast: no Redis at {resources['redis'].url}; publishing to a private redis-server at {server.url} for this demo"
+        )
         return {**resources, "redis": RedisResource(url=server.url)}, server
 
 
@@ -35,8 +37,12 @@ def definitions(resources: dict | None = None) -> dg.Definitions:
     from resources import default_resources
 
     return dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=sensors.forecast.JOBS, schedules=sensors.forecast.SCHEDULES,
-        sensors=sensors.forecast.SENSORS, resources=resources or default_resources(),
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=sensors.forecast.JOBS,
+        schedules=sensors.forecast.SCHEDULES,
+        sensors=sensors.forecast.SENSORS,
+        resources=resources or default_resources(),
     )
 
 
@@ -54,30 +60,52 @@ def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
     resources, server = _redis_or_private(resources, log)
 
     def materialize(selection, **kwargs):
-        return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=resources, raise_on_error=False, **kwargs)
+        return dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            **kwargs,
+        )
 
     def nightly(origin):
         config = dg.RunConfig({"forecast__store_forecasts": OriginConfig(origin=origin.isoformat())})
-        return materialize("key:forecast/store_forecasts", tags=store_range_tags(every_store(instance)), run_config=config)
+        return materialize(
+            "key:forecast/store_forecasts", tags=store_range_tags(every_store(instance)), run_config=config
+        )
 
     try:
-        log(f"forecast 1/5 master tables (registering the store partitions) and sales of {world.stores} stores x {world.skus} SKUs")
-        materialize("key:forecast/stores or key:forecast/products or key:forecast/promotions or key:forecast/events or key:forecast/covariates")
+        log(
+            f"forecast 1/5 master tables (registering the store partitions) and sales of {world.stores} stores x {world.skus} SKUs"
+        )
+        materialize(
+            "key:forecast/stores or key:forecast/products or key:forecast/promotions or key:forecast/events or key:forecast/covariates"
+        )
         sales = materialize("key:forecast/sales", tags=store_range_tags(every_store(instance)))
-        log("forecast 2/5 weekly refit: segments, model selection on validation, fits, MLflow challenger; backtest and gate; champion")
+        log(
+            "forecast 2/5 weekly refit: segments, model selection on validation, fits, MLflow challenger; backtest and gate; champion"
+        )
         refit = materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
         log(f"forecast 3/5 nightly forecasts from the champion: origin {past_origin} (matured) and {world.last_day}")
         nightly(past_origin)
         tonight = nightly(world.last_day)
         log("forecast 4/5 bottom-up reconciliation, Redis publication, accuracy monitoring")
-        publish = materialize("key:forecast/operational_forecast or key:forecast/published_forecast or key:forecast/live_accuracy")
+        publish = materialize(
+            "key:forecast/operational_forecast or key:forecast/published_forecast or key:forecast/live_accuracy"
+        )
         log("forecast 5/5 planning horizon (top-down) and financial report")
         planning = materialize("key:forecast/planning_forecast or key:forecast/financial_impact")
     finally:
         if server is not None:
             server.stop()
     steps = {"sales": sales, "refit": refit, "nightly": tonight, "publish": publish, "planning": planning}
-    return {"success": {k: r.success for k, r in steps.items()}, "origin": world.last_day, "past_origin": past_origin, "private_redis": server is not None}
+    return {
+        "success": {k: r.success for k, r in steps.items()},
+        "origin": world.last_day,
+        "past_origin": past_origin,
+        "private_redis": server is not None,
+    }
 
 
 def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
@@ -92,22 +120,41 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     print(f"\n=== Forecast (seed case 2): {world.stores} stores x {world.skus} SKUs, seed {world.seed} ===")
     model = latest_metadata(instance, ["forecast", "model"])
     if model:
-        print("segments: " + ", ".join(f"{s} {model.get(f'series_{s}', 0)}" for s in SEGMENTS) + f"; challenger v{model['model_version']} as of {model['as_of']}")
+        print(
+            "segments: "
+            + ", ".join(f"{s} {model.get(f'series_{s}', 0)}" for s in SEGMENTS)
+            + f"; challenger v{model['model_version']} as of {model['as_of']}"
+        )
     backtest = latest_metadata(instance, ["forecast", "backtest"])
     if backtest:
-        per = "  ".join(f"{s} {backtest[f'mape_{key}_{s}']} (< {100 * t:.0f} %)" for s, t in settings.targets.mape.items() if f"mape_{key}_{s}" in backtest)
+        per = "  ".join(
+            f"{s} {backtest[f'mape_{key}_{s}']} (< {100 * t:.0f} %)"
+            for s, t in settings.targets.mape.items()
+            if f"mape_{key}_{s}" in backtest
+        )
         print(f"backtest {backtest['window']}, {backtest['series']}: MAPE {label} {per}")
-        print(f"  all: WAPE {backtest[f'wape_{key}']} vs seasonal naive {backtest[f'seasonal_naive_wape_{key}']} (seed: MAPE manual 28 % -> ML 14 %)")
+        print(
+            f"  all: WAPE {backtest[f'wape_{key}']} vs seasonal naive {backtest[f'seasonal_naive_wape_{key}']} (seed: MAPE manual 28 % -> ML 14 %)"
+        )
     published = latest_metadata(instance, ["forecast", "published_forecast"])
     if published:
-        print(f"published to Redis: {published['dagster/row_count']:,} store x SKU vectors, origin {published['origin']}" + (" (private redis-server, stopped after the demo)" if outcome.get("private_redis") else ""))
+        print(
+            f"published to Redis: {published['dagster/row_count']:,} store x SKU vectors, origin {published['origin']}"
+            + (" (private redis-server, stopped after the demo)" if outcome.get("private_redis") else "")
+        )
     planning = latest_metadata(instance, ["forecast", "planning_forecast"])
     if planning:
-        print(f"planning forecast: {planning['periods']} periods {planning['first_period']} .. {planning['last_period']}, reconciled top-down")
+        print(
+            f"planning forecast: {planning['periods']} periods {planning['first_period']} .. {planning['last_period']}, reconciled top-down"
+        )
     impact = latest_metadata(instance, ["forecast", "financial_impact"])
     if impact:
-        print(f"orders: overstock {impact['overstock_seasonal_naive']} -> {impact['overstock_models']}, stockouts {impact['stockouts_seasonal_naive']} -> {impact['stockouts_models']} of demand value (seed 12 -> 7 %, 6 -> 3.5 %)")
-        print(f"financial impact: {impact['annual_savings']} a year, ROI {impact['roi_year1']:.1f}x (seed 2.3 M EUR, 6x)")
+        print(
+            f"orders: overstock {impact['overstock_seasonal_naive']} -> {impact['overstock_models']}, stockouts {impact['stockouts_seasonal_naive']} -> {impact['stockouts_models']} of demand value (seed 12 -> 7 %, 6 -> 3.5 %)"
+        )
+        print(
+            f"financial impact: {impact['annual_savings']} a year, ROI {impact['roi_year1']:.1f}x (seed 2.3 M EUR, 6x)"
+        )
         print(f"  {impact['economics']}")
     ok = all(outcome["success"].values())
     if not ok:

@@ -38,7 +38,14 @@ def _run(instance, resources, redis_url, log, live_transactions):
     days = world.day_keys
 
     def materialize(selection, **kwargs):
-        return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=resources, raise_on_error=False, **kwargs)
+        return dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            **kwargs,
+        )
 
     log(f"fraud 1/5 {len(days)} days of transactions ({days[0]} .. {days[-1]}), ~{world.tx_per_day:,}/day, one run")
     ingest = materialize("key:fraud/transactions", tags=range_tags(days[0], days[-1]))
@@ -65,7 +72,9 @@ def _run(instance, resources, redis_url, log, live_transactions):
         "live_day": live_day,
         "live": live,
         "checks": {e.check_name: e.passed for e in evaluations},
-        "drift_not_compared": sum(len(e.metadata["not_compared"].value.records) for e in evaluations if "not_compared" in e.metadata),
+        "drift_not_compared": sum(
+            len(e.metadata["not_compared"].value.records) for e in evaluations if "not_compared" in e.metadata
+        ),
     }
 
 
@@ -80,11 +89,16 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
     from lakehouse.serving.app import API_KEY_HEADER, ServingSettings, create_app
 
     settings = ServingSettings(
-        api_key="demo", home=LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()), redis_url=redis_url,
-        mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI"), cases=("fraud",),
+        api_key="demo",
+        home=LakehouseHome(Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()),
+        redis_url=redis_url,
+        mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+        cases=("fraud",),
     )
     # A replay of a past day: the service clock starts at its first minute and moves with the payments.
-    fraud_settings = FraudSettings(consumers="inline", serving={"replay_from": datetime.fromisoformat(day), "future_tolerance_s": 86_400})
+    fraud_settings = FraudSettings(
+        consumers="inline", serving={"replay_from": datetime.fromisoformat(day), "future_tolerance_s": 86_400}
+    )
     fraud = FraudService(settings, fraud_settings)
     app = create_app(settings, services=[fraud.case_service()])
     tx = generate_day(world, date.fromisoformat(day)).drop("is_fraud", "fraud_pattern")
@@ -96,7 +110,9 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
         if fraud.decider is None:
             return {"requests": 0, "errors": tx.height, "decisions": counts, "degraded": 0}
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://demo", headers={API_KEY_HEADER: "demo"}) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://demo", headers={API_KEY_HEADER: "demo"}
+        ) as client:
             for row in tx.iter_rows(named=True):
                 body = {k: v for k, v in row.items() if v is not None} | {"ts": row["ts"].isoformat()}
                 response = await client.post("/fraud/decisions", json=body)
@@ -123,21 +139,50 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     log_meta = latest_metadata(instance, ["fraud", "decision_log"])
     print(f"\n=== Fraud (seed case 3): {world.days} days x ~{world.tx_per_day:,} tx/day, seed {world.seed} ===")
     if world.fraud_rate == DEMO_FRAUD_RATE:
-        print(f"demo scale: fraud rate raised to {DEMO_FRAUD_RATE:.1%} (seed 0.08 %) so the test days hold a few hundred frauds")
+        print(
+            f"demo scale: fraud rate raised to {DEMO_FRAUD_RATE:.1%} (seed 0.08 %) so the test days hold a few hundred frauds"
+        )
     if model:
         s, currency = settings.reference, settings.economics.currency
         print(f"out-of-time test {model['split'].split('test ')[-1]}:")
-        print(f"  rules only: recall {model['baseline_recall_pct']:.1f} %  precision {model['baseline_precision_pct']:.1f} %   (seed {s.rules_recall:.0%} / {s.rules_precision:.0%})")
-        print(f"  cascade:    recall {model['recall_pct']:.1f} %  precision {model['precision_pct']:.1f} %   (seed {s.cascade_recall:.0%} / {s.cascade_precision:.0%}); ROC AUC {model['roc_auc']:.4f}, average precision {model['average_precision']:.4f}")
-        print(f"  layer 1 blocks {model['layer1_block_share_pct']:.2f} % of traffic at precision {model['layer1_precision_pct']:.1f} % (seed 15 % / 95 %)")
-        print(f"  layer 3 re-scores {model['layer3_share_pct']:.1f} % of traffic (seed 35 %), band {model['layer3_band']}; lift over layer 2 alone: average precision {model['layer3_lift_average_precision']:+.4f}, recall {model['layer3_lift_recall_pct']:+.1f} pts, precision {model['layer3_lift_precision_pct']:+.1f} pts")
-        print(f"  fraud caught per month: {model[f'fraud_caught_per_month_{currency}']:,.0f} {currency}; net gain over rules only after system cost: {model[f'net_gain_per_month_{currency}']:,.0f} {currency} (economics: {model['economics']})")
+        print(
+            f"  rules only: recall {model['baseline_recall_pct']:.1f} %  precision {model['baseline_precision_pct']:.1f} %   (seed {s.rules_recall:.0%} / {s.rules_precision:.0%})"
+        )
+        print(
+            f"  cascade:    recall {model['recall_pct']:.1f} %  precision {model['precision_pct']:.1f} %   (seed {s.cascade_recall:.0%} / {s.cascade_precision:.0%}); ROC AUC {model['roc_auc']:.4f}, average precision {model['average_precision']:.4f}"
+        )
+        print(
+            f"  layer 1 blocks {model['layer1_block_share_pct']:.2f} % of traffic at precision {model['layer1_precision_pct']:.1f} % (seed 15 % / 95 %)"
+        )
+        print(
+            f"  layer 3 re-scores {model['layer3_share_pct']:.1f} % of traffic (seed 35 %), band {model['layer3_band']}; lift over layer 2 alone: average precision {model['layer3_lift_average_precision']:+.4f}, recall {model['layer3_lift_recall_pct']:+.1f} pts, precision {model['layer3_lift_precision_pct']:+.1f} pts"
+        )
+        print(
+            f"  fraud caught per month: {model[f'fraud_caught_per_month_{currency}']:,.0f} {currency}; net gain over rules only after system cost: {model[f'net_gain_per_month_{currency}']:,.0f} {currency} (economics: {model['economics']})"
+        )
     gate = settings.gate
     gate_ok = bool(outcome["training_success"] and champion)
-    print(f"promotion gate (recall >= {gate.min_recall}, precision >= {gate.min_precision}, beats rules only): {'GO, champion v' + str(champion.get('champion_version')) if gate_ok else 'NO-GO, champion unchanged'}")
+    print(
+        f"promotion gate (recall >= {gate.min_recall}, precision >= {gate.min_precision}, beats rules only): {'GO, champion v' + str(champion.get('champion_version')) if gate_ok else 'NO-GO, champion unchanged'}"
+    )
     live = outcome["live"]
-    print(f"live day {outcome['live_day']}: {live['requests']:,} requests in {live['seconds']:.1f} s, {live['errors']} errors, {live['degraded']} degraded, decisions {live['decisions']}")
+    print(
+        f"live day {outcome['live_day']}: {live['requests']:,} requests in {live['seconds']:.1f} s, {live['errors']} errors, {live['degraded']} degraded, decisions {live['decisions']}"
+    )
     if log_meta:
-        print(f"decision log: {log_meta['dagster/row_count']:,} rows; checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in outcome["checks"].items())
-              + (f" (drift leaves out {n} features: the weekday, and windows longer than the history before the reference)" if (n := outcome["drift_not_compared"]) else ""))
-    return bool(gate_ok and live["requests"] and live["errors"] == 0 and log_meta and log_meta["dagster/row_count"] == live["requests"])
+        print(
+            f"decision log: {log_meta['dagster/row_count']:,} rows; checks: "
+            + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in outcome["checks"].items())
+            + (
+                f" (drift leaves out {n} features: the weekday, and windows longer than the history before the reference)"
+                if (n := outcome["drift_not_compared"])
+                else ""
+            )
+        )
+    return bool(
+        gate_ok
+        and live["requests"]
+        and live["errors"] == 0
+        and log_meta
+        and log_meta["dagster/row_count"] == live["requests"]
+    )

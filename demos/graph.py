@@ -4,7 +4,6 @@ Run ``python -m demos.graph`` from the repository root after changing assets; th
 ``tests/integration/test_asset_graph_doc.py`` fails while README.md is out of date.
 """
 
-
 import re
 import sys
 from pathlib import Path
@@ -57,10 +56,7 @@ def mermaid(defs: dg.Definitions) -> str:
             lines.append(f"        {node_ids[key]}[{_label(key.path[-1])}]")
         lines.append("    end")
     edges = sorted(
-        (node_ids[parent], node_ids[key])
-        for key in keys
-        for parent in graph.get(key).parent_keys
-        if parent in node_ids
+        (node_ids[parent], node_ids[key]) for key in keys for parent in graph.get(key).parent_keys if parent in node_ids
     )
     lines.extend(f"    {parent} --> {child}" for parent, child in edges)
     return "\n".join(lines) + "\n"

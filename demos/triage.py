@@ -10,7 +10,9 @@ from demos import latest_metadata, range_tags
 
 GO_LIVE = date(2026, 7, 1)  # the months before are the labelled history the first model learns from
 RETRAINING = date(2026, 10, 1)  # the quarterly schedule's run in the demo window
-TRAINING = "key:triage/frozen_holdout or key:triage/training_set or key:triage/triage_model or key:triage/champion_model"
+TRAINING = (
+    "key:triage/frozen_holdout or key:triage/training_set or key:triage/triage_model or key:triage/champion_model"
+)
 
 
 def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
@@ -28,11 +30,20 @@ def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
     training = TriageSettings().training
 
     def materialize(selection, **kwargs):
-        return dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=resources, raise_on_error=False, **kwargs)
+        return dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            **kwargs,
+        )
 
     log(f"triage 1/5 {len(keys)} months of tickets ({world.tickets_per_month}/month), scrubbed and audited, one run")
     materialize("key:triage/tickets_clean or key:triage/agent_labels", tags=range_tags(keys[0], keys[-1]))
-    log(f"triage 2/5 frozen hold-out, training set before {GO_LIVE}, fine-tuning (at most {training.max_steps} steps), gate, champion")
+    log(
+        f"triage 2/5 frozen hold-out, training set before {GO_LIVE}, fine-tuning (at most {training.max_steps} steps), gate, champion"
+    )
     first = materialize(TRAINING, run_config=retraining_run_config(GO_LIVE))
     retrain = None
     log(f"triage 3/5 monthly routing, queues and confusion matrix for {', '.join(k[:7] for k in live)}")
@@ -40,7 +51,9 @@ def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
         if date.fromisoformat(key) == RETRAINING:
             log(f"triage 4/5 quarterly retraining on {RETRAINING}: challenger vs champion on the frozen hold-out")
             retrain = materialize(TRAINING, run_config=retraining_run_config(RETRAINING))
-        materialize("key:triage/ticket_routes or key:triage/published_routes or key:triage/monthly_confusion", partition_key=key)
+        materialize(
+            "key:triage/ticket_routes or key:triage/published_routes or key:triage/monthly_confusion", partition_key=key
+        )
     log("triage 5/5 evaluation and ROI reports")
     materialize("key:triage/evaluation_report or key:triage/roi_report")
     return {
@@ -57,7 +70,9 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     from lakehouse.triage.world import WorldConfig
 
     world, settings = WorldConfig.from_env(), TriageSettings()
-    print(f"\n=== Triage (seed case 4): {world.tickets_per_month:,} tickets/month, {len(world.categories)} categories, seed {world.seed} ===")
+    print(
+        f"\n=== Triage (seed case 4): {world.tickets_per_month:,} tickets/month, {len(world.categories)} categories, seed {world.seed} ==="
+    )
     tickets = latest_metadata(instance, ["triage", "tickets_clean"])
     if tickets:
         print(f"tickets: {tickets['dagster/row_count']:,} scrubbed, {tickets['pii_replaced']:,} PII items replaced")
@@ -69,7 +84,9 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
             f"accuracy {model['accuracy']:.3f}, macro-F1 {model['macro_f1']:.3f}, auto {model['auto_rate']} at precision {model['auto_precision']}; "
             f"gate: {model['gate']}"
         )
-    print(f"champion: v{champion.get('champion_version', '?')}  (retraining {'promoted' if outcome['retraining_success'] else 'refused, champion kept'})")
+    print(
+        f"champion: v{champion.get('champion_version', '?')}  (retraining {'promoted' if outcome['retraining_success'] else 'refused, champion kept'})"
+    )
     roi = latest_metadata(instance, ["triage", "roi_report"])
     if roi:
         print(

@@ -51,7 +51,15 @@ def webserver(home: Path, timeout_s: float = 240):
 
     port = port_for.select_random()
     env = {**os.environ, "LAKEHOUSE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
-    command = [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "dagster-webserver"),
+        "-w",
+        "workspace.yaml",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/graphql"
     try:
@@ -61,7 +69,9 @@ def webserver(home: Path, timeout_s: float = 240):
                 entries = graphql(url, LOCATION)["workspaceOrError"]["locationEntries"]
                 if entries and entries[0]["locationOrLoadError"]:
                     if entries[0]["locationOrLoadError"]["__typename"] == "PythonError":
-                        raise RuntimeError(f"the code location failed to load: {entries[0]['locationOrLoadError']['message']}")
+                        raise RuntimeError(
+                            f"the code location failed to load: {entries[0]['locationOrLoadError']['message']}"
+                        )
                     break
             except httpx.HTTPError:
                 pass
@@ -93,7 +103,9 @@ def problems(url: str, groups: tuple[str, ...]) -> list[str]:
             found.append(f"{key}: never materialized")
             continue
         for check in (node["assetChecksOrError"] or {}).get("checks", []):
-            executions = graphql(url, CHECK_EXECUTIONS, {"key": {"path": node["assetKey"]["path"]}, "name": check["name"]})["assetCheckExecutions"]
+            executions = graphql(
+                url, CHECK_EXECUTIONS, {"key": {"path": node["assetKey"]["path"]}, "name": check["name"]}
+            )["assetCheckExecutions"]
             if not executions or executions[0]["status"] in ("PLANNED", "IN_PROGRESS"):
                 found.append(f"{key}: check {check['name']} has no result")
         if any(t["key"] == REPORT_TAG for t in node["tags"]):
@@ -113,7 +125,11 @@ def main() -> int:
     home = Path(os.environ.get("LAKEHOUSE_HOME", ROOT / ".lakehouse")).resolve()
     with webserver(home) as url:
         found = problems(url, tuple(g for g in args.groups.split(",") if g))
-    print("\n".join(found) if found else "UI check: every asset materialized, every check with a result, every report with its table and chart")
+    print(
+        "\n".join(found)
+        if found
+        else "UI check: every asset materialized, every check with a result, every report with its table and chart"
+    )
     return 1 if found else 0
 
 

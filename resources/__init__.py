@@ -43,7 +43,6 @@ class LakehouseResource(ConfigurableResource):
         }
 
 
-
 class SourcesResource(ConfigurableResource):
     """Where each case's raw data comes from: the sources file (LAKEHOUSE_SOURCES). A case the file
     does not list runs on its synthetic generator; a listed case never falls back to it."""
@@ -121,8 +120,14 @@ def default_resources() -> dict:
     from resources.dbt import DBT_EXECUTABLE, DBT_PROJECT, DbtResource
 
     os.environ.setdefault("LAKEHOUSE_HOME", ".lakehouse")
-    crm = CrmResource(target="rest", base_url=EnvVar("CRM_BASE_URL"), token=EnvVar("CRM_TOKEN")) if os.environ.get("CRM_BASE_URL") else CrmResource()
-    redis = RedisResource(url=EnvVar("LAKEHOUSE_REDIS_URL")) if os.environ.get("LAKEHOUSE_REDIS_URL") else RedisResource()
+    crm = (
+        CrmResource(target="rest", base_url=EnvVar("CRM_BASE_URL"), token=EnvVar("CRM_TOKEN"))
+        if os.environ.get("CRM_BASE_URL")
+        else CrmResource()
+    )
+    redis = (
+        RedisResource(url=EnvVar("LAKEHOUSE_REDIS_URL")) if os.environ.get("LAKEHOUSE_REDIS_URL") else RedisResource()
+    )
     return {
         "lakehouse": LakehouseResource(home=EnvVar("LAKEHOUSE_HOME"), lake_url=_env("LAKEHOUSE_LAKE_URL")),
         "sources": SourcesResource(path=_env(SOURCES_ENV)),
@@ -130,5 +135,7 @@ def default_resources() -> dict:
         "crm": crm,
         "alerts": AlertSinkResource(webhook_url=_env("LAKEHOUSE_ALERT_WEBHOOK_URL")),
         "redis": redis,
-        "dbt": DbtResource(project_dir=DBT_PROJECT.project_dir, profiles_dir=DBT_PROJECT.project_dir, dbt_executable=DBT_EXECUTABLE),
+        "dbt": DbtResource(
+            project_dir=DBT_PROJECT.project_dir, profiles_dir=DBT_PROJECT.project_dir, dbt_executable=DBT_EXECUTABLE
+        ),
     }

@@ -71,7 +71,9 @@ def failed_evaluations(
     for run_end in finished_runs(instance, after, runs_per_tick):
         run = instance.get_run_by_id(run_end.run_id)
         run_partition = run.tags.get(PARTITION_TAG) if run else None
-        evaluations = instance.get_records_for_run(run_end.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        evaluations = instance.get_records_for_run(
+            run_end.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
         for record in evaluations:
             evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
             if not evaluation.passed and evaluation.asset_check_key in check_keys:

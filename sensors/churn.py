@@ -1,7 +1,6 @@
 """Churn jobs and their calendar: monthly training on the first Monday, weekly scoring
 Monday morning, CRM push Monday afternoon."""
 
-
 import dagster as dg
 
 from assets.churn.features import churn_features, churn_staging

@@ -57,29 +57,48 @@ def schedules(settings: ForecastSettings) -> list[dg.ScheduleDefinition]:
     """The case's schedules: cron expressions from `schedules`, in the calendar's time zone."""
     timezone, cron = settings.calendar.timezone, settings.schedules
 
-    @dg.schedule(name="forecast_nightly_schedule", job=forecast_nightly_job, cron_schedule=cron.nightly, execution_timezone=timezone,
-                 description="Nightly forecast from the champion's fitted state: one run over every store.")
+    @dg.schedule(
+        name="forecast_nightly_schedule",
+        job=forecast_nightly_job,
+        cron_schedule=cron.nightly,
+        execution_timezone=timezone,
+        description="Nightly forecast from the champion's fitted state: one run over every store.",
+    )
     def nightly(context: dg.ScheduleEvaluationContext):
         return every_store_request(context, "nightly")
 
-    @dg.schedule(name="forecast_weekly_refit_schedule", job=forecast_weekly_refit_job, cron_schedule=cron.refit, execution_timezone=timezone,
-                 description="Weekly refit, backtest and gate, promotion, planning forecast and financial report.")
+    @dg.schedule(
+        name="forecast_weekly_refit_schedule",
+        job=forecast_weekly_refit_job,
+        cron_schedule=cron.refit,
+        execution_timezone=timezone,
+        description="Weekly refit, backtest and gate, promotion, planning forecast and financial report.",
+    )
     def weekly_refit(context: dg.ScheduleEvaluationContext):
         return every_store_request(context, "refit")
 
     master = dg.ScheduleDefinition(
-        name="forecast_master_schedule", job=forecast_master_job, cron_schedule=cron.master, execution_timezone=timezone,
+        name="forecast_master_schedule",
+        job=forecast_master_job,
+        cron_schedule=cron.master,
+        execution_timezone=timezone,
         description="Before the nightly run: stores, products, promotion calendar, events and covariates.",
     )
     return [master, nightly, weekly_refit]
 
 
-@dg.sensor(job=forecast_publish_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Launches reconciliation and publication once every store partition has a new nightly forecast.")
+@dg.sensor(
+    job=forecast_publish_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches reconciliation and publication once every store partition has a new nightly forecast.",
+)
 def forecast_publish_when_stores_done(context: dg.SensorEvaluationContext):
     state = json.loads(context.cursor) if context.cursor else {"after": None, "seen": []}
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=STORE_FORECASTS_KEY, after_storage_id=state["after"]), limit=10_000, ascending=True
+        dg.AssetRecordsFilter(asset_key=STORE_FORECASTS_KEY, after_storage_id=state["after"]),
+        limit=10_000,
+        ascending=True,
     ).records
     if not records:
         return dg.SkipReason("no new store forecasts")
@@ -94,5 +113,7 @@ def forecast_publish_when_stores_done(context: dg.SensorEvaluationContext):
 
 
 JOBS = [forecast_master_job, forecast_nightly_job, forecast_publish_job, forecast_weekly_refit_job]
-SCHEDULES = schedules(ForecastSettings())  # read when the code location loads: Dagster needs the time zone and cron then
+SCHEDULES = schedules(
+    ForecastSettings()
+)  # read when the code location loads: Dagster needs the time zone and cron then
 SENSORS = [forecast_publish_when_stores_done]

@@ -49,13 +49,22 @@ fraud_decision_log_job = dg.define_asset_job(
 )
 
 fraud_daily_ingest_schedule = dg.build_schedule_from_partitioned_job(
-    fraud_daily_ingest_job, hour_of_day=0, minute_of_hour=30, description="00:30: ingest yesterday's transactions and rebuild the features."
+    fraud_daily_ingest_job,
+    hour_of_day=0,
+    minute_of_hour=30,
+    description="00:30: ingest yesterday's transactions and rebuild the features.",
 )
 fraud_scoring_schedule = dg.build_schedule_from_partitioned_job(
-    fraud_scoring_job, hour_of_day=1, minute_of_hour=30, description="01:30: score yesterday's payments with the champion."
+    fraud_scoring_job,
+    hour_of_day=1,
+    minute_of_hour=30,
+    description="01:30: score yesterday's payments with the champion.",
 )
 fraud_decision_log_schedule = dg.build_schedule_from_partitioned_job(
-    fraud_decision_log_job, hour_of_day=0, minute_of_hour=45, description="00:45: compact and check yesterday's decisions."
+    fraud_decision_log_job,
+    hour_of_day=0,
+    minute_of_hour=45,
+    description="00:45: compact and check yesterday's decisions.",
 )
 
 
@@ -69,6 +78,18 @@ def fraud_weekly_training_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=f"fraud-training-{context.scheduled_execution_time:%Y-%m-%d}")
 
 
-JOBS = [fraud_daily_ingest_job, fraud_training_job, fraud_scoring_job, fraud_evaluation_job, fraud_feature_store_job, fraud_decision_log_job]
-SCHEDULES = [fraud_daily_ingest_schedule, fraud_scoring_schedule, fraud_decision_log_schedule, fraud_weekly_training_schedule]
+JOBS = [
+    fraud_daily_ingest_job,
+    fraud_training_job,
+    fraud_scoring_job,
+    fraud_evaluation_job,
+    fraud_feature_store_job,
+    fraud_decision_log_job,
+]
+SCHEDULES = [
+    fraud_daily_ingest_schedule,
+    fraud_scoring_schedule,
+    fraud_decision_log_schedule,
+    fraud_weekly_training_schedule,
+]
 SENSORS: list = []

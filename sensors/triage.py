@@ -12,7 +12,11 @@ TIMEZONE = TriageSettings().calendar.timezone  # schedules run in the data calen
 triage_monthly_job = dg.define_asset_job(
     "triage_monthly",
     selection=dg.AssetSelection.assets(
-        [CASE, "tickets_clean"], [CASE, "agent_labels"], [CASE, "ticket_routes"], [CASE, "published_routes"], [CASE, "monthly_confusion"]
+        [CASE, "tickets_clean"],
+        [CASE, "agent_labels"],
+        [CASE, "ticket_routes"],
+        [CASE, "published_routes"],
+        [CASE, "monthly_confusion"],
     ),
     description="Ingest and scrub the month's tickets, route them with the champion, publish the queues, build the confusion matrix.",
 )
@@ -20,8 +24,12 @@ triage_monthly_job = dg.define_asset_job(
 triage_quarterly_retraining_job = dg.define_asset_job(
     "triage_quarterly_retraining",
     selection=dg.AssetSelection.assets(
-        [CASE, "frozen_holdout"], [CASE, "training_set"], [CASE, "triage_model"], [CASE, "champion_model"],
-        [CASE, "evaluation_report"], [CASE, "roi_report"],
+        [CASE, "frozen_holdout"],
+        [CASE, "training_set"],
+        [CASE, "triage_model"],
+        [CASE, "champion_model"],
+        [CASE, "evaluation_report"],
+        [CASE, "roi_report"],
     ),
     description=(
         "Retrain on the validated tickets known before the quarter starts, compare with the champion on the frozen hold-out, "

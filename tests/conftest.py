@@ -21,7 +21,13 @@ def make_home(home: Path, monkeypatch) -> Path:
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster" / "dagster.yaml")
     monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for var in ("LAKEHOUSE_LAKE_URL", "MLFLOW_TRACKING_URI", "CRM_BASE_URL", "LAKEHOUSE_ALERT_WEBHOOK_URL", "LAKEHOUSE_REDIS_URL"):
+    for var in (
+        "LAKEHOUSE_LAKE_URL",
+        "MLFLOW_TRACKING_URI",
+        "CRM_BASE_URL",
+        "LAKEHOUSE_ALERT_WEBHOOK_URL",
+        "LAKEHOUSE_REDIS_URL",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -59,5 +65,7 @@ def write_sources(path: Path, cases: dict) -> Path:
     import yaml
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({case: {**body, "folder": str(body["folder"])} for case, body in cases.items()}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump({case: {**body, "folder": str(body["folder"])} for case, body in cases.items()}, sort_keys=False)
+    )
     return path

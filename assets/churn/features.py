@@ -2,7 +2,6 @@
 
 Every build passes the case settings the SQL reads (ChurnSettings.dbt_vars)."""
 
-
 import json
 import os
 from unittest import mock
@@ -29,7 +28,13 @@ def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, **extra_v
     yield from invocation.stream()
 
 
-@dbt_assets(manifest=DBT_PROJECT.manifest_path, select="tag:churn,tag:staging", name="churn_staging", dagster_dbt_translator=TRANSLATOR, pool=DUCKDB_POOL)
+@dbt_assets(
+    manifest=DBT_PROJECT.manifest_path,
+    select="tag:churn,tag:staging",
+    name="churn_staging",
+    dagster_dbt_translator=TRANSLATOR,
+    pool=DUCKDB_POOL,
+)
 def churn_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
     yield from _build(context, dbt, lakehouse)
 
@@ -46,9 +51,21 @@ def churn_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakeho
 def churn_features(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
     """Computes the snapshots of the partition range in one dbt run (a backfill is one run)."""
     window = context.partition_time_window
-    yield from _build(context, dbt, lakehouse, snapshot_start=window.start.date().isoformat(), snapshot_end=window.end.date().isoformat())
+    yield from _build(
+        context,
+        dbt,
+        lakehouse,
+        snapshot_start=window.start.date().isoformat(),
+        snapshot_end=window.end.date().isoformat(),
+    )
 
 
-@dbt_assets(manifest=DBT_PROJECT.manifest_path, select="churn_labels", name="churn_labels", dagster_dbt_translator=TRANSLATOR, pool=DUCKDB_POOL)
+@dbt_assets(
+    manifest=DBT_PROJECT.manifest_path,
+    select="churn_labels",
+    name="churn_labels",
+    dagster_dbt_translator=TRANSLATOR,
+    pool=DUCKDB_POOL,
+)
 def churn_labels(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
     yield from _build(context, dbt, lakehouse)

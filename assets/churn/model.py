@@ -1,6 +1,5 @@
 """Training set, LightGBM model, Go/No-Go gate and promotion to champion."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -53,7 +52,9 @@ def churn_training_set(lakehouse: LakehouseResource) -> dg.MaterializeResult:
         "last 4 months of snapshots are the test period), logged to MLflow and registered with alias `challenger`."
     ),
 )
-def churn_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def churn_model(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     settings = ChurnSettings()
     challenger = train_challenger(store(lakehouse), mlflow.registry(lakehouse), settings)
     m = challenger.trained.metrics
@@ -61,7 +62,11 @@ def churn_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource,
         {
             "metric": ["AUC-ROC", "AUC-PR", "Recall@top20%"],
             "ours": [f"{m['auc_roc']:.3f}", f"{m['auc_pr']:.3f}", f"{m['recall_top20']:.1%}"],
-            "seed": [f"{SEED_MODEL_REFERENCE['auc_roc']:.2f}", f"{SEED_MODEL_REFERENCE['auc_pr']:.2f}", f"{SEED_MODEL_REFERENCE['recall_top20']:.0%}"],
+            "seed": [
+                f"{SEED_MODEL_REFERENCE['auc_roc']:.2f}",
+                f"{SEED_MODEL_REFERENCE['auc_pr']:.2f}",
+                f"{SEED_MODEL_REFERENCE['recall_top20']:.0%}",
+            ],
             "gate": ["-", f"> {settings.gate_min_auc_pr}", f"> {settings.gate_min_recall_top:.0%}"],
         }
     )

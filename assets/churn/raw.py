@@ -1,6 +1,5 @@
 """Raw churn tables: from the user's source when the sources file lists the case, else the generator."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -23,7 +22,9 @@ class GeneratorConfig(dg.Config):
 
 
 @dg.multi_asset(specs=raw_table_specs(CASE, RAW_TABLES), can_subset=False)
-def churn_raw(context: dg.AssetExecutionContext, config: GeneratorConfig, lakehouse: LakehouseResource, sources: SourcesResource):
+def churn_raw(
+    context: dg.AssetExecutionContext, config: GeneratorConfig, lakehouse: LakehouseResource, sources: SourcesResource
+):
     """All five raw tables at once: a bad file in any of them leaves the lake unchanged."""
     today = date.today()
     source = sources.case(CASE)
@@ -43,5 +44,9 @@ def churn_raw(context: dg.AssetExecutionContext, config: GeneratorConfig, lakeho
         df = tables[schema.name]
         yield dg.MaterializeResult(
             asset_key=[CASE, schema.name],
-            metadata={"dagster/row_count": 0 if df is None else df.height, "source": origin, "load": status[schema.name]},
+            metadata={
+                "dagster/row_count": 0 if df is None else df.height,
+                "source": origin,
+                "load": status[schema.name],
+            },
         )

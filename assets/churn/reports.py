@@ -1,6 +1,5 @@
 """Monitoring on matured labels and the A/B-tested ROI report."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -8,10 +7,10 @@ import dagster as dg
 from assets.churn.model import store
 from assets.churn.scoring import SCORES_KEY
 from assets.common import DUCKDB_POOL, OWNERS, REPORT, check_result, money, number, rate, table
-from lakehouse.common.display import bar_chart, pct
 from lakehouse.churn.pipeline import ab_test, live_performance
 from lakehouse.churn.roi import report_table
 from lakehouse.churn.settings import CASE, SEED_AB_REFERENCE, ChurnSettings
+from lakehouse.common.display import bar_chart, pct
 from resources import LakehouseResource
 
 LABELS_KEY = dg.AssetKey([CASE, "churn_labels"])
@@ -26,7 +25,13 @@ SETTINGS = ChurnSettings()
     kinds={"duckdb"},
     owners=OWNERS[CASE],
     pool=DUCKDB_POOL,
-    check_specs=[dg.AssetCheckSpec("live_auc_pr", asset=PERFORMANCE_KEY, description=f"Monthly AUC-PR on matured labels of at least {SETTINGS.min_live_auc_pr} (seed alert).")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "live_auc_pr",
+            asset=PERFORMANCE_KEY,
+            description=f"Monthly AUC-PR on matured labels of at least {SETTINGS.min_live_auc_pr} (seed alert).",
+        )
+    ],
     description="AUC-PR of the published weekly scores per month, on labels that have matured (30 days after the snapshot).",
 )
 def churn_live_performance(lakehouse: LakehouseResource) -> dg.MaterializeResult:
@@ -56,7 +61,9 @@ class RoiConfig(dg.Config):
         "retained customers, value and ROI."
     ),
 )
-def churn_ab_test_roi(context: dg.AssetExecutionContext, config: RoiConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def churn_ab_test_roi(
+    context: dg.AssetExecutionContext, config: RoiConfig, lakehouse: LakehouseResource
+) -> dg.MaterializeResult:
     settings = ChurnSettings()
     start = date.fromisoformat(config.experiment_start) if config.experiment_start else None
     try:
@@ -64,7 +71,9 @@ def churn_ab_test_roi(context: dg.AssetExecutionContext, config: RoiConfig, lake
     except ValueError as exc:
         raise dg.Failure(str(exc)) from None
     result, currency = report.result, settings.economics.currency
-    context.log.info(f"A/B from {report.experiment_start}: ROI {result.roi:.1f}x, reduction {result.absolute_reduction:.4f}")
+    context.log.info(
+        f"A/B from {report.experiment_start}: ROI {result.roi:.1f}x, reduction {result.absolute_reduction:.4f}"
+    )
     return dg.MaterializeResult(
         metadata={
             "experiment_start": str(report.experiment_start),
@@ -76,7 +85,11 @@ def churn_ab_test_roi(context: dg.AssetExecutionContext, config: RoiConfig, lake
             "p_value": number(result.p_value, 4),
             "economics": "seed defaults" if settings.economics_are_defaults else "from the settings",
             "chart": dg.MetadataValue.md(
-                bar_chart("90-day churn per arm", [("control", result.churn_rate_control), ("contacted", result.churn_rate_treatment)], label=pct)
+                bar_chart(
+                    "90-day churn per arm",
+                    [("control", result.churn_rate_control), ("contacted", result.churn_rate_treatment)],
+                    label=pct,
+                )
             ),
             "reading": (
                 f"Contacted high-risk customers churned {pct(result.churn_rate_treatment)} over 90 days against "

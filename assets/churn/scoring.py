@@ -1,6 +1,5 @@
 """Weekly scoring (Monday morning), its monitoring checks, and the CRM push (Monday afternoon)."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -48,14 +47,24 @@ SETTINGS = ChurnSettings()
         "weeks (a backfill) scores them in order, each against the week before; its checks report the worst week."
     ),
 )
-def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def churn_scores(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     settings, registry = ChurnSettings(), mlflow.registry(lakehouse)
     weeks = [score_week(store(lakehouse), registry, key, settings) for key in context.partition_keys]
     latest = weeks[-1]
     scores = latest.batch.scores
-    tiers = scores.group_by("risk_tier", "action").agg(customers=pl.len(), mean_score=pl.col("score").mean()).sort("mean_score", descending=True)
+    tiers = (
+        scores.group_by("risk_tier", "action")
+        .agg(customers=pl.len(), mean_score=pl.col("score").mean())
+        .sort("mean_score", descending=True)
+    )
     by_week = pl.DataFrame(
-        {"week": context.partition_keys, "customers": [w.batch.scores.height for w in weeks], "seconds": [round(w.batch.seconds, 2) for w in weeks]}
+        {
+            "week": context.partition_keys,
+            "customers": [w.batch.scores.height for w in weeks],
+            "seconds": [round(w.batch.seconds, 2) for w in weeks],
+        }
     )
     return dg.MaterializeResult(
         check_results=[check_result(worst(outcomes)) for outcomes in zip(*(w.checks for w in weeks))],
@@ -79,7 +88,9 @@ def churn_scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
     owners=OWNERS[CASE],
     description="Upserts the week's scores, tiers, actions and reasons into the CRM by customer id (idempotent).",
 )
-def churn_crm_push(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, crm: CrmResource) -> dg.MaterializeResult:
+def churn_crm_push(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, crm: CrmResource
+) -> dg.MaterializeResult:
     scores = lakehouse.lake.read(CASE, "churn_scores", (SNAPSHOT, context.partition_key))
     pushed = crm.client(lakehouse).upsert(crm_records(scores))
     return dg.MaterializeResult(metadata={"records_pushed": pushed, "target": crm.target})

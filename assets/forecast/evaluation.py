@@ -27,14 +27,22 @@ class MonitoringConfig(dg.Config):
     kinds={"polars"},
     owners=OWNERS[CASE],
     description="MAPE and WAPE at the evaluation step (D+7 daily, W+1 weekly) per segment of the stored nightly forecasts whose actuals are in, origin by origin, at the data's frequency.",
-    check_specs=[dg.AssetCheckSpec("mape_drift", asset=ACCURACY_KEY, description="Latest matured origin: each segment's MAPE within its reference (max of the seed's target and its backtest MAPE) + margin (WARN), + the error margin (ERROR).")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "mape_drift",
+            asset=ACCURACY_KEY,
+            description="Latest matured origin: each segment's MAPE within its reference (max of the seed's target and its backtest MAPE) + margin (WARN), + the error margin (ERROR).",
+        )
+    ],
 )
 def forecast_live_accuracy(config: MonitoringConfig, lakehouse: LakehouseResource):
     settings = ForecastSettings()
     lake = lakehouse.lake
     backtest = lake.read(CASE, "backtest") if lake.exists(CASE, "backtest") else None
     data = pipeline.read_case_data(lake)
-    accuracy, outcome = pipeline.live_accuracy(pipeline.all_store_forecasts(lake), data.sales, backtest, settings, config.drift_margin)
+    accuracy, outcome = pipeline.live_accuracy(
+        pipeline.all_store_forecasts(lake), data.sales, backtest, settings, config.drift_margin
+    )
     lake.write(accuracy, CASE, "live_accuracy")
     yield dg.MaterializeResult(
         metadata={
@@ -78,10 +86,18 @@ def forecast_financial_impact(lakehouse: LakehouseResource) -> dg.MaterializeRes
             "roi_year1": number(f["roi_year1"], 2),
             "economics": impact.note,
             "reading": f"order-up-to on the models' forecasts against the seasonal naive's: overstock {pct(baseline['overstock_pct'])} -> {pct(ours['overstock_pct'])}, stockouts {pct(baseline['stockout_pct'])} -> {pct(ours['stockout_pct'])} of demand value",
-            "chart": dg.MetadataValue.md(bar_chart("overstock and stockouts, % of demand value", [
-                ("overstock naive", baseline["overstock_pct"]), ("overstock models", ours["overstock_pct"]),
-                ("stockouts naive", baseline["stockout_pct"]), ("stockouts models", ours["stockout_pct"]),
-            ], label=pct)),
+            "chart": dg.MetadataValue.md(
+                bar_chart(
+                    "overstock and stockouts, % of demand value",
+                    [
+                        ("overstock naive", baseline["overstock_pct"]),
+                        ("overstock models", ours["overstock_pct"]),
+                        ("stockouts naive", baseline["stockout_pct"]),
+                        ("stockouts models", ours["stockout_pct"]),
+                    ],
+                    label=pct,
+                )
+            ),
             "orders": percent_table(impact.orders, *[c for c in impact.orders.columns if c != "measure"]),
             "money": table(impact.money, "{:,.2f}"),
         }

@@ -44,11 +44,21 @@ def _origin(config: OriginConfig, data: pipeline.CaseData) -> date:
         "its segment's model from the champion's fitted state (`models:/forecast_models@champion`); kept per origin."
     ),
     check_specs=[
-        dg.AssetCheckSpec("forecast_volume", asset=STORE_FORECASTS_KEY, description="At least 98 % of each store's active series are forecast (ERROR; worst store reported)."),
-        dg.AssetCheckSpec("no_missing_series", asset=STORE_FORECASTS_KEY, description="Every active series has its whole horizon (WARN)."),
+        dg.AssetCheckSpec(
+            "forecast_volume",
+            asset=STORE_FORECASTS_KEY,
+            description="At least 98 % of each store's active series are forecast (ERROR; worst store reported).",
+        ),
+        dg.AssetCheckSpec(
+            "no_missing_series",
+            asset=STORE_FORECASTS_KEY,
+            description="Every active series has its whole horizon (WARN).",
+        ),
     ],
 )
-def forecast_store_forecasts(context: dg.AssetExecutionContext, config: OriginConfig, lakehouse: LakehouseResource, mlflow: MlflowResource):
+def forecast_store_forecasts(
+    context: dg.AssetExecutionContext, config: OriginConfig, lakehouse: LakehouseResource, mlflow: MlflowResource
+):
     settings = ForecastSettings()
     stores = context.partition_keys
     data = pipeline.read_case_data(lakehouse.lake, stores)
@@ -56,7 +66,9 @@ def forecast_store_forecasts(context: dg.AssetExecutionContext, config: OriginCo
     origin = _origin(config, data)
     forecasts, outcomes = pipeline.nightly_forecast(data, models, origin, settings)
     pipeline.write_store_forecasts(lakehouse.lake, forecasts, origin)
-    context.log.info(f"{forecasts['unique_id'].n_unique():,} series of {len(stores)} store(s) forecast from origin {origin} by champion v{version}")
+    context.log.info(
+        f"{forecasts['unique_id'].n_unique():,} series of {len(stores)} store(s) forecast from origin {origin} by champion v{version}"
+    )
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": forecasts.height,
@@ -64,7 +76,11 @@ def forecast_store_forecasts(context: dg.AssetExecutionContext, config: OriginCo
             "stores": len(stores),
             "series": forecasts["unique_id"].n_unique(),
             "champion_version": version,
-            "models": table(forecasts.group_by("segment", "model").agg(pl.col("unique_id").n_unique().alias("series")).sort("segment")),
+            "models": table(
+                forecasts.group_by("segment", "model")
+                .agg(pl.col("unique_id").n_unique().alias("series"))
+                .sort("segment")
+            ),
         }
     )
     for outcome in outcomes:
@@ -110,7 +126,9 @@ def forecast_planning(config: OriginConfig, lakehouse: LakehouseResource, mlflow
     models, version = pipeline.champion_models(mlflow.registry(lakehouse), settings, data.stores["store_id"].to_list())
     table, outcome = pipeline.planning_forecast(data, models, _origin(config, data), settings)
     lakehouse.lake.write(table, CASE, "planning_forecast")
-    yield dg.MaterializeResult(metadata={**_reconciled_metadata(table, settings, TOP_DOWN), "champion_version": version})
+    yield dg.MaterializeResult(
+        metadata={**_reconciled_metadata(table, settings, TOP_DOWN), "champion_version": version}
+    )
     yield check_result(outcome, PLANNING_KEY)
 
 
@@ -136,11 +154,20 @@ def _reconciled_metadata(reconciled: pl.DataFrame, settings: ForecastSettings, c
     owners=OWNERS[CASE],
     description="The operational vector of every store x SKU with its origin, published to Redis for the ordering system; atomic per run (new namespace, then one pointer switch).",
 )
-def forecast_published(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource) -> dg.MaterializeResult:
+def forecast_published(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource
+) -> dg.MaterializeResult:
     table = vectors(lakehouse.lake.read(CASE, "operational_forecast"), BOTTOM_UP)
     client = redis.client()
     try:
         outcome = publish(client, table, context.run.run_id)
     finally:
         client.close()
-    return dg.MaterializeResult(metadata={"dagster/row_count": outcome["written"], "origin": outcome["origin"], "run_namespace": outcome["run_id"], "previous_run": outcome["previous_run"] or "none"})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": outcome["written"],
+            "origin": outcome["origin"],
+            "run_namespace": outcome["run_id"],
+            "previous_run": outcome["previous_run"] or "none",
+        }
+    )

@@ -1,7 +1,7 @@
 """Weekly: the refit (model selection on the validation window, fit, MLflow challenger), the backtest
 on the test window with its blocking gate, and promotion to champion."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import polars as pl
@@ -37,13 +37,26 @@ class RefitConfig(dg.Config):
         "seed's model and the global LightGBM on the validation window; AutoARIMA / MSTL fitted per series on a bounded "
         "window and LightGBM on every series; the fitted state logged to MLflow and registered as the `challenger`."
     ),
-    metadata={"dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, description=d) for n, d in SEGMENT_COLUMNS.items()])},
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(n, description=d) for n, d in SEGMENT_COLUMNS.items()]
+        )
+    },
 )
-def forecast_model(context: dg.AssetExecutionContext, config: RefitConfig, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def forecast_model(
+    context: dg.AssetExecutionContext, config: RefitConfig, lakehouse: LakehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     settings = ForecastSettings()
     data = pipeline.read_case_data(lakehouse.lake)
     as_of = date.fromisoformat(config.as_of) if config.as_of else None
-    refit = pipeline.refit(data, settings, mlflow.registry(lakehouse), f"forecast-refit-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", as_of, log=context.log.info)
+    refit = pipeline.refit(
+        data,
+        settings,
+        mlflow.registry(lakehouse),
+        f"forecast-refit-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        as_of,
+        log=context.log.info,
+    )
     segments = refit.fitted.segments
     lakehouse.lake.write(segments, CASE, "segments")
     counts = pipeline.segment_counts(segments)
@@ -57,7 +70,9 @@ def forecast_model(context: dg.AssetExecutionContext, config: RefitConfig, lakeh
             **{f"series_{s}": counts[s] for s in SEGMENTS},
             "train_rows": refit.fitted.train_rows,
             "routing": table(routing_table(refit.fitted)),
-            "selection_on_validation": percent_table(refit.selection, "wape") if refit.selection.height else "off (`models.selection: seed`): the seed's models",
+            "selection_on_validation": percent_table(refit.selection, "wape")
+            if refit.selection.height
+            else "off (`models.selection: seed`): the seed's models",
             "features": ", ".join(refit.fitted.dynamic) or "none",
         }
     )
@@ -75,7 +90,14 @@ def forecast_model(context: dg.AssetExecutionContext, config: RefitConfig, lakeh
         "fitted state, all on the same rows; WAPE, MAPE (periods with sales) and MASE at every step and level."
     ),
     tags=REPORT,
-    check_specs=[dg.AssetCheckSpec("challenger_gate", asset=BACKTEST_KEY, blocking=True, description="Challenger WAPE at most the champion's x (1 + gate.max_wape_increase) and below the seasonal naive's, on the same rows.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "challenger_gate",
+            asset=BACKTEST_KEY,
+            blocking=True,
+            description="Challenger WAPE at most the champion's x (1 + gate.max_wape_increase) and below the seasonal naive's, on the same rows.",
+        )
+    ],
 )
 def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource):
     settings = ForecastSettings()
@@ -102,8 +124,17 @@ def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
             f"seasonal_naive_wape_{key}": rate(naive["wape"]),
             **{f"mape_{key}_{s}": rate(r["mape"]) for s, r in routed.items()},
             "reading": f"{label}: the models' WAPE {pct(routed['all']['wape'])} against {pct(naive['wape'])} for the seasonal naive (the manual forecasters' stand-in); bars: MAPE per segment, ticks: the seed's targets",
-            f"mape_{key}_per_segment": dg.MetadataValue.md(bar_chart(f"MAPE at {label}", segments, label=pct, marks={s: t for s, t in settings.targets.mape.items() if s in dict(segments)})),
-            f"accuracy_at_{key}": percent_table(at.select("segment", "model", "wape", "mape", "mase", "rows"), "wape", "mape"),
+            f"mape_{key}_per_segment": dg.MetadataValue.md(
+                bar_chart(
+                    f"MAPE at {label}",
+                    segments,
+                    label=pct,
+                    marks={s: t for s, t in settings.targets.mape.items() if s in dict(segments)},
+                )
+            ),
+            f"accuracy_at_{key}": percent_table(
+                at.select("segment", "model", "wape", "mape", "mase", "rows"), "wape", "mape"
+            ),
             "levels": percent_table(result.levels, "wape", "mape"),
             "gate_rows": percent_table(result.comparison, "wape", "mape"),
             "per_step_chart": dg.MetadataValue.path(str(chart)),
@@ -113,6 +144,8 @@ def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
 
 
 forecast_champion = champion_asset(
-    CASE, BACKTEST_KEY, ForecastSettings.model_construct().model_name,
+    CASE,
+    BACKTEST_KEY,
+    ForecastSettings.model_construct().model_name,
     description="Moves the MLflow alias `champion` to the challenger whose backtest gate passed; the nightly path loads the champion.",
 )

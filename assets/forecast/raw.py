@@ -33,8 +33,13 @@ def world_config(config: GeneratorConfig):
     return world.with_(seed=config.seed) if config.seed is not None else world
 
 
-@dg.multi_asset(specs=raw_table_specs(CASE, [schema(name, ForecastSettings.model_construct()) for name in MASTER_TABLES]), can_subset=False)
-def forecast_master_tables(context: dg.AssetExecutionContext, config: GeneratorConfig, lakehouse: LakehouseResource, sources: SourcesResource):
+@dg.multi_asset(
+    specs=raw_table_specs(CASE, [schema(name, ForecastSettings.model_construct()) for name in MASTER_TABLES]),
+    can_subset=False,
+)
+def forecast_master_tables(
+    context: dg.AssetExecutionContext, config: GeneratorConfig, lakehouse: LakehouseResource, sources: SourcesResource
+):
     """Stores, products, promotions, events and covariates at once: a bad file leaves the lake unchanged.
     Every valid store id becomes a partition."""
     settings = ForecastSettings()
@@ -46,7 +51,12 @@ def forecast_master_tables(context: dg.AssetExecutionContext, config: GeneratorC
 
         world = world_config(config)
         context.log.info(f"generating the grocery chain: {world.stores} stores x {world.skus} SKUs, seed {world.seed}")
-        master = pipeline.validate_master_tables(master_tables(world), settings, date.today(), f"generator (seed {world.seed}, {world.stores} stores x {world.skus} SKUs)")
+        master = pipeline.validate_master_tables(
+            master_tables(world),
+            settings,
+            date.today(),
+            f"generator (seed {world.seed}, {world.stores} stores x {world.skus} SKUs)",
+        )
     counts = pipeline.write_master_tables(lakehouse.lake, master, settings)
     stores = master.tables["stores"]["store_id"].to_list()
     new = sorted(set(stores) - set(context.instance.get_dynamic_partitions(STORES)))
@@ -60,7 +70,11 @@ def forecast_master_tables(context: dg.AssetExecutionContext, config: GeneratorC
                 "source": master.source,
                 "in_source": given,
                 **({"new_store_partitions": len(new)} if name == "stores" else {}),
-                **({"ignored_columns": ", ".join(master.ignored[name]) or "none"} if master.ignored.get(name) is not None and given else {}),
+                **(
+                    {"ignored_columns": ", ".join(master.ignored[name]) or "none"}
+                    if master.ignored.get(name) is not None and given
+                    else {}
+                ),
             },
         )
 
@@ -79,10 +93,13 @@ class SalesConfig(dg.Config):
     group_name=CASE,
     kinds={"polars", "parquet"},
     owners=OWNERS[CASE],
-    description=schema("sales", ForecastSettings.model_construct()).description + " One Parquet partition per store; one run ingests the file once for every selected store.",
+    description=schema("sales", ForecastSettings.model_construct()).description
+    + " One Parquet partition per store; one run ingests the file once for every selected store.",
     metadata={"dagster/column_schema": column_schema(schema("sales", ForecastSettings.model_construct()))},
 )
-def forecast_sales(context: dg.AssetExecutionContext, config: SalesConfig, lakehouse: LakehouseResource, sources: SourcesResource) -> dg.MaterializeResult:
+def forecast_sales(
+    context: dg.AssetExecutionContext, config: SalesConfig, lakehouse: LakehouseResource, sources: SourcesResource
+) -> dg.MaterializeResult:
     settings = ForecastSettings()
     stores = context.partition_keys
     master = pipeline.read_master_tables(lakehouse.lake)
@@ -92,16 +109,26 @@ def forecast_sales(context: dg.AssetExecutionContext, config: SalesConfig, lakeh
         frame, label = pipeline.load_sales(source, settings, date.today())
         outside = source.table("sales").rows_outside_selection
     else:
-        from lakehouse.forecast.world import store_sales
-
         import polars as pl
+
+        from lakehouse.forecast.world import store_sales
 
         world = world_config(GeneratorConfig(scale=config.scale, seed=config.seed))
         label = f"generator (seed {world.seed})"
-        frame = validate_frame(pl.concat([store_sales(world, master, s) for s in stores]), schema("sales", settings), source=label, today=date.today())
+        frame = validate_frame(
+            pl.concat([store_sales(world, master, s) for s in stores]),
+            schema("sales", settings),
+            source=label,
+            today=date.today(),
+        )
     load = pipeline.prepare_sales(frame, label, master, settings, stores, outside, config.replace_with_empty)
     rows = pipeline.write_sales(lakehouse.lake, load)
     context.log.info(f"{rows:,} sales rows into {len(stores)} store partition(s) from {label}")
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": rows, "stores": len(stores), "source": label, "skipped_rows_of_other_stores": load.skipped_rows}
+        metadata={
+            "dagster/row_count": rows,
+            "stores": len(stores),
+            "source": label,
+            "skipped_rows_of_other_stores": load.skipped_rows,
+        }
     )

@@ -48,11 +48,15 @@ def transaction_features(context: dg.AssetExecutionContext, lakehouse: Lakehouse
         "service re-warms the same way by itself when it finds the store without that key."
     ),
 )
-def online_features(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource) -> dg.MaterializeResult:
+def online_features(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource
+) -> dg.MaterializeResult:
     client = redis.client()
     try:
         warmed = warm_online_store(lakehouse.lake, client, FraudSettings())
     finally:
         client.close()
-    context.log.info(f"applied {warmed['applied']:,} of {warmed['transactions']:,} transactions to {redis.url.split('@')[-1]}")
+    context.log.info(
+        f"applied {warmed['applied']:,} of {warmed['transactions']:,} transactions to {redis.url.split('@')[-1]}"
+    )
     return dg.MaterializeResult(metadata=warmed)

@@ -33,7 +33,11 @@ GATE = FraudSettings().gate
 def rule_lists(lakehouse: LakehouseResource) -> dg.MaterializeResult:
     lists, split = learn_rules(lakehouse.lake, FraudSettings())
     return dg.MaterializeResult(
-        metadata={"learnt_from": f"{split.train.start} .. {split.train.end}", **lists.summary(), "countries_listed": ", ".join(sorted(lists.countries)) or "none"}
+        metadata={
+            "learnt_from": f"{split.train.start} .. {split.train.end}",
+            **lists.summary(),
+            "countries_listed": ", ".join(sorted(lists.countries)) or "none",
+        }
     )
 
 
@@ -79,7 +83,9 @@ def cascade_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
     registry = mlflow.registry(lakehouse)
     training = train_cascade(lakehouse.lake, registry, settings, run_name=f"fraud-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     m = training.evaluation.metrics()
-    context.log.info(f"fraud cascade v{training.version}: recall {m['recall']:.3f} precision {m['precision']:.3f} AP {m['average_precision']:.4f}")
+    context.log.info(
+        f"fraud cascade v{training.version}: recall {m['recall']:.3f} precision {m['precision']:.3f} AP {m['average_precision']:.4f}"
+    )
     cascade = training.cascade
     yield dg.MaterializeResult(
         metadata={
@@ -94,7 +100,9 @@ def cascade_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
             **evaluation_metadata(training.evaluation, settings),
         }
     )
-    yield gate_result(registry, settings.cascade.registered_model_name, training.version, promotion_gate(training, settings), MODEL)
+    yield gate_result(
+        registry, settings.cascade.registered_model_name, training.version, promotion_gate(training, settings), MODEL
+    )
 
 
 champion_model = champion_asset(

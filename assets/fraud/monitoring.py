@@ -20,9 +20,21 @@ MONITORING = FraudSettings().monitoring
     kinds={"redis", "parquet"},
     owners=OWNERS[CASE],
     check_specs=[
-        dg.AssetCheckSpec("feature_drift", asset=LOG_KEY, description=f"Layer-2 inputs of the day vs the test window of training: KS above {MONITORING.max_feature_drift_ks} on any feature alerts."),
-        dg.AssetCheckSpec("layer3_share", asset=LOG_KEY, description=f"Share of decisions reaching layer 3 within [{MONITORING.layer3_share_band[0]:.0%}, {MONITORING.layer3_share_band[1]:.0%}]."),
-        dg.AssetCheckSpec("decision_rate", asset=LOG_KEY, description=f"Review + block rate within a factor {MONITORING.max_flag_rate_ratio} of the champion's test-window rate."),
+        dg.AssetCheckSpec(
+            "feature_drift",
+            asset=LOG_KEY,
+            description=f"Layer-2 inputs of the day vs the test window of training: KS above {MONITORING.max_feature_drift_ks} on any feature alerts.",
+        ),
+        dg.AssetCheckSpec(
+            "layer3_share",
+            asset=LOG_KEY,
+            description=f"Share of decisions reaching layer 3 within [{MONITORING.layer3_share_band[0]:.0%}, {MONITORING.layer3_share_band[1]:.0%}].",
+        ),
+        dg.AssetCheckSpec(
+            "decision_rate",
+            asset=LOG_KEY,
+            description=f"Review + block rate within a factor {MONITORING.max_flag_rate_ratio} of the champion's test-window rate.",
+        ),
     ],
     description=(
         "Every decision of the day as the service logged it (stream -> consumer group -> Parquet parts), one row per "
@@ -30,7 +42,9 @@ MONITORING = FraudSettings().monitoring
     ),
 )
 def decision_log(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource):
-    log, outcomes = compact_decision_log(lakehouse.lake, mlflow.registry(lakehouse), FraudSettings(), context.partition_key)
+    log, outcomes = compact_decision_log(
+        lakehouse.lake, mlflow.registry(lakehouse), FraudSettings(), context.partition_key
+    )
     counts = log.group_by("decision").len().sort("decision")
     yield dg.MaterializeResult(
         metadata={

@@ -30,7 +30,9 @@ def _generate(context: dg.AssetExecutionContext, config: FraudRawConfig, days: l
     entities = build_entities(world)
     frames = {}
     for d in days:
-        context.log.info(f"generating {d}: ~{world.tx_per_day:,} transactions, fraud rate {world.fraud_rate:.2%}, seed {world.seed}")
+        context.log.info(
+            f"generating {d}: ~{world.tx_per_day:,} transactions, fraud rate {world.fraud_rate:.2%}, seed {world.seed}"
+        )
         frames[d] = generate_day(world, date.fromisoformat(d), entities)
     return frames, f"generator (seed {world.seed}, {world.tx_per_day:,} tx/day, fraud rate {world.fraud_rate:.2%})"
 
@@ -49,7 +51,9 @@ def _generate(context: dg.AssetExecutionContext, config: FraudRawConfig, days: l
         "geography) may be absent. Nothing is written unless every row is valid and belongs to a selected day."
     ),
 )
-def transactions(context: dg.AssetExecutionContext, config: FraudRawConfig, lakehouse: LakehouseResource, sources: SourcesResource) -> dg.MaterializeResult:
+def transactions(
+    context: dg.AssetExecutionContext, config: FraudRawConfig, lakehouse: LakehouseResource, sources: SourcesResource
+) -> dg.MaterializeResult:
     settings = FraudSettings()
     days = context.partition_keys
     require_partitions(daily, days, FraudSettings)
@@ -58,7 +62,9 @@ def transactions(context: dg.AssetExecutionContext, config: FraudRawConfig, lake
     skipped = 0
     if source is not None:
         allowed = daily.get_partition_keys(current_time=datetime.now())
-        load, origin = load_source(source, settings, days=days, allowed=allowed, today=today, replace_with_empty=config.replace_with_empty)
+        load, origin = load_source(
+            source, settings, days=days, allowed=allowed, today=today, replace_with_empty=config.replace_with_empty
+        )
         frames, skipped = load.frames, load.skipped_rows
     else:
         generated, origin = _generate(context, config, days)

@@ -17,7 +17,18 @@ def evaluation_metadata(evaluation: Evaluation, settings: FraudSettings) -> dict
         "frauds": int(m["frauds"]),
         "roc_auc": round(m["roc_auc"], 5),
         "average_precision": round(m["average_precision"], 5),
-        **{f"{k}_pct": round(m[k] * 100, 2) for k in ("recall", "precision", "flag_rate", "layer1_block_share", "layer1_precision", "layer3_share", "layer3_fraud_share")},
+        **{
+            f"{k}_pct": round(m[k] * 100, 2)
+            for k in (
+                "recall",
+                "precision",
+                "flag_rate",
+                "layer1_block_share",
+                "layer1_precision",
+                "layer3_share",
+                "layer3_fraud_share",
+            )
+        },
         **{f"baseline_{k}_pct": round(b[k] * 100, 2) for k in ("recall", "precision")},
         "layer3_lift_average_precision": round(m["layer3_lift_average_precision"], 5),
         "layer3_lift_recall_pct": round(m["layer3_lift_recall"] * 100, 2),
@@ -29,9 +40,18 @@ def evaluation_metadata(evaluation: Evaluation, settings: FraudSettings) -> dict
             f"The cascade flags {pct(m['recall'])} of the frauds at {pct(m['precision'])} precision, against "
             f"{pct(b['recall'])} at {pct(b['precision'])} for the rules alone; layer 3 re-scored {pct(m['layer3_share'])} of the payments."
         ),
-        "chart": dg.MetadataValue.md(bar_chart("recall and precision, rules only vs cascade", [
-            ("recall rules", b["recall"]), ("recall cascade", m["recall"]), ("prec. rules", b["precision"]), ("prec. cascade", m["precision"]),
-        ], label=pct)),
+        "chart": dg.MetadataValue.md(
+            bar_chart(
+                "recall and precision, rules only vs cascade",
+                [
+                    ("recall rules", b["recall"]),
+                    ("recall cascade", m["recall"]),
+                    ("prec. rules", b["precision"]),
+                    ("prec. cascade", m["precision"]),
+                ],
+                label=pct,
+            )
+        ),
         "metrics": table(evaluation_table(evaluation, settings)),
     }
     if not evaluation.by_pattern.is_empty():

@@ -28,11 +28,20 @@ SCORES = dg.AssetKey([CASE, "scores"])
         "would (layer reached, layer-2 score, final score, decision, model version); one Parquet file per day."
     ),
 )
-def scores(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def scores(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     days = context.partition_keys
     require_partitions(daily, days, FraudSettings)
     scored = score_days(lakehouse.lake, mlflow.registry(lakehouse), FraudSettings(), days)
-    return dg.MaterializeResult(metadata={"dagster/row_count": scored["rows"], "days": len(days), "model_version": scored["model_version"], "flagged": scored["flagged"]})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": scored["rows"],
+            "days": len(days),
+            "model_version": scored["model_version"],
+            "flagged": scored["flagged"],
+        }
+    )
 
 
 class EvaluationWindow(dg.Config):
@@ -53,9 +62,23 @@ class EvaluationWindow(dg.Config):
         "of layer 3 over layer 2 alone, the rules-only baseline and the money caught, beside the seed's figures."
     ),
 )
-def evaluation(context: dg.AssetExecutionContext, config: EvaluationWindow, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationWindow, lakehouse: LakehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     settings = FraudSettings()
-    window = DateRange(start=date.fromisoformat(config.start), end=date.fromisoformat(config.end)) if config.start and config.end else None
+    window = (
+        DateRange(start=date.fromisoformat(config.start), end=date.fromisoformat(config.end))
+        if config.start and config.end
+        else None
+    )
     result, window, version = evaluation_report(lakehouse.lake, mlflow.registry(lakehouse), settings, window)
-    context.log.info(f"champion v{version} on {window.start}..{window.end}: AP {result.cascade['average_precision']:.4f}")
-    return dg.MaterializeResult(metadata={"window": f"{window.start} .. {window.end}", "model_version": version, **evaluation_metadata(result, settings)})
+    context.log.info(
+        f"champion v{version} on {window.start}..{window.end}: AP {result.cascade['average_precision']:.4f}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "window": f"{window.start} .. {window.end}",
+            "model_version": version,
+            **evaluation_metadata(result, settings),
+        }
+    )

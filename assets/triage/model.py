@@ -1,13 +1,21 @@
 """Frozen hold-out, training set (validated tickets), classifier, promotion gate, champion."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from assets.common import OWNERS, champion_asset, frame_schema, gate_result, table
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
 from assets.triage.shared import rendered
-from lakehouse.triage.pipeline import CASE, build_holdout, build_training_set, category_mix, latest_month_end, read_months, train_challenger
+from lakehouse.triage.pipeline import (
+    CASE,
+    build_holdout,
+    build_training_set,
+    category_mix,
+    latest_month_end,
+    read_months,
+    train_challenger,
+)
 from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource, MlflowResource
 
@@ -41,7 +49,9 @@ def _as_of(value: str | None, lakehouse: LakehouseResource) -> datetime:
         "Built once; re-materializing keeps it unless `refresh` is set, so champion and challenger are compared on the same tickets."
     ),
 )
-def frozen_holdout(context: dg.AssetExecutionContext, config: HoldoutConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def frozen_holdout(
+    context: dg.AssetExecutionContext, config: HoldoutConfig, lakehouse: LakehouseResource
+) -> dg.MaterializeResult:
     settings, lake = TriageSettings(), lakehouse.lake
     if lake.exists(CASE, "frozen_holdout") and not config.refresh:
         holdout, status = lake.read(CASE, "frozen_holdout"), "kept"
@@ -75,13 +85,17 @@ def frozen_holdout(context: dg.AssetExecutionContext, config: HoldoutConfig, lak
         "validation set of the gate, the calibration and the out-of-scope rule. Scrubbed text only."
     ),
 )
-def training_set(context: dg.AssetExecutionContext, config: CutOffConfig, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def training_set(
+    context: dg.AssetExecutionContext, config: CutOffConfig, lakehouse: LakehouseResource
+) -> dg.MaterializeResult:
     settings, lake = TriageSettings(), lakehouse.lake
     as_of = _as_of(config.as_of, lakehouse)
     df = build_training_set(read_months(lake, "tickets_clean"), read_months(lake, "agent_labels"), as_of, settings)
     counts = dict(df.group_by("split").len().iter_rows())
     if not counts.get("train") or not counts.get("validation"):
-        raise dg.Failure(f"before {as_of:%Y-%m-%d} there are {counts.get('train', 0)} training and {counts.get('validation', 0)} validation tickets: both are needed")
+        raise dg.Failure(
+            f"before {as_of:%Y-%m-%d} there are {counts.get('train', 0)} training and {counts.get('validation', 0)} validation tickets: both are needed"
+        )
     lake.write(df, CASE, "training_set")
     mix = category_mix(df["category"])
     return dg.MaterializeResult(
@@ -125,14 +139,21 @@ def triage_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
     settings = TriageSettings()
     registry = mlflow.registry(lakehouse)
     result = train_challenger(
-        lakehouse.lake.read(CASE, "training_set"), lakehouse.lake.read(CASE, "frozen_holdout"), lakehouse.lake, registry, settings,
-        run_name=f"triage-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", log=context.log.info,
+        lakehouse.lake.read(CASE, "training_set"),
+        lakehouse.lake.read(CASE, "frozen_holdout"),
+        lakehouse.lake,
+        registry,
+        settings,
+        run_name=f"triage-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        log=context.log.info,
     )
     gate = gate_result(registry, settings.registered_model_name, result.version, result.gate, MODEL_KEY)
     return dg.MaterializeResult(metadata=rendered(result.metadata()), check_results=[gate])
 
 
 champion_model = champion_asset(
-    CASE, MODEL_KEY, SETTINGS.registered_model_name,
+    CASE,
+    MODEL_KEY,
+    SETTINGS.registered_model_name,
     description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate.",
 )

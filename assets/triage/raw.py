@@ -33,7 +33,12 @@ def generator_tables(config: TicketsConfig, keys: list[str], today: date) -> Raw
 
     from lakehouse.triage.world import WorldConfig, generate_customers, generate_month
 
-    drills = {"tickets_per_month": config.tickets_per_month, "seed": config.seed, "vague_rate": config.vague_rate, "mislabel_rate": config.mislabel_rate}
+    drills = {
+        "tickets_per_month": config.tickets_per_month,
+        "seed": config.seed,
+        "vague_rate": config.vague_rate,
+        "mislabel_rate": config.mislabel_rate,
+    }
     world = WorldConfig.from_env().with_(**{k: v for k, v in drills.items() if v is not None})
     customers = generate_customers(world)
     months = [generate_month(world, date.fromisoformat(k), customers, config.category_weights) for k in keys]
@@ -44,12 +49,22 @@ def generator_tables(config: TicketsConfig, keys: list[str], today: date) -> Raw
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            CLEAN_KEY, description=CLEAN_TICKETS.description + " Monthly partitions.", group_name=CASE, kinds={"polars", "parquet"},
-            owners=OWNERS[CASE], metadata={"dagster/column_schema": column_schema(CLEAN_TICKETS)}, skippable=True,
+            CLEAN_KEY,
+            description=CLEAN_TICKETS.description + " Monthly partitions.",
+            group_name=CASE,
+            kinds={"polars", "parquet"},
+            owners=OWNERS[CASE],
+            metadata={"dagster/column_schema": column_schema(CLEAN_TICKETS)},
+            skippable=True,
         ),
         dg.AssetSpec(
-            LABELS_KEY, description=AGENT_LABELS.description + " Monthly partitions (by ticket creation month).", group_name=CASE,
-            kinds={"polars", "parquet"}, owners=OWNERS[CASE], metadata={"dagster/column_schema": column_schema(AGENT_LABELS)}, skippable=True,
+            LABELS_KEY,
+            description=AGENT_LABELS.description + " Monthly partitions (by ticket creation month).",
+            group_name=CASE,
+            kinds={"polars", "parquet"},
+            owners=OWNERS[CASE],
+            metadata={"dagster/column_schema": column_schema(AGENT_LABELS)},
+            skippable=True,
         ),
     ],
     check_specs=[
@@ -67,7 +82,9 @@ def generator_tables(config: TicketsConfig, keys: list[str], today: date) -> Raw
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=False,
 )
-def triage_tickets(context: dg.AssetExecutionContext, config: TicketsConfig, lakehouse: LakehouseResource, sources: SourcesResource):
+def triage_tickets(
+    context: dg.AssetExecutionContext, config: TicketsConfig, lakehouse: LakehouseResource, sources: SourcesResource
+):
     """The months of the partition range: load, validate, scrub, audit, then store. A bad file, or personal data
     left after scrubbing, stops the run before any write."""
     settings = TriageSettings()
@@ -77,7 +94,9 @@ def triage_tickets(context: dg.AssetExecutionContext, config: TicketsConfig, lak
     source = sources.case(CASE)
     if source is not None:
         if any(v is not None for k, v in config.model_dump().items() if k != "replace_with_empty"):
-            raise dg.Failure("generator drills (tickets_per_month, seed, ...) do not apply: the triage case reads the sources file")
+            raise dg.Failure(
+                "generator drills (tickets_per_month, seed, ...) do not apply: the triage case reads the sources file"
+            )
         raw = load_source(source, today)
     else:
         raw = generator_tables(config, keys, today)
@@ -87,7 +106,9 @@ def triage_tickets(context: dg.AssetExecutionContext, config: TicketsConfig, lak
     if not result.written:
         raise dg.Failure(f"nothing stored: {result.check.description}")
     summary = result.summary
-    context.log.info(f"{summary['tickets'].sum()} tickets in {summary.height} month(s); {summary['pii_replaced'].sum()} PII items replaced")
+    context.log.info(
+        f"{summary['tickets'].sum()} tickets in {summary.height} month(s); {summary['pii_replaced'].sum()} PII items replaced"
+    )
     months = table(summary)
     yield dg.MaterializeResult(
         asset_key=CLEAN_KEY,
@@ -99,4 +120,6 @@ def triage_tickets(context: dg.AssetExecutionContext, config: TicketsConfig, lak
             "months": months,
         },
     )
-    yield dg.MaterializeResult(asset_key=LABELS_KEY, metadata={"dagster/row_count": int(summary["labelled"].sum()), "source": raw.origin})
+    yield dg.MaterializeResult(
+        asset_key=LABELS_KEY, metadata={"dagster/row_count": int(summary["labelled"].sum()), "source": raw.origin}
+    )

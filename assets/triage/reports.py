@@ -5,8 +5,8 @@ import dagster as dg
 from assets.common import OWNERS, REPORT, number, rate, table
 from assets.triage.raw import LABELS_KEY
 from assets.triage.routing import ROUTES_KEY
-from lakehouse.triage.pipeline import CASE, MONTH, evaluation_report, read_months, roi
 from lakehouse.common.display import bar_chart, money, pct
+from lakehouse.triage.pipeline import CASE, MONTH, evaluation_report, read_months, roi
 from lakehouse.triage.roi import report_table
 from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource
@@ -34,7 +34,9 @@ def triage_evaluation_report(context: dg.AssetExecutionContext, lakehouse: Lakeh
     result = evaluation_report(read_months(lake, "ticket_routes"), read_months(lake, "agent_labels"), settings)
     m = result.metrics
     lake.write(pl.DataFrame([{**m, "months": ",".join(result.months)}]), CASE, "evaluation_report")
-    context.log.info(f"{', '.join(result.months)}: accuracy {m['accuracy']:.3f}, auto {m['auto_rate']:.1%} at {m['auto_precision']:.1%}")
+    context.log.info(
+        f"{', '.join(result.months)}: accuracy {m['accuracy']:.3f}, auto {m['auto_rate']:.1%} at {m['auto_precision']:.1%}"
+    )
     return dg.MaterializeResult(
         metadata={
             "months": f"{result.months[0]} .. {result.months[-1]}",
@@ -50,10 +52,19 @@ def triage_evaluation_report(context: dg.AssetExecutionContext, lakehouse: Lakeh
                 f"{pct(m['accuracy'])} of all suggested categories were right, and {pct(m['out_of_scope_recall'])} of the tickets "
                 "that match no known category were recognised as such."
             ),
-            "chart": dg.MetadataValue.md(bar_chart("quality of the routed tickets", [
-                ("accuracy", m["accuracy"]), ("known accuracy", m["in_scope_accuracy"]), ("out-of-scope", _or_zero(m["out_of_scope_recall"])),
-                ("auto share", m["auto_rate"]), ("auto precision", _or_zero(m["auto_precision"])),
-            ], label=pct)),
+            "chart": dg.MetadataValue.md(
+                bar_chart(
+                    "quality of the routed tickets",
+                    [
+                        ("accuracy", m["accuracy"]),
+                        ("known accuracy", m["in_scope_accuracy"]),
+                        ("out-of-scope", _or_zero(m["out_of_scope_recall"])),
+                        ("auto share", m["auto_rate"]),
+                        ("auto precision", _or_zero(m["auto_precision"])),
+                    ],
+                    label=pct,
+                )
+            ),
             "by_route_and_reason": table(result.by_reason),
         }
     )
@@ -86,7 +97,9 @@ def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) 
     result = roi(routes, read_months(lake, "agent_labels"), settings)
     row = {k: (",".join(v) if isinstance(v, list) else v) for k, v in result.to_dict().items()}
     lake.write(pl.DataFrame([row]), CASE, "roi_report")
-    context.log.info(f"auto {result.auto_triage_rate:.1%} at precision {result.auto_precision:.1%}; ROI {result.roi_multiple:.1f}x")
+    context.log.info(
+        f"auto {result.auto_triage_rate:.1%} at precision {result.auto_precision:.1%}; ROI {result.roi_multiple:.1f}x"
+    )
     return dg.MaterializeResult(
         metadata={
             "months": f"{routes['month'].min()} .. {routes['month'].max()}",
@@ -100,11 +113,22 @@ def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) 
             "reading": (
                 f"{pct(result.auto_triage_rate)} of {result.tickets:,} tickets were routed without an agent, freeing "
                 f"{result.fte_freed:.2f} agents; effort scaled to {settings.economics.tickets_per_month:,} tickets a month"
-                + (f"; the seed's default figures were used for {', '.join(result.default_figures)}" if result.default_figures else "")
+                + (
+                    f"; the seed's default figures were used for {', '.join(result.default_figures)}"
+                    if result.default_figures
+                    else ""
+                )
             ),
-            "chart": dg.MetadataValue.md(bar_chart("triage agents before and after (FTE)", [
-                ("before ML", result.triage_fte_before), ("after ML", result.triage_fte_after),
-            ], label=lambda v: f"{v:.2f}")),
+            "chart": dg.MetadataValue.md(
+                bar_chart(
+                    "triage agents before and after (FTE)",
+                    [
+                        ("before ML", result.triage_fte_before),
+                        ("after ML", result.triage_fte_after),
+                    ],
+                    label=lambda v: f"{v:.2f}",
+                )
+            ),
             "report": table(report_table(result, routes["auto_threshold"].unique().to_list())),
         }
     )

@@ -4,12 +4,20 @@ validation queue, the confusion matrix."""
 import dagster as dg
 
 from assets.common import OWNERS, check_result, frame_schema, require_partitions, table
-from lakehouse.common.display import bar_chart, pct
 from assets.triage.model import CHAMPION_KEY
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
 from assets.triage.shared import monthly
+from lakehouse.common.display import bar_chart, pct
 from lakehouse.common.registry import CHAMPION
-from lakehouse.triage.pipeline import CASE, MONTH, month_of, monthly_confusion, route_tickets, routing_checks, with_agent_labels
+from lakehouse.triage.pipeline import (
+    CASE,
+    MONTH,
+    month_of,
+    monthly_confusion,
+    route_tickets,
+    routing_checks,
+    with_agent_labels,
+)
 from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource, MlflowResource
 
@@ -31,15 +39,26 @@ SETTINGS = TriageSettings()  # for descriptions only; assets read their settings
         "(reason `out_of_scope`), to human validation."
     ),
     check_specs=[
-        dg.AssetCheckSpec("mean_confidence", asset=ROUTES_KEY, description="Mean confidence of the month >= `monitoring.min_mean_confidence` (seed: 0.75)."),
-        dg.AssetCheckSpec("human_validation_rate", asset=ROUTES_KEY, description="Share sent to human validation <= `monitoring.max_human_validation_rate` (seed: 30 %)."),
         dg.AssetCheckSpec(
-            "category_mix_drift", asset=ROUTES_KEY,
+            "mean_confidence",
+            asset=ROUTES_KEY,
+            description="Mean confidence of the month >= `monitoring.min_mean_confidence` (seed: 0.75).",
+        ),
+        dg.AssetCheckSpec(
+            "human_validation_rate",
+            asset=ROUTES_KEY,
+            description="Share sent to human validation <= `monitoring.max_human_validation_rate` (seed: 30 %).",
+        ),
+        dg.AssetCheckSpec(
+            "category_mix_drift",
+            asset=ROUTES_KEY,
             description="Predicted category mix vs the champion's training mix: PSI above `monitoring.max_mix_psi` alerts; chi-square p-value reported.",
         ),
     ],
 )
-def ticket_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def ticket_routes(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     from lakehouse.triage.model import load_classifier
 
     settings, lake = TriageSettings(), lakehouse.lake
@@ -80,7 +99,11 @@ def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseReso
     from lakehouse.triage.queues import publish
 
     lake, month = lakehouse.lake, month_of(context.partition_key)
-    counts = publish(lakehouse.paths.ops_db, lake.read(CASE, "ticket_routes", (MONTH, month)), lake.read(CASE, "agent_labels", (MONTH, month)))
+    counts = publish(
+        lakehouse.paths.ops_db,
+        lake.read(CASE, "ticket_routes", (MONTH, month)),
+        lake.read(CASE, "agent_labels", (MONTH, month)),
+    )
     return dg.MaterializeResult(metadata={**counts, "ops_db": dg.MetadataValue.path(str(lakehouse.paths.ops_db))})
 
 
@@ -94,7 +117,8 @@ def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseReso
     description="The month's confusion matrix (agent label vs predicted category), per-category recall and precision as tables, the weakest categories as a chart, the whole matrix as a PNG in the reports folder.",
     check_specs=[
         dg.AssetCheckSpec(
-            "category_recall", asset=CONFUSION_KEY,
+            "category_recall",
+            asset=CONFUSION_KEY,
             description="Recall of every category with >= `monitoring.min_category_support` tickets in the month >= `monitoring.min_category_recall`.",
         )
     ],
@@ -103,20 +127,32 @@ def monthly_confusion_matrix(context: dg.AssetExecutionContext, lakehouse: Lakeh
     from lakehouse.triage.monitoring import plot_confusion
 
     settings, lake, month = TriageSettings(), lakehouse.lake, month_of(context.partition_key)
-    joined = with_agent_labels(lake.read(CASE, "ticket_routes", (MONTH, month)), lake.read(CASE, "agent_labels", (MONTH, month)))
+    joined = with_agent_labels(
+        lake.read(CASE, "ticket_routes", (MONTH, month)), lake.read(CASE, "agent_labels", (MONTH, month))
+    )
     if joined.is_empty():
         raise dg.Failure(f"no agent label yet for {month}")
     result = monthly_confusion(joined, settings)
     lake.write(result.frame(), CASE, "monthly_confusion", (MONTH, month))
-    png = plot_confusion(result.categories, result.matrix, lakehouse.paths.reports / f"triage_confusion_{month}.png", f"Triage {month}: agent label vs predicted")
+    png = plot_confusion(
+        result.categories,
+        result.matrix,
+        lakehouse.paths.reports / f"triage_confusion_{month}.png",
+        f"Triage {month}: agent label vs predicted",
+    )
     large = len(result.categories) > 30
-    weakest = [(r["category"], r["recall"]) for r in result.stats.drop_nans("recall").sort("recall").head(5).iter_rows(named=True)]
+    weakest = [
+        (r["category"], r["recall"])
+        for r in result.stats.drop_nans("recall").sort("recall").head(5).iter_rows(named=True)
+    ]
     return dg.MaterializeResult(
         check_results=[check_result(result.check)],
         metadata={
             "dagster/row_count": joined.height,
             "accuracy": f"{result.accuracy:.1%}",
-            "auto_precision": f"{result.auto_precision:.1%}" if result.auto_precision is not None else "nothing auto-routed",
+            "auto_precision": f"{result.auto_precision:.1%}"
+            if result.auto_precision is not None
+            else "nothing auto-routed",
             "per_category": table(result.stats),
             **({} if large else {"confusion_matrix": table(result.frame())}),
             "chart": dg.MetadataValue.md(bar_chart("lowest recall by category", weakest, label=pct)),

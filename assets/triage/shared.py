@@ -1,7 +1,6 @@
 """What the triage assets share: the monthly partitions, from the data calendar in the case's settings
 (read once, when the code location loads), and how a result's metadata renders."""
 
-import dagster as dg
 import polars as pl
 
 from assets.common import table, time_partitions

@@ -68,7 +68,10 @@ class OutOfTimeSplit:
         return tuple(df.filter(d.is_between(w.start, w.end)) for w in (self.train, self.validation, self.test))
 
     def __str__(self) -> str:
-        return ", ".join(f"{name} {w.start}..{w.end}" for name, w in (("train", self.train), ("validation", self.validation), ("test", self.test)))
+        return ", ".join(
+            f"{name} {w.start}..{w.end}"
+            for name, w in (("train", self.train), ("validation", self.validation), ("test", self.test))
+        )
 
 
 def recall_at_top(labels: pl.Series, scores: np.ndarray, snapshots: pl.Series, fraction: float) -> float:
@@ -123,7 +126,9 @@ def train(training_set: pl.DataFrame, settings: ChurnSettings, seed: int = 0) ->
         if part.is_empty() or part[LABEL].sum() == 0:
             raise ValueError(f"the {name} period ({split}) has no churners: not enough history")
     params = {**settings.lgbm_params, "seed": seed, "deterministic": True}
-    train_set = lgb.Dataset(feature_matrix(train_df), train_df[LABEL].cast(pl.Int64).to_numpy(), feature_name=list(FEATURES))
+    train_set = lgb.Dataset(
+        feature_matrix(train_df), train_df[LABEL].cast(pl.Int64).to_numpy(), feature_name=list(FEATURES)
+    )
     valid_set = lgb.Dataset(feature_matrix(valid_df), valid_df[LABEL].cast(pl.Int64).to_numpy(), reference=train_set)
     booster = lgb.train(
         # Early stopping on log loss keeps scores calibrated: the tiers and the A/B cut
@@ -142,14 +147,14 @@ def train(training_set: pl.DataFrame, settings: ChurnSettings, seed: int = 0) ->
     explained = x_test[np.random.default_rng(seed).permutation(len(x_test))[: settings.importance_sample_rows]]
     contributions = booster.predict(explained, num_iteration=booster.best_iteration, pred_contrib=True)[:, :-1]
     mean_abs = np.abs(contributions).mean(axis=0)
-    importance = pl.DataFrame({"feature": FEATURES, "mean_abs_shap": mean_abs}).with_columns(
-        share=pl.col("mean_abs_shap") / pl.col("mean_abs_shap").sum()
-    ).sort("mean_abs_shap", descending=True)
+    importance = (
+        pl.DataFrame({"feature": FEATURES, "mean_abs_shap": mean_abs})
+        .with_columns(share=pl.col("mean_abs_shap") / pl.col("mean_abs_shap").sum())
+        .sort("mean_abs_shap", descending=True)
+    )
     test_scores = test_df.select("snapshot_date", "customer_id", LABEL).with_columns(score=pl.Series(scores))
     example = test_df.head(5).select(pl.col(f).cast(pl.Float64) for f in FEATURES)
     return TrainedModel(booster, split, metrics, importance, test_scores, params, example)
-
-
 
 
 @dataclass
@@ -204,7 +209,11 @@ def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings
 
     example = trained.example_features.to_pandas()
     with registry.run(CASE, run_name, tags={"case": CASE}) as run:
-        split = {f"split_{period}_{end}": str(getattr(window, end)) for period, window in vars(trained.split).items() for end in ("start", "end")}
+        split = {
+            f"split_{period}_{end}": str(getattr(window, end))
+            for period, window in vars(trained.split).items()
+            for end in ("start", "end")
+        }
         mlflow.log_params({**trained.params, **split, "n_features": len(FEATURES)})
         mlflow.log_metrics({k: float(v) for k, v in trained.metrics.items()})
         mlflow.log_dict({"features": list(FEATURES), "label": LABEL}, "features.json")
@@ -227,7 +236,9 @@ def load_model(registry: Registry, settings: ChurnSettings, alias: str = CHAMPIO
 
     version = registry.alias_version(settings.registered_model_name, alias)
     if version is None:
-        raise LookupError(f"no model version has alias '{alias}' for {settings.registered_model_name}: train and promote one first")
+        raise LookupError(
+            f"no model version has alias '{alias}' for {settings.registered_model_name}: train and promote one first"
+        )
     registry.activate()
     booster = mlflow.lightgbm.load_model(registry.model_uri(settings.registered_model_name, alias))
     return booster, version

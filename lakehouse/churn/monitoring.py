@@ -14,5 +14,14 @@ def monthly_performance(scored: pl.DataFrame) -> pl.DataFrame:
     for (month,), part in matured.group_by("month", maintain_order=True):
         y = part["churned_30d"].cast(pl.Int64).to_numpy()
         if 0 < y.sum() < y.size:
-            rows.append({"month": month, "rows": part.height, "churners": int(y.sum()), "auc_pr": float(average_precision_score(y, part["score"].to_numpy()))})
-    return pl.DataFrame(rows, schema={"month": pl.Date, "rows": pl.Int64, "churners": pl.Int64, "auc_pr": pl.Float64}).sort("month")
+            rows.append(
+                {
+                    "month": month,
+                    "rows": part.height,
+                    "churners": int(y.sum()),
+                    "auc_pr": float(average_precision_score(y, part["score"].to_numpy())),
+                }
+            )
+    return pl.DataFrame(
+        rows, schema={"month": pl.Date, "rows": pl.Int64, "churners": pl.Int64, "auc_pr": pl.Float64}
+    ).sort("month")

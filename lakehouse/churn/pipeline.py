@@ -137,30 +137,47 @@ def score_week(store: ChurnStore, registry: Registry, snapshot: str, settings: C
     return WeeklyScores(batch, version, scoring_checks(batch, reference, last_volume, settings))
 
 
-def scoring_checks(batch: ScoredBatch, reference_scores: np.ndarray, last_volume: int | None, settings: ChurnSettings) -> list[CheckOutcome]:
+def scoring_checks(
+    batch: ScoredBatch, reference_scores: np.ndarray, last_volume: int | None, settings: ChurnSettings
+) -> list[CheckOutcome]:
     """The seed's weekly monitoring: prediction volume, score distribution shift, batch latency."""
     n = batch.scores.height
     base = settings.customer_base or last_volume
     current = batch.scores["score"].to_numpy()
     ks = ks_statistic(reference_scores, current) if n else 1.0
     if base is None:
-        volume = CheckOutcome("prediction_volume", n > 0, n, "> 0 (no earlier week to compare with; set customer_base)", f"{n:,} customers scored")
+        volume = CheckOutcome(
+            "prediction_volume",
+            n > 0,
+            n,
+            "> 0 (no earlier week to compare with; set customer_base)",
+            f"{n:,} customers scored",
+        )
     else:
         low, high = settings.bounds_for(base)
         volume = CheckOutcome(
-            "prediction_volume", low <= n <= high, n, f"[{low:,}, {high:,}]",
+            "prediction_volume",
+            low <= n <= high,
+            n,
+            f"[{low:,}, {high:,}]",
             f"{n:,} customers scored; expected base {base:,} ({'customer_base' if settings.customer_base else 'last week'})",
         )
     return [
         volume,
         CheckOutcome(
-            "score_shift", ks <= settings.max_score_shift_ks, round(ks, 4), f"KS <= {settings.max_score_shift_ks}",
+            "score_shift",
+            ks <= settings.max_score_shift_ks,
+            round(ks, 4),
+            f"KS <= {settings.max_score_shift_ks}",
             f"Kolmogorov-Smirnov statistic vs the champion's reference week: {ks:.3f}",
             metadata={"psi": round(psi(reference_scores, current), 4) if n else None},
         ),
         CheckOutcome(
-            "scoring_latency", batch.seconds < settings.scoring_latency_budget_s, round(batch.seconds, 2),
-            f"< {settings.scoring_latency_budget_s:.0f} s", f"{n:,} customers scored in {batch.seconds:.2f} s",
+            "scoring_latency",
+            batch.seconds < settings.scoring_latency_budget_s,
+            round(batch.seconds, 2),
+            f"< {settings.scoring_latency_budget_s:.0f} s",
+            f"{n:,} customers scored in {batch.seconds:.2f} s",
         ),
     ]
 
@@ -177,7 +194,9 @@ def scored_outcomes(store: ChurnStore) -> pl.DataFrame:
     """Every stored weekly score joined with its (possibly not yet matured) outcomes (none before the first scoring)."""
     if not store.lake.partitions(CASE, "churn_scores", SNAPSHOT):
         schema = {SNAPSHOT: pl.Date, "customer_id": pl.String, "score": pl.Float64, "model_version": pl.String}
-        return pl.DataFrame(schema={**schema, **{c: pl.Boolean for c in ("churned_30d", "matured_30d", "churned_90d", "matured_90d")}})
+        return pl.DataFrame(
+            schema={**schema, **{c: pl.Boolean for c in ("churned_30d", "matured_30d", "churned_90d", "matured_90d")}}
+        )
     return store.query(
         f"""
         select s.snapshot_date, s.customer_id, s.score, s.model_version,
@@ -197,8 +216,12 @@ def live_performance(store: ChurnStore, settings: ChurnSettings) -> tuple[pl.Dat
         return perf, CheckOutcome("live_auc_pr", True, None, threshold, "no matured scores yet")
     latest = perf.sort("month").row(-1, named=True)
     return perf, CheckOutcome(
-        "live_auc_pr", latest["auc_pr"] >= settings.min_live_auc_pr, round(latest["auc_pr"], 4), threshold,
-        f"AUC-PR {latest['auc_pr']:.3f} in {latest['month']:%Y-%m} on matured labels", metadata={"month": str(latest["month"])},
+        "live_auc_pr",
+        latest["auc_pr"] >= settings.min_live_auc_pr,
+        round(latest["auc_pr"], 4),
+        threshold,
+        f"AUC-PR {latest['auc_pr']:.3f} in {latest['month']:%Y-%m} on matured labels",
+        metadata={"month": str(latest["month"])},
     )
 
 
@@ -210,7 +233,9 @@ class AbTestReport:
     chart: Path
 
 
-def ab_test(store: ChurnStore, settings: ChurnSettings, report_dir: Path, experiment_start: date | None = None) -> AbTestReport:
+def ab_test(
+    store: ChurnStore, settings: ChurnSettings, report_dir: Path, experiment_start: date | None = None
+) -> AbTestReport:
     """The seed's A/B test on the stored weekly lists: high-risk customers split 50/50 by a stable hash,
     90-day churn per arm, the test statistics, retained customers, value and ROI."""
     scored = scored_outcomes(store).filter(pl.col("matured_90d"))

@@ -59,10 +59,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import timedelta
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import polars as pl
 
@@ -76,7 +77,7 @@ ARMS = (TREATMENT, CONTROL)
 # --------------------------------------------------------------------------
 def _stable_unit(salt: str, customer_id: Any) -> float:
     """Uniform [0, 1) from blake2b of ``f"{salt}:{customer_id}"`` (53 bits)."""
-    digest = hashlib.blake2b(f"{salt}:{customer_id}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{salt}:{customer_id}".encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") >> 11) / float(1 << 53)
 
 
@@ -110,8 +111,10 @@ def enrol_cohort(scored: pl.DataFrame, *, threshold: float, first_week, weeks: i
     flagged = scored.filter(
         (pl.col("snapshot_date") >= first_week) & (pl.col("snapshot_date") <= last_week) & (pl.col("score") > threshold)
     )
-    return flagged.sort("snapshot_date").unique("customer_id", keep="first", maintain_order=True).select(
-        "customer_id", "snapshot_date", "score", "churned_90d"
+    return (
+        flagged.sort("snapshot_date")
+        .unique("customer_id", keep="first", maintain_order=True)
+        .select("customer_id", "snapshot_date", "score", "churned_90d")
     )
 
 
@@ -295,7 +298,7 @@ def analyse_ab_test(
     if empty:
         raise ValueError(
             f"A/B test arm(s) {empty} have no customers; need both 'treatment' and 'control' "
-            f"(got counts {({a: by_arm.get(a, (0, 0))[0] for a in ARMS})})"
+            f"(got counts { ({a: by_arm.get(a, (0, 0))[0] for a in ARMS}) })"
         )
     n_t, x_t = by_arm[TREATMENT]
     n_c, x_c = by_arm[CONTROL]
@@ -313,9 +316,7 @@ def analyse_ab_test(
     ci_low, ci_high = newcombe_interval_monthly(x_t, n_t, x_c, n_c, confidence)
     z, p_value = two_proportion_ztest(x_t, n_t, x_c, n_c)
     req_n = required_sample_size_per_arm(p_t, p_c, alpha=1.0 - confidence, power=power)
-    retained, value, roi = roi_economics(
-        abs_red, n_t, ltv=ltv, model_cost_per_month=model_cost_per_month
-    )
+    retained, value, roi = roi_economics(abs_red, n_t, ltv=ltv, model_cost_per_month=model_cost_per_month)
     return AbTestResult(
         n_treatment=n_t,
         n_control=n_c,
@@ -399,7 +400,9 @@ _REPORT_ROWS: tuple[tuple[str, str, Any], ...] = (
 )
 
 
-def report_table(result: AbTestResult, currency: str, seed_reference: Mapping[str, Any] | None = None, seed_currency: str = "EUR") -> pl.DataFrame:
+def report_table(
+    result: AbTestResult, currency: str, seed_reference: Mapping[str, Any] | None = None, seed_currency: str = "EUR"
+) -> pl.DataFrame:
     """``metric | ours | seed``, formatted (money in our currency, the seed's in its own).
 
     ``seed_reference`` maps :class:`AbTestResult` field names (see
@@ -444,7 +447,13 @@ def plot_ab_test(result: AbTestResult, path: str | Path, currency: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arms = [
-        ("Treatment (contacted)", result.churned_treatment, result.n_treatment, result.monthly_rate_treatment, "#2a9d8f"),
+        (
+            "Treatment (contacted)",
+            result.churned_treatment,
+            result.n_treatment,
+            result.monthly_rate_treatment,
+            "#2a9d8f",
+        ),
         ("Control", result.churned_control, result.n_control, result.monthly_rate_control, "#e76f51"),
     ]
     labels, heights, lower, upper, colours = [], [], [], [], []
@@ -472,8 +481,14 @@ def plot_ab_test(result: AbTestResult, path: str | Path, currency: str) -> Path:
         fontsize=10,
     )
     ax.text(
-        0.99, 0.01, f"error bars: {100 * result.confidence:g}% Wilson CI per arm",
-        transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="grey",
+        0.99,
+        0.01,
+        f"error bars: {100 * result.confidence:g}% Wilson CI per arm",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        color="grey",
     )
     fig.tight_layout()
     fig.savefig(path, format="png")

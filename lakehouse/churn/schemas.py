@@ -42,7 +42,9 @@ USAGE_DAILY = TableSchema(
         Column("logins", pl.Int64, "Logins (or sessions) that day.", min_value=0),
         Column("session_minutes", pl.Float64, "Total session duration in minutes.", min_value=0),
         Column("features_used", pl.Int64, "Distinct product features used.", min_value=0),
-        Column("key_feature_mask", pl.Int64, "Bit k set when key feature k was used (`key_features` bits).", min_value=0),
+        Column(
+            "key_feature_mask", pl.Int64, "Bit k set when key feature k was used (`key_features` bits).", min_value=0
+        ),
     ),
 )
 
@@ -55,10 +57,16 @@ SUPPORT_TICKETS = TableSchema(
         Column("customer_id", pl.String, "Customer.", identifier=True),
         Column("opened_at", pl.Datetime("us"), "When the ticket was opened.", not_in_future=True),
         Column("category", pl.String, "Nature of the request (`vocabulary.incident_categories` count as incidents)."),
-        Column("closed_at", pl.Datetime("us"), "When it was closed; empty while open.", nullable=True, not_in_future=True),
+        Column(
+            "closed_at", pl.Datetime("us"), "When it was closed; empty while open.", nullable=True, not_in_future=True
+        ),
         Column("csat", pl.Int64, "Satisfaction 1-5; empty when not answered.", nullable=True, min_value=1, max_value=5),
     ),
-    rules=(RowRule("closed_at is not before opened_at", pl.col("closed_at") >= pl.col("opened_at"), ("closed_at", "opened_at")),),
+    rules=(
+        RowRule(
+            "closed_at is not before opened_at", pl.col("closed_at") >= pl.col("opened_at"), ("closed_at", "opened_at")
+        ),
+    ),
 )
 
 INVOICES = TableSchema(
@@ -75,8 +83,14 @@ INVOICES = TableSchema(
         Column("disputed_at", pl.Date, "Dispute date; empty when never disputed.", nullable=True, not_in_future=True),
     ),
     rules=(
-        RowRule("due_date is not before issue_date", pl.col("due_date") >= pl.col("issue_date"), ("due_date", "issue_date")),
-        RowRule("disputed_at is not before issue_date", pl.col("disputed_at") >= pl.col("issue_date"), ("disputed_at", "issue_date")),
+        RowRule(
+            "due_date is not before issue_date", pl.col("due_date") >= pl.col("issue_date"), ("due_date", "issue_date")
+        ),
+        RowRule(
+            "disputed_at is not before issue_date",
+            pl.col("disputed_at") >= pl.col("issue_date"),
+            ("disputed_at", "issue_date"),
+        ),
     ),
 )
 
@@ -103,7 +117,15 @@ def load_raw_tables(source: CaseSource, today: date) -> dict[str, pl.DataFrame |
     customers = loaded["customers"].frame
     for name, table in loaded.items():
         if name != "customers" and table is not None:
-            validate_references(table.frame, "customer_id", customers, "customer_id", source=table.label, table=name, parent_table="customers")
+            validate_references(
+                table.frame,
+                "customer_id",
+                customers,
+                "customer_id",
+                source=table.label,
+                table=name,
+                parent_table="customers",
+            )
     return {name: None if table is None else table.frame for name, table in loaded.items()}
 
 
@@ -112,7 +134,7 @@ def markdown() -> str:
     parts = [
         "# Churn raw tables",
         "",
-        "Bring your own data: list the churn case in your sources file (README, \"Bring your own data\") with the "
+        'Bring your own data: list the churn case in your sources file (README, "Bring your own data") with the '
         "folder that holds one file per table below, or a mapping from your files. `support_tickets` and "
         "`invoices` are optional. Every file is validated before anything is written; a bad file stops the run "
         "with one error naming the file, the column and example rows, and the lake keeps its previous content. "
@@ -121,7 +143,16 @@ def markdown() -> str:
     ]
     for schema in RAW_TABLES:
         optional = " (optional)" if schema.name in OPTIONAL_TABLES else ""
-        parts += [f"## {schema.name}{optional}", "", schema.description, "", f"Key: `{', '.join(schema.key)}`", "", schema.markdown(), ""]
+        parts += [
+            f"## {schema.name}{optional}",
+            "",
+            schema.description,
+            "",
+            f"Key: `{', '.join(schema.key)}`",
+            "",
+            schema.markdown(),
+            "",
+        ]
     return "\n".join(parts)
 
 

@@ -79,8 +79,16 @@ class ChurnSettings(CaseSettings):
     scoring_latency_budget_s: float = 120.0  # seed: < 2 minutes for 15,000
     # Risk tiers and the action guide per tier (seed lesson: CS needs a guide per level).
     tiers: tuple[RiskTier, ...] = (
-        RiskTier(name="high", min_score=0.65, action="CSM call within 48 h: review usage drop and open tickets, offer an adoption plan"),
-        RiskTier(name="medium", min_score=0.35, action="Personalised email + in-app guide on unused key features; CSM follow-up in 2 weeks"),
+        RiskTier(
+            name="high",
+            min_score=0.65,
+            action="CSM call within 48 h: review usage drop and open tickets, offer an adoption plan",
+        ),
+        RiskTier(
+            name="medium",
+            min_score=0.35,
+            action="Personalised email + in-app guide on unused key features; CSM follow-up in 2 weeks",
+        ),
         RiskTier(name="low", min_score=0.0, action="No action: regular newsletter"),
     )
     top_reasons: int = 3

@@ -115,23 +115,16 @@ def _draw_customers(rng: np.random.Generator, cfg: WorldConfig, days: int) -> _C
     initial = cfg.customers
     arrivals_per_day = cfg.customers * cfg.monthly_churn_rate / 30.44
     arrivals = rng.poisson(arrivals_per_day, size=days)
-    signup = np.concatenate(
-        [-rng.integers(1, 6 * 365, size=initial), np.repeat(np.arange(days), arrivals)]
-    )
+    signup = np.concatenate([-rng.integers(1, 6 * 365, size=initial), np.repeat(np.arange(days), arrivals)])
     n = signup.size
     size = rng.choice(3, size=n, p=[0.5, 0.35, 0.15])
     employees = np.round(np.exp(rng.normal([1.8, 3.3, 4.6], 0.35)[size])).astype(int) + 1
     tier = np.minimum(2, (rng.random(n) < 0.35 + 0.2 * size).astype(int) + (rng.random(n) < 0.1 + 0.2 * size))
     annual = rng.random(n) < cfg.annual_plan_share
-    mrr = np.round((49 + 30 * employees ** 0.7) * np.array([1.0, 1.8, 3.2])[tier], 2)
+    mrr = np.round((49 + 30 * employees**0.7) * np.array([1.0, 1.8, 3.2])[tier], 2)
     activation = np.clip(rng.beta(2.5, 2.0, n) + 0.08 * tier, 0.05, 0.98)
     engagement = np.exp(rng.normal(0.0, 0.35, n))
-    risk = (
-        -1.6 * (activation - 0.55)
-        - 0.25 * tier
-        - 0.2 * (size - 0.65)
-        + rng.normal(0.0, 0.45, n)
-    )
+    risk = -1.6 * (activation - 0.55) - 0.25 * tier - 0.2 * (size - 0.65) + rng.normal(0.0, 0.45, n)
     return _Customers(
         n=n,
         signup=signup,
@@ -254,7 +247,9 @@ def generate_world(cfg: WorldConfig, progress: bool = False) -> dict[str, pl.Dat
     return _assemble(cfg, c, rng, start, days, usage_parts, ticket_parts, renewals, invoices, invoice_stress)
 
 
-def _assemble(cfg, c: _Customers, rng, start: date, days: int, usage_parts, ticket_parts, renewals, invoices, invoice_stress):
+def _assemble(
+    cfg, c: _Customers, rng, start: date, days: int, usage_parts, ticket_parts, renewals, invoices, invoice_stress
+):
     ids = np.array([f"C{i:07d}" for i in range(c.n)])
     day0 = np.datetime64(start, "D")
     s = cfg.signal_strength
@@ -290,20 +285,24 @@ def _assemble(cfg, c: _Customers, rng, start: date, days: int, usage_parts, tick
     closed = (epoch + cat(ticket_parts, 2).astype("timedelta64[s]")).astype("datetime64[us]")
     end_ts = np.datetime64(cfg.end_date, "us")
     csat = cat(ticket_parts, 4)
-    tickets = pl.DataFrame(
-        {
-            "ticket_id": [f"T{i:08d}" for i in range(t_cust.size)],
-            "customer_id": ids[t_cust],
-            "opened_at": opened,
-            "category": np.array(TICKET_CATEGORIES)[cat(ticket_parts, 3).astype(int)],
-            "closed_at": closed,
-            "csat": csat,
-        }
-    ).with_columns(
-        # Facts that happen after the end of history are not known yet.
-        pl.when(pl.col("closed_at") < end_ts).then(pl.col("closed_at")).alias("closed_at"),
-        pl.when(pl.col("closed_at") < end_ts).then(pl.col("csat")).alias("csat"),
-    ).with_columns(pl.col("csat").fill_nan(None).cast(pl.Int64))
+    tickets = (
+        pl.DataFrame(
+            {
+                "ticket_id": [f"T{i:08d}" for i in range(t_cust.size)],
+                "customer_id": ids[t_cust],
+                "opened_at": opened,
+                "category": np.array(TICKET_CATEGORIES)[cat(ticket_parts, 3).astype(int)],
+                "closed_at": closed,
+                "csat": csat,
+            }
+        )
+        .with_columns(
+            # Facts that happen after the end of history are not known yet.
+            pl.when(pl.col("closed_at") < end_ts).then(pl.col("closed_at")).alias("closed_at"),
+            pl.when(pl.col("closed_at") < end_ts).then(pl.col("csat")).alias("csat"),
+        )
+        .with_columns(pl.col("csat").fill_nan(None).cast(pl.Int64))
+    )
 
     r_cust = np.concatenate([r[0] for r in renewals])
     r_day = np.concatenate([r[1] for r in renewals])
@@ -319,7 +318,9 @@ def _assemble(cfg, c: _Customers, rng, start: date, days: int, usage_parts, tick
     i_cust = np.concatenate([i[0] for i in invoices]).astype(int)
     i_day = np.concatenate([i[1] for i in invoices]).astype(int)
     amount = np.where(c.annual[i_cust], 12 * c.mrr[i_cust] * _ANNUAL_DISCOUNT, c.mrr[i_cust])
-    stress = np.array([invoice_stress.get((int(a), int(b)), 0.0) for a, b in zip(i_cust, i_day)]) if invoice_stress else 0.0
+    stress = (
+        np.array([invoice_stress.get((int(a), int(b)), 0.0) for a, b in zip(i_cust, i_day)]) if invoice_stress else 0.0
+    )
     delay = rng.gamma(2.0, c.pay_delay[i_cust] / 2.0) + s * stress * rng.uniform(10, 40, i_cust.size)
     disputed = rng.random(i_cust.size) < 0.01 + 0.08 * s * stress
     issue = day0 + i_day.astype("timedelta64[D]")

@@ -82,8 +82,19 @@ def record_alerts(db_path: str | Path, alerts: Iterable[Alert]) -> list[Alert]:
     with closing(connect(db_path)) as conn, conn:
         conn.execute(_DDL)
         for a in alerts:
-            row = (a.evaluation_id, a.case, a.check_name, a.asset_key, a.partition, a.severity, a.value,
-                   a.threshold, a.description, _iso(a.evaluated_at), recorded_at)
+            row = (
+                a.evaluation_id,
+                a.case,
+                a.check_name,
+                a.asset_key,
+                a.partition,
+                a.severity,
+                a.value,
+                a.threshold,
+                a.description,
+                _iso(a.evaluated_at),
+                recorded_at,
+            )
             if conn.execute(_INSERT, row).rowcount:
                 new.append(a)
     return new

@@ -31,7 +31,9 @@ def times(x: float | None) -> str:
 INLINE_MARKDOWN_LIMIT = 1000
 
 
-def bar_chart(title: str, bars: list[tuple[str, float]], label=lambda v: f"{v:.2f}", marks: dict[str, float] | None = None) -> str:
+def bar_chart(
+    title: str, bars: list[tuple[str, float]], label=lambda v: f"{v:.2f}", marks: dict[str, float] | None = None
+) -> str:
     """Markdown of a small horizontal bar chart, short enough for the UI to show inline.
 
     `bars` are (name, value) with values >= 0; `marks` puts a tick at a value on a bar (a target).
@@ -56,5 +58,7 @@ def bar_chart(title: str, bars: list[tuple[str, float]], label=lambda v: f"{v:.2
     encoded = svg.replace("%", "%25").replace("#", "%23").replace("<", "%3C").replace(">", "%3E")
     markdown = f"![{title}](<data:image/svg+xml,{encoded}>)"
     if len(markdown) >= INLINE_MARKDOWN_LIMIT:
-        raise ValueError(f"chart {title!r} is {len(markdown)} characters: the UI would hide it behind a link (limit {INLINE_MARKDOWN_LIMIT})")
+        raise ValueError(
+            f"chart {title!r} is {len(markdown)} characters: the UI would hide it behind a link (limit {INLINE_MARKDOWN_LIMIT})"
+        )
     return markdown

@@ -72,8 +72,15 @@ class RedisEventStream:
 
     async def read(self, group: str, consumer: str, count: int, block_ms: int | None = None) -> list[Event]:
         for start in ("0", ">"):  # this consumer's pending events, then new ones
-            reply = await self.client.xreadgroup(group, consumer, {self.key: start}, count=count, block=block_ms if start == ">" else None)
-            events = [(_text(mid), json.loads(next(iter(f.values())))) for _, entries in reply or [] for mid, f in entries if f]
+            reply = await self.client.xreadgroup(
+                group, consumer, {self.key: start}, count=count, block=block_ms if start == ">" else None
+            )
+            events = [
+                (_text(mid), json.loads(next(iter(f.values()))))
+                for _, entries in reply or []
+                for mid, f in entries
+                if f
+            ]
             if events:
                 return events
         return []
@@ -108,7 +115,15 @@ class KafkaEventStream:
     which must exceed the session timeout when a crashed consumer is being replaced).
     """
 
-    def __init__(self, bootstrap: str, topic: str, key_field: str, partitions: int = 4, timeout_s: float = 10.0, session_timeout_ms: int = 10_000):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        key_field: str,
+        partitions: int = 4,
+        timeout_s: float = 10.0,
+        session_timeout_ms: int = 10_000,
+    ):
         self.bootstrap = bootstrap
         self.session_timeout_ms = session_timeout_ms  # a crashed consumer's partitions move to others after this
         self.topic = topic
@@ -131,7 +146,9 @@ class KafkaEventStream:
         try:
             if self.topic not in await admin.list_topics():
                 try:
-                    await admin.create_topics([NewTopic(self.topic, num_partitions=self.partitions, replication_factor=1)])
+                    await admin.create_topics(
+                        [NewTopic(self.topic, num_partitions=self.partitions, replication_factor=1)]
+                    )
                 except TopicAlreadyExistsError:
                     pass
         finally:
@@ -143,11 +160,15 @@ class KafkaEventStream:
 
         if self.producer is None:
             await self._ensure_topic()
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=int(self.timeout_s * 1000))
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=int(self.timeout_s * 1000)
+            )
             await producer.start()
             self.producer = producer
         sent = [
-            await self.producer.send(self.topic, json.dumps(fields).encode(), key=(fields.get(self.key_field) or "").encode())
+            await self.producer.send(
+                self.topic, json.dumps(fields).encode(), key=(fields.get(self.key_field) or "").encode()
+            )
             for fields in events
         ]
         await asyncio.gather(*sent)  # every event acknowledged by the broker, or an error
@@ -158,9 +179,14 @@ class KafkaEventStream:
         if group not in self.consumers:
             await self._ensure_topic()
             consumer = AIOKafkaConsumer(
-                self.topic, bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
-                auto_offset_reset="earliest", request_timeout_ms=int(self.timeout_s * 1000),
-                session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 10,
+                self.topic,
+                bootstrap_servers=self.bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                request_timeout_ms=int(self.timeout_s * 1000),
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=self.session_timeout_ms // 10,
                 rebalance_timeout_ms=self.session_timeout_ms // 3,
             )
             await consumer.start()
@@ -195,8 +221,14 @@ class KafkaEventStream:
         if group in self.unacked:
             await self._rewind_to_committed(reader)
             self.unacked.discard(group)
-        batches = await reader.getmany(timeout_ms=block_ms, max_records=count) if block_ms else await self._available(reader, count)
-        events = [(f"{tp.partition}-{m.offset}", json.loads(m.value)) for tp, records in batches.items() for m in records]
+        batches = (
+            await reader.getmany(timeout_ms=block_ms, max_records=count)
+            if block_ms
+            else await self._available(reader, count)
+        )
+        events = [
+            (f"{tp.partition}-{m.offset}", json.loads(m.value)) for tp, records in batches.items() for m in records
+        ]
         if events:
             self.unacked.add(group)
         return events
@@ -212,7 +244,7 @@ class KafkaEventStream:
         self.unacked.discard(group)
 
     async def replay_from(self, group: str, event_id: str) -> None:
-        """"0" rewinds every partition to its first event; `<partition>-<offset>` one partition."""
+        """ "0" rewinds every partition to its first event; `<partition>-<offset>` one partition."""
         from aiokafka import TopicPartition
 
         reader = await self._consumer(group)
@@ -233,7 +265,9 @@ class KafkaEventStream:
             # Assigned by hand, this probe reads the group's offsets without joining the group.
             # The log end offset is a fetch's high watermark (not ListOffsets: some
             # Kafka-compatible brokers answer it with the last batch's base offset).
-            probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False, fetch_max_wait_ms=50)
+            probe = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False, fetch_max_wait_ms=50
+            )
             try:
                 await probe.start()
                 probe.assign(partitions)

@@ -97,7 +97,9 @@ def post_json(
                     raise DeliveryError(_display_url(url), attempts, _reason(response), response.status_code, method)
                 return response
     except _RetryableStatus as exc:
-        raise DeliveryError(_display_url(url), attempts, _reason(exc.response), exc.response.status_code, method) from None
+        raise DeliveryError(
+            _display_url(url), attempts, _reason(exc.response), exc.response.status_code, method
+        ) from None
     except httpx.TransportError as exc:
         raise DeliveryError(_display_url(url), attempts, f"{type(exc).__name__}: {exc}", None, method) from exc
     raise AssertionError("unreachable: stamina either returns the response or re-raises the last error")

@@ -30,7 +30,9 @@ def is_remote(url: str) -> bool:
 def safe_value(value: str) -> str:
     """A partition value may name a folder, nothing more: no separators, control characters or '..'."""
     if not value or _UNSAFE.search(value):
-        raise ValueError(f"partition value {value!r} cannot name a folder of the lake (separators, '..', '=' or control characters)")
+        raise ValueError(
+            f"partition value {value!r} cannot name a folder of the lake (separators, '..', '=' or control characters)"
+        )
     return value
 
 
@@ -122,7 +124,9 @@ class Lake:
             found = self.fs.glob(f"{folder}/*.parquet") if self.fs.exists(folder) else []
             files += sorted(self._url(f) for f in found)
         if not files:
-            raise FileNotFoundError(f"no partition of {case}/{name} ({key} in {chosen if values is not None else 'any'}) under {self.root}: materialize it first")
+            raise FileNotFoundError(
+                f"no partition of {case}/{name} ({key} in {chosen if values is not None else 'any'}) under {self.root}: materialize it first"
+            )
         return pl.concat([pl.read_parquet(f, hive_partitioning=False) for f in files], how="diagonal_relaxed")
 
     # ------------------------------------------------------------------ other files

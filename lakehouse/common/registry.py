@@ -43,7 +43,9 @@ class Registry:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root, name).resolve().as_uri()
+        location = (
+            self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root, name).resolve().as_uri()
+        )
         return self.client.create_experiment(name, artifact_location=location)
 
     def activate(self) -> None:

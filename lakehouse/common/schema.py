@@ -410,10 +410,16 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
         if _kind(col.polars_dtype) not in ("int", "float"):
             continue
         value = pl.col(col.name)
-        mask = value.is_infinite() | (value.abs() > MAX_MAGNITUDE) if _kind(col.polars_dtype) == "float" else value.abs() > MAX_MAGNITUDE
+        mask = (
+            value.is_infinite() | (value.abs() > MAX_MAGNITUDE)
+            if _kind(col.polars_dtype) == "float"
+            else value.abs() > MAX_MAGNITUDE
+        )
         count = typed.select(mask.sum()).item()
         if count:
-            raise ctx.fail(col.name, f"{count} value(s) infinite or beyond {MAX_MAGNITUDE:.0e} in absolute value", typed, mask)
+            raise ctx.fail(
+                col.name, f"{count} value(s) infinite or beyond {MAX_MAGNITUDE:.0e} in absolute value", typed, mask
+            )
 
     # 5. nulls in non-nullable (non-key) columns
     for col in schema.columns:
@@ -443,13 +449,23 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
             if count:
                 raise ctx.fail(col.name, f"{count} id(s) with {what}", typed, mask.fill_null(False))
         folded = value.str.replace_all(r"\s+", "")
-        variants = typed.select(ROW_COLUMN, col.name).drop_nulls().with_columns(_folded=folded).filter(
-            pl.col(col.name).n_unique().over("_folded") > 1
+        variants = (
+            typed.select(ROW_COLUMN, col.name)
+            .drop_nulls()
+            .with_columns(_folded=folded)
+            .filter(pl.col(col.name).n_unique().over("_folded") > 1)
         )
         if variants.height:
-            examples = variants.group_by("_folded", maintain_order=True).agg(pl.col(col.name).unique()).head(MAX_EXAMPLE_ROWS)
+            examples = (
+                variants.group_by("_folded", maintain_order=True).agg(pl.col(col.name).unique()).head(MAX_EXAMPLE_ROWS)
+            )
             shown = "; ".join(" vs ".join(repr(v) for v in ids) for ids in examples[col.name].to_list())
-            raise ctx.fail(col.name, f"ids that differ only by whitespace: {shown}", typed, pl.col(ROW_COLUMN).is_in(variants[ROW_COLUMN].implode()))
+            raise ctx.fail(
+                col.name,
+                f"ids that differ only by whitespace: {shown}",
+                typed,
+                pl.col(ROW_COLUMN).is_in(variants[ROW_COLUMN].implode()),
+            )
 
     # 7. duplicate keys
     if schema.key:
@@ -459,9 +475,7 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
         dupes = typed.filter(mask)
         if dupes.height:
             groups = (
-                dupes.group_by(key, maintain_order=True)
-                .agg(pl.col(ROW_COLUMN).alias("rows"))
-                .head(MAX_EXAMPLE_ROWS)
+                dupes.group_by(key, maintain_order=True).agg(pl.col(ROW_COLUMN).alias("rows")).head(MAX_EXAMPLE_ROWS)
             )
             described = []
             for record in groups.iter_rows(named=True):
@@ -475,8 +489,12 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
                 + ("; …" if n_values > len(described) else "")
             )
             raise InputDataError(
-                ctx.source, schema.name, key[0] if len(key) == 1 else ", ".join(key), reason,
-                dupes, key,
+                ctx.source,
+                schema.name,
+                key[0] if len(key) == 1 else ", ".join(key),
+                reason,
+                dupes,
+                key,
             )
 
     # 8. allowed values
@@ -514,16 +532,16 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
         mask = expr > pl.lit(today, dtype=pl.Date)
         count = typed.select(mask.sum()).item()
         if count:
-            raise ctx.fail(
-                col.name, f"{count} value(s) in the future (after {today.isoformat()})", typed, mask
-            )
+            raise ctx.fail(col.name, f"{count} value(s) in the future (after {today.isoformat()})", typed, mask)
 
     # 11. rules across columns
     for rule in schema.rules:
         mask = ~rule.valid.fill_null(True)
         count = typed.select(mask.sum()).item()
         if count:
-            raise ctx.fail(rule.columns[0], f"{count} row(s) break the rule: {rule.description}", typed, mask, rule.columns)
+            raise ctx.fail(
+                rule.columns[0], f"{count} row(s) break the rule: {rule.description}", typed, mask, rule.columns
+            )
 
     return typed.drop(ROW_COLUMN)
 
@@ -624,9 +642,7 @@ def _parse_text(value: pl.Expr, target: pl.DataType, kind: str) -> pl.Expr:
     if kind == "datetime":
         text = value.str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt]", "${1} ")
         unit, zone = target.time_unit, target.time_zone
-        naive = pl.coalesce(
-            [text.str.to_datetime(f, time_unit=unit, strict=False) for f in _DATETIME_FORMATS]
-        )
+        naive = pl.coalesce([text.str.to_datetime(f, time_unit=unit, strict=False) for f in _DATETIME_FORMATS])
         aware = pl.coalesce(
             [text.str.to_datetime(f, time_unit=unit, strict=False) for f in _DATETIME_TZ_FORMATS]
         ).dt.convert_time_zone(zone or "UTC")
@@ -730,19 +746,13 @@ def find_table_file(directory: Path, table: str) -> Path:
         raise InputDataError(str(directory), table, None, "input directory not found")
     found = [directory / name for name in expected if (directory / name).is_file()]
     if not found:
-        raise InputDataError(
-            str(directory), table, None, f"no input file; expected {' or '.join(expected)}"
-        )
+        raise InputDataError(str(directory), table, None, f"no input file; expected {' or '.join(expected)}")
     if len(found) > 1:
-        raise InputDataError(
-            str(directory), table, None, f"both {' and '.join(expected)} exist; keep only one"
-        )
+        raise InputDataError(str(directory), table, None, f"both {' and '.join(expected)} exist; keep only one")
     return found[0]
 
 
-def load_tables(
-    directory: str | Path, schemas: Sequence[TableSchema], *, today: date
-) -> dict[str, pl.DataFrame]:
+def load_tables(directory: str | Path, schemas: Sequence[TableSchema], *, today: date) -> dict[str, pl.DataFrame]:
     """Read and validate every table; return them all or raise the first InputDataError."""
     names = [s.name for s in schemas]
     if len(set(names)) != len(names):

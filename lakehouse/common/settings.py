@@ -126,7 +126,11 @@ class EvaluationWindows(Section):
         def before(day: date) -> date:  # the last day of the period that ends before `day`
             return (back(day, self.gap) if self.gap else day) - timedelta(days=1)
 
-        test = self.test if isinstance(self.test, DateRange) else DateRange.model_construct(start=back(last, self.test) + timedelta(days=1), end=last)
+        test = (
+            self.test
+            if isinstance(self.test, DateRange)
+            else DateRange.model_construct(start=back(last, self.test) + timedelta(days=1), end=last)
+        )
         if isinstance(self.validation, DateRange):
             validation = self.validation
         else:
@@ -137,7 +141,9 @@ class EvaluationWindows(Section):
         windows = {"train": train, "validation": validation, "test": test}
         for name, window in windows.items():
             if window.end < window.start:
-                raise ValueError(f"evaluation window '{name}' is empty for data from {first} to {last}: shorten the other windows")
+                raise ValueError(
+                    f"evaluation window '{name}' is empty for data from {first} to {last}: shorten the other windows"
+                )
         return windows
 
 
@@ -171,7 +177,9 @@ class CaseSettings(BaseSettings):
             cls.model_config = {**cls.model_config, "env_prefix": f"LAKEHOUSE_{cls.case.upper()}_"}
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         return (init_settings, env_settings, SourcesFileSettings(settings_cls, cls.case))
 
     def with_(self, **changes) -> CaseSettings:

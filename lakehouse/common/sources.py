@@ -83,7 +83,9 @@ class ColumnRule(Section):
             return literal(self.value)
         expr = self.sql if self.sql is not None else quote(self.from_)
         if self.map:
-            cases = " ".join(f"WHEN CAST({expr} AS VARCHAR) = {literal(str(k))} THEN {literal(v)}" for k, v in self.map.items())
+            cases = " ".join(
+                f"WHEN CAST({expr} AS VARCHAR) = {literal(str(k))} THEN {literal(v)}" for k, v in self.map.items()
+            )
             expr = f"(CASE {cases} ELSE {expr} END)"
         if self.format:
             expr = f"try_strptime(CAST({expr} AS VARCHAR), {literal(self.format)})"
@@ -113,7 +115,10 @@ class TableSource(Section):
     def _rules(cls, columns):
         if columns is None:
             return None
-        return {ours: ColumnRule.model_validate({"from": rule}) if isinstance(rule, str) else rule for ours, rule in columns.items()}
+        return {
+            ours: ColumnRule.model_validate({"from": rule}) if isinstance(rule, str) else rule
+            for ours, rule in columns.items()
+        }
 
     @model_validator(mode="after")
     def _file_or_sql(self) -> TableSource:
@@ -141,11 +146,20 @@ class CaseSource(Section):
         if spec.file:
             matches = sorted(self.folder.glob(spec.file))
             if not matches:
-                raise InputDataError(str(self.folder / spec.file), name, None, f"no file matches `{spec.file}` ({self.origin}.tables.{name}.file)")
+                raise InputDataError(
+                    str(self.folder / spec.file),
+                    name,
+                    None,
+                    f"no file matches `{spec.file}` ({self.origin}.tables.{name}.file)",
+                )
             return matches[0] if len(matches) == 1 else self.folder / spec.file
-        found = [self.folder / f"{name}{suffix}" for suffix in DATA_SUFFIXES if (self.folder / f"{name}{suffix}").is_file()]
+        found = [
+            self.folder / f"{name}{suffix}" for suffix in DATA_SUFFIXES if (self.folder / f"{name}{suffix}").is_file()
+        ]
         if len(found) > 1:
-            raise InputDataError(str(self.folder), name, None, f"both {found[0].name} and {found[1].name} exist; keep only one")
+            raise InputDataError(
+                str(self.folder), name, None, f"both {found[0].name} and {found[1].name} exist; keep only one"
+            )
         return found[0] if found else None
 
     def check_no_misnamed_files(self, tables: list[str]) -> None:
@@ -158,7 +172,9 @@ class CaseSource(Section):
             close = difflib.get_close_matches(path.stem, tables, n=1, cutoff=0.75)
             if close and path.stem not in tables:
                 raise InputDataError(
-                    str(path), close[0], None,
+                    str(path),
+                    close[0],
+                    None,
                     f"this file looks like a misnamed '{close[0]}' table; rename it to {close[0]}{path.suffix}, "
                     f"map it with `{self.origin}.tables.{close[0]}.file`, or list it under `{self.origin}.ignore`",
                 )
@@ -284,14 +300,18 @@ def read_mapped(source: CaseSource, name: str) -> MappedTable | None:
         missing = [r.from_ for r in spec.columns.values() if r.from_ is not None and r.from_ not in theirs]
         if missing:
             raise InputDataError(
-                label, name, missing[0],
+                label,
+                name,
+                missing[0],
                 f"the mapping reads column(s) {missing} that the file lacks; it has {theirs}"
                 + _hint(missing[0], theirs),
             )
         rules = {ours: rule for ours, rule in spec.columns.items()}
         select = [f"{rule.expression()} AS {quote(ours)}" for ours, rule in rules.items()]
         checked = [ours for ours, rule in rules.items() if rule.format or rule.scale is not None]
-        select += [f"{quote(rules[ours].from_ or '')} AS {quote('__raw__' + ours)}" for ours in checked if rules[ours].from_]
+        select += [
+            f"{quote(rules[ours].from_ or '')} AS {quote('__raw__' + ours)}" for ours in checked if rules[ours].from_
+        ]
         frame = _run(con, f"SELECT {', '.join(select)} FROM {relation}", label, name, None)
         for ours in checked:
             raw = "__raw__" + ours
@@ -301,14 +321,20 @@ def read_mapped(source: CaseSource, name: str) -> MappedTable | None:
             if failed.height:
                 how = f"the format {rules[ours].format!r}" if rules[ours].format else "a number"
                 raise InputDataError(
-                    label, name, ours,
+                    label,
+                    name,
+                    ours,
                     f"{failed.height} value(s) of their column '{rules[ours].from_}' cannot be read as {how}: "
                     + ", ".join(repr(v) for v in failed[raw].unique(maintain_order=True).head(5).to_list()),
                     failed.select("row", pl.col(raw).alias(rules[ours].from_)),
                 )
         frame = frame.drop([c for c in frame.columns if c.startswith("__raw__")])
-        used = {r.from_ for r in rules.values() if r.from_} | {c for c in theirs if any(c in (r.sql or "") for r in rules.values())}
-        return MappedTable(frame, label, [c for c in theirs if c not in used], {ours: r.origin for ours, r in rules.items()})
+        used = {r.from_ for r in rules.values() if r.from_} | {
+            c for c in theirs if any(c in (r.sql or "") for r in rules.values())
+        }
+        return MappedTable(
+            frame, label, [c for c in theirs if c not in used], {ours: r.origin for ours, r in rules.items()}
+        )
 
 
 class LoadedTable:
@@ -320,26 +346,36 @@ class LoadedTable:
         self.ignored = mapped.ignored
 
 
-def load_table(source: CaseSource, schema: TableSchema, *, today: date, optional: tuple[str, ...] = (), required: bool = True) -> LoadedTable | None:
+def load_table(
+    source: CaseSource, schema: TableSchema, *, today: date, optional: tuple[str, ...] = (), required: bool = True
+) -> LoadedTable | None:
     """Map and validate one table. Columns named in `optional` may be absent (the features they feed are
     then left out); an absent table is an error when `required`, else None."""
     mapped = read_mapped(source, schema.name)
     if mapped is None:
         if required:
             raise InputDataError(
-                str(source.folder), schema.name, None,
+                str(source.folder),
+                schema.name,
+                None,
                 f"no input file; expected {schema.name}.parquet or {schema.name}.csv, or `{source.origin}.tables.{schema.name}.file`",
             )
         return None
     present = set(mapped.frame.columns)
-    effective = schema.restricted([c.name for c in schema.columns if c.name not in optional or c.name in present]) if optional else schema
+    effective = (
+        schema.restricted([c.name for c in schema.columns if c.name not in optional or c.name in present])
+        if optional
+        else schema
+    )
     try:
         frame = validate_frame(mapped.frame, effective, source=mapped.label, today=today)
     except InputDataError as exc:
         origin = mapped.origins.get(exc.column or "")
         if origin is None:
             raise
-        raise InputDataError(exc.file, exc.table, f"{exc.column}, from {origin}", exc.reason, exc.rows, exc.show_columns) from None
+        raise InputDataError(
+            exc.file, exc.table, f"{exc.column}, from {origin}", exc.reason, exc.rows, exc.show_columns
+        ) from None
     return LoadedTable(frame, mapped)
 
 

@@ -28,9 +28,13 @@ def service(settings: ServingSettings) -> CaseService:
     router = APIRouter()
 
     async def start() -> None:
-        state["client"] = aioredis.Redis.from_url(settings.redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S)
+        state["client"] = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S
+        )
         state["lookup"] = state["client"].register_script(LOOKUP_SCRIPT)
-        state["sync"] = redis.Redis.from_url(settings.redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S)
+        state["sync"] = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S
+        )
 
     async def stop() -> None:
         await state["client"].aclose()
@@ -39,13 +43,18 @@ def service(settings: ServingSettings) -> CaseService:
     @router.get(
         "/stores/{store_id}/skus/{sku_id}",
         summary="Operational forecast of one store x SKU",
-        responses={404: {"description": "nothing published for this store x SKU"}, 503: {"description": "the forecast store (Redis) is unreachable"}},
+        responses={
+            404: {"description": "nothing published for this store x SKU"},
+            503: {"description": "the forecast store (Redis) is unreachable"},
+        },
     )
     async def lookup(store_id: str, sku_id: str) -> dict:
         try:
             raw = await state["lookup"](keys=[POINTER], args=[field(store_id, sku_id), RUN_PREFIX])
         except (StoreConnectionError, StoreTimeoutError, OSError) as exc:
-            raise HTTPException(503, detail=f"the forecast store is unreachable ({type(exc).__name__}: {exc}); retry later") from None
+            raise HTTPException(
+                503, detail=f"the forecast store is unreachable ({type(exc).__name__}: {exc}); retry later"
+            ) from None
         if raw is None:
             raise HTTPException(404, detail=f"no published forecast for store {store_id!r}, SKU {sku_id!r}")
         return json.loads(raw)

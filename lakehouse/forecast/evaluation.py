@@ -101,12 +101,20 @@ def rolling_forecasts(
             sample, info["series"] = sample_series(fitted.segments, settings.backtest_max_series)
         rows = forecast_candidates(fitted, data, group, horizon, settings, which="all", ids=sample)
         if champion is not None:
-            theirs = forecast_candidates(champion, data, group, horizon, settings, ids=sample).select("unique_id", "origin", "step", pl.col("yhat").alias(CHAMPION))
+            theirs = forecast_candidates(champion, data, group, horizon, settings, ids=sample).select(
+                "unique_id", "origin", "step", pl.col("yhat").alias(CHAMPION)
+            )
             rows = rows.join(theirs, on=["unique_id", "origin", "step"], how="left")
         frames.append(rows.filter(pl.col("ds").is_between(window.start, window.end)))
     actual = history(data).select("unique_id", "ds", pl.col("y").alias("actual"))
-    out = pl.concat(frames, how="diagonal_relaxed").rename({"yhat": ROUTED}).join(actual, on=["unique_id", "ds"], how="inner")
-    info["train"] = history(data.until(origins[0])).select("unique_id", "ds", "y")  # MASE's scale: the history before the window
+    out = (
+        pl.concat(frames, how="diagonal_relaxed")
+        .rename({"yhat": ROUTED})
+        .join(actual, on=["unique_id", "ds"], how="inner")
+    )
+    info["train"] = history(data.until(origins[0])).select(
+        "unique_id", "ds", "y"
+    )  # MASE's scale: the history before the window
     return out, info
 
 
@@ -128,7 +136,12 @@ def _mase(rows: pl.DataFrame, model: str, train: pl.DataFrame, season: int) -> f
     if rows.is_empty():
         return None
     ids = rows.select("unique_id").unique()
-    scored = mase(rows.select("unique_id", "ds", pl.col("actual").alias("y"), model), [model], season, train.join(ids, on="unique_id"))
+    scored = mase(
+        rows.select("unique_id", "ds", pl.col("actual").alias("y"), model),
+        [model],
+        season,
+        train.join(ids, on="unique_id"),
+    )
     values = scored[model].to_numpy()
     values = values[np.isfinite(values)]
     return float(values.mean()) if len(values) else None
@@ -155,20 +168,40 @@ def accuracy(rows: pl.DataFrame, train: pl.DataFrame, settings: ForecastSettings
             at = part if step == 0 else part.filter(pl.col("step") == step)
             label = f"{cadence.step_label(1)}..{cadence.step_label(horizon)}" if step == 0 else cadence.step_label(step)
             for model in models:
-                stats = at.select(_errors(model)).row(0, named=True) if at.height else {"wape": None, "mape": None, "rows": 0}
+                stats = (
+                    at.select(_errors(model)).row(0, named=True)
+                    if at.height
+                    else {"wape": None, "mape": None, "rows": 0}
+                )
                 mase = _mase(at, model, train, cadence.season) if step in (0, settings.eval_step) else None
                 out.append({"model": model, "segment": segment, "step": step, "label": label, **stats, "mase": mase})
-    return pl.DataFrame(out, schema={"model": pl.String, "segment": pl.String, "step": pl.Int32, "label": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64, "mase": pl.Float64})
+    return pl.DataFrame(
+        out,
+        schema={
+            "model": pl.String,
+            "segment": pl.String,
+            "step": pl.Int32,
+            "label": pl.String,
+            "wape": pl.Float64,
+            "mape": pl.Float64,
+            "rows": pl.Int64,
+            "mase": pl.Float64,
+        },
+    )
 
 
-def level_accuracy(rows: pl.DataFrame, stores: pl.DataFrame, settings: ForecastSettings, periods: Periods, step: int) -> pl.DataFrame:
+def level_accuracy(
+    rows: pl.DataFrame, stores: pl.DataFrame, settings: ForecastSettings, periods: Periods, step: int
+) -> pl.DataFrame:
     """WAPE and MAPE of every model at `step` after summing forecasts and actuals to each level of the tree."""
     models = compared_models(ALL, rows.columns)
     at = rows.drop_nulls(models).filter(pl.col("step") == step).join(node_paths(stores, settings), on="store_id")
     names = level_names(settings)
     out = []
     for depth, level in enumerate(names):
-        node = pl.col("path").str.split("/").list.head(depth + 1).list.join("/") if level != "sku" else pl.col("unique_id")
+        node = (
+            pl.col("path").str.split("/").list.head(depth + 1).list.join("/") if level != "sku" else pl.col("unique_id")
+        )
         sums = at.group_by(node.alias("node"), "ds").agg(pl.col("actual").sum(), *[pl.col(m).sum() for m in models])
         for model in models:
             stats = sums.select(_errors(model)).row(0, named=True)
@@ -199,20 +232,44 @@ def select_routing(rows: pl.DataFrame, settings: ForecastSettings) -> tuple[dict
             wape = both.select(_errors(model)[0]).item()
             p_value = None
             if model != LIGHTGBM:
-                per = both.group_by("unique_id").agg(ours=(pl.col(model) - pl.col("actual")).abs().sum(), global_=(pl.col(LIGHTGBM) - pl.col("actual")).abs().sum())
+                per = both.group_by("unique_id").agg(
+                    ours=(pl.col(model) - pl.col("actual")).abs().sum(),
+                    global_=(pl.col(LIGHTGBM) - pl.col("actual")).abs().sum(),
+                )
                 diff = per["ours"] - per["global_"]
-                p_value = float(wilcoxon(per["ours"].to_numpy(), per["global_"].to_numpy(), alternative="less").pvalue) if (diff != 0).sum() >= 5 else 1.0
+                p_value = (
+                    float(wilcoxon(per["ours"].to_numpy(), per["global_"].to_numpy(), alternative="less").pvalue)
+                    if (diff != 0).sum() >= 5
+                    else 1.0
+                )
                 lgbm = both.select(_errors(LIGHTGBM)[0]).item()
                 if p_value < settings.models.selection_alpha and wape < lgbm and (best is None or wape < best[1]):
                     best = (model, wape)
-            table.append({"segment": segment, "model": model, "wape": wape, "p_value_vs_lightgbm": p_value, "series": both["unique_id"].n_unique()})
+            table.append(
+                {
+                    "segment": segment,
+                    "model": model,
+                    "wape": wape,
+                    "p_value_vs_lightgbm": p_value,
+                    "series": both["unique_id"].n_unique(),
+                }
+            )
         if best is not None:
             routing[segment] = best[0]
-    selection = pl.DataFrame(table, schema=_SELECTION).with_columns(chosen=pl.col("model") == pl.col("segment").replace_strict(routing, return_dtype=pl.String))
+    selection = pl.DataFrame(table, schema=_SELECTION).with_columns(
+        chosen=pl.col("model") == pl.col("segment").replace_strict(routing, return_dtype=pl.String)
+    )
     return routing, selection
 
 
-_SELECTION = {"segment": pl.String, "model": pl.String, "wape": pl.Float64, "p_value_vs_lightgbm": pl.Float64, "series": pl.Int64, "chosen": pl.Boolean}
+_SELECTION = {
+    "segment": pl.String,
+    "model": pl.String,
+    "wape": pl.Float64,
+    "p_value_vs_lightgbm": pl.Float64,
+    "series": pl.Int64,
+    "chosen": pl.Boolean,
+}
 
 
 # --------------------------------------------------------------------------- the gate
@@ -231,11 +288,17 @@ def gate_comparison(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl
             part, scope = later, f"origins from {champion_as_of} (after the champion's fit)"
         else:
             scope = "every origin of the window (the champion was fitted after it: in sample, favoured)"
-    table = pl.DataFrame([{"model": m, **part.select(_errors(m)).row(0, named=True)} for m in models]) if part.height else pl.DataFrame(schema={"model": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64})
+    table = (
+        pl.DataFrame([{"model": m, **part.select(_errors(m)).row(0, named=True)} for m in models])
+        if part.height
+        else pl.DataFrame(schema={"model": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64})
+    )
     return table, scope
 
 
-def gate_outcome(comparison: pl.DataFrame, scope: str, challenger: str, champion: str | None, settings: ForecastSettings) -> CheckOutcome:
+def gate_outcome(
+    comparison: pl.DataFrame, scope: str, challenger: str, champion: str | None, settings: ForecastSettings
+) -> CheckOutcome:
     """Blocking: the challenger's WAPE at most the champion's x (1 + tolerance), and below the seasonal naive's."""
     wape = {r["model"]: r["wape"] for r in comparison.iter_rows(named=True)}
     ours = wape.get(ROUTED)
@@ -246,15 +309,30 @@ def gate_outcome(comparison: pl.DataFrame, scope: str, challenger: str, champion
     else:
         if gate.beat_seasonal_naive and not ours < wape.get(SEASONAL_NAIVE, math.inf):
             reasons.append(f"WAPE {ours:.1%} is not below the seasonal naive's {wape[SEASONAL_NAIVE]:.1%}")
-        if champion is not None and wape.get(CHAMPION) is not None and ours > wape[CHAMPION] * (1 + gate.max_wape_increase):
-            reasons.append(f"WAPE {ours:.1%} exceeds champion v{champion}'s {wape[CHAMPION]:.1%} by more than {gate.max_wape_increase:.0%}")
-    against = f"champion v{champion} {wape[CHAMPION]:.1%}, " if champion is not None and wape.get(CHAMPION) is not None else "no champion yet, "
-    summary = f"challenger v{challenger}: WAPE {ours:.1%} vs {against}seasonal naive {wape.get(SEASONAL_NAIVE, math.nan):.1%} ({scope})" if ours is not None else f"challenger v{challenger}: not evaluated"
+        if (
+            champion is not None
+            and wape.get(CHAMPION) is not None
+            and ours > wape[CHAMPION] * (1 + gate.max_wape_increase)
+        ):
+            reasons.append(
+                f"WAPE {ours:.1%} exceeds champion v{champion}'s {wape[CHAMPION]:.1%} by more than {gate.max_wape_increase:.0%}"
+            )
+    against = (
+        f"champion v{champion} {wape[CHAMPION]:.1%}, "
+        if champion is not None and wape.get(CHAMPION) is not None
+        else "no champion yet, "
+    )
+    summary = (
+        f"challenger v{challenger}: WAPE {ours:.1%} vs {against}seasonal naive {wape.get(SEASONAL_NAIVE, math.nan):.1%} ({scope})"
+        if ours is not None
+        else f"challenger v{challenger}: not evaluated"
+    )
     return CheckOutcome(
         name="challenger_gate",
         passed=not reasons,
         value=round(100 * ours, 2) if ours is not None else None,
-        threshold=f"WAPE % <= champion's x {1 + gate.max_wape_increase:.2f}" + (" and < the seasonal naive's" if gate.beat_seasonal_naive else ""),
+        threshold=f"WAPE % <= champion's x {1 + gate.max_wape_increase:.2f}"
+        + (" and < the seasonal naive's" if gate.beat_seasonal_naive else ""),
         description=("PASS: " if not reasons else "REFUSED: " + "; ".join(reasons) + ". ") + summary,
         severity="ERROR",
         metadata={"comparison": comparison},
@@ -267,20 +345,33 @@ def gate_outcome(comparison: pl.DataFrame, scope: str, challenger: str, champion
 def matured_accuracy(forecasts: pl.DataFrame, sales: pl.DataFrame, step: int) -> pl.DataFrame:
     """origin, segment, mape, wape, forecasts: stored forecasts at `step` whose actuals are in, at the
     data's own frequency (weekly forecasts against weekly rows)."""
-    actual = sales.select("store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("actual"))
+    actual = sales.select(
+        "store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("actual")
+    )
     df = forecasts.filter(pl.col("step") == step).join(actual, on=["store_id", "sku_id", "ds"], how="inner")
     schema = {"origin": pl.Date, "segment": pl.String, "mape": pl.Float64, "wape": pl.Float64, "forecasts": pl.UInt32}
     if df.is_empty():
         return pl.DataFrame(schema=schema)
     err = (pl.col("yhat") - pl.col("actual")).abs()
-    return df.group_by("origin", "segment").agg(
-        (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
-        (err.sum() / pl.col("actual").sum()).alias("wape"),
-        pl.len().alias("forecasts"),
-    ).sort("origin", "segment").cast(schema)
+    return (
+        df.group_by("origin", "segment")
+        .agg(
+            (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
+            (err.sum() / pl.col("actual").sum()).alias("wape"),
+            pl.len().alias("forecasts"),
+        )
+        .sort("origin", "segment")
+        .cast(schema)
+    )
 
 
-def drift_outcome(accuracy: pl.DataFrame, backtest: pl.DataFrame | None, settings: ForecastSettings, label: str, margin: float | None = None) -> CheckOutcome:
+def drift_outcome(
+    accuracy: pl.DataFrame,
+    backtest: pl.DataFrame | None,
+    settings: ForecastSettings,
+    label: str,
+    margin: float | None = None,
+) -> CheckOutcome:
     """Latest matured origin: each segment's MAPE against its reference, the larger of the seed's target
     and the segment's backtest MAPE (its known difficulty): WARN beyond reference + margin, ERROR
     beyond reference + the error margin."""
@@ -293,11 +384,20 @@ def drift_outcome(accuracy: pl.DataFrame, backtest: pl.DataFrame | None, setting
     latest = accuracy.filter(pl.col("origin") == pl.col("origin").max()).drop_nulls("mape")
     known = {}
     if backtest is not None and not backtest.is_empty():
-        known = dict(backtest.filter((pl.col("model") == ROUTED) & (pl.col("step") == settings.eval_step)).select("segment", "mape").drop_nulls().iter_rows())
-    rows = latest.with_columns(
-        target=pl.col("segment").replace_strict(targets.mape, default=None, return_dtype=pl.Float64),
-        backtest=pl.col("segment").replace_strict(known, default=None, return_dtype=pl.Float64),
-    ).with_columns(reference=pl.max_horizontal("target", "backtest")).drop_nulls("reference")
+        known = dict(
+            backtest.filter((pl.col("model") == ROUTED) & (pl.col("step") == settings.eval_step))
+            .select("segment", "mape")
+            .drop_nulls()
+            .iter_rows()
+        )
+    rows = (
+        latest.with_columns(
+            target=pl.col("segment").replace_strict(targets.mape, default=None, return_dtype=pl.Float64),
+            backtest=pl.col("segment").replace_strict(known, default=None, return_dtype=pl.Float64),
+        )
+        .with_columns(reference=pl.max_horizontal("target", "backtest"))
+        .drop_nulls("reference")
+    )
     if rows.is_empty():
         return CheckOutcome("mape_drift", True, None, threshold, "no segment with a target or a backtest figure")
     excess = rows.with_columns(excess=pl.col("mape") - pl.col("reference")).sort("excess", descending=True)
@@ -309,10 +409,15 @@ def drift_outcome(accuracy: pl.DataFrame, backtest: pl.DataFrame | None, setting
         threshold=threshold,
         description=(
             f"origin {worst['origin']}: worst segment {worst['segment']} {label} MAPE {worst['mape']:.1%} vs reference "
-            f"{worst['reference']:.1%} (seed target {worst['target']:.0%}" + (f", backtest {worst['backtest']:.1%})" if worst["backtest"] is not None else ")")
+            f"{worst['reference']:.1%} (seed target {worst['target']:.0%}"
+            + (f", backtest {worst['backtest']:.1%})" if worst["backtest"] is not None else ")")
         ),
         severity="ERROR" if worst["excess"] > error_margin else "WARN",
-        metadata={"segment": worst["segment"], "origin": str(worst["origin"]), "per_segment": excess.select("segment", "mape", "target", "backtest", "reference", "excess")},
+        metadata={
+            "segment": worst["segment"],
+            "origin": str(worst["origin"]),
+            "per_segment": excess.select("segment", "mape", "target", "backtest", "reference", "excess"),
+        },
     )
 
 
@@ -325,7 +430,9 @@ def simulate_orders(rows: pl.DataFrame, model: str, periods_ahead: int, safety: 
     end, others stay and what remains at the end is excess. Overstock % = (waste + excess) and
     stockout % = lost sales, at unit value over the demand's value."""
     df = rows.filter(pl.col("step") <= periods_ahead).drop_nulls(model)
-    complete = df.group_by("unique_id", "origin").len().filter(pl.col("len") == periods_ahead).select("unique_id", "origin")
+    complete = (
+        df.group_by("unique_id", "origin").len().filter(pl.col("len") == periods_ahead).select("unique_id", "origin")
+    )
     df = df.join(complete, on=["unique_id", "origin"]).sort("unique_id", "origin", "step")
     waste = lost = demand = 0.0
     for (_, _), part in df.group_by(["unique_id", "origin"], maintain_order=True):
@@ -350,9 +457,17 @@ def simulate_orders(rows: pl.DataFrame, model: str, periods_ahead: int, safety: 
 
 def with_unit_economics(rows: pl.DataFrame, products: pl.DataFrame) -> pl.DataFrame:
     """unit_value (the product's unit price, 1 when the products table has none) and perishable."""
-    cols = [pl.col("unit_price").fill_null(1.0).alias("unit_value") if "unit_price" in products.columns else pl.lit(1.0).alias("unit_value")]
-    cols.append(pl.col("perishable").fill_null(False) if "perishable" in products.columns else pl.lit(False).alias("perishable"))
-    return rows.join(products.select("sku_id", *cols), on="sku_id", how="left").with_columns(pl.col("unit_value").fill_null(1.0), pl.col("perishable").fill_null(False))
+    cols = [
+        pl.col("unit_price").fill_null(1.0).alias("unit_value")
+        if "unit_price" in products.columns
+        else pl.lit(1.0).alias("unit_value")
+    ]
+    cols.append(
+        pl.col("perishable").fill_null(False) if "perishable" in products.columns else pl.lit(False).alias("perishable")
+    )
+    return rows.join(products.select("sku_id", *cols), on="sku_id", how="left").with_columns(
+        pl.col("unit_value").fill_null(1.0), pl.col("perishable").fill_null(False)
+    )
 
 
 def revenue_base(settings: ForecastSettings) -> float:
@@ -388,7 +503,11 @@ def economics_note(settings: ForecastSettings) -> str:
     """Which figures the report uses, and whether they are the seed's defaults."""
     e = settings.economics
     unset = [name for name in type(e).model_fields if name not in e.model_fields_set]
-    revenue = "set" if e.annual_revenue is not None else "seed-implied (from the seed's savings and its overstock/stockout figures)"
+    revenue = (
+        "set"
+        if e.annual_revenue is not None
+        else "seed-implied (from the seed's savings and its overstock/stockout figures)"
+    )
     if e.defaults:
         return (
             f"Economics are the seed's defaults (currency {e.currency}, gross margin {e.gross_margin:.0%}, investment "
@@ -423,7 +542,14 @@ def plot_accuracy(report: pl.DataFrame, settings: ForecastSettings, path: Path) 
 
     right.bar(x - 0.2, values(ROUTED), 0.4, label="models")
     right.bar(x + 0.2, values(SEASONAL_NAIVE), 0.4, label="seasonal naive")
-    right.scatter(x, [100 * settings.targets.mape.get(s, math.nan) for s in segments], color="black", marker="_", s=600, label="seed target")
+    right.scatter(
+        x,
+        [100 * settings.targets.mape.get(s, math.nan) for s in segments],
+        color="black",
+        marker="_",
+        s=600,
+        label="seed target",
+    )
     right.set_xticks(x, segments)
     right.set_ylabel(f"MAPE at {cadence.step_label(settings.eval_step)} (%)")
     right.legend(fontsize=7)

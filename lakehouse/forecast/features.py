@@ -82,7 +82,9 @@ def periods_of(settings: ForecastSettings, sales: pl.DataFrame) -> Periods:
     cadence = settings.cadence
     if cadence.days == 1:
         return Periods(cadence)
-    weekday = WEEKDAYS.index(settings.week_day) if settings.week_day else int(sales["date"].dt.weekday().mode().sort()[0]) - 1
+    weekday = (
+        WEEKDAYS.index(settings.week_day) if settings.week_day else int(sales["date"].dt.weekday().mode().sort()[0]) - 1
+    )
     return Periods(cadence, weekday, settings.week_dates)
 
 
@@ -116,10 +118,9 @@ class CaseData:
 
 def history(data: CaseData) -> pl.DataFrame:
     """unique_id, store_id, sku_id, ds, y: one row per series and period."""
-    return (
-        data.sales.select(series_id(), "store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("y"))
-        .sort("unique_id", "ds")
-    )
+    return data.sales.select(
+        series_id(), "store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("y")
+    ).sort("unique_id", "ds")
 
 
 def series_attributes(data: CaseData, settings: ForecastSettings, ids: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -143,13 +144,19 @@ def match_scope(rows: pl.DataFrame, attributes: pl.DataFrame, settings: Forecast
     scope = [c for c in scope_columns(settings) if c in rows.columns]
     if rows.is_empty():
         return rows.drop(scope).with_columns(unique_id=pl.lit(None, pl.String)).head(0)
-    pattern = pl.concat_str([pl.col(c).is_not_null().cast(pl.Int8).cast(pl.String) for c in scope]) if scope else pl.lit("")
+    pattern = (
+        pl.concat_str([pl.col(c).is_not_null().cast(pl.Int8).cast(pl.String) for c in scope]) if scope else pl.lit("")
+    )
     out = []
     for (mask,), part in rows.with_columns(_scope=pattern).group_by("_scope"):
         on = [c for c, flag in zip(scope, mask) if flag == "1"]
         part = part.drop("_scope", *[c for c in scope if c not in on])
         targets = attributes.select("unique_id", *on)
-        out.append(part.join(targets, on=on, how="inner").drop(on) if on else part.join(targets.select("unique_id"), how="cross"))
+        out.append(
+            part.join(targets, on=on, how="inner").drop(on)
+            if on
+            else part.join(targets.select("unique_id"), how="cross")
+        )
     return pl.concat(out, how="diagonal_relaxed")
 
 
@@ -167,17 +174,26 @@ def _days(requests: pl.DataFrame, periods: Periods) -> pl.DataFrame:
     """Every day of the requested periods with its knowledge cut-off: the day before the period starts,
     or the request's `as_of` when earlier."""
     frame = requests.select("ds", "as_of").unique().with_columns(first=periods.first_day(pl.col("ds")))
-    frame = frame.with_columns(date=pl.date_ranges("first", pl.col("first") + pl.duration(days=periods.cadence.days - 1))).explode("date")
+    frame = frame.with_columns(
+        date=pl.date_ranges("first", pl.col("first") + pl.duration(days=periods.cadence.days - 1))
+    ).explode("date")
     return frame.select("ds", "as_of", "date", cutoff=pl.min_horizontal(pl.col("first") - pl.duration(days=1), "as_of"))
 
 
 def promotions_known(promos: pl.DataFrame, days: pl.DataFrame) -> pl.DataFrame:
     """(promotion row, date, cutoff) for each (date, cutoff) in `days` on which the version in force at
     the cut-off (published by then, not yet superseded) puts the product on promotion."""
-    versions = promos.sort("promo_id", "version").with_columns(valid_to=pl.col("published_date").shift(-1).over("promo_id"))
-    active = versions.with_columns(date=pl.date_ranges("start_date", "end_date")).explode("date").join(days.select("date", "cutoff").unique(), on="date")
+    versions = promos.sort("promo_id", "version").with_columns(
+        valid_to=pl.col("published_date").shift(-1).over("promo_id")
+    )
+    active = (
+        versions.with_columns(date=pl.date_ranges("start_date", "end_date"))
+        .explode("date")
+        .join(days.select("date", "cutoff").unique(), on="date")
+    )
     return active.filter(
-        (pl.col("published_date") <= pl.col("cutoff")) & (pl.col("valid_to").is_null() | (pl.col("valid_to") > pl.col("cutoff")))
+        (pl.col("published_date") <= pl.col("cutoff"))
+        & (pl.col("valid_to").is_null() | (pl.col("valid_to") > pl.col("cutoff")))
     ).drop("valid_to", "start_date", "end_date", "published_date", "version")
 
 
@@ -199,7 +215,9 @@ def covariates_known(covariates: pl.DataFrame, days: pl.DataFrame, settings: For
     return known.sort("known_from", nulls_last=False).group_by(keys, maintain_order=True).last().drop("known_from")
 
 
-def exogenous(data: CaseData, attributes: pl.DataFrame, requests: pl.DataFrame, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+def exogenous(
+    data: CaseData, attributes: pl.DataFrame, requests: pl.DataFrame, settings: ForecastSettings, periods: Periods
+) -> pl.DataFrame:
     """`requests` (unique_id, ds, as_of, and any other column) with one column per dynamic feature: each
     period's values as known the day before it starts, and never after the request's `as_of` (null:
     no limit but that, the rule of training rows)."""
@@ -212,7 +230,9 @@ def exogenous(data: CaseData, attributes: pl.DataFrame, requests: pl.DataFrame, 
         promos = data.promotions.filter((pl.col("end_date") >= span[0]) & (pl.col("start_date") <= span[1]))
         known = match_scope(promotions_known(promos, cutoffs), attributes, settings)
         daily = known.group_by("unique_id", "date", "cutoff").agg(promo_discount=pl.col("discount").max())
-        grid = grid.join(daily, on=["unique_id", "date", "cutoff"], how="left").with_columns(pl.col("promo_discount").fill_null(0.0))
+        grid = grid.join(daily, on=["unique_id", "date", "cutoff"], how="left").with_columns(
+            pl.col("promo_discount").fill_null(0.0)
+        )
     if data.events is not None and not data.events.is_empty():
         grid = _events(grid, data.events, attributes, span, settings)
     if data.covariates is not None and not data.covariates.is_empty():
@@ -220,17 +240,32 @@ def exogenous(data: CaseData, attributes: pl.DataFrame, requests: pl.DataFrame, 
         rows = data.covariates.filter(pl.col("date").is_between(span[0] - lag, span[1]))
         known = match_scope(covariates_known(rows, cutoffs, settings), attributes, settings)
         if not known.is_empty():
-            wide = known.group_by("unique_id", "date", "cutoff", "name").agg(pl.col("value").mean()).with_columns(
-                pl.col("name").map_elements(lambda n: feature_name("cov", n), return_dtype=pl.String)
-            ).pivot(on="name", index=["unique_id", "date", "cutoff"], values="value")
+            wide = (
+                known.group_by("unique_id", "date", "cutoff", "name")
+                .agg(pl.col("value").mean())
+                .with_columns(pl.col("name").map_elements(lambda n: feature_name("cov", n), return_dtype=pl.String))
+                .pivot(on="name", index=["unique_id", "date", "cutoff"], values="value")
+            )
             grid = grid.join(wide, on=["unique_id", "date", "cutoff"], how="left")
     values = [c for c in grid.columns if c not in ("unique_id", "ds", "as_of", "date", "cutoff")]
     # Weekly periods: the mean over the week's days (a share of days for flags).
-    features = grid.group_by("unique_id", "ds", "as_of").agg([pl.col(c).mean().cast(pl.Float64) for c in values]) if periods.cadence.days > 1 else grid.select("unique_id", "ds", "as_of", *[pl.col(c).cast(pl.Float64) for c in values])
-    return requests.join(features, on=["unique_id", "ds", "as_of"], how="left").with_columns(pl.col("as_of").replace(FAR, None))
+    features = (
+        grid.group_by("unique_id", "ds", "as_of").agg([pl.col(c).mean().cast(pl.Float64) for c in values])
+        if periods.cadence.days > 1
+        else grid.select("unique_id", "ds", "as_of", *[pl.col(c).cast(pl.Float64) for c in values])
+    )
+    return requests.join(features, on=["unique_id", "ds", "as_of"], how="left").with_columns(
+        pl.col("as_of").replace(FAR, None)
+    )
 
 
-def _events(grid: pl.DataFrame, events: pl.DataFrame, attributes: pl.DataFrame, span: tuple[date, date], settings: ForecastSettings) -> pl.DataFrame:
+def _events(
+    grid: pl.DataFrame,
+    events: pl.DataFrame,
+    attributes: pl.DataFrame,
+    span: tuple[date, date],
+    settings: ForecastSettings,
+) -> pl.DataFrame:
     """Flags: any event that day, any event the next day (the eve), and one flag per kind."""
     rows = events.filter(pl.col("date").is_between(span[0], span[1] + timedelta(days=1)))
     kinds = sorted(k for k in events["kind"].unique().to_list() if k is not None) if "kind" in events.columns else []
@@ -238,10 +273,14 @@ def _events(grid: pl.DataFrame, events: pl.DataFrame, attributes: pl.DataFrame, 
     if rows.is_empty():
         return grid.with_columns([pl.lit(0.0).alias(n) for n in [*flags, "event_eve"]])
     matched = match_scope(rows, attributes, settings)
-    daily = matched.group_by("unique_id", "date").agg([expr.any().cast(pl.Float64).alias(name) for name, expr in flags.items()])
+    daily = matched.group_by("unique_id", "date").agg(
+        [expr.any().cast(pl.Float64).alias(name) for name, expr in flags.items()]
+    )
     eve = daily.select("unique_id", pl.col("date") - pl.duration(days=1), event_eve=pl.col("event"))
-    return grid.join(daily, on=["unique_id", "date"], how="left").join(eve, on=["unique_id", "date"], how="left").with_columns(
-        [pl.col(n).fill_null(0.0) for n in [*flags, "event_eve"]]
+    return (
+        grid.join(daily, on=["unique_id", "date"], how="left")
+        .join(eve, on=["unique_id", "date"], how="left")
+        .with_columns([pl.col(n).fill_null(0.0) for n in [*flags, "event_eve"]])
     )
 
 
@@ -254,8 +293,16 @@ def with_age(frame: pl.DataFrame, first: pl.DataFrame, periods: Periods) -> pl.D
     """`age`: periods since the series' first sale; null before it, or when that sale came after the
     row's `as_of` (not yet launched, as far as anyone knew)."""
     age = (pl.col("ds") - pl.col("first_sale")).dt.total_days() // periods.cadence.days
-    known = (age >= 0) & (pl.col("as_of").is_null() | (pl.col("first_sale") <= pl.col("as_of"))) if "as_of" in frame.columns else age >= 0
-    return frame.join(first, on="unique_id", how="left").with_columns(age=pl.when(known).then(age).cast(pl.Float64)).drop("first_sale")
+    known = (
+        (age >= 0) & (pl.col("as_of").is_null() | (pl.col("first_sale") <= pl.col("as_of")))
+        if "as_of" in frame.columns
+        else age >= 0
+    )
+    return (
+        frame.join(first, on="unique_id", how="left")
+        .with_columns(age=pl.when(known).then(age).cast(pl.Float64))
+        .drop("first_sale")
+    )
 
 
 def to_pandas(df: pl.DataFrame):

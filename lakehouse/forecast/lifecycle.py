@@ -30,25 +30,46 @@ def log_models(registry: Registry, fitted: FittedModels, settings: ForecastSetti
     with registry.run(settings.experiment, run_name, tags={"case": "forecast", "as_of": str(fitted.as_of)}) as run:
         mlflow.log_params(
             {
-                "as_of": str(fitted.as_of), "frequency": fitted.periods.alias, "horizon": settings.horizon, "planning_horizon": settings.planning_horizon,
-                "routing": ", ".join(f"{s}: {m}" for s, m in fitted.routing.items()), "selection": settings.models.selection,
-                "lags": str(fitted.periods.cadence.lags), "stat_window_periods": settings.stat_window_periods, "engine": settings.models.engine,
-                "dynamic_features": ", ".join(fitted.dynamic)[:500], **{f"lgbm_{k}": v for k, v in settings.models.lightgbm.items()},
+                "as_of": str(fitted.as_of),
+                "frequency": fitted.periods.alias,
+                "horizon": settings.horizon,
+                "planning_horizon": settings.planning_horizon,
+                "routing": ", ".join(f"{s}: {m}" for s, m in fitted.routing.items()),
+                "selection": settings.models.selection,
+                "lags": str(fitted.periods.cadence.lags),
+                "stat_window_periods": settings.stat_window_periods,
+                "engine": settings.models.engine,
+                "dynamic_features": ", ".join(fitted.dynamic)[:500],
+                **{f"lgbm_{k}": v for k, v in settings.models.lightgbm.items()},
             }
         )
-        mlflow.log_metrics({f"series_{s}": float(n) for s, n in counts.iter_rows()} | {"train_rows": float(fitted.train_rows)})
+        mlflow.log_metrics(
+            {f"series_{s}": float(n) for s, n in counts.iter_rows()} | {"train_rows": float(fitted.train_rows)}
+        )
         if fitted.selection is not None and not fitted.selection.is_empty():
-            mlflow.log_metrics({f"validation_wape_{r['segment']}_{r['model']}".replace("+", "_"): r["wape"] for r in fitted.selection.iter_rows(named=True)})
+            mlflow.log_metrics(
+                {
+                    f"validation_wape_{r['segment']}_{r['model']}".replace("+", "_"): r["wape"]
+                    for r in fitted.selection.iter_rows(named=True)
+                }
+            )
         with tempfile.TemporaryDirectory() as tmp:
             fitted.save(Path(tmp) / ARTIFACTS)
             mlflow.log_artifacts(str(Path(tmp) / ARTIFACTS), ARTIFACTS)
-        info = mlflow.lightgbm.log_model(fitted.lightgbm.models_[LIGHTGBM], name="model", registered_model_name=settings.model_name, pip_requirements=["lightgbm"])
+        info = mlflow.lightgbm.log_model(
+            fitted.lightgbm.models_[LIGHTGBM],
+            name="model",
+            registered_model_name=settings.model_name,
+            pip_requirements=["lightgbm"],
+        )
     version = str(info.registered_model_version)
     registry.set_alias(settings.model_name, CHALLENGER, version)
     return version, run.info.run_id
 
 
-def load_models(registry: Registry, settings: ForecastSettings, alias: str = CHAMPION, stores: list[str] | None = None) -> tuple[FittedModels, str] | None:
+def load_models(
+    registry: Registry, settings: ForecastSettings, alias: str = CHAMPION, stores: list[str] | None = None
+) -> tuple[FittedModels, str] | None:
     """The fitted state behind `models:/<name>@<alias>` (only the given stores' statistical models), or None."""
     version = registry.alias_version(settings.model_name, alias)
     if version is None:

@@ -29,7 +29,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lakehouse.forecast.features import CaseData, Periods, exogenous, first_sales, history, series_attributes, series_id, to_pandas, with_age
+from lakehouse.forecast.features import (
+    CaseData,
+    Periods,
+    exogenous,
+    first_sales,
+    history,
+    series_attributes,
+    series_id,
+    to_pandas,
+    with_age,
+)
 from lakehouse.forecast.segmentation import segment_series
 from lakehouse.forecast.settings import LIGHTGBM, SEASONAL_NAIVE, SEED_MODELS, SEGMENTS, ForecastSettings
 
@@ -73,7 +83,11 @@ class FittedModels:
     def load(cls, folder: Path, stores: list[str] | None = None) -> FittedModels:
         core = pickle.loads((folder / "core.pkl").read_bytes())
         names = stores if stores is not None else [p.stem for p in (folder / "stat").glob("*.pkl")]
-        stat = {s: pickle.loads((folder / "stat" / f"{s}.pkl").read_bytes()) for s in names if (folder / "stat" / f"{s}.pkl").exists()}
+        stat = {
+            s: pickle.loads((folder / "stat" / f"{s}.pkl").read_bytes())
+            for s in names
+            if (folder / "stat" / f"{s}.pkl").exists()
+        }
         selection = pl.read_parquet(folder / "selection.parquet") if (folder / "selection.parquet").exists() else None
         return cls(stat=stat, segments=pl.read_parquet(folder / "segments.parquet"), selection=selection, **core)
 
@@ -102,7 +116,9 @@ def fit_models(
     hist = history(known)
     needed = {m for s in SEGMENTS for m in (CANDIDATES[s] if candidates else (routing[s],))}
     stat_ids = {
-        name: segments.filter(pl.col("segment").is_in([s for s in SEGMENTS if name in (CANDIDATES[s] if candidates else (routing[s],))]))
+        name: segments.filter(
+            pl.col("segment").is_in([s for s in SEGMENTS if name in (CANDIDATES[s] if candidates else (routing[s],))])
+        )
         for name in STAT_MODELS
         if name in needed
     }
@@ -116,14 +132,18 @@ def fit_models(
     return FittedModels(as_of, periods, segments, routing, stat, lightgbm, codes, dynamic, frame.height)
 
 
-def fit_stat_models(hist: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame], settings: ForecastSettings, periods: Periods) -> dict[str, dict[str, object]]:
+def fit_stat_models(
+    hist: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame], settings: ForecastSettings, periods: Periods
+) -> dict[str, dict[str, object]]:
     """store_id -> unique_id -> fitted model, each model on its series' bounded window (series with
     fewer than two seasons of history are left to the global model)."""
     window = settings.stat_window_periods
     season = periods.cadence.season
     frames = []
     for name, ids in ids_by_model.items():
-        part = hist.join(ids.select("unique_id"), on="unique_id").group_by("unique_id", maintain_order=True).tail(window)
+        part = (
+            hist.join(ids.select("unique_id"), on="unique_id").group_by("unique_id", maintain_order=True).tail(window)
+        )
         long_enough = part.group_by("unique_id").len().filter(pl.col("len") >= 2 * season)
         frames.append(part.join(long_enough.select("unique_id"), on="unique_id").with_columns(model=pl.lit(name)))
     windows = pl.concat(frames) if frames else pl.DataFrame()
@@ -152,12 +172,19 @@ def static_columns(settings: ForecastSettings) -> list[str]:
 
 def static_codes(attributes: pl.DataFrame, settings: ForecastSettings) -> dict[str, dict[str, int]]:
     """Integer codes of the categorical attributes, from the values the data holds."""
-    return {c: {v: i for i, v in enumerate(sorted(attributes[c].drop_nulls().unique().to_list()))} for c in static_columns(settings) if c in attributes.columns}
+    return {
+        c: {v: i for i, v in enumerate(sorted(attributes[c].drop_nulls().unique().to_list()))}
+        for c in static_columns(settings)
+        if c in attributes.columns
+    }
 
 
 def statics(attributes: pl.DataFrame, codes: dict[str, dict[str, int]]) -> pl.DataFrame:
     """unique_id and the static features: codes (-1 for a value unknown at fit time), perishable, unit price."""
-    columns = [pl.col(c).replace_strict(mapping, default=-1, return_dtype=pl.Int32).alias(f"{c}_code") for c, mapping in codes.items()]
+    columns = [
+        pl.col(c).replace_strict(mapping, default=-1, return_dtype=pl.Int32).alias(f"{c}_code")
+        for c, mapping in codes.items()
+    ]
     if "perishable" in attributes.columns:
         columns.append(pl.col("perishable").cast(pl.Int32))
     if "unit_price" in attributes.columns:
@@ -169,10 +196,19 @@ def static_names(codes: dict[str, dict[str, int]], attributes_columns) -> list[s
     return [f"{c}_code" for c in codes] + [c for c in ("perishable", "unit_price") if c in attributes_columns]
 
 
-def training_frame(known: CaseData, hist: pl.DataFrame, attributes: pl.DataFrame, codes: dict, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+def training_frame(
+    known: CaseData,
+    hist: pl.DataFrame,
+    attributes: pl.DataFrame,
+    codes: dict,
+    settings: ForecastSettings,
+    periods: Periods,
+) -> pl.DataFrame:
     """The global model's rows: target, statics, and dynamic features as known the day before each period."""
     if settings.models.global_history:
-        hist = hist.filter(pl.col("ds") > known.last_day - timedelta(days=settings.days(settings.models.global_history)))
+        hist = hist.filter(
+            pl.col("ds") > known.last_day - timedelta(days=settings.days(settings.models.global_history))
+        )
     ids = hist["unique_id"].unique().sort()
     if ids.len() > settings.models.global_max_series:
         ids = ids.sample(settings.models.global_max_series, seed=7)
@@ -206,7 +242,9 @@ def fit_lightgbm(frame: pl.DataFrame, codes: dict, settings: ForecastSettings, p
     keep = max(periods.cadence.lags) + max(periods.cadence.rolling_windows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # series too short for the lags are left out, as they should be
-        model.fit(to_pandas(frame.select("unique_id", "ds", "y", *static, *dynamic)), static_features=static, keep_last_n=keep)
+        model.fit(
+            to_pandas(frame.select("unique_id", "ds", "y", *static, *dynamic)), static_features=static, keep_last_n=keep
+        )
     return model, dynamic
 
 
@@ -215,7 +253,11 @@ def fit_lightgbm(frame: pl.DataFrame, codes: dict, settings: ForecastSettings, p
 
 def active_series(data: CaseData, origin: date) -> pl.DataFrame:
     """store_id, sku_id of the series with a sales row in the 28 days up to the origin."""
-    return data.sales.filter(pl.col("date").is_between(origin - ACTIVE_WITHIN + timedelta(days=1), origin)).select("store_id", "sku_id").unique()
+    return (
+        data.sales.filter(pl.col("date").is_between(origin - ACTIVE_WITHIN + timedelta(days=1), origin))
+        .select("store_id", "sku_id")
+        .unique()
+    )
 
 
 def lookback(models: FittedModels, settings: ForecastSettings) -> int:
@@ -240,39 +282,86 @@ def forecast_candidates(
     candidate of its segment and the seasonal naive as columns (backtests)."""
     periods = models.periods
     origins = [origins] if isinstance(origins, date) else list(origins)
-    keys = pl.concat([(active_series(data, o) if ids is None else ids.select("store_id", "sku_id")).with_columns(origin=pl.lit(o)) for o in origins])
+    keys = pl.concat(
+        [
+            (active_series(data, o) if ids is None else ids.select("store_id", "sku_id")).with_columns(origin=pl.lit(o))
+            for o in origins
+        ]
+    )
     if keys.is_empty():
         return _empty(which)
-    keys = keys.with_columns(series_id(), key=pl.concat_str([pl.col("store_id"), pl.lit("/"), pl.col("sku_id"), pl.lit("@"), pl.col("origin").cast(pl.String)]))
+    keys = keys.with_columns(
+        series_id(),
+        key=pl.concat_str(
+            [pl.col("store_id"), pl.lit("/"), pl.col("sku_id"), pl.lit("@"), pl.col("origin").cast(pl.String)]
+        ),
+    )
     keys = keys.join(models.segments.select("unique_id", "segment"), on="unique_id", how="left").with_columns(
-        pl.col("segment").fill_null("new"), model=pl.col("segment").fill_null("new").replace_strict(models.routing, return_dtype=pl.String)
+        pl.col("segment").fill_null("new"),
+        model=pl.col("segment").fill_null("new").replace_strict(models.routing, return_dtype=pl.String),
     )
     hist = history(data.for_series(keys))
     first = lookback(models, settings)
-    recent = keys.select("key", "unique_id", "origin").join(hist.select("unique_id", "ds", "y"), on="unique_id").filter(
-        (pl.col("ds") <= pl.col("origin")) & (pl.col("ds") > pl.col("origin") - pl.duration(days=first * periods.cadence.days))
-    ).sort("key", "ds")
+    recent = (
+        keys.select("key", "unique_id", "origin")
+        .join(hist.select("unique_id", "ds", "y"), on="unique_id")
+        .filter(
+            (pl.col("ds") <= pl.col("origin"))
+            & (pl.col("ds") > pl.col("origin") - pl.duration(days=first * periods.cadence.days))
+        )
+        .sort("key", "ds")
+    )
     steps = pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32})
-    grid = keys.join(steps, how="cross").with_columns(ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days))
+    grid = keys.join(steps, how="cross").with_columns(
+        ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days)
+    )
     wanted = {m: set() for m in MODELS}
     for segment, model, key in keys.select("segment", "model", "key").iter_rows():
-        for name in (CANDIDATES[segment] if which == "all" else (model,)):
+        for name in CANDIDATES[segment] if which == "all" else (model,):
             wanted[name].add(key)
     stat = _stat_forecasts(models, recent, {n: wanted[n] for n in STAT_MODELS}, horizon)
     # A series routed to a statistical model without fitted state (too short, or new since the fit)
     # takes the new-product path.
     got = set(stat.select("key", "model").unique().iter_rows())
-    fallback = {key for key, model in keys.select("key", "model").iter_rows() if model in STAT_MODELS and (key, model) not in got}
+    fallback = {
+        key
+        for key, model in keys.select("key", "model").iter_rows()
+        if model in STAT_MODELS and (key, model) not in got
+    }
     wanted[FAMILY] |= fallback
-    lgbm = _lightgbm_forecasts(models, data, keys.filter(pl.col("key").is_in(list(wanted[LIGHTGBM] | wanted[FAMILY]))), recent, hist, horizon, settings)
-    family = _family_forecasts(models, data.products, keys.filter(pl.col("key").is_in(list(wanted[FAMILY]))), recent, hist, lgbm, horizon, settings)
-    long = pl.concat([stat, lgbm.filter(pl.col("key").is_in(list(wanted[LIGHTGBM]))).with_columns(model=pl.lit(LIGHTGBM)), family], how="vertical_relaxed")
+    lgbm = _lightgbm_forecasts(
+        models,
+        data,
+        keys.filter(pl.col("key").is_in(list(wanted[LIGHTGBM] | wanted[FAMILY]))),
+        recent,
+        hist,
+        horizon,
+        settings,
+    )
+    family = _family_forecasts(
+        models,
+        data.products,
+        keys.filter(pl.col("key").is_in(list(wanted[FAMILY]))),
+        recent,
+        hist,
+        lgbm,
+        horizon,
+        settings,
+    )
+    long = pl.concat(
+        [stat, lgbm.filter(pl.col("key").is_in(list(wanted[LIGHTGBM]))).with_columns(model=pl.lit(LIGHTGBM)), family],
+        how="vertical_relaxed",
+    )
     wide = grid.join(long.pivot(on="model", index=["key", "step"], values="yhat"), on=["key", "step"], how="left")
     for name in MODELS:
         if name not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.Float64).alias(name))
-    wide = wide.with_columns(model=pl.when(pl.col("key").is_in(list(fallback))).then(pl.lit(FAMILY)).otherwise(pl.col("model")))
-    wide = wide.with_columns(yhat=pl.coalesce(*[pl.when(pl.col("model") == m).then(pl.col(m)) for m in MODELS])).with_columns([pl.col(m).clip(0.0) for m in (*MODELS, "yhat")])
+    wide = wide.with_columns(
+        model=pl.when(pl.col("key").is_in(list(fallback))).then(pl.lit(FAMILY)).otherwise(pl.col("model"))
+    )
+    wide = wide.with_columns(
+        yhat=pl.coalesce(*[pl.when(pl.col("model") == m).then(pl.col(m)) for m in MODELS])
+    ).with_columns([pl.col(m).clip(0.0) for m in (*MODELS, "yhat")])
     if which == "all":
         wide = wide.join(seasonal_naive(recent, horizon, periods), on=["key", "step"], how="left")
     else:
@@ -286,11 +375,22 @@ def _columns(which: str) -> list[str]:
 
 
 def _empty(which: str) -> pl.DataFrame:
-    types = {"unique_id": pl.String, "store_id": pl.String, "sku_id": pl.String, "segment": pl.String, "origin": pl.Date, "ds": pl.Date, "step": pl.Int32, "model": pl.String}
+    types = {
+        "unique_id": pl.String,
+        "store_id": pl.String,
+        "sku_id": pl.String,
+        "segment": pl.String,
+        "origin": pl.Date,
+        "ds": pl.Date,
+        "step": pl.Int32,
+        "model": pl.String,
+    }
     return pl.DataFrame(schema={c: types.get(c, pl.Float64) for c in _columns(which)})
 
 
-def _stat_forecasts(models: FittedModels, recent: pl.DataFrame, wanted: dict[str, set[str]], horizon: int) -> pl.DataFrame:
+def _stat_forecasts(
+    models: FittedModels, recent: pl.DataFrame, wanted: dict[str, set[str]], horizon: int
+) -> pl.DataFrame:
     """Each fitted statistical model filters the series' latest window at each origin: no refit."""
     schema = {"key": pl.String, "step": pl.Int32, "yhat": pl.Float64, "model": pl.String}
     todo = {key: name for name, keys in wanted.items() for key in keys}
@@ -305,48 +405,84 @@ def _stat_forecasts(models: FittedModels, recent: pl.DataFrame, wanted: dict[str
             # A fit that failed for a series left the seasonal naive in its place, under the same alias.
             if model is None or getattr(model, "alias", None) != todo[key]:
                 continue
-            values.append(np.asarray(model.forward(y=part["y"].to_numpy().astype(np.float64), h=horizon)["mean"], dtype=float))
+            values.append(
+                np.asarray(model.forward(y=part["y"].to_numpy().astype(np.float64), h=horizon)["mean"], dtype=float)
+            )
             rows_key.append(key)
             rows_model.append(todo[key])
     if not values:
         return pl.DataFrame(schema=schema)
     return pl.DataFrame(
-        {"key": np.repeat(rows_key, horizon), "step": np.tile(np.arange(1, horizon + 1), len(rows_key)), "yhat": np.concatenate(values), "model": np.repeat(rows_model, horizon)},
+        {
+            "key": np.repeat(rows_key, horizon),
+            "step": np.tile(np.arange(1, horizon + 1), len(rows_key)),
+            "yhat": np.concatenate(values),
+            "model": np.repeat(rows_model, horizon),
+        },
         schema=schema,
     )
 
 
-def _lightgbm_forecasts(models: FittedModels, data: CaseData, keys: pl.DataFrame, recent: pl.DataFrame, hist: pl.DataFrame, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
+def _lightgbm_forecasts(
+    models: FittedModels,
+    data: CaseData,
+    keys: pl.DataFrame,
+    recent: pl.DataFrame,
+    hist: pl.DataFrame,
+    horizon: int,
+    settings: ForecastSettings,
+) -> pl.DataFrame:
     """LightGBM from the latest lags at each origin, recursively over the horizon; the future's features
     as known at the origin (history rows need no features: only their target makes the lags)."""
     empty = pl.DataFrame(schema={"key": pl.String, "step": pl.Int32, "yhat": pl.Float64})
     periods = models.periods
     mine = recent.join(keys.select("key"), on="key")
-    enough = mine.group_by("key").len().filter(pl.col("len") >= min(periods.cadence.lags)).select("key")  # longer lags of a young series are unknown (NaN)
+    enough = (
+        mine.group_by("key").len().filter(pl.col("len") >= min(periods.cadence.lags)).select("key")
+    )  # longer lags of a young series are unknown (NaN)
     keys, mine = keys.join(enough, on="key"), mine.join(enough, on="key")
     if keys.is_empty():
         return empty
     attributes = series_attributes(data, settings, keys.select("store_id", "sku_id").unique())
     static = statics(attributes, models.codes)
     static_cols = [c for c in static.columns if c != "unique_id"]
-    future = keys.select("key", "unique_id", "origin").join(pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross").with_columns(
-        ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days), as_of=pl.col("origin")
+    future = (
+        keys.select("key", "unique_id", "origin")
+        .join(pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross")
+        .with_columns(
+            ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days), as_of=pl.col("origin")
+        )
     )
     future = with_age(exogenous(data, attributes, future, settings, periods), first_sales(hist), periods)
     for column in models.dynamic:  # a feature absent tonight (no promotion anywhere, say) is unknown
         if column not in future.columns:
             future = future.with_columns(pl.lit(None, pl.Float64).alias(column))
-    new_df = mine.select(pl.col("key").alias("unique_id"), "ds", "y", pl.col("unique_id").alias("series")).join(static.rename({"unique_id": "series"}), on="series", how="left")
-    new_df = new_df.with_columns([pl.lit(None, pl.Float64).alias(c) for c in models.dynamic]).select("unique_id", "ds", "y", *static_cols, *models.dynamic)
+    new_df = mine.select(pl.col("key").alias("unique_id"), "ds", "y", pl.col("unique_id").alias("series")).join(
+        static.rename({"unique_id": "series"}), on="series", how="left"
+    )
+    new_df = new_df.with_columns([pl.lit(None, pl.Float64).alias(c) for c in models.dynamic]).select(
+        "unique_id", "ds", "y", *static_cols, *models.dynamic
+    )
     x_df = future.select(pl.col("key").alias("unique_id"), "ds", *models.dynamic)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pred = models.lightgbm.predict(horizon, new_df=to_pandas(new_df), X_df=to_pandas(x_df))
-    pred = pl.from_pandas(pred).select(pl.col("unique_id").alias("key"), pl.col("ds").cast(pl.Date), pl.col(LIGHTGBM).cast(pl.Float64).alias("yhat"))
+    pred = pl.from_pandas(pred).select(
+        pl.col("unique_id").alias("key"), pl.col("ds").cast(pl.Date), pl.col(LIGHTGBM).cast(pl.Float64).alias("yhat")
+    )
     return pred.join(future.select("key", "ds", "step"), on=["key", "ds"]).select("key", "step", "yhat")
 
 
-def _family_forecasts(models: FittedModels, products: pl.DataFrame, keys: pl.DataFrame, recent: pl.DataFrame, hist: pl.DataFrame, lgbm: pl.DataFrame, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
+def _family_forecasts(
+    models: FittedModels,
+    products: pl.DataFrame,
+    keys: pl.DataFrame,
+    recent: pl.DataFrame,
+    hist: pl.DataFrame,
+    lgbm: pl.DataFrame,
+    horizon: int,
+    settings: ForecastSettings,
+) -> pl.DataFrame:
     """New products: the mean of established series of the same reference group in the same store at the
     origin, weighing 1 at the first sale and fading to 0 after `family_fade`, blended with LightGBM
     (the group mean alone while LightGBM has too little history; the product's own recent mean when
@@ -359,20 +495,40 @@ def _family_forecasts(models: FittedModels, products: pl.DataFrame, keys: pl.Dat
     groups = products.select("sku_id", *([group] if group else []))
     span = settings.days(settings.models.family_mean_window)
     established = models.segments.filter(pl.col("segment") != "new").select("unique_id", "store_id", "sku_id")
-    window = recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span)).join(established, on="unique_id").join(groups, on="sku_id", how="left")
+    window = (
+        recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span))
+        .join(established, on="unique_id")
+        .join(groups, on="sku_id", how="left")
+    )
     by = ["origin", "store_id"] + ([group] if group else [])
     means = window.group_by(by).agg(group_mean=pl.col("y").mean())
-    own_mean = recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span)).group_by("key").agg(own_mean=pl.col("y").mean())
+    own_mean = (
+        recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span))
+        .group_by("key")
+        .agg(own_mean=pl.col("y").mean())
+    )
     fade = max(settings.days(settings.models.family_fade) // cadence.days, 1)
     first = first_sales(hist)
-    target = keys.select("key", "unique_id", "store_id", "sku_id", "origin").join(groups, on="sku_id", how="left").join(means, on=by, how="left")
+    target = (
+        keys.select("key", "unique_id", "store_id", "sku_id", "origin")
+        .join(groups, on="sku_id", how="left")
+        .join(means, on=by, how="left")
+    )
     target = target.join(own_mean, on="key", how="left").join(first, on="unique_id", how="left")
-    target = target.with_columns(own=pl.when(pl.col("first_sale") <= pl.col("origin")).then((pl.col("origin") - pl.col("first_sale")).dt.total_days() // cadence.days).otherwise(0))
-    frame = target.join(pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross").join(lgbm, on=["key", "step"], how="left")
+    target = target.with_columns(
+        own=pl.when(pl.col("first_sale") <= pl.col("origin"))
+        .then((pl.col("origin") - pl.col("first_sale")).dt.total_days() // cadence.days)
+        .otherwise(0)
+    )
+    frame = target.join(
+        pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross"
+    ).join(lgbm, on=["key", "step"], how="left")
     weight = (1 - pl.col("own") / fade).clip(0.0, 1.0)
     yhat = (
-        pl.when(pl.col("yhat").is_null()).then(pl.col("group_mean"))
-        .when(pl.col("group_mean").is_null()).then(pl.col("yhat"))
+        pl.when(pl.col("yhat").is_null())
+        .then(pl.col("group_mean"))
+        .when(pl.col("group_mean").is_null())
+        .then(pl.col("yhat"))
         .otherwise(weight * pl.col("group_mean") + (1 - weight) * pl.col("yhat"))
     )
     return frame.select("key", "step", pl.coalesce(yhat, "own_mean", pl.lit(0.0)).alias("yhat"), model=pl.lit(FAMILY))
@@ -383,7 +539,14 @@ def seasonal_naive(recent: pl.DataFrame, horizon: int, periods: Periods) -> pl.D
     week last year)."""
     season = periods.cadence.season
     steps = pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32})
-    source = recent.select("key", "origin").unique().join(steps, how="cross").with_columns(
-        ds=pl.col("origin") + pl.duration(days=((pl.col("step") - 1) % season + 1 - season) * periods.cadence.days)
+    source = (
+        recent.select("key", "origin")
+        .unique()
+        .join(steps, how="cross")
+        .with_columns(
+            ds=pl.col("origin") + pl.duration(days=((pl.col("step") - 1) % season + 1 - season) * periods.cadence.days)
+        )
     )
-    return source.join(recent.select("key", "ds", pl.col("y").alias(SEASONAL_NAIVE)), on=["key", "ds"], how="left").select("key", "step", SEASONAL_NAIVE)
+    return source.join(
+        recent.select("key", "ds", pl.col("y").alias(SEASONAL_NAIVE)), on=["key", "ds"], how="left"
+    ).select("key", "step", SEASONAL_NAIVE)

@@ -70,7 +70,13 @@ def load_master_tables(source: CaseSource, settings: ForecastSettings, today: da
     source.check_no_misnamed_files([*MASTER_TABLES, SALES])
     tables, labels, ignored = {}, {}, {}
     for name in MASTER_TABLES:
-        loaded = load_table(source, schema(name, settings), today=today, optional=optional_columns(name, settings), required=name not in OPTIONAL_TABLES)
+        loaded = load_table(
+            source,
+            schema(name, settings),
+            today=today,
+            optional=optional_columns(name, settings),
+            required=name not in OPTIONAL_TABLES,
+        )
         tables[name] = None if loaded is None else complete(loaded.frame, name, settings)
         labels[name] = loaded.label if loaded is not None else name
         ignored[name] = loaded.ignored if loaded is not None else []
@@ -78,9 +84,16 @@ def load_master_tables(source: CaseSource, settings: ForecastSettings, today: da
     return MasterTables(tables, str(source.folder), ignored)
 
 
-def validate_master_tables(frames: dict[str, pl.DataFrame], settings: ForecastSettings, today: date, label: str) -> MasterTables:
+def validate_master_tables(
+    frames: dict[str, pl.DataFrame], settings: ForecastSettings, today: date, label: str
+) -> MasterTables:
     """The same rules for tables that come as frames (the demo's generator)."""
-    tables = {name: validate_frame(complete(frames[name], name, settings), schema(name, settings), source=label, today=today) if name in frames else None for name in MASTER_TABLES}
+    tables = {
+        name: validate_frame(complete(frames[name], name, settings), schema(name, settings), source=label, today=today)
+        if name in frames
+        else None
+        for name in MASTER_TABLES
+    }
     check_master_tables(tables, dict.fromkeys(MASTER_TABLES, label), settings)
     return MasterTables(tables, label)
 
@@ -92,7 +105,9 @@ def complete(frame: pl.DataFrame, name: str, settings: ForecastSettings) -> pl.D
     return frame.with_columns(missing).select(table.column_names)
 
 
-def check_master_tables(tables: dict[str, pl.DataFrame | None], labels: dict[str, str], settings: ForecastSettings) -> None:
+def check_master_tables(
+    tables: dict[str, pl.DataFrame | None], labels: dict[str, str], settings: ForecastSettings
+) -> None:
     """Scopes that name unknown stores, products or level members; ambiguous covariate values."""
     parents = {c: ("stores", tables["stores"]) for c in ("store_id", *settings.hierarchy.store_levels)}
     parents |= {c: ("products", tables["products"]) for c in ("sku_id", *settings.hierarchy.product_levels)}
@@ -102,13 +117,22 @@ def check_master_tables(tables: dict[str, pl.DataFrame | None], labels: dict[str
             continue
         for column in scope_columns(settings):
             parent_table, parent = parents[column]
-            validate_references(frame, column, parent, column, source=labels[name], table=name, parent_table=parent_table)
+            validate_references(
+                frame, column, parent, column, source=labels[name], table=name, parent_table=parent_table
+            )
     covariates = tables.get("covariates")
     if covariates is not None:
         key = ["name", "date", "known_from", *scope_columns(settings)]
         dupes = covariates.with_row_index("row").filter(pl.struct(key).is_duplicated())
         if dupes.height:
-            raise InputDataError(labels["covariates"], "covariates", "value", f"{dupes.height} rows give a covariate twice for the same day, scope and known_from: keep one", dupes, ["name", "date", "known_from"])
+            raise InputDataError(
+                labels["covariates"],
+                "covariates",
+                "value",
+                f"{dupes.height} rows give a covariate twice for the same day, scope and known_from: keep one",
+                dupes,
+                ["name", "date", "known_from"],
+            )
 
 
 def write_master_tables(lake: Lake, master: MasterTables, settings: ForecastSettings) -> dict[str, int]:
@@ -131,7 +155,10 @@ def read_master_tables(lake: Lake) -> dict[str, pl.DataFrame | None]:
     for name in ("stores", "products"):
         if tables[name] is None:
             raise FileNotFoundError(f"no {name} table in the lake: materialize the forecast master tables first")
-    return {name: None if frame is None or (name in OPTIONAL_TABLES and frame.is_empty()) else frame for name, frame in tables.items()}
+    return {
+        name: None if frame is None or (name in OPTIONAL_TABLES and frame.is_empty()) else frame
+        for name, frame in tables.items()
+    }
 
 
 # --------------------------------------------------------------------------- sales
@@ -143,7 +170,15 @@ def load_sales(source: CaseSource, settings: ForecastSettings, today: date) -> t
     return loaded.frame, loaded.label
 
 
-def prepare_sales(frame: pl.DataFrame, label: str, master: dict[str, pl.DataFrame | None], settings: ForecastSettings, selected: Sequence[str], rows_outside_selection: str = "refuse", replace_with_empty: bool = False) -> PartitionedLoad:
+def prepare_sales(
+    frame: pl.DataFrame,
+    label: str,
+    master: dict[str, pl.DataFrame | None],
+    settings: ForecastSettings,
+    selected: Sequence[str],
+    rows_outside_selection: str = "refuse",
+    replace_with_empty: bool = False,
+) -> PartitionedLoad:
     """`frame`: validated sales (`load_sales`, or the generator's through `validate_frame`). Apply the quirk
     choices, then refuse what cannot be stored: unknown stores or products, dates before
     the calendar, weekly rows on several weekdays; split the rows into the selected store partitions."""
@@ -151,15 +186,29 @@ def prepare_sales(frame: pl.DataFrame, label: str, master: dict[str, pl.DataFram
     start = settings.calendar.start
     early = frame.with_row_index("row").filter(pl.col("date") < start)
     if early.height:
-        raise InputDataError(label, SALES, "date", f"{early.height} row(s) dated before the calendar's start {start}: move it with {ForecastSettings.where('calendar.start')}", early)
+        raise InputDataError(
+            label,
+            SALES,
+            "date",
+            f"{early.height} row(s) dated before the calendar's start {start}: move it with {ForecastSettings.where('calendar.start')}",
+            early,
+        )
     if settings.frequency == "W":
         check_weekly(frame, label, settings)
     stores, products = master["stores"], master["products"]
     validate_references(frame, "store_id", stores, "store_id", source=label, table=SALES, parent_table="stores")
     validate_references(frame, "sku_id", products, "sku_id", source=label, table=SALES, parent_table="products")
     return split_partitions(
-        frame, pl.col("store_id"), selected=selected, allowed=stores["store_id"].to_list(), label=label, table=SALES, column="store_id",
-        calendar_hint="the stores table (every store there is a partition)", rows_outside_selection=rows_outside_selection, replace_with_empty=replace_with_empty,
+        frame,
+        pl.col("store_id"),
+        selected=selected,
+        allowed=stores["store_id"].to_list(),
+        label=label,
+        table=SALES,
+        column="store_id",
+        calendar_hint="the stores table (every store there is a partition)",
+        rows_outside_selection=rows_outside_selection,
+        replace_with_empty=replace_with_empty,
     )
 
 
@@ -168,10 +217,22 @@ def apply_quirks(frame: pl.DataFrame, label: str, settings: ForecastSettings) ->
     quirks = settings.quirks
     negative = frame.with_row_index("row").filter(pl.col("units") < 0)
     if negative.height and quirks.negative_units == "refuse":
-        raise InputDataError(label, SALES, "units", f"{negative.height} negative value(s) (returns?): set {ForecastSettings.where('quirks.negative_units')} to clip or keep them", negative)
+        raise InputDataError(
+            label,
+            SALES,
+            "units",
+            f"{negative.height} negative value(s) (returns?): set {ForecastSettings.where('quirks.negative_units')} to clip or keep them",
+            negative,
+        )
     fractional = frame.with_row_index("row").filter(pl.col("units") != pl.col("units").round())
     if fractional.height and quirks.fractional_units == "refuse":
-        raise InputDataError(label, SALES, "units", f"{fractional.height} fractional value(s): set {ForecastSettings.where('quirks.fractional_units')} to keep or round them", fractional)
+        raise InputDataError(
+            label,
+            SALES,
+            "units",
+            f"{fractional.height} fractional value(s): set {ForecastSettings.where('quirks.fractional_units')} to keep or round them",
+            fractional,
+        )
     units = pl.col("units")
     if quirks.negative_units == "clip":
         units = units.clip(lower_bound=0.0)
@@ -182,10 +243,20 @@ def apply_quirks(frame: pl.DataFrame, label: str, settings: ForecastSettings) ->
 
 def check_weekly(frame: pl.DataFrame, label: str, settings: ForecastSettings) -> None:
     days = frame.with_row_index("row").with_columns(weekday=pl.col("date").dt.weekday())
-    expected = (["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"].index(settings.week_day) + 1) if settings.week_day else int(days["weekday"].mode().sort()[0])
+    expected = (
+        (["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"].index(settings.week_day) + 1)
+        if settings.week_day
+        else int(days["weekday"].mode().sort()[0])
+    )
     other = days.filter(pl.col("weekday") != expected)
     if other.height:
-        raise InputDataError(label, SALES, "date", f"{other.height} weekly row(s) not on the weekday the other rows use ({expected}, 1 = Monday): one date per week, always the same weekday", other)
+        raise InputDataError(
+            label,
+            SALES,
+            "date",
+            f"{other.height} weekly row(s) not on the weekday the other rows use ({expected}, 1 = Monday): one date per week, always the same weekday",
+            other,
+        )
 
 
 def write_sales(lake: Lake, load: PartitionedLoad) -> int:
@@ -197,7 +268,9 @@ def read_case_data(lake: Lake, stores: Sequence[str] | None = None) -> CaseData:
     """The stored tables, with the sales of the given stores (all stored stores by default)."""
     master = read_master_tables(lake)
     sales = lake.read_partitions(CASE, SALES, STORE_KEY, list(stores) if stores is not None else None)
-    return CaseData(master["stores"], master["products"], sales, master["promotions"], master["events"], master["covariates"])
+    return CaseData(
+        master["stores"], master["products"], sales, master["promotions"], master["events"], master["covariates"]
+    )
 
 
 # --------------------------------------------------------------------------- weekly refit, backtest, gate
@@ -211,7 +284,14 @@ class Refit:
     selection: pl.DataFrame
 
 
-def refit(data: CaseData, settings: ForecastSettings, registry: Registry, run_name: str, as_of: date | None = None, log=lambda *_: None) -> Refit:
+def refit(
+    data: CaseData,
+    settings: ForecastSettings,
+    registry: Registry,
+    run_name: str,
+    as_of: date | None = None,
+    log=lambda *_: None,
+) -> Refit:
     """Choose each segment's model on the validation window, fit on everything known at `as_of` (default
     the last day of data), register the challenger."""
     periods = periods_of(settings, data.sales)
@@ -253,13 +333,18 @@ def backtest(data: CaseData, settings: ForecastSettings, registry: Registry, log
     champion, champion_version = (None, None) if current is None or current[1] == version else current
     periods = periods_of(settings, data.sales)
     window = windows(data, settings)["test"]
-    log(f"backtest of challenger v{version} on {window.start} .. {window.end}" + (f" against champion v{champion_version}" if champion else ""))
+    log(
+        f"backtest of challenger v{version} on {window.start} .. {window.end}"
+        + (f" against champion v{champion_version}" if champion else "")
+    )
     rows, info = rolling_forecasts(data, window, settings, periods, routing=fitted.routing, champion=champion, log=log)
     report = accuracy(rows, info.pop("train"), settings, periods)
     levels = level_accuracy(rows, data.stores, settings, periods, settings.eval_step)
     comparison, scope = gate_comparison(rows, champion.as_of if champion else None)
     info |= {"window": f"{window.start} .. {window.end}", "routing": fitted.routing}
-    return Backtest(rows, report, levels, comparison, scope, version, champion_version, champion.as_of if champion else None, info)
+    return Backtest(
+        rows, report, levels, comparison, scope, version, champion_version, champion.as_of if champion else None, info
+    )
 
 
 def gate(result: Backtest, settings: ForecastSettings) -> CheckOutcome:
@@ -267,12 +352,14 @@ def gate(result: Backtest, settings: ForecastSettings) -> CheckOutcome:
 
 
 def write_backtest(lake: Lake, result: Backtest) -> None:
-    lake.write_many({
-        (CASE, "backtest", None): result.report,
-        (CASE, "backtest_levels", None): result.levels,
-        (CASE, "backtest_forecasts", None): result.rows,
-        (CASE, "gate_comparison", None): result.comparison,
-    })
+    lake.write_many(
+        {
+            (CASE, "backtest", None): result.report,
+            (CASE, "backtest_levels", None): result.levels,
+            (CASE, "backtest_forecasts", None): result.rows,
+            (CASE, "gate_comparison", None): result.comparison,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- nightly
@@ -285,7 +372,9 @@ def champion_models(registry: Registry, settings: ForecastSettings, stores: Sequ
     return loaded
 
 
-def nightly_forecast(data: CaseData, models: FittedModels, origin: date, settings: ForecastSettings, horizon: int | None = None) -> tuple[pl.DataFrame, list[CheckOutcome]]:
+def nightly_forecast(
+    data: CaseData, models: FittedModels, origin: date, settings: ForecastSettings, horizon: int | None = None
+) -> tuple[pl.DataFrame, list[CheckOutcome]]:
     """Every active series of the stores in `data` over periods 1..horizon after `origin`, each by its
     segment's routed model from the fitted state; the volume checks of the worst store."""
     horizon = horizon or settings.horizon_periods
@@ -293,27 +382,49 @@ def nightly_forecast(data: CaseData, models: FittedModels, origin: date, setting
     return forecasts, store_checks(data, forecasts, origin, horizon, settings)
 
 
-def store_checks(data: CaseData, forecasts: pl.DataFrame, origin: date, horizon: int, settings: ForecastSettings) -> list[CheckOutcome]:
+def store_checks(
+    data: CaseData, forecasts: pl.DataFrame, origin: date, horizon: int, settings: ForecastSettings
+) -> list[CheckOutcome]:
     """forecast_volume (ERROR): at least `volume_min_share` of each store's active series forecast;
     no_missing_series (WARN): every active series has its whole horizon. The worst store is reported."""
     from lakehouse.forecast.models import active_series
 
     active = active_series(data.until(origin), origin).group_by("store_id").len().rename({"len": "active"})
-    got = forecasts.group_by("store_id", "sku_id").agg(steps=pl.len()).group_by("store_id").agg(series=pl.len(), complete=(pl.col("steps") == horizon).sum())
-    per = active.join(got, on="store_id", how="left").with_columns(pl.col("series", "complete").fill_null(0)).with_columns(
-        share=pl.col("series") / pl.col("active"), missing=pl.col("active") - pl.col("complete")
+    got = (
+        forecasts.group_by("store_id", "sku_id")
+        .agg(steps=pl.len())
+        .group_by("store_id")
+        .agg(series=pl.len(), complete=(pl.col("steps") == horizon).sum())
     )
-    worst_volume = per.sort("share").row(0, named=True) if per.height else {"store_id": None, "share": 1.0, "series": 0, "active": 0, "missing": 0}
+    per = (
+        active.join(got, on="store_id", how="left")
+        .with_columns(pl.col("series", "complete").fill_null(0))
+        .with_columns(share=pl.col("series") / pl.col("active"), missing=pl.col("active") - pl.col("complete"))
+    )
+    worst_volume = (
+        per.sort("share").row(0, named=True)
+        if per.height
+        else {"store_id": None, "share": 1.0, "series": 0, "active": 0, "missing": 0}
+    )
     worst_missing = per.sort("missing", descending=True).row(0, named=True) if per.height else worst_volume
     return [
         CheckOutcome(
-            "forecast_volume", worst_volume["share"] >= settings.volume_min_share, worst_volume["series"],
-            f">= {settings.volume_min_share:.0%} of {worst_volume['active']:,} active series", f"worst store {worst_volume['store_id']}: {worst_volume['series']:,} of {worst_volume['active']:,} series forecast",
-            "ERROR", {"stores": per.height, "store": worst_volume["store_id"]},
+            "forecast_volume",
+            worst_volume["share"] >= settings.volume_min_share,
+            worst_volume["series"],
+            f">= {settings.volume_min_share:.0%} of {worst_volume['active']:,} active series",
+            f"worst store {worst_volume['store_id']}: {worst_volume['series']:,} of {worst_volume['active']:,} series forecast",
+            "ERROR",
+            {"stores": per.height, "store": worst_volume["store_id"]},
         ),
         CheckOutcome(
-            "no_missing_series", worst_missing["missing"] == 0, worst_missing["missing"], "0 active series without a whole horizon",
-            f"worst store {worst_missing['store_id']}: {worst_missing['missing']} active series without {horizon} periods", "WARN", {"store": worst_missing["store_id"]},
+            "no_missing_series",
+            worst_missing["missing"] == 0,
+            worst_missing["missing"],
+            "0 active series without a whole horizon",
+            f"worst store {worst_missing['store_id']}: {worst_missing['missing']} active series without {horizon} periods",
+            "WARN",
+            {"store": worst_missing["store_id"]},
         ),
     ]
 
@@ -323,7 +434,9 @@ def write_store_forecasts(lake: Lake, forecasts: pl.DataFrame, origin: date) -> 
     for (store,), part in forecasts.group_by(["store_id"]):
         buffer = io.BytesIO()
         part.write_parquet(buffer)
-        lake.write_bytes(buffer.getvalue(), CASE, STORE_FORECASTS, f"{safe_value(store)}.parquet", (ORIGIN_KEY, origin.isoformat()))
+        lake.write_bytes(
+            buffer.getvalue(), CASE, STORE_FORECASTS, f"{safe_value(store)}.parquet", (ORIGIN_KEY, origin.isoformat())
+        )
 
 
 def read_store_forecasts(lake: Lake, origin: date | None = None) -> pl.DataFrame:
@@ -336,20 +449,30 @@ def read_store_forecasts(lake: Lake, origin: date | None = None) -> pl.DataFrame
 
 
 def all_store_forecasts(lake: Lake) -> pl.DataFrame:
-    return lake.read_partitions(CASE, STORE_FORECASTS, ORIGIN_KEY) if lake.partitions(CASE, STORE_FORECASTS, ORIGIN_KEY) else pl.DataFrame()
+    return (
+        lake.read_partitions(CASE, STORE_FORECASTS, ORIGIN_KEY)
+        if lake.partitions(CASE, STORE_FORECASTS, ORIGIN_KEY)
+        else pl.DataFrame()
+    )
 
 
 # --------------------------------------------------------------------------- reconciliation
 
 
-def reconcile_forecast(base: pl.DataFrame, data: CaseData, settings: ForecastSettings, method: str) -> tuple[pl.DataFrame, CheckOutcome]:
+def reconcile_forecast(
+    base: pl.DataFrame, data: CaseData, settings: ForecastSettings, method: str
+) -> tuple[pl.DataFrame, CheckOutcome]:
     """Bottom-up and top-down at every node of the tree; the check on `method` (the one the forecast is
     used with: bottom-up for operations, top-down for planning)."""
     periods = periods_of(settings, data.sales)
     labels = sorted(base["ds"].unique().to_list())
     known = data.until(base["origin"].max())
-    aggregate = aggregate_base_forecasts(aggregate_history(known.sales, data.stores, settings), labels, periods, settings)
-    table = reconcile(base.select("store_id", "sku_id", "ds", "yhat"), aggregate, data.stores, settings).with_columns(origin=pl.lit(base["origin"].max()))
+    aggregate = aggregate_base_forecasts(
+        aggregate_history(known.sales, data.stores, settings), labels, periods, settings
+    )
+    table = reconcile(base.select("store_id", "sku_id", "ds", "yhat"), aggregate, data.stores, settings).with_columns(
+        origin=pl.lit(base["origin"].max())
+    )
     return table, coherence_outcome(table, method, settings)
 
 
@@ -357,13 +480,19 @@ def coherence_outcome(table: pl.DataFrame, method: str, settings: ForecastSettin
     stats = coherence(table, method)
     tolerance = 1e-6
     return CheckOutcome(
-        "coherent_and_non_negative", stats["max_relative_gap"] <= tolerance and stats["negative_values"] == 0, stats["max_relative_gap"],
-        f"<= {tolerance} relative gap, 0 negatives", f"{method.replace('_', '-')}: {stats['parents_checked']:,} parents checked, largest gap {stats['max_relative_gap']:.1e}, {stats['negative_values']} negative",
-        "ERROR", {"parents_checked": stats["parents_checked"], "negative_values": stats["negative_values"]},
+        "coherent_and_non_negative",
+        stats["max_relative_gap"] <= tolerance and stats["negative_values"] == 0,
+        stats["max_relative_gap"],
+        f"<= {tolerance} relative gap, 0 negatives",
+        f"{method.replace('_', '-')}: {stats['parents_checked']:,} parents checked, largest gap {stats['max_relative_gap']:.1e}, {stats['negative_values']} negative",
+        "ERROR",
+        {"parents_checked": stats["parents_checked"], "negative_values": stats["negative_values"]},
     )
 
 
-def planning_forecast(data: CaseData, models: FittedModels, origin: date, settings: ForecastSettings) -> tuple[pl.DataFrame, CheckOutcome]:
+def planning_forecast(
+    data: CaseData, models: FittedModels, origin: date, settings: ForecastSettings
+) -> tuple[pl.DataFrame, CheckOutcome]:
     """The planning horizon from the same fitted state (recursive), reconciled top-down (and bottom-up)."""
     base = forecast_candidates(models, data, origin, settings.planning_periods, settings)
     return reconcile_forecast(base, data, settings, TOP_DOWN)
@@ -372,9 +501,33 @@ def planning_forecast(data: CaseData, models: FittedModels, origin: date, settin
 # --------------------------------------------------------------------------- monitoring and money
 
 
-def live_accuracy(forecasts: pl.DataFrame, sales: pl.DataFrame, backtest_report: pl.DataFrame | None, settings: ForecastSettings, margin: float | None = None) -> tuple[pl.DataFrame, CheckOutcome]:
+def live_accuracy(
+    forecasts: pl.DataFrame,
+    sales: pl.DataFrame,
+    backtest_report: pl.DataFrame | None,
+    settings: ForecastSettings,
+    margin: float | None = None,
+) -> tuple[pl.DataFrame, CheckOutcome]:
     label = settings.cadence.step_label(settings.eval_step)
-    table = matured_accuracy(forecasts, sales, settings.eval_step) if not forecasts.is_empty() else matured_accuracy(pl.DataFrame(schema={"store_id": pl.String, "sku_id": pl.String, "ds": pl.Date, "step": pl.Int32, "yhat": pl.Float64, "origin": pl.Date, "segment": pl.String}), sales, settings.eval_step)
+    table = (
+        matured_accuracy(forecasts, sales, settings.eval_step)
+        if not forecasts.is_empty()
+        else matured_accuracy(
+            pl.DataFrame(
+                schema={
+                    "store_id": pl.String,
+                    "sku_id": pl.String,
+                    "ds": pl.Date,
+                    "step": pl.Int32,
+                    "yhat": pl.Float64,
+                    "origin": pl.Date,
+                    "segment": pl.String,
+                }
+            ),
+            sales,
+            settings.eval_step,
+        )
+    )
     return table, drift_outcome(table, backtest_report, settings, label, margin)
 
 
@@ -406,12 +559,28 @@ def financial_report(rows: pl.DataFrame, products: pl.DataFrame, settings: Forec
     )
     money = pl.DataFrame(
         {
-            "item": ["annual revenue base", "overstock saving", "recovered margin", "annual savings", "investment", "ROI year 1 (x)"],
-            "ours": [impact["annual_revenue"], impact["overstock_saving"], impact["recovered_margin"], impact["annual_savings"], impact["investment"], impact["roi_year1"]],
+            "item": [
+                "annual revenue base",
+                "overstock saving",
+                "recovered margin",
+                "annual savings",
+                "investment",
+                "ROI year 1 (x)",
+            ],
+            "ours": [
+                impact["annual_revenue"],
+                impact["overstock_saving"],
+                impact["recovered_margin"],
+                impact["annual_savings"],
+                impact["investment"],
+                impact["roi_year1"],
+            ],
             "seed": [None, None, None, e.seed_annual_savings, e.investment, e.seed_roi],
         }
     )
-    return Impact(orders, money, {**impact, "model": ours, "baseline": baseline, "periods_ahead": ahead}, economics_note(settings))
+    return Impact(
+        orders, money, {**impact, "model": ours, "baseline": baseline, "periods_ahead": ahead}, economics_note(settings)
+    )
 
 
 def segment_counts(segments: pl.DataFrame) -> dict[str, int]:

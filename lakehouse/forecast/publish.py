@@ -37,7 +37,9 @@ def vectors(reconciled: pl.DataFrame, column: str = "bottom_up") -> pl.DataFrame
         bottom.with_columns(store_id=pl.col("parts").list.get(-2), sku_id=pl.col("parts").list.get(-1))
         .sort("store_id", "sku_id", "ds")
         .group_by("store_id", "sku_id", maintain_order=True)
-        .agg(pl.col("origin").first(), pl.col("ds").first().alias("first_day"), pl.col(column).round(3).alias("forecast"))
+        .agg(
+            pl.col("origin").first(), pl.col("ds").first().alias("first_day"), pl.col(column).round(3).alias("forecast")
+        )
     )
 
 
@@ -49,7 +51,16 @@ def publish(client, table: pl.DataFrame, run_id: str) -> dict:
     written = 0
     for chunk in table.iter_slices(BATCH):
         mapping = {
-            field(s, k): json.dumps({"store_id": s, "sku_id": k, "origin": str(o), "first_day": str(d), "run_id": run_id, "forecast": list(f)})
+            field(s, k): json.dumps(
+                {
+                    "store_id": s,
+                    "sku_id": k,
+                    "origin": str(o),
+                    "first_day": str(d),
+                    "run_id": run_id,
+                    "forecast": list(f),
+                }
+            )
             for s, k, o, d, f in chunk.select("store_id", "sku_id", "origin", "first_day", "forecast").iter_rows()
         }
         client.hset(key, mapping=mapping)
@@ -61,10 +72,19 @@ def publish(client, table: pl.DataFrame, run_id: str) -> dict:
         tx.execute()
     if previous is not None and previous.decode() != run_id:
         client.unlink(RUN_PREFIX + previous.decode())
-    return {"run_id": run_id, "written": written, "origin": origin, "previous_run": previous.decode() if previous else None}
+    return {
+        "run_id": run_id,
+        "written": written,
+        "origin": origin,
+        "previous_run": previous.decode() if previous else None,
+    }
 
 
 def current(client) -> dict:
     run, origin = client.mget(POINTER, ORIGIN)
     run_id = run.decode() if run else None
-    return {"run_id": run_id, "origin": origin.decode() if origin else None, "series": client.hlen(RUN_PREFIX + run_id) if run_id else 0}
+    return {
+        "run_id": run_id,
+        "origin": origin.decode() if origin else None,
+        "series": client.hlen(RUN_PREFIX + run_id) if run_id else 0,
+    }

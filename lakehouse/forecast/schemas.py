@@ -37,10 +37,28 @@ def _level(settings: ForecastSettings, name: str, description: str, nullable: bo
 def scope(settings: ForecastSettings) -> tuple[Column, ...]:
     h = settings.hierarchy
     return (
-        Column("store_id", pl.String, "Store it applies to; empty: every store (within the levels set).", nullable=True, identifier=True),
-        *(_level(settings, c, f"Stores level `{c}` it applies to; empty: every member.", nullable=True) for c in h.store_levels),
-        Column("sku_id", pl.String, "SKU it applies to; empty: every product (within the levels set).", nullable=True, identifier=True),
-        *(_level(settings, c, f"Products level `{c}` it applies to; empty: every member.", nullable=True) for c in h.product_levels),
+        Column(
+            "store_id",
+            pl.String,
+            "Store it applies to; empty: every store (within the levels set).",
+            nullable=True,
+            identifier=True,
+        ),
+        *(
+            _level(settings, c, f"Stores level `{c}` it applies to; empty: every member.", nullable=True)
+            for c in h.store_levels
+        ),
+        Column(
+            "sku_id",
+            pl.String,
+            "SKU it applies to; empty: every product (within the levels set).",
+            nullable=True,
+            identifier=True,
+        ),
+        *(
+            _level(settings, c, f"Products level `{c}` it applies to; empty: every member.", nullable=True)
+            for c in h.product_levels
+        ),
     )
 
 
@@ -51,12 +69,27 @@ def stores(settings: ForecastSettings) -> TableSchema:
         key=("store_id",),
         columns=(
             Column("store_id", pl.String, "Store id, also the Dagster partition key.", identifier=True),
-            *(_level(settings, c, f"Hierarchy level `{c}` (`hierarchy.store_levels`, from the top).") for c in settings.hierarchy.store_levels),
-            Column("store_type", pl.String, "Optional: a store segment used as a feature (e.g. clientele).", nullable=True, allowed=_allowed(settings, "store_type")),
+            *(
+                _level(settings, c, f"Hierarchy level `{c}` (`hierarchy.store_levels`, from the top).")
+                for c in settings.hierarchy.store_levels
+            ),
+            Column(
+                "store_type",
+                pl.String,
+                "Optional: a store segment used as a feature (e.g. clientele).",
+                nullable=True,
+                allowed=_allowed(settings, "store_type"),
+            ),
             Column("opening_date", pl.Date, "Optional: first day of trading.", nullable=True, not_in_future=True),
             Column("closing_date", pl.Date, "Optional: last day of trading.", nullable=True),
         ),
-        rules=(RowRule("closing_date is not before opening_date", pl.col("closing_date") >= pl.col("opening_date"), ("closing_date", "opening_date")),),
+        rules=(
+            RowRule(
+                "closing_date is not before opening_date",
+                pl.col("closing_date") >= pl.col("opening_date"),
+                ("closing_date", "opening_date"),
+            ),
+        ),
     )
 
 
@@ -67,10 +100,24 @@ def products(settings: ForecastSettings) -> TableSchema:
         key=("sku_id",),
         columns=(
             Column("sku_id", pl.String, "SKU id.", identifier=True),
-            *(_level(settings, c, f"Hierarchy level `{c}` (`hierarchy.product_levels`, from the top).") for c in settings.hierarchy.product_levels),
+            *(
+                _level(settings, c, f"Hierarchy level `{c}` (`hierarchy.product_levels`, from the top).")
+                for c in settings.hierarchy.product_levels
+            ),
             Column("launch_date", pl.Date, "Optional: first day the SKU could be sold.", nullable=True),
-            Column("perishable", pl.Boolean, "Optional: unsold units are wasted at the end of the period (order simulation).", nullable=True),
-            Column("unit_price", pl.Float64, "Optional: shelf price in the economics currency (order simulation, a feature).", nullable=True, min_value=0),
+            Column(
+                "perishable",
+                pl.Boolean,
+                "Optional: unsold units are wasted at the end of the period (order simulation).",
+                nullable=True,
+            ),
+            Column(
+                "unit_price",
+                pl.Float64,
+                "Optional: shelf price in the economics currency (order simulation, a feature).",
+                nullable=True,
+                min_value=0,
+            ),
         ),
     )
 
@@ -109,7 +156,13 @@ def promotions(settings: ForecastSettings) -> TableSchema:
             Column("discount", pl.Float64, "Price cut as a fraction.", min_value=0, max_value=1),
             Column("published_date", pl.Date, "When this version was announced.", not_in_future=True),
         ),
-        rules=(RowRule("end_date is not before start_date", pl.col("end_date") >= pl.col("start_date"), ("end_date", "start_date")),),
+        rules=(
+            RowRule(
+                "end_date is not before start_date",
+                pl.col("end_date") >= pl.col("start_date"),
+                ("end_date", "start_date"),
+            ),
+        ),
     )
 
 
@@ -121,7 +174,13 @@ def events(settings: ForecastSettings) -> TableSchema:
         columns=(
             Column("date", pl.Date, "Day of the event."),
             Column("name", pl.String, "Name."),
-            Column("kind", pl.String, "Optional: kind (holiday, sporting, ...): one feature per kind.", nullable=True, allowed=_allowed(settings, "kind")),
+            Column(
+                "kind",
+                pl.String,
+                "Optional: kind (holiday, sporting, ...): one feature per kind.",
+                nullable=True,
+                allowed=_allowed(settings, "kind"),
+            ),
             *scope(settings),
         ),
     )
@@ -140,13 +199,25 @@ def covariates(settings: ForecastSettings) -> TableSchema:
             Column("name", pl.String, "Covariate name (one feature per name).", identifier=True),
             Column("date", pl.Date, "Day the value is for."),
             Column("value", pl.Float64, "The value."),
-            Column("known_from", pl.Date, "Optional: when the value became known (a forecast's issue date, a plan's publication).", nullable=True),
+            Column(
+                "known_from",
+                pl.Date,
+                "Optional: when the value became known (a forecast's issue date, a plan's publication).",
+                nullable=True,
+            ),
             *scope(settings),
         ),
     )
 
 
-SCHEMAS = {"stores": stores, "products": products, "sales": sales, "promotions": promotions, "events": events, "covariates": covariates}
+SCHEMAS = {
+    "stores": stores,
+    "products": products,
+    "sales": sales,
+    "promotions": promotions,
+    "events": events,
+    "covariates": covariates,
+}
 
 
 def schema(name: str, settings: ForecastSettings) -> TableSchema:
@@ -156,7 +227,10 @@ def schema(name: str, settings: ForecastSettings) -> TableSchema:
 def optional_columns(name: str, settings: ForecastSettings) -> tuple[str, ...]:
     """Columns a file may lack (they are then null: features left out, scope unrestricted)."""
     table = schema(name, settings)
-    always = {"stores": ("store_id", *settings.hierarchy.store_levels), "products": ("sku_id", *settings.hierarchy.product_levels)}
+    always = {
+        "stores": ("store_id", *settings.hierarchy.store_levels),
+        "products": ("sku_id", *settings.hierarchy.product_levels),
+    }
     if name in always:
         return tuple(c.name for c in table.columns if c.name not in always[name])
     if name in ("promotions", "events", "covariates"):

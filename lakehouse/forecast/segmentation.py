@@ -40,10 +40,17 @@ def series_statistics(data: CaseData, as_of: date, settings: ForecastSettings, p
     year = hist.filter(pl.col("ds") > as_of - timedelta(days=365))
     if data.promotions is not None and not data.promotions.is_empty() and not year.is_empty():
         days = year.select("ds").unique().with_columns(periods.first_day(pl.col("ds")).alias("first"))
-        days = days.with_columns(date=pl.date_ranges("first", pl.col("first") + pl.duration(days=periods.cadence.days - 1))).explode("date")
+        days = days.with_columns(
+            date=pl.date_ranges("first", pl.col("first") + pl.duration(days=periods.cadence.days - 1))
+        ).explode("date")
         days = days.select("ds", "date", cutoff=pl.col("first") - pl.duration(days=1))
         known = match_scope(promotions_known(data.promotions, days), series_attributes(data, settings), settings)
-        on_promo = known.join(days.select("date", "ds"), on="date").select("unique_id", "ds").unique().with_columns(on_promo=pl.lit(True))
+        on_promo = (
+            known.join(days.select("date", "ds"), on="date")
+            .select("unique_id", "ds")
+            .unique()
+            .with_columns(on_promo=pl.lit(True))
+        )
         year = year.join(on_promo, on=["unique_id", "ds"], how="left").with_columns(pl.col("on_promo").fill_null(False))
     else:
         year = year.with_columns(on_promo=pl.lit(False))
@@ -51,8 +58,14 @@ def series_statistics(data: CaseData, as_of: date, settings: ForecastSettings, p
     if periods.cadence.days == 1:
         calendar.append(pl.col("ds").dt.weekday().alias("dow"))
     year = year.with_columns(calendar)
-    effects = [pl.col("y").mean().over("unique_id", key) - pl.col("y").mean().over("unique_id") for key in ("month", "dow") if key in year.columns]
-    regular = year.filter(~pl.col("on_promo")).with_columns(residual=pl.col("y") - pl.col("y").mean().over("unique_id") - pl.sum_horizontal(effects))
+    effects = [
+        pl.col("y").mean().over("unique_id", key) - pl.col("y").mean().over("unique_id")
+        for key in ("month", "dow")
+        if key in year.columns
+    ]
+    regular = year.filter(~pl.col("on_promo")).with_columns(
+        residual=pl.col("y") - pl.col("y").mean().over("unique_id") - pl.sum_horizontal(effects)
+    )
     strength = regular.group_by("unique_id").agg(
         seasonality_strength=(1 - pl.col("residual").var() / pl.col("y").var()).fill_nan(0.0).clip(0, 1),
         cv=(pl.col("y").std() / pl.col("y").mean()).fill_nan(0.0),
@@ -64,7 +77,11 @@ def series_statistics(data: CaseData, as_of: date, settings: ForecastSettings, p
     )
     first = hist.group_by("unique_id", "store_id", "sku_id").agg(first_sale=pl.col("ds").filter(pl.col("y") > 0).min())
     return (
-        first.with_columns(history_periods=((pl.lit(as_of) - pl.col("first_sale")).dt.total_days() // periods.cadence.days + 1).cast(pl.Int64))
+        first.with_columns(
+            history_periods=((pl.lit(as_of) - pl.col("first_sale")).dt.total_days() // periods.cadence.days + 1).cast(
+                pl.Int64
+            )
+        )
         .join(strength, on="unique_id", how="left")
         .join(promo, on="unique_id", how="left")
         .with_columns(

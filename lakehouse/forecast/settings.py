@@ -33,7 +33,9 @@ SEED_MODELS = {"stable": "AutoARIMA", "seasonal": "MSTL", "new": "FamilyMean+Lig
 def _duration_days(text: str) -> int:
     count, unit = parse_duration(text)
     if unit not in ("d", "w"):
-        raise ValueError(f"duration {text!r}: use days or weeks (e.g. 14d, 52w) so that it is a whole number of periods")
+        raise ValueError(
+            f"duration {text!r}: use days or weeks (e.g. 14d, 52w) so that it is a whole number of periods"
+        )
     return count * (7 if unit == "w" else 1)
 
 
@@ -79,8 +81,17 @@ class ModelSettings(Section):
     date_features: tuple[str, ...] | None = None  # D: dayofweek, month, day; W: month, dayofyear
     lightgbm: dict = Field(
         default_factory=lambda: {
-            "objective": "tweedie", "n_estimators": 300, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 50,
-            "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "random_state": 0, "n_jobs": 1, "verbosity": -1,
+            "objective": "tweedie",
+            "n_estimators": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 63,
+            "min_child_samples": 50,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.8,
+            "random_state": 0,
+            "n_jobs": 1,
+            "verbosity": -1,
         }
     )
     global_history: str | None = None  # training window of the global model (e.g. 2y); None: all history
@@ -89,7 +100,9 @@ class ModelSettings(Section):
     arima: dict = Field(default_factory=lambda: {"max_p": 2, "max_q": 2, "max_P": 1, "max_Q": 1, "approximation": True})
     family_fade: str = "8w"  # new products: the reference group's mean fades out over this much own history
     family_mean_window: str = "4w"
-    selection: Literal["validation", "seed"] = "validation"  # per segment: chosen on the validation window, or the seed's model
+    selection: Literal["validation", "seed"] = (
+        "validation"  # per segment: chosen on the validation window, or the seed's model
+    )
     selection_alpha: float = 0.05  # a specialist replaces the global model only when significantly better (Wilcoxon)
     engine: Literal["local", "dask"] = "local"  # dask: the statistical fits run on a Dask cluster through fugue
     dask_scheduler: str | None = None
@@ -98,7 +111,9 @@ class ModelSettings(Section):
 class Targets(Section):
     """The seed's accuracy figures: MAPE at the evaluation step on periods with sales."""
 
-    mape: dict[str, float] = Field(default_factory=lambda: {"stable": 0.12, "seasonal": 0.18, "new": 0.25, "promo": 0.30})
+    mape: dict[str, float] = Field(
+        default_factory=lambda: {"stable": 0.12, "seasonal": 0.18, "new": 0.25, "promo": 0.30}
+    )
     manual_mape: float = 0.28  # manual forecasters before ML
     model_mape: float = 0.14  # the seed's models
     drift_margin: float = 0.05  # WARN when a segment's matured MAPE exceeds its reference + this
@@ -115,7 +130,9 @@ class Gate(Section):
 class Quirks(Section):
     """Documented choices for real-world sales files."""
 
-    negative_units: Literal["refuse", "clip", "keep"] = "refuse"  # returns: refused, set to 0, or kept as negative demand
+    negative_units: Literal["refuse", "clip", "keep"] = (
+        "refuse"  # returns: refused, set to 0, or kept as negative demand
+    )
     fractional_units: Literal["keep", "round", "refuse"] = "keep"  # units sold by weight stay fractional by default
 
 
@@ -186,14 +203,20 @@ class ForecastSettings(CaseSettings):
 
     calendar: ForecastCalendar = ForecastCalendar()
     frequency: Literal["D", "W"] = "D"
-    week_day: Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"] | None = None  # weekly rows: their weekday (default: the data's, one only)
+    week_day: Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"] | None = (
+        None  # weekly rows: their weekday (default: the data's, one only)
+    )
     week_dates: Literal["end", "start"] = "end"  # a weekly row is dated by the last (or first) day of its week
     horizon: str = "14d"  # the nightly operational horizon (seed: D+1..D+14)
     planning_horizon: str = "52w"  # the planning horizon, same models, up to years
     evaluation_step: str | None = None  # the step accuracy is judged at; default 7d (D+7) daily, 1w (W+1) weekly
     evaluation: EvaluationWindows = EvaluationWindows(test="28d", validation="28d")
-    refit_every: str | None = None  # backtest: refit every so often inside a window (7d mimics the weekly refit); None: once per window
-    backtest_max_series: int = Field(2_000, ge=2_000)  # above this many series the backtest runs on a stratified sample of this size
+    refit_every: str | None = (
+        None  # backtest: refit every so often inside a window (7d mimics the weekly refit); None: once per window
+    )
+    backtest_max_series: int = Field(
+        2_000, ge=2_000
+    )  # above this many series the backtest runs on a stratified sample of this size
     hierarchy: Hierarchy = Hierarchy()
     segmentation: Segmentation = Segmentation()
     models: ModelSettings = ModelSettings()
@@ -202,7 +225,9 @@ class ForecastSettings(CaseSettings):
     quirks: Quirks = Quirks()
     economics: ForecastEconomics = ForecastEconomics()
     observed_covariates: tuple[str, ...] = ()  # covariates known only once their day is over: they enter as lags
-    vocabularies: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # allowed values of stores/products columns; none: any
+    vocabularies: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict
+    )  # allowed values of stores/products columns; none: any
     volume_min_share: float = 0.98  # of the active series forecast each night
     schedules: Schedules = Schedules()
     model_name: str = "forecast_models"
@@ -229,8 +254,22 @@ class ForecastSettings(CaseSettings):
     def cadence(self) -> Cadence:
         m = self.models
         if self.frequency == "D":
-            return Cadence("D", 1, 7, m.lags or (7, 14, 21, 28), m.rolling_windows or (7, 28), m.date_features or ("dayofweek", "month", "day"))
-        return Cadence("W", 7, 52, m.lags or (1, 2, 3, 4, 8, 13, 52), m.rolling_windows or (4, 13), m.date_features or ("month", "dayofyear"))
+            return Cadence(
+                "D",
+                1,
+                7,
+                m.lags or (7, 14, 21, 28),
+                m.rolling_windows or (7, 28),
+                m.date_features or ("dayofweek", "month", "day"),
+            )
+        return Cadence(
+            "W",
+            7,
+            52,
+            m.lags or (1, 2, 3, 4, 8, 13, 52),
+            m.rolling_windows or (4, 13),
+            m.date_features or ("month", "dayofyear"),
+        )
 
     @property
     def horizon_periods(self) -> int:

@@ -31,7 +31,9 @@ def fit_partition(df: pd.DataFrame, freq: str, season: int, settings: ForecastSe
 
     rows = []
     for name, part in df.groupby("model"):
-        sf = StatsForecast(models=[stat_model(name, season, settings)], freq=freq, n_jobs=1, fallback_model=SeasonalNaive(season))
+        sf = StatsForecast(
+            models=[stat_model(name, season, settings)], freq=freq, n_jobs=1, fallback_model=SeasonalNaive(season)
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sf.fit(part[["unique_id", "ds", "y"]])
@@ -48,7 +50,12 @@ def fit_on_dask(windows: pd.DataFrame, freq: str, season: int, settings: Forecas
     with Client(scheduler) if scheduler else Client(processes=False, n_workers=1, threads_per_worker=2) as client:
         workers = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
         fitted = fa.transform(
-            windows, fit_partition, schema="unique_id:str,fitted:bytes", params={"freq": freq, "season": season, "settings": settings},
-            partition={"by": "model", "num": max(2, workers)}, engine=client, as_local=True,
+            windows,
+            fit_partition,
+            schema="unique_id:str,fitted:bytes",
+            params={"freq": freq, "season": season, "settings": settings},
+            partition={"by": "model", "num": max(2, workers)},
+            engine=client,
+            as_local=True,
         )
     return fitted if isinstance(fitted, pd.DataFrame) else fitted.as_pandas()

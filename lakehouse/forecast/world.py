@@ -53,7 +53,9 @@ class WorldConfig:
     def from_env(cls) -> WorldConfig:
         # LAKEHOUSE_SCALE is shared by every case (demo | full); the case's own variable also takes counts.
         shared = os.environ.get("LAKEHOUSE_SCALE", "demo")
-        stores, skus = scale_counts(os.environ.get("LAKEHOUSE_FORECAST_SCALE") or (shared if shared in SCALES else "demo"))
+        stores, skus = scale_counts(
+            os.environ.get("LAKEHOUSE_FORECAST_SCALE") or (shared if shared in SCALES else "demo")
+        )
         return cls(stores=stores, skus=skus, seed=int(os.environ.get("LAKEHOUSE_SEED", cls.seed)))
 
     def with_(self, **changes) -> WorldConfig:
@@ -81,6 +83,7 @@ def regions(world: WorldConfig) -> tuple[str, ...]:
     """The regions that have a store (promotions, weather and events only name these)."""
     return REGIONS[: min(world.stores, len(REGIONS))]
 
+
 CATEGORIES = {
     "fresh": ("fruit", "vegetables", "meat"),
     "dairy": ("milk", "yogurt", "cheese"),
@@ -96,8 +99,16 @@ STORE_TYPES = ("tourist", "residential")
 EVENT_KINDS = ("holiday", "local_event")
 PROFILES = ("stable", "seasonal", "promo", "new")
 # (month, day) of the French public holidays with a fixed date.
-HOLIDAYS = ((1, 1, "New Year"), (5, 1, "Labour Day"), (5, 8, "Victory in Europe Day"), (7, 14, "Bastille Day"),
-            (8, 15, "Assumption"), (11, 1, "All Saints"), (11, 11, "Armistice"), (12, 25, "Christmas"))
+HOLIDAYS = (
+    (1, 1, "New Year"),
+    (5, 1, "Labour Day"),
+    (5, 8, "Victory in Europe Day"),
+    (7, 14, "Bastille Day"),
+    (8, 15, "Assumption"),
+    (11, 1, "All Saints"),
+    (11, 11, "Armistice"),
+    (12, 25, "Christmas"),
+)
 REGION_TEMPERATURE_OFFSET = {"north": -2.0, "south": 4.0, "east": -1.0, "west": 1.0, "paris": 0.5}
 WEEKLY_PATTERN = np.array([0.90, 0.92, 0.95, 1.00, 1.15, 1.30, 0.78])  # Monday..Sunday
 WEATHER_LEAD_DAYS = 7
@@ -182,7 +193,14 @@ def products(world: WorldConfig) -> pl.DataFrame:
             "perishable": [c in PERISHABLE for c in category],
             "unit_price": price,
         },
-        schema={"sku_id": pl.String, "category": pl.String, "family": pl.String, "launch_date": pl.Date, "perishable": pl.Boolean, "unit_price": pl.Float64},
+        schema={
+            "sku_id": pl.String,
+            "category": pl.String,
+            "family": pl.String,
+            "launch_date": pl.Date,
+            "perishable": pl.Boolean,
+            "unit_price": pl.Float64,
+        },
     )
 
 
@@ -239,8 +257,16 @@ def promotions(world: WorldConfig, product_table: pl.DataFrame) -> pl.DataFrame:
             day = end + timedelta(days=int(rng.integers(gap_mean // 2, gap_mean * 3 // 2 + 1)))
     return pl.DataFrame(
         rows,
-        schema={"promo_id": pl.String, "version": pl.Int64, "sku_id": pl.String, "region": pl.String, "start_date": pl.Date,
-                "end_date": pl.Date, "discount": pl.Float64, "published_date": pl.Date},
+        schema={
+            "promo_id": pl.String,
+            "version": pl.Int64,
+            "sku_id": pl.String,
+            "region": pl.String,
+            "start_date": pl.Date,
+            "end_date": pl.Date,
+            "discount": pl.Float64,
+            "published_date": pl.Date,
+        },
         orient="row",
     )
 
@@ -284,7 +310,9 @@ def weather_forecasts(world: WorldConfig) -> pl.DataFrame:
                     }
                 )
             )
-    return pl.concat(frames).with_columns(pl.col("date", "known_from").cast(pl.Date)).sort("region", "known_from", "date")
+    return (
+        pl.concat(frames).with_columns(pl.col("date", "known_from").cast(pl.Date)).sort("region", "known_from", "date")
+    )
 
 
 def events(world: WorldConfig) -> pl.DataFrame:
@@ -301,7 +329,9 @@ def events(world: WorldConfig) -> pl.DataFrame:
             for extra in range(int(rng.integers(1, 4))):
                 rows.append((start + timedelta(days=extra), f"{region} fair", "local_event", region))
     return (
-        pl.DataFrame(rows, schema={"date": pl.Date, "name": pl.String, "kind": pl.String, "region": pl.String}, orient="row")
+        pl.DataFrame(
+            rows, schema={"date": pl.Date, "name": pl.String, "kind": pl.String, "region": pl.String}, orient="row"
+        )
         .unique(["date", "name"], keep="first")
         .sort("date", "region", nulls_last=False)
     )
@@ -323,12 +353,7 @@ def master_tables(world: WorldConfig) -> dict[str, pl.DataFrame]:
 
 def effective_promotions(promos: pl.DataFrame) -> pl.DataFrame:
     """What actually ran: the latest version published before the promotion started."""
-    return (
-        promos.filter(pl.col("published_date") < pl.col("start_date"))
-        .sort("version")
-        .group_by("promo_id")
-        .last()
-    )
+    return promos.filter(pl.col("published_date") < pl.col("start_date")).sort("version").group_by("promo_id").last()
 
 
 def store_sales(world: WorldConfig, tables: dict[str, pl.DataFrame], store_id: str) -> pl.DataFrame:
@@ -346,9 +371,13 @@ def store_sales(world: WorldConfig, tables: dict[str, pl.DataFrame], store_id: s
     size = rng.uniform(0.6, 1.4)
     weekly_shape = WEEKLY_PATTERN if not tourist else np.array([0.85, 0.85, 0.9, 0.95, 1.15, 1.45, 1.1])
     weekly = 1 + dyn.weekly_amplitude[:, None] * (weekly_shape[dow][None, :] - 1)
-    yearly = 1 + dyn.yearly_amplitude[:, None] * np.cos(2 * np.pi * (doy[None, :] - dyn.yearly_peak_doy[:, None]) / 365.25)
+    yearly = 1 + dyn.yearly_amplitude[:, None] * np.cos(
+        2 * np.pi * (doy[None, :] - dyn.yearly_peak_doy[:, None]) / 365.25
+    )
     if tourist:
-        store_season = 1 + 0.9 * np.exp(-0.5 * ((doy - 210) / 22.0) ** 2) - 0.12 * np.exp(-0.5 * ((doy - 20) / 40.0) ** 2)
+        store_season = (
+            1 + 0.9 * np.exp(-0.5 * ((doy - 210) / 22.0) ** 2) - 0.12 * np.exp(-0.5 * ((doy - 20) / 40.0) ** 2)
+        )
     else:
         store_season = 1 - 0.15 * np.exp(-0.5 * ((doy - 222) / 10.0) ** 2)
     calendar = np.ones(length)
@@ -368,7 +397,9 @@ def store_sales(world: WorldConfig, tables: dict[str, pl.DataFrame], store_id: s
 
     sku_index = {s: i for i, s in enumerate(product_table["sku_id"].to_list())}
     discount = np.zeros((n, length))
-    ran = effective_promotions(tables["promotions"]).filter(pl.col("region").is_null() | (pl.col("region") == store["region"]))
+    ran = effective_promotions(tables["promotions"]).filter(
+        pl.col("region").is_null() | (pl.col("region") == store["region"])
+    )
     start0 = np.datetime64(world.start_date)
     for sku, start, end, pct in ran.select("sku_id", "start_date", "end_date", "discount").iter_rows():
         i = sku_index.get(sku)
@@ -385,7 +416,17 @@ def store_sales(world: WorldConfig, tables: dict[str, pl.DataFrame], store_id: s
     age = np.arange(length)[None, :] - first[:, None]
     ramp = np.clip((age + 1) / 21.0, 0, 1) * (age >= 0)
 
-    mu = dyn.level[:, None] * size * weekly * yearly.clip(0.2) * store_season[None, :] * calendar[None, :] * weather * promo * ramp
+    mu = (
+        dyn.level[:, None]
+        * size
+        * weekly
+        * yearly.clip(0.2)
+        * store_season[None, :]
+        * calendar[None, :]
+        * weather
+        * promo
+        * ramp
+    )
     noise = rng.gamma(dyn.noise_shape[:, None], 1.0 / dyn.noise_shape[:, None], (n, length))
     units = rng.poisson(mu * noise)
     sold = age >= 0

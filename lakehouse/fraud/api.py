@@ -65,7 +65,10 @@ class TransactionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tx_id: str = Field(pattern=ID, description="Unique transaction id (idempotency key of the feature update).")
-    ts: datetime | None = Field(None, description="Event time (ISO 8601, UTC when naive); default: now. Refused when ahead of the service clock by more than the tolerance, or older than the longest feature window.")
+    ts: datetime | None = Field(
+        None,
+        description="Event time (ISO 8601, UTC when naive); default: now. Refused when ahead of the service clock by more than the tolerance, or older than the longest feature window.",
+    )
     customer_id: str = Field(pattern=ID)
     card_id: str = Field(pattern=ID)
     merchant_id: str = Field(pattern=ID)
@@ -101,14 +104,18 @@ class DecisionOut(BaseModel):
     layer: int = Field(description="1 rules, 2 LightGBM, 3 XGBoost.")
     reasons: list[str]
     model_version: str
-    degraded: bool = Field(description="True when the feature store was unavailable or had lost its data: rules + layer 2 on default features.")
+    degraded: bool = Field(
+        description="True when the feature store was unavailable or had lost its data: rules + layer 2 on default features."
+    )
     latency_ms: float = Field(description="Server-side time to decide.")
     layer_ms: dict[str, float]
 
 
 def async_client(url: str, timeout_s: float) -> aioredis.Redis:
     # No client-side retries: a failed read must fail fast, the caller decides without the store.
-    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+    return aioredis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
 
 
 class ServiceClock:
@@ -152,8 +159,14 @@ class FraudService:
         self.stream = event_stream(self.client, self.fraud)
         self.consumer_stream = event_stream(self.consumer_client, self.fraud)
         serving = self.fraud.serving
-        self.publisher = EventPublisher(self.stream, Spool(settings.home.root / CASE / "spool", serving.spool_max_bytes, serving.spool_segment_events), serving)
-        self.features = FeatureConsumer(self.consumer_stream, self.consumer_client, registry_for(self.fraud), self.fraud)
+        self.publisher = EventPublisher(
+            self.stream,
+            Spool(settings.home.root / CASE / "spool", serving.spool_max_bytes, serving.spool_segment_events),
+            serving,
+        )
+        self.features = FeatureConsumer(
+            self.consumer_stream, self.consumer_client, registry_for(self.fraud), self.fraud
+        )
         self.consumers = [self.features, DecisionLogConsumer(self.consumer_stream, self.lake, self.fraud)]
 
     # ------------------------------------------------------------------ lifecycle
@@ -269,7 +282,11 @@ class FraudService:
                 self.warmed = await asyncio.to_thread(warm_store, sync, history, registry, self.fraud.serving, labels)
             finally:
                 sync.close()
-            log.warning("fraud feature store warmed from the lake: %d transactions in %.1f s", self.warmed, time.perf_counter() - started)
+            log.warning(
+                "fraud feature store warmed from the lake: %d transactions in %.1f s",
+                self.warmed,
+                time.perf_counter() - started,
+            )
         finally:
             await self.client.delete(WARMING_KEY)
 
@@ -308,7 +325,9 @@ class FraudService:
         ts_ms = epoch_ms(ts)
         tolerance = self.fraud.serving.future_tolerance_s
         if ts_ms > now + tolerance * 1000:
-            raise _refused("ts", f"ts is {(ts_ms - now) / 1000:,.0f} s ahead of the service clock (tolerance {tolerance:,.0f} s)")
+            raise _refused(
+                "ts", f"ts is {(ts_ms - now) / 1000:,.0f} s ahead of the service clock (tolerance {tolerance:,.0f} s)"
+            )
         if ts_ms < now - max_age_ms:
             raise _refused("ts", f"ts is older than the longest feature window ({max_age_ms / DAY_MS:g} days)")
         return ts_ms
@@ -320,7 +339,9 @@ class FraudService:
         ts_ms = self._time(tx.ts, cascade.registry.horizon_ms("customer"))
         fields = tx.model_dump()
         decision, features = await decider.decide(fields, ts_ms)
-        self.publisher.put(event_fields(fields, ts_ms, decision, features, cascade.layer2_features))  # on disk before the answer
+        self.publisher.put(
+            event_fields(fields, ts_ms, decision, features, cascade.layer2_features)
+        )  # on disk before the answer
         self.clock.accept(ts_ms)
         # Serialized here: the response model documents the body without validating it twice.
         return json.dumps(decision.as_dict()).encode()
@@ -337,7 +358,14 @@ class FraudService:
             return None
 
     def case_service(self) -> CaseService:
-        return CaseService(CASE, self.router(), start=self.start, stop=self.stop, ready=self.ready, hot={"/decisions": self.decide_shortcut})
+        return CaseService(
+            CASE,
+            self.router(),
+            start=self.start,
+            stop=self.stop,
+            ready=self.ready,
+            hot={"/decisions": self.decide_shortcut},
+        )
 
     def router(self) -> APIRouter:
         router = APIRouter()

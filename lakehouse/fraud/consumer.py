@@ -31,7 +31,10 @@ async def run(redis_url: str, lake: Lake, name: str) -> None:
     settings = FraudSettings()
     client = async_client(redis_url, 2.0)
     stream = event_stream(client, settings)
-    consumers = [FeatureConsumer(stream, client, registry_for(settings), settings, name), DecisionLogConsumer(stream, lake, settings, name)]
+    consumers = [
+        FeatureConsumer(stream, client, registry_for(settings), settings, name),
+        DecisionLogConsumer(stream, lake, settings, name),
+    ]
 
     def stop() -> None:
         for consumer in consumers:
@@ -50,7 +53,11 @@ async def run(redis_url: str, lake: Lake, name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default=os.environ.get("LAKEHOUSE_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--name", default="c1", help="consumer name inside each group (a restart with the same name resumes its pending events)")
+    parser.add_argument(
+        "--name",
+        default="c1",
+        help="consumer name inside each group (a restart with the same name resumes its pending events)",
+    )
     args = parser.parse_args()
     home = Path(os.environ.get("LAKEHOUSE_HOME", ".lakehouse")).resolve()
     uvloop.run(run(args.redis_url, Lake(os.environ.get("LAKEHOUSE_LAKE_URL") or str(home / "lake")), args.name))

@@ -62,7 +62,17 @@ HISTORY_ENTITIES: dict[str, str] = {"merchant": "merchant_id", "category": "cate
 # Fields of a stored event, in order.
 # Fields of a stored event, in order; the time comes first, so reads need no scores.
 EVENT_FIELDS = ("ts_ms", "tx_id", "amount", "customer_id", "card_id", "merchant_id", "device_id", "ip", "country")
-OPTIONAL_COLUMNS = ("device_id", "ip", "payee_iban", "country", "category", "lat", "lon", "customer_lat", "customer_lon")
+OPTIONAL_COLUMNS = (
+    "device_id",
+    "ip",
+    "payee_iban",
+    "country",
+    "category",
+    "lat",
+    "lon",
+    "customer_lat",
+    "customer_lon",
+)
 AGGREGATES = ("count", "sum", "max", "mean", "small")
 HISTORY_AGGREGATES = ("count", "mean", "frauds", "fraud_rate")  # frauds and fraud_rate over the label-delayed days
 
@@ -169,7 +179,9 @@ class Registry:
     history: tuple[HistoryFeature, ...]
     ratios: tuple[RatioFeature, ...]
     rows: tuple[RowFeature, ...] = TX_FEATURES + PROFILE_FEATURES
-    by_entity_window: dict[tuple[str, int], tuple[WindowFeature, ...]] = field(default_factory=dict, compare=False, hash=False)
+    by_entity_window: dict[tuple[str, int], tuple[WindowFeature, ...]] = field(
+        default_factory=dict, compare=False, hash=False
+    )
 
     @cached_property
     def all(self) -> tuple[WindowFeature | HistoryFeature | RowFeature | RatioFeature, ...]:
@@ -231,10 +243,16 @@ class Registry:
         constant over a day, and windows that reach back before the data (still filling up, so their values grow
         with the history whatever the traffic does)."""
         names = [n for n in names if n in self.by_name]
-        out = {n: "the same for every payment of a day" for n in names if isinstance(self.by_name[n], RowFeature) and self.by_name[n].daily_constant}
+        out = {
+            n: "the same for every payment of a day"
+            for n in names
+            if isinstance(self.by_name[n], RowFeature) and self.by_name[n].daily_constant
+        }
         for n in names:
             if n not in out and (reach := self.reach_days(n)) > history_days:
-                out[n] = f"reaches {reach} days back; the reference starts {history_days} days after the first day of data"
+                out[n] = (
+                    f"reaches {reach} days back; the reference starts {history_days} days after the first day of data"
+                )
         return out
 
     def available(self, columns) -> tuple[str, ...]:
@@ -256,14 +274,21 @@ class Registry:
         for f in self.windows:
             w, a, e = f.window_ms, f.aggregate, f.entity
             if (
-                (e == "customer" and (a == "count" or (a == "mean" and w >= one_day) or (a == "sum" and HOUR_MS <= w <= one_day)))
+                (
+                    e == "customer"
+                    and (a == "count" or (a == "mean" and w >= one_day) or (a == "sum" and HOUR_MS <= w <= one_day))
+                )
                 or (e == "customer" and a == "distinct" and w == one_day)
                 or (e == "card" and a in ("count", "small") and w in short)
                 or (e in ("device", "ip", "iban") and a in ("count", "distinct") and w in (HOUR_MS, one_day))
             ):
                 picked.append(f.name)
         longest = max(self.settings.history_days)
-        picked += [f.name for f in self.history if f.aggregate in ("count", "fraud_rate") or (f.aggregate == "mean" and f.days == longest)]
+        picked += [
+            f.name
+            for f in self.history
+            if f.aggregate in ("count", "fraud_rate") or (f.aggregate == "mean" and f.days == longest)
+        ]
         return tuple(n for n in self.names if n in set(picked))
 
     def spec(self) -> dict:
@@ -277,7 +302,9 @@ class Registry:
 
 
 @lru_cache(maxsize=16)
-def build_registry(settings: FeatureSettings, ecommerce_channels: tuple[str, ...], transfer_channels: tuple[str, ...], timezone: str) -> Registry:
+def build_registry(
+    settings: FeatureSettings, ecommerce_channels: tuple[str, ...], transfer_channels: tuple[str, ...], timezone: str
+) -> Registry:
     def ms(windows) -> list[int]:
         return [round(w.total_seconds() * 1000) for w in windows]
 
@@ -289,29 +316,50 @@ def build_registry(settings: FeatureSettings, ecommerce_channels: tuple[str, ...
         for w in lengths:
             label = _window_label(w)
             windows += [WindowFeature(f"{entity}_{agg}_{label}", entity, w, agg) for agg in AGGREGATES]
-            windows += [WindowFeature(f"{entity}_distinct_{of.removesuffix('_id')}_{label}", entity, w, "distinct", of) for of in DISTINCT_OF[entity]]
+            windows += [
+                WindowFeature(f"{entity}_distinct_{of.removesuffix('_id')}_{label}", entity, w, "distinct", of)
+                for of in DISTINCT_OF[entity]
+            ]
     history = [
-        HistoryFeature(f"{entity}_hist_{agg}_{d}d", entity, d, agg) for entity in HISTORY_ENTITIES for d in settings.history_days for agg in HISTORY_AGGREGATES
+        HistoryFeature(f"{entity}_hist_{agg}_{d}d", entity, d, agg)
+        for entity in HISTORY_ENTITIES
+        for d in settings.history_days
+        for agg in HISTORY_AGGREGATES
     ]
-    ratios = [RatioFeature(f"amount_vs_customer_{_window_label(w)}", f"customer_mean_{_window_label(w)}") for w in by_entity["customer"] if w >= DAY_MS]
+    ratios = [
+        RatioFeature(f"amount_vs_customer_{_window_label(w)}", f"customer_mean_{_window_label(w)}")
+        for w in by_entity["customer"]
+        if w >= DAY_MS
+    ]
     longest = max(settings.history_days)
     ratios.append(RatioFeature(f"amount_vs_merchant_{longest}d", f"merchant_hist_mean_{longest}d"))
     grouped: dict[tuple[str, int], list[WindowFeature]] = {}
     for f in windows:
         grouped.setdefault((f.entity, f.window_ms), []).append(f)
     return Registry(
-        settings, ecommerce_channels, transfer_channels, timezone, tuple(windows), tuple(history), tuple(ratios),
+        settings,
+        ecommerce_channels,
+        transfer_channels,
+        timezone,
+        tuple(windows),
+        tuple(history),
+        tuple(ratios),
         by_entity_window={k: tuple(v) for k, v in grouped.items()},
     )
 
 
 def registry_for(settings: FraudSettings) -> Registry:
-    return build_registry(settings.features, tuple(settings.ecommerce_channels), tuple(settings.transfer_channels), settings.hour_timezone)
+    return build_registry(
+        settings.features, tuple(settings.ecommerce_channels), tuple(settings.transfer_channels), settings.hour_timezone
+    )
 
 
 def registry_from_spec(spec: dict) -> Registry:
     return build_registry(
-        FeatureSettings.model_validate(spec["features"]), tuple(spec["ecommerce_channels"]), tuple(spec["transfer_channels"]), spec["timezone"]
+        FeatureSettings.model_validate(spec["features"]),
+        tuple(spec["ecommerce_channels"]),
+        tuple(spec["transfer_channels"]),
+        spec["timezone"],
     )
 
 
@@ -320,7 +368,11 @@ def registry_from_spec(spec: dict) -> Registry:
 
 def _entity_expr(entity: str, registry: Registry) -> pl.Expr:
     value = pl.col(ENTITIES[entity])
-    return pl.when(pl.col("channel").is_in(list(registry.transfer_channels))).then(value).otherwise(None) if entity == "iban" else value
+    return (
+        pl.when(pl.col("channel").is_in(list(registry.transfer_channels))).then(value).otherwise(None)
+        if entity == "iban"
+        else value
+    )
 
 
 def _aggregate_expr(f: WindowFeature, small: float) -> pl.Expr:
@@ -341,13 +393,21 @@ def batch_features(tx: pl.DataFrame, registry: Registry) -> pl.DataFrame:
     """Point-in-time features of every transaction: tx_id, ts, day, is_fraud (and fraud_pattern
     when present), then the features."""
     names = set(registry.available(tx.columns))
-    base = tx.with_columns(ts_ms=pl.col("ts").dt.epoch("ms")).with_columns(_day=pl.col("ts_ms") // DAY_MS).sort("ts_ms", "tx_id")
+    base = (
+        tx.with_columns(ts_ms=pl.col("ts").dt.epoch("ms"))
+        .with_columns(_day=pl.col("ts_ms") // DAY_MS)
+        .sort("ts_ms", "tx_id")
+    )
     out = _row_features(base, names, registry)
     for entity in ENTITIES:
         features = [f for f in registry.windows if f.entity == entity and f.name in names]
         if not features:
             continue
-        part = base.with_columns(_key=_entity_expr(entity, registry)).filter(pl.col("_key").is_not_null()).sort("_key", "ts_ms", "tx_id")
+        part = (
+            base.with_columns(_key=_entity_expr(entity, registry))
+            .filter(pl.col("_key").is_not_null())
+            .sort("_key", "ts_ms", "tx_id")
+        )
         entity_out = part.select("tx_id", "_key", "ts_ms")
         for window in sorted({f.window_ms for f in features}):
             aggs = [_aggregate_expr(f, registry.settings.small_amount) for f in features if f.window_ms == window]
@@ -365,12 +425,20 @@ def batch_features(tx: pl.DataFrame, registry: Registry) -> pl.DataFrame:
         if f.name in names and f.mean in out.columns
     )
     feature_cols = [n for n in registry.names if n in out.columns and n in names]
-    keep = [c for c in ("tx_id", "ts", "customer_id", "merchant_id", "channel", "is_fraud", "fraud_pattern") if c in base.columns]
+    keep = [
+        c
+        for c in ("tx_id", "ts", "customer_id", "merchant_id", "channel", "is_fraud", "fraud_pattern")
+        if c in base.columns
+    ]
     defaults = registry.defaults
     return (
         base.select(*keep, day=pl.col("ts").dt.date())
         .join(out, on="tx_id", how="left", suffix="_f")
-        .select(*keep, "day", *(pl.col(n).cast(pl.Float64).fill_null(defaults[n]).fill_nan(defaults[n]).alias(n) for n in feature_cols))
+        .select(
+            *keep,
+            "day",
+            *(pl.col(n).cast(pl.Float64).fill_null(defaults[n]).fill_nan(defaults[n]).alias(n) for n in feature_cols),
+        )
     )
 
 
@@ -381,15 +449,24 @@ def _history_features(base: pl.DataFrame, column: str, features: list[HistoryFea
     daily = (
         base.filter(pl.col(column).is_not_null())
         .group_by(column, "_day")
-        .agg(count=pl.len().cast(pl.Float64), cents=(pl.col("amount") * 100).round().cast(pl.Int64).sum(), frauds=fraud.sum())
+        .agg(
+            count=pl.len().cast(pl.Float64),
+            cents=(pl.col("amount") * 100).round().cast(pl.Int64).sum(),
+            frauds=fraud.sum(),
+        )
         .sort(column, "_day")
     )
     result = daily.select(column, "_day")
     for days in sorted({f.days for f in features}):
         for delayed in (False, True):
             offset = days + (delay if delayed else 0)
-            aggs = [pl.col("count").sum().alias("c"), (pl.col("frauds") if delayed else pl.col("cents")).sum().alias("v")]
-            rolled = daily.rolling(index_column="_day", period=f"{days}i", offset=f"-{offset}i", closed="left", group_by=column).agg(aggs)
+            aggs = [
+                pl.col("count").sum().alias("c"),
+                (pl.col("frauds") if delayed else pl.col("cents")).sum().alias("v"),
+            ]
+            rolled = daily.rolling(
+                index_column="_day", period=f"{days}i", offset=f"-{offset}i", closed="left", group_by=column
+            ).agg(aggs)
             by = {f.aggregate: f.name for f in features if f.days == days and f.delayed == delayed}
             exprs = {
                 "count": pl.col("c"),
@@ -399,7 +476,9 @@ def _history_features(base: pl.DataFrame, column: str, features: list[HistoryFea
             }
             if by:
                 result = result.join(
-                    rolled.select(column, "_day", *(exprs[a].alias(n) for a, n in by.items())), on=[column, "_day"], how="left"
+                    rolled.select(column, "_day", *(exprs[a].alias(n) for a, n in by.items())),
+                    on=[column, "_day"],
+                    how="left",
                 )
     return base.select("tx_id", column, "_day").join(result, on=[column, "_day"], how="left").drop(column, "_day")
 
@@ -436,7 +515,9 @@ def _row_features(base: pl.DataFrame, names: set[str], registry: Registry) -> pl
         "cust_tx_before": pl.col("n"),
         "cust_mean_amount": pl.col("cust_mean_amount"),
         "cust_std_amount": pl.col("cust_std_amount"),
-        "amount_z": pl.when(pl.col("n") >= 2).then((amount - pl.col("cust_mean_amount")) / pl.col("cust_std_amount").clip(1.0, None)).otherwise(0.0),
+        "amount_z": pl.when(pl.col("n") >= 2)
+        .then((amount - pl.col("cust_mean_amount")) / pl.col("cust_std_amount").clip(1.0, None))
+        .otherwise(0.0),
         "amount_ratio_mean": pl.when(pl.col("n") >= 1).then(amount / pl.col("cust_mean_amount")).otherwise(1.0),
         "secs_since_prev": ((pl.col("ts_ms") - pl.col("prev_ts")) / 1000.0).clip(None, MAX_GAP_S).fill_null(MAX_GAP_S),
     }
@@ -448,7 +529,9 @@ def _row_features(base: pl.DataFrame, names: set[str], registry: Registry) -> pl
             first = pl.col("ts_ms").min().over(c, column)
             exprs[feature] = pl.col(column).is_not_null() & (first >= pl.col("ts_ms"))
     if "home_dist_km" in names:
-        exprs["home_dist_km"] = _haversine_expr(pl.col("customer_lat"), pl.col("customer_lon"), pl.col("lat"), pl.col("lon")).fill_null(0.0)
+        exprs["home_dist_km"] = _haversine_expr(
+            pl.col("customer_lat"), pl.col("customer_lon"), pl.col("lat"), pl.col("lon")
+        ).fill_null(0.0)
     if "dist_prev_km" in names:
         located = pl.col("lat").is_not_null() & pl.col("lon").is_not_null()
         df = df.with_columns(
@@ -456,7 +539,11 @@ def _row_features(base: pl.DataFrame, names: set[str], registry: Registry) -> pl
             plon=pl.col("lon").shift(1).forward_fill().over(c),
             pts=pl.when(located).then(pl.col("ts_ms")).otherwise(None).shift(1).forward_fill().over(c),
         )
-        dist = pl.when(located & pl.col("pts").is_not_null()).then(_haversine_expr(pl.col("plat"), pl.col("plon"), pl.col("lat"), pl.col("lon"))).otherwise(0.0)
+        dist = (
+            pl.when(located & pl.col("pts").is_not_null())
+            .then(_haversine_expr(pl.col("plat"), pl.col("plon"), pl.col("lat"), pl.col("lon")))
+            .otherwise(0.0)
+        )
         hours = ((pl.col("ts_ms") - pl.col("pts")) / 3.6e6).clip(1 / 60, None)
         exprs["dist_prev_km"] = dist
         exprs["speed_kmh"] = pl.when(located & pl.col("pts").is_not_null()).then(dist / hours).otherwise(0.0)
@@ -629,15 +716,31 @@ def update_args(tx: dict, ts_ms: int, registry: Registry, ttls) -> tuple[list[st
     """KEYS and ARGV of UPDATE_SCRIPT for one transaction (a dict of the raw columns); `ttls`
     has the store's TTLs (window, profile, dedupe seconds) and the clock tolerance."""
     amount = float(tx["amount"])
-    zsets = [(window_key(e, v), registry.horizon_ms(e)) for e in ENTITIES if (v := entity_value(tx, e, registry)) is not None]
+    zsets = [
+        (window_key(e, v), registry.horizon_ms(e)) for e in ENTITIES if (v := entity_value(tx, e, registry)) is not None
+    ]
     hashes = [history_key(e, v) for e, v in history_values(tx)]
-    keys = [seen_key(tx["tx_id"]), profile_key(tx["customer_id"]), first_seen_key(tx["customer_id"]), *(k for k, _ in zsets), *hashes]
+    keys = [
+        seen_key(tx["tx_id"]),
+        profile_key(tx["customer_id"]),
+        first_seen_key(tx["customer_id"]),
+        *(k for k, _ in zsets),
+        *hashes,
+    ]
     located = tx.get("lat") is not None and tx.get("lon") is not None
     args = [
-        str(ts_ms), encode_event(tx, ts_ms), repr(amount), repr(amount * amount),
-        repr(float(tx["lat"])) if located else "", repr(float(tx["lon"])) if located else "",
-        str(max(ttls.profile_ttl_s, registry.horizon_ms("customer") // 1000)), str(ttls.dedupe_ttl_s),
-        str(len(zsets)), str(len(hashes)), str(ts_ms // DAY_MS), str(history_ttl_s(registry)),
+        str(ts_ms),
+        encode_event(tx, ts_ms),
+        repr(amount),
+        repr(amount * amount),
+        repr(float(tx["lat"])) if located else "",
+        repr(float(tx["lon"])) if located else "",
+        str(max(ttls.profile_ttl_s, registry.horizon_ms("customer") // 1000)),
+        str(ttls.dedupe_ttl_s),
+        str(len(zsets)),
+        str(len(hashes)),
+        str(ts_ms // DAY_MS),
+        str(history_ttl_s(registry)),
     ]
     late_ms = round(ttls.future_tolerance_s * 1000)
     for _, horizon in zsets:
@@ -661,7 +764,9 @@ class OnlineState:
     """What the store holds for one transaction: events per entity (as stored, bytes), profile,
     first-seen times, history sums of its merchant and category, and whether the store is warm."""
 
-    events: dict[str, list[list[bytes]]] = field(default_factory=dict)  # entity -> events' fields (EVENT_FIELDS), in time order
+    events: dict[str, list[list[bytes]]] = field(
+        default_factory=dict
+    )  # entity -> events' fields (EVENT_FIELDS), in time order
     profile: dict[str, str | None] = field(default_factory=dict)
     first_seen: dict[str, str | None] = field(default_factory=dict)
     history: dict[str, dict[int, tuple[int, int, int, int]]] = field(default_factory=dict)  # entity -> days -> sums
@@ -675,7 +780,9 @@ class OnlineState:
         return self.parsed[entity]
 
 
-def read_commands(pipe, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, first: bool) -> list[tuple[str, str]]:
+def read_commands(
+    pipe, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, first: bool
+) -> list[tuple[str, str]]:
     """Queue the reads of one transaction's state on a pipeline; returns what each reply is.
     The first read (one script) also fetches the profile, first-seen times, history sums and the epoch."""
     zsets = [(e, window_key(e, v)) for e in entities if (v := entity_value(tx, e, registry)) is not None]
@@ -685,16 +792,31 @@ def read_commands(pipe, tx: dict, ts_ms: int, entities: tuple[str, ...], registr
         return [("events", entity) for entity, _ in zsets]
     fields = [prefix + str(tx[col]) for _, col, prefix in FIRST_SEEN if tx.get(col) not in (None, "")]
     held = history_values(tx) if registry.history else []
-    keys = [*(k for _, k in zsets), profile_key(tx["customer_id"]), first_seen_key(tx["customer_id"]), *(history_key(e, v) for e, v in held), EPOCH_KEY]
+    keys = [
+        *(k for _, k in zsets),
+        profile_key(tx["customer_id"]),
+        first_seen_key(tx["customer_id"]),
+        *(history_key(e, v) for e, v in held),
+        EPOCH_KEY,
+    ]
     args = [
-        ts_ms, len(zsets), len(held), *(ts_ms - registry.horizon_ms(e) for e, _ in zsets), len(fields), *fields,
-        ts_ms // DAY_MS, registry.label_delay, *registry.settings.history_days,
+        ts_ms,
+        len(zsets),
+        len(held),
+        *(ts_ms - registry.horizon_ms(e) for e, _ in zsets),
+        len(fields),
+        *fields,
+        ts_ms // DAY_MS,
+        registry.label_delay,
+        *registry.settings.history_days,
     ]
     pipe.eval(READ_SCRIPT, len(keys), *keys, *args)
     return [("first", ",".join(e for e, _ in zsets) + "|" + ",".join(fields) + "|" + ",".join(e for e, _ in held))]
 
 
-def parse_replies(plan: list[tuple[str, str]], replies: list, registry: Registry, state: OnlineState | None = None) -> OnlineState:
+def parse_replies(
+    plan: list[tuple[str, str]], replies: list, registry: Registry, state: OnlineState | None = None
+) -> OnlineState:
     state = state or OnlineState()
     for (kind, what), reply in zip(plan, replies):
         if kind == "events":
@@ -703,7 +825,7 @@ def parse_replies(plan: list[tuple[str, str]], replies: list, registry: Registry
         entities, fields, held = (part.split(",") if part else [] for part in what.split("|"))
         for entity, members in zip(entities, reply):
             state.events[entity] = [member.split(SEP_BYTES) for member in members]
-        profile, first_seen, sums, warm = reply[len(entities):]
+        profile, first_seen, sums, warm = reply[len(entities) :]
         state.profile = {f: _decode(v) for f, v in zip(PROFILE_FIELDS, profile)}
         state.first_seen = {f: _decode(v) for f, v in zip(fields, first_seen)}
         days = registry.settings.history_days
@@ -733,7 +855,9 @@ def local_time(ts_ms: int, registry: Registry) -> datetime:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(registry.zone)
 
 
-def row_features(tx: dict, ts_ms: int, state: OnlineState | None, names: frozenset[str], registry: Registry) -> dict[str, float]:
+def row_features(
+    tx: dict, ts_ms: int, state: OnlineState | None, names: frozenset[str], registry: Registry
+) -> dict[str, float]:
     """Transaction and profile features; without state (store unavailable) only the transaction's."""
     amount = float(tx["amount"])
     local = local_time(ts_ms, registry)
@@ -838,7 +962,11 @@ def history_feature_values(state: OnlineState, names: frozenset[str], registry: 
 
 def ratio_values(features: dict[str, float], names: frozenset[str], registry: Registry) -> dict[str, float]:
     amount = features["amount"]
-    return {f.name: (amount / m if (m := features.get(f.mean, 0.0)) > 0 else 1.0) for f in registry.ratios if f.name in names and f.mean in features}
+    return {
+        f.name: (amount / m if (m := features.get(f.mean, 0.0)) > 0 else 1.0)
+        for f in registry.ratios
+        if f.name in names and f.mean in features
+    }
 
 
 def _plan(registry: Registry, names: frozenset[str], entities: tuple[str, ...]):
@@ -854,7 +982,9 @@ def _plan(registry: Registry, names: frozenset[str], entities: tuple[str, ...]):
     return registry.plans[key]
 
 
-def online_features(tx: dict, ts_ms: int, state: OnlineState, names: frozenset[str], entities: tuple[str, ...], registry: Registry) -> dict[str, float]:
+def online_features(
+    tx: dict, ts_ms: int, state: OnlineState, names: frozenset[str], entities: tuple[str, ...], registry: Registry
+) -> dict[str, float]:
     """Every named feature from the store's state (window features of the given entities)."""
     needed, groups = _plan(registry, names, entities)
     out = {

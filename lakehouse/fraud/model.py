@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,10 +106,14 @@ class Cascade:
         in_band = (~blocked) & (s2 >= self.band[0]) & (s2 <= self.band[1])
         final = s2.copy()
         if in_band.any():
-            final[in_band] = self.layer3.inplace_predict(df.filter(pl.Series(in_band)).select(self.layer3_features).to_numpy())
+            final[in_band] = self.layer3.inplace_predict(
+                df.filter(pl.Series(in_band)).select(self.layer3_features).to_numpy()
+            )
         final[blocked] = 1.0
         layer = np.where(blocked, 1, np.where(in_band, 3, 2))
-        return df.select("tx_id").with_columns(layer=pl.Series(layer, dtype=pl.Int8), layer2_score=pl.Series(s2), score=pl.Series(final))
+        return df.select("tx_id").with_columns(
+            layer=pl.Series(layer, dtype=pl.Int8), layer2_score=pl.Series(s2), score=pl.Series(final)
+        )
 
     def decide(self, scored: pl.DataFrame) -> pl.Series:
         return decisions(scored, self.review_threshold, self.block_threshold)
@@ -117,9 +121,19 @@ class Cascade:
 
 def decisions(scored: pl.DataFrame, review: float, block: float, score: str = "score") -> pl.Series:
     s = pl.col(score)
-    return scored.select(
-        pl.when(pl.col("layer") == 1).then(pl.lit("block")).when(s >= block).then(pl.lit("block")).when(s >= review).then(pl.lit("review")).otherwise(pl.lit("approve"))
-    ).to_series().alias("decision")
+    return (
+        scored.select(
+            pl.when(pl.col("layer") == 1)
+            .then(pl.lit("block"))
+            .when(s >= block)
+            .then(pl.lit("block"))
+            .when(s >= review)
+            .then(pl.lit("review"))
+            .otherwise(pl.lit("approve"))
+        )
+        .to_series()
+        .alias("decision")
+    )
 
 
 def _sample(df: pl.DataFrame, max_legit: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
@@ -145,22 +159,43 @@ def train(data: pl.DataFrame, split: Split, registry: FeatureRegistry, settings:
     valid_df = split.frame(data, "validation")
     for name, part in (("training", train_df), ("validation", valid_df)):
         if part.is_empty() or part["is_fraud"].sum() == 0:
-            raise ValueError(f"the {name} window ({getattr(split, 'train' if name == 'training' else 'validation')}) has no fraud: move `windows` in the settings ({FraudSettings.where('windows')})")
+            raise ValueError(
+                f"the {name} window ({getattr(split, 'train' if name == 'training' else 'validation')}) has no fraud: move `windows` in the settings ({FraudSettings.where('windows')})"
+            )
     y, yv = train_df["is_fraud"].cast(pl.Int64).to_numpy(), valid_df["is_fraud"].cast(pl.Int64).to_numpy()
     d2 = lgb.Dataset(train_df.select(l2).to_numpy(), y, weight=weights, feature_name=list(l2))
     v2 = lgb.Dataset(valid_df.select(l2).to_numpy(), yv, reference=d2)
     layer2 = lgb.train(
         {**c.lgbm_params, "seed": c.seed, "deterministic": True, "metric": "binary_logloss"},
-        d2, c.lgbm_rounds, valid_sets=[v2], callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
+        d2,
+        c.lgbm_rounds,
+        valid_sets=[v2],
+        callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
     )
     d3 = xgb.DMatrix(train_df.select(l3).to_numpy(), y, weight=weights, feature_names=list(l3))
     v3 = xgb.DMatrix(valid_df.select(l3).to_numpy(), yv, feature_names=list(l3))
-    layer3 = xgb.train({**c.xgb_params, "seed": c.seed}, d3, c.xgb_rounds, evals=[(v3, "valid")], early_stopping_rounds=c.early_stopping_rounds, verbose_eval=False)
+    layer3 = xgb.train(
+        {**c.xgb_params, "seed": c.seed},
+        d3,
+        c.xgb_rounds,
+        evals=[(v3, "valid")],
+        early_stopping_rounds=c.early_stopping_rounds,
+        verbose_eval=False,
+    )
     layer3 = layer3[: layer3.best_iteration + 1]
     medians = split.frame(data, "train").select(pl.col(n).median() for n in l3).row(0, named=True)
     no_band = (2.0, 2.0)
     cascade = Cascade(
-        layer2, layer3, l2, l3, no_band, 0.5, 0.9, settings.rules.block_threshold, {k: float(v or 0.0) for k, v in medians.items()}, registry.spec()
+        layer2,
+        layer3,
+        l2,
+        l3,
+        no_band,
+        0.5,
+        0.9,
+        settings.rules.block_threshold,
+        {k: float(v or 0.0) for k, v in medians.items()},
+        registry.spec(),
     )
     alone = cascade.score_frame(valid_df).with_columns(is_fraud=valid_df["is_fraud"])  # layer 2 alone (no band yet)
     cascade.layer2_thresholds = thresholds(alone, c)
@@ -245,7 +280,9 @@ class Evaluation:
 def evaluate(scored: pl.DataFrame, cascade: Cascade, days: int, settings: FraudSettings) -> Evaluation:
     """scored: tx_id, is_fraud, amount, rule_score, layer, layer2_score, score (+ fraud_pattern)."""
     review, block = cascade.review_threshold, cascade.block_threshold
-    decided = scored.with_columns(decision=decisions(scored, review, block)).with_columns(flagged=pl.col("decision") != "approve")
+    decided = scored.with_columns(decision=decisions(scored, review, block)).with_columns(
+        flagged=pl.col("decision") != "approve"
+    )
     metrics = flag_metrics(decided, days)
     y = decided["is_fraud"].to_numpy()
     layer = decided["layer"].to_numpy()
@@ -276,8 +313,14 @@ def evaluate(scored: pl.DataFrame, cascade: Cascade, days: int, settings: FraudS
     )
     rules_flag = pl.col(RULE_SCORE) >= settings.rules.baseline_flag_threshold
     baseline = flag_metrics(decided.with_columns(flagged=rules_flag), days)
-    metrics["friction_reduction"] = 1.0 - metrics["legit_flagged"] / baseline["legit_flagged"] if baseline["legit_flagged"] else 0.0
-    metrics["net_gain_per_month"] = metrics["fraud_caught_per_month"] - baseline["fraud_caught_per_month"] - settings.economics.system_cost_per_month
+    metrics["friction_reduction"] = (
+        1.0 - metrics["legit_flagged"] / baseline["legit_flagged"] if baseline["legit_flagged"] else 0.0
+    )
+    metrics["net_gain_per_month"] = (
+        metrics["fraud_caught_per_month"]
+        - baseline["fraud_caught_per_month"]
+        - settings.economics.system_cost_per_month
+    )
     by_pattern = pl.DataFrame()
     if "fraud_pattern" in decided.columns:
         by_pattern = (
@@ -286,7 +329,9 @@ def evaluate(scored: pl.DataFrame, cascade: Cascade, days: int, settings: FraudS
             .agg(frauds=pl.len(), recall=pl.col("flagged").mean(), rules_recall=rules_flag.mean())
             .sort("fraud_pattern")
         )
-    return Evaluation({k: float(v) for k, v in metrics.items()}, {k: float(v) for k, v in baseline.items()}, by_pattern, decided)
+    return Evaluation(
+        {k: float(v) for k, v in metrics.items()}, {k: float(v) for k, v in baseline.items()}, by_pattern, decided
+    )
 
 
 def score_rows(cascade: Cascade, data: pl.DataFrame) -> pl.DataFrame:
@@ -323,12 +368,16 @@ def gate(metrics: dict[str, float], version: str, settings: FraudSettings) -> Ch
         severity="ERROR",
         metadata={
             "model_version": version,
-            **{k: round(float(metrics[k]), 4) for k in ("recall", "precision", "baseline_recall", "baseline_precision")},
+            **{
+                k: round(float(metrics[k]), 4) for k in ("recall", "precision", "baseline_recall", "baseline_precision")
+            },
         },
     )
 
 
-def log_cascade(registry: Registry, cascade: Cascade, evaluation: Evaluation, split: Split, settings: FraudSettings, run_name: str) -> tuple[str, str]:
+def log_cascade(
+    registry: Registry, cascade: Cascade, evaluation: Evaluation, split: Split, settings: FraudSettings, run_name: str
+) -> tuple[str, str]:
     """Log params, metrics and the cascade; register layer 2 (with the cascade artifact) as `challenger`."""
     import mlflow
     import mlflow.lightgbm
@@ -338,14 +387,21 @@ def log_cascade(registry: Registry, cascade: Cascade, evaluation: Evaluation, sp
         mlflow.log_params(
             {
                 **{f"{p}_window": f"{getattr(split, p).start}..{getattr(split, p).end}" for p in PARTS},
-                "band": str(tuple(round(b, 6) for b in cascade.band)), "layer3_share_setting": c.layer3_share,
-                "layer2_features": len(cascade.layer2_features), "layer3_features": len(cascade.layer3_features),
-                "rule_block_threshold": cascade.rule_block_threshold, "max_legit_training_rows": c.max_legit_training_rows,
-                "label_delay_days": settings.features.label_delay_days, "currency": settings.economics.currency,
-                **{f"lgbm_{k}": v for k, v in c.lgbm_params.items()}, **{f"xgb_{k}": v for k, v in c.xgb_params.items()},
+                "band": str(tuple(round(b, 6) for b in cascade.band)),
+                "layer3_share_setting": c.layer3_share,
+                "layer2_features": len(cascade.layer2_features),
+                "layer3_features": len(cascade.layer3_features),
+                "rule_block_threshold": cascade.rule_block_threshold,
+                "max_legit_training_rows": c.max_legit_training_rows,
+                "label_delay_days": settings.features.label_delay_days,
+                "currency": settings.economics.currency,
+                **{f"lgbm_{k}": v for k, v in c.lgbm_params.items()},
+                **{f"xgb_{k}": v for k, v in c.xgb_params.items()},
             }
         )
-        mlflow.log_metrics({k: float(v) for k, v in evaluation.metrics().items() if v == v})  # NaN (no fraud) is not logged
+        mlflow.log_metrics(
+            {k: float(v) for k, v in evaluation.metrics().items() if v == v}
+        )  # NaN (no fraud) is not logged
         if not evaluation.by_pattern.is_empty():
             mlflow.log_table(evaluation.by_pattern.to_pandas(), "recall_by_pattern.json")
         with tempfile.TemporaryDirectory() as tmp:

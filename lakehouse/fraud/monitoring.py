@@ -22,7 +22,9 @@ def _too_few(count: int, settings: FraudSettings) -> bool:
     return count < settings.monitoring.min_decisions_for_checks
 
 
-def feature_drift(reference: pl.DataFrame, log: pl.DataFrame, settings: FraudSettings, not_compared: dict[str, str] | None = None) -> CheckOutcome:
+def feature_drift(
+    reference: pl.DataFrame, log: pl.DataFrame, settings: FraudSettings, not_compared: dict[str, str] | None = None
+) -> CheckOutcome:
     """Two-sample KS of each layer-2 input between the reference and the day's decisions; `not_compared` names
     the features left out, with the reason (see `Registry.not_comparable_daily`)."""
     limit = settings.monitoring.max_feature_drift_ks
@@ -30,15 +32,40 @@ def feature_drift(reference: pl.DataFrame, log: pl.DataFrame, settings: FraudSet
     not_compared = not_compared or {}
     columns = [c for c in live.columns if c in reference.columns and c not in not_compared]
     threshold = f"KS <= {limit}"
-    description = "Layer-2 inputs of the day vs the test window of the champion's training (two-sample KS, worst feature)."
-    skipped = {"not_compared": pl.DataFrame({"feature": list(not_compared), "reason": list(not_compared.values())}, schema={"feature": pl.String, "reason": pl.String})}
+    description = (
+        "Layer-2 inputs of the day vs the test window of the champion's training (two-sample KS, worst feature)."
+    )
+    skipped = {
+        "not_compared": pl.DataFrame(
+            {"feature": list(not_compared), "reason": list(not_compared.values())},
+            schema={"feature": pl.String, "reason": pl.String},
+        )
+    }
     if _too_few(live.height, settings) or not columns:
-        return CheckOutcome("feature_drift", True, 0.0, threshold, description, metadata={"note": f"{live.height} decisions: too few to test", **skipped})
-    stats = {c: ks_statistic(reference[c].cast(pl.Float64).to_numpy(), live[c].cast(pl.Float64).fill_null(np.nan).to_numpy()) for c in columns}
+        return CheckOutcome(
+            "feature_drift",
+            True,
+            0.0,
+            threshold,
+            description,
+            metadata={"note": f"{live.height} decisions: too few to test", **skipped},
+        )
+    stats = {
+        c: ks_statistic(reference[c].cast(pl.Float64).to_numpy(), live[c].cast(pl.Float64).fill_null(np.nan).to_numpy())
+        for c in columns
+    }
     worst = max(stats, key=stats.get)
-    top = pl.DataFrame({"feature": list(stats), "ks": [round(v, 3) for v in stats.values()]}).sort("ks", descending=True).head(10)
+    top = (
+        pl.DataFrame({"feature": list(stats), "ks": [round(v, 3) for v in stats.values()]})
+        .sort("ks", descending=True)
+        .head(10)
+    )
     return CheckOutcome(
-        "feature_drift", bool(stats[worst] <= limit), round(stats[worst], 3), threshold, description,
+        "feature_drift",
+        bool(stats[worst] <= limit),
+        round(stats[worst], 3),
+        threshold,
+        description,
         metadata={"worst_feature": worst, "decisions": live.height, "top": top, **skipped},
     )
 
@@ -48,8 +75,12 @@ def layer3_share(log: pl.DataFrame, settings: FraudSettings) -> CheckOutcome:
     share = float((log["layer"] == 3).mean()) if log.height else 0.0
     ok = bool(_too_few(log.height, settings) or low <= share <= high)
     return CheckOutcome(
-        "layer3_share", ok, round(share * 100, 2), f"[{low:.1%}, {high:.1%}] of decisions (value in %)",
-        f"Share of decisions re-scored by layer 3 (configured {settings.cascade.layer3_share:.0%}).", metadata={"decisions": log.height},
+        "layer3_share",
+        ok,
+        round(share * 100, 2),
+        f"[{low:.1%}, {high:.1%}] of decisions (value in %)",
+        f"Share of decisions re-scored by layer 3 (configured {settings.cascade.layer3_share:.0%}).",
+        metadata={"decisions": log.height},
     )
 
 
@@ -60,7 +91,10 @@ def decision_rate(log: pl.DataFrame, expected_flag_rate: float, settings: FraudS
     low, high = expected_flag_rate / r, expected_flag_rate * r
     ok = bool(_too_few(log.height, settings) or low <= rate <= high)
     return CheckOutcome(
-        "decision_rate", ok, round(rate * 100, 3), f"[{low:.3%}, {high:.3%}] (test-window rate {expected_flag_rate:.3%} x/÷ {r}; value in %)",
+        "decision_rate",
+        ok,
+        round(rate * 100, 3),
+        f"[{low:.3%}, {high:.3%}] (test-window rate {expected_flag_rate:.3%} x/÷ {r}; value in %)",
         "Review + block rate of the day vs the champion's test window.",
         metadata={
             "block_rate_pct": round(float((log["decision"] == "block").mean()) * 100, 3) if log.height else 0.0,

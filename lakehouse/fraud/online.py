@@ -66,8 +66,21 @@ LABEL_LOG_PARTS = "label_log_parts"
 FIRST_ENTITIES = tuple(e for e in ENTITIES if e not in LAYER3_ONLY_ENTITIES)
 ALL_ENTITIES = tuple(ENTITIES)
 TX_FIELDS = (
-    "tx_id", "customer_id", "card_id", "merchant_id", "channel", "amount", "device_id", "ip", "payee_iban", "country", "category",
-    "lat", "lon", "customer_lat", "customer_lon",
+    "tx_id",
+    "customer_id",
+    "card_id",
+    "merchant_id",
+    "channel",
+    "amount",
+    "device_id",
+    "ip",
+    "payee_iban",
+    "country",
+    "category",
+    "lat",
+    "lon",
+    "customer_lat",
+    "customer_lon",
 )
 FLOAT_FIELDS = ("amount", "lat", "lon", "customer_lat", "customer_lon")
 LABEL = "label"  # the `kind` of a label event (decision events have none)
@@ -82,7 +95,14 @@ def epoch_ms(ts: datetime) -> int:
 # --------------------------------------------------------------------------- warming the store (sync)
 
 
-def warm_store(client, transactions: pl.DataFrame, registry: Registry, serving: ServingSettings, labels: pl.DataFrame | None = None, batch: int = 2000) -> int:
+def warm_store(
+    client,
+    transactions: pl.DataFrame,
+    registry: Registry,
+    serving: ServingSettings,
+    labels: pl.DataFrame | None = None,
+    batch: int = 2000,
+) -> int:
     """Apply transactions (in time order), their fraud labels and other labels (tx_id, ts,
     merchant_id, category, is_fraud) to the store with the consumer's updates, then mark the
     store warm; returns how many transactions were new."""
@@ -97,12 +117,16 @@ def warm_store(client, transactions: pl.DataFrame, registry: Registry, serving: 
             keys, args = update_args(row, ts_ms, registry, serving)
             script(keys=keys, args=args, client=pipe)
         applied += sum(int(reply) for reply in pipe.execute())
-    known = transactions.filter(pl.col("is_fraud")).select("tx_id", "ts", "merchant_id", *[c for c in ("category",) if c in transactions.columns])
+    known = transactions.filter(pl.col("is_fraud")).select(
+        "tx_id", "ts", "merchant_id", *[c for c in ("category",) if c in transactions.columns]
+    )
     if labels is not None:
         known = pl.concat([known, labels.filter(pl.col("is_fraud")).select(known.columns)], how="diagonal_relaxed")
     pipe = client.pipeline(transaction=False)
     for row in known.iter_rows(named=True):
-        if labelled := label_args({**row, "is_fraud": True, "ts_ms": epoch_ms(row["ts"])}, registry, serving.dedupe_ttl_s):
+        if labelled := label_args(
+            {**row, "is_fraud": True, "ts_ms": epoch_ms(row["ts"])}, registry, serving.dedupe_ttl_s
+        ):
             label(keys=labelled[0], args=labelled[1], client=pipe)
     pipe.execute()
     client.set(EPOCH_KEY, datetime.now(UTC).isoformat())
@@ -121,9 +145,22 @@ def store_history(lake: Lake, registry: Registry, last_day: date) -> tuple[pl.Da
         return lake.read_partitions(CASE, name, "day", stored) if stored else None
 
     columns = [*TX_FIELDS, "ts", "is_fraud"]
-    frames = [f.select([c for c in columns if c in f.columns]) for f in (read("transactions"), read(DECISION_LOG_PARTS)) if f is not None]
+    frames = [
+        f.select([c for c in columns if c in f.columns])
+        for f in (read("transactions"), read(DECISION_LOG_PARTS))
+        if f is not None
+    ]
     if not frames:
-        return pl.DataFrame(schema={"tx_id": pl.String, "ts": pl.Datetime("ms"), "customer_id": pl.String, "merchant_id": pl.String, "amount": pl.Float64, "is_fraud": pl.Boolean}), None
+        return pl.DataFrame(
+            schema={
+                "tx_id": pl.String,
+                "ts": pl.Datetime("ms"),
+                "customer_id": pl.String,
+                "merchant_id": pl.String,
+                "amount": pl.Float64,
+                "is_fraud": pl.Boolean,
+            }
+        ), None
     history = pl.concat(frames, how="diagonal_relaxed").with_columns(pl.col("is_fraud").fill_null(False))
     return history.sort("ts", "tx_id").unique("tx_id", keep="first", maintain_order=True), read(LABEL_LOG_PARTS)
 
@@ -206,8 +243,15 @@ class Decision:
 
     def as_dict(self) -> dict:
         return {
-            "tx_id": self.tx_id, "decision": self.decision, "score": self.score, "layer": self.layer, "reasons": self.reasons,
-            "model_version": self.model_version, "degraded": self.degraded, "latency_ms": self.latency_ms, "layer_ms": self.layer_ms,
+            "tx_id": self.tx_id,
+            "decision": self.decision,
+            "score": self.score,
+            "layer": self.layer,
+            "reasons": self.reasons,
+            "model_version": self.model_version,
+            "degraded": self.degraded,
+            "latency_ms": self.latency_ms,
+            "layer_ms": self.layer_ms,
         }
 
 
@@ -231,7 +275,9 @@ class Decider:
         self.on_store_lost = on_store_lost
         self.store_lost = False
 
-    async def _read(self, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, state: OnlineState | None = None) -> OnlineState | None:
+    async def _read(
+        self, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, state: OnlineState | None = None
+    ) -> OnlineState | None:
         if not self.breaker.allows():
             return None
         try:
@@ -302,17 +348,34 @@ class Decider:
             decision = "approve"
         reasons = [f"rule:{h}" for h in hits] + ([reason] if reason else [])
         latency = (time.perf_counter() - started) * 1e3
-        return Decision(tx["tx_id"], decision, round(score, 6), layer, reasons, model.version, reason is not None, round(latency, 3), layer_ms), features
+        return Decision(
+            tx["tx_id"],
+            decision,
+            round(score, 6),
+            layer,
+            reasons,
+            model.version,
+            reason is not None,
+            round(latency, 3),
+            layer_ms,
+        ), features
 
 
 # --------------------------------------------------------------------------- events
 
 
-def event_fields(tx: dict, ts_ms: int, decision: Decision, features: dict[str, float], layer2_features: tuple[str, ...]) -> dict[str, str]:
+def event_fields(
+    tx: dict, ts_ms: int, decision: Decision, features: dict[str, float], layer2_features: tuple[str, ...]
+) -> dict[str, str]:
     out = {k: "" if tx.get(k) is None else str(tx[k]) for k in TX_FIELDS}
     out.update(
-        ts_ms=str(ts_ms), decision=decision.decision, score=repr(decision.score), layer=str(decision.layer),
-        degraded="1" if decision.degraded else "0", model_version=decision.model_version, latency_ms=repr(decision.latency_ms),
+        ts_ms=str(ts_ms),
+        decision=decision.decision,
+        score=repr(decision.score),
+        layer=str(decision.layer),
+        degraded="1" if decision.degraded else "0",
+        model_version=decision.model_version,
+        latency_ms=repr(decision.latency_ms),
         rule_hits=",".join(r.removeprefix("rule:") for r in decision.reasons if r.startswith("rule:")),
         decided_at=str(round(time.time() * 1000)),
         features=json.dumps({n: features.get(n) for n in layer2_features if n in features}),
@@ -322,8 +385,13 @@ def event_fields(tx: dict, ts_ms: int, decision: Decision, features: dict[str, f
 
 def label_fields(tx_id: str, ts_ms: int, merchant_id: str, category: str | None, is_fraud: bool) -> dict[str, str]:
     return {
-        "kind": LABEL, "tx_id": tx_id, "ts_ms": str(ts_ms), "merchant_id": merchant_id, "category": category or "",
-        "is_fraud": "1" if is_fraud else "0", "received_at": str(round(time.time() * 1000)),
+        "kind": LABEL,
+        "tx_id": tx_id,
+        "ts_ms": str(ts_ms),
+        "merchant_id": merchant_id,
+        "category": category or "",
+        "is_fraud": "1" if is_fraud else "0",
+        "received_at": str(round(time.time() * 1000)),
     }
 
 
@@ -335,7 +403,13 @@ def tx_from_event(fields: dict[str, str]) -> tuple[dict, int]:
 
 
 def label_from_event(fields: dict[str, str]) -> dict:
-    return {"tx_id": fields["tx_id"], "ts_ms": int(fields["ts_ms"]), "merchant_id": fields["merchant_id"], "category": fields.get("category") or None, "is_fraud": fields["is_fraud"] == "1"}
+    return {
+        "tx_id": fields["tx_id"],
+        "ts_ms": int(fields["ts_ms"]),
+        "merchant_id": fields["merchant_id"],
+        "category": fields.get("category") or None,
+        "is_fraud": fields["is_fraud"] == "1",
+    }
 
 
 class SpoolFull(RuntimeError):
@@ -357,7 +431,9 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_events = segment_events
-        self.segments: list[dict] = []  # oldest first: path, fd, pos (next unread byte), size, events, committed, closed
+        self.segments: list[
+            dict
+        ] = []  # oldest first: path, fd, pos (next unread byte), size, events, committed, closed
         self.writer: dict | None = None
         self.dirty = False
         self.bytes = 0
@@ -373,14 +449,24 @@ class Spool:
             return None
         size = os.fstat(fd).st_size
         events = os.pread(fd, size, 0).count(b"\n") if size else 0
-        segment = {"path": path, "fd": fd, "pos": 0, "size": size, "events": events, "committed": 0, "closed": not create}
+        segment = {
+            "path": path,
+            "fd": fd,
+            "pos": 0,
+            "size": size,
+            "events": events,
+            "committed": 0,
+            "closed": not create,
+        }
         self.bytes += size
         return segment
 
     def append(self, event: dict) -> None:
         line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
         if self.bytes + len(line) > self.max_bytes:
-            raise SpoolFull(f"decision spool full ({self.bytes:,} bytes in {self.directory}): the event stream has been away too long")
+            raise SpoolFull(
+                f"decision spool full ({self.bytes:,} bytes in {self.directory}): the event stream has been away too long"
+            )
         if self.writer is None or self.writer["events"] >= self.segment_events:
             self._rotate()
         written = os.write(self.writer["fd"], line)
@@ -598,7 +684,9 @@ class StreamConsumer:
         while not self.stopping:
             try:
                 await self.step(block_ms=100)
-            except Exception as exc:  # stream away (or Redis restarted empty: no group) or a bad batch: retry after a pause
+            except (
+                Exception
+            ) as exc:  # stream away (or Redis restarted empty: no group) or a bad batch: retry after a pause
                 log.debug("%s consumer: %r", self.group, exc)
                 await asyncio.sleep(0.2)
                 try:
@@ -610,7 +698,9 @@ class StreamConsumer:
 def event_stream(redis_client, settings: FraudSettings) -> EventStream:
     """Kafka when `kafka_bootstrap` is set, otherwise a Redis Stream on `redis_client`."""
     if settings.kafka_bootstrap:
-        return KafkaEventStream(settings.kafka_bootstrap, KAFKA_TOPIC, key_field="customer_id", partitions=settings.serving.kafka_partitions)
+        return KafkaEventStream(
+            settings.kafka_bootstrap, KAFKA_TOPIC, key_field="customer_id", partitions=settings.serving.kafka_partitions
+        )
     return RedisEventStream(redis_client, STREAM_KEY, settings.serving.stream_maxlen)
 
 
@@ -646,17 +736,48 @@ class FeatureConsumer(StreamConsumer):
 
 
 DECISION_LOG_SCHEMA = {
-    "tx_id": pl.String, "ts": pl.Datetime("ms"), "customer_id": pl.String, "card_id": pl.String, "merchant_id": pl.String,
-    "channel": pl.String, "amount": pl.Float64, "device_id": pl.String, "ip": pl.String, "payee_iban": pl.String,
-    "country": pl.String, "category": pl.String, "lat": pl.Float64, "lon": pl.Float64, "customer_lat": pl.Float64, "customer_lon": pl.Float64,
-    "decision": pl.String, "score": pl.Float64, "layer": pl.Int64, "degraded": pl.Boolean, "model_version": pl.String,
-    "latency_ms": pl.Float64, "rule_hits": pl.String, "decided_at": pl.Datetime("ms"), "features": pl.String, "stream_id": pl.String,
+    "tx_id": pl.String,
+    "ts": pl.Datetime("ms"),
+    "customer_id": pl.String,
+    "card_id": pl.String,
+    "merchant_id": pl.String,
+    "channel": pl.String,
+    "amount": pl.Float64,
+    "device_id": pl.String,
+    "ip": pl.String,
+    "payee_iban": pl.String,
+    "country": pl.String,
+    "category": pl.String,
+    "lat": pl.Float64,
+    "lon": pl.Float64,
+    "customer_lat": pl.Float64,
+    "customer_lon": pl.Float64,
+    "decision": pl.String,
+    "score": pl.Float64,
+    "layer": pl.Int64,
+    "degraded": pl.Boolean,
+    "model_version": pl.String,
+    "latency_ms": pl.Float64,
+    "rule_hits": pl.String,
+    "decided_at": pl.Datetime("ms"),
+    "features": pl.String,
+    "stream_id": pl.String,
 }
-LABEL_LOG_SCHEMA = {"tx_id": pl.String, "ts": pl.Datetime("ms"), "merchant_id": pl.String, "category": pl.String, "is_fraud": pl.Boolean, "received_at": pl.Datetime("ms")}
+LABEL_LOG_SCHEMA = {
+    "tx_id": pl.String,
+    "ts": pl.Datetime("ms"),
+    "merchant_id": pl.String,
+    "category": pl.String,
+    "is_fraud": pl.Boolean,
+    "received_at": pl.Datetime("ms"),
+}
 
 
 def _typed(rows: list[dict], schema: dict) -> pl.DataFrame:
-    raw = {k: pl.Int64 if isinstance(t, pl.Datetime) else pl.Boolean if t == pl.Boolean else pl.String for k, t in schema.items()}
+    raw = {
+        k: pl.Int64 if isinstance(t, pl.Datetime) else pl.Boolean if t == pl.Boolean else pl.String
+        for k, t in schema.items()
+    }
     df = pl.DataFrame(rows, schema=raw)
     return df.select(pl.col(k).cast(t) for k, t in schema.items())  # integers of ms become datetimes
 
@@ -664,16 +785,26 @@ def _typed(rows: list[dict], schema: dict) -> pl.DataFrame:
 def decision_rows(messages: list[Event]) -> pl.DataFrame:
     rows = []
     for mid, f in messages:
-        row = {k: (f.get(k) or None) for k in DECISION_LOG_SCHEMA if k not in ("ts", "stream_id", "degraded", "decided_at")}
-        row.update(ts=int(f["ts_ms"]), degraded=f.get("degraded") == "1", stream_id=mid, decided_at=int(f["decided_at"]))
+        row = {
+            k: (f.get(k) or None) for k in DECISION_LOG_SCHEMA if k not in ("ts", "stream_id", "degraded", "decided_at")
+        }
+        row.update(
+            ts=int(f["ts_ms"]), degraded=f.get("degraded") == "1", stream_id=mid, decided_at=int(f["decided_at"])
+        )
         rows.append(row)
     return _typed(rows, DECISION_LOG_SCHEMA)
 
 
 def label_rows(messages: list[Event]) -> pl.DataFrame:
     rows = [
-        {"tx_id": f["tx_id"], "ts": int(f["ts_ms"]), "merchant_id": f["merchant_id"], "category": f.get("category") or None,
-         "is_fraud": f["is_fraud"] == "1", "received_at": int(f["received_at"])}
+        {
+            "tx_id": f["tx_id"],
+            "ts": int(f["ts_ms"]),
+            "merchant_id": f["merchant_id"],
+            "category": f.get("category") or None,
+            "is_fraud": f["is_fraud"] == "1",
+            "received_at": int(f["received_at"]),
+        }
         for _, f in messages
     ]
     return _typed(rows, LABEL_LOG_SCHEMA)
@@ -705,7 +836,10 @@ class DecisionLogConsumer(StreamConsumer):
     def write(self, messages) -> None:
         labels = [m for m in messages if m[1].get("kind") == LABEL]
         decisions = [m for m in messages if m[1].get("kind") != LABEL]
-        for table, rows in ((DECISION_LOG_PARTS, decision_rows(decisions) if decisions else None), (LABEL_LOG_PARTS, label_rows(labels) if labels else None)):
+        for table, rows in (
+            (DECISION_LOG_PARTS, decision_rows(decisions) if decisions else None),
+            (LABEL_LOG_PARTS, label_rows(labels) if labels else None),
+        ):
             if rows is None:
                 continue
             for (day,), part in rows.with_columns(_day=pl.col("ts").dt.date()).group_by("_day"):

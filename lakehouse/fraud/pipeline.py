@@ -24,7 +24,18 @@ from lakehouse.common.settings import DateRange
 from lakehouse.common.sources import CaseSource, load_table
 from lakehouse.fraud.features import Registry as FeatureRegistry
 from lakehouse.fraud.features import batch_features, registry_for
-from lakehouse.fraud.model import Cascade, Evaluation, Split, evaluate, evaluate_window, gate, load_cascade, log_cascade, score_rows, train
+from lakehouse.fraud.model import (
+    Cascade,
+    Evaluation,
+    Split,
+    evaluate,
+    evaluate_window,
+    gate,
+    load_cascade,
+    log_cascade,
+    score_rows,
+    train,
+)
 from lakehouse.fraud.monitoring import decision_rate, feature_drift, layer3_share
 from lakehouse.fraud.online import publish_lists, read_decision_log, store_history, warm_store
 from lakehouse.fraud.rules import RuleLists, batch_rules, build_lists
@@ -45,34 +56,64 @@ DAY = "day"
 
 def partition_of(settings: FraudSettings) -> pl.Expr:
     """A transaction's daily partition: its date in the calendar's time zone."""
-    return pl.col("ts").dt.replace_time_zone("UTC").dt.convert_time_zone(settings.calendar.timezone).dt.date().cast(pl.String)
+    return (
+        pl.col("ts")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone(settings.calendar.timezone)
+        .dt.date()
+        .cast(pl.String)
+    )
 
 
-def load_source(source: CaseSource, settings: FraudSettings, *, days: list[str], allowed: list[str], today: date, replace_with_empty: bool = False) -> tuple[PartitionedLoad, str]:
+def load_source(
+    source: CaseSource,
+    settings: FraudSettings,
+    *,
+    days: list[str],
+    allowed: list[str],
+    today: date,
+    replace_with_empty: bool = False,
+) -> tuple[PartitionedLoad, str]:
     """The user's transactions for the selected days, mapped and validated; nothing is written.
     Returns the rows per day and where they came from."""
     source.check_no_misnamed_files([TRANSACTIONS])
     loaded = load_table(source, transactions_schema(settings), today=today, optional=OPTIONAL)
     if pair := missing_pair(loaded.frame.columns):
-        raise InputDataError(loaded.label, TRANSACTIONS, pair[1], f"{pair[0]} and {pair[1]} come together: give both columns or neither")
+        raise InputDataError(
+            loaded.label, TRANSACTIONS, pair[1], f"{pair[0]} and {pair[1]} come together: give both columns or neither"
+        )
     split = split_partitions(
-        loaded.frame, partition_of(settings), selected=days, allowed=allowed, label=loaded.label, table=TRANSACTIONS, column="ts",
-        calendar_hint=FraudSettings.where("calendar.start"), rows_outside_selection=source.table(TRANSACTIONS).rows_outside_selection,
+        loaded.frame,
+        partition_of(settings),
+        selected=days,
+        allowed=allowed,
+        label=loaded.label,
+        table=TRANSACTIONS,
+        column="ts",
+        calendar_hint=FraudSettings.where("calendar.start"),
+        rows_outside_selection=source.table(TRANSACTIONS).rows_outside_selection,
         replace_with_empty=replace_with_empty,
     )
     return split, loaded.label
 
 
-def validate_days(frames: dict[str, pl.DataFrame], settings: FraudSettings, *, source: str, today: date) -> dict[str, pl.DataFrame]:
+def validate_days(
+    frames: dict[str, pl.DataFrame], settings: FraudSettings, *, source: str, today: date
+) -> dict[str, pl.DataFrame]:
     """Frames from another source (the generator) through the same schema."""
     schema = transactions_schema(settings)
-    return {d: validate_frame(df, schema.restricted(df.columns), source=source, today=today) for d, df in frames.items()}
+    return {
+        d: validate_frame(df, schema.restricted(df.columns), source=source, today=today) for d, df in frames.items()
+    }
 
 
 def store_transactions(lake: Lake, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
     """Write the days in one step; returns rows and frauds."""
     lake.write_many({(CASE, TRANSACTIONS, (DAY, d)): df for d, df in frames.items()})
-    return {"rows": sum(df.height for df in frames.values()), "frauds": sum(int(df["is_fraud"].sum()) for df in frames.values())}
+    return {
+        "rows": sum(df.height for df in frames.values()),
+        "frauds": sum(int(df["is_fraud"].sum()) for df in frames.values()),
+    }
 
 
 def loaded_days(lake: Lake) -> list[str]:
@@ -87,7 +128,9 @@ def read_days(lake: Lake, name: str, days: list[str], asset: str) -> pl.DataFram
     """The named days of a daily table, or one error naming the days it lacks."""
     missing = sorted(set(days) - set(lake.partitions(CASE, name, DAY)))
     if missing:
-        raise FileNotFoundError(f"{CASE}/{name} has no partition for {len(missing)} day(s) ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): materialize {asset} first")
+        raise FileNotFoundError(
+            f"{CASE}/{name} has no partition for {len(missing)} day(s) ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): materialize {asset} first"
+        )
     return lake.read_partitions(CASE, name, DAY, days)
 
 
@@ -109,7 +152,9 @@ def build_features(lake: Lake, settings: FraudSettings) -> FeatureTable:
     parts = {str(d): part for (d,), part in features.group_by(DAY, maintain_order=True)}
     lake.write_many({(CASE, FEATURES, (DAY, d)): part for d, part in parts.items()})
     present = [n for n in registry.names if n in features.columns]
-    return FeatureTable(features.height, sorted(parts), present, [n for n in registry.names if n not in features.columns])
+    return FeatureTable(
+        features.height, sorted(parts), present, [n for n in registry.names if n not in features.columns]
+    )
 
 
 def split_of(days: list[str], settings: FraudSettings) -> Split:
@@ -122,8 +167,12 @@ def learn_rules(lake: Lake, settings: FraudSettings) -> tuple[RuleLists, Split]:
     window = split.train
     days = [d for d in lake.partitions(CASE, FEATURES, DAY) if window.contains(date.fromisoformat(d))]
     if not days:
-        raise ValueError(f"no feature partition in the training window {window.start}..{window.end}: materialize {CASE}/{FEATURES} first")
-    lists = build_lists(read_transactions(lake, days), lake.read_partitions(CASE, FEATURES, DAY, days), registry_for(settings), settings)
+        raise ValueError(
+            f"no feature partition in the training window {window.start}..{window.end}: materialize {CASE}/{FEATURES} first"
+        )
+    lists = build_lists(
+        read_transactions(lake, days), lake.read_partitions(CASE, FEATURES, DAY, days), registry_for(settings), settings
+    )
     lake.write(lists.as_frame(), CASE, RULE_LISTS)
     return lists, split
 
@@ -132,7 +181,9 @@ def read_rules(lake: Lake) -> RuleLists:
     return RuleLists.from_frame(lake.read(CASE, RULE_LISTS)) if lake.exists(CASE, RULE_LISTS) else RuleLists()
 
 
-def with_rules(features: pl.DataFrame, raw: pl.DataFrame, lists: RuleLists, registry: FeatureRegistry, settings: FraudSettings) -> pl.DataFrame:
+def with_rules(
+    features: pl.DataFrame, raw: pl.DataFrame, lists: RuleLists, registry: FeatureRegistry, settings: FraudSettings
+) -> pl.DataFrame:
     """Features, rule score and hits, and the raw columns the evaluation needs."""
     extra = [c for c in ("amount", "fraud_pattern") if c in raw.columns and c not in features.columns]
     rules = batch_rules(features, raw, lists, registry, settings)
@@ -175,7 +226,9 @@ def promotion_gate(training: Training, settings: FraudSettings) -> CheckOutcome:
     return gate(training.evaluation.metrics(), training.version, settings)
 
 
-def train_from_transactions(registry: Registry, tx: pl.DataFrame, settings: FraudSettings, promote: bool, run_name: str = "from-transactions") -> tuple[Training, RuleLists]:
+def train_from_transactions(
+    registry: Registry, tx: pl.DataFrame, settings: FraudSettings, promote: bool, run_name: str = "from-transactions"
+) -> tuple[Training, RuleLists]:
     """Features, rules, cascade and evaluation from raw transactions in one call (benchmarks,
     tests); the assets run the same steps one asset at a time. `promote` applies the gate's
     verdict, as the gate check and the champion asset would."""
@@ -183,11 +236,15 @@ def train_from_transactions(registry: Registry, tx: pl.DataFrame, settings: Frau
     features = batch_features(tx, feature_registry)
     split = split_of([str(d) for d in features[DAY].unique().to_list()], settings)
     train_features = split.frame(features, "train")
-    lists = build_lists(tx.filter(pl.col("tx_id").is_in(train_features["tx_id"].implode())), train_features, feature_registry, settings)
+    lists = build_lists(
+        tx.filter(pl.col("tx_id").is_in(train_features["tx_id"].implode())), train_features, feature_registry, settings
+    )
     result = fit(with_rules(features, tx, lists, feature_registry, settings), split, registry, settings, run_name)
     if promote:
         outcome = promotion_gate(result, settings)
-        registry.record_gate(settings.cascade.registered_model_name, result.version, outcome.passed, outcome.description)
+        registry.record_gate(
+            settings.cascade.registered_model_name, result.version, outcome.passed, outcome.description
+        )
         if outcome.passed:
             registry.set_alias(settings.cascade.registered_model_name, CHAMPION, result.version)
     return result, lists
@@ -202,11 +259,15 @@ def score_days(lake: Lake, registry: Registry, settings: FraudSettings, days: li
     features = read_days(lake, FEATURES, days, f"{CASE}/{FEATURES}")
     missing = [f for f in cascade.layer3_features if f not in features.columns and f != "rule_score"]
     if missing:
-        raise ValueError(f"the champion v{version} needs features the table lacks ({', '.join(missing[:5])}): rebuild {CASE}/{FEATURES} with its settings, or train again")
+        raise ValueError(
+            f"the champion v{version} needs features the table lacks ({', '.join(missing[:5])}): rebuild {CASE}/{FEATURES} with its settings, or train again"
+        )
     data = with_rules(features, read_transactions(lake, days), read_rules(lake), cascade.registry, settings)
     scored = score_rows(cascade, data)
     scored = scored.with_columns(decision=cascade.decide(scored), model_version=pl.lit(version))
-    table = scored.select("tx_id", DAY, "amount", "rule_score", "layer", "layer2_score", "score", "decision", "model_version")
+    table = scored.select(
+        "tx_id", DAY, "amount", "rule_score", "layer", "layer2_score", "score", "decision", "model_version"
+    )
     lake.write_many({(CASE, SCORES, (DAY, str(d))): part for (d,), part in table.group_by(DAY)})
     return {"rows": table.height, "model_version": version, "flagged": int((table["decision"] != "approve").sum())}
 
@@ -215,7 +276,9 @@ def default_window(lake: Lake, settings: FraudSettings) -> DateRange:
     return split_of(loaded_days(lake), settings).test
 
 
-def evaluation_report(lake: Lake, registry: Registry, settings: FraudSettings, window: DateRange | None = None) -> tuple[Evaluation, DateRange, str]:
+def evaluation_report(
+    lake: Lake, registry: Registry, settings: FraudSettings, window: DateRange | None = None
+) -> tuple[Evaluation, DateRange, str]:
     """The champion's stored scores over a window (default: the settings' test window) against
     the labels known now. Returns the evaluation, the window and the champion's version."""
     window = window or default_window(lake, settings)
@@ -225,7 +288,9 @@ def evaluation_report(lake: Lake, registry: Registry, settings: FraudSettings, w
         raise ValueError(f"no loaded day in {window.start}..{window.end}: load its transactions first")
     scores = read_days(lake, SCORES, days, f"{CASE}/{SCORES} for these days")
     tx = read_transactions(lake, days)
-    scored = scores.join(tx.select("tx_id", "is_fraud", *[c for c in ("fraud_pattern",) if c in tx.columns]), on="tx_id", how="inner")
+    scored = scores.join(
+        tx.select("tx_id", "is_fraud", *[c for c in ("fraud_pattern",) if c in tx.columns]), on="tx_id", how="inner"
+    )
     return evaluate(scored, cascade, window.days, settings), window, version
 
 
@@ -250,7 +315,9 @@ def publish_rules(lake: Lake, client) -> str:
 # --------------------------------------------------------------------------- decision log
 
 
-def compact_decision_log(lake: Lake, registry: Registry, settings: FraudSettings, day: str) -> tuple[pl.DataFrame, list[CheckOutcome]]:
+def compact_decision_log(
+    lake: Lake, registry: Registry, settings: FraudSettings, day: str
+) -> tuple[pl.DataFrame, list[CheckOutcome]]:
     """One row per decision of the day, stored; and the day's monitoring checks."""
     log = read_decision_log(lake, day)
     lake.write(log, CASE, DECISION_LOG, (DAY, day))
@@ -259,7 +326,11 @@ def compact_decision_log(lake: Lake, registry: Registry, settings: FraudSettings
     reference = lake.read(CASE, REFERENCE)
     history_days = (reference[DAY].min() - date.fromisoformat(loaded_days(lake)[0])).days
     not_compared = registry_for(settings).not_comparable_daily(reference.columns, history_days)
-    return log, [feature_drift(reference, log, settings, not_compared), layer3_share(log, settings), decision_rate(log, expected, settings)]
+    return log, [
+        feature_drift(reference, log, settings, not_compared),
+        layer3_share(log, settings),
+        decision_rate(log, expected, settings),
+    ]
 
 
 # --------------------------------------------------------------------------- reports
@@ -271,15 +342,45 @@ def evaluation_table(evaluation: Evaluation, settings: FraudSettings) -> pl.Data
     m, b, seed = evaluation.cascade, evaluation.baseline, settings.reference
     pct = 100.0
     rows = [
-        ("recall %", b["recall"] * pct, m["recall"] * pct, m["layer2_only_recall"] * pct, seed.rules_recall * pct, seed.cascade_recall * pct),
-        ("precision %", b["precision"] * pct, m["precision"] * pct, m["layer2_only_precision"] * pct, seed.rules_precision * pct, seed.cascade_precision * pct),
-        ("false-positive share of flags %", b["fp_share"] * pct, m["fp_share"] * pct, None, (1 - seed.rules_precision) * pct, seed.cascade_fp_share * pct),
+        (
+            "recall %",
+            b["recall"] * pct,
+            m["recall"] * pct,
+            m["layer2_only_recall"] * pct,
+            seed.rules_recall * pct,
+            seed.cascade_recall * pct,
+        ),
+        (
+            "precision %",
+            b["precision"] * pct,
+            m["precision"] * pct,
+            m["layer2_only_precision"] * pct,
+            seed.rules_precision * pct,
+            seed.cascade_precision * pct,
+        ),
+        (
+            "false-positive share of flags %",
+            b["fp_share"] * pct,
+            m["fp_share"] * pct,
+            None,
+            (1 - seed.rules_precision) * pct,
+            seed.cascade_fp_share * pct,
+        ),
         ("ROC AUC", None, m["roc_auc"], m["layer2_only_roc_auc"], None, None),
         ("average precision", None, m["average_precision"], m["layer2_only_average_precision"], None, None),
-        (f"fraud caught / month ({settings.economics.currency}; seed {seed.currency})", b["fraud_caught_per_month"], m["fraud_caught_per_month"], None, seed.fraud_caught_per_month_before, seed.fraud_caught_per_month_after),
+        (
+            f"fraud caught / month ({settings.economics.currency}; seed {seed.currency})",
+            b["fraud_caught_per_month"],
+            m["fraud_caught_per_month"],
+            None,
+            seed.fraud_caught_per_month_before,
+            seed.fraud_caught_per_month_after,
+        ),
         ("legitimate payments flagged", b["legit_flagged"], m["legit_flagged"], None, None, None),
         ("layer 1: share blocked %", None, m["layer1_block_share"] * pct, None, None, seed.layer1_block_share * pct),
         ("layer 1: precision %", None, m["layer1_precision"] * pct, None, None, seed.layer1_precision * pct),
         ("layer 3: share of traffic %", None, m["layer3_share"] * pct, None, None, seed.layer3_share * pct),
     ]
-    return pl.DataFrame(rows, schema=["metric", "rules only", "cascade", "layer 2 alone", "seed before", "seed after"], orient="row")
+    return pl.DataFrame(
+        rows, schema=["metric", "rules only", "cascade", "layer 2 alone", "seed before", "seed after"], orient="row"
+    )

@@ -49,7 +49,10 @@ class RuleLists:
     def summary(self) -> dict[str, int | float | str]:
         return {
             **{name: len(getattr(self, name)) for name in LIST_NAMES},
-            **{k: round(self.thresholds[k], 4) if k in self.thresholds else "no rule" for k in ("risky_merchant_rate", "risky_merchant_weight")},
+            **{
+                k: round(self.thresholds[k], 4) if k in self.thresholds else "no rule"
+                for k in ("risky_merchant_rate", "risky_merchant_weight")
+            },
         }
 
 
@@ -60,19 +63,35 @@ def merchant_rule_features(registry: Registry) -> tuple[str, str]:
 
 def rule_features(registry: Registry) -> tuple[str, ...]:
     """The features the rules read (the service computes them with layer 2's)."""
-    return ("card_small_5m", "customer_count_1m", "new_device", "new_country", "cust_tx_before", "amount_ratio_mean", *merchant_rule_features(registry))
+    return (
+        "card_small_5m",
+        "customer_count_1m",
+        "new_device",
+        "new_country",
+        "cust_tx_before",
+        "amount_ratio_mean",
+        *merchant_rule_features(registry),
+    )
 
 
-def build_lists(history: pl.DataFrame, features: pl.DataFrame, registry: Registry, settings: FraudSettings) -> RuleLists:
+def build_lists(
+    history: pl.DataFrame, features: pl.DataFrame, registry: Registry, settings: FraudSettings
+) -> RuleLists:
     """Rules learnt from labelled transactions and their features (the training days only)."""
     s = settings.rules
 
-    def risky(column: str, min_frauds: int, min_share: float, min_tx: int = 1, where: pl.Expr | None = None) -> frozenset[str]:
+    def risky(
+        column: str, min_frauds: int, min_share: float, min_tx: int = 1, where: pl.Expr | None = None
+    ) -> frozenset[str]:
         if column not in history.columns:
             return frozenset()
         df = history if where is None else history.filter(where)
-        stats = df.filter(pl.col(column).is_not_null()).group_by(column).agg(frauds=pl.col("is_fraud").sum(), tx=pl.len())
-        hit = stats.filter((pl.col("frauds") >= min_frauds) & (pl.col("frauds") / pl.col("tx") >= min_share) & (pl.col("tx") >= min_tx))
+        stats = (
+            df.filter(pl.col(column).is_not_null()).group_by(column).agg(frauds=pl.col("is_fraud").sum(), tx=pl.len())
+        )
+        hit = stats.filter(
+            (pl.col("frauds") >= min_frauds) & (pl.col("frauds") / pl.col("tx") >= min_share) & (pl.col("tx") >= min_tx)
+        )
         return frozenset(hit[column].to_list())
 
     transfers = pl.col("channel").is_in(list(settings.transfer_channels))
@@ -96,7 +115,11 @@ def _risky_merchant(features: pl.DataFrame, registry: Registry, settings: FraudS
     precision = np.cumsum(y) / np.arange(1, y.size + 1)
     # cut only between distinct rates, so that every payment at the chosen rate is flagged
     last_of_rate = np.append(rates[1:] != rates[:-1], True)
-    ok = np.nonzero(last_of_rate & (precision >= settings.rules.merchant_min_precision) & (np.cumsum(y) >= settings.rules.merchant_min_frauds))[0]
+    ok = np.nonzero(
+        last_of_rate
+        & (precision >= settings.rules.merchant_min_precision)
+        & (np.cumsum(y) >= settings.rules.merchant_min_frauds)
+    )[0]
     if not ok.size:
         return {}
     cut = ok.max()
@@ -113,17 +136,26 @@ def rule_hits(tx: dict, features: dict, lists: RuleLists, registry: Registry, se
         hits.append("suspicious_ip")
     if tx.get("country") in lists.countries:
         hits.append("blacklisted_country")
-    if features.get("card_small_5m", 0.0) + (float(tx["amount"]) < registry.settings.small_amount) >= s.card_testing_small_tx:
+    if (
+        features.get("card_small_5m", 0.0) + (float(tx["amount"]) < registry.settings.small_amount)
+        >= s.card_testing_small_tx
+    ):
         hits.append("card_testing")
     if features.get("customer_count_1m", 0.0) + 1 >= s.velocity_burst_tx:
         hits.append("velocity_burst")
     if features.get("new_device", 0.0) and features.get("new_country", 0.0):
         hits.append("new_device_new_country")
-    if features.get("cust_tx_before", 0.0) >= s.amount_spike_min_history and features.get("amount_ratio_mean", 0.0) >= s.amount_spike_ratio:
+    if (
+        features.get("cust_tx_before", 0.0) >= s.amount_spike_min_history
+        and features.get("amount_ratio_mean", 0.0) >= s.amount_spike_ratio
+    ):
         hits.append("amount_spike")
     if "risky_merchant_rate" in lists.thresholds:
         rate, frauds = merchant_rule_features(registry)
-        if features.get(frauds, 0.0) >= s.merchant_min_frauds and features.get(rate, 0.0) >= lists.thresholds["risky_merchant_rate"]:
+        if (
+            features.get(frauds, 0.0) >= s.merchant_min_frauds
+            and features.get(rate, 0.0) >= lists.thresholds["risky_merchant_rate"]
+        ):
             hits.append(RISKY_MERCHANT)
     return hits
 
@@ -131,7 +163,9 @@ def rule_hits(tx: dict, features: dict, lists: RuleLists, registry: Registry, se
 def rule_score(hits: list[str], lists: RuleLists, settings: FraudSettings) -> float:
     keep = 1.0
     for h in hits:
-        weight = lists.thresholds["risky_merchant_weight"] if h == RISKY_MERCHANT else getattr(settings.rules.weights, h)
+        weight = (
+            lists.thresholds["risky_merchant_weight"] if h == RISKY_MERCHANT else getattr(settings.rules.weights, h)
+        )
         keep *= 1.0 - weight
     return 1.0 - keep
 
@@ -139,7 +173,9 @@ def rule_score(hits: list[str], lists: RuleLists, settings: FraudSettings) -> fl
 RAW_FIELDS = ("channel", "payee_iban", "ip", "country")
 
 
-def batch_rules(features: pl.DataFrame, raw: pl.DataFrame, lists: RuleLists, registry: Registry, settings: FraudSettings) -> pl.DataFrame:
+def batch_rules(
+    features: pl.DataFrame, raw: pl.DataFrame, lists: RuleLists, registry: Registry, settings: FraudSettings
+) -> pl.DataFrame:
     """tx_id, rule_score and rule_hits of every transaction (the same function as online)."""
     cols = [c for c in RAW_FIELDS if c in raw.columns and c not in features.columns]
     needed = [c for c in rule_features(registry) if c in features.columns]
@@ -151,4 +187,6 @@ def batch_rules(features: pl.DataFrame, raw: pl.DataFrame, lists: RuleLists, reg
         hits = rule_hits(row, row, lists, registry, settings)
         scores.append(rule_score(hits, lists, settings))
         names.append(",".join(hits))
-    return df.select("tx_id").with_columns(rule_score=pl.Series(scores, dtype=pl.Float64), rule_hits=pl.Series(names, dtype=pl.String))
+    return df.select("tx_id").with_columns(
+        rule_score=pl.Series(scores, dtype=pl.Float64), rule_hits=pl.Series(names, dtype=pl.String)
+    )

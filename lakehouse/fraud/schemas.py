@@ -25,29 +25,112 @@ def transactions_schema(settings: FraudSettings) -> TableSchema:
         key=("tx_id",),
         columns=(
             Column("tx_id", pl.String, "Transaction id (unique)."),
-            Column("ts", pl.Datetime("ms"), "When the payment was attempted (UTC; times with a zone are converted).", not_in_future=True),
+            Column(
+                "ts",
+                pl.Datetime("ms"),
+                "When the payment was attempted (UTC; times with a zone are converted).",
+                not_in_future=True,
+            ),
             Column("customer_id", pl.String, "Paying customer.", identifier=True),
             Column("card_id", pl.String, "Card or account used.", identifier=True),
-            Column("merchant_id", pl.String, "Merchant or terminal (for transfers: where the transfer was initiated).", identifier=True),
-            Column("channel", pl.String, "How the payment was made (`channels` in the settings).", allowed=settings.channels),
-            Column("amount", pl.Float64, f"Amount, in the settings' currency ({settings.economics.currency} by default).", min_value=0.01),
-            Column("device_id", pl.String, "Optional. Device fingerprint; empty for card-present payments.", nullable=True, identifier=True),
-            Column("ip", pl.String, "Optional. Client IP address; empty for card-present payments.", nullable=True, identifier=True),
-            Column("payee_iban", pl.String, "Optional. IBAN credited (merchant settlement account, or the payee of a transfer).", nullable=True, identifier=True),
+            Column(
+                "merchant_id",
+                pl.String,
+                "Merchant or terminal (for transfers: where the transfer was initiated).",
+                identifier=True,
+            ),
+            Column(
+                "channel",
+                pl.String,
+                "How the payment was made (`channels` in the settings).",
+                allowed=settings.channels,
+            ),
+            Column(
+                "amount",
+                pl.Float64,
+                f"Amount, in the settings' currency ({settings.economics.currency} by default).",
+                min_value=0.01,
+            ),
+            Column(
+                "device_id",
+                pl.String,
+                "Optional. Device fingerprint; empty for card-present payments.",
+                nullable=True,
+                identifier=True,
+            ),
+            Column(
+                "ip",
+                pl.String,
+                "Optional. Client IP address; empty for card-present payments.",
+                nullable=True,
+                identifier=True,
+            ),
+            Column(
+                "payee_iban",
+                pl.String,
+                "Optional. IBAN credited (merchant settlement account, or the payee of a transfer).",
+                nullable=True,
+                identifier=True,
+            ),
             Column("country", pl.String, "Optional. ISO country where the payment was made.", nullable=True),
-            Column("category", pl.String, "Optional. Merchant category (its known fraud rate is a feature).", nullable=True),
-            Column("lat", pl.Float64, "Optional. Latitude of the payment (the merchant's, for card-present payments).", nullable=True, min_value=-90, max_value=90),
-            Column("lon", pl.Float64, "Optional. Longitude of the payment.", nullable=True, min_value=-180, max_value=180),
-            Column("customer_lat", pl.Float64, "Optional. Latitude of the customer's home (distance to the payment).", nullable=True, min_value=-90, max_value=90),
-            Column("customer_lon", pl.Float64, "Optional. Longitude of the customer's home.", nullable=True, min_value=-180, max_value=180),
-            Column("is_fraud", pl.Boolean, "Label: the payment was fraudulent (known `features.label_delay_days` after it)."),
-            Column("fraud_pattern", pl.String, "Optional, diagnostic only (never a feature): the fraud scenario.", nullable=True),
+            Column(
+                "category", pl.String, "Optional. Merchant category (its known fraud rate is a feature).", nullable=True
+            ),
+            Column(
+                "lat",
+                pl.Float64,
+                "Optional. Latitude of the payment (the merchant's, for card-present payments).",
+                nullable=True,
+                min_value=-90,
+                max_value=90,
+            ),
+            Column(
+                "lon", pl.Float64, "Optional. Longitude of the payment.", nullable=True, min_value=-180, max_value=180
+            ),
+            Column(
+                "customer_lat",
+                pl.Float64,
+                "Optional. Latitude of the customer's home (distance to the payment).",
+                nullable=True,
+                min_value=-90,
+                max_value=90,
+            ),
+            Column(
+                "customer_lon",
+                pl.Float64,
+                "Optional. Longitude of the customer's home.",
+                nullable=True,
+                min_value=-180,
+                max_value=180,
+            ),
+            Column(
+                "is_fraud",
+                pl.Boolean,
+                "Label: the payment was fraudulent (known `features.label_delay_days` after it).",
+            ),
+            Column(
+                "fraud_pattern",
+                pl.String,
+                "Optional, diagnostic only (never a feature): the fraud scenario.",
+                nullable=True,
+            ),
         ),
         rules=(_together("lat", "lon"), _together("customer_lat", "customer_lon")),
     )
 
 
-OPTIONAL = ("device_id", "ip", "payee_iban", "country", "category", "lat", "lon", "customer_lat", "customer_lon", "fraud_pattern")
+OPTIONAL = (
+    "device_id",
+    "ip",
+    "payee_iban",
+    "country",
+    "category",
+    "lat",
+    "lon",
+    "customer_lat",
+    "customer_lon",
+    "fraud_pattern",
+)
 PAIRS = (("lat", "lon"), ("customer_lat", "customer_lon"))
 
 

@@ -45,7 +45,9 @@ class FeatureSettings(Section):
     @classmethod
     def _positive(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
         if not value or any(w <= timedelta(0) or w.total_seconds() % 1 for w in value):
-            raise ValueError("windows are positive whole numbers of seconds (give seconds or an ISO 8601 duration such as PT5M)")
+            raise ValueError(
+                "windows are positive whole numbers of seconds (give seconds or an ISO 8601 duration such as PT5M)"
+            )
         return tuple(sorted(set(value)))
 
     @field_validator("history_days")

@@ -77,12 +77,24 @@ class WorldConfig:
     def day_keys(self) -> list[str]:
         return [(self.start_date + timedelta(days=i)).isoformat() for i in range(self.days)]
 
+
 CHANNELS = ("card_present", "ecommerce", "transfer")
 CATEGORIES = ("grocery", "fashion", "electronics", "travel", "restaurant", "services", "gaming")
 COUNTRIES = {
-    "FR": (46.6, 2.4), "DE": (51.1, 10.4), "ES": (40.4, -3.7), "IT": (42.8, 12.5), "BE": (50.6, 4.5),
-    "NL": (52.1, 5.3), "PT": (39.6, -8.0), "GB": (54.0, -2.0), "US": (39.0, -98.0), "NG": (9.0, 8.0),
-    "RU": (61.0, 105.0), "BR": (-10.0, -52.0), "CN": (35.0, 104.0), "RO": (45.9, 24.9),
+    "FR": (46.6, 2.4),
+    "DE": (51.1, 10.4),
+    "ES": (40.4, -3.7),
+    "IT": (42.8, 12.5),
+    "BE": (50.6, 4.5),
+    "NL": (52.1, 5.3),
+    "PT": (39.6, -8.0),
+    "GB": (54.0, -2.0),
+    "US": (39.0, -98.0),
+    "NG": (9.0, 8.0),
+    "RU": (61.0, 105.0),
+    "BR": (-10.0, -52.0),
+    "CN": (35.0, 104.0),
+    "RO": (45.9, 24.9),
 }
 HOME_COUNTRIES = ("FR", "DE", "ES", "IT", "BE", "NL")
 HOME_WEIGHTS = (0.75, 0.07, 0.06, 0.05, 0.04, 0.03)
@@ -158,7 +170,20 @@ def build_entities(config: WorldConfig) -> Entities:
     compromised = rng.choice(n_m, size=max(3, n_m // 20), replace=False)
     fraud_ips = [f"185.{i // 256}.{i % 256}.7" for i in range(60)]
     mule_ibans = [_iban("LT", 7 * 10**9 + i) for i in range(30)]
-    return Entities(customers, cards, merchants, activity, typical, devices, home_ip, card_of, popularity, compromised, fraud_ips, mule_ibans)
+    return Entities(
+        customers,
+        cards,
+        merchants,
+        activity,
+        typical,
+        devices,
+        home_ip,
+        card_of,
+        popularity,
+        compromised,
+        fraud_ips,
+        mule_ibans,
+    )
 
 
 def _day_start_ms(day: date) -> int:
@@ -168,7 +193,21 @@ def _day_start_ms(day: date) -> int:
 class _Rows:
     """Column buffers for one day of transactions."""
 
-    COLUMNS = ("ts", "customer", "merchant", "channel", "amount", "device_id", "ip", "payee_iban", "country", "lat", "lon", "is_fraud", "fraud_pattern")
+    COLUMNS = (
+        "ts",
+        "customer",
+        "merchant",
+        "channel",
+        "amount",
+        "device_id",
+        "ip",
+        "payee_iban",
+        "country",
+        "lat",
+        "lon",
+        "is_fraud",
+        "fraud_pattern",
+    )
 
     def __init__(self) -> None:
         self.cols: dict[str, list] = {c: [] for c in self.COLUMNS}
@@ -231,8 +270,19 @@ def generate_day(config: WorldConfig, day: date, entities: Entities | None = Non
                 ip = e.home_ip[c]
         payee = accounts[(c + 1) % n_c] if ch == 2 else m_iban[m]
         rows.add(
-            ts=int(ts[i]), customer=c, merchant=m, channel=CHANNELS[ch], amount=float(amount[i]), device_id=device, ip=ip,
-            payee_iban=payee, country=country, lat=float(lat), lon=float(lon), is_fraud=False, fraud_pattern=None,
+            ts=int(ts[i]),
+            customer=c,
+            merchant=m,
+            channel=CHANNELS[ch],
+            amount=float(amount[i]),
+            device_id=device,
+            ip=ip,
+            payee_iban=payee,
+            country=country,
+            lat=float(lat),
+            lon=float(lon),
+            is_fraud=False,
+            fraud_pattern=None,
         )
     _add_fraud(rows, rng, e, config, start, patterned)
     df = pl.DataFrame(rows.cols, schema_overrides={"device_id": pl.String, "ip": pl.String, "fraud_pattern": pl.String})
@@ -248,7 +298,34 @@ def generate_day(config: WorldConfig, day: date, entities: Entities | None = Non
 
 
 def _hour_profile() -> np.ndarray:
-    w = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.2, 0.5, 0.9, 1.2, 1.3, 1.4, 1.5, 1.7, 1.5, 1.3, 1.3, 1.4, 1.6, 1.8, 1.7, 1.4, 1.1, 0.8, 0.5])
+    w = np.array(
+        [
+            0.3,
+            0.2,
+            0.15,
+            0.1,
+            0.1,
+            0.2,
+            0.5,
+            0.9,
+            1.2,
+            1.3,
+            1.4,
+            1.5,
+            1.7,
+            1.5,
+            1.3,
+            1.3,
+            1.4,
+            1.6,
+            1.8,
+            1.7,
+            1.4,
+            1.1,
+            0.8,
+            0.5,
+        ]
+    )
     return w / w.sum()
 
 
@@ -279,7 +356,11 @@ def _add_fraud(rows: _Rows, rng: np.random.Generator, e: Entities, config: World
             c = int(rng.integers(0, n_c))
             if pattern == "card_testing":
                 t = when(40 * MINUTE_MS)
-                device, ip, country = fraud_device(), e.fraud_ips[int(rng.integers(0, len(e.fraud_ips)))], fraud_country()
+                device, ip, country = (
+                    fraud_device(),
+                    e.fraud_ips[int(rng.integers(0, len(e.fraud_ips)))],
+                    fraud_country(),
+                )
                 lat, lon = COUNTRIES[country]
                 k = int(rng.integers(4, 13))
                 for j in range(k + int(rng.integers(1, 3))):
@@ -287,29 +368,71 @@ def _add_fraud(rows: _Rows, rng: np.random.Generator, e: Entities, config: World
                     m = int(rng.integers(0, n_m))
                     small = j < k
                     amount = float(rng.uniform(0.5, 4.99)) if small else float(rng.uniform(150, 1200))
-                    rows.add(ts=t, customer=c, merchant=m, channel="ecommerce", amount=amount, device_id=device, ip=ip,
-                             payee_iban=m_iban[m], country=country, lat=lat, lon=lon, is_fraud=True, fraud_pattern=pattern)
+                    rows.add(
+                        ts=t,
+                        customer=c,
+                        merchant=m,
+                        channel="ecommerce",
+                        amount=amount,
+                        device_id=device,
+                        ip=ip,
+                        payee_iban=m_iban[m],
+                        country=country,
+                        lat=lat,
+                        lon=lon,
+                        is_fraud=True,
+                        fraud_pattern=pattern,
+                    )
                     made += 1
             elif pattern == "account_takeover":
                 t = when(3 * 60 * MINUTE_MS)
                 device = fraud_device()
-                ip = e.fraud_ips[int(rng.integers(0, len(e.fraud_ips)))] if rng.random() < 0.6 else f"45.{int(rng.integers(0, 256))}.{int(rng.integers(0, 256))}.9"
+                ip = (
+                    e.fraud_ips[int(rng.integers(0, len(e.fraud_ips)))]
+                    if rng.random() < 0.6
+                    else f"45.{int(rng.integers(0, 256))}.{int(rng.integers(0, 256))}.9"
+                )
                 country = fraud_country() if rng.random() < 0.7 else home_country[c]
                 lat, lon = COUNTRIES[country] if country != home_country[c] else (home_lat[c] + 6.0, home_lon[c] + 6.0)
                 mule = e.mule_ibans[int(rng.integers(0, len(e.mule_ibans)))]
                 for _ in range(int(rng.integers(1, 4))):
                     t += int(rng.exponential(5 * MINUTE_MS)) + 1
-                    rows.add(ts=t, customer=c, merchant=int(rng.integers(0, n_m)), channel="transfer", amount=float(rng.uniform(400, 3000)),
-                             device_id=device, ip=ip, payee_iban=mule, country=country, lat=float(lat), lon=float(lon), is_fraud=True, fraud_pattern=pattern)
+                    rows.add(
+                        ts=t,
+                        customer=c,
+                        merchant=int(rng.integers(0, n_m)),
+                        channel="transfer",
+                        amount=float(rng.uniform(400, 3000)),
+                        device_id=device,
+                        ip=ip,
+                        payee_iban=mule,
+                        country=country,
+                        lat=float(lat),
+                        lon=float(lon),
+                        is_fraud=True,
+                        fraud_pattern=pattern,
+                    )
                     made += 1
             elif pattern == "amount_anomaly":
                 t = when(3 * 60 * MINUTE_MS)
                 for _ in range(int(rng.integers(1, 4))):
                     t += int(rng.exponential(20 * MINUTE_MS)) + 1
                     m = int(rng.integers(0, n_m))
-                    rows.add(ts=t, customer=c, merchant=m, channel="card_present", amount=float(e.typical_amount[c] * rng.uniform(8, 30)),
-                             device_id=None, ip=None, payee_iban=m_iban[m], country=m_country[m], lat=float(m_lat[m]) + 3.0,
-                             lon=float(m_lon[m]) + 3.0, is_fraud=True, fraud_pattern=pattern)
+                    rows.add(
+                        ts=t,
+                        customer=c,
+                        merchant=m,
+                        channel="card_present",
+                        amount=float(e.typical_amount[c] * rng.uniform(8, 30)),
+                        device_id=None,
+                        ip=None,
+                        payee_iban=m_iban[m],
+                        country=m_country[m],
+                        lat=float(m_lat[m]) + 3.0,
+                        lon=float(m_lon[m]) + 3.0,
+                        is_fraud=True,
+                        fraud_pattern=pattern,
+                    )
                     made += 1
             else:  # compromised merchant
                 m = int(today_compromised[int(rng.integers(0, today_compromised.size))])
@@ -317,9 +440,21 @@ def _add_fraud(rows: _Rows, rng: np.random.Generator, e: Entities, config: World
                 shared = [fraud_device() for _ in range(3)]
                 ip = e.fraud_ips[int(rng.integers(0, len(e.fraud_ips)))] if rng.random() < 0.5 else None
                 for victim in rng.integers(0, n_c, size=int(rng.integers(5, 16))):
-                    rows.add(ts=t0 + int(rng.integers(0, 2 * 60 * MINUTE_MS)), customer=int(victim), merchant=m, channel="ecommerce",
-                             amount=float(rng.uniform(80, 600)), device_id=shared[int(rng.integers(0, 3))], ip=ip or f"45.1.{int(victim) % 256}.3",
-                             payee_iban=m_iban[m], country=m_country[m], lat=float(m_lat[m]), lon=float(m_lon[m]), is_fraud=True, fraud_pattern=pattern)
+                    rows.add(
+                        ts=t0 + int(rng.integers(0, 2 * 60 * MINUTE_MS)),
+                        customer=int(victim),
+                        merchant=m,
+                        channel="ecommerce",
+                        amount=float(rng.uniform(80, 600)),
+                        device_id=shared[int(rng.integers(0, 3))],
+                        ip=ip or f"45.1.{int(victim) % 256}.3",
+                        payee_iban=m_iban[m],
+                        country=m_country[m],
+                        lat=float(m_lat[m]),
+                        lon=float(m_lon[m]),
+                        is_fraud=True,
+                        fraud_pattern=pattern,
+                    )
                     made += 1
 
 

@@ -28,8 +28,15 @@ def serve(host: str, port: int, workers: int | None = None) -> None:
             module.preflight(settings)
     workers = settings.workers
     uvicorn.run(
-        "lakehouse.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-        loop="uvloop", http="httptools", access_log=False, log_level="warning",
+        "lakehouse.serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
     )
 
 

@@ -55,10 +55,14 @@ class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
 
     api_key: str = Field(validation_alias="LAKEHOUSE_API_KEY")
-    home: Annotated[LakehouseHome, NoDecode] = Field(LakehouseHome(Path(".lakehouse").resolve()), validation_alias="LAKEHOUSE_HOME")
+    home: Annotated[LakehouseHome, NoDecode] = Field(
+        LakehouseHome(Path(".lakehouse").resolve()), validation_alias="LAKEHOUSE_HOME"
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="LAKEHOUSE_REDIS_URL")
     mlflow_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")  # default: SQLite under the home
-    cases: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="LAKEHOUSE_SERVING_CASES")  # () = every registered case
+    cases: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="LAKEHOUSE_SERVING_CASES"
+    )  # () = every registered case
     workers: int = Field(1, ge=1, validation_alias="LAKEHOUSE_SERVING_WORKERS")
     max_body_bytes: int = Field(64 * 1024, ge=1, validation_alias="LAKEHOUSE_SERVING_MAX_BODY_BYTES")
     lake_url: str | None = Field(None, validation_alias="LAKEHOUSE_LAKE_URL")  # default: <home>/lake
@@ -158,7 +162,11 @@ class BodyLimitAndHotRoutes:
                 break
         body = b"".join(chunks)
         shortcut = self.shortcuts.get(scope["path"]) if scope["method"] == "POST" else None
-        if shortcut and headers.get(b"content-type") == b"application/json" and _key_ok(headers.get(API_KEY_HEADER.lower().encode()), self.api_key):
+        if (
+            shortcut
+            and headers.get(b"content-type") == b"application/json"
+            and _key_ok(headers.get(API_KEY_HEADER.lower().encode()), self.api_key)
+        ):
             answer = await shortcut(body)
             if answer is not None:
                 headers_out = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
@@ -190,7 +198,12 @@ def _excerpt(value) -> str:
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 with where and why, and at most a short excerpt of what was sent (never the input itself)."""
     errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", ""), **({"input": _excerpt(e["input"])} if "input" in e else {})}
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+            **({"input": _excerpt(e["input"])} if "input" in e else {}),
+        }
         for e in exc.errors()[:20]
     ]
     return JSONResponse({"detail": errors}, status_code=422)
@@ -206,7 +219,9 @@ class ServingApp(FastAPI):
         self.max_body_bytes = max_body_bytes
 
     def build_middleware_stack(self) -> ASGIApp:
-        return BodyLimitAndHotRoutes(super().build_middleware_stack(), self.shortcuts, self.api_key, self.max_body_bytes)
+        return BodyLimitAndHotRoutes(
+            super().build_middleware_stack(), self.shortcuts, self.api_key, self.max_body_bytes
+        )
 
 
 def create_app(settings: ServingSettings, services: list[CaseService] | None = None) -> FastAPI:
@@ -251,7 +266,9 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
         return JSONResponse({"ready": ok, "cases": cases}, status_code=200 if ok else 503)
 
     for service in services:
-        app.include_router(service.router, prefix=f"/{service.name}", tags=[service.name], dependencies=[Depends(require_api_key)])
+        app.include_router(
+            service.router, prefix=f"/{service.name}", tags=[service.name], dependencies=[Depends(require_api_key)]
+        )
     return app
 
 

@@ -67,13 +67,24 @@ class TriageService:
             self.error = str(exc)
 
     def ready(self) -> dict:
-        return {"ready": self.classifier is not None, "model_version": self.version, **({"error": self.error} if self.error else {})}
+        return {
+            "ready": self.classifier is not None,
+            "model_version": self.version,
+            **({"error": self.error} if self.error else {}),
+        }
 
     def triage(self, ticket: TicketIn) -> TriageOut:
         started = time.perf_counter()
         people = KnownPeople.from_records(
-            [{"customer_id": "sender", "first_name": ticket.sender_first_name, "last_name": ticket.sender_last_name,
-              "email": ticket.sender_email, "phone": ticket.sender_phone}]
+            [
+                {
+                    "customer_id": "sender",
+                    "first_name": ticket.sender_first_name,
+                    "last_name": ticket.sender_last_name,
+                    "email": ticket.sender_email,
+                    "phone": ticket.sender_phone,
+                }
+            ]
         )
         settings = self.case_settings
         subject, body, found = prepare(ticket.subject, ticket.body, people, "sender", settings.phone_region)
@@ -99,7 +110,9 @@ def service(settings: ServingSettings) -> CaseService:
     triage = TriageService(settings)
     router = APIRouter()
 
-    @router.post("/tickets", response_model=TriageOut, summary="Classify and route one raw ticket with the champion model")
+    @router.post(
+        "/tickets", response_model=TriageOut, summary="Classify and route one raw ticket with the champion model"
+    )
     async def triage_ticket(ticket: TicketIn) -> TriageOut:
         if triage.classifier is None:
             raise HTTPException(503, detail=f"no champion model loaded: {triage.error or 'starting'}")

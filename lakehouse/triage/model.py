@@ -68,8 +68,12 @@ class TriageClassifier:
         self.config = json.loads((directory / CONFIG_FILE).read_text())
         self.categories: list[str] = self.config["categories"]
         self.out_of_scope: str = self.config["out_of_scope_category"]
-        self.threshold: float = self.config["out_of_scope_threshold"]  # in-scope probability below which a ticket is out of scope
-        self.auto_threshold: float = self.config["auto_threshold"]  # confidence above which a ticket is routed automatically
+        self.threshold: float = self.config[
+            "out_of_scope_threshold"
+        ]  # in-scope probability below which a ticket is out of scope
+        self.auto_threshold: float = self.config[
+            "auto_threshold"
+        ]  # confidence above which a ticket is routed automatically
         head = np.load(directory / HEAD_FILE)
         self.weights, self.bias, self.temperature = head["weights"], head["bias"], float(head["temperature"])
         self.batch_size = batch_size
@@ -80,7 +84,9 @@ class TriageClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads()
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: no CPU burnt on a shared machine
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "0"
+        )  # idle threads sleep: no CPU burnt on a shared machine
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(directory / BODY_FILE), options, providers=["CPUExecutionProvider"])
         self.in_scope = np.array([c != self.out_of_scope for c in self.categories])
@@ -164,7 +170,13 @@ def training_plan(rows: int, settings: TriageSettings) -> int:
     return max(1, min(t.max_steps, math.ceil(t.epochs * rows / t.batch_size)))
 
 
-def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageSettings, directory: Path | None = None, log=lambda message: None) -> Trained:
+def train(
+    train_df: pl.DataFrame,
+    validation_df: pl.DataFrame,
+    settings: TriageSettings,
+    directory: Path | None = None,
+    log=lambda message: None,
+) -> Trained:
     """Fine-tune body and head on `train_df` (text, category) within the step budget, export the body to ONNX,
     then fit the temperature, the out-of-scope threshold and the auto-route threshold on `validation_df`."""
     _offline()
@@ -186,7 +198,10 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = SetFitModel.from_pretrained(
-            str(body_path()), labels=categories, use_differentiable_head=True, head_params={"out_features": len(categories)}
+            str(body_path()),
+            labels=categories,
+            use_differentiable_head=True,
+            head_params={"out_features": len(categories)},
         )
     steps = training_plan(train_df.height, settings)
     index = {c: i for i, c in enumerate(categories)}
@@ -196,21 +211,45 @@ def train(train_df: pl.DataFrame, validation_df: pl.DataFrame, settings: TriageS
     export(model, directory, settings)
     if settings.inference.quantize:
         quantize(directory, train_df["text"].sample(min(train_df.height, 512), seed=t.seed).to_list(), settings)
-    classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+    classifier = TriageClassifier(
+        directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
+    )
     fit_head(classifier, train_df, directory, settings)
-    classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+    classifier = TriageClassifier(
+        directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
+    )
     fitted = calibrate(classifier, validation_df, settings)
-    np.savez(directory / HEAD_FILE, weights=classifier.weights, bias=classifier.bias, temperature=np.float64(fitted.temperature))
-    config = {**classifier.config, "out_of_scope_threshold": fitted.out_of_scope_threshold, "auto_threshold": fitted.auto_threshold}
+    np.savez(
+        directory / HEAD_FILE,
+        weights=classifier.weights,
+        bias=classifier.bias,
+        temperature=np.float64(fitted.temperature),
+    )
+    config = {
+        **classifier.config,
+        "out_of_scope_threshold": fitted.out_of_scope_threshold,
+        "auto_threshold": fitted.auto_threshold,
+    }
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-    classifier = TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+    classifier = TriageClassifier(
+        directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
+    )
     return Trained(
-        directory, classifier, seconds, train_df.height, steps, fitted.temperature, fitted.out_of_scope_threshold, fitted.auto_threshold,
+        directory,
+        classifier,
+        seconds,
+        train_df.height,
+        steps,
+        fitted.temperature,
+        fitted.out_of_scope_threshold,
+        fitted.auto_threshold,
         fitted.auto_precision_target_met,
     )
 
 
-def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, log=lambda message: None) -> None:
+def fine_tune(
+    model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, log=lambda message: None
+) -> None:
     """Linear probe, then body and head trained together with cross-entropy, at one learning rate, for `steps`
     batches drawn by passes over the shuffled tickets. A head that starts from random weights sends large, arbitrary
     gradients into the pretrained body and distorts the features it has learned; a head that starts from a
@@ -230,7 +269,10 @@ def fine_tune(model, texts: list[str], labels: list[int], steps: int, settings: 
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(steps * t.batch_size / len(texts)))])
     for step in range(steps):
         rows = order[step * t.batch_size : (step + 1) * t.batch_size]
-        loss = loss_fn(head(sentence_embedding(body, [texts[i] for i in rows], t.max_tokens))[0], torch.tensor([labels[i] for i in rows]))
+        loss = loss_fn(
+            head(sentence_embedding(body, [texts[i] for i in rows], t.max_tokens))[0],
+            torch.tensor([labels[i] for i in rows]),
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -252,7 +294,9 @@ def probe_sample(labels: np.ndarray, per_category: int, seed: int) -> np.ndarray
     """Rows of at most `per_category` tickets of each category, drawn at random (every category keeps its tickets
     up to the cap), in the order of `labels`."""
     rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_category] for k in np.unique(labels)]))
+    return np.sort(
+        np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_category] for k in np.unique(labels)])
+    )
 
 
 def probe(body, head, texts: list[str], labels: list[int], settings: TriageSettings) -> None:
@@ -266,7 +310,10 @@ def probe(body, head, texts: list[str], labels: list[int], settings: TriageSetti
     body.eval()
     with torch.inference_mode():
         embeddings = np.concatenate(
-            [sentence_embedding(body, [texts[i] for i in by_length[start : start + 128]], t.max_tokens).numpy() for start in range(0, len(by_length), 128)]
+            [
+                sentence_embedding(body, [texts[i] for i in by_length[start : start + 128]], t.max_tokens).numpy()
+                for start in range(0, len(by_length), 128)
+            ]
         )
     _, weights, bias = logistic_head(embeddings, np.asarray(labels)[by_length], t.head_c)
     with torch.no_grad():
@@ -296,7 +343,9 @@ def export(model, directory: Path, settings: TriageSettings) -> None:
             self.transformer = transformer
 
         def forward(self, input_ids, attention_mask):
-            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            hidden = self.transformer(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
+            ).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
@@ -307,16 +356,31 @@ def export(model, directory: Path, settings: TriageSettings) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     example = body.tokenizer(["a ticket about a parcel", "hi"], padding=True, return_tensors="pt")
     with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on shapes that are constant for this body (no causal mask, no cache)
+        warnings.simplefilter(
+            "ignore"
+        )  # tracer notes on shapes that are constant for this body (no causal mask, no cache)
         torch.onnx.export(
-            wrapper, (example["input_ids"], example["attention_mask"]), str(directory / BODY_FILE),
-            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
-            opset_version=17, dynamo=False,
+            wrapper,
+            (example["input_ids"], example["attention_mask"]),
+            str(directory / BODY_FILE),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "embedding": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
         )
     body.tokenizer.backend_tokenizer.save(str(directory / TOKENIZER_FILE))
     head = model.model_head.linear
-    np.savez(directory / HEAD_FILE, weights=head.weight.detach().numpy().astype(np.float32), bias=head.bias.detach().numpy().astype(np.float32), temperature=np.float64(1.0))
+    np.savez(
+        directory / HEAD_FILE,
+        weights=head.weight.detach().numpy().astype(np.float32),
+        bias=head.bias.detach().numpy().astype(np.float32),
+        temperature=np.float64(1.0),
+    )
     config = {
         "categories": list(model.labels),
         "out_of_scope_category": settings.out_of_scope.category,
@@ -336,7 +400,12 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    inputs = [batch for _, batch in TriageClassifier(directory, batch_size=32, max_tokens=settings.inference.max_tokens).batches(texts)]
+    inputs = [
+        batch
+        for _, batch in TriageClassifier(directory, batch_size=32, max_tokens=settings.inference.max_tokens).batches(
+            texts
+        )
+    ]
 
     class Samples(CalibrationDataReader):
         def __init__(self):
@@ -350,8 +419,14 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
         # Symbolic shape inference is skipped: on failure it saves a copy of the graph in the working directory.
         quant_pre_process(str(directory / BODY_FILE), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(quantized), Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+            str(prepared),
+            str(quantized),
+            Samples(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
         )
         shutil.move(quantized, directory / BODY_FILE)
 
@@ -359,7 +434,9 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
 def fit_head(classifier: TriageClassifier, train_df: pl.DataFrame, directory: Path, settings: TriageSettings) -> None:
     """A logistic-regression head refitted to convergence on the fine-tuned body's embeddings of every training
     ticket, as served (the softmax head trained with the body sees each ticket once per pass, and stays short of it)."""
-    classes, weights, bias = logistic_head(classifier.embed(train_df["text"].to_list()), train_df["category"].to_numpy(), settings.training.head_c)
+    classes, weights, bias = logistic_head(
+        classifier.embed(train_df["text"].to_list()), train_df["category"].to_numpy(), settings.training.head_c
+    )
     np.savez(directory / HEAD_FILE, weights=weights, bias=bias, temperature=np.float64(1.0))
     config = {**classifier.config, "categories": classes.tolist()}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
@@ -411,14 +488,24 @@ def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, setting
     if threshold > 0 and labelled_out.any():
         best = np.array(classifier.categories, dtype=object)[all_proba.argmax(axis=1)]
         threshold = fit_out_of_scope_threshold(
-            all_proba[:, classifier.in_scope].max(axis=1), best == validation_df["category"].to_numpy(), labelled_out, threshold, weights
+            all_proba[:, classifier.in_scope].max(axis=1),
+            best == validation_df["category"].to_numpy(),
+            labelled_out,
+            threshold,
+            weights,
         )
     decided = classifier.decide(all_proba, threshold)
-    candidates = ~decided["out_of_scope"].to_numpy()  # only tickets not sent to humans as out of scope can be auto-routed
+    candidates = ~decided[
+        "out_of_scope"
+    ].to_numpy()  # only tickets not sent to humans as out of scope can be auto-routed
     right = (decided["category"] == validation_df["category"]).to_numpy()
     auto_threshold, met = fit_auto_threshold(
-        decided["confidence"].to_numpy()[candidates], right[candidates], settings.confidence_threshold, settings.auto_precision_target,
-        weights[candidates], settings.auto_precision_level,
+        decided["confidence"].to_numpy()[candidates],
+        right[candidates],
+        settings.confidence_threshold,
+        settings.auto_precision_target,
+        weights[candidates],
+        settings.auto_precision_level,
     )
     return Calibration(temperature, threshold, auto_threshold, met)
 
@@ -452,7 +539,12 @@ def fit_out_of_scope_threshold(
 
 
 def fit_auto_threshold(
-    confidence: np.ndarray, right: np.ndarray, floor: float, target: float | None, weights: np.ndarray | None = None, level: float | None = None
+    confidence: np.ndarray,
+    right: np.ndarray,
+    floor: float,
+    target: float | None,
+    weights: np.ndarray | None = None,
+    level: float | None = None,
 ) -> tuple[float, bool | None]:
     """The auto route's threshold and whether it meets `target`: the lowest confidence, never below `floor`, such
     that the validation tickets strictly above it are right at least `target` of the time, each counting its weight
@@ -488,8 +580,10 @@ def route(prediction: pl.DataFrame, threshold: float) -> pl.DataFrame:
     """`route` and `reason` of each prediction: out of scope -> humans; strictly above the threshold (the
     model's fitted `auto_threshold`, never below the seed's 0.85) -> the category's team; otherwise -> humans."""
     reason = (
-        pl.when(pl.col("out_of_scope")).then(pl.lit(OUT_OF_SCOPE))
-        .when(pl.col("confidence") > threshold).then(pl.lit(CONFIDENT))
+        pl.when(pl.col("out_of_scope"))
+        .then(pl.lit(OUT_OF_SCOPE))
+        .when(pl.col("confidence") > threshold)
+        .then(pl.lit(CONFIDENT))
         .otherwise(pl.lit(LOW_CONFIDENCE))
     )
     return prediction.with_columns(reason=reason).with_columns(
@@ -508,7 +602,9 @@ def evaluate(true: list[str], routed: pl.DataFrame, out_of_scope: str) -> dict[s
     right = true_a == pred_a
     return {
         "accuracy": float(right.mean()) if right.size else float("nan"),
-        "macro_f1": float(f1_score(true_a, pred_a, average="macro", labels=sorted(set(true_a)), zero_division=0)) if right.size else float("nan"),
+        "macro_f1": float(f1_score(true_a, pred_a, average="macro", labels=sorted(set(true_a)), zero_division=0))
+        if right.size
+        else float("nan"),
         "in_scope_accuracy": float(right[in_scope].mean()) if in_scope.any() else float("nan"),
         "out_of_scope_recall": float(right[~in_scope].mean()) if (~in_scope).any() else float("nan"),
         "auto_rate": float(auto.mean()) if auto.size else float("nan"),
@@ -541,7 +637,11 @@ def _pyfunc_class():
 
         def load_context(self, context):
             settings = TriageSettings()
-            self.classifier = TriageClassifier(context.artifacts["classifier"], batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens)
+            self.classifier = TriageClassifier(
+                context.artifacts["classifier"],
+                batch_size=settings.inference.batch_size,
+                max_tokens=settings.inference.max_tokens,
+            )
 
         def predict(self, context, model_input, params=None):
             return self.classifier.predict(model_input["text"].astype(str).tolist()).to_pandas()
@@ -549,7 +649,16 @@ def _pyfunc_class():
     return TriagePyfunc
 
 
-def log_model(registry, experiment: str, trained: Trained, params: dict, metrics: dict, examples: list[str], settings: TriageSettings, run_name: str) -> tuple[str, str]:
+def log_model(
+    registry,
+    experiment: str,
+    trained: Trained,
+    params: dict,
+    metrics: dict,
+    examples: list[str],
+    settings: TriageSettings,
+    run_name: str,
+) -> tuple[str, str]:
     """Log params, metrics and the model (a pyfunc wrapping the classifier directory); register it as `challenger`."""
     import mlflow
     import pandas as pd
@@ -560,11 +669,15 @@ def log_model(registry, experiment: str, trained: Trained, params: dict, metrics
 
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "text")]),
-        outputs=Schema([ColSpec("string", "category"), ColSpec("double", "confidence"), ColSpec("boolean", "out_of_scope")]),
+        outputs=Schema(
+            [ColSpec("string", "category"), ColSpec("double", "confidence"), ColSpec("boolean", "out_of_scope")]
+        ),
     )
     with registry.run(experiment, run_name, tags={"case": experiment}) as run:
         mlflow.log_params(params)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # NaN (nothing auto-routed) is not logged
+        mlflow.log_metrics(
+            {k: float(v) for k, v in metrics.items() if v == v}
+        )  # NaN (nothing auto-routed) is not logged
         mlflow.log_dict({"categories": trained.categories}, "categories.json")
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -585,12 +698,18 @@ def load_classifier(registry, settings: TriageSettings, alias: str) -> tuple[Tri
 
     version = registry.alias_version(settings.registered_model_name, alias)
     if version is None:
-        raise LookupError(f"no version of {settings.registered_model_name} has alias '{alias}': train and promote one first")
+        raise LookupError(
+            f"no version of {settings.registered_model_name} has alias '{alias}': train and promote one first"
+        )
     registry.activate()
     local = Path(tempfile.mkdtemp(prefix="triage-model-"))
     try:
-        path = mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model_name}/{version}", dst_path=str(local))
+        path = mlflow.artifacts.download_artifacts(
+            f"models:/{settings.registered_model_name}/{version}", dst_path=str(local)
+        )
         directory = next(Path(path).rglob(CONFIG_FILE)).parent
-        return TriageClassifier(directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens), version
+        return TriageClassifier(
+            directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
+        ), version
     finally:
         shutil.rmtree(local, ignore_errors=True)

@@ -18,8 +18,12 @@ EPS = 1e-4
 def mean_confidence_check(routes: pl.DataFrame, limits: MonitoringSettings) -> CheckOutcome:
     value = round(float(routes["confidence"].mean()), 4)
     return CheckOutcome(
-        "mean_confidence", value >= limits.min_mean_confidence, value, f">= {limits.min_mean_confidence}",
-        f"mean confidence {value:.3f} over {routes.height} tickets", metadata={"tickets": routes.height},
+        "mean_confidence",
+        value >= limits.min_mean_confidence,
+        value,
+        f">= {limits.min_mean_confidence}",
+        f"mean confidence {value:.3f} over {routes.height} tickets",
+        metadata={"tickets": routes.height},
     )
 
 
@@ -28,7 +32,10 @@ def human_validation_rate_check(routes: pl.DataFrame, limits: MonitoringSettings
     value = round(float(queued.mean()), 4)
     out_of_scope = int((routes["reason"] == OUT_OF_SCOPE).sum())
     return CheckOutcome(
-        "human_validation_rate", value <= limits.max_human_validation_rate, value, f"<= {limits.max_human_validation_rate:.0%}",
+        "human_validation_rate",
+        value <= limits.max_human_validation_rate,
+        value,
+        f"<= {limits.max_human_validation_rate:.0%}",
         f"{value:.1%} of tickets sent to human validation ({out_of_scope} of them out of scope)",
         metadata={"queued": int(queued.sum()), "out_of_scope": out_of_scope, "rate": f"{value:.1%}"},
     )
@@ -53,9 +60,18 @@ def mix_drift_check(predicted: pl.Series, reference: dict[str, float], limits: M
     expected = np.clip(np.array([reference.get(c, 0.0) for c in cats]), EPS, None)
     expected = expected / expected.sum() * observed.sum()
     p_value = float(chisquare(observed, expected).pvalue)
-    table = pl.DataFrame({"category": cats, "training_share": [reference.get(c, 0.0) for c in cats], "month_share": [current.get(c, 0.0) for c in cats]})
+    table = pl.DataFrame(
+        {
+            "category": cats,
+            "training_share": [reference.get(c, 0.0) for c in cats],
+            "month_share": [current.get(c, 0.0) for c in cats],
+        }
+    )
     return CheckOutcome(
-        "category_mix_drift", psi_value <= limits.max_mix_psi, round(psi_value, 4), f"PSI <= {limits.max_mix_psi}",
+        "category_mix_drift",
+        psi_value <= limits.max_mix_psi,
+        round(psi_value, 4),
+        f"PSI <= {limits.max_mix_psi}",
         f"category-mix PSI {psi_value:.3f} vs the training mix (chi-square p={p_value:.3g})",
         metadata={"chi_square_p_value": float(f"{p_value:.3g}"), "mix": table},
     )
@@ -91,7 +107,10 @@ def category_recall_check(stats: pl.DataFrame, limits: MonitoringSettings) -> Ch
         return CheckOutcome("category_recall", True, None, threshold, "no category has enough tickets to judge")
     worst = enough.sort("recall").row(0, named=True)
     return CheckOutcome(
-        "category_recall", worst["recall"] >= limits.min_category_recall, round(float(worst["recall"]), 4), threshold,
+        "category_recall",
+        worst["recall"] >= limits.min_category_recall,
+        round(float(worst["recall"]), 4),
+        threshold,
         f"lowest recall: {worst['category']} {worst['recall']:.3f} on {worst['support']} tickets",
         metadata={"worst_category": worst["category"]},
     )
@@ -120,7 +139,15 @@ def plot_confusion(cats: list[str], matrix: np.ndarray, path: Path, title: str) 
         for i in range(len(cats)):
             for j in range(len(cats)):
                 if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=6, color="white" if rows[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if rows[i, j] > 0.5 else "black",
+                    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("agent label")
     ax.set_title(title)

@@ -40,7 +40,9 @@ EMAIL = re.compile(r"[\w.%+-](?<![\w.%+-][\w.%+-])[\w.%+-]{0,63}@[A-Za-z0-9-]{1,
 # groups of any size; the candidate runs on and is cut where stdnum finds a valid number.
 IBAN = re.compile(r"[A-Za-z](?<![A-Za-z0-9][A-Za-z])[A-Za-z][0-9]{2}[A-Za-z0-9 ]{11,45}")
 # 13 to 19 digits in one run, or printed in groups: 4-4-4-4(-1..3) or 4-6-4/5.
-CARD = re.compile(r"\d(?<![\w-]\d)(?:\d{12,18}|\d{3}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?|\d{3}[ -]\d{6}[ -]\d{4,5})(?![\w-])")
+CARD = re.compile(
+    r"\d(?<![\w-]\d)(?:\d{12,18}|\d{3}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,3})?|\d{3}[ -]\d{6}[ -]\d{4,5})(?![\w-])"
+)
 # +country (area) digits, (area) digits, or digits: 9 to 15 digits with spaces, dots or dashes.
 PHONE = re.compile(
     r"(?:\+(?<![\w+(-]\+)\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d|\((?<![\w+(-]\()\d{1,5}\)[ .-]?\d|\d(?<![\w+(-]\d))[\d .-]{5,20}\d(?![\w-])"
@@ -220,8 +222,12 @@ QUOTE_HEADER = re.compile(
     r"^(?:On [^\n]{3,120} wrote:|-{2,20} {0,5}Original Message {0,5}-{2,20}|From: [^\n]{1,300}|Le [^\n]{3,120} a écrit ?:)[ \t]{0,20}$",
     re.IGNORECASE | re.MULTILINE,
 )
-SIGN_OFF = re.compile(r"(?:best |kind |warm )?(?:regards|thanks|thank you|cheers|many thanks|best|sincerely)[,!.]?", re.IGNORECASE)
-GREETING = re.compile(r"^(?:hello|hi|hey|good (?:morning|afternoon|evening)|dear [^,\n]{1,40})(?: there| team)?,? {0,10}", re.IGNORECASE)
+SIGN_OFF = re.compile(
+    r"(?:best |kind |warm )?(?:regards|thanks|thank you|cheers|many thanks|best|sincerely)[,!.]?", re.IGNORECASE
+)
+GREETING = re.compile(
+    r"^(?:hello|hi|hey|good (?:morning|afternoon|evening)|dear [^,\n]{1,40})(?: there| team)?,? {0,10}", re.IGNORECASE
+)
 SPACES = re.compile(r"\s+")
 
 
@@ -242,7 +248,9 @@ def clean(text: str) -> str:
     return SPACES.sub(" ", text).strip()
 
 
-def prepare(subject: str, body: str, people: KnownPeople | None = None, customer_id: str | None = None, region: str = "GB") -> tuple[str, str, Counter]:
+def prepare(
+    subject: str, body: str, people: KnownPeople | None = None, customer_id: str | None = None, region: str = "GB"
+) -> tuple[str, str, Counter]:
     """(scrubbed subject, scrubbed and cleaned body, PII counts) of one raw ticket."""
     s = scrub(subject, people, customer_id, region)
     b = scrub(body, people, customer_id, region)
@@ -254,4 +262,3 @@ def model_text(subject: str, body: str) -> str:
     if not subject:
         return body
     return f"{subject}. {body}" if body else subject
-

@@ -83,7 +83,12 @@ def _names(tokens: list[str], words: set[str]) -> int:
     return count
 
 
-def residual_pii(texts: Iterable[str], customer_ids: Iterable[str | None] | None = None, people: KnownPeople | None = None, region: str = "GB") -> Counter:
+def residual_pii(
+    texts: Iterable[str],
+    customer_ids: Iterable[str | None] | None = None,
+    people: KnownPeople | None = None,
+    region: str = "GB",
+) -> Counter:
     """What personal data the texts still hold, counted per kind (should be nothing); each text is also
     searched for its own customer's contact details."""
     found: Counter = Counter()

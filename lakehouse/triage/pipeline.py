@@ -94,12 +94,30 @@ def load_source(source: CaseSource, today: date) -> RawTables:
         rows_outside_selection=source.table(TICKETS.name).rows_outside_selection,
     )
     if raw.customers is not None:
-        validate_references(raw.tickets, "customer_id", raw.customers, "customer_id", source=raw.tickets_label, table="tickets", parent_table="customers")
-    validate_references(raw.labels, "ticket_id", raw.tickets, "ticket_id", source=raw.labels_label, table="agent_labels", parent_table="tickets")
+        validate_references(
+            raw.tickets,
+            "customer_id",
+            raw.customers,
+            "customer_id",
+            source=raw.tickets_label,
+            table="tickets",
+            parent_table="customers",
+        )
+    validate_references(
+        raw.labels,
+        "ticket_id",
+        raw.tickets,
+        "ticket_id",
+        source=raw.labels_label,
+        table="agent_labels",
+        parent_table="tickets",
+    )
     return raw
 
 
-def generated(tickets: pl.DataFrame, labels: pl.DataFrame, customers: pl.DataFrame, origin: str, today: date) -> RawTables:
+def generated(
+    tickets: pl.DataFrame, labels: pl.DataFrame, customers: pl.DataFrame, origin: str, today: date
+) -> RawTables:
     """Tables from the synthetic helpdesk, validated like a user's."""
     return RawTables(
         validate_frame(tickets, TICKETS, source="generator", today=today),
@@ -118,26 +136,49 @@ def partition_key(settings: TriageSettings, column: str = "created_at") -> pl.Ex
 
 
 def split_months(
-    raw: RawTables, selected: list[str], allowed: list[str], settings: TriageSettings, lake: Lake, *, replace_with_empty: bool = False
+    raw: RawTables,
+    selected: list[str],
+    allowed: list[str],
+    settings: TriageSettings,
+    lake: Lake,
+    *,
+    replace_with_empty: bool = False,
 ) -> tuple[dict[str, tuple[pl.DataFrame, pl.DataFrame]], int]:
     """(tickets, labels) of each selected month (labels go with their ticket's month), refusing rows of months
     outside the calendar or the selection, and selected months without tickets, before anything is written;
     and the count of tickets of other months skipped (`rows_outside_selection: skip`)."""
     hint = TriageSettings.where("calendar.start")
     tickets = split_partitions(
-        raw.tickets, partition_key(settings), selected=selected, allowed=allowed, label=raw.tickets_label, table="tickets",
-        column="created_at", calendar_hint=hint, rows_outside_selection=raw.rows_outside_selection, replace_with_empty=replace_with_empty,
+        raw.tickets,
+        partition_key(settings),
+        selected=selected,
+        allowed=allowed,
+        label=raw.tickets_label,
+        table="tickets",
+        column="created_at",
+        calendar_hint=hint,
+        rows_outside_selection=raw.rows_outside_selection,
+        replace_with_empty=replace_with_empty,
     )
     months = raw.tickets.select("ticket_id", pl.col("created_at").alias("__created_at"))
     labels = split_partitions(
-        raw.labels.join(months, on="ticket_id", how="left"), partition_key(settings, "__created_at"), selected=selected, allowed=allowed,
-        label=raw.labels_label, table="agent_labels", column="ticket_id", calendar_hint=hint, rows_outside_selection="skip",
+        raw.labels.join(months, on="ticket_id", how="left"),
+        partition_key(settings, "__created_at"),
+        selected=selected,
+        allowed=allowed,
+        label=raw.labels_label,
+        table="agent_labels",
+        column="ticket_id",
+        calendar_hint=hint,
+        rows_outside_selection="skip",
         replace_with_empty=True,
     )
     emptied = [k for k in selected if labels.frames[k].is_empty() and _stored_rows(lake, "agent_labels", month_of(k))]
     if emptied and not replace_with_empty:
         raise InputDataError(
-            raw.labels_label, "agent_labels", None,
+            raw.labels_label,
+            "agent_labels",
+            None,
             f"no label for the tickets of {', '.join(emptied[:10])}, which have stored labels: the stored labels are kept. "
             "Run with `replace_with_empty: true` to store them empty on purpose",
         )
@@ -176,7 +217,15 @@ class Ingested:
     skipped: int  # tickets of months the run did not select (a growing file loaded month by month)
 
 
-def ingest(raw: RawTables, selected: list[str], allowed: list[str], settings: TriageSettings, lake: Lake, *, replace_with_empty: bool = False) -> Ingested:
+def ingest(
+    raw: RawTables,
+    selected: list[str],
+    allowed: list[str],
+    settings: TriageSettings,
+    lake: Lake,
+    *,
+    replace_with_empty: bool = False,
+) -> Ingested:
     """Split, scrub and audit the selected months; store them only when the audit finds no personal data left."""
     months, skipped = split_months(raw, selected, allowed, settings, lake, replace_with_empty=replace_with_empty)
     people = KnownPeople.from_records(raw.customers.to_dicts()) if raw.customers is not None else KnownPeople()
@@ -189,18 +238,34 @@ def ingest(raw: RawTables, selected: list[str], allowed: list[str], settings: Tr
             residual[kind] = residual.get(kind, 0) + n
         tables[(CASE, "tickets_clean", (MONTH, month))] = clean
         tables[(CASE, "agent_labels", (MONTH, month))] = labels
-        rows.append({"month": month, "tickets": clean.height, "labelled": labels.height, "pii_replaced": int(clean["pii_found"].sum())})
+        rows.append(
+            {
+                "month": month,
+                "tickets": clean.height,
+                "labelled": labels.height,
+                "pii_replaced": int(clean["pii_found"].sum()),
+            }
+        )
     left = sum(residual.values())
     check = CheckOutcome(
-        "no_pii_left", left == 0, left, "== 0",
-        "no personal data found in the scrubbed text by the independent detector" if not left
+        "no_pii_left",
+        left == 0,
+        left,
+        "== 0",
+        "no personal data found in the scrubbed text by the independent detector"
+        if not left
         else f"{left} personal data item(s) left after scrubbing ({', '.join(f'{k}: {n}' for k, n in sorted(residual.items()))}): nothing was stored",
         severity="ERROR",
-        metadata={"pii_replaced": sum(r["pii_replaced"] for r in rows), **{f"left_{k}": n for k, n in residual.items()}},
+        metadata={
+            "pii_replaced": sum(r["pii_replaced"] for r in rows),
+            **{f"left_{k}": n for k, n in residual.items()},
+        },
     )
     if check.passed:
         lake.write_many(tables)
-    summary = pl.DataFrame(rows, schema={"month": pl.String, "tickets": pl.Int64, "labelled": pl.Int64, "pii_replaced": pl.Int64})
+    summary = pl.DataFrame(
+        rows, schema={"month": pl.String, "tickets": pl.Int64, "labelled": pl.Int64, "pii_replaced": pl.Int64}
+    )
     return Ingested(summary, check, check.passed, skipped)
 
 
@@ -244,7 +309,9 @@ def build_holdout(clean: pl.DataFrame, labels: pl.DataFrame, as_of: datetime, se
     )
 
 
-def build_training_set(clean: pl.DataFrame, labels: pl.DataFrame, as_of: datetime, settings: TriageSettings) -> pl.DataFrame:
+def build_training_set(
+    clean: pl.DataFrame, labels: pl.DataFrame, as_of: datetime, settings: TriageSettings
+) -> pl.DataFrame:
     """Validated tickets known at `as_of`, outside the hold-out: the most recent `training.tickets` (all by
     default). Validation: the `training.validation` period when set, else the newest `validation_share`."""
     t = settings.training
@@ -255,12 +322,16 @@ def build_training_set(clean: pl.DataFrame, labels: pl.DataFrame, as_of: datetim
     if window is None:
         rows = rows.tail(t.tickets) if t.tickets else rows
         n_valid = max(1, round(rows.height * t.validation_share))
-        return rows.with_columns(split=pl.Series(["train"] * (rows.height - n_valid) + ["validation"] * n_valid, dtype=pl.String))
+        return rows.with_columns(
+            split=pl.Series(["train"] * (rows.height - n_valid) + ["validation"] * n_valid, dtype=pl.String)
+        )
     day = pl.col("created_at").dt.date()
     is_validation = day.is_between(window.start, window.end)
     train = rows.filter(~is_validation)
     train = train.tail(t.tickets) if t.tickets else train
-    return pl.concat([train.with_columns(split=pl.lit("train")), rows.filter(is_validation).with_columns(split=pl.lit("validation"))])
+    return pl.concat(
+        [train.with_columns(split=pl.lit("train")), rows.filter(is_validation).with_columns(split=pl.lit("validation"))]
+    )
 
 
 def category_mix(categories: pl.Series) -> pl.DataFrame:
@@ -286,16 +357,23 @@ def gate(validation: dict, comparison: dict | None, champion: dict | None, setti
     precision = validation["auto_precision"]
     if not precision >= g.min_auto_precision:  # NaN (nothing auto-routed) fails too
         reasons.append(f"auto-route precision {precision:.3f} < {g.min_auto_precision}")
-    if champion is not None and comparison is not None and comparison["macro_f1"] < champion["macro_f1"] - g.not_worse_tolerance:
+    if (
+        champion is not None
+        and comparison is not None
+        and comparison["macro_f1"] < champion["macro_f1"] - g.not_worse_tolerance
+    ):
         reasons.append(
             f"macro-F1 {comparison['macro_f1']:.3f} on the comparison tickets, worse than the champion's {champion['macro_f1']:.3f} "
             f"(tolerance {g.not_worse_tolerance})"
         )
     summary = "PROMOTE" if not reasons else "REFUSE: " + "; ".join(reasons)
     return CheckOutcome(
-        "promotion_gate", not reasons, round(validation["macro_f1"], 4),
+        "promotion_gate",
+        not reasons,
+        round(validation["macro_f1"], 4),
         f"macro-F1 >= {g.min_macro_f1}; auto precision >= {g.min_auto_precision}; not worse than the champion - {g.not_worse_tolerance}",
-        summary, severity="ERROR",
+        summary,
+        severity="ERROR",
         metadata={
             "auto_precision": round(precision, 4) if precision == precision else "nothing auto-routed",
             "comparison_macro_f1": round(comparison["macro_f1"], 4) if comparison else "none",
@@ -323,11 +401,26 @@ class Challenger:
 
     def metadata(self) -> dict:
         v, h = self.validation, self.holdout
-        rows = [("validation", v)] + ([("frozen hold-out", h)] if h else []) + ([(f"champion v{self.champion_version}", self.champion)] if self.champion else [])
+        rows = (
+            [("validation", v)]
+            + ([("frozen hold-out", h)] if h else [])
+            + ([(f"champion v{self.champion_version}", self.champion)] if self.champion else [])
+        )
         table = pl.DataFrame(
             {
                 "set": [name for name, _ in rows],
-                **{k: [m[k] for _, m in rows] for k in ("accuracy", "macro_f1", "in_scope_accuracy", "out_of_scope_recall", "auto_rate", "auto_precision", "tickets")},
+                **{
+                    k: [m[k] for _, m in rows]
+                    for k in (
+                        "accuracy",
+                        "macro_f1",
+                        "in_scope_accuracy",
+                        "out_of_scope_recall",
+                        "auto_rate",
+                        "auto_precision",
+                        "tickets",
+                    )
+                },
             }
         )
         pct = lambda x: f"{x:.1%}" if x == x else "-"  # noqa: E731
@@ -345,21 +438,36 @@ class Challenger:
             "temperature": round(self.temperature, 3),
             "out_of_scope_threshold": round(self.out_of_scope_threshold, 4),
             "auto_threshold": round(self.auto_threshold, 4),
-            "auto_precision_target_met": "no target set" if self.auto_precision_target_met is None else self.auto_precision_target_met,
+            "auto_precision_target_met": "no target set"
+            if self.auto_precision_target_met is None
+            else self.auto_precision_target_met,
             "champion_at_training": self.champion_version or "none",
             "gate": self.gate.description,
             "metrics": table,
         }
 
 
-def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, registry, settings: TriageSettings, run_name: str, log=print) -> Challenger:
+def train_challenger(
+    training: pl.DataFrame,
+    holdout: pl.DataFrame,
+    lake: Lake,
+    registry,
+    settings: TriageSettings,
+    run_name: str,
+    log=print,
+) -> Challenger:
     """Train on the training set's `train` rows, score on its `validation` rows and on the frozen hold-out (the
     champion too, on the same tickets), register the challenger, and return the gate's outcome."""
     from lakehouse.common.registry import CHAMPION
     from lakehouse.triage.model import load_classifier, log_model, remove, score, train
 
-    train_rows, validation = training.filter(pl.col("split") == "train"), training.filter(pl.col("split") == "validation")
-    log(f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), validating on {validation.height}")
+    train_rows, validation = (
+        training.filter(pl.col("split") == "train"),
+        training.filter(pl.col("split") == "validation"),
+    )
+    log(
+        f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), validating on {validation.height}"
+    )
     trained = train(train_rows, validation, settings, log=log)
     try:
         log(
@@ -376,40 +484,76 @@ def train_challenger(training: pl.DataFrame, holdout: pl.DataFrame, lake: Lake, 
             champion = score(classifier, comparison_set, settings)
         t = settings.training
         params = {
-            "training_rows": train_rows.height, "validation_rows": validation.height, "steps": trained.steps, "batch_size": t.batch_size,
-            "epochs": t.epochs, "max_steps": t.max_steps, "max_tokens": t.max_tokens, "learning_rate": t.learning_rate,
-            "probe_per_category": t.probe_per_category, "auto_precision_level": settings.auto_precision_level,
-            "threshold": settings.confidence_threshold, "categories": len(trained.categories), "temperature": trained.temperature,
-            "out_of_scope_threshold": trained.out_of_scope_threshold, "auto_threshold": trained.auto_threshold,
-            "auto_precision_target": settings.auto_precision_target, "training_from": str(training["created_at"].min()),
-            "training_to": str(training["created_at"].max()), "champion_at_training": champion_version or "none",
+            "training_rows": train_rows.height,
+            "validation_rows": validation.height,
+            "steps": trained.steps,
+            "batch_size": t.batch_size,
+            "epochs": t.epochs,
+            "max_steps": t.max_steps,
+            "max_tokens": t.max_tokens,
+            "learning_rate": t.learning_rate,
+            "probe_per_category": t.probe_per_category,
+            "auto_precision_level": settings.auto_precision_level,
+            "threshold": settings.confidence_threshold,
+            "categories": len(trained.categories),
+            "temperature": trained.temperature,
+            "out_of_scope_threshold": trained.out_of_scope_threshold,
+            "auto_threshold": trained.auto_threshold,
+            "auto_precision_target": settings.auto_precision_target,
+            "training_from": str(training["created_at"].min()),
+            "training_to": str(training["created_at"].max()),
+            "champion_at_training": champion_version or "none",
         }
-        metrics = {**scores, **{f"holdout_{k}": v for k, v in (held or {}).items()}, "train_seconds": trained.train_seconds}
+        metrics = {
+            **scores,
+            **{f"holdout_{k}": v for k, v in (held or {}).items()},
+            "train_seconds": trained.train_seconds,
+        }
         if champion:
             metrics["champion_macro_f1"] = champion["macro_f1"]
-        version, run_id = log_model(registry, CASE, trained, params, metrics, validation.head(3)["text"].to_list(), settings, run_name)
+        version, run_id = log_model(
+            registry, CASE, trained, params, metrics, validation.head(3)["text"].to_list(), settings, run_name
+        )
     finally:
         remove(trained)
     known = train_rows.filter(pl.col("category") != settings.out_of_scope.category)
     lake.write(category_mix(known["category"]), CASE, "training_mix", ("model_version", version))
     outcome = gate(scores, held or scores, champion, settings)
-    log(f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at {scores['auto_precision']:.1%}; {outcome.description}")
+    log(
+        f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at {scores['auto_precision']:.1%}; {outcome.description}"
+    )
     return Challenger(
-        version, run_id, scores, held, champion, champion_version, outcome, trained.train_seconds, train_rows.height,
-        trained.steps, trained.temperature, trained.out_of_scope_threshold, trained.auto_threshold, trained.auto_precision_target_met,
+        version,
+        run_id,
+        scores,
+        held,
+        champion,
+        champion_version,
+        outcome,
+        trained.train_seconds,
+        train_rows.height,
+        trained.steps,
+        trained.temperature,
+        trained.out_of_scope_threshold,
+        trained.auto_threshold,
+        trained.auto_precision_target_met,
     )
 
 
 # --------------------------------------------------------------------------- routing
 
 
-def route_tickets(classifier: TriageClassifier, tickets: pl.DataFrame, version: str, settings: TriageSettings) -> pl.DataFrame:
+def route_tickets(
+    classifier: TriageClassifier, tickets: pl.DataFrame, version: str, settings: TriageSettings
+) -> pl.DataFrame:
     """Every ticket classified and routed at the classifier's auto threshold: category, confidence, route and reason,
     team when auto-routed, and the threshold that decided."""
     started = time.perf_counter()
     predicted = route(classifier.predict(tickets["text"].to_list()), classifier.auto_threshold)
     seconds = time.perf_counter() - started
-    teams = [settings.team(c) if r == AUTO else None for c, r in zip(predicted["category"], predicted["route"], strict=True)]
+    teams = [
+        settings.team(c) if r == AUTO else None for c, r in zip(predicted["category"], predicted["route"], strict=True)
+    ]
     return tickets.select("ticket_id", "month", "created_at").with_columns(
         predicted.select("category", "confidence", "out_of_scope", "route", "reason"),
         team=pl.Series(teams, dtype=pl.String),
@@ -442,7 +586,9 @@ class Confusion:
     auto_precision: float | None
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame({"agent_category": self.categories, **{c: self.matrix[:, j] for j, c in enumerate(self.categories)}})
+        return pl.DataFrame(
+            {"agent_category": self.categories, **{c: self.matrix[:, j] for j, c in enumerate(self.categories)}}
+        )
 
 
 def monthly_confusion(joined: pl.DataFrame, settings: TriageSettings) -> Confusion:
@@ -451,7 +597,11 @@ def monthly_confusion(joined: pl.DataFrame, settings: TriageSettings) -> Confusi
     stats = per_category(cats, matrix)
     auto = joined.filter(pl.col("route") == AUTO)
     return Confusion(
-        cats, matrix, stats, category_recall_check(stats, settings.monitoring), float(np.trace(matrix) / matrix.sum()),
+        cats,
+        matrix,
+        stats,
+        category_recall_check(stats, settings.monitoring),
+        float(np.trace(matrix) / matrix.sum()),
         float((auto["category"] == auto["agent_category"]).mean()) if auto.height else None,
     )
 
@@ -477,7 +627,11 @@ def evaluation_report(routes: pl.DataFrame, labels: pl.DataFrame, settings: Tria
     metrics = evaluate(joined["agent_category"].to_list(), joined, settings.out_of_scope.category)
     by_reason = (
         joined.group_by("route", "reason")
-        .agg(tickets=pl.len(), right=(pl.col("category") == pl.col("agent_category")).mean(), mean_confidence=pl.col("confidence").mean())
+        .agg(
+            tickets=pl.len(),
+            right=(pl.col("category") == pl.col("agent_category")).mean(),
+            mean_confidence=pl.col("confidence").mean(),
+        )
         .sort("route", "reason")
     )
     return Evaluation(months, metrics, by_reason)
@@ -486,4 +640,3 @@ def evaluation_report(routes: pl.DataFrame, labels: pl.DataFrame, settings: Tria
 def roi(routes: pl.DataFrame, labels: pl.DataFrame, settings: TriageSettings) -> RoiResult:
     routed = with_agent_labels(routes, labels)
     return compute_roi(routed, float((routed["decision_ms"] / 1000).sum()), settings.economics)
-

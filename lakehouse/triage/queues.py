@@ -16,12 +16,25 @@ from lakehouse.common.ops_db import connect, read_table
 from lakehouse.triage.model import AUTO, HUMAN
 
 ASSIGNMENTS_SCHEMA = {
-    "ticket_id": pl.String, "month": pl.String, "team": pl.String, "category": pl.String,
-    "confidence": pl.Float64, "model_version": pl.String, "assigned_at": pl.String,
+    "ticket_id": pl.String,
+    "month": pl.String,
+    "team": pl.String,
+    "category": pl.String,
+    "confidence": pl.Float64,
+    "model_version": pl.String,
+    "assigned_at": pl.String,
 }
 QUEUE_SCHEMA = {
-    "ticket_id": pl.String, "month": pl.String, "suggested_category": pl.String, "confidence": pl.Float64, "reason": pl.String,
-    "model_version": pl.String, "status": pl.String, "validated_category": pl.String, "agent_id": pl.String, "validated_at": pl.String,
+    "ticket_id": pl.String,
+    "month": pl.String,
+    "suggested_category": pl.String,
+    "confidence": pl.Float64,
+    "reason": pl.String,
+    "model_version": pl.String,
+    "status": pl.String,
+    "validated_category": pl.String,
+    "agent_id": pl.String,
+    "validated_at": pl.String,
 }
 _DDL = (
     """CREATE TABLE IF NOT EXISTS triage_team_assignments (
@@ -37,27 +50,51 @@ def publish(db_path: str | Path, routes: pl.DataFrame, labels: pl.DataFrame) -> 
     """Upsert the month's auto-routed tickets into the teams' table and the others into the queue."""
     auto = routes.filter(pl.col("route") == AUTO)
     queued = routes.filter(pl.col("route") == HUMAN).join(
-        labels.select("ticket_id", pl.col("category").alias("validated_category"), "agent_id", "labelled_at"), on="ticket_id", how="left"
+        labels.select("ticket_id", pl.col("category").alias("validated_category"), "agent_id", "labelled_at"),
+        on="ticket_id",
+        how="left",
     )
     with closing(connect(db_path)) as conn, conn:
         for ddl in _DDL:
             conn.execute(ddl)
         conn.executemany(
             "INSERT OR REPLACE INTO triage_team_assignments VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(r["ticket_id"], r["month"], r["team"], r["category"], r["confidence"], r["model_version"], str(r["created_at"])) for r in auto.iter_rows(named=True)],
+            [
+                (
+                    r["ticket_id"],
+                    r["month"],
+                    r["team"],
+                    r["category"],
+                    r["confidence"],
+                    r["model_version"],
+                    str(r["created_at"]),
+                )
+                for r in auto.iter_rows(named=True)
+            ],
         )
         conn.executemany(
             "INSERT OR REPLACE INTO triage_validation_queue VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    r["ticket_id"], r["month"], r["category"], r["confidence"], r["reason"], r["model_version"],
+                    r["ticket_id"],
+                    r["month"],
+                    r["category"],
+                    r["confidence"],
+                    r["reason"],
+                    r["model_version"],
                     "validated" if r["validated_category"] is not None else "pending",
-                    r["validated_category"], r["agent_id"], None if r["labelled_at"] is None else str(r["labelled_at"]),
+                    r["validated_category"],
+                    r["agent_id"],
+                    None if r["labelled_at"] is None else str(r["labelled_at"]),
                 )
                 for r in queued.iter_rows(named=True)
             ],
         )
-    return {"auto_routed": auto.height, "queued": queued.height, "validated": int(queued["validated_category"].is_not_null().sum())}
+    return {
+        "auto_routed": auto.height,
+        "queued": queued.height,
+        "validated": int(queued["validated_category"].is_not_null().sum()),
+    }
 
 
 def read_assignments(db_path: str | Path) -> pl.DataFrame:

@@ -16,7 +16,13 @@ from lakehouse.triage.model import AUTO
 from lakehouse.triage.settings import TriageEconomics
 
 # The seed's own figures, shown beside ours in the report.
-SEED_REFERENCE = {"auto_triage_rate": 0.78, "auto_precision": 0.94, "time_to_triage_s": 30.0, "fte_freed": 2.2, "roi": 8.0}
+SEED_REFERENCE = {
+    "auto_triage_rate": 0.78,
+    "auto_precision": 0.94,
+    "time_to_triage_s": 30.0,
+    "fte_freed": 2.2,
+    "roi": 8.0,
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,9 @@ def compute_roi(routed: pl.DataFrame, decision_seconds: float, assumptions: Tria
     # Effort at the seed's volume: before, every ticket was triaged by hand.
     monthly = a.tickets_per_month
     fte_before = a.baseline_triage_agents
-    minutes_after = monthly * ((1 - auto_rate) * a.human_validation_minutes + misrouted_share * a.misroute_rework_minutes)
+    minutes_after = monthly * (
+        (1 - auto_rate) * a.human_validation_minutes + misrouted_share * a.misroute_rework_minutes
+    )
     fte_after = minutes_after / 60 / a.agent_hours_per_month
     freed = fte_before - fte_after
     value = freed * a.agent_annual_cost
@@ -90,10 +98,22 @@ def report_table(r: RoiResult, thresholds: list[float], seed: dict = SEED_REFERE
     rows = [
         (f"auto-triage rate ({rule})", f"{r.auto_triage_rate:.1%}", f"{seed['auto_triage_rate']:.0%}"),
         ("precision of auto-routed tickets", f"{r.auto_precision:.1%}", f"{seed['auto_precision']:.0%}"),
-        ("time to triage, auto-routed", f"{r.time_to_triage_auto_s * 1000:.0f} ms (model decision)", f"{seed['time_to_triage_s']:.0f} s"),
-        ("time to triage, mean over all tickets", f"{r.time_to_triage_mean_min:.1f} min (queued tickets wait like before)", "-"),
+        (
+            "time to triage, auto-routed",
+            f"{r.time_to_triage_auto_s * 1000:.0f} ms (model decision)",
+            f"{seed['time_to_triage_s']:.0f} s",
+        ),
+        (
+            "time to triage, mean over all tickets",
+            f"{r.time_to_triage_mean_min:.1f} min (queued tickets wait like before)",
+            "-",
+        ),
         ("time to triage before ML", f"{r.baseline_time_to_triage_min:.0f} min", "45 min"),
-        ("wrong team (misrouted share of all tickets)", f"{r.triage_error_rate:.1%}", f"{r.baseline_error_rate:.0%} before ML"),
+        (
+            "wrong team (misrouted share of all tickets)",
+            f"{r.triage_error_rate:.1%}",
+            f"{r.baseline_error_rate:.0%} before ML",
+        ),
         ("triage FTE before -> after", f"{r.triage_fte_before:.1f} -> {r.triage_fte_after:.2f}", "3 -> 0.8"),
         ("agent FTE freed", f"{r.fte_freed:.2f}", f"{seed['fte_freed']}"),
         ("annual value of freed time", f"{r.annual_value:,.0f} {r.currency}", "-"),

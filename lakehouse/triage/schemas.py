@@ -32,12 +32,25 @@ TICKETS = TableSchema(
     key=("ticket_id",),
     columns=(
         Column("ticket_id", pl.String, "Ticket id."),
-        Column("customer_id", pl.String, "Customer who wrote (references customers when that table is given); optional.", nullable=True, identifier=True),
+        Column(
+            "customer_id",
+            pl.String,
+            "Customer who wrote (references customers when that table is given); optional.",
+            nullable=True,
+            identifier=True,
+        ),
         Column("channel", pl.String, "Channel, e.g. email, web_form, chat, mobile_app; optional.", nullable=True),
-        Column("created_at", pl.Datetime("us"), "When the ticket was received (UTC); its month is its partition.", not_in_future=True),
+        Column(
+            "created_at",
+            pl.Datetime("us"),
+            "When the ticket was received (UTC); its month is its partition.",
+            not_in_future=True,
+        ),
         Column("subject", pl.String, "Subject line (or the whole message when the helpdesk has no subject)."),
         Column("body", pl.String, "Body as received (text or HTML, quoted history included); optional.", nullable=True),
-        Column("order_refs", pl.String, "Order references the helpdesk attached, comma-separated; optional.", nullable=True),
+        Column(
+            "order_refs", pl.String, "Order references the helpdesk attached, comma-separated; optional.", nullable=True
+        ),
     ),
 )
 TICKET_OPTIONAL = ("customer_id", "channel", "body", "order_refs")
@@ -53,7 +66,12 @@ AGENT_LABELS = TableSchema(
         Column("ticket_id", pl.String, "Ticket (references tickets)."),
         Column("category", pl.String, "Category."),
         Column("agent_id", pl.String, "Agent who labelled it; optional.", nullable=True),
-        Column("labelled_at", pl.Datetime("us"), "When the label was given (UTC): a training only learns labels known at its cut-off.", not_in_future=True),
+        Column(
+            "labelled_at",
+            pl.Datetime("us"),
+            "When the label was given (UTC): a training only learns labels known at its cut-off.",
+            not_in_future=True,
+        ),
     ),
 )
 LABEL_OPTIONAL = ("agent_id",)
@@ -90,7 +108,16 @@ def markdown() -> str:
     """Documentation of the raw tables users can bring (a section of docs/triage.md)."""
     parts = []
     for schema in (*RAW_TABLES, CLEAN_TICKETS):
-        parts += [f"### {schema.name}", "", schema.description, "", f"Key: `{', '.join(schema.key)}`", "", schema.markdown(), ""]
+        parts += [
+            f"### {schema.name}",
+            "",
+            schema.description,
+            "",
+            f"Key: `{', '.join(schema.key)}`",
+            "",
+            schema.markdown(),
+            "",
+        ]
     return "\n".join(parts)
 
 

@@ -54,14 +54,22 @@ class TrainingSettings(Section):
 
     tickets: int | None = None  # the most recent N validated tickets; None: every validated ticket (seed: 3,000)
     holdout_share: float = Field(0.1, ge=0.0, lt=1.0)  # kept out of training forever, by a stable hash of the ticket id
-    validation_share: float = Field(0.2, gt=0.0, lt=1.0)  # newest share of the training window, when `validation` is not set
-    validation: CheckedPeriod | None = None  # dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times
+    validation_share: float = Field(
+        0.2, gt=0.0, lt=1.0
+    )  # newest share of the training window, when `validation` is not set
+    validation: CheckedPeriod | None = (
+        None  # dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times
+    )
     epochs: float = Field(1.0, gt=0.0)  # passes over the training tickets (fine-tuning body and head together)
-    max_steps: int = Field(1_500, ge=1)  # at most this many optimisation steps: the CPU budget (measured on 2 cores: about 0.45 s a step of 32 tickets at 32 tokens)
+    max_steps: int = Field(
+        1_500, ge=1
+    )  # at most this many optimisation steps: the CPU budget (measured on 2 cores: about 0.45 s a step of 32 tickets at 32 tokens)
     batch_size: int = Field(32, ge=2)
     max_tokens: int = Field(32, ge=8)  # tokens per ticket read in training: what serving reads (`inference.max_tokens`)
     learning_rate: float = Field(5e-5, gt=0.0)  # of body and head, fine-tuned together
-    head_c: float = Field(10.0, gt=0.0)  # inverse regularisation of the logistic heads: the probe's and the one refitted on the fine-tuned body
+    head_c: float = Field(
+        10.0, gt=0.0
+    )  # inverse regularisation of the logistic heads: the probe's and the one refitted on the fine-tuned body
     probe_per_category: int = Field(100, ge=1)  # tickets of each category the linear probe that starts the head reads
     seed: int = 0
 
@@ -106,7 +114,9 @@ class MonitoringSettings(Section):
 
 
 class InferenceSettings(Section):
-    max_tokens: int = Field(32, ge=8)  # tokens per ticket read when scoring (subject and first sentences carry the category)
+    max_tokens: int = Field(
+        32, ge=8
+    )  # tokens per ticket read when scoring (subject and first sentences carry the category)
     batch_size: int = Field(64, ge=1)
     quantize: bool = True  # static int8 body (activation scales fixed on sample tickets); False: float32
 
@@ -142,8 +152,12 @@ class TriageSettings(CaseSettings):
     case = "triage"
 
     calendar: TriageCalendar = TriageCalendar()  # monthly partitions from this month
-    teams: dict[str, str] = Field(default_factory=lambda: dict(SEED_TEAMS))  # category -> team; unlisted categories are their own team
-    confidence_threshold: float = Field(0.85, gt=0.0, lt=1.0)  # seed: above it a ticket is routed automatically (the floor of the fitted threshold)
+    teams: dict[str, str] = Field(
+        default_factory=lambda: dict(SEED_TEAMS)
+    )  # category -> team; unlisted categories are their own team
+    confidence_threshold: float = Field(
+        0.85, gt=0.0, lt=1.0
+    )  # seed: above it a ticket is routed automatically (the floor of the fitted threshold)
     # The auto route's precision goal: each training fits, on its validation tickets, the lowest confidence (never below
     # `confidence_threshold`) above which at least this share of them is right, and routes with it. None: the seed's rule.
     auto_precision_target: float | None = Field(0.95, gt=0.0, le=1.0)
@@ -156,7 +170,9 @@ class TriageSettings(CaseSettings):
     gate: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     inference: InferenceSettings = InferenceSettings()
-    evaluation: CheckedPeriod = "3mo"  # the evaluation report's months: dates, or a duration back from the latest routed month
+    evaluation: CheckedPeriod = (
+        "3mo"  # the evaluation report's months: dates, or a duration back from the latest routed month
+    )
     economics: TriageEconomics = TriageEconomics()
     registered_model_name: str = "triage_classifier"
 
@@ -172,5 +188,7 @@ class TriageSettings(CaseSettings):
         else:
             last = date.fromisoformat(max(routed) + "-01")
             following = date(last.year + last.month // 12, last.month % 12 + 1, 1)
-            window = DateRange.model_construct(start=back(following, self.evaluation), end=following - timedelta(days=1))
+            window = DateRange.model_construct(
+                start=back(following, self.evaluation), end=following - timedelta(days=1)
+            )
         return [m for m in sorted(routed) if window.start <= date.fromisoformat(m + "-01") <= window.end]

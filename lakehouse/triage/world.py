@@ -26,8 +26,18 @@ SCALES = {"demo": 500, "full": 50_000}
 
 # The seed's 12 categories: the five it names and seven more an e-commerce helpdesk has.
 SEED_CATEGORIES: tuple[str, ...] = (
-    "product_return", "delivery_problem", "billing", "technical_problem", "product_question", "order_change",
-    "refund_status", "account_access", "damaged_item", "warranty_claim", "promotion_code", "complaint_feedback",
+    "product_return",
+    "delivery_problem",
+    "billing",
+    "technical_problem",
+    "product_question",
+    "order_change",
+    "refund_status",
+    "account_access",
+    "damaged_item",
+    "warranty_claim",
+    "promotion_code",
+    "complaint_feedback",
 )
 
 
@@ -66,41 +76,167 @@ class WorldConfig:
         index = self.first_month.year * 12 + self.first_month.month - 1
         return [date((index + i) // 12, (index + i) % 12 + 1, 1) for i in range(self.months)]
 
+
 CHANNELS = ("email", "web_form", "chat", "mobile_app")
 CHANNEL_WEIGHTS = (0.5, 0.25, 0.15, 0.1)
 
 FIRST_NAMES = (
-    "Olivia", "Amelia", "Isla", "Ava", "Mia", "Sofia", "Harriet", "Ingrid", "Noemie", "Camille", "Elodie", "Beatrix",
-    "Oliver", "Theodore", "Arthur", "Leonardo", "Matthias", "Sebastian", "Killian", "Tobias", "Maxence", "Aurelien",
-    "Priya", "Anoushka", "Yasmin", "Leila", "Kenji", "Haruto", "Mateo", "Santiago", "Lukas", "Florian", "Gwendolyn",
-    "Rosalind", "Cormac", "Niamh", "Siobhan", "Declan", "Anneliese", "Wolfgang", "Zygmunt", "Agnieszka", "Bartosz",
+    "Olivia",
+    "Amelia",
+    "Isla",
+    "Ava",
+    "Mia",
+    "Sofia",
+    "Harriet",
+    "Ingrid",
+    "Noemie",
+    "Camille",
+    "Elodie",
+    "Beatrix",
+    "Oliver",
+    "Theodore",
+    "Arthur",
+    "Leonardo",
+    "Matthias",
+    "Sebastian",
+    "Killian",
+    "Tobias",
+    "Maxence",
+    "Aurelien",
+    "Priya",
+    "Anoushka",
+    "Yasmin",
+    "Leila",
+    "Kenji",
+    "Haruto",
+    "Mateo",
+    "Santiago",
+    "Lukas",
+    "Florian",
+    "Gwendolyn",
+    "Rosalind",
+    "Cormac",
+    "Niamh",
+    "Siobhan",
+    "Declan",
+    "Anneliese",
+    "Wolfgang",
+    "Zygmunt",
+    "Agnieszka",
+    "Bartosz",
 )
 LAST_NAMES = (
-    "Fitzgerald", "Vasquez", "Okonkwo", "Lindqvist", "Moreau", "Dubreuil", "Kowalczyk", "Nakamura", "Haddad",
-    "Castellanos", "Richter", "Schneider", "Oyelaran", "Papadopoulos", "Van der Berg", "Delacroix", "Gallagher",
-    "McAllister", "Rosenthal", "Abernathy", "Thorvaldsen", "Bergström", "Marchetti", "Ferreira", "Obradovic",
-    "Szymanski", "Laurent", "Whitfield", "Kaczmarek", "Rahimi", "Achterberg", "Quintero", "Hargreaves",
+    "Fitzgerald",
+    "Vasquez",
+    "Okonkwo",
+    "Lindqvist",
+    "Moreau",
+    "Dubreuil",
+    "Kowalczyk",
+    "Nakamura",
+    "Haddad",
+    "Castellanos",
+    "Richter",
+    "Schneider",
+    "Oyelaran",
+    "Papadopoulos",
+    "Van der Berg",
+    "Delacroix",
+    "Gallagher",
+    "McAllister",
+    "Rosenthal",
+    "Abernathy",
+    "Thorvaldsen",
+    "Bergström",
+    "Marchetti",
+    "Ferreira",
+    "Obradovic",
+    "Szymanski",
+    "Laurent",
+    "Whitfield",
+    "Kaczmarek",
+    "Rahimi",
+    "Achterberg",
+    "Quintero",
+    "Hargreaves",
 )
-STREETS = ("Maple", "Kingsley", "Harbour", "Old Mill", "Ashgrove", "Wellington", "Chestnut", "Riverside", "Beaumont", "Larkspur")
+STREETS = (
+    "Maple",
+    "Kingsley",
+    "Harbour",
+    "Old Mill",
+    "Ashgrove",
+    "Wellington",
+    "Chestnut",
+    "Riverside",
+    "Beaumont",
+    "Larkspur",
+)
 STREET_TYPES = ("Street", "Road", "Avenue", "Lane", "Drive", "Court", "Boulevard")
-CITIES = (("Manchester", "M1 4BT"), ("Bristol", "BS1 6QR"), ("Leeds", "LS2 7EY"), ("Glasgow", "G2 3JD"), ("Cardiff", "CF10 1EP"),
-          ("Brighton", "BN1 1AE"), ("Oxford", "OX1 2JD"), ("York", "YO1 7HH"))
+CITIES = (
+    ("Manchester", "M1 4BT"),
+    ("Bristol", "BS1 6QR"),
+    ("Leeds", "LS2 7EY"),
+    ("Glasgow", "G2 3JD"),
+    ("Cardiff", "CF10 1EP"),
+    ("Brighton", "BN1 1AE"),
+    ("Oxford", "OX1 2JD"),
+    ("York", "YO1 7HH"),
+)
 EMAIL_DOMAINS = ("gmail.com", "outlook.com", "yahoo.co.uk", "proton.me", "mailbox.org", "icloud.com")
 IBAN_FORMATS = {"DE": 18, "FR": 23, "GB": 18, "NL": 14, "ES": 20, "IT": 23}  # BBAN length
 
-PRODUCTS = ("wireless headphones", "coffee machine", "running shoes", "winter jacket", "smartwatch", "blender",
-            "desk lamp", "backpack", "phone case", "air fryer", "yoga mat", "bluetooth speaker", "office chair",
-            "vacuum cleaner", "kettle", "sofa cushion set", "gaming mouse", "electric toothbrush")
+PRODUCTS = (
+    "wireless headphones",
+    "coffee machine",
+    "running shoes",
+    "winter jacket",
+    "smartwatch",
+    "blender",
+    "desk lamp",
+    "backpack",
+    "phone case",
+    "air fryer",
+    "yoga mat",
+    "bluetooth speaker",
+    "office chair",
+    "vacuum cleaner",
+    "kettle",
+    "sofa cushion set",
+    "gaming mouse",
+    "electric toothbrush",
+)
 
-GREETINGS = ("Hello,", "Hi,", "Hi there,", "Dear support team,", "Good morning,", "Hello team,", "Dear Sir or Madam,", "Hey,", "")
+GREETINGS = (
+    "Hello,",
+    "Hi,",
+    "Hi there,",
+    "Dear support team,",
+    "Good morning,",
+    "Hello team,",
+    "Dear Sir or Madam,",
+    "Hey,",
+    "",
+)
 SIGN_OFFS = ("Best regards,", "Kind regards,", "Thanks,", "Thank you,", "Cheers,", "Regards,", "Many thanks,")
-POLITE = ("Thanks in advance.", "I hope you can help.", "Please get back to me soon.", "Looking forward to your answer.", "")
+POLITE = (
+    "Thanks in advance.",
+    "I hope you can help.",
+    "Please get back to me soon.",
+    "Looking forward to your answer.",
+    "",
+)
 
 # Per category: subjects and problem sentences; {product}, {order}, {days}, {amount} are slots,
 # "a|b" picks a synonym.
 PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     "product_return": {
-        "subject": ("Return request", "I want to return my {product}", "How do I send back an item?", "Return label needed"),
+        "subject": (
+            "Return request",
+            "I want to return my {product}",
+            "How do I send back an item?",
+            "Return label needed",
+        ),
         "body": (
             "I would like to return|send back the {product} from order {order}, it does not fit my needs.",
             "How can I return an item? I bought a {product} {days} days ago and changed my mind.",
@@ -221,8 +357,14 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 VAGUE_SUBJECTS = ("Help", "Urgent", "Re: my order", "Question", "Still waiting", "Problem", "Follow-up")
-VAGUE = ("It still doesn't work.", "Please help, same problem as before.", "Any update on this?", "I need help with my order {order}.",
-         "Can someone call me back?", "Nothing has happened since my last message.")
+VAGUE = (
+    "It still doesn't work.",
+    "Please help, same problem as before.",
+    "Any update on this?",
+    "I need help with my order {order}.",
+    "Can someone call me back?",
+    "Nothing has happened since my last message.",
+)
 QUOTED_SUPPORT = (
     "Thank you for contacting us. We have received your request and will get back to you within 48 hours.",
     "Could you please send us your order number and a photo of the item?",
@@ -230,12 +372,46 @@ QUOTED_SUPPORT = (
 )
 # Words that name no category on their own, for the topics of categories without hand-written phrases.
 _TOPIC_WORDS = (
-    "voucher", "gift card", "subscription", "membership", "bundle", "preorder", "marketplace seller", "installation",
-    "assembly", "recycling", "packaging", "invoice copy", "loyalty tier", "student discount", "price match", "click and collect",
-    "locker pickup", "express shipping", "customs fee", "spare part", "size guide", "care instructions", "engraving",
-    "gift wrapping", "trade-in", "rental", "insurance", "extended warranty", "firmware", "pairing", "data export",
-    "newsletter", "privacy request", "cookie settings", "affiliate programme", "business account", "bulk order",
-    "backorder", "store credit", "wishlist",
+    "voucher",
+    "gift card",
+    "subscription",
+    "membership",
+    "bundle",
+    "preorder",
+    "marketplace seller",
+    "installation",
+    "assembly",
+    "recycling",
+    "packaging",
+    "invoice copy",
+    "loyalty tier",
+    "student discount",
+    "price match",
+    "click and collect",
+    "locker pickup",
+    "express shipping",
+    "customs fee",
+    "spare part",
+    "size guide",
+    "care instructions",
+    "engraving",
+    "gift wrapping",
+    "trade-in",
+    "rental",
+    "insurance",
+    "extended warranty",
+    "firmware",
+    "pairing",
+    "data export",
+    "newsletter",
+    "privacy request",
+    "cookie settings",
+    "affiliate programme",
+    "business account",
+    "bulk order",
+    "backorder",
+    "store credit",
+    "wishlist",
 )
 
 
@@ -255,7 +431,9 @@ def iban(rng: np.random.Generator) -> str:
     country = str(rng.choice(list(IBAN_FORMATS)))
     n = IBAN_FORMATS[country]
     letters = {"GB": 4, "NL": 4, "IT": 1}.get(country, 0)  # bank codes that start with letters
-    bban = "".join(rng.choice(list(string.ascii_uppercase), letters)) + "".join(str(d) for d in rng.integers(0, 10, n - letters))
+    bban = "".join(rng.choice(list(string.ascii_uppercase), letters)) + "".join(
+        str(d) for d in rng.integers(0, 10, n - letters)
+    )
     return f"{country}{calc_check_digits(country + '00' + bban)}{bban}"
 
 
@@ -285,13 +463,26 @@ def generate_customers(config: WorldConfig) -> pl.DataFrame:
     rows = []
     for i in range(n):
         domain = EMAIL_DOMAINS[rng.integers(0, len(EMAIL_DOMAINS))]
-        local = f"{first[i]}.{last[i]}".lower().replace(" ", "") + (str(rng.integers(1, 99)) if rng.random() < 0.5 else "")
+        local = f"{first[i]}.{last[i]}".lower().replace(" ", "") + (
+            str(rng.integers(1, 99)) if rng.random() < 0.5 else ""
+        )
         street = f"{rng.integers(1, 240)} {STREETS[rng.integers(0, len(STREETS))]} {STREET_TYPES[rng.integers(0, len(STREET_TYPES))]}"
         rows.append(
-            (f"C{i + 1:06d}", str(first[i]), str(last[i]), f"{local}@{domain}", _phone(rng), street, CITIES[city[i]][0], CITIES[city[i]][1])
+            (
+                f"C{i + 1:06d}",
+                str(first[i]),
+                str(last[i]),
+                f"{local}@{domain}",
+                _phone(rng),
+                street,
+                CITIES[city[i]][0],
+                CITIES[city[i]][1],
+            )
         )
     return pl.DataFrame(
-        rows, schema=["customer_id", "first_name", "last_name", "email", "phone", "street", "city", "postcode"], orient="row"
+        rows,
+        schema=["customer_id", "first_name", "last_name", "email", "phone", "street", "city", "postcode"],
+        orient="row",
     )
 
 
@@ -348,7 +539,10 @@ def _typos(rng: np.random.Generator, text: str, rate: float) -> str:
 
 def _fill(rng: np.random.Generator, text: str, order: str) -> str:
     return _synonyms(rng, text).format(
-        product=_pick(rng, PRODUCTS), order=order, days=int(rng.integers(2, 30)), amount=f"{rng.integers(15, 900)}.{rng.integers(0, 99):02d}"
+        product=_pick(rng, PRODUCTS),
+        order=order,
+        days=int(rng.integers(2, 30)),
+        amount=f"{rng.integers(15, 900)}.{rng.integers(0, 99):02d}",
     )
 
 
@@ -370,10 +564,16 @@ def generate_month(
     rng = np.random.default_rng([config.seed, month.year, month.month])
     n = config.tickets_per_month
     cats = config.categories
-    weights = np.asarray(category_weights, dtype=float) if category_weights is not None else _weights(len(cats), config.mix_skew)
+    weights = (
+        np.asarray(category_weights, dtype=float)
+        if category_weights is not None
+        else _weights(len(cats), config.mix_skew)
+    )
     true = rng.choice(len(cats), n, p=weights / weights.sum())
     next_month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    seconds = (datetime.combine(next_month, datetime.min.time()) - datetime.combine(month, datetime.min.time())).total_seconds()
+    seconds = (
+        datetime.combine(next_month, datetime.min.time()) - datetime.combine(month, datetime.min.time())
+    ).total_seconds()
     offsets = np.sort(rng.uniform(0, seconds, n))
     cust_idx = rng.integers(0, customers.height, n)
     crm = customers.to_dicts()
@@ -394,22 +594,35 @@ def generate_month(
         delay = timedelta(minutes=float(rng.gamma(2.0, 90.0)))
         labels.append((ticket_id, cats[label], f"A{int(rng.integers(1, 25)):03d}", created + delay))
     tickets_df = pl.DataFrame(
-        tickets, schema=["ticket_id", "customer_id", "channel", "created_at", "subject", "body", "order_refs"], orient="row"
+        tickets,
+        schema=["ticket_id", "customer_id", "channel", "created_at", "subject", "body", "order_refs"],
+        orient="row",
     ).with_columns(pl.col("created_at").cast(pl.Datetime("us")))
-    labels_df = pl.DataFrame(labels, schema=["ticket_id", "category", "agent_id", "labelled_at"], orient="row").with_columns(
-        pl.col("labelled_at").cast(pl.Datetime("us"))
-    )
+    labels_df = pl.DataFrame(
+        labels, schema=["ticket_id", "category", "agent_id", "labelled_at"], orient="row"
+    ).with_columns(pl.col("labelled_at").cast(pl.Datetime("us")))
     return tickets_df, labels_df
 
 
-def _body(rng, config: WorldConfig, c: dict, cat: int, phrases: list[dict], order: str, channel: str, vague: bool) -> str:
+def _body(
+    rng, config: WorldConfig, c: dict, cat: int, phrases: list[dict], order: str, channel: str, vague: bool
+) -> str:
     full_name = f"{c['first_name']} {c['last_name']}"
     short = channel in ("chat", "mobile_app")
     parts: list[str] = []
     if not short:
         parts.append(_pick(rng, GREETINGS))
     if rng.random() < 0.3:
-        parts.append(_pick(rng, (f"My name is {full_name}.", f"This is {c['first_name']} {c['last_name']} writing.", f"I am {c['first_name']}.")))
+        parts.append(
+            _pick(
+                rng,
+                (
+                    f"My name is {full_name}.",
+                    f"This is {c['first_name']} {c['last_name']} writing.",
+                    f"I am {c['first_name']}.",
+                ),
+            )
+        )
     if vague:
         problem = [_fill(rng, _pick(rng, VAGUE), order)]
     else:
@@ -421,7 +634,11 @@ def _body(rng, config: WorldConfig, c: dict, cat: int, phrases: list[dict], orde
         other = int(rng.integers(0, len(phrases) - 1))
         other += other >= cat
         aside = _lower_first(_fill(rng, _pick(rng, phrases[other]["body"]), order))
-        parts.append(_pick(rng, ("Also,", "By the way,", "And one more thing:", "Unrelated, but")) + " " + _typos(rng, aside, config.typo_rate))
+        parts.append(
+            _pick(rng, ("Also,", "By the way,", "And one more thing:", "Unrelated, but"))
+            + " "
+            + _typos(rng, aside, config.typo_rate)
+        )
     pii = rng.random(6)
     if pii[0] < 0.25:
         parts.append(f"You can call me on {c['phone']}.")
@@ -445,9 +662,15 @@ def _body(rng, config: WorldConfig, c: dict, cat: int, phrases: list[dict], orde
     if not short and rng.random() < config.quoted_reply_rate:
         when = f"{int(rng.integers(1, 28))} {_pick(rng, ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun'))} 2026"
         quoted = f"Dear {c['first_name']},\n{_pick(rng, QUOTED_SUPPORT)}\nSupport team"
-        text += f"\n\nOn {when}, Support <support@shop.example> wrote:\n" + "\n".join("> " + line for line in quoted.splitlines())
+        text += f"\n\nOn {when}, Support <support@shop.example> wrote:\n" + "\n".join(
+            "> " + line for line in quoted.splitlines()
+        )
     if channel == "email" and rng.random() < config.html_rate:
-        text = "<html><body>" + "".join(f"<p>{line}</p>" if line else "<br>" for line in text.split("\n")) + "</body></html>"
+        text = (
+            "<html><body>"
+            + "".join(f"<p>{line}</p>" if line else "<br>" for line in text.split("\n"))
+            + "</body></html>"
+        )
         text = text.replace(" ", "&nbsp;", 1)
     return text
 

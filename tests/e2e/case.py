@@ -31,7 +31,12 @@ class Built:
 
     def materialize(self, selection, resources: dict | None = None, **kwargs) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            self.definitions, selection=selection, instance=self.instance, resources=resources or self.resources, raise_on_error=False, **kwargs
+            self.definitions,
+            selection=selection,
+            instance=self.instance,
+            resources=resources or self.resources,
+            raise_on_error=False,
+            **kwargs,
         )
 
     def copy(self, tmp_path: Path) -> "Built":
@@ -43,7 +48,13 @@ class Built:
         home = tmp_path / "home"
         shutil.copytree(self.home, home)
         instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-        return Built(home, instance, {**self.resources, "lakehouse": LakehouseResource(home=str(home))}, self.outcome, self.definitions)
+        return Built(
+            home,
+            instance,
+            {**self.resources, "lakehouse": LakehouseResource(home=str(home))},
+            self.outcome,
+            self.definitions,
+        )
 
 
 def evaluation(result: dg.ExecuteInProcessResult, name: str):
@@ -52,7 +63,9 @@ def evaluation(result: dg.ExecuteInProcessResult, name: str):
 
 
 @contextmanager
-def build(tmp_path_factory, case: str, env: dict[str, str], *args, extra_resources: dict | None = None, **kwargs) -> Iterator[Built]:
+def build(
+    tmp_path_factory, case: str, env: dict[str, str], *args, extra_resources: dict | None = None, **kwargs
+) -> Iterator[Built]:
     """A new home with `env` set and the default resources, after `demos.<case>.run(instance,
     resources, *args, **kwargs)`, quietly. Whatever the demo sets in the environment (its own
     settings) holds for the module's tests and is undone afterwards."""
@@ -65,7 +78,9 @@ def build(tmp_path_factory, case: str, env: dict[str, str], *args, extra_resourc
 
         instance = dg.DagsterInstance.from_config(str(home / "dagster"))
         resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home)), **(extra_resources or {})}
-        outcome = importlib.import_module(f"demos.{case}").run(instance, resources, *args, log=lambda *_: None, **kwargs)
+        outcome = importlib.import_module(f"demos.{case}").run(
+            instance, resources, *args, log=lambda *_: None, **kwargs
+        )
         definitions = importlib.import_module(f"assets.{case}")
         try:
             yield Built(home, instance, resources, outcome, [*definitions.ASSETS, *definitions.CHECKS])

@@ -5,12 +5,12 @@ model without signal is refused by the gate."""
 from pathlib import Path
 
 import dagster as dg
-import demos.churn
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
+import demos.churn
 from lakehouse.churn.settings import ChurnSettings
 from lakehouse.churn.world import WorldConfig
 from lakehouse.common.registry import CHALLENGER, CHAMPION
@@ -50,7 +50,9 @@ def test_weekly_scores_cover_every_active_customer_with_tier_action_and_reasons(
     lake = built.lake
     scores = lake.read("churn", "churn_scores", ("snapshot_date", built.outcome["latest_week"]))
     with duckdb.connect(str(built.home / "warehouse.duckdb"), read_only=True) as con:
-        active = con.sql(f"select count(*) from churn_features where snapshot_date = '{built.outcome['latest_week']}'").fetchall()[0][0]
+        active = con.sql(
+            f"select count(*) from churn_features where snapshot_date = '{built.outcome['latest_week']}'"
+        ).fetchall()[0][0]
     assert scores.height == active > 0.8 * CUSTOMERS
     assert scores["customer_id"].is_unique().all()
     for tier in SETTINGS.tiers:
@@ -79,13 +81,21 @@ def test_roi_report_recovers_the_true_contact_effect(built):
 
     report = built.lake.read("churn", "ab_test_roi").row(0, named=True)
     scored = pl.concat(
-        [built.lake.read("churn", "churn_scores", ("snapshot_date", p.name.split("=")[1])) for p in Path(built.lake.table_url("churn", "churn_scores")).iterdir()]
+        [
+            built.lake.read("churn", "churn_scores", ("snapshot_date", p.name.split("=")[1]))
+            for p in Path(built.lake.table_url("churn", "churn_scores")).iterdir()
+        ]
     )
     with duckdb.connect(str(built.home / "warehouse.duckdb"), read_only=True) as con:
         labels = con.sql("select snapshot_date, customer_id, churned_90d from churn_labels").pl()
     event = built.instance.get_latest_materialization_event(dg.AssetKey(["churn", "ab_test_roi"]))
     start = pl.Series([event.asset_materialization.metadata["experiment_start"].value]).str.to_date().item()
-    cohort = enrol_cohort(scored.join(labels, on=["snapshot_date", "customer_id"]), threshold=SETTINGS.ab.high_risk_threshold, first_week=start, weeks=SETTINGS.ab.enrolment_weeks)
+    cohort = enrol_cohort(
+        scored.join(labels, on=["snapshot_date", "customer_id"]),
+        threshold=SETTINGS.ab.high_risk_threshold,
+        first_week=start,
+        weeks=SETTINGS.ab.enrolment_weeks,
+    )
     treated = cohort.filter(assign_arms(cohort["customer_id"], SETTINGS.ab.salt) == "treatment")
     true_reduction_90d = WorldConfig().true_contact_effect * treated["churned_90d"].mean()
     assert report["ci_low_90d"] <= true_reduction_90d <= report["ci_high_90d"]
@@ -105,7 +115,12 @@ def test_crm_push_to_a_rest_endpoint_survives_a_failing_then_recovering_server(b
     week = built.outcome["latest_week"]
     with serve() as crm:
         crm.script = [(503, {}), (429, {"Retry-After": "0"}), (500, {})]
-        resources = {**built.resources, "crm": CrmResource(target="rest", base_url=f"{crm.url}/services/data/v60.0", token="test-token", batch_size=150)}
+        resources = {
+            **built.resources,
+            "crm": CrmResource(
+                target="rest", base_url=f"{crm.url}/services/data/v60.0", token="test-token", batch_size=150
+            ),
+        }
         for _ in range(2):  # a re-run upserts the same records again: idempotent on the CRM side
             assert built.materialize("key:churn/crm_push", partition_key=week, resources=resources).success
     latest = built.lake.read("churn", "churn_scores", ("snapshot_date", week))
@@ -132,9 +147,18 @@ def test_parallel_partition_runs_share_the_warehouse_without_lock_errors(built, 
         "    instance=dg.DagsterInstance.from_config(sys.argv[3] + '/dagster'), resources=res, raise_on_error=False)\n"
         "sys.exit(0 if r.success else 1)\n"
     )
-    jobs = [("key:churn/churn_features", weeks[0]), ("key:churn/churn_scores", weeks[1]), ("key:churn/churn_scores", weeks[2])]
+    jobs = [
+        ("key:churn/churn_features", weeks[0]),
+        ("key:churn/churn_scores", weeks[1]),
+        ("key:churn/churn_scores", weeks[2]),
+    ]
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, key, week, str(built.home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, key, week, str(built.home)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for key, week in jobs
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -218,7 +242,9 @@ def test_alert_sensor_records_each_failed_evaluation_once_and_posts_slack_json(b
     with serve() as webhook:
         resources = {**built.resources, "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook")}
         for _ in range(2):
-            context = dg.build_sensor_context(instance=built.instance, resources=resources, definitions=definitions.defs())
+            context = dg.build_sensor_context(
+                instance=built.instance, resources=resources, definitions=definitions.defs()
+            )
             asset_check_alerts(context)
         posts = list(webhook.requests)
     from lakehouse.common.alerts import read_alerts

@@ -25,7 +25,17 @@ FAST = {
     "LAKEHOUSE_FORECAST_SCALE": f"{STORES}x{SKUS}",
     "LAKEHOUSE_FORECAST_EVALUATION__TEST": "14d",
     "LAKEHOUSE_FORECAST_EVALUATION__VALIDATION": "14d",
-    "LAKEHOUSE_FORECAST_MODELS__LIGHTGBM": json.dumps({"objective": "tweedie", "n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20, "n_jobs": 1, "verbosity": -1}),
+    "LAKEHOUSE_FORECAST_MODELS__LIGHTGBM": json.dumps(
+        {
+            "objective": "tweedie",
+            "n_estimators": 60,
+            "learning_rate": 0.1,
+            "num_leaves": 15,
+            "min_child_samples": 20,
+            "n_jobs": 1,
+            "verbosity": -1,
+        }
+    ),
 }
 
 
@@ -34,9 +44,15 @@ def built(tmp_path_factory, redis_server):
     from resources import RedisResource
 
     redis.Redis.from_url(redis_server.url).flushdb()
-    with build(tmp_path_factory, "forecast", FAST, extra_resources={"redis": RedisResource(url=redis_server.url)}) as case:
+    with build(
+        tmp_path_factory, "forecast", FAST, extra_resources={"redis": RedisResource(url=redis_server.url)}
+    ) as case:
         with pytest.MonkeyPatch.context() as mp:
-            for name, value in {**FAST, "LAKEHOUSE_HOME": str(case.home), "DAGSTER_HOME": str(case.home / "dagster")}.items():
+            for name, value in {
+                **FAST,
+                "LAKEHOUSE_HOME": str(case.home),
+                "DAGSTER_HOME": str(case.home / "dagster"),
+            }.items():
                 mp.setenv(name, value)
             yield case
 
@@ -77,7 +93,10 @@ def test_reconciled_forecasts_are_coherent_at_every_level(built):
             stats = coherence(table, column)
             assert stats["max_relative_gap"] < 1e-6 and stats["negative_values"] == 0
     assert planning.filter(pl.col("level") == "national").height == ForecastSettings().planning_periods
-    keys = [dg.AssetCheckKey(dg.AssetKey(["forecast", n]), "coherent_and_non_negative") for n in ("operational_forecast", "planning_forecast")]
+    keys = [
+        dg.AssetCheckKey(dg.AssetKey(["forecast", n]), "coherent_and_non_negative")
+        for n in ("operational_forecast", "planning_forecast")
+    ]
     records = built.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert {k: r.status.value for k, r in records.items()} == {k: "SUCCEEDED" for k in keys}
 
@@ -91,7 +110,9 @@ def test_published_forecast_matches_the_operational_bottom_level(built):
     node = operational["node"][0]
     store, sku = node.split("/")[-2:]
     raw = client.hget(f"forecast:run:{published['run_id']}", f"{store}|{sku}")
-    assert json.loads(raw)["forecast"] == pytest.approx(operational.filter(pl.col("node") == node)[BOTTOM_UP].round(3).to_list())
+    assert json.loads(raw)["forecast"] == pytest.approx(
+        operational.filter(pl.col("node") == node)[BOTTOM_UP].round(3).to_list()
+    )
     client.close()
 
 
@@ -120,7 +141,9 @@ def test_the_backtest_is_like_for_like_at_every_step_and_level(built):
     at = report.filter((pl.col("step") == 7) & (pl.col("segment") == "all"))
     wape = dict(at.select("model", "wape").iter_rows())
     assert 0 < wape["routed"] < wape["SeasonalNaive"] and meta["wape_d7"].endswith("%")
-    assert "data:image/svg+xml" in meta["mape_d7_per_segment"] and len(meta["mape_d7_per_segment"]) < 1000  # shown inline
+    assert (
+        "data:image/svg+xml" in meta["mape_d7_per_segment"] and len(meta["mape_d7_per_segment"]) < 1000
+    )  # shown inline
 
 
 def test_financial_impact_says_its_economics_are_the_seeds_defaults(built):
@@ -133,7 +156,9 @@ def test_financial_impact_says_its_economics_are_the_seeds_defaults(built):
 def test_live_accuracy_measures_the_matured_origin_without_a_false_alert(built):
     accuracy = built.lake.read("forecast", "live_accuracy")
     assert accuracy["origin"].unique().to_list() == [built.outcome["past_origin"]]
-    record = built.instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(dg.AssetKey(["forecast", "live_accuracy"]), "mape_drift")])
+    record = built.instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey(["forecast", "live_accuracy"]), "mape_drift")]
+    )
     assert next(iter(record.values())).status.value == "SUCCEEDED"
 
 
@@ -148,13 +173,30 @@ def test_the_nightly_schedule_runs_every_store_in_one_run_on_the_configured_sour
     schedule = defs.resolve_schedule_def("forecast_nightly_schedule")
     defaults = {s.name: s for s in schedules(ForecastSettings())}["forecast_nightly_schedule"]
     assert defaults.execution_timezone == "Europe/Paris" and defaults.cron_schedule == "0 4 * * *"
-    moved = {s.name: s for s in schedules(ForecastSettings(calendar={"start": "2020-01-01", "timezone": "America/Chicago"}, schedules={"nightly": "30 2 * * *"}))}
-    assert moved["forecast_nightly_schedule"].execution_timezone == "America/Chicago" and moved["forecast_nightly_schedule"].cron_schedule == "30 2 * * *"
-    with dg.build_schedule_context(instance=mine.instance, scheduled_execution_time=datetime(2026, 10, 13, 4)) as context:
+    moved = {
+        s.name: s
+        for s in schedules(
+            ForecastSettings(
+                calendar={"start": "2020-01-01", "timezone": "America/Chicago"}, schedules={"nightly": "30 2 * * *"}
+            )
+        )
+    }
+    assert (
+        moved["forecast_nightly_schedule"].execution_timezone == "America/Chicago"
+        and moved["forecast_nightly_schedule"].cron_schedule == "30 2 * * *"
+    )
+    with dg.build_schedule_context(
+        instance=mine.instance, scheduled_execution_time=datetime(2026, 10, 13, 4)
+    ) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
     stores = _stores(mine)
-    assert request.tags["dagster/asset_partition_range_start"] == stores[0] and request.tags["dagster/asset_partition_range_end"] == stores[-1]
-    result = defs.resolve_job_def("forecast_nightly").execute_in_process(instance=mine.instance, tags=request.tags, resources=mine.resources)
+    assert (
+        request.tags["dagster/asset_partition_range_start"] == stores[0]
+        and request.tags["dagster/asset_partition_range_end"] == stores[-1]
+    )
+    result = defs.resolve_job_def("forecast_nightly").execute_in_process(
+        instance=mine.instance, tags=request.tags, resources=mine.resources
+    )
     assert result.success
     from sensors.forecast import forecast_publish_when_stores_done
 
@@ -167,9 +209,23 @@ def test_the_nightly_schedule_runs_every_store_in_one_run_on_the_configured_sour
 def test_a_multi_store_backfill_runs_from_the_cli(built, tmp_path):
     mine = built.copy(tmp_path)
     stores = _stores(mine)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAKEHOUSE_HOME": str(mine.home), "DAGSTER_HOME": str(mine.home / "dagster")}
-    command = [str(os.path.join(os.path.dirname(sys.executable), "dagster")), "asset", "materialize", "-f", str(ROOT / "definitions.py"),
-               "--select", "forecast/sales", "--partition-range", f"{stores[0]}...{stores[-1]}"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LAKEHOUSE_HOME": str(mine.home),
+        "DAGSTER_HOME": str(mine.home / "dagster"),
+    }
+    command = [
+        str(os.path.join(os.path.dirname(sys.executable), "dagster")),
+        "asset",
+        "materialize",
+        "-f",
+        str(ROOT / "definitions.py"),
+        "--select",
+        "forecast/sales",
+        "--partition-range",
+        f"{stores[0]}...{stores[-1]}",
+    ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     runs = mine.instance.get_runs(limit=1)
@@ -181,7 +237,9 @@ def test_a_challenger_the_gate_refuses_leaves_the_champion_in_place(built, tmp_p
     settings = ForecastSettings()
     registry = mine.registry()
     before = registry.alias_version(settings.model_name, CHAMPION)
-    monkeypatch.setenv("LAKEHOUSE_FORECAST_GATE__MAX_WAPE_INCREASE", "-0.99")  # the challenger would have to be 100x better
+    monkeypatch.setenv(
+        "LAKEHOUSE_FORECAST_GATE__MAX_WAPE_INCREASE", "-0.99"
+    )  # the challenger would have to be 100x better
     monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__SELECTION", "seed")
     result = mine.materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
     gate = evaluation(result, "challenger_gate")

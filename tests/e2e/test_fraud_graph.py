@@ -2,7 +2,6 @@
 champion, a live slice of traffic through the decision service, the decision log and its
 checks, and the alert sensor turning a failed check into an alert."""
 
-
 import polars as pl
 import pytest
 
@@ -45,7 +44,15 @@ def test_cascade_passes_the_gate_is_logged_and_becomes_champion(built):
     assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "1"
     metrics = registry.version_metrics(name, "1")
     assert metrics["recall"] > metrics["baseline_recall"] and metrics["precision"] > metrics["baseline_precision"]
-    assert {"layer3_share", "layer1_precision", "fraud_caught_per_month", "review_threshold", "roc_auc", "average_precision", "layer3_lift_average_precision"} <= set(metrics)
+    assert {
+        "layer3_share",
+        "layer1_precision",
+        "fraud_caught_per_month",
+        "review_threshold",
+        "roc_auc",
+        "average_precision",
+        "layer3_lift_average_precision",
+    } <= set(metrics)
     assert 0.2 < metrics["layer3_share"] < 0.5
     run_id = registry.client.get_model_version(name, "1").run_id
     cascade = {a.path for a in registry.client.list_artifacts(run_id, "cascade")}
@@ -59,7 +66,9 @@ def test_every_live_request_is_decided_and_logged(built):
     log = read_decision_log(built.lake, built.outcome["live_day"])
     assert log.height == LIVE and log["tx_id"].n_unique() == LIVE
     assert set(log["model_version"].unique()) == {"1"}
-    compacted = pl.read_parquet(built.home / "lake" / "fraud" / "decision_log" / f"day={built.outcome['live_day']}" / "data.parquet")
+    compacted = pl.read_parquet(
+        built.home / "lake" / "fraud" / "decision_log" / f"day={built.outcome['live_day']}" / "data.parquet"
+    )
     assert compacted.height == LIVE
     assert demos.fraud.report(built.instance, built.home, built.outcome)
 
@@ -74,18 +83,32 @@ def test_a_failed_monitoring_check_becomes_an_alert(built):
     collect_alerts(built.instance, built.resources)
     alerts = read_alerts(built.home / "ops.sqlite")
     drift = alerts.filter((pl.col("case_name") == "fraud") & (pl.col("check_name") == "feature_drift"))
-    assert drift.height == 1 and drift["severity"][0] == "WARN" and drift["value"][0] > SETTINGS.monitoring.max_feature_drift_ks
+    assert (
+        drift.height == 1
+        and drift["severity"][0] == "WARN"
+        and drift["value"][0] > SETTINGS.monitoring.max_feature_drift_ks
+    )
 
 
 def test_batch_scores_and_the_evaluation_of_a_chosen_window(built):
     """The test days scored in batch as the service would, and a report over a window the user picks."""
     days = WorldConfig.from_env().day_keys
     scores = built.lake.read_partitions("fraud", "scores", "day", days[-3:])
-    assert scores.height > 0 and set(scores["layer"].unique()) <= {1, 2, 3} and set(scores["model_version"].unique()) == {"1"}
-    report = built.materialize("key:fraud/evaluation", run_config={"ops": {"fraud__evaluation": {"config": {"start": days[-2], "end": days[-1]}}}})
+    assert (
+        scores.height > 0
+        and set(scores["layer"].unique()) <= {1, 2, 3}
+        and set(scores["model_version"].unique()) == {"1"}
+    )
+    report = built.materialize(
+        "key:fraud/evaluation",
+        run_config={"ops": {"fraud__evaluation": {"config": {"start": days[-2], "end": days[-1]}}}},
+    )
     assert report.success
     meta = report.asset_materializations_for_node("fraud__evaluation")[0].metadata
     assert meta["window"].value == f"{days[-2]} .. {days[-1]}" and meta["roc_auc"].value > 0.95
     assert {"layer3_share_pct", "layer3_lift_average_precision", "fraud_caught_per_month_EUR", "economics"} <= set(meta)
-    missing = built.materialize("key:fraud/evaluation", run_config={"ops": {"fraud__evaluation": {"config": {"start": days[0], "end": days[1]}}}})
+    missing = built.materialize(
+        "key:fraud/evaluation",
+        run_config={"ops": {"fraud__evaluation": {"config": {"start": days[0], "end": days[1]}}}},
+    )
     assert not missing.success  # those days were never scored: the error names them

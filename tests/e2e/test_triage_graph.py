@@ -38,7 +38,10 @@ def test_two_models_went_through_the_gate_and_the_champion_is_a_loadable_pyfunc(
     name = SETTINGS.registered_model_name
     assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "2"
     metrics = registry.version_metrics(name, "2")
-    assert metrics["macro_f1"] >= SETTINGS.gate.min_macro_f1 and metrics["auto_precision"] >= SETTINGS.gate.min_auto_precision
+    assert (
+        metrics["macro_f1"] >= SETTINGS.gate.min_macro_f1
+        and metrics["auto_precision"] >= SETTINGS.gate.min_auto_precision
+    )
     assert metrics["holdout_macro_f1"] >= metrics["champion_macro_f1"] - SETTINGS.gate.not_worse_tolerance
     assert registry.gate_verdict(name, "2")[0] == "passed"
     import mlflow
@@ -46,7 +49,16 @@ def test_two_models_went_through_the_gate_and_the_champion_is_a_loadable_pyfunc(
 
     registry.activate()
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-    out = model.predict(pd.DataFrame({"text": ["Where is my parcel?. The tracking has not moved for 9 days.", "Charged twice. Two payments of 49.99 EUR on my card."]}))
+    out = model.predict(
+        pd.DataFrame(
+            {
+                "text": [
+                    "Where is my parcel?. The tracking has not moved for 9 days.",
+                    "Charged twice. Two payments of 49.99 EUR on my card.",
+                ]
+            }
+        )
+    )
     assert list(out.columns) == ["category", "confidence", "out_of_scope"]
     assert out["category"].tolist() == ["delivery_problem", "billing"]
     training = built.lake.read("triage", "training_set")
@@ -59,9 +71,13 @@ def test_routes_follow_the_threshold_and_reach_the_teams_and_the_queue(built):
     routes = _months(built, "ticket_routes")
     assert routes["month"].unique().sort().to_list() == [k[:7] for k in built.outcome["live_months"]]
     assert (routes["auto_threshold"] >= SETTINGS.confidence_threshold).all()
-    assert ((routes["confidence"] > routes["auto_threshold"]) & ~routes["out_of_scope"] == (routes["route"] == AUTO)).all()
+    assert (
+        (routes["confidence"] > routes["auto_threshold"]) & ~routes["out_of_scope"] == (routes["route"] == AUTO)
+    ).all()
     auto = routes.filter(pl.col("route") == AUTO)
-    assert (auto["team"] == auto["category"].replace_strict(SETTINGS.teams)).all() and routes.filter(pl.col("route") == HUMAN)["team"].is_null().all()
+    assert (auto["team"] == auto["category"].replace_strict(SETTINGS.teams)).all() and routes.filter(
+        pl.col("route") == HUMAN
+    )["team"].is_null().all()
     assignments, queue = read_assignments(built.home / "ops.sqlite"), read_queue(built.home / "ops.sqlite")
     assert set(assignments["ticket_id"]) == set(routes.filter(pl.col("route") == AUTO)["ticket_id"])
     assert set(queue["ticket_id"]) == set(routes.filter(pl.col("route") == HUMAN)["ticket_id"])
@@ -78,7 +94,9 @@ def test_confusion_matrix_evaluation_and_roi_reports(built):
     assert (built.home / "reports" / f"triage_confusion_{last}.png").read_bytes()[:4] == b"\x89PNG"
     routes = _months(built, "ticket_routes")
     roi = built.lake.read("triage", "roi_report").row(0, named=True)
-    assert roi["tickets"] == routes.height and roi["currency"] == "EUR" and "agent_annual_cost" in roi["default_figures"]
+    assert (
+        roi["tickets"] == routes.height and roi["currency"] == "EUR" and "agent_annual_cost" in roi["default_figures"]
+    )
     assert roi["auto_triage_rate"] == pytest.approx((routes["route"] == AUTO).mean())
     assert roi["roi_multiple"] == pytest.approx(roi["annual_value"] / roi["system_annual_cost"])
     # The evaluation report covers the months `evaluation` picks: by default the last three routed.
@@ -163,18 +181,31 @@ def test_monitoring_checks_fail_on_purpose_and_raise_alerts(built):
     }
     failed = {}
     for name, (config, expected) in drills.items():
-        assert built.materialize("key:triage/tickets_clean or key:triage/agent_labels", partition_key=month, run_config=dg.RunConfig(ops={"triage_tickets": config})).success
+        assert built.materialize(
+            "key:triage/tickets_clean or key:triage/agent_labels",
+            partition_key=month,
+            run_config=dg.RunConfig(ops={"triage_tickets": config}),
+        ).success
         result = built.materialize("key:triage/ticket_routes or key:triage/monthly_confusion", partition_key=month)
         failed[name] = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
         assert expected <= failed[name], (name, failed[name])
     assert "category_mix_drift" not in failed["labels"] and "category_recall" not in failed["mix"]
     recall = evaluation(result, "category_recall")
-    assert recall.severity == dg.AssetCheckSeverity.WARN and recall.metadata["value"].value < SETTINGS.monitoring.min_category_recall
+    assert (
+        recall.severity == dg.AssetCheckSeverity.WARN
+        and recall.metadata["value"].value < SETTINGS.monitoring.min_category_recall
+    )
     collect_alerts(built.instance, built.resources)
     alerts = read_alerts(built.home / "ops.sqlite")
-    assert {"mean_confidence", "human_validation_rate", "category_mix_drift", "category_recall"} <= set(alerts["check_name"])
+    assert {"mean_confidence", "human_validation_rate", "category_mix_drift", "category_recall"} <= set(
+        alerts["check_name"]
+    )
     drift = alerts.filter(pl.col("check_name") == "category_mix_drift").row(0, named=True)
-    assert drift["case_name"] == "triage" and drift["partition"] == month and drift["value"] > SETTINGS.monitoring.max_mix_psi
+    assert (
+        drift["case_name"] == "triage"
+        and drift["partition"] == month
+        and drift["value"] > SETTINGS.monitoring.max_mix_psi
+    )
     # Back to the real month so the following tests see the demo's data.
     assert built.materialize("key:triage/tickets_clean or key:triage/agent_labels", partition_key=month).success
 
@@ -185,8 +216,12 @@ def test_a_worse_challenger_is_refused_and_the_champion_stays(built, monkeypatch
     # Far too few tickets and steps: a worse model.
     monkeypatch.setenv("LAKEHOUSE_TRIAGE_TRAINING__TICKETS", "40")
     monkeypatch.setenv("LAKEHOUSE_TRIAGE_TRAINING__MAX_STEPS", "1")
-    run_config = {"ops": {"triage__training_set": retraining_run_config(date(2026, 10, 1))["ops"]["triage__training_set"]}}
-    result = built.materialize("key:triage/training_set or key:triage/triage_model or key:triage/champion_model", run_config=run_config)
+    run_config = {
+        "ops": {"triage__training_set": retraining_run_config(date(2026, 10, 1))["ops"]["triage__training_set"]}
+    }
+    result = built.materialize(
+        "key:triage/training_set or key:triage/triage_model or key:triage/champion_model", run_config=run_config
+    )
     gate = evaluation(result, "promotion_gate")
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
     assert not result.success
@@ -218,7 +253,15 @@ def test_the_endpoint_triages_a_raw_ticket_with_the_champion(built):
     out = response.json()
     assert out["category"] == "billing" and out["model_version"] == "2"
     assert out["auto_threshold"] >= SETTINGS.confidence_threshold
-    assert out["route"] == (AUTO if out["confidence"] > out["auto_threshold"] else HUMAN) and out["reason"] in ("confident", "low_confidence")
+    assert out["route"] == (AUTO if out["confidence"] > out["auto_threshold"] else HUMAN) and out["reason"] in (
+        "confident",
+        "low_confidence",
+    )
     assert out["team"] == ("finance" if out["route"] == AUTO else None)
-    assert "4111" not in out["text"] and "7911" not in out["text"] and "Gwendolyn" not in out["text"] and "<p>" not in out["text"]
+    assert (
+        "4111" not in out["text"]
+        and "7911" not in out["text"]
+        and "Gwendolyn" not in out["text"]
+        and "<p>" not in out["text"]
+    )
     assert "[CARD]" in out["text"] and "[PHONE]" in out["text"] and out["pii_found"]["card"] == 1

@@ -39,7 +39,9 @@ def truncate(tables: dict[str, pl.DataFrame], cut: date) -> dict[str, pl.DataFra
             csat=pl.when(pl.col("closed_at") < pl.lit(cut).cast(pl.Datetime("us"))).then(pl.col("csat")),
             closed_at=known_ts("closed_at"),
         ),
-        "invoices": tables["invoices"].filter(before("issue_date")).with_columns(
+        "invoices": tables["invoices"]
+        .filter(before("issue_date"))
+        .with_columns(
             paid_date=pl.when(before("paid_date")).then(pl.col("paid_date")),
             disputed_at=pl.when(before("disputed_at")).then(pl.col("disputed_at")),
         ),
@@ -65,7 +67,9 @@ def with_source(resources: dict, folder: Path) -> dict:
     return {**resources, "sources": SourcesResource(path=str(path))}
 
 
-def load_raw(instance, resources, source: Path, raise_on_error: bool = True, staging: bool = True) -> dg.ExecuteInProcessResult:
+def load_raw(
+    instance, resources, source: Path, raise_on_error: bool = True, staging: bool = True
+) -> dg.ExecuteInProcessResult:
     from assets.churn.features import churn_staging
     from assets.churn.raw import churn_raw
 

@@ -12,7 +12,9 @@ from lakehouse.forecast import world as gen
 MASTER = "key:forecast/stores or key:forecast/products or key:forecast/promotions or key:forecast/events or key:forecast/covariates"
 
 
-def write_source(folder: Path, world: gen.WorldConfig, monkeypatch, settings: dict | None = None, weekly: bool = False) -> Path:
+def write_source(
+    folder: Path, world: gen.WorldConfig, monkeypatch, settings: dict | None = None, weekly: bool = False
+) -> Path:
     """The chain's tables as CSV files in `folder`, and a sources file naming them (set as LAKEHOUSE_SOURCES).
     `weekly`: sales summed into weeks ending on Sunday, as a weekly user file would come."""
     folder.mkdir(parents=True)
@@ -22,11 +24,25 @@ def write_source(folder: Path, world: gen.WorldConfig, monkeypatch, settings: di
     sales = pl.concat([gen.store_sales(world, tables, s) for s in tables["stores"]["store_id"]])
     if weekly:
         sunday = pl.col("date") + pl.duration(days=(7 - pl.col("date").dt.weekday()) % 7)
-        sales = sales.with_columns(date=sunday).group_by("store_id", "sku_id", "date").agg(pl.col("units").sum()).sort("store_id", "sku_id", "date")
+        sales = (
+            sales.with_columns(date=sunday)
+            .group_by("store_id", "sku_id", "date")
+            .agg(pl.col("units").sum())
+            .sort("store_id", "sku_id", "date")
+        )
         sales = sales.filter(pl.col("date") <= world.last_day)
     sales.write_csv(folder / "sales.csv")
     path = folder.parent / "sources.yaml"
-    path.write_text(yaml.safe_dump({"forecast": {"folder": folder.name, "settings": {"calendar": {"start": str(world.start_date)}, **(settings or {})}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "forecast": {
+                    "folder": folder.name,
+                    "settings": {"calendar": {"start": str(world.start_date)}, **(settings or {})},
+                }
+            }
+        )
+    )
     monkeypatch.setenv(SOURCES_ENV, str(path))
     return folder
 

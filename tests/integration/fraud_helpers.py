@@ -42,7 +42,9 @@ def request_body(row: dict) -> dict:
 def replay_settings(consumers: str = "inline", **serving) -> FraudSettings:
     """The service replaying the tiny world's last day: its clock starts there, and moves with
     the payments; each new service starts again at midnight, so a day ahead is tolerated."""
-    return FraudSettings(consumers=consumers, serving={"replay_from": LIVE_DAY, "future_tolerance_s": 86_400, **serving})
+    return FraudSettings(
+        consumers=consumers, serving={"replay_from": LIVE_DAY, "future_tolerance_s": 86_400, **serving}
+    )
 
 
 @asynccontextmanager
@@ -55,5 +57,7 @@ async def running_service(home: Path, redis_url: str, consumers: str = "inline",
     app = create_app(settings, services=[fraud_service.case_service()])
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fraud", headers={API_KEY_HEADER: KEY}) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://fraud", headers={API_KEY_HEADER: KEY}
+        ) as client:
             yield client, fraud_service

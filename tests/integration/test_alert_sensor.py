@@ -23,7 +23,10 @@ class ScoresConfig(dg.Config):
 
 @dg.asset(
     key=["churn", "scores"],
-    check_specs=[dg.AssetCheckSpec("volume", asset=["churn", "scores"]), dg.AssetCheckSpec("nulls", asset=["churn", "scores"])],
+    check_specs=[
+        dg.AssetCheckSpec("volume", asset=["churn", "scores"]),
+        dg.AssetCheckSpec("nulls", asset=["churn", "scores"]),
+    ],
 )
 def scores(config: ScoresConfig):
     yield dg.MaterializeResult()
@@ -44,7 +47,9 @@ def scores(config: ScoresConfig):
 )
 def daily():
     yield dg.MaterializeResult()
-    yield dg.AssetCheckResult(check_name="gate", passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"value": 0.5})
+    yield dg.AssetCheckResult(
+        check_name="gate", passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"value": 0.5}
+    )
 
 
 @dg.asset(key=["elsewhere", "table"], check_specs=[dg.AssetCheckSpec("foreign", asset=["elsewhere", "table"])])
@@ -72,13 +77,18 @@ def webhook() -> Iterator[FakeServer]:
 
 
 def _tick(instance, home: Path, webhook: FakeServer, cursor: str | None) -> dg.SensorResult:
-    resources = {"lakehouse": LakehouseResource(home=str(home)), "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook")}
+    resources = {
+        "lakehouse": LakehouseResource(home=str(home)),
+        "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook"),
+    }
     context = dg.build_sensor_context(instance=instance, resources=resources, definitions=DEFS, cursor=cursor)
     return asset_check_alerts(context)
 
 
 def _volume_run(instance, ok: bool = False) -> dg.ExecuteInProcessResult:
-    return dg.materialize([scores], instance=instance, run_config=dg.RunConfig(ops={"churn__scores": ScoresConfig(volume_ok=ok)}))
+    return dg.materialize(
+        [scores], instance=instance, run_config=dg.RunConfig(ops={"churn__scores": ScoresConfig(volume_ok=ok)})
+    )
 
 
 def test_each_failed_evaluation_alerts_once_and_the_cursor_follows_finished_runs(instance, lakehouse_home, webhook):
@@ -92,12 +102,22 @@ def test_each_failed_evaluation_alerts_once_and_the_cursor_follows_finished_runs
     assert alerts["check_name"].to_list() == ["gate", "volume"]
     gate_alert, volume_alert = alerts.rows(named=True)
     assert (gate_alert["case_name"], gate_alert["asset_key"], gate_alert["partition"], gate_alert["severity"]) == (
-        "forecast", "forecast/daily", "2024-01-08", "ERROR"
+        "forecast",
+        "forecast/daily",
+        "2024-01-08",
+        "ERROR",
     )
-    assert (volume_alert["case_name"], volume_alert["asset_key"], volume_alert["partition"], volume_alert["severity"]) == (
-        "churn", "churn/scores", None, "WARN"
+    assert (
+        volume_alert["case_name"],
+        volume_alert["asset_key"],
+        volume_alert["partition"],
+        volume_alert["severity"],
+    ) == ("churn", "churn/scores", None, "WARN")
+    assert (
+        volume_alert["value"] == 12.0
+        and volume_alert["threshold"] == "[100, 200]"
+        and volume_alert["description"] == "too few scores"
     )
-    assert volume_alert["value"] == 12.0 and volume_alert["threshold"] == "[100, 200]" and volume_alert["description"] == "too few scores"
     assert len(webhook.requests) == 2 and tick.skip_reason.skip_message == "2 new alerts"
     assert tick.cursor is not None
 
@@ -143,4 +163,6 @@ def test_a_burst_of_failures_of_one_check_is_read_in_full():
     assert ticks == 9 and page_cursor == cursor
     assert [a.evaluation_id for a in paged] == [a.evaluation_id for a in alerts]
     run_ids = [a.evaluation_id.split(":")[0] for a in alerts]
-    assert run_ids == [r.dagster_run.run_id for r in instance.get_run_records(ascending=True)]  # in the order the runs finished
+    assert run_ids == [
+        r.dagster_run.run_id for r in instance.get_run_records(ascending=True)
+    ]  # in the order the runs finished

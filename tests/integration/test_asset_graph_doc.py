@@ -1,6 +1,5 @@
 """README.md's asset-graph diagram is current, and every asset carries its catalog metadata."""
 
-
 import dagster as dg
 import pytest
 
@@ -22,7 +21,9 @@ def test_readme_asset_graph_is_current():
     assert found is not None, (
         f"README.md has no {START_MARKER} ... {END_MARKER} block: run `python -m demos.graph` from the repository root"
     )
-    assert found == expected, "README.md's asset graph is out of date: run `python -m demos.graph` from the repository root"
+    assert found == expected, (
+        "README.md's asset graph is out of date: run `python -m demos.graph` from the repository root"
+    )
 
 
 def test_mermaid_keeps_dbt_staging_models_and_is_deterministic():

@@ -17,7 +17,10 @@ pytestmark = pytest.mark.integration
 
 
 def _lake_digest(home: Path) -> dict[str, str]:
-    return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((home / "lake").rglob("*.parquet"))}
+    return {
+        str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((home / "lake").rglob("*.parquet"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +28,106 @@ def world():
     return tiny_world()
 
 
-
 CASES = {
     "missing column": ("customers", lambda df: df.drop("tier"), "tier"),
     "extra column": ("usage_daily", lambda df: df.with_columns(browser=pl.lit("firefox")), "browser"),
-    "wrong type": ("usage_daily", lambda df: df.with_columns(pl.col("logins").cast(pl.String)).with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("many")).otherwise(pl.col("logins")).alias("logins")), "logins"),
+    "wrong type": (
+        "usage_daily",
+        lambda df: df.with_columns(pl.col("logins").cast(pl.String)).with_columns(
+            pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("many")).otherwise(pl.col("logins")).alias("logins")
+        ),
+        "logins",
+    ),
     "duplicate key": ("support_tickets", lambda df: pl.concat([df, df.head(1)]), "ticket_id"),
-    "null key": ("invoices", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("invoice_id")).alias("invoice_id")), "invoice_id"),
-    "negative duration": ("usage_daily", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(-12.5).otherwise(pl.col("session_minutes")).alias("session_minutes")), "session_minutes"),
-    "date in the future": ("renewals", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(date.today() + timedelta(days=30)).otherwise(pl.col("renewal_date")).alias("renewal_date")), "renewal_date"),
+    "null key": (
+        "invoices",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("invoice_id")).alias("invoice_id")
+        ),
+        "invoice_id",
+    ),
+    "negative duration": (
+        "usage_daily",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 5)
+            .then(-12.5)
+            .otherwise(pl.col("session_minutes"))
+            .alias("session_minutes")
+        ),
+        "session_minutes",
+    ),
+    "date in the future": (
+        "renewals",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 1)
+            .then(date.today() + timedelta(days=30))
+            .otherwise(pl.col("renewal_date"))
+            .alias("renewal_date")
+        ),
+        "renewal_date",
+    ),
     "empty file": ("support_tickets", lambda df: df.head(0), None),
-    "unknown outcome": ("renewals", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("paused")).otherwise(pl.col("outcome")).alias("outcome")), "outcome"),
-    "closed before opened": ("support_tickets", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.col("opened_at") - pl.duration(days=3)).otherwise(pl.col("closed_at")).alias("closed_at")), "closed_at"),
-    "infinite amount": ("customers", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(float("inf")).otherwise(pl.col("mrr")).alias("mrr")), "mrr"),
-    "id with a control character": ("customers", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("C1\x07")).otherwise(pl.col("customer_id")).alias("customer_id")), "customer_id"),
-    "ids differing by whitespace": ("customers", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("customer_id").shift(-1).str.replace(r"^C", "C ")).otherwise(pl.col("customer_id")).alias("customer_id")), "customer_id"),
-    "csat out of range": ("support_tickets", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(9).otherwise(pl.col("csat")).alias("csat")), "csat"),
-    "unknown customer": ("renewals", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("C9999999")).otherwise(pl.col("customer_id")).alias("customer_id")), "customer_id"),
+    "unknown outcome": (
+        "renewals",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("paused")).otherwise(pl.col("outcome")).alias("outcome")
+        ),
+        "outcome",
+    ),
+    "closed before opened": (
+        "support_tickets",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 2)
+            .then(pl.col("opened_at") - pl.duration(days=3))
+            .otherwise(pl.col("closed_at"))
+            .alias("closed_at")
+        ),
+        "closed_at",
+    ),
+    "infinite amount": (
+        "customers",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 1).then(float("inf")).otherwise(pl.col("mrr")).alias("mrr")
+        ),
+        "mrr",
+    ),
+    "id with a control character": (
+        "customers",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0)
+            .then(pl.lit("C1\x07"))
+            .otherwise(pl.col("customer_id"))
+            .alias("customer_id")
+        ),
+        "customer_id",
+    ),
+    "ids differing by whitespace": (
+        "customers",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0)
+            .then(pl.col("customer_id").shift(-1).str.replace(r"^C", "C "))
+            .otherwise(pl.col("customer_id"))
+            .alias("customer_id")
+        ),
+        "customer_id",
+    ),
+    "csat out of range": (
+        "support_tickets",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 4).then(9).otherwise(pl.col("csat")).alias("csat")
+        ),
+        "csat",
+    ),
+    "unknown customer": (
+        "renewals",
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0)
+            .then(pl.lit("C9999999"))
+            .otherwise(pl.col("customer_id"))
+            .alias("customer_id")
+        ),
+        "customer_id",
+    ),
 }
 
 
@@ -64,7 +150,9 @@ def test_bad_file_is_refused_and_the_lake_is_unchanged(lakehouse_home, tmp_path,
     assert load_raw(instance, resources, write_source(world, tmp_path / "good"), staging=False).success
     before = _lake_digest(lakehouse_home)
 
-    bad = write_source({**world, table: corrupt(world[table])}, tmp_path / "bad", "csv" if case == "wrong type" else "parquet")
+    bad = write_source(
+        {**world, table: corrupt(world[table])}, tmp_path / "bad", "csv" if case == "wrong type" else "parquet"
+    )
     if case == "empty file":
         (bad / f"{table}.parquet").unlink()
         (bad / f"{table}.csv").write_text("")
@@ -94,7 +182,9 @@ def test_error_names_file_column_and_rows(tmp_path, world):
     assert str(src / "usage_daily.parquet") in text and "session_minutes" in text and "row 5" in text
 
 
-def test_an_absent_optional_table_keeps_what_the_lake_has_and_a_misnamed_one_is_refused(lakehouse_home, tmp_path, world):
+def test_an_absent_optional_table_keeps_what_the_lake_has_and_a_misnamed_one_is_refused(
+    lakehouse_home, tmp_path, world
+):
     instance = dg.DagsterInstance.from_config(str(lakehouse_home / "dagster"))
     resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(lakehouse_home))}
     assert load_raw(instance, resources, write_source(world, tmp_path / "full"), staging=False).success

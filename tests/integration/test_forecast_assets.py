@@ -24,7 +24,11 @@ def source(tmp_path, lakehouse_home, monkeypatch) -> Path:
 
 def lake_snapshot(home: Path) -> dict[str, str]:
     lake = LakehouseHome(home).lake
-    return {str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(lake.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(lake)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(lake.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_master_tables_from_the_source_register_the_store_partitions(source, lakehouse_home):
@@ -39,14 +43,20 @@ def test_master_tables_from_the_source_register_the_store_partitions(source, lak
 
 @pytest.mark.parametrize(
     ("bad_row", "reason"),
-    [({"store_id": "../x"}, "path separators"), ({"store_id": "north-s001"}, "duplicated key"), ({"region": None}, "missing")],
+    [
+        ({"store_id": "../x"}, "path separators"),
+        ({"store_id": "north-s001"}, "duplicated key"),
+        ({"region": None}, "missing"),
+    ],
 )
 def test_a_bad_stores_file_is_refused_and_changes_nothing(source, lakehouse_home, bad_row, reason):
     instance = dg.DagsterInstance.get()
     assert materialize(lakehouse_home, MASTER, instance=instance).success
     before, partitions = lake_snapshot(lakehouse_home), store_keys(instance)
     stores = pl.read_csv(source / "stores.csv")
-    pl.concat([stores, pl.DataFrame([{**stores.row(0, named=True), **bad_row}], schema=stores.schema)]).write_csv(source / "stores.csv")
+    pl.concat([stores, pl.DataFrame([{**stores.row(0, named=True), **bad_row}], schema=stores.schema)]).write_csv(
+        source / "stores.csv"
+    )
     failed = materialize(lakehouse_home, MASTER, instance=instance)
     assert not failed.success
     assert reason in str(failed.all_events) or reason in _failure(failed)
@@ -62,7 +72,10 @@ def test_the_code_location_loads_whatever_the_stores_file_holds(source):
     from demos.forecast import definitions
 
     defs = definitions()
-    assert defs.resolve_job_def("forecast_nightly") is not None and defs.resolve_schedule_def("forecast_nightly_schedule") is not None
+    assert (
+        defs.resolve_job_def("forecast_nightly") is not None
+        and defs.resolve_schedule_def("forecast_nightly_schedule") is not None
+    )
 
 
 def test_a_misnamed_optional_file_is_refused_and_keeps_the_stored_promotions(source, lakehouse_home):
@@ -92,7 +105,12 @@ def test_one_run_ingests_the_sales_file_once_for_every_selected_store(source, la
     original = pipeline.load_sales
     monkeypatch.setattr(pipeline, "load_sales", lambda *a, **k: calls.append(1) or original(*a, **k))
     keys = store_keys(instance)
-    result = materialize(lakehouse_home, "key:forecast/sales", instance=instance, tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+    result = materialize(
+        lakehouse_home,
+        "key:forecast/sales",
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
     assert result.success and len(calls) == 1
     lake = LakehouseHome(lakehouse_home).lake / "forecast" / "sales"
     assert sorted(p.name for p in lake.iterdir()) == [f"store={k}" for k in keys]
@@ -102,7 +120,9 @@ def test_sales_of_an_unknown_store_or_an_unselected_one_are_refused_with_counts(
     instance = dg.DagsterInstance.get()
     assert materialize(lakehouse_home, MASTER, instance=instance).success
     keys = store_keys(instance)
-    assert materialize(lakehouse_home, "key:forecast/sales", instance=instance, partition_key=keys[0]).success is False  # the file has rows of the other store
+    assert (
+        materialize(lakehouse_home, "key:forecast/sales", instance=instance, partition_key=keys[0]).success is False
+    )  # the file has rows of the other store
     sales = pl.read_csv(source / "sales.csv")
     only_first = sales.filter(pl.col("store_id") == keys[0])
     only_first.write_csv(source / "sales.csv")
@@ -110,5 +130,7 @@ def test_sales_of_an_unknown_store_or_an_unselected_one_are_refused_with_counts(
     before = lake_snapshot(lakehouse_home)
     pl.concat([only_first, only_first.head(3).with_columns(store_id=pl.lit("ghost"))]).write_csv(source / "sales.csv")
     failed = materialize(lakehouse_home, "key:forecast/sales", instance=instance, partition_key=keys[0])
-    assert not failed.success and "3 row(s) reference value(s) missing from stores.store_id: 'ghost'" in _failure(failed)
+    assert not failed.success and "3 row(s) reference value(s) missing from stores.store_id: 'ghost'" in _failure(
+        failed
+    )
     assert lake_snapshot(lakehouse_home) == before

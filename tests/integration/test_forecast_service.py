@@ -30,7 +30,9 @@ def _vectors(run: str, n: int) -> pl.DataFrame:
 
 
 def _app(url: str, tmp_path) -> TestClient:
-    return TestClient(create_app(ServingSettings(api_key="k", home=LakehouseHome(tmp_path), redis_url=url, cases=("forecast",))))
+    return TestClient(
+        create_app(ServingSettings(api_key="k", home=LakehouseHome(tmp_path), redis_url=url, cases=("forecast",)))
+    )
 
 
 def test_publication_is_atomic_for_readers(redis_url):
@@ -43,7 +45,9 @@ def test_publication_is_atomic_for_readers(redis_url):
 
     def read():
         reader = redis.Redis.from_url(redis_url)
-        script = reader.register_script("local r = redis.call('GET', KEYS[1]) if not r then return nil end return {r, redis.call('HGET', ARGV[2] .. r, ARGV[1])}")
+        script = reader.register_script(
+            "local r = redis.call('GET', KEYS[1]) if not r then return nil end return {r, redis.call('HGET', ARGV[2] .. r, ARGV[1])}"
+        )
         i = 0
         while not done.is_set():
             i = (i + 7919) % n

@@ -23,7 +23,11 @@ DAYS = WORLD.day_keys
 
 
 def _digest(home: Path) -> dict[str, str]:
-    return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((home / "lake").rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((home / "lake").rglob("*"))
+        if p.is_file()
+    }
 
 
 def _write_sources(folder: Path, mapping: str = "") -> Path:
@@ -45,12 +49,22 @@ def user_home(tmp_path, monkeypatch):
     return home, folder, set_sources
 
 
-def _run(job: str, *, partition: str | None = None, days: list[str] | None = None, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def _run(
+    job: str, *, partition: str | None = None, days: list[str] | None = None, run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
     """A job of the code location as the daemon runs it: default resources, no run config unless given."""
     defs = definitions.defs()
-    tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]} if days else None
+    tags = (
+        {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+        if days
+        else None
+    )
     return defs.resolve_job_def(job).execute_in_process(
-        instance=dg.DagsterInstance.get(), partition_key=partition, tags=tags, run_config=run_config, raise_on_error=False
+        instance=dg.DagsterInstance.get(),
+        partition_key=partition,
+        tags=tags,
+        run_config=run_config,
+        raise_on_error=False,
     )
 
 
@@ -66,7 +80,9 @@ def test_a_schedule_tick_and_a_backfill_land_user_files_without_run_config(user_
     defs = definitions.defs()
     schedule = defs.resolve_schedule_def("fraud_daily_ingest_schedule")
     tick = datetime.combine(date.fromisoformat(DAYS[1]) + timedelta(days=1), time(0, 30), tzinfo=UTC)
-    with dg.build_schedule_context(instance=dg.DagsterInstance.get(), scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
+    with dg.build_schedule_context(
+        instance=dg.DagsterInstance.get(), scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+    ) as context:
         [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == DAYS[1] and not request.run_config
     ticked = _run("fraud_daily_ingest", partition=request.partition_key)
@@ -83,29 +99,49 @@ def test_a_schedule_tick_and_a_backfill_land_user_files_without_run_config(user_
 
 def test_a_file_without_optional_columns_loads_and_gets_the_features_it_allows(user_home):
     home, folder, set_sources = user_home
-    generate_days(WORLD).drop("device_id", "ip", "lat", "lon", "customer_lat", "customer_lon", "category", "fraud_pattern").write_csv(folder / "transactions.csv")
+    generate_days(WORLD).drop(
+        "device_id", "ip", "lat", "lon", "customer_lat", "customer_lon", "category", "fraud_pattern"
+    ).write_csv(folder / "transactions.csv")
     set_sources()
     result = _run("fraud_daily_ingest", days=DAYS)
     assert result.success, _error(result)
     features = pl.read_parquet(home / "lake" / "fraud" / "transaction_features" / f"day={DAYS[0]}" / "data.parquet")
-    assert {"customer_count_1m", "iban_count_1d", "new_country", "merchant_hist_fraud_rate_30d"} <= set(features.columns)
-    assert not {"new_device", "ip_count_1h", "dist_prev_km", "category_hist_fraud_rate_30d", "home_dist_km"} & set(features.columns)
+    assert {"customer_count_1m", "iban_count_1d", "new_country", "merchant_hist_fraud_rate_30d"} <= set(
+        features.columns
+    )
+    assert not {"new_device", "ip_count_1h", "dist_prev_km", "category_hist_fraud_rate_30d", "home_dist_km"} & set(
+        features.columns
+    )
 
 
 def _set(column: str, row: int, value) -> callable:
-    return lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(value)).otherwise(pl.col(column)).alias(column))
+    return lambda df: df.with_columns(
+        pl.when(pl.int_range(pl.len()) == row).then(pl.lit(value)).otherwise(pl.col(column)).alias(column)
+    )
 
 
 BAD = {
     "missing column": (lambda df: df.drop("amount"), "amount"),
     "extra column": (lambda df: df.with_columns(browser=pl.lit("firefox")), "browser"),
-    "wrong type": (lambda df: df.with_columns(pl.col("amount").cast(pl.String)).pipe(_set("amount", 3, "lots")), "amount"),
+    "wrong type": (
+        lambda df: df.with_columns(pl.col("amount").cast(pl.String)).pipe(_set("amount", 3, "lots")),
+        "amount",
+    ),
     "duplicate key": (lambda df: pl.concat([df, df.head(1)]), "tx_id"),
     "negative amount": (_set("amount", 5, -12.5), "amount"),
     "infinite amount": (_set("amount", 5, float("inf")), "amount"),
     "implausible amount": (_set("amount", 5, 1e308), "amount"),
     "unknown channel": (_set("channel", 0, "cash"), "channel"),
-    "future timestamp": (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.lit(datetime.now() + timedelta(days=3))).otherwise(pl.col("ts")).cast(pl.Datetime("ms")).alias("ts")), "ts"),
+    "future timestamp": (
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 1)
+            .then(pl.lit(datetime.now() + timedelta(days=3)))
+            .otherwise(pl.col("ts"))
+            .cast(pl.Datetime("ms"))
+            .alias("ts")
+        ),
+        "ts",
+    ),
     "latitude without longitude column": (lambda df: df.drop("lon"), "lon"),
     "latitude without longitude in a row": (_set("lon", 2, None), "lat"),
     "control character in an id": (_set("customer_id", 4, "C1\x1fC2"), "customer_id"),
@@ -173,11 +209,18 @@ def test_rows_outside_the_selection_or_the_calendar_and_empty_days_are_refused(b
     assert not result.success and "belong to partitions this run did not select" in _error(result) and after == before
     early = good.with_columns(pl.col("ts") - pl.duration(days=60))  # before the calendar's first day
     result, before, after = load(early, DAYS[:2])
-    assert not result.success and "outside the data calendar" in _error(result) and "calendar.start" in _error(result) and after == before
+    assert (
+        not result.success
+        and "outside the data calendar" in _error(result)
+        and "calendar.start" in _error(result)
+        and after == before
+    )
     first_day = good.filter(pl.col("ts").dt.date().cast(pl.String) == DAYS[0])
     result, before, after = load(first_day, DAYS[:2])
     assert not result.success and f"no row for selected partition(s) {DAYS[1]}" in _error(result) and after == before
-    emptied, _, _ = load(first_day, DAYS[:2], run_config={"ops": {"fraud__transactions": {"config": {"replace_with_empty": True}}}})
+    emptied, _, _ = load(
+        first_day, DAYS[:2], run_config={"ops": {"fraud__transactions": {"config": {"replace_with_empty": True}}}}
+    )
     assert emptied.success, _error(emptied)
     assert pl.read_parquet(home / "lake" / "fraud" / "transactions" / f"day={DAYS[1]}" / "data.parquet").height == 0
 

@@ -25,7 +25,16 @@ from lakehouse.fraud.features import DAY_MS, EPOCH_KEY, history_key, seen_key
 from lakehouse.fraud.online import STREAM_KEY, epoch_ms, read_decision_log
 from lakehouse.fraud.settings import CASE, FraudSettings
 from tests.conftest import ROOT
-from tests.integration.fraud_helpers import KEY, LIVE_DAY, TINY, replay_settings, request_body, running_service, tiny_transactions, train_and_register
+from tests.integration.fraud_helpers import (
+    KEY,
+    LIVE_DAY,
+    TINY,
+    replay_settings,
+    request_body,
+    running_service,
+    tiny_transactions,
+    train_and_register,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SETTINGS = FraudSettings()
@@ -40,7 +49,10 @@ def trained(tmp_path_factory):
     for (day,), part in history.with_columns(day=pl.col("ts").dt.date().cast(str)).group_by("day"):
         lake.write(part.drop("day"), CASE, "transactions", ("day", day))  # what a warm-up reads
     registry, version = train_and_register(home, tx)
-    live = [request_body(r) for r in tx.filter(tx["ts"].dt.date().cast(str) == TINY.day_keys[-1]).head(400).iter_rows(named=True)]
+    live = [
+        request_body(r)
+        for r in tx.filter(tx["ts"].dt.date().cast(str) == TINY.day_keys[-1]).head(400).iter_rows(named=True)
+    ]
     return home, registry, version, tx, live
 
 
@@ -83,7 +95,9 @@ def test_auth_validation_and_a_decision(trained, redis_url):
             # the app's body limit (64 KB by default) holds on the hot route, before the key is checked
             huge = json.dumps({**body, "merchant_id": "m" * 100_000})
             for headers in ({}, {"X-API-Key": "wrong"}):
-                response = await client.post("/fraud/decisions", content=huge, headers={"Content-Type": "application/json", **headers})
+                response = await client.post(
+                    "/fraud/decisions", content=huge, headers={"Content-Type": "application/json", **headers}
+                )
                 assert response.status_code == 413 and len(response.content) < 200
             ok = await client.post("/fraud/decisions", json=body)
             assert ok.status_code == 200
@@ -108,7 +122,9 @@ def test_non_finite_numbers_answer_422_never_500(trained, redis_url):
                 rest = json.dumps({k: v for k, v in live[1].items() if k != field})
                 for token in ("NaN", "Infinity", "-Infinity", "1e400"):
                     text = rest[:-1] + f', "{field}": {token}}}'
-                    response = await client.post("/fraud/decisions", content=text, headers={"Content-Type": "application/json"})
+                    response = await client.post(
+                        "/fraud/decisions", content=text, headers={"Content-Type": "application/json"}
+                    )
                     assert response.status_code == 422, (field, token, response.text)
                     assert response.json()["detail"][0]["loc"] == ["body", field]
 
@@ -122,6 +138,7 @@ def test_event_times_are_checked_against_the_service_clock(trained, redis_url):
 
     async def scenario():
         async with running_service(home, redis_url, fraud=replay_settings(future_tolerance_s=300)) as (client, fraud):
+
             def at(body: dict, ts, tag: str) -> dict:
                 return {**_unique(body, tag), "ts": ts.isoformat() if hasattr(ts, "isoformat") else ts}
 
@@ -136,13 +153,18 @@ def test_event_times_are_checked_against_the_service_clock(trained, redis_url):
             }
             for ts, reason in refused.items():
                 response = await client.post("/fraud/decisions", json=at(first, ts, "refused"))
-                assert response.status_code == 422 and reason in response.json()["detail"][0]["msg"], (ts, response.text)
+                assert response.status_code == 422 and reason in response.json()["detail"][0]["msg"], (
+                    ts,
+                    response.text,
+                )
             # within the tolerance ahead, then out of order: both decided
             ahead = await client.post("/fraud/decisions", json=at(first, start + timedelta(minutes=4), "ahead"))
             late = await client.post("/fraud/decisions", json=at(first, start + timedelta(minutes=1), "late"))
             old = await client.post("/fraud/decisions", json=at(first, start - timedelta(days=3), "old"))
             assert ahead.status_code == late.status_code == old.status_code == 200
-            assert fraud.clock.now_ms() >= epoch_ms(start + timedelta(minutes=4))  # the replay clock moved with the accepted payment
+            assert fraud.clock.now_ms() >= epoch_ms(
+                start + timedelta(minutes=4)
+            )  # the replay clock moved with the accepted payment
             await wait_logged(fraud)
         # nothing dated 9999 or 0001 reached the lake
         days = lake.partitions(CASE, "decision_log_parts", "day")
@@ -160,7 +182,9 @@ def test_the_wall_clock_in_production(trained, redis_url):
             undated = {k: v for k, v in _unique(live[2], "now").items() if k != "ts"}  # no ts: now
             assert (await client.post("/fraud/decisions", json=undated)).status_code == 200
             for ts in (now - timedelta(days=40), now + timedelta(hours=1)):
-                response = await client.post("/fraud/decisions", json={**_unique(live[3], str(ts.timestamp())), "ts": ts.isoformat()})
+                response = await client.post(
+                    "/fraud/decisions", json={**_unique(live[3], str(ts.timestamp())), "ts": ts.isoformat()}
+                )
                 assert response.status_code == 422, ts
 
     asyncio.run(scenario())
@@ -176,7 +200,9 @@ def test_redis_down_or_slow_degrades_without_errors_and_recovers(trained):
             assert sum(d["degraded"] for d in up) <= 2  # a busy machine may stretch a read past the timeout
             server.stop()
             down = [await client.post("/fraud/decisions", json=_unique(b, "down")) for b in live[10:60]]
-            assert all(r.status_code == 200 for r in down), [(r.status_code, r.text[:300]) for r in down if r.status_code != 200][:3]
+            assert all(r.status_code == 200 for r in down), [
+                (r.status_code, r.text[:300]) for r in down if r.status_code != 200
+            ][:3]
             assert all(r.json()["degraded"] and r.json()["layer"] in (1, 2) for r in down)
             assert "degraded:feature_store_unavailable" in down[0].json()["reasons"]
             server.start()
@@ -209,7 +235,12 @@ def test_a_store_that_lost_its_data_is_reported_flagged_and_warmed_again(trained
             assert profiles > 100
             before = (await client.post("/fraud/decisions", json=_unique(live[5], "before"))).json()
             assert not before["degraded"]
-            chargeback = {"tx_id": "chargeback-1", "ts": live[0]["ts"], "merchant_id": live[0]["merchant_id"], "category": live[0]["category"]}
+            chargeback = {
+                "tx_id": "chargeback-1",
+                "ts": live[0]["ts"],
+                "merchant_id": live[0]["merchant_id"],
+                "category": live[0]["category"],
+            }
             assert (await client.post("/fraud/labels", json=chargeback)).status_code == 202
             await wait_logged(fraud)
             store.flushall()  # a Redis restarted without persistence
@@ -284,12 +315,19 @@ def test_decision_log_keeps_every_decision_across_service_and_redis_restarts(tra
 
 def _serve(home, redis_url: str, port: int, **env) -> subprocess.Popen:
     environment = {
-        **os.environ, "PYTHONPATH": str(ROOT), "LAKEHOUSE_HOME": str(home), "LAKEHOUSE_REDIS_URL": redis_url, "LAKEHOUSE_API_KEY": KEY,
-        "LAKEHOUSE_SERVING_CASES": CASE, "LAKEHOUSE_FRAUD_SERVING__REPLAY_FROM": LIVE_DAY.isoformat(),
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LAKEHOUSE_HOME": str(home),
+        "LAKEHOUSE_REDIS_URL": redis_url,
+        "LAKEHOUSE_API_KEY": KEY,
+        "LAKEHOUSE_SERVING_CASES": CASE,
+        "LAKEHOUSE_FRAUD_SERVING__REPLAY_FROM": LIVE_DAY.isoformat(),
         "LAKEHOUSE_FRAUD_SERVING__FUTURE_TOLERANCE_S": "86400",
         **env,
     }
-    process = subprocess.Popen([sys.executable, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=environment)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lakehouse.serving", "--port", str(port)], cwd=ROOT, env=environment
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -342,7 +380,9 @@ def test_the_spool_is_bounded_and_refuses_what_it_could_not_log(trained):
             statuses = [await client.post("/fraud/decisions", json=_unique(b, "bound")) for b in live[200:260]]
             codes = [r.status_code for r in statuses]
             assert 200 in codes and 503 in codes and codes.index(503) > 0
-            assert set(codes[codes.index(503):]) == {503}  # once full, every decision is refused, none answered unlogged
+            assert set(codes[codes.index(503) :]) == {
+                503
+            }  # once full, every decision is refused, none answered unlogged
             assert "spool full" in statuses[-1].json()["detail"]
             assert fraud.publisher.spool.bytes <= 40_000
         server.start()
@@ -356,7 +396,12 @@ def test_the_spool_is_bounded_and_refuses_what_it_could_not_log(trained):
 def test_labels_reach_the_store_once_and_only_from_the_past(trained, redis_url):
     home, _, _, tx, _ = trained
     paid = tx.filter(pl.col("ts").dt.date().cast(str) < TINY.day_keys[-1]).row(0, named=True)
-    label = {"tx_id": f"{paid['tx_id']}-chargeback", "ts": paid["ts"].isoformat(), "merchant_id": paid["merchant_id"], "category": paid["category"]}
+    label = {
+        "tx_id": f"{paid['tx_id']}-chargeback",
+        "ts": paid["ts"].isoformat(),
+        "merchant_id": paid["merchant_id"],
+        "category": paid["category"],
+    }
     bucket = f"f:{epoch_ms(paid['ts']) // DAY_MS}"
 
     async def scenario():
@@ -386,10 +431,16 @@ def test_service_on_kafka_updates_features_and_logs_every_decision_across_a_rest
 
     async def scenario():
         on_kafka = {"kafka_bootstrap": kafka_broker.bootstrap}
-        async with running_service(home, redis_url, fraud=replay_settings(consumers="off").with_(**on_kafka)) as (client, fraud):
+        async with running_service(home, redis_url, fraud=replay_settings(consumers="off").with_(**on_kafka)) as (
+            client,
+            fraud,
+        ):
             assert isinstance(fraud.stream, KafkaEventStream)
             assert set(await post_all(client, bodies)) == {200}
-        async with running_service(home, redis_url, fraud=replay_settings().with_(**on_kafka)) as (_, fraud):  # consumers start from the group's committed offsets
+        async with running_service(home, redis_url, fraud=replay_settings().with_(**on_kafka)) as (
+            _,
+            fraud,
+        ):  # consumers start from the group's committed offsets
             await wait_logged(fraud, timeout_s=60)
             assert await fraud.drained()
 

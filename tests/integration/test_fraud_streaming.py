@@ -13,7 +13,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
-from lakehouse.fraud.features import ENTITIES, batch_features, online_features, parse_replies, read_commands, registry_for
+from lakehouse.fraud.features import (
+    ENTITIES,
+    batch_features,
+    online_features,
+    parse_replies,
+    read_commands,
+    registry_for,
+)
 from lakehouse.fraud.online import STREAM_KEY, Decision, FeatureConsumer, epoch_ms, event_fields, label_fields
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days
@@ -37,7 +44,11 @@ def _event(row: dict) -> dict:
 
 def _events(row: dict) -> list[dict]:
     """The decision event, and right behind it the fraud label (long before its delay has passed)."""
-    label = [label_fields(row["tx_id"], epoch_ms(row["ts"]), row["merchant_id"], row["category"], True)] if row["is_fraud"] else []
+    label = (
+        [label_fields(row["tx_id"], epoch_ms(row["ts"]), row["merchant_id"], row["category"], True)]
+        if row["is_fraud"]
+        else []
+    )
     return [_event(row), *label]
 
 
@@ -103,6 +114,7 @@ def test_online_features_match_batch_features_on_sampled_transactions(transactio
 def streams(request, redis_server):
     """A factory of event streams on one backend: `streams(name)` opens (again) the stream `name`."""
     if request.param == "redis":
+
         def open_stream(name: str, client):
             return RedisEventStream(client, f"test:{name}", SETTINGS.serving.stream_maxlen)
     else:
@@ -110,7 +122,10 @@ def streams(request, redis_server):
         prefix = uuid.uuid4().hex[:8]
 
         def open_stream(name: str, client):
-            return KafkaEventStream(broker.bootstrap, f"{prefix}.{name}", key_field="customer_id", partitions=3, session_timeout_ms=3000)
+            return KafkaEventStream(
+                broker.bootstrap, f"{prefix}.{name}", key_field="customer_id", partitions=3, session_timeout_ms=3000
+            )
+
     return open_stream
 
 
@@ -137,7 +152,9 @@ def test_consumer_crash_mid_batch_and_replay_give_the_same_store(transactions, r
         batch = await first.read()
         await first.apply(batch[: len(batch) // 2])  # the process dies here: half applied, nothing acknowledged
         await first.stream.aclose()
-        restarted = FeatureConsumer(streams("crashed", crashed), crashed, REGISTRY, SETTINGS)  # same group (and name): unacknowledged events come first
+        restarted = FeatureConsumer(
+            streams("crashed", crashed), crashed, REGISTRY, SETTINGS
+        )  # same group (and name): unacknowledged events come first
         assert await restarted.drain() == len(events)
         assert await _snapshot(crashed) == reference
         assert await restarted.stream.caught_up([restarted.group])

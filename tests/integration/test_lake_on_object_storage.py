@@ -19,8 +19,12 @@ def s3_lake(monkeypatch):
     server.start()
     host, port = server.get_host_and_port()
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "lakehouse", "AWS_SECRET_ACCESS_KEY": "lakehouse", "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "lakehouse",
+        "AWS_SECRET_ACCESS_KEY": "lakehouse",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ALLOW_HTTP": "true",
     }.items():
         monkeypatch.setenv(name, value)
     import fsspec
@@ -44,7 +48,14 @@ def test_the_churn_graph_runs_with_its_lake_on_object_storage(lakehouse_home, s3
     resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(lakehouse_home), lake_url=lake_url)}
 
     def run(selection, **kwargs):
-        result = dg.materialize([*ASSETS, *CHECKS], selection=selection, instance=instance, resources=resources, raise_on_error=False, **kwargs)
+        result = dg.materialize(
+            [*ASSETS, *CHECKS],
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            **kwargs,
+        )
         assert result.success, [str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
         return result
 
@@ -52,13 +63,20 @@ def test_the_churn_graph_runs_with_its_lake_on_object_storage(lakehouse_home, s3
     run(dg.AssetSelection.assets(churn_raw, churn_staging), run_config=dg.RunConfig(ops={"churn_raw": generator}))
     world = WorldConfig().with_(customers=TINY.customers)
     weeks = mondays(world.first_snapshot, world.end_date)[-60:]
-    run("key:churn/churn_features", tags={"dagster/asset_partition_range_start": weeks[0], "dagster/asset_partition_range_end": weeks[-1]})
+    run(
+        "key:churn/churn_features",
+        tags={"dagster/asset_partition_range_start": weeks[0], "dagster/asset_partition_range_end": weeks[-1]},
+    )
     run("key:churn/churn_labels or key:churn/training_set or key:churn/churn_model or key:churn/champion_model")
     for week in weeks[-2:]:
         run("key:churn/churn_scores", partition_key=week)
     run("key:churn/live_performance")
 
     stored = {p.split("lake/", 1)[1] for p in fs.find("lakehouse-test/lake")}
-    assert {"churn/customers/data.parquet", "churn/training_set/data.parquet", "churn/live_performance/data.parquet"} <= stored
+    assert {
+        "churn/customers/data.parquet",
+        "churn/training_set/data.parquet",
+        "churn/live_performance/data.parquet",
+    } <= stored
     assert {f"churn/churn_scores/snapshot_date={w}/data.parquet" for w in weeks[-2:]} <= stored
     assert not (lakehouse_home / "lake").exists()  # nothing of the lake was written locally

@@ -5,7 +5,6 @@ skipped when nothing listens there. Each run works in a fresh ``dagster_test_<he
 is dropped at the end.
 """
 
-
 import shutil
 import socket
 import uuid

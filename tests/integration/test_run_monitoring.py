@@ -41,7 +41,11 @@ class Daemon:
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [str(BIN / "dagster-daemon"), "run", "-f", str(LOCATION), "-d", str(ROOT)],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def tail(self) -> str:
@@ -61,8 +65,22 @@ class Daemon:
 def launch(job: str, env: dict[str, str]) -> tuple[str, subprocess.Popen]:
     """`dagster job launch`: submits a run of `job` to the instance's queue; its id and the command."""
     run_id = str(uuid.uuid4())
-    command = [str(BIN / "dagster"), "job", "launch", "-f", str(LOCATION), "-d", str(ROOT), "-j", job, "--run-id", run_id]
-    return run_id, subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        str(BIN / "dagster"),
+        "job",
+        "launch",
+        "-f",
+        str(LOCATION),
+        "-d",
+        str(ROOT),
+        "-j",
+        job,
+        "--run-id",
+        run_id,
+    ]
+    return run_id, subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def submitted(command: subprocess.Popen) -> None:
@@ -82,7 +100,9 @@ def test_a_killed_run_frees_its_duckdb_slot_and_the_next_duckdb_asset_runs(lakeh
     deadline = time.monotonic() + TIMEOUT_S
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with dg.DagsterInstance.get() as instance:
-        assert instance.run_monitoring_enabled and instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        assert (
+            instance.run_monitoring_enabled and instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        )
 
         def pool():
             return instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
@@ -99,17 +119,32 @@ def test_a_killed_run_frees_its_duckdb_slot_and_the_next_duckdb_asset_runs(lakeh
         daemon = Daemon(env, tmp_path / "daemon.log")  # starts while the run is being submitted
         try:
             submitted(command)
-            wait_for(lambda: held in pool().active_run_ids and pid(held, dg.DagsterEventType.STEP_START), "the first run to hold the duckdb slot", deadline, daemon)
+            wait_for(
+                lambda: held in pool().active_run_ids and pid(held, dg.DagsterEventType.STEP_START),
+                "the first run to hold the duckdb slot",
+                deadline,
+                daemon,
+            )
             # The queue keeps a run whose DuckDB step cannot get the slot (block_op_concurrency_limited_runs).
             following, command = launch("next", env)
             submitted(command)
-            wait_for(lambda: f"Run {following} is blocked by global concurrency limits" in daemon.log.read_text(), "the second run to wait for the duckdb slot", deadline, daemon)
+            wait_for(
+                lambda: f"Run {following} is blocked by global concurrency limits" in daemon.log.read_text(),
+                "the second run to wait for the duckdb slot",
+                deadline,
+                daemon,
+            )
 
             # The first run dies mid-step: its worker and its step process, as an OOM kill would.
             os.kill(pid(held, dg.DagsterEventType.STEP_START), signal.SIGKILL)
             os.kill(pid(held, dg.DagsterEventType.RUN_START), signal.SIGKILL)
 
-            wait_for(lambda: status(held) == dg.DagsterRunStatus.FAILURE, "the killed run to be marked failed", deadline, daemon)
+            wait_for(
+                lambda: status(held) == dg.DagsterRunStatus.FAILURE,
+                "the killed run to be marked failed",
+                deadline,
+                daemon,
+            )
             wait_for(lambda: status(following) in FINISHED, "the next DuckDB asset's run to finish", deadline, daemon)
             assert status(following) == dg.DagsterRunStatus.SUCCESS, daemon.tail()
         finally:

@@ -64,7 +64,10 @@ def _stored(home: Path, name: str, month: str) -> pl.DataFrame:
 def test_a_valid_export_with_its_own_categories_is_scrubbed_into_the_lake(lakehouse_home, export, monkeypatch):
     folder, sources = export
     assert _ingest(lakehouse_home, sources, monkeypatch).success
-    clean, labels = _stored(lakehouse_home, "tickets_clean", "2026-03"), _stored(lakehouse_home, "agent_labels", "2026-03")
+    clean, labels = (
+        _stored(lakehouse_home, "tickets_clean", "2026-03"),
+        _stored(lakehouse_home, "agent_labels", "2026-03"),
+    )
     assert clean.height == 60 and (clean["month"] == "2026-03").all()
     assert set(labels["category"]) <= set(generic_categories(5))
     emails = pl.read_csv(folder / "customers.csv")["email"].to_list()
@@ -93,15 +96,42 @@ def _rewrite(path: Path, breakage) -> None:
     "table, breakage, column, words",
     [
         ("tickets", lambda df: df.drop("subject"), None, "missing"),
-        ("tickets", lambda df: df.with_columns(pl.col("created_at").cast(pl.String).str.replace("2026-03", "2026-13")), "created_at", "cannot be read"),
-        ("tickets", lambda df: df.with_columns(pl.col("ticket_id").str.replace("T202603-000007", "T/../x")), "ticket_id", "path separators"),
-        ("agent_labels", lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("T-unknown")).otherwise(pl.col("ticket_id")).alias("ticket_id")), "ticket_id", "missing from tickets.ticket_id"),
+        (
+            "tickets",
+            lambda df: df.with_columns(pl.col("created_at").cast(pl.String).str.replace("2026-03", "2026-13")),
+            "created_at",
+            "cannot be read",
+        ),
+        (
+            "tickets",
+            lambda df: df.with_columns(pl.col("ticket_id").str.replace("T202603-000007", "T/../x")),
+            "ticket_id",
+            "path separators",
+        ),
+        (
+            "agent_labels",
+            lambda df: df.with_columns(
+                pl.when(pl.int_range(pl.len()) == 3)
+                .then(pl.lit("T-unknown"))
+                .otherwise(pl.col("ticket_id"))
+                .alias("ticket_id")
+            ),
+            "ticket_id",
+            "missing from tickets.ticket_id",
+        ),
         ("customers", lambda df: pl.concat([df, df.head(1)]), "customer_id", "duplicated"),
         ("agent_labels", lambda df: df.clear(), None, "no data rows"),
-        ("tickets", lambda df: df.with_columns(pl.col("created_at").cast(pl.Datetime("us")).dt.offset_by("-3mo")), "created_at", "outside the data calendar"),
+        (
+            "tickets",
+            lambda df: df.with_columns(pl.col("created_at").cast(pl.Datetime("us")).dt.offset_by("-3mo")),
+            "created_at",
+            "outside the data calendar",
+        ),
     ],
 )
-def test_a_bad_file_stops_the_run_and_leaves_the_lake_unchanged(lakehouse_home, export, monkeypatch, table, breakage, column, words):
+def test_a_bad_file_stops_the_run_and_leaves_the_lake_unchanged(
+    lakehouse_home, export, monkeypatch, table, breakage, column, words
+):
     folder, sources = export
     assert _ingest(lakehouse_home, sources, monkeypatch).success
     before = _lake(lakehouse_home)
@@ -125,10 +155,17 @@ def test_a_selected_month_without_rows_is_refused_unless_emptied_on_purpose(lake
     _rewrite(folder / "tickets.parquet", lambda df: df.filter(pl.col("created_at").cast(pl.String) < "2026-03"))
     _rewrite(folder / "agent_labels.csv", lambda df: df.filter(pl.col("ticket_id").str.starts_with("T202602")))
     refused = _ingest(lakehouse_home, sources, monkeypatch)
-    assert not refused.success and "no row for selected partition(s) 2026-03-01" in _error(refused) and "replace_with_empty" in _error(refused)
+    assert (
+        not refused.success
+        and "no row for selected partition(s) 2026-03-01" in _error(refused)
+        and "replace_with_empty" in _error(refused)
+    )
     assert _lake(lakehouse_home) == before
     assert _ingest(lakehouse_home, sources, monkeypatch, replace_with_empty=True).success
-    assert _stored(lakehouse_home, "tickets_clean", "2026-03").is_empty() and _stored(lakehouse_home, "agent_labels", "2026-03").is_empty()
+    assert (
+        _stored(lakehouse_home, "tickets_clean", "2026-03").is_empty()
+        and _stored(lakehouse_home, "agent_labels", "2026-03").is_empty()
+    )
     assert _stored(lakehouse_home, "tickets_clean", "2026-02").height == 60
 
 
@@ -146,7 +183,9 @@ def test_generator_drills_do_not_apply_to_a_user_source(lakehouse_home, export, 
     assert not result.success and "sources file" in _error(result)
 
 
-def test_personal_data_left_after_scrubbing_fails_the_blocking_check_and_nothing_is_written(lakehouse_home, export, monkeypatch):
+def test_personal_data_left_after_scrubbing_fails_the_blocking_check_and_nothing_is_written(
+    lakehouse_home, export, monkeypatch
+):
     import lakehouse.triage.pipeline as pipeline
 
     _, sources = export

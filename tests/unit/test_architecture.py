@@ -19,14 +19,18 @@ PACKAGES = ("lakehouse", "resources", "assets", "sensors", "demos", "bench")
 
 
 def test_import_contracts_hold():
-    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
 def test_no_import_cycle_between_modules():
     graph = grimp.build_graph(*PACKAGES, cache_dir=None)
     edges = nx.DiGraph(
-        (importer, imported) for importer in graph.modules for imported in graph.find_modules_directly_imported_by(importer)
+        (importer, imported)
+        for importer in graph.modules
+        for imported in graph.find_modules_directly_imported_by(importer)
     )
     cycles = [sorted(c) for c in nx.strongly_connected_components(edges) if len(c) > 1]
     assert not cycles, f"import cycles: {cycles}"

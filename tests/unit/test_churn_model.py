@@ -49,9 +49,16 @@ def test_weekly_checks_compare_the_volume_with_last_week_unless_a_base_is_set():
     assert checks["score_shift"].passed and checks["scoring_latency"].passed
     first_week = {c.name: c for c in scoring_checks(_batch(1_000), reference, last_volume=None, settings=SETTINGS)}
     assert first_week["prediction_volume"].passed
-    based = {c.name: c for c in scoring_checks(_batch(1_000), reference, last_volume=1_000, settings=SETTINGS.with_(customer_base=15_000))}
+    based = {
+        c.name: c
+        for c in scoring_checks(
+            _batch(1_000), reference, last_volume=1_000, settings=SETTINGS.with_(customer_base=15_000)
+        )
+    }
     assert not based["prediction_volume"].passed
-    slow = {c.name: c for c in scoring_checks(_batch(1_500, seconds=500), reference, last_volume=1_500, settings=SETTINGS)}
+    slow = {
+        c.name: c for c in scoring_checks(_batch(1_500, seconds=500), reference, last_volume=1_500, settings=SETTINGS)
+    }
     assert not slow["scoring_latency"].passed
 
 

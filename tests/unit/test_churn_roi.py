@@ -14,7 +14,6 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from lakehouse.churn.settings import SEED_AB_REFERENCE
 from lakehouse.churn.roi import (
     AbTestResult,
     analyse_ab_test,
@@ -30,6 +29,7 @@ from lakehouse.churn.roi import (
     two_proportion_ztest,
     wilson_interval,
 )
+from lakehouse.churn.settings import SEED_AB_REFERENCE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LTV = 3_000.0
@@ -172,7 +172,9 @@ class TestStatistics:
         assert p == pytest.approx(2 * stats.norm.sf(z), rel=1e-10)
         assert p == pytest.approx(0.144276, abs=1e-6)
 
-    @pytest.mark.parametrize("counts", [(29, 1000, 41, 1000), (300, 4800, 410, 5200), (50, 700, 20, 900), (0, 50, 3, 60)])
+    @pytest.mark.parametrize(
+        "counts", [(29, 1000, 41, 1000), (300, 4800, 410, 5200), (50, 700, 20, 900), (0, 50, 3, 60)]
+    )
     def test_ztest_matches_scipy_chi2(self, counts):
         x_t, n_t, x_c, n_c = counts
         z, p = two_proportion_ztest(*counts)
@@ -261,9 +263,9 @@ class TestStatistics:
             p_t = p_c * (1 - rel)
             za, zb = stats.norm.ppf(0.975), stats.norm.ppf(0.8)
             pbar = (p_t + p_c) / 2
-            expected = (za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p_t * (1 - p_t) + p_c * (1 - p_c))) ** 2 / (
-                p_c - p_t
-            ) ** 2
+            expected = (
+                za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p_t * (1 - p_t) + p_c * (1 - p_c))
+            ) ** 2 / (p_c - p_t) ** 2
             n = required_sample_size_per_arm(p_t, p_c)
             assert n == math.ceil(expected)
             ns.append(n)
@@ -323,9 +325,7 @@ class TestSimulation:
         cover_90 = cover_m = 0
         for rep in range(reps):
             df = pl.DataFrame({"customer_id": ids, "arm": arms, "churned_90d": rng.random(n) < self.P_CHURN})
-            r = analyse_ab_test(
-                simulate_contact(df, self.EFFECT, f"rep{rep}"), ltv=LTV, model_cost_per_month=COST
-            )
+            r = analyse_ab_test(simulate_contact(df, self.EFFECT, f"rep{rep}"), ltv=LTV, model_cost_per_month=COST)
             cover_90 += r.ci_low_90d <= true_90 <= r.ci_high_90d
             cover_m += r.ci_low <= true_m <= r.ci_high
         # Binomial SD of coverage with 400 reps ~0.011.
@@ -399,7 +399,10 @@ def seed_like_result() -> AbTestResult:
 
 
 def test_report_table_in_the_cases_currency_beside_the_seed(seed_like_result):
-    rows = {r["metric"]: (r["ours"], r["seed"]) for r in report_table(seed_like_result, "USD", SEED_AB_REFERENCE).iter_rows(named=True)}
+    rows = {
+        r["metric"]: (r["ours"], r["seed"])
+        for r in report_table(seed_like_result, "USD", SEED_AB_REFERENCE).iter_rows(named=True)
+    }
     assert rows["Monthly churn, treatment"] == ("2.90%", "2.90%")
     assert rows["Monthly churn, control"] == ("4.10%", "4.10%")
     assert rows["Absolute reduction (monthly)"][0] == "1.20 pt"

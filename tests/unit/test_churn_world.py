@@ -1,9 +1,9 @@
+import re
 from datetime import date
 
 import duckdb
 import numpy as np
 import polars as pl
-import re
 
 from lakehouse.churn.settings import ChurnSettings
 from lakehouse.churn.world import WorldConfig, _add_periods, generate_world
@@ -25,10 +25,16 @@ def test_monthly_churn_is_near_the_seed_rate_and_the_base_is_stable():
     renewals, customers = world["renewals"], world["customers"]
     rates = []
     for month in pl.date_range(date(2024, 1, 1), date(2026, 10, 1), "1mo", eager=True):
-        churned_before = renewals.filter((pl.col("outcome") == "churned") & (pl.col("renewal_date") < month))["customer_id"]
-        active = customers.filter((pl.col("signup_date") < month) & ~pl.col("customer_id").is_in(churned_before.implode())).height
+        churned_before = renewals.filter((pl.col("outcome") == "churned") & (pl.col("renewal_date") < month))[
+            "customer_id"
+        ]
+        active = customers.filter(
+            (pl.col("signup_date") < month) & ~pl.col("customer_id").is_in(churned_before.implode())
+        ).height
         month_end = month.replace(month=month.month % 12 + 1, year=month.year + (month.month == 12))
-        churned = renewals.filter((pl.col("outcome") == "churned") & pl.col("renewal_date").is_between(month, month_end, closed="left")).height
+        churned = renewals.filter(
+            (pl.col("outcome") == "churned") & pl.col("renewal_date").is_between(month, month_end, closed="left")
+        ).height
         rates.append(churned / active)
     assert 0.036 < np.mean(rates) < 0.048
     assert abs(active - 2000) < 300

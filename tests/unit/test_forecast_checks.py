@@ -8,7 +8,17 @@ import pytest
 
 from lakehouse.common.schema import InputDataError, validate_frame
 from lakehouse.forecast import pipeline
-from lakehouse.forecast.evaluation import ROUTED, accuracy, drift_outcome, gate_comparison, gate_outcome, matured_accuracy, origins_for, sample_series, select_routing
+from lakehouse.forecast.evaluation import (
+    ROUTED,
+    accuracy,
+    drift_outcome,
+    gate_comparison,
+    gate_outcome,
+    matured_accuracy,
+    origins_for,
+    sample_series,
+    select_routing,
+)
 from lakehouse.forecast.features import Periods
 from lakehouse.forecast.schemas import schema
 from lakehouse.forecast.settings import ForecastSettings
@@ -17,30 +27,52 @@ SETTINGS = ForecastSettings()
 DAILY = Periods(SETTINGS.cadence)
 
 
-def _rows(models: dict[str, list[float | None]], actual: list[float], segment: str = "stable", step: int = 7) -> pl.DataFrame:
+def _rows(
+    models: dict[str, list[float | None]], actual: list[float], segment: str = "stable", step: int = 7
+) -> pl.DataFrame:
     n = len(actual)
     return pl.DataFrame(
-        {"unique_id": [f"s/{i}" for i in range(n)], "store_id": ["s"] * n, "sku_id": [str(i) for i in range(n)], "segment": [segment] * n,
-         "origin": [date(2026, 1, 1)] * n, "ds": [date(2026, 1, 8)] * n, "step": [step] * n, "actual": actual, **models},
+        {
+            "unique_id": [f"s/{i}" for i in range(n)],
+            "store_id": ["s"] * n,
+            "sku_id": [str(i) for i in range(n)],
+            "segment": [segment] * n,
+            "origin": [date(2026, 1, 1)] * n,
+            "ds": [date(2026, 1, 8)] * n,
+            "step": [step] * n,
+            "actual": actual,
+            **models,
+        },
         schema_overrides={"step": pl.Int32},
     )
 
 
 def test_origins_cover_every_step_of_the_window():
     days = [date(2026, 1, 1) + timedelta(days=k) for k in range(90)]
-    window = pipeline.windows(pipeline.CaseData(pl.DataFrame(), pl.DataFrame(), pl.DataFrame({"date": days})), SETTINGS)["test"]
+    window = pipeline.windows(
+        pipeline.CaseData(pl.DataFrame(), pl.DataFrame(), pl.DataFrame({"date": days})), SETTINGS
+    )["test"]
     origins = origins_for(window, 14, DAILY, days)
     assert origins[0] == window.start - timedelta(days=14) and origins[-1] == window.end - timedelta(days=1)
     assert window.days == 28 and len(origins) == 28 + 14 - 1
     sundays = [date(2026, 1, 4) + timedelta(weeks=k) for k in range(20)]
     weekly = Periods(ForecastSettings(frequency="W").cadence, 6)
-    window = pipeline.windows(pipeline.CaseData(pl.DataFrame(), pl.DataFrame(), pl.DataFrame({"date": sundays})), ForecastSettings(frequency="W"))["test"]
+    window = pipeline.windows(
+        pipeline.CaseData(pl.DataFrame(), pl.DataFrame(), pl.DataFrame({"date": sundays})),
+        ForecastSettings(frequency="W"),
+    )["test"]
     origins = origins_for(window, 2, weekly, sundays)
     assert all(d.weekday() == 6 for d in origins) and origins[-1] == sundays[-2] and len(origins) == 4 + 2 - 1
 
 
 def test_a_sample_is_stratified_by_segment_and_says_so():
-    segments = pl.DataFrame({"store_id": ["s"] * 5000, "sku_id": [str(i) for i in range(5000)], "segment": ["stable"] * 4000 + ["promo"] * 1000})
+    segments = pl.DataFrame(
+        {
+            "store_id": ["s"] * 5000,
+            "sku_id": [str(i) for i in range(5000)],
+            "segment": ["stable"] * 4000 + ["promo"] * 1000,
+        }
+    )
     sample, statement = sample_series(segments, 2000)
     assert dict(sample.group_by("segment").len().iter_rows()) == {"stable": 1600, "promo": 400}
     assert statement.startswith("a stratified sample of 2,000 of 5,000 series")
@@ -48,8 +80,22 @@ def test_a_sample_is_stratified_by_segment_and_says_so():
 
 
 def test_models_are_compared_on_exactly_the_same_rows():
-    rows = _rows({"SeasonalNaive": [10.0, 10.0, 10.0], "AutoARIMA": [9.0, None, 11.0], "LightGBM": [10.0, 50.0, 10.0], ROUTED: [10.0, 50.0, 10.0]}, [10.0, 10.0, 10.0])
-    train = pl.DataFrame({"unique_id": ["s/0", "s/1", "s/2"] * 8, "ds": [date(2026, 1, 1) + timedelta(days=k) for k in range(8) for _ in range(3)], "y": [float(k % 3) for k in range(24)]})
+    rows = _rows(
+        {
+            "SeasonalNaive": [10.0, 10.0, 10.0],
+            "AutoARIMA": [9.0, None, 11.0],
+            "LightGBM": [10.0, 50.0, 10.0],
+            ROUTED: [10.0, 50.0, 10.0],
+        },
+        [10.0, 10.0, 10.0],
+    )
+    train = pl.DataFrame(
+        {
+            "unique_id": ["s/0", "s/1", "s/2"] * 8,
+            "ds": [date(2026, 1, 1) + timedelta(days=k) for k in range(8) for _ in range(3)],
+            "y": [float(k % 3) for k in range(24)],
+        }
+    )
     report = accuracy(rows, train, SETTINGS, DAILY).filter((pl.col("segment") == "stable") & (pl.col("step") == 7))
     assert set(report["rows"]) == {2}  # the row AutoARIMA did not forecast is left out for every model
     wape = dict(report.select("model", "wape").iter_rows())
@@ -60,29 +106,48 @@ def test_a_segment_leaves_the_global_model_only_for_a_significantly_better_speci
     n = 12
     stable = _rows({"AutoARIMA": [10.5] * n, "LightGBM": [13.0] * n}, [10.0] * n, "stable")  # better on every series
     noisy = [9.0, 13.0] * (n // 2)  # better on half of them, a lower WAPE overall
-    seasonal = _rows({"MSTL": noisy, "LightGBM": [12.5, 12.5] * (n // 2)}, [10.0] * n, "seasonal").with_columns(unique_id=pl.concat_str([pl.lit("t/"), pl.col("unique_id")]))
+    seasonal = _rows({"MSTL": noisy, "LightGBM": [12.5, 12.5] * (n // 2)}, [10.0] * n, "seasonal").with_columns(
+        unique_id=pl.concat_str([pl.lit("t/"), pl.col("unique_id")])
+    )
     routing, table = select_routing(pl.concat([stable, seasonal], how="diagonal_relaxed"), SETTINGS)
     assert routing == {"stable": "AutoARIMA", "seasonal": "LightGBM", "new": "LightGBM", "promo": "LightGBM"}
     mstl = table.filter(pl.col("model") == "MSTL").row(0, named=True)
-    assert mstl["wape"] < table.filter((pl.col("segment") == "seasonal") & (pl.col("model") == "LightGBM"))["wape"].item()
+    assert (
+        mstl["wape"] < table.filter((pl.col("segment") == "seasonal") & (pl.col("model") == "LightGBM"))["wape"].item()
+    )
     assert mstl["p_value_vs_lightgbm"] > 0.05 and not mstl["chosen"]
     assert select_routing(stable, ForecastSettings(models={"selection": "seed"}))[0]["stable"] == "AutoARIMA"
     assert select_routing(stable, ForecastSettings(models={"selection": "seed"}))[0]["seasonal"] == "MSTL"
 
 
 def test_the_gate_needs_the_champion_within_tolerance_and_the_seasonal_naive_beaten():
-    rows = _rows({"SeasonalNaive": [20.0, 20.0], ROUTED: [11.0, 11.0], "champion": [10.8, 10.8]}, [10.0, 10.0]).with_columns(origin=pl.lit(date(2026, 1, 5)))
+    rows = _rows(
+        {"SeasonalNaive": [20.0, 20.0], ROUTED: [11.0, 11.0], "champion": [10.8, 10.8]}, [10.0, 10.0]
+    ).with_columns(origin=pl.lit(date(2026, 1, 5)))
     comparison, scope = gate_comparison(rows, date(2026, 1, 3))
     passed = gate_outcome(comparison, scope, "3", "2", ForecastSettings(gate={"max_wape_increase": 0.5}))
     assert passed.passed and passed.severity == "ERROR" and passed.value == pytest.approx(10.0)
     refused = gate_outcome(comparison, scope, "3", "2", SETTINGS)
     assert not refused.passed and "exceeds champion v2" in refused.description
-    worse_than_naive = gate_outcome(comparison.with_columns(wape=pl.when(pl.col("model") == ROUTED).then(3.0).otherwise(pl.col("wape"))), scope, "3", None, SETTINGS)
+    worse_than_naive = gate_outcome(
+        comparison.with_columns(wape=pl.when(pl.col("model") == ROUTED).then(3.0).otherwise(pl.col("wape"))),
+        scope,
+        "3",
+        None,
+        SETTINGS,
+    )
     assert not worse_than_naive.passed and "seasonal naive" in worse_than_naive.description
 
 
 def test_the_gate_judges_the_champion_only_where_it_is_out_of_sample():
-    rows = pl.concat([_rows({"SeasonalNaive": [20.0], ROUTED: [11.0], "champion": [10.0]}, [10.0]).with_columns(origin=pl.lit(date(2026, 1, d))) for d in (1, 9)])
+    rows = pl.concat(
+        [
+            _rows({"SeasonalNaive": [20.0], ROUTED: [11.0], "champion": [10.0]}, [10.0]).with_columns(
+                origin=pl.lit(date(2026, 1, d))
+            )
+            for d in (1, 9)
+        ]
+    )
     _, scope = gate_comparison(rows, date(2026, 1, 5))
     assert scope.startswith("origins from 2026-01-05")
     _, scope = gate_comparison(rows, date(2026, 2, 1))
@@ -90,13 +155,23 @@ def test_the_gate_judges_the_champion_only_where_it_is_out_of_sample():
 
 
 def _accuracy(mape: dict[str, float], origin=date(2026, 10, 1)) -> pl.DataFrame:
-    return pl.DataFrame({"origin": [origin] * len(mape), "segment": list(mape), "mape": list(mape.values()), "wape": list(mape.values()), "forecasts": [10] * len(mape)})
+    return pl.DataFrame(
+        {
+            "origin": [origin] * len(mape),
+            "segment": list(mape),
+            "mape": list(mape.values()),
+            "wape": list(mape.values()),
+            "forecasts": [10] * len(mape),
+        }
+    )
 
 
 def test_drift_uses_the_latest_origin_and_the_segments_known_difficulty():
     old = _accuracy({"new": 0.9}, date(2026, 9, 1))
     assert drift_outcome(pl.concat([old, _accuracy({"new": 0.26})]), None, SETTINGS, "D+7").passed
-    backtest = pl.DataFrame({"model": [ROUTED], "segment": ["new"], "step": [7], "mape": [0.40]}, schema_overrides={"step": pl.Int32})
+    backtest = pl.DataFrame(
+        {"model": [ROUTED], "segment": ["new"], "step": [7], "mape": [0.40]}, schema_overrides={"step": pl.Int32}
+    )
     known = drift_outcome(_accuracy({"new": 0.42}), backtest, SETTINGS, "D+7")
     assert known.passed, known.description  # 42 % against a 40 % known level: no alert for a segment known to be hard
     warn = drift_outcome(_accuracy({"new": 0.47}), backtest, SETTINGS, "D+7")
@@ -107,20 +182,54 @@ def test_drift_uses_the_latest_origin_and_the_segments_known_difficulty():
 
 def test_live_accuracy_at_weekly_frequency_compares_weeks_with_weeks():
     sunday = date(2026, 11, 29)
-    forecasts = pl.DataFrame({"store_id": ["s"] * 2, "sku_id": ["a", "b"], "ds": [sunday] * 2, "step": [1, 1], "yhat": [700.0, 70.0], "origin": [sunday - timedelta(days=7)] * 2, "segment": ["stable"] * 2})
-    daily_rows = pl.DataFrame({"store_id": ["s"] * 7, "sku_id": ["a"] * 7, "date": [sunday - timedelta(days=k) for k in range(7)], "units": [100.0] * 7})
-    weekly_rows = pl.DataFrame({"store_id": ["s", "s"], "sku_id": ["a", "b"], "date": [sunday, sunday], "units": [700.0, 70.0]})
+    forecasts = pl.DataFrame(
+        {
+            "store_id": ["s"] * 2,
+            "sku_id": ["a", "b"],
+            "ds": [sunday] * 2,
+            "step": [1, 1],
+            "yhat": [700.0, 70.0],
+            "origin": [sunday - timedelta(days=7)] * 2,
+            "segment": ["stable"] * 2,
+        }
+    )
+    daily_rows = pl.DataFrame(
+        {
+            "store_id": ["s"] * 7,
+            "sku_id": ["a"] * 7,
+            "date": [sunday - timedelta(days=k) for k in range(7)],
+            "units": [100.0] * 7,
+        }
+    )
+    weekly_rows = pl.DataFrame(
+        {"store_id": ["s", "s"], "sku_id": ["a", "b"], "date": [sunday, sunday], "units": [700.0, 70.0]}
+    )
     table = matured_accuracy(forecasts, weekly_rows, 1)
     assert table["mape"].to_list() == [0.0]
     assert drift_outcome(table, None, ForecastSettings(frequency="W"), "W+1").passed
-    assert matured_accuracy(forecasts, daily_rows, 1)["mape"].to_list() == [6.0]  # what weekly forecasts against one day's units looked like
+    assert matured_accuracy(forecasts, daily_rows, 1)["mape"].to_list() == [
+        6.0
+    ]  # what weekly forecasts against one day's units looked like
 
 
 def test_volume_checks_report_the_worst_store():
-    sales = pl.DataFrame({"store_id": ["a"] * 3 + ["b"] * 3, "sku_id": ["1", "2", "3"] * 2, "date": [date(2026, 1, 10)] * 6, "units": [1.0] * 6})
+    sales = pl.DataFrame(
+        {
+            "store_id": ["a"] * 3 + ["b"] * 3,
+            "sku_id": ["1", "2", "3"] * 2,
+            "date": [date(2026, 1, 10)] * 6,
+            "units": [1.0] * 6,
+        }
+    )
     data = pipeline.CaseData(pl.DataFrame({"store_id": ["a", "b"]}), pl.DataFrame({"sku_id": ["1", "2", "3"]}), sales)
     steps = [1, 2]
-    forecasts = pl.DataFrame({"store_id": ["a"] * 6 + ["b"] * 3, "sku_id": ["1", "1", "2", "2", "3", "3", "1", "1", "2"], "step": steps * 3 + [1, 2, 1]})
+    forecasts = pl.DataFrame(
+        {
+            "store_id": ["a"] * 6 + ["b"] * 3,
+            "sku_id": ["1", "1", "2", "2", "3", "3", "1", "1", "2"],
+            "step": steps * 3 + [1, 2, 1],
+        }
+    )
     volume, missing = pipeline.store_checks(data, forecasts, date(2026, 1, 10), 2, SETTINGS)
     assert not volume.passed and volume.value == 2 and volume.metadata["store"] == "b" and volume.severity == "ERROR"
     assert not missing.passed and missing.value == 2 and missing.severity == "WARN"
@@ -134,20 +243,33 @@ def _master() -> dict:
 
 
 def _sales(**columns) -> pl.DataFrame:
-    base = {"store_id": ["a", "a", "b"], "sku_id": ["x", "y", "x"], "date": [date(2025, 1, 6)] * 3, "units": [3.0, 2.5, -1.0]}
-    return validate_frame(pl.DataFrame({**base, **columns}), schema("sales", SETTINGS), source="sales.csv", today=date(2026, 1, 1))
+    base = {
+        "store_id": ["a", "a", "b"],
+        "sku_id": ["x", "y", "x"],
+        "date": [date(2025, 1, 6)] * 3,
+        "units": [3.0, 2.5, -1.0],
+    }
+    return validate_frame(
+        pl.DataFrame({**base, **columns}), schema("sales", SETTINGS), source="sales.csv", today=date(2026, 1, 1)
+    )
 
 
 def test_negative_units_are_refused_clipped_or_kept_as_the_settings_say():
     with pytest.raises(InputDataError, match=r"1 negative value\(s\).*quirks.negative_units"):
         pipeline.apply_quirks(_sales(), "sales.csv", SETTINGS)
-    assert pipeline.apply_quirks(_sales(), "sales.csv", ForecastSettings(quirks={"negative_units": "clip"}))["units"].to_list() == [3.0, 2.5, 0.0]
-    assert pipeline.apply_quirks(_sales(), "sales.csv", ForecastSettings(quirks={"negative_units": "keep"}))["units"].to_list() == [3.0, 2.5, -1.0]
+    assert pipeline.apply_quirks(_sales(), "sales.csv", ForecastSettings(quirks={"negative_units": "clip"}))[
+        "units"
+    ].to_list() == [3.0, 2.5, 0.0]
+    assert pipeline.apply_quirks(_sales(), "sales.csv", ForecastSettings(quirks={"negative_units": "keep"}))[
+        "units"
+    ].to_list() == [3.0, 2.5, -1.0]
 
 
 def test_fractional_units_are_kept_rounded_or_refused():
     clip = {"negative_units": "clip"}
-    assert pipeline.apply_quirks(_sales(), "f", ForecastSettings(quirks={**clip, "fractional_units": "round"}))["units"].to_list() == [3.0, 2.0, 0.0]
+    assert pipeline.apply_quirks(_sales(), "f", ForecastSettings(quirks={**clip, "fractional_units": "round"}))[
+        "units"
+    ].to_list() == [3.0, 2.0, 0.0]
     with pytest.raises(InputDataError, match="fractional"):
         pipeline.apply_quirks(_sales(), "f", ForecastSettings(quirks={**clip, "fractional_units": "refuse"}))
 
@@ -170,11 +292,19 @@ def test_rows_of_unselected_stores_are_refused_unless_the_mapping_skips_them():
 
 def test_rows_before_the_calendar_and_weekly_rows_on_two_weekdays_are_refused():
     settings = ForecastSettings(quirks={"negative_units": "clip"}, calendar={"start": date(2025, 2, 1)})
-    with pytest.raises(InputDataError, match=r"3 row\(s\) dated before the calendar's start 2025-02-01.*calendar.start"):
+    with pytest.raises(
+        InputDataError, match=r"3 row\(s\) dated before the calendar's start 2025-02-01.*calendar.start"
+    ):
         pipeline.prepare_sales(_sales(), "sales.csv", _master(), settings, ["a", "b"])
     weekly = ForecastSettings(quirks={"negative_units": "clip"}, frequency="W")
     with pytest.raises(InputDataError, match=r"1 weekly row\(s\) not on the weekday"):
-        pipeline.prepare_sales(_sales(date=[date(2025, 1, 6), date(2025, 1, 13), date(2025, 1, 8)]), "sales.csv", _master(), weekly, ["a", "b"])
+        pipeline.prepare_sales(
+            _sales(date=[date(2025, 1, 6), date(2025, 1, 13), date(2025, 1, 8)]),
+            "sales.csv",
+            _master(),
+            weekly,
+            ["a", "b"],
+        )
 
 
 @pytest.mark.parametrize(
@@ -182,7 +312,11 @@ def test_rows_before_the_calendar_and_weekly_rows_on_two_weekdays_are_refused():
     [
         ("stores", {"store_id": "../x", "region": "north"}, "path separators"),
         ("stores", {"store_id": "a\tb", "region": "north"}, "control characters"),
-        ("stores", {"store_id": "s1", "region": "north", "opening_date": date(2024, 5, 1), "closing_date": date(2024, 1, 1)}, "closing_date is not before opening_date"),
+        (
+            "stores",
+            {"store_id": "s1", "region": "north", "opening_date": date(2024, 5, 1), "closing_date": date(2024, 1, 1)},
+            "closing_date is not before opening_date",
+        ),
     ],
 )
 def test_bad_store_rows_are_refused(table, row, match):
@@ -192,7 +326,9 @@ def test_bad_store_rows_are_refused(table, row, match):
 
 
 def test_vocabularies_are_data_unless_the_settings_restrict_them():
-    frame = pipeline.complete(pl.DataFrame([{"store_id": "s1", "region": "Bretagne", "store_type": "drive"}]), "stores", SETTINGS)
+    frame = pipeline.complete(
+        pl.DataFrame([{"store_id": "s1", "region": "Bretagne", "store_type": "drive"}]), "stores", SETTINGS
+    )
     validate_frame(frame, schema("stores", SETTINGS), source="stores.csv", today=date(2026, 1, 1))
     restricted = ForecastSettings(vocabularies={"store_type": ["tourist", "residential"]})
     with pytest.raises(InputDataError, match="not in the allowed set"):

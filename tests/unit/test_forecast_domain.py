@@ -7,14 +7,39 @@ import polars as pl
 import pytest
 
 from lakehouse.forecast import world as gen
-from lakehouse.forecast.features import CaseData, Periods, covariates_known, exogenous, history, match_scope, periods_of, promotions_known, series_attributes
+from lakehouse.forecast.features import (
+    CaseData,
+    Periods,
+    covariates_known,
+    exogenous,
+    history,
+    match_scope,
+    periods_of,
+    promotions_known,
+    series_attributes,
+)
 from lakehouse.forecast.models import CANDIDATES, fit_models, forecast_candidates
-from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN, aggregate_base_forecasts, aggregate_history, coherence, reconcile
+from lakehouse.forecast.reconcile import (
+    BOTTOM_UP,
+    TOP_DOWN,
+    aggregate_base_forecasts,
+    aggregate_history,
+    coherence,
+    reconcile,
+)
 from lakehouse.forecast.segmentation import assign_segments
 from lakehouse.forecast.settings import ForecastSettings
 
 WORLD = gen.WorldConfig(stores=3, skus=10, seed=3)
-SMALL_LGBM = {"objective": "tweedie", "n_estimators": 40, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 20, "n_jobs": 1, "verbosity": -1}
+SMALL_LGBM = {
+    "objective": "tweedie",
+    "n_estimators": 40,
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "min_child_samples": 20,
+    "n_jobs": 1,
+    "verbosity": -1,
+}
 SETTINGS = ForecastSettings(models={"lightgbm": SMALL_LGBM})
 
 
@@ -22,7 +47,9 @@ SETTINGS = ForecastSettings(models={"lightgbm": SMALL_LGBM})
 def data() -> CaseData:
     tables = gen.master_tables(WORLD)
     sales = pl.concat([gen.store_sales(WORLD, tables, s) for s in tables["stores"]["store_id"]])
-    return CaseData(tables["stores"], tables["products"], sales, tables["promotions"], tables["events"], tables["covariates"])
+    return CaseData(
+        tables["stores"], tables["products"], sales, tables["promotions"], tables["events"], tables["covariates"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +82,14 @@ def test_economics_say_when_they_are_the_seeds_defaults():
     assert "currency, gross_margin" in note and "defaults kept for" in note
 
 
-@pytest.mark.parametrize(("dates", "day", "label"), [("end", date(2026, 11, 25), date(2026, 11, 27)), ("start", date(2026, 11, 25), date(2026, 11, 20)), ("end", date(2026, 11, 27), date(2026, 11, 27))])
+@pytest.mark.parametrize(
+    ("dates", "day", "label"),
+    [
+        ("end", date(2026, 11, 25), date(2026, 11, 27)),
+        ("start", date(2026, 11, 25), date(2026, 11, 20)),
+        ("end", date(2026, 11, 27), date(2026, 11, 27)),
+    ],
+)
 def test_weekly_periods_end_or_start_on_the_datas_weekday(dates, day, label):
     settings = ForecastSettings(frequency="W", week_dates=dates)
     weekly = pl.DataFrame({"date": [date(2026, 11, 20), date(2026, 11, 27)]})  # Fridays
@@ -73,8 +107,14 @@ def _days(day: date, cutoff: date) -> pl.DataFrame:
 
 def _announced(promos: pl.DataFrame, origin: date, within: int) -> pl.DataFrame:
     """Promotions starting within `within` days after the origin, every version published by then."""
-    settled = promos.group_by("promo_id").agg(pl.col("published_date").max().alias("last")).filter(pl.col("last") <= origin)
-    return promos.join(settled, on="promo_id").filter(pl.col("start_date").is_between(origin + timedelta(days=1), origin + timedelta(days=within))).sort("promo_id", "version")
+    settled = (
+        promos.group_by("promo_id").agg(pl.col("published_date").max().alias("last")).filter(pl.col("last") <= origin)
+    )
+    return (
+        promos.join(settled, on="promo_id")
+        .filter(pl.col("start_date").is_between(origin + timedelta(days=1), origin + timedelta(days=within)))
+        .sort("promo_id", "version")
+    )
 
 
 def test_a_promotion_revised_after_the_cutoff_is_invisible_at_it(data):
@@ -91,12 +131,22 @@ def test_a_promotion_revised_after_the_cutoff_is_invisible_at_it(data):
 
 def test_a_covariate_counts_from_when_it_was_known_and_observed_ones_only_as_lags():
     rows = pl.DataFrame(
-        {"name": ["temp", "temp", "price", "fuel"], "date": [date(2026, 1, 10)] * 4, "value": [5.0, 7.0, 2.5, 1.8], "known_from": [date(2026, 1, 3), date(2026, 1, 8), None, None]}
+        {
+            "name": ["temp", "temp", "price", "fuel"],
+            "date": [date(2026, 1, 10)] * 4,
+            "value": [5.0, 7.0, 2.5, 1.8],
+            "known_from": [date(2026, 1, 3), date(2026, 1, 8), None, None],
+        }
     )
     settings = ForecastSettings(observed_covariates=("fuel",))
     known = covariates_known(rows, _days(date(2026, 1, 10), date(2026, 1, 5)), settings)
-    assert dict(known.select("name", "value").iter_rows()) == {"temp": 5.0, "price": 2.5}  # the forecast issued by the 5th; a plan known in advance
-    assert dict(covariates_known(rows, _days(date(2026, 1, 10), date(2026, 1, 9)), settings).select("name", "value").iter_rows()) == {"temp": 7.0, "price": 2.5}
+    assert dict(known.select("name", "value").iter_rows()) == {
+        "temp": 5.0,
+        "price": 2.5,
+    }  # the forecast issued by the 5th; a plan known in advance
+    assert dict(
+        covariates_known(rows, _days(date(2026, 1, 10), date(2026, 1, 9)), settings).select("name", "value").iter_rows()
+    ) == {"temp": 7.0, "price": 2.5}
     lagged = covariates_known(rows, _days(date(2026, 1, 24), date(2026, 1, 23)), settings)  # 10th + 14 days
     assert dict(lagged.select("name", "value").iter_rows()) == {"fuel_lag14": 1.8}
 
@@ -106,8 +156,13 @@ def test_rows_apply_at_any_level_of_the_hierarchy(data):
     store, sku = attributes.row(0, named=True)["store_id"], attributes.row(0, named=True)["sku_id"]
     category = attributes.row(0, named=True)["category"]
     rows = pl.DataFrame(
-        {"what": ["chain", "region", "store", "sku in store", "category"], "store_id": [None, None, store, store, None], "region": [None, "north", None, None, None],
-         "sku_id": [None, None, None, sku, None], "category": [None, None, None, None, category]}
+        {
+            "what": ["chain", "region", "store", "sku in store", "category"],
+            "store_id": [None, None, store, store, None],
+            "region": [None, "north", None, None, None],
+            "sku_id": [None, None, None, sku, None],
+            "category": [None, None, None, None, category],
+        }
     )
     matched = match_scope(rows, attributes, SETTINGS).group_by("what").len()
     counts = dict(matched.iter_rows())
@@ -121,7 +176,11 @@ def test_rows_apply_at_any_level_of_the_hierarchy(data):
 def test_exogenous_features_are_left_out_without_their_tables(data, periods):
     bare = CaseData(data.stores, data.products, data.sales)
     attributes = series_attributes(bare, SETTINGS).head(2)
-    requests = attributes.select("unique_id").join(pl.DataFrame({"ds": [WORLD.last_day + timedelta(days=1)]}), how="cross").with_columns(as_of=pl.lit(WORLD.last_day))
+    requests = (
+        attributes.select("unique_id")
+        .join(pl.DataFrame({"ds": [WORLD.last_day + timedelta(days=1)]}), how="cross")
+        .with_columns(as_of=pl.lit(WORLD.last_day))
+    )
     assert set(exogenous(bare, attributes, requests, SETTINGS, periods).columns) == {"unique_id", "ds", "as_of"}
     full = exogenous(data, attributes, requests, SETTINGS, periods).columns
     assert {"promo_discount", "event", "event_eve", "event_holiday", "event_local_event", "cov_temp_c"} <= set(full)
@@ -142,7 +201,15 @@ def test_segment_rules_in_order(periods):
         }
     )
     got = dict(assign_segments(stats, SETTINGS, periods).select("unique_id", "segment").iter_rows())
-    assert got == {"young": "new", "promo": "promo", "seasonal": "seasonal", "erratic": "seasonal", "stable": "stable", "weak_promo": "stable", "never_sold": "new"}
+    assert got == {
+        "young": "new",
+        "promo": "promo",
+        "seasonal": "seasonal",
+        "erratic": "seasonal",
+        "stable": "stable",
+        "weak_promo": "stable",
+        "never_sold": "new",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +230,10 @@ def test_every_candidate_forecasts_several_origins_from_fitted_state(data, fitte
         part = rows.filter(pl.col("segment") == segment)
         for model in candidates:
             assert part[model].null_count() < part.height, (segment, model)
-    assert rows.filter(pl.col("segment") == "stable")["MSTL"].null_count() == rows.filter(pl.col("segment") == "stable").height  # not a stable candidate
+    assert (
+        rows.filter(pl.col("segment") == "stable")["MSTL"].null_count()
+        == rows.filter(pl.col("segment") == "stable").height
+    )  # not a stable candidate
     assert (rows["yhat"] >= 0).all() and rows["SeasonalNaive"].null_count() < rows.height
 
 
@@ -179,26 +249,54 @@ def test_the_planning_horizon_comes_from_the_same_fitted_state(data, fitted):
     assert plan.group_by("unique_id").len()["len"].unique().to_list() == [366]
     night = forecast_candidates(fitted, data, WORLD.last_day, 14, SETTINGS)
     head = plan.filter(pl.col("step") <= 14).sort("unique_id", "step")["yhat"].to_list()
-    assert head == pytest.approx(night.sort("unique_id", "step")["yhat"].to_list())  # recursive: the first 14 periods are the night's
+    assert head == pytest.approx(
+        night.sort("unique_id", "step")["yhat"].to_list()
+    )  # recursive: the first 14 periods are the night's
 
 
 def test_a_promotion_revised_after_the_origin_does_not_change_its_forecast(data, fitted):
     """The seed's leakage incident: revise a promotion after T, forecast at T again, same numbers."""
     promos = data.promotions
-    settled = promos.group_by("promo_id").agg(pl.col("published_date").max().alias("last"), pl.col("start_date").min().alias("start"))
-    target = settled.filter((pl.col("start") > fitted.as_of + timedelta(days=3)) & (pl.col("last") <= pl.col("start") - timedelta(days=3))).sort("start").row(0, named=True)
+    settled = promos.group_by("promo_id").agg(
+        pl.col("published_date").max().alias("last"), pl.col("start_date").min().alias("start")
+    )
+    target = (
+        settled.filter(
+            (pl.col("start") > fitted.as_of + timedelta(days=3))
+            & (pl.col("last") <= pl.col("start") - timedelta(days=3))
+        )
+        .sort("start")
+        .row(0, named=True)
+    )
     origin = target["start"] - timedelta(days=3)
     before = forecast_candidates(fitted, data, origin, 14, SETTINGS)
     latest = promos.filter(pl.col("promo_id") == target["promo_id"]).sort("version").row(-1, named=True)
-    revision = {**latest, "version": 99, "discount": 0.5 if latest["discount"] < 0.5 else 0.1, "published_date": origin + timedelta(days=1)}
-    revised = CaseData(data.stores, data.products, data.sales, pl.concat([promos, pl.DataFrame([revision], schema=promos.schema)]), data.events, data.covariates)
+    revision = {
+        **latest,
+        "version": 99,
+        "discount": 0.5 if latest["discount"] < 0.5 else 0.1,
+        "published_date": origin + timedelta(days=1),
+    }
+    revised = CaseData(
+        data.stores,
+        data.products,
+        data.sales,
+        pl.concat([promos, pl.DataFrame([revision], schema=promos.schema)]),
+        data.events,
+        data.covariates,
+    )
     assert forecast_candidates(fitted, revised, origin, 14, SETTINGS).equals(before)
 
 
 def test_weekly_rows_forecast_weeks_on_their_own_weekday(data):
-    sales = data.sales.filter(pl.col("sku_id").is_in(["sku00001", "sku00002", "sku00003"])).with_columns(
-        date=pl.col("date") + pl.duration(days=(7 - pl.col("date").dt.weekday()) % 7)  # the Sunday ending each week
-    ).group_by("store_id", "sku_id", "date").agg(pl.col("units").sum())
+    sales = (
+        data.sales.filter(pl.col("sku_id").is_in(["sku00001", "sku00002", "sku00003"]))
+        .with_columns(
+            date=pl.col("date") + pl.duration(days=(7 - pl.col("date").dt.weekday()) % 7)  # the Sunday ending each week
+        )
+        .group_by("store_id", "sku_id", "date")
+        .agg(pl.col("units").sum())
+    )
     weekly = CaseData(data.stores, data.products, sales, data.promotions, data.events, data.covariates)
     settings = ForecastSettings(frequency="W", models={"lightgbm": SMALL_LGBM})
     periods = periods_of(settings, sales)
@@ -216,7 +314,10 @@ def test_weekly_rows_forecast_weeks_on_their_own_weekday(data):
 
 def test_reconciliation_is_coherent_on_a_hierarchy_named_by_the_data(data, fitted, periods):
     stores = data.stores.rename({"region": "district"})
-    settings = ForecastSettings(hierarchy={"store_levels": ["district"], "product_levels": ["category", "family"]}, models={"lightgbm": SMALL_LGBM})
+    settings = ForecastSettings(
+        hierarchy={"store_levels": ["district"], "product_levels": ["category", "family"]},
+        models={"lightgbm": SMALL_LGBM},
+    )
     base = forecast_candidates(fitted, data, WORLD.last_day, 14, SETTINGS)
     labels = sorted(base["ds"].unique().to_list())
     aggregate = aggregate_base_forecasts(aggregate_history(data.sales, stores, settings), labels, periods, settings)
@@ -227,13 +328,19 @@ def test_reconciliation_is_coherent_on_a_hierarchy_named_by_the_data(data, fitte
         assert stats["max_relative_gap"] < 1e-9 and stats["negative_values"] == 0
         assert stats["parents_checked"] == 1 + stores["district"].n_unique() + stores.height
     bottom = table.filter(pl.col("level") == "sku").sort("node", "ds")
-    assert bottom[BOTTOM_UP].to_list() == pytest.approx(bottom["base"].to_list())  # bottom-up keeps each model's forecast
+    assert bottom[BOTTOM_UP].to_list() == pytest.approx(
+        bottom["base"].to_list()
+    )  # bottom-up keeps each model's forecast
     national = table.filter(pl.col("level") == "national").sort("ds")
-    assert national[TOP_DOWN].to_list() == pytest.approx(aggregate.filter(pl.col("node") == "total").sort("ds")["yhat"].to_list())
+    assert national[TOP_DOWN].to_list() == pytest.approx(
+        aggregate.filter(pl.col("node") == "total").sort("ds")["yhat"].to_list()
+    )
 
 
 def test_coherence_detects_an_incoherent_or_negative_table():
-    table = pl.DataFrame({"node": ["total", "total/north", "total/south"], "ds": [date(2026, 1, 1)] * 3, "bottom_up": [10.0, 4.0, 5.0]})
+    table = pl.DataFrame(
+        {"node": ["total", "total/north", "total/south"], "ds": [date(2026, 1, 1)] * 3, "bottom_up": [10.0, 4.0, 5.0]}
+    )
     assert coherence(table, BOTTOM_UP)["max_relative_gap"] == pytest.approx(0.1)
     assert coherence(table.with_columns(bottom_up=pl.Series([1.0, 4.0, -3.0])), BOTTOM_UP)["negative_values"] == 1
 
@@ -250,4 +357,6 @@ def test_raw_table_docs_are_current():
     from lakehouse.forecast.schemas import markdown
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "forecast_raw_tables.md"
-    assert docs.read_text() == markdown() + "\n", "regenerate: python -m lakehouse.forecast.schemas > docs/forecast_raw_tables.md"
+    assert docs.read_text() == markdown() + "\n", (
+        "regenerate: python -m lakehouse.forecast.schemas > docs/forecast_raw_tables.md"
+    )

@@ -21,7 +21,14 @@ def tx():
 
 
 def _payments(rows: list[dict], **common) -> pl.DataFrame:
-    base = {"customer_id": "C1", "card_id": "K1", "merchant_id": "M1", "channel": "ecommerce", "is_fraud": False, "amount": 10.0} | common
+    base = {
+        "customer_id": "C1",
+        "card_id": "K1",
+        "merchant_id": "M1",
+        "channel": "ecommerce",
+        "is_fraud": False,
+        "amount": 10.0,
+    } | common
     return pl.DataFrame([base | r for r in rows]).with_columns(pl.col("ts").cast(pl.Datetime("ms")))
 
 
@@ -29,14 +36,28 @@ def test_registry_has_the_windows_of_the_settings_and_two_layers():
     names = REGISTRY.names
     assert len(names) == len(set(names)) and len(names) >= 250
     for window in ("1d", "7d", "30d"):
-        assert {f"customer_count_{window}", f"customer_mean_{window}", f"customer_max_{window}", f"amount_vs_customer_{window}"} <= set(names)
+        assert {
+            f"customer_count_{window}",
+            f"customer_mean_{window}",
+            f"customer_max_{window}",
+            f"amount_vs_customer_{window}",
+        } <= set(names)
     for days in (1, 7, 30):
-        assert {f"merchant_hist_count_{days}d", f"merchant_hist_frauds_{days}d", f"merchant_hist_fraud_rate_{days}d", f"category_hist_fraud_rate_{days}d"} <= set(names)
+        assert {
+            f"merchant_hist_count_{days}d",
+            f"merchant_hist_frauds_{days}d",
+            f"merchant_hist_fraud_rate_{days}d",
+            f"category_hist_fraud_rate_{days}d",
+        } <= set(names)
     assert {"secs_since_prev", "hour", "weekday", "home_dist_km"} <= set(names)
     assert 45 <= len(REGISTRY.layer2) <= 80 and set(REGISTRY.layer2) <= set(names)
     assert not any(n.startswith("merchant_count_") for n in REGISTRY.layer2)  # exact merchant windows: layer 3 only
     shorter = registry_for(SETTINGS.with_(features={"history_days": [2], "customer_windows": ["P14D"]}))
-    assert "merchant_hist_fraud_rate_2d" in shorter.names and "customer_count_14d" in shorter.names and "customer_count_30d" not in shorter.names
+    assert (
+        "merchant_hist_fraud_rate_2d" in shorter.names
+        and "customer_count_14d" in shorter.names
+        and "customer_count_30d" not in shorter.names
+    )
 
 
 def test_future_payments_and_late_labels_do_not_change_past_features(tx):
@@ -44,10 +65,14 @@ def test_future_payments_and_late_labels_do_not_change_past_features(tx):
     before = batch_features(tx, REGISTRY).filter(pl.col("ts") < cut).sort("tx_id")
     future = tx.filter(pl.col("ts") >= cut)
     # the same customers, cards, merchants come back later, some of them at the cut itself
-    edited = future.with_columns(pl.col("amount") * 7, ts=pl.when(pl.int_range(pl.len()) < 20).then(pl.lit(cut)).otherwise(pl.col("ts")))
+    edited = future.with_columns(
+        pl.col("amount") * 7, ts=pl.when(pl.int_range(pl.len()) < 20).then(pl.lit(cut)).otherwise(pl.col("ts"))
+    )
     # and every label not yet known at the cut (payments within the label delay) flips
     delay = timedelta(days=SETTINGS.features.label_delay_days)
-    past = tx.filter(pl.col("ts") < cut).with_columns(is_fraud=pl.when(pl.col("ts") + delay > cut).then(~pl.col("is_fraud")).otherwise(pl.col("is_fraud")))
+    past = tx.filter(pl.col("ts") < cut).with_columns(
+        is_fraud=pl.when(pl.col("ts") + delay > cut).then(~pl.col("is_fraud")).otherwise(pl.col("is_fraud"))
+    )
     after = batch_features(pl.concat([past, edited]), REGISTRY).filter(pl.col("ts") < cut).sort("tx_id")
     features = [c for c in before.columns if c not in ("is_fraud",)]
     assert before.select(features).equals(after.select(features))
@@ -56,14 +81,21 @@ def test_future_payments_and_late_labels_do_not_change_past_features(tx):
 
 def test_a_window_counts_only_earlier_transactions_of_the_entity():
     t0 = datetime(2026, 1, 1)
-    df = _payments([{"tx_id": f"T{i}", "ts": t0 + timedelta(seconds=s), "amount": a} for i, (s, a) in enumerate([(0, 2.0), (30, 3.0), (59, 50.0), (61, 4.0), (400, 1.0)])])
+    df = _payments(
+        [
+            {"tx_id": f"T{i}", "ts": t0 + timedelta(seconds=s), "amount": a}
+            for i, (s, a) in enumerate([(0, 2.0), (30, 3.0), (59, 50.0), (61, 4.0), (400, 1.0)])
+        ]
+    )
     f = batch_features(df, REGISTRY).sort("ts")
     assert f["card_count_1m"].to_list() == [0, 1, 2, 2, 0]  # [t - 60 s, t): the event at 0 s leaves the 61 s window
     assert f["card_small_5m"].to_list() == [0, 1, 2, 2, 0]  # at 400 s the 5-minute window starts at 100 s
     assert f["customer_count_15m"].to_list() == [0, 1, 2, 3, 4]
     assert f["customer_max_15m"].to_list() == [0, 2.0, 3.0, 50.0, 50.0]
     assert f["cust_tx_before"].to_list() == [0, 1, 2, 3, 4]
-    assert f["amount_vs_customer_1d"].to_list() == pytest.approx([1.0, 3.0 / 2.0, 50.0 / 2.5, 4.0 * 3 / 55.0, 1.0 * 4 / 59.0])
+    assert f["amount_vs_customer_1d"].to_list() == pytest.approx(
+        [1.0, 3.0 / 2.0, 50.0 / 2.5, 4.0 * 3 / 55.0, 1.0 * 4 / 59.0]
+    )
 
 
 def test_history_counts_whole_days_and_fraud_only_after_the_label_delay():
@@ -71,13 +103,26 @@ def test_history_counts_whole_days_and_fraud_only_after_the_label_delay():
     activity over days [d - n, d - 1] and fraud over [d - delay - n, d - delay - 1]."""
     delay = SETTINGS.features.label_delay_days
     start = datetime(2026, 1, 1, 12)
-    df = _payments([{"tx_id": f"T{d:02d}", "ts": start + timedelta(days=d), "is_fraud": d < 3, "amount": 10.0 + d} for d in range(40)], category="games")
+    df = _payments(
+        [
+            {"tx_id": f"T{d:02d}", "ts": start + timedelta(days=d), "is_fraud": d < 3, "amount": 10.0 + d}
+            for d in range(40)
+        ],
+        category="games",
+    )
     f = batch_features(df, REGISTRY).sort("ts")
     day = {row["tx_id"]: row for row in f.iter_rows(named=True)}
-    assert day["T00"]["merchant_hist_count_1d"] == 0 and day["T05"]["merchant_hist_count_7d"] == 5 and day["T35"]["merchant_hist_count_30d"] == 30
+    assert (
+        day["T00"]["merchant_hist_count_1d"] == 0
+        and day["T05"]["merchant_hist_count_7d"] == 5
+        and day["T35"]["merchant_hist_count_30d"] == 30
+    )
     assert day["T05"]["merchant_hist_mean_7d"] == pytest.approx(sum(10.0 + d for d in range(5)) / 5)
     # the frauds of days 0-2 count from day 0 + delay + 1 on, and leave the 7-day window after day 2 + delay + 7
-    assert [day[f"T{d:02d}"]["merchant_hist_frauds_7d"] for d in (delay, delay + 1, delay + 3, delay + 7, delay + 9, delay + 10)] == [0, 1, 3, 3, 1, 0]
+    assert [
+        day[f"T{d:02d}"]["merchant_hist_frauds_7d"]
+        for d in (delay, delay + 1, delay + 3, delay + 7, delay + 9, delay + 10)
+    ] == [0, 1, 3, 3, 1, 0]
     assert day[f"T{delay + 3:02d}"]["merchant_hist_fraud_rate_7d"] == pytest.approx(3 / 3)
     assert day[f"T{delay + 7:02d}"]["merchant_hist_fraud_rate_7d"] == pytest.approx(3 / 7)
     assert day[f"T{delay + 7:02d}"]["category_hist_frauds_30d"] == 3
@@ -95,9 +140,18 @@ def test_hour_and_weekday_follow_the_configured_time_zone():
 
 
 def test_missing_optional_columns_leave_their_features_out():
-    tx = generate_days(WorldConfig(tx_per_day=800, days=2, seed=6)).drop("device_id", "ip", "payee_iban", "lat", "lon", "category", "customer_lat", "customer_lon")
+    tx = generate_days(WorldConfig(tx_per_day=800, days=2, seed=6)).drop(
+        "device_id", "ip", "payee_iban", "lat", "lon", "category", "customer_lat", "customer_lon"
+    )
     names = REGISTRY.available(tx.columns)
-    for gone in ("new_device", "ip_count_1h", "dist_prev_km", "iban_count_1d", "category_hist_fraud_rate_30d", "home_dist_km"):
+    for gone in (
+        "new_device",
+        "ip_count_1h",
+        "dist_prev_km",
+        "iban_count_1d",
+        "category_hist_fraud_rate_30d",
+        "home_dist_km",
+    ):
         assert gone not in names
     assert {"customer_count_1m", "new_country", "merchant_hist_fraud_rate_30d", "amount_vs_merchant_30d"} <= set(names)
     features = batch_features(tx, REGISTRY)
@@ -106,6 +160,11 @@ def test_missing_optional_columns_leave_their_features_out():
 
 def test_day_buckets_are_utc_days():
     assert DAY_MS == 86_400_000
-    df = _payments([{"tx_id": "a", "ts": datetime(2026, 1, 1, 23, 59)}, {"tx_id": "b", "ts": datetime(2026, 1, 2, 0, 1)}])
+    df = _payments(
+        [{"tx_id": "a", "ts": datetime(2026, 1, 1, 23, 59)}, {"tx_id": "b", "ts": datetime(2026, 1, 2, 0, 1)}]
+    )
     f = batch_features(df, REGISTRY).sort("ts")
-    assert f["merchant_hist_count_1d"].to_list() == [0, 1] and f["day"].to_list() == [date(2026, 1, 1), date(2026, 1, 2)]
+    assert f["merchant_hist_count_1d"].to_list() == [0, 1] and f["day"].to_list() == [
+        date(2026, 1, 1),
+        date(2026, 1, 2),
+    ]

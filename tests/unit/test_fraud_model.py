@@ -47,14 +47,26 @@ def test_cascade_beats_the_rules_passes_the_gate_and_reports_its_layers(evaluate
     cascade, evaluation, _, data, split = evaluated
     m = evaluation.metrics()
     outcome = gate(m, "7", SETTINGS)
-    assert outcome.passed and outcome.severity == "ERROR" and outcome.value == round(m["recall"], 4) and "recall >=" in outcome.threshold
+    assert (
+        outcome.passed
+        and outcome.severity == "ERROR"
+        and outcome.value == round(m["recall"], 4)
+        and "recall >=" in outcome.threshold
+    )
     assert m["recall"] > m["baseline_recall"] and m["precision"] > m["baseline_precision"]
     assert 0 < cascade.review_threshold <= cascade.block_threshold <= 1
     assert m["roc_auc"] > 0.99 and m["average_precision"] > 0.9
     # layer 3 sees about the configured share (chosen on validation) and its lift is reported
     assert 0.2 < m["layer3_share"] < 0.5 and m["layer3_fraud_share"] > 0.5
-    assert {"layer3_lift_average_precision", "layer2_only_average_precision", "layer3_lift_recall", "layer3_lift_precision"} <= set(m)
-    assert m["layer3_lift_average_precision"] == pytest.approx(m["average_precision"] - m["layer2_only_average_precision"])
+    assert {
+        "layer3_lift_average_precision",
+        "layer2_only_average_precision",
+        "layer3_lift_recall",
+        "layer3_lift_precision",
+    } <= set(m)
+    assert m["layer3_lift_average_precision"] == pytest.approx(
+        m["average_precision"] - m["layer2_only_average_precision"]
+    )
     validation = score_rows(cascade, split.frame(data, "validation"))
     assert (validation["layer"] == 3).mean() == pytest.approx(SETTINGS.cascade.layer3_share, abs=0.02)
     assert m["fraud_caught_per_month"] <= m["fraud_per_month"]
@@ -90,16 +102,30 @@ def test_the_risky_merchant_rule_is_learnt_from_known_fraud_rates():
     for d in range(40):
         for m in range(20):
             bad = m == 0 and d >= 5
-            rows.append({"tx_id": f"T{d}-{m}", "ts": start + timedelta(days=d, minutes=m), "customer_id": f"C{d}-{m}", "card_id": f"K{d}-{m}",
-                         "merchant_id": f"M{m}", "channel": "card_present", "amount": 50.0, "is_fraud": bad or (m == 7 and d == 20)})
+            rows.append(
+                {
+                    "tx_id": f"T{d}-{m}",
+                    "ts": start + timedelta(days=d, minutes=m),
+                    "customer_id": f"C{d}-{m}",
+                    "card_id": f"K{d}-{m}",
+                    "merchant_id": f"M{m}",
+                    "channel": "card_present",
+                    "amount": 50.0,
+                    "is_fraud": bad or (m == 7 and d == 20),
+                }
+            )
     tx = pl.DataFrame(rows).with_columns(pl.col("ts").cast(pl.Datetime("ms")))
     features = batch_features(tx, REGISTRY)
     lists = build_lists(tx, features, REGISTRY, SETTINGS)
     assert 0 < lists.thresholds["risky_merchant_rate"] <= 1 and lists.thresholds["risky_merchant_weight"] >= 0.9
     late = features.filter((pl.col("merchant_id") == "M0") & (pl.col("day") > pl.date(2026, 1, 25))).row(0, named=True)
     hits = rule_hits({"channel": "card_present", "amount": 50.0}, late, lists, REGISTRY, SETTINGS)
-    assert hits == ["risky_merchant"] and rule_score(hits, lists, SETTINGS) == pytest.approx(lists.thresholds["risky_merchant_weight"])
-    clean = build_lists(tx.with_columns(is_fraud=pl.lit(False)), features.with_columns(is_fraud=pl.lit(False)), REGISTRY, SETTINGS)
+    assert hits == ["risky_merchant"] and rule_score(hits, lists, SETTINGS) == pytest.approx(
+        lists.thresholds["risky_merchant_weight"]
+    )
+    clean = build_lists(
+        tx.with_columns(is_fraud=pl.lit(False)), features.with_columns(is_fraud=pl.lit(False)), REGISTRY, SETTINGS
+    )
     assert clean.thresholds == {}
 
 
@@ -107,7 +133,9 @@ def test_without_ibans_ips_or_countries_the_rules_still_catch_fraud():
     tx = generate_days(WORLD.with_(tx_per_day=2500)).drop("payee_iban", "ip", "country", "device_id")
     _, evaluation, lists, _, _ = _evaluate(tx)
     assert not (lists.ibans or lists.ips or lists.countries)
-    assert evaluation.baseline["recall"] > 0.2  # card testing, velocity, amount spike: learnt from nothing but amounts and times
+    assert (
+        evaluation.baseline["recall"] > 0.2
+    )  # card testing, velocity, amount spike: learnt from nothing but amounts and times
 
 
 def test_band_holds_the_share_and_the_layer2_threshold():
@@ -116,11 +144,19 @@ def test_band_holds_the_share_and_the_layer2_threshold():
     alone = pl.DataFrame({"layer": [2] * scores.size, "layer2_score": scores, "is_fraud": scores > 0.9})
     low, high = layer3_band(alone, layer2_review=0.95, share=0.35)
     assert high == 1.0 and (scores >= low).mean() == pytest.approx(0.35, abs=0.001)
-    assert layer3_band(alone, layer2_review=0.0005, share=0.35)[0] == 0.0005  # never above what layer 2 alone would flag
+    assert (
+        layer3_band(alone, layer2_review=0.0005, share=0.35)[0] == 0.0005
+    )  # never above what layer 2 alone would flag
 
 
 def test_thresholds_reach_the_precision_and_weigh_recall():
-    scored = pl.DataFrame({"layer": [2] * 8, "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], "is_fraud": [True, True, False, True, True, False, False, False]})
+    scored = pl.DataFrame(
+        {
+            "layer": [2] * 8,
+            "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2],
+            "is_fraud": [True, True, False, True, True, False, False, False],
+        }
+    )
     assert choose_threshold(scored, precision=0.7, beta=2.0) == 0.5  # 4 of 5 flagged are fraud, recall 1
     assert choose_threshold(scored, precision=0.95, beta=2.0) == 0.8
     assert choose_threshold(scored, precision=0.7, beta=0.5) == 0.8  # precision-weighted
@@ -130,7 +166,12 @@ def _log(n: int, decisions=("approve",), layer: int = 2, features=None) -> pl.Da
     rng = np.random.default_rng(0)
     feats = features if features is not None else [{"amount": float(a)} for a in rng.lognormal(3.5, 0.8, n)]
     return pl.DataFrame(
-        {"decision": [decisions[i % len(decisions)] for i in range(n)], "layer": [layer] * n, "degraded": [False] * n, "features": [json.dumps(f) for f in feats]}
+        {
+            "decision": [decisions[i % len(decisions)] for i in range(n)],
+            "layer": [layer] * n,
+            "degraded": [False] * n,
+            "features": [json.dumps(f) for f in feats],
+        }
     )
 
 
@@ -144,7 +185,11 @@ def test_monitoring_checks_pass_on_a_normal_day_and_fail_when_broken():
 
     shifted = _log(1000, features=[{"amount": float(a)} for a in rng.lognormal(5.0, 0.8, 1000)])
     drift = feature_drift(reference, shifted, SETTINGS)
-    assert not drift.passed and drift.metadata["worst_feature"] == "amount" and drift.value > SETTINGS.monitoring.max_feature_drift_ks
+    assert (
+        not drift.passed
+        and drift.metadata["worst_feature"] == "amount"
+        and drift.value > SETTINGS.monitoring.max_feature_drift_ks
+    )
     assert isinstance(drift.metadata["top"], pl.DataFrame) and drift.threshold.startswith("KS <=")
     assert not layer3_share(normal.with_columns(layer=pl.lit(3)), SETTINGS).passed  # everything escalated
     assert not layer3_share(normal, SETTINGS).passed  # nothing escalated
@@ -156,16 +201,41 @@ def test_monitoring_checks_pass_on_a_normal_day_and_fail_when_broken():
 def test_drift_leaves_out_the_weekday_and_windows_longer_than_the_history_before_the_reference():
     registry = registry_for(SETTINGS)
     delay, longest = SETTINGS.features.label_delay_days, max(SETTINGS.features.history_days)
-    names = ["amount", "weekday", "customer_count_30d", f"merchant_hist_count_{longest}d", f"merchant_hist_fraud_rate_{longest}d", "tx_id"]
+    names = [
+        "amount",
+        "weekday",
+        "customer_count_30d",
+        f"merchant_hist_count_{longest}d",
+        f"merchant_hist_fraud_rate_{longest}d",
+        "tx_id",
+    ]
     young = registry.not_comparable_daily(names, history_days=6)
-    assert set(young) == {"weekday", "customer_count_30d", f"merchant_hist_count_{longest}d", f"merchant_hist_fraud_rate_{longest}d"}
-    assert f"reaches {longest + delay} days back" in young[f"merchant_hist_fraud_rate_{longest}d"]  # fraud history waits for its labels
-    assert set(registry.not_comparable_daily(names, history_days=longest)) == {"weekday", f"merchant_hist_fraud_rate_{longest}d"}
+    assert set(young) == {
+        "weekday",
+        "customer_count_30d",
+        f"merchant_hist_count_{longest}d",
+        f"merchant_hist_fraud_rate_{longest}d",
+    }
+    assert (
+        f"reaches {longest + delay} days back" in young[f"merchant_hist_fraud_rate_{longest}d"]
+    )  # fraud history waits for its labels
+    assert set(registry.not_comparable_daily(names, history_days=longest)) == {
+        "weekday",
+        f"merchant_hist_fraud_rate_{longest}d",
+    }
     assert set(registry.not_comparable_daily(names, history_days=longest + delay)) == {"weekday"}
 
     rng = np.random.default_rng(2)
-    reference = pl.DataFrame({"amount": rng.lognormal(3.5, 0.8, 2000), "customer_count_30d": rng.poisson(10, 2000).astype(float)})
-    filling = _log(1000, features=[{"amount": float(a), "customer_count_30d": float(c)} for a, c in zip(rng.lognormal(3.5, 0.8, 1000), rng.poisson(40, 1000), strict=True)])
+    reference = pl.DataFrame(
+        {"amount": rng.lognormal(3.5, 0.8, 2000), "customer_count_30d": rng.poisson(10, 2000).astype(float)}
+    )
+    filling = _log(
+        1000,
+        features=[
+            {"amount": float(a), "customer_count_30d": float(c)}
+            for a, c in zip(rng.lognormal(3.5, 0.8, 1000), rng.poisson(40, 1000), strict=True)
+        ],
+    )
     assert not feature_drift(reference, filling, SETTINGS).passed
     left_out = feature_drift(reference, filling, SETTINGS, {"customer_count_30d": young["customer_count_30d"]})
     assert left_out.passed and left_out.metadata["worst_feature"] == "amount"

@@ -6,7 +6,12 @@ from datetime import UTC, datetime
 import dagster as dg
 
 import definitions
-from sensors.fraud import fraud_daily_ingest_schedule, fraud_decision_log_schedule, fraud_scoring_schedule, fraud_weekly_training_schedule
+from sensors.fraud import (
+    fraud_daily_ingest_schedule,
+    fraud_decision_log_schedule,
+    fraud_scoring_schedule,
+    fraud_weekly_training_schedule,
+)
 
 
 def _tick(schedule, when: datetime):
@@ -16,7 +21,11 @@ def _tick(schedule, when: datetime):
 
 
 def test_daily_ticks_ask_for_yesterday_without_run_config():
-    for schedule, hour in ((fraud_daily_ingest_schedule, 0), (fraud_decision_log_schedule, 0), (fraud_scoring_schedule, 1)):
+    for schedule, hour in (
+        (fraud_daily_ingest_schedule, 0),
+        (fraud_decision_log_schedule, 0),
+        (fraud_scoring_schedule, 1),
+    ):
         resolved = definitions.defs().resolve_schedule_def(schedule.name)
         assert resolved.cron_schedule.endswith(f" {hour} * * *") and resolved.execution_timezone == "UTC"
         [request] = _tick(schedule, datetime(2026, 11, 24, hour, 45, tzinfo=UTC)).run_requests

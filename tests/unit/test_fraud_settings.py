@@ -15,13 +15,23 @@ def test_defaults_are_the_seeds_figures_and_the_demo_worlds_calendar():
     s = FraudSettings()
     assert (s.gate.min_recall, s.gate.min_precision, s.cascade.layer3_share) == (0.75, 0.5, 0.35)
     assert s.features.label_delay_days == 7 and s.features.history_days == (1, 7, 30)
-    assert s.economics.currency == "EUR" and s.economics.system_cost_per_month == 180_000 and s.economics_note().startswith("defaults")
+    assert (
+        s.economics.currency == "EUR"
+        and s.economics.system_cost_per_month == 180_000
+        and s.economics_note().startswith("defaults")
+    )
     assert s.channels == CHANNELS
     world = WorldConfig()
     assert s.calendar.start <= world.start_date and s.calendar.timezone == "UTC"
     windows = s.windows.resolve(world.start_date, world.start_date + timedelta(days=world.days - 1))
-    assert windows["test"].days == 3 and windows["validation"].days == 2 and windows["train"].start == world.start_date + timedelta(days=1)
-    assert FraudSettings(windows={"test": "5d"}).windows.validation == "2d"  # one field set: the others keep their defaults
+    assert (
+        windows["test"].days == 3
+        and windows["validation"].days == 2
+        and windows["train"].start == world.start_date + timedelta(days=1)
+    )
+    assert (
+        FraudSettings(windows={"test": "5d"}).windows.validation == "2d"
+    )  # one field set: the others keep their defaults
 
 
 def test_environment_and_sources_file_override_the_defaults(tmp_path, monkeypatch):
@@ -40,8 +50,12 @@ def test_environment_and_sources_file_override_the_defaults(tmp_path, monkeypatc
     windows = s.windows.resolve(date(2020, 1, 1), date(2025, 6, 1))
     assert windows["test"] == DateRange(start=date(2024, 1, 1), end=date(2024, 12, 31))
     assert registry_for(s).label_delay == 10
-    monkeypatch.setenv("LAKEHOUSE_FRAUD_CALENDAR__TIMEZONE", "America/New_York")  # one field: the sources file's start stays
-    assert FraudSettings().calendar.start == date(2020, 1, 1) and FraudSettings().calendar.timezone == "America/New_York"
+    monkeypatch.setenv(
+        "LAKEHOUSE_FRAUD_CALENDAR__TIMEZONE", "America/New_York"
+    )  # one field: the sources file's start stays
+    assert (
+        FraudSettings().calendar.start == date(2020, 1, 1) and FraudSettings().calendar.timezone == "America/New_York"
+    )
     with pytest.raises(ValueError, match="positive whole numbers of seconds"):
         FraudSettings(features={"windows": [0]})
     with pytest.raises(ValueError):
@@ -65,4 +79,6 @@ def test_the_docs_show_the_schema_as_declared():
     from lakehouse.fraud.schemas import markdown
     from tests.conftest import ROOT
 
-    assert markdown() in (ROOT / "docs" / "fraud.md").read_text(), "paste `python -m lakehouse.fraud.schemas` into docs/fraud.md"
+    assert markdown() in (ROOT / "docs" / "fraud.md").read_text(), (
+        "paste `python -m lakehouse.fraud.schemas` into docs/fraud.md"
+    )

@@ -15,9 +15,9 @@ import pytest
 import stamina
 
 from lakehouse.churn.crm import OutboxCrm, RestCrm
-from tests.loopback import UPSERT_SUFFIX, FakeServer, serve
 from lakehouse.common.alerts import Alert, post_webhook, read_alerts, record_alerts
 from lakehouse.common.http import DeliveryError, post_json
+from tests.loopback import UPSERT_SUFFIX, FakeServer, serve
 
 TOKEN = "s3cr3t-token-value"
 UPSERT_PATH = "/crm" + UPSERT_SUFFIX
@@ -96,7 +96,9 @@ def test_retries_503_then_succeeds(server: FakeServer, client: httpx.Client, sch
     assert scheduled_delays == pytest.approx([0.01, 0.02])
 
 
-def test_429_retry_after_honoured_and_capped(server: FakeServer, client: httpx.Client, scheduled_delays: list[float]) -> None:
+def test_429_retry_after_honoured_and_capped(
+    server: FakeServer, client: httpx.Client, scheduled_delays: list[float]
+) -> None:
     server.script = [(429, {"Retry-After": "0"}), (429, {"Retry-After": "60"}), (429, {"Retry-After": "soon"})]
     post_json(client, f"{server.url}/x", {}, backoff_s=0.01, max_backoff_s=0.05)
     # header, header capped, non-numeric -> exponential (third retry: 0.01 * 2**2)
@@ -230,8 +232,17 @@ def test_outbox_upsert_is_idempotent(tmp_path: Path) -> None:
 def test_record_alerts_deduplicates_by_evaluation_id(tmp_path: Path) -> None:
     db = tmp_path / "ops.db"
     assert read_alerts(db).columns == [
-        "evaluation_id", "case_name", "check_name", "asset_key", "partition", "severity",
-        "value", "threshold", "description", "evaluated_at", "recorded_at",
+        "evaluation_id",
+        "case_name",
+        "check_name",
+        "asset_key",
+        "partition",
+        "severity",
+        "value",
+        "threshold",
+        "description",
+        "evaluated_at",
+        "recorded_at",
     ]
     assert [a.evaluation_id for a in record_alerts(db, [_alert("e1"), _alert("e2")])] == ["e1", "e2"]
     assert [a.evaluation_id for a in record_alerts(db, [_alert("e2"), _alert("e3"), _alert("e3")])] == ["e3"]

@@ -44,6 +44,8 @@ def test_a_failed_write_of_several_tables_replaces_none(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(OSError):
-        lake.write_many({("churn", "customers", None): pl.DataFrame({"a": [2]}), ("churn", "usage", None): Broken({"a": [3]})})
+        lake.write_many(
+            {("churn", "customers", None): pl.DataFrame({"a": [2]}), ("churn", "usage", None): Broken({"a": [3]})}
+        )
     assert lake.read("churn", "customers")["a"].to_list() == [1]
     assert not list(tmp_path.rglob("*.tmp"))

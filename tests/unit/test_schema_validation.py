@@ -152,9 +152,12 @@ def test_missing_column(tmp_path):
 
 
 def test_extra_column(tmp_path):
-    text = CUSTOMERS_CSV.replace("is_business\n", "is_business,notes\n", 1).replace(
-        "true\n", "true,hi\n"
-    ).replace("false\n", "false,\n").replace("29,\n", "29,,\n")
+    text = (
+        CUSTOMERS_CSV.replace("is_business\n", "is_business,notes\n", 1)
+        .replace("true\n", "true,hi\n")
+        .replace("false\n", "false,\n")
+        .replace("29,\n", "29,,\n")
+    )
     err = csv_error(tmp_path, text)
     assert err.column == "notes"
     assert "unexpected column" in str(err)
@@ -318,14 +321,10 @@ def test_datetime_in_future_but_same_day_is_fine(tmp_path):
 
 def test_unknown_foreign_key():
     customers = validate_frame(customers_frame(), CUSTOMERS, source="customers.csv", today=TODAY)
-    usage = pl.DataFrame(
-        {"customer_id": ["C1", "C9", "C2", "C9"], "day": [date(2024, 6, d) for d in (1, 1, 1, 2)]}
-    )
+    usage = pl.DataFrame({"customer_id": ["C1", "C9", "C2", "C9"], "day": [date(2024, 6, d) for d in (1, 1, 1, 2)]})
     validate_references(usage.head(1), "customer_id", customers, "customer_id", source="u.csv", table="usage")
     with pytest.raises(InputDataError) as info:
-        validate_references(
-            usage, "customer_id", customers, "customer_id", source="data/usage.csv", table="usage"
-        )
+        validate_references(usage, "customer_id", customers, "customer_id", source="data/usage.csv", table="usage")
     err = info.value
     assert err.column == "customer_id" and err.table == "usage"
     assert error_rows(err) == [1, 3]

@@ -85,7 +85,10 @@ def test_a_body_over_the_limit_is_refused_before_authentication_and_parsing():
         seen.append(body)
         return {"size": len(str(body))}
 
-    app = create_app(ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent")), max_body_bytes=1000), services=[CaseService("demo", router)])
+    app = create_app(
+        ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent")), max_body_bytes=1000),
+        services=[CaseService("demo", router)],
+    )
     big = b'{"text": "' + b"x" * 5000 + b'"}'
 
     def chunks():  # no Content-Length: the limit holds while reading
@@ -94,7 +97,12 @@ def test_a_body_over_the_limit_is_refused_before_authentication_and_parsing():
 
     with TestClient(app) as client:
         assert client.post("/demo/echo", content=big, headers={"content-type": "application/json"}).status_code == 413
-        assert client.post("/demo/echo", content=chunks(), headers={"content-type": "application/json", API_KEY_HEADER: "s3cret"}).status_code == 413
+        assert (
+            client.post(
+                "/demo/echo", content=chunks(), headers={"content-type": "application/json", API_KEY_HEADER: "s3cret"}
+            ).status_code
+            == 413
+        )
         assert client.post("/demo/echo", json={"text": "short"}, headers={API_KEY_HEADER: "s3cret"}).status_code == 200
     assert seen == [{"text": "short"}]
 
@@ -106,7 +114,10 @@ def test_a_validation_error_never_echoes_a_large_input():
     async def number(body: dict[str, int]) -> dict:
         return body
 
-    app = create_app(ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent"))), services=[CaseService("demo", router)])
+    app = create_app(
+        ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent"))),
+        services=[CaseService("demo", router)],
+    )
     with TestClient(app) as client:
         answer = client.post("/demo/number", json={"n": "y" * 30_000}, headers={API_KEY_HEADER: "s3cret"})
     assert answer.status_code == 422
@@ -138,6 +149,11 @@ def test_a_hot_route_shortcut_answers_only_keyed_requests_it_accepts():
     with TestClient(app) as client:
         key = {API_KEY_HEADER: "s3cret"}
         assert client.post("/demo/echo", json={"fast": 1}, headers=key).json() == {"shortcut": True}
-        assert client.post("/demo/echo", json={"slow": 2}, headers=key).json() == {"route": {"slow": 2}}  # declined: the route answers
+        assert client.post("/demo/echo", json={"slow": 2}, headers=key).json() == {
+            "route": {"slow": 2}
+        }  # declined: the route answers
         assert client.post("/demo/echo", json={"fast": 1}, headers={API_KEY_HEADER: "wrong"}).status_code == 401
-        assert client.post("/demo/echo", content=b"[1]", headers=key | {"content-type": "application/json"}).status_code == 422
+        assert (
+            client.post("/demo/echo", content=b"[1]", headers=key | {"content-type": "application/json"}).status_code
+            == 422
+        )

@@ -130,7 +130,9 @@ def test_a_misnamed_file_is_not_taken_for_an_absent_optional_table(tmp_path):
     source = load_sources(write_sources(tmp_path, "forecast:\n  folder: data\n")).case("forecast")
     with pytest.raises(InputDataError, match="misnamed 'promotions'"):
         source.check_no_misnamed_files(["stores", "promotions", "sales"])
-    ignored = load_sources(write_sources(tmp_path, "forecast:\n  folder: data\n  ignore: [promotion.parquet]\n")).case("forecast")
+    ignored = load_sources(write_sources(tmp_path, "forecast:\n  folder: data\n  ignore: [promotion.parquet]\n")).case(
+        "forecast"
+    )
     ignored.check_no_misnamed_files(["stores", "promotions", "sales"])
     assert read_mapped(ignored, "promotions") is None
 
@@ -141,7 +143,10 @@ def test_a_misnamed_file_is_not_taken_for_an_absent_optional_table(tmp_path):
         ("shop:\n  folder: data\n", "unknown case"),
         ("fraud:\n  tables: {}\n", "folder` is missing"),
         ("fraud:\n  folder: nowhere\n", "is not a folder"),
-        ("fraud:\n  folder: data\n  tables:\n    payments:\n      columns:\n        tx_id: {from: a, value: 1}\n", "exactly one of"),
+        (
+            "fraud:\n  folder: data\n  tables:\n    payments:\n      columns:\n        tx_id: {from: a, value: 1}\n",
+            "exactly one of",
+        ),
         ("fraud:\n  folder: data\n  colums: {}\n", "colums"),
     ],
 )
@@ -159,7 +164,11 @@ def test_settings_come_from_env_over_the_sources_file_over_defaults(tmp_path, th
     monkeypatch.setenv("LAKEHOUSE_FRAUD_MIN_RECALL", "0.6")
     monkeypatch.setenv("LAKEHOUSE_FRAUD_CALENDAR__TIMEZONE", "Europe/Paris")
     settings = ExampleSettings()
-    assert settings.min_recall == 0.6 and settings.calendar.timezone == "Europe/Paris" and settings.calendar.start == date(2024, 1, 1)
+    assert (
+        settings.min_recall == 0.6
+        and settings.calendar.timezone == "Europe/Paris"
+        and settings.calendar.start == date(2024, 1, 1)
+    )
     assert ExampleSettings(min_recall=0.9).min_recall == 0.9
     assert ExampleSettings.where("calendar.start").endswith("LAKEHOUSE_FRAUD_CALENDAR__START")
 
@@ -180,7 +189,9 @@ def test_durations_and_evaluation_windows():
     assert windows["train"] == DateRange(start=date(2026, 11, 15), end=date(2026, 11, 17))
     gapped = EvaluationWindows(test="4mo", validation="2mo", gap="30d").resolve(date(2023, 1, 1), date(2024, 12, 31))
     assert gapped["validation"].end == date(2024, 8, 31) - __import__("datetime").timedelta(days=30)
-    fixed = EvaluationWindows(test=DateRange(start=date(2024, 1, 1), end=date(2024, 12, 31)), validation="1mo").resolve(date(2020, 1, 1), date(2025, 6, 1))
+    fixed = EvaluationWindows(test=DateRange(start=date(2024, 1, 1), end=date(2024, 12, 31)), validation="1mo").resolve(
+        date(2020, 1, 1), date(2025, 6, 1)
+    )
     assert fixed["validation"] == DateRange(start=date(2023, 12, 1), end=date(2023, 12, 31))
     with pytest.raises(ValueError, match="empty"):
         EvaluationWindows(test="5d", validation="5d").resolve(date(2026, 11, 14), date(2026, 11, 22))
@@ -194,8 +205,15 @@ ROWS = pl.DataFrame({"day": ["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-
 
 def split(selected, **kwargs):
     return split_partitions(
-        ROWS, pl.col("day"), selected=selected, allowed=DAYS, label="tx.csv", table="payments", column="ts",
-        calendar_hint="LAKEHOUSE_FRAUD_CALENDAR__START", **kwargs,
+        ROWS,
+        pl.col("day"),
+        selected=selected,
+        allowed=DAYS,
+        label="tx.csv",
+        table="payments",
+        column="ts",
+        calendar_hint="LAKEHOUSE_FRAUD_CALENDAR__START",
+        **kwargs,
     )
 
 
@@ -214,12 +232,33 @@ def test_rows_of_unselected_partitions_are_refused_unless_the_mapping_says_skip(
 def test_rows_outside_the_calendar_are_refused_with_the_setting():
     rows = ROWS.with_columns(pl.when(pl.col("v") == 4).then(pl.lit("2023-12-31")).otherwise(pl.col("day")).alias("day"))
     with pytest.raises(InputDataError, match="outside the data calendar.*LAKEHOUSE_FRAUD_CALENDAR__START"):
-        split_partitions(rows, pl.col("day"), selected=DAYS, allowed=DAYS, label="f", table="t", column="ts", calendar_hint="LAKEHOUSE_FRAUD_CALENDAR__START")
+        split_partitions(
+            rows,
+            pl.col("day"),
+            selected=DAYS,
+            allowed=DAYS,
+            label="f",
+            table="t",
+            column="ts",
+            calendar_hint="LAKEHOUSE_FRAUD_CALENDAR__START",
+        )
 
 
 def test_a_selected_partition_without_rows_is_refused_unless_replaced_on_purpose():
     rows = ROWS.filter(pl.col("day") != "2024-01-02")
     with pytest.raises(InputDataError, match="no row for selected partition.*2024-01-02"):
-        split_partitions(rows, pl.col("day"), selected=DAYS, allowed=DAYS, label="f", table="t", column="ts", calendar_hint="x")
-    load = split_partitions(rows, pl.col("day"), selected=DAYS, allowed=DAYS, label="f", table="t", column="ts", calendar_hint="x", replace_with_empty=True)
+        split_partitions(
+            rows, pl.col("day"), selected=DAYS, allowed=DAYS, label="f", table="t", column="ts", calendar_hint="x"
+        )
+    load = split_partitions(
+        rows,
+        pl.col("day"),
+        selected=DAYS,
+        allowed=DAYS,
+        label="f",
+        table="t",
+        column="ts",
+        calendar_hint="x",
+        replace_with_empty=True,
+    )
     assert load.frames["2024-01-02"].height == 0

@@ -15,7 +15,13 @@ class FixedClassifier:
     auto_threshold = 0.88
 
     def predict(self, texts):
-        return pl.DataFrame({"category": ["billing"] * len(texts), "confidence": [0.9] * len(texts), "out_of_scope": [False] * len(texts)})
+        return pl.DataFrame(
+            {
+                "category": ["billing"] * len(texts),
+                "confidence": [0.9] * len(texts),
+                "out_of_scope": [False] * len(texts),
+            }
+        )
 
 
 def test_a_large_ticket_is_scrubbed_off_the_event_loop(tmp_path, monkeypatch):
@@ -39,12 +45,23 @@ def test_a_large_ticket_is_scrubbed_off_the_event_loop(tmp_path, monkeypatch):
 
     service.start = start
     body = "I was billed twice, card 4111 1111 1111 1111, call +44 7911 123456. " * 700  # about 48 KB
-    with TestClient(create_app(service_settings := ServingSettings(api_key="k", home=LakehouseHome(tmp_path)), [service])) as client:
+    with TestClient(
+        create_app(service_settings := ServingSettings(api_key="k", home=LakehouseHome(tmp_path)), [service])
+    ) as client:
         loop_thread = client.portal.call(lambda: threading.current_thread())
-        response = client.post("/triage/tickets", json={"subject": "Charged twice", "body": body}, headers={API_KEY_HEADER: service_settings.api_key})
+        response = client.post(
+            "/triage/tickets",
+            json={"subject": "Charged twice", "body": body},
+            headers={API_KEY_HEADER: service_settings.api_key},
+        )
     assert response.status_code == 200, response.text
     out = response.json()
-    assert out["category"] == "billing" and out["route"] == "auto" and out["reason"] == "confident" and out["team"] == "finance"
+    assert (
+        out["category"] == "billing"
+        and out["route"] == "auto"
+        and out["reason"] == "confident"
+        and out["team"] == "finance"
+    )
     assert out["auto_threshold"] == FixedClassifier.auto_threshold
     assert "4111" not in out["text"] and "7911" not in out["text"] and out["pii_found"] == {"card": 700, "phone": 700}
     assert threads and all(t is not loop_thread for t in threads)

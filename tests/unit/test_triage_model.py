@@ -9,7 +9,16 @@ import polars as pl
 import pytest
 
 from lakehouse.triage.model import (
-    AUTO, CONFIDENT, HUMAN, LOW_CONFIDENCE, OUT_OF_SCOPE, evaluate, fit_auto_threshold, probe_sample, route, training_plan,
+    AUTO,
+    CONFIDENT,
+    HUMAN,
+    LOW_CONFIDENCE,
+    OUT_OF_SCOPE,
+    evaluate,
+    fit_auto_threshold,
+    probe_sample,
+    route,
+    training_plan,
 )
 from lakehouse.triage.pipeline import gate
 from lakehouse.triage.settings import TriageSettings
@@ -37,7 +46,10 @@ def test_only_confidence_strictly_above_the_threshold_is_auto_routed_and_out_of_
 def test_evaluate_counts_auto_rate_and_precision_on_auto_routed_only_and_out_of_scope_recall():
     true = ["a", "a", "b", "b", "c", "out_of_scope", "out_of_scope"]
     pred = ["a", "b", "b", "b", "a", "out_of_scope", "a"]
-    routed = route(_predictions([0.9, 0.95, 0.5, 0.99, 0.6, 0.3, 0.9], [False, False, False, False, False, True, False], pred), 0.85)
+    routed = route(
+        _predictions([0.9, 0.95, 0.5, 0.99, 0.6, 0.3, 0.9], [False, False, False, False, False, True, False], pred),
+        0.85,
+    )
     m = evaluate(true, routed, "out_of_scope")
     assert m["auto_rate"] == 4 / 7 and m["auto_precision"] == 2 / 4
     assert m["accuracy"] == 4 / 7 and m["in_scope_accuracy"] == 3 / 5 and m["out_of_scope_recall"] == 1 / 2
@@ -81,7 +93,9 @@ def test_the_linear_probe_reads_at_most_its_cap_of_each_category_and_every_categ
     labels = np.array([0] * 50 + [1] * 3 + [2] * 10)
     rows = probe_sample(labels, per_category=5, seed=0)
     assert np.bincount(labels[rows]).tolist() == [5, 3, 5] and (np.diff(rows) > 0).all()
-    assert (probe_sample(labels, per_category=5, seed=0) == rows).all() and not (probe_sample(labels, per_category=5, seed=1) == rows).all()
+    assert (probe_sample(labels, per_category=5, seed=0) == rows).all() and not (
+        probe_sample(labels, per_category=5, seed=1) == rows
+    ).all()
 
 
 def test_the_probe_starts_the_head_where_a_logistic_regression_on_the_pretrained_body_puts_it():
@@ -90,10 +104,18 @@ def test_the_probe_starts_the_head_where_a_logistic_regression_on_the_pretrained
     from lakehouse.triage.model import _offline, body_path, probe
 
     _offline()
-    texts = ["my parcel has not arrived", "where is my delivery", "the courier lost my package",
-             "I was charged twice", "refund the double payment", "my invoice is wrong"]
+    texts = [
+        "my parcel has not arrived",
+        "where is my delivery",
+        "the courier lost my package",
+        "I was charged twice",
+        "refund the double payment",
+        "my invoice is wrong",
+    ]
     labels = [0, 0, 0, 1, 1, 1]
-    model = SetFitModel.from_pretrained(str(body_path()), labels=["delivery", "billing"], use_differentiable_head=True, head_params={"out_features": 2})
+    model = SetFitModel.from_pretrained(
+        str(body_path()), labels=["delivery", "billing"], use_differentiable_head=True, head_params={"out_features": 2}
+    )
     probe(model.model_body, model.model_head, texts, labels, SETTINGS)
     assert model.predict_proba(texts).argmax(axis=1).tolist() == labels
 
@@ -138,7 +160,10 @@ def test_at_a_confidence_level_the_precision_target_must_hold_on_the_lower_bound
     assert fit_auto_threshold(confidence, right, 0.85, 0.97, np.full(1000, 2.0), level=0.95) == (bounded, True)
     # Uneven weights make a smaller effective sample, hence a wider bound and a threshold at least as high.
     uneven = np.where(np.arange(1000) % 10 == 0, 5.0, 1.0)
-    assert fit_auto_threshold(confidence, right, 0.85, 0.97, uneven, level=0.95)[0] >= fit_auto_threshold(confidence, right, 0.85, 0.97, uneven)[0]
+    assert (
+        fit_auto_threshold(confidence, right, 0.85, 0.97, uneven, level=0.95)[0]
+        >= fit_auto_threshold(confidence, right, 0.85, 0.97, uneven)[0]
+    )
 
 
 def test_the_out_of_scope_threshold_maximises_validation_accuracy_within_the_cap():
@@ -150,7 +175,9 @@ def test_the_out_of_scope_threshold_maximises_validation_accuracy_within_the_cap
     # Rejecting the four least confident catches the three out-of-scope tickets and loses no right answer.
     assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.8) == pytest.approx(0.55)
     # With two out-of-scope tickets, rejecting two, three or four is as good: the lowest threshold wins.
-    assert fit_out_of_scope_threshold(best_known, right, np.array([True, True, False, False, False, False, False]), cap=0.8) == pytest.approx(0.35)
+    assert fit_out_of_scope_threshold(
+        best_known, right, np.array([True, True, False, False, False, False, False]), cap=0.8
+    ) == pytest.approx(0.35)
     assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.36) == pytest.approx(0.35)
     assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.1) == 0.0
 
@@ -171,10 +198,14 @@ def trained(tmp_path_factory):
     for month in (2, 3):
         tickets, labels = generate_month(world, date(2026, month, 1), customers)
         clean = scrub_tickets(tickets, KnownPeople.from_records(customers.to_dicts()), f"2026-0{month}", "GB")
-        labels = labels.with_columns(category=pl.when(pl.col("category") == categories[5]).then(pl.lit("out_of_scope")).otherwise("category"))
+        labels = labels.with_columns(
+            category=pl.when(pl.col("category") == categories[5]).then(pl.lit("out_of_scope")).otherwise("category")
+        )
         months.append(clean.join(labels.select("ticket_id", "category"), on="ticket_id"))
     train_df = months[0].filter(pl.col("category") != "out_of_scope")
-    settings = SETTINGS.with_(training={"max_steps": 12, "batch_size": 16}, out_of_scope={"max_in_scope_rejection": 0.05})
+    settings = SETTINGS.with_(
+        training={"max_steps": 12, "batch_size": 16}, out_of_scope={"max_in_scope_rejection": 0.05}
+    )
     result = train(train_df, months[1], settings, directory=tmp_path_factory.mktemp("classifier"))
     return result, months[1], settings
 
@@ -192,7 +223,10 @@ def test_a_helpdesk_of_five_categories_gets_its_own_categories_and_out_of_scope_
     assert predicted["out_of_scope"].filter(~known).mean() > predicted["out_of_scope"].filter(known).mean()
     assert result.classifier.predict([]).height == 0
     # The auto route's threshold was fitted on validation, never below the seed's, and the classifier routes with it.
-    assert settings.confidence_threshold <= result.auto_threshold < 1 and result.classifier.auto_threshold == result.auto_threshold
+    assert (
+        settings.confidence_threshold <= result.auto_threshold < 1
+        and result.classifier.auto_threshold == result.auto_threshold
+    )
     assert result.auto_precision_target_met is not None
 
 
@@ -202,7 +236,9 @@ def test_quantization_writes_nothing_in_the_working_directory(tmp_path, monkeypa
 
     from lakehouse.triage.model import BODY_FILE, TriageClassifier, body_path, export, quantize
 
-    model = SetFitModel.from_pretrained(str(body_path()), labels=["a", "b"], use_differentiable_head=True, head_params={"out_features": 2})
+    model = SetFitModel.from_pretrained(
+        str(body_path()), labels=["a", "b"], use_differentiable_head=True, head_params={"out_features": 2}
+    )
     directory = tmp_path / "classifier"
     export(model, directory, SETTINGS)
     before = sorted(p.name for p in directory.iterdir())
@@ -263,4 +299,6 @@ def test_weights_move_both_thresholds_towards_the_expected_out_of_scope_share():
     right = np.array([False, True, False, True])
     labelled_out = np.array([True, False, True, False])
     assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.8) == pytest.approx(0.25)
-    assert fit_out_of_scope_threshold(best_known, right, labelled_out, cap=0.8, weights=np.where(labelled_out, 2.0, 1.0)) == pytest.approx(0.65)
+    assert fit_out_of_scope_threshold(
+        best_known, right, labelled_out, cap=0.8, weights=np.where(labelled_out, 2.0, 1.0)
+    ) == pytest.approx(0.65)

@@ -4,7 +4,6 @@ import numpy as np
 import polars as pl
 
 from lakehouse.triage.model import route
-from lakehouse.triage.settings import MonitoringSettings
 from lakehouse.triage.monitoring import (
     category_recall_check,
     confusion,
@@ -13,6 +12,7 @@ from lakehouse.triage.monitoring import (
     mix_drift_check,
     per_category,
 )
+from lakehouse.triage.settings import MonitoringSettings
 
 SETTINGS = MonitoringSettings()
 CATS = [f"cat_{i}" for i in range(12)]

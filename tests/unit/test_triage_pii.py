@@ -8,8 +8,16 @@ from lakehouse.triage.world import card_number, iban
 
 PEOPLE = KnownPeople.from_records(
     [
-        {"customer_id": "C1", "first_name": "Rosalind", "last_name": "Van der Berg", "email": "r.vdb@mailbox.org",
-         "phone": "07700 900123", "street": "12 Maple Street", "city": "Leeds", "postcode": "LS2 7EY"},
+        {
+            "customer_id": "C1",
+            "first_name": "Rosalind",
+            "last_name": "Van der Berg",
+            "email": "r.vdb@mailbox.org",
+            "phone": "07700 900123",
+            "street": "12 Maple Street",
+            "city": "Leeds",
+            "postcode": "LS2 7EY",
+        },
         {"customer_id": "C2", "first_name": "Kenji", "last_name": "Nakamura"},
     ]
 )
@@ -35,7 +43,10 @@ PEOPLE = KnownPeople.from_records(
 def test_each_kind_becomes_its_placeholder(text, kind):
     out = scrub(text)
     assert out.found[kind] == 1, (out.text, dict(out.found))
-    assert f"[{'EMAIL CARD IBAN PHONE ADDRESS'.split()[['email', 'card', 'iban', 'phone', 'address'].index(kind)]}]" in out.text
+    assert (
+        f"[{'EMAIL CARD IBAN PHONE ADDRESS'.split()[['email', 'card', 'iban', 'phone', 'address'].index(kind)]}]"
+        in out.text
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +94,9 @@ def test_clean_drops_markup_quotes_signature_and_greeting():
 
 
 def test_prepare_scrubs_before_cleaning_and_counts():
-    subject, body, found = prepare("Refund for Kenji", "Hi,\nplease refund card 4111 1111 1111 1111\nThanks,\nKenji Nakamura", PEOPLE, "C2")
+    subject, body, found = prepare(
+        "Refund for Kenji", "Hi,\nplease refund card 4111 1111 1111 1111\nThanks,\nKenji Nakamura", PEOPLE, "C2"
+    )
     assert subject == "Refund for [NAME]" and body == "please refund card [CARD]"
     assert found["card"] == 1 and found["name"] == 3
 
@@ -110,8 +123,17 @@ def _bodies() -> dict[str, str]:
         "Card 4111 1111 1111 1111, IBAN gb82 west 1234 5698 7654 32. Address 221 Baker Street, London NW1 6XE. Rosalind\n"
     )
     shapes = {
-        "realistic": ticket, "letters": "a", "digits": "1", "digit groups": "1 ", "at signs": "a@", "e-mail-like": "a.b@c",
-        "open tags": "<a", "iban starts": "ab12 ", "card groups": "4111 ", "street-like": "12 Abc Def Ghi ", "quote headers": "On x\n",
+        "realistic": ticket,
+        "letters": "a",
+        "digits": "1",
+        "digit groups": "1 ",
+        "at signs": "a@",
+        "e-mail-like": "a.b@c",
+        "open tags": "<a",
+        "iban starts": "ab12 ",
+        "card groups": "4111 ",
+        "street-like": "12 Abc Def Ghi ",
+        "quote headers": "On x\n",
     }
     return {name: (shape * (size // len(shape) + 1))[:size] for name, shape in shapes.items()}
 
@@ -126,7 +148,10 @@ def test_a_1mb_body_scrubs_and_cleans_in_linear_time():
         # 0.1 to 0.4 s each here; a backtracking pattern takes minutes on these shapes.
         assert seconds < 3, (name, seconds)
         if name == "realistic":
-            assert min(found["card"], found["iban"], found["email"], found["phone"], found["name"]) > 4000 and "4111" not in cleaned
+            assert (
+                min(found["card"], found["iban"], found["email"], found["phone"], found["name"]) > 4000
+                and "4111" not in cleaned
+            )
 
 
 def test_the_independent_audit_finds_what_a_blind_scrubber_leaves():
@@ -142,4 +167,6 @@ def test_the_independent_audit_finds_what_a_blind_scrubber_leaves():
     scrubbed = [prepare("", text, PEOPLE, customer)[1] for text, customer in zip(raw, ["C2", "C2", "C1"])]
     assert not residual_pii(scrubbed, ["C2", "C2", "C1"], PEOPLE)
     # Look-alikes that fail their checksum, order numbers, amounts and dates are not personal data.
-    assert not residual_pii(["card 4111 1111 1111 1112, order ORD-12345678, 149.99 EUR on 2026-03-04, IBAN GB82 WEST 1234 5698 7654 33"])
+    assert not residual_pii(
+        ["card 4111 1111 1111 1112, order ORD-12345678, 149.99 EUR on 2026-03-04, IBAN GB82 WEST 1234 5698 7654 33"]
+    )

@@ -38,7 +38,12 @@ def test_the_report_speaks_the_user_currency_and_says_which_figures_are_defaults
     r = compute_roi(_routed(1000, 0.8, 0.95), 1.0, economics)
     assert r.currency == "USD" and r.annual_value == pytest.approx(r.fte_freed * 60_000)
     assert "agent_annual_cost" not in r.default_figures and "tickets_per_month" in r.default_figures
-    assert report_table(r, [0.85, 0.9]).filter(pl.col("metric") == "annual value of freed time")["measured"].item().endswith(" USD")
+    assert (
+        report_table(r, [0.85, 0.9])
+        .filter(pl.col("metric") == "annual value of freed time")["measured"]
+        .item()
+        .endswith(" USD")
+    )
 
 
 def test_no_automation_frees_nothing_useful():

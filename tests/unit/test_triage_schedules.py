@@ -32,7 +32,9 @@ def test_retraining_fires_four_times_a_year_on_the_first_day_of_each_quarter():
 
 def test_each_retraining_run_trains_on_labels_known_before_its_quarter():
     for day in (date(2027, 1, 1), date(2027, 4, 1), date(2027, 7, 1), date(2027, 10, 1)):
-        context = dg.build_schedule_context(scheduled_execution_time=datetime(day.year, day.month, day.day, 3, tzinfo=ZoneInfo(TIMEZONE)))
+        context = dg.build_schedule_context(
+            scheduled_execution_time=datetime(day.year, day.month, day.day, 3, tzinfo=ZoneInfo(TIMEZONE))
+        )
         request = triage_quarterly_retraining_schedule(context)
         assert request.run_key == f"triage-retraining-{day:%Y-%m}"
         assert request.run_config["ops"]["triage__training_set"]["config"]["as_of"] == day.isoformat()
@@ -41,11 +43,16 @@ def test_each_retraining_run_trains_on_labels_known_before_its_quarter():
 
 def test_monthly_routing_runs_on_the_first_for_the_month_that_ended():
     from assets.triage import ASSETS, CHECKS
+    from resources import default_resources
     from sensors.triage import JOBS
 
-    from resources import default_resources
-
-    definitions = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=JOBS, schedules=[triage_monthly_schedule], resources=default_resources())
+    definitions = dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=JOBS,
+        schedules=[triage_monthly_schedule],
+        resources=default_resources(),
+    )
     schedule = definitions.resolve_schedule_def("triage_monthly_schedule")
     fired = _fire_times(schedule.cron_schedule, 2027)
     assert len(fired) == 12 and all(t.day == 1 and t.hour == 2 for t in fired)

@@ -11,16 +11,30 @@ from lakehouse.triage.settings import TriageSettings
 
 def test_the_defaults_are_the_seeds_figures_and_a_training_reads_every_validated_ticket():
     s = TriageSettings()
-    assert s.confidence_threshold == 0.85 and s.monitoring.min_mean_confidence == 0.75 and s.monitoring.max_human_validation_rate == 0.30
-    assert len(s.teams) == 12 and s.team("billing") == "finance" and s.team("a_category_of_yours") == "a_category_of_yours"
-    assert s.training.tickets is None and s.economics.currency == "EUR" and "agent_annual_cost" in s.economics.defaults_used
+    assert (
+        s.confidence_threshold == 0.85
+        and s.monitoring.min_mean_confidence == 0.75
+        and s.monitoring.max_human_validation_rate == 0.30
+    )
+    assert (
+        len(s.teams) == 12 and s.team("billing") == "finance" and s.team("a_category_of_yours") == "a_category_of_yours"
+    )
+    assert (
+        s.training.tickets is None
+        and s.economics.currency == "EUR"
+        and "agent_annual_cost" in s.economics.defaults_used
+    )
 
 
 def test_environment_and_sources_file_move_the_settings(tmp_path, monkeypatch):
     sources = tmp_path / "sources.yaml"
     folder = tmp_path / "data"
     folder.mkdir()
-    settings = {"calendar": {"start": "2024-11-01"}, "training": {"validation": "1mo", "holdout_share": 0}, "teams": {"oos": "humans"}}
+    settings = {
+        "calendar": {"start": "2024-11-01"},
+        "training": {"validation": "1mo", "holdout_share": 0},
+        "teams": {"oos": "humans"},
+    }
     sources.write_text(yaml.safe_dump({"triage": {"folder": str(folder), "settings": settings}}))
     monkeypatch.setenv("LAKEHOUSE_SOURCES", str(sources))
     monkeypatch.setenv("LAKEHOUSE_TRIAGE_MONITORING__MAX_HUMAN_VALIDATION_RATE", "0.45")
@@ -42,7 +56,10 @@ def test_the_evaluation_report_takes_the_window_the_user_picks():
     routed = ["2026-05", "2026-06", "2026-07", "2026-08", "2026-09", "2026-10"]
     assert TriageSettings().evaluation_months(routed) == ["2026-08", "2026-09", "2026-10"]
     assert TriageSettings(evaluation="1mo").evaluation_months(routed) == ["2026-10"]
-    assert TriageSettings(evaluation={"start": "2026-06-01", "end": "2026-07-31"}).evaluation_months(routed) == ["2026-06", "2026-07"]
+    assert TriageSettings(evaluation={"start": "2026-06-01", "end": "2026-07-31"}).evaluation_months(routed) == [
+        "2026-06",
+        "2026-07",
+    ]
     with pytest.raises(ValueError):
         TriageSettings(evaluation="3 months")
 

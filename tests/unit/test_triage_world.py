@@ -79,4 +79,7 @@ def test_holdout_membership_is_stable_and_training_excludes_it():
     training = build_training_set(clean, labels, datetime(2026, 3, 1), TriageSettings())
     assert not in_holdout(training["ticket_id"], 0.1).any()
     assert (training["split"] == "validation").mean() > 0.15
-    assert training.filter(pl.col("split") == "validation")["created_at"].min() >= training.filter(pl.col("split") == "train")["created_at"].max()
+    assert (
+        training.filter(pl.col("split") == "validation")["created_at"].min()
+        >= training.filter(pl.col("split") == "train")["created_at"].max()
+    )
