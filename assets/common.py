@@ -1,8 +1,11 @@
 """Conventions shared by every case's assets: owners, pools, partitions from settings, the one
-adapter from a domain `CheckOutcome` to a Dagster check result, and promotion to champion."""
+adapter from a domain `CheckOutcome` to a Dagster check result, and the champion asset over the one
+promotion path (lakehouse.common.promotion)."""
 
 import warnings
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -20,9 +23,9 @@ from dagster import (
     asset,
 )
 
-from lakehouse.common import display
+from lakehouse.common import display, promotion
 from lakehouse.common.checks import CheckOutcome
-from lakehouse.common.registry import CHALLENGER, CHAMPION
+from lakehouse.common.promotion import Verdict
 from lakehouse.common.schema import TableSchema as DomainSchema
 from lakehouse.common.settings import Calendar, CaseSettings
 
@@ -125,18 +128,25 @@ def worst(outcomes) -> CheckOutcome:
     return (failing or list(outcomes))[-1]
 
 
-def gate_result(
-    registry, model_name: str, version: str, outcome: CheckOutcome, asset_key: AssetKey | None = None
-) -> AssetCheckResult:
-    """A blocking gate's result, with its verdict recorded on the model version for promotion."""
-    registry.record_gate(model_name, version, outcome.passed, outcome.description)
-    return check_result(outcome, asset_key)
+def gate_check_result(registry, verdict: Verdict, asset_key: AssetKey | None = None) -> AssetCheckResult:
+    """The gate's check result, its verdict recorded on the challenger's version first (the only input
+    promotion trusts). A refusal is a WARN failure: an alert, and a green run."""
+    promotion.record(registry, verdict)
+    return check_result(verdict.outcome(), asset_key)
 
 
-def champion_asset(case: str, model_key: AssetKey, model_name: str, description: str):
-    """The case's `champion_model` asset: moves the MLflow alias `champion` to the current
-    challenger when the case's gate check recorded a pass on it (it evaluates nothing itself)."""
-    from resources import LakehouseResource, MlflowResource
+class ChampionConfig(dg.Config):
+    rollback_to: str | None = None  # move `champion` back to this earlier version that passed its gate
+    reason: str | None = None  # why (required with rollback_to; recorded in the model's history)
+
+
+def champion_asset(
+    case: str, model_key: AssetKey, model_name: Callable[[Any], str], settings_class: type, description: str
+):
+    """The case's `champion_model` asset: moves `champion` to the challenger whose recorded gate verdict is a
+    pass, or keeps the champion and says why (a refusal is an outcome, not a failure); with `rollback_to`,
+    moves it back to an earlier version that passed. Its metadata shows every version's history."""
+    from resources import LakehouseResource, MlflowResource, SourcesResource
 
     @asset(
         key=[case, "champion_model"],
@@ -147,26 +157,35 @@ def champion_asset(case: str, model_key: AssetKey, model_name: str, description:
         description=description,
     )
     def champion_model(
-        context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
+        context: AssetExecutionContext,
+        config: ChampionConfig,
+        lakehouse: LakehouseResource,
+        mlflow: MlflowResource,
+        sources: SourcesResource,
     ) -> MaterializeResult:
+        name = model_name(sources.settings(settings_class))
         registry = mlflow.registry(lakehouse)
-        version = registry.alias_version(model_name, CHALLENGER)
-        if version is None:
-            raise Failure(f"{model_name} has no challenger: materialize {model_key.to_user_string()} first")
-        verdict, summary = registry.gate_verdict(model_name, version)
-        if verdict != "passed":
-            raise Failure(
-                f"{model_name} v{version}: the gate {'refused it: ' + summary if verdict else 'has not evaluated it'}; the champion stays in place"
-            )
-        previous = registry.alias_version(model_name, CHAMPION)
-        registry.set_alias(model_name, CHAMPION, version)
-        context.log.info(f"{model_name}: champion v{previous} -> v{version}")
+        if config.rollback_to:
+            try:
+                outcome = promotion.rollback(registry, name, config.rollback_to, config.reason or "")
+            except ValueError as exc:
+                raise Failure(str(exc)) from None
+        else:
+            outcome = promotion.promote(registry, name)
+            if outcome.version is None:
+                raise Failure(f"{name} has no challenger: materialize {model_key.to_user_string()} first")
+        (context.log.info if outcome.moved or not outcome.refused else context.log.warning)(
+            f"{name}: {outcome.message}"
+        )
         return MaterializeResult(
             metadata={
-                "champion_version": version,
-                "previous_champion": previous or "none",
-                "gate": summary,
-                "model_uri": registry.model_uri(model_name),
+                "champion_version": outcome.champion or "none",
+                "previous_champion": outcome.previous or "none",
+                "considered_version": outcome.version or "none",
+                "moved": outcome.moved,
+                "outcome": outcome.message,
+                "model_uri": registry.model_uri(name) if outcome.champion else "none: no version has passed a gate",
+                "history": table(promotion.history(registry, name).drop("gate_summary")),
             }
         )
 

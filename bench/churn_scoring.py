@@ -149,9 +149,10 @@ def worker_train(a) -> dict:
     import polars as pl
 
     from bench.common import run_dbt
-    from lakehouse.churn.pipeline import ChurnStore, build_training_set, train_challenger
+    from lakehouse.churn.pipeline import ChurnStore, build_training_set, go_no_go, train_challenger
     from lakehouse.churn.settings import CASE, ChurnSettings
-    from lakehouse.common.registry import CHAMPION, Registry
+    from lakehouse.common import promotion
+    from lakehouse.common.registry import Registry
 
     home = Path(a.home)
     settings = ChurnSettings()
@@ -163,7 +164,10 @@ def worker_train(a) -> dict:
     registry = Registry(a.tracking_uri, home / "mlflow" / "artifacts")
     challenger = train_challenger(store, registry, settings)
     trained, version, run_id = challenger.trained, challenger.version, challenger.run_id
-    registry.set_alias(settings.registered_model_name, CHAMPION, version)
+    promotion.record(registry, go_no_go(registry, settings))
+    promoted = promotion.promote(registry, settings.registered_model_name, version)
+    if not promoted.moved:
+        raise SystemExit(f"the benchmark world's model did not pass its gate: {promoted.message}")
     return {
         "world": world,
         "training_rows": training_set.height,

@@ -187,9 +187,10 @@ def worker_direct(a) -> dict:
     from lakehouse.churn.schemas import RAW_TABLES
     from lakehouse.churn.settings import ChurnSettings
     from lakehouse.churn.world import WorldConfig, generate_world
+    from lakehouse.common import promotion
     from lakehouse.common.home import LakehouseHome
     from lakehouse.common.lake import Lake
-    from lakehouse.common.registry import CHAMPION, Registry
+    from lakehouse.common.registry import Registry
     from lakehouse.common.schema import validate_frame
 
     imports_s = time.perf_counter() - t
@@ -253,11 +254,10 @@ def worker_direct(a) -> dict:
     with step("churn_model"):
         pipeline.train_challenger(store, registry, settings)
     with step("go_no_go_gate"):
-        version, gate = pipeline.go_no_go(registry, settings)
-        registry.record_gate(settings.registered_model_name, version, gate.passed, gate.description)
+        gate = pipeline.go_no_go(registry, settings)
+        promotion.record(registry, gate)
     with step("champion_model"):
-        if gate.passed:
-            registry.set_alias(settings.registered_model_name, CHAMPION, version)
+        promotion.promote(registry, settings.registered_model_name)
     phases["training"] = time.perf_counter() - p
 
     p = time.perf_counter()

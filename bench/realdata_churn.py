@@ -37,6 +37,7 @@ def run(home: Path, slice_: bool) -> dict:
     from lakehouse.churn.model import feature_matrix, load_model
     from lakehouse.churn.pipeline import ChurnStore
     from lakehouse.churn.settings import ChurnSettings
+    from lakehouse.common import promotion
     from lakehouse.common.home import LakehouseHome
     from lakehouse.common.lake import Lake
     from lakehouse.common.registry import CHALLENGER, Registry
@@ -68,7 +69,7 @@ def run(home: Path, slice_: bool) -> dict:
     registry = Registry(paths.mlflow_uri, paths.mlflow_artifacts)
     name = settings.registered_model_name
     version = registry.alias_version(name, CHALLENGER)
-    verdict, summary = registry.gate_verdict(name, version)
+    verdict, summary = promotion.recorded_verdict(registry, name, version)
     booster, _ = load_model(registry, settings, alias=CHALLENGER)
     ours = registry.version_metrics(name, version)
 

@@ -158,9 +158,11 @@ def main() -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from lakehouse.common import promotion
     from lakehouse.common.home import LakehouseHome
-    from lakehouse.common.registry import CHAMPION, Registry
+    from lakehouse.common.registry import Registry
     from lakehouse.triage.model import body_path, log_model, route, score, threads, train
+    from lakehouse.triage.pipeline import gate
     from lakehouse.triage.settings import TriageSettings
 
     settings = TriageSettings()
@@ -212,7 +214,9 @@ def main() -> int:
         home = LakehouseHome(work / "home")
         registry = Registry(home.mlflow_uri, home.mlflow_artifacts)
         version, _ = log_model(registry, NAME, trained, {}, quality, texts[:2], settings, run_name="bench")
-        registry.set_alias(settings.registered_model_name, CHAMPION, version)
+        promotion.record(registry, gate(quality, None, None, version, None, settings))
+        if not promotion.promote(registry, settings.registered_model_name, version).moved:
+            raise SystemExit(f"the benchmark's model did not pass its gate on the held-out month: {quality}")
         endpoint = endpoint_latency(home.root, raw, args.requests, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)

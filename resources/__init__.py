@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from dagster import ConfigurableResource, EnvVar
 
 from lakehouse.common.alerts import Alert, post_webhook, record_alerts
 from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
+from lakehouse.common.settings import CaseSettings
 from lakehouse.common.sources import SOURCES_ENV, CaseSource, Sources, load_sources
+
+S = TypeVar("S", bound=CaseSettings)
 
 
 class LakehouseResource(ConfigurableResource):
@@ -55,6 +59,10 @@ class SourcesResource(ConfigurableResource):
     def case(self, name: str) -> CaseSource | None:
         sources = self.sources()
         return sources.case(name) if sources else None
+
+    def settings(self, settings_class: type[S]) -> S:
+        """The case's production settings with this resource's sources file: the one way a run reads them."""
+        return settings_class.load(self.path)
 
 
 class MlflowResource(ConfigurableResource):

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.common import DUCKDB_POOL, OWNERS, champion_asset, frame_schema, gate_result, number, rate, table
+from assets.common import DUCKDB_POOL, OWNERS, champion_asset, frame_schema, gate_check_result, number, rate, table
 from lakehouse.churn.pipeline import ChurnStore, build_training_set, go_no_go, train_challenger
 from lakehouse.churn.settings import CASE, SEED_MODEL_REFERENCE, ChurnSettings
 from resources import LakehouseResource, MlflowResource
@@ -97,13 +97,13 @@ def churn_model(
 def churn_go_no_go_gate(lakehouse: LakehouseResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
     settings = ChurnSettings()
     registry = mlflow.registry(lakehouse)
-    version, outcome = go_no_go(registry, settings)
-    return gate_result(registry, settings.registered_model_name, version, outcome)
+    return gate_check_result(registry, go_no_go(registry, settings))
 
 
 churn_champion = champion_asset(
     CASE,
     MODEL_KEY,
-    SETTINGS.registered_model_name,
-    description="Moves the MLflow alias `champion` to the challenger that passed the Go/No-Go gate.",
+    lambda settings: settings.registered_model_name,
+    ChurnSettings,
+    description="Moves the MLflow alias `champion` to the challenger that passed the Go/No-Go gate, or keeps the champion.",
 )

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import polars as pl
 
-from assets.common import OWNERS, REPORT, champion_asset, gate_result, rate, table
+from assets.common import OWNERS, REPORT, champion_asset, gate_check_result, rate, table
 from assets.forecast.metadata import percent_table
 from assets.forecast.raw import MASTER_KEYS, SALES_KEY
 from lakehouse.common.display import bar_chart, pct
@@ -140,12 +140,13 @@ def forecast_backtest(context: dg.AssetExecutionContext, lakehouse: LakehouseRes
             "per_step_chart": dg.MetadataValue.path(str(chart)),
         }
     )
-    yield gate_result(registry, settings.model_name, result.challenger, pipeline.gate(result, settings), BACKTEST_KEY)
+    yield gate_check_result(registry, pipeline.gate(result, settings), BACKTEST_KEY)
 
 
 forecast_champion = champion_asset(
     CASE,
     BACKTEST_KEY,
-    ForecastSettings.model_construct().model_name,
+    lambda settings: settings.model_name,
+    ForecastSettings,
     description="Moves the MLflow alias `champion` to the challenger whose backtest gate passed; the nightly path loads the champion.",
 )

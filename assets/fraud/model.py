@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.common import OWNERS, champion_asset, gate_result
+from assets.common import OWNERS, champion_asset, gate_check_result
 from assets.fraud.reports import evaluation_metadata
 from lakehouse.fraud.online import LISTS_KEY_PREFIX
 from lakehouse.fraud.pipeline import learn_rules, promotion_gate, publish_rules, train_cascade
@@ -100,14 +100,13 @@ def cascade_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResourc
             **evaluation_metadata(training.evaluation, settings),
         }
     )
-    yield gate_result(
-        registry, settings.cascade.registered_model_name, training.version, promotion_gate(training, settings), MODEL
-    )
+    yield gate_check_result(registry, promotion_gate(training, registry, settings), MODEL)
 
 
 champion_model = champion_asset(
     CASE,
     MODEL,
-    FraudSettings().cascade.registered_model_name,
+    lambda settings: settings.cascade.registered_model_name,
+    FraudSettings,
     description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate; the service hot-reloads it.",
 )

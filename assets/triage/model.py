@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.common import OWNERS, champion_asset, frame_schema, gate_result, table
+from assets.common import OWNERS, champion_asset, frame_schema, gate_check_result, table
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
 from assets.triage.shared import rendered
 from lakehouse.triage.pipeline import (
@@ -147,13 +147,14 @@ def triage_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
         run_name=f"triage-{datetime.now(UTC):%Y%m%d-%H%M%S}",
         log=context.log.info,
     )
-    gate = gate_result(registry, settings.registered_model_name, result.version, result.gate, MODEL_KEY)
+    gate = gate_check_result(registry, result.gate, MODEL_KEY)
     return dg.MaterializeResult(metadata=rendered(result.metadata()), check_results=[gate])
 
 
 champion_model = champion_asset(
     CASE,
     MODEL_KEY,
-    SETTINGS.registered_model_name,
-    description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate.",
+    lambda settings: settings.registered_model_name,
+    TriageSettings,
+    description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate, or keeps the champion.",
 )

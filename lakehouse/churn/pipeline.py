@@ -21,7 +21,8 @@ from lakehouse.churn.settings import CASE, ChurnSettings
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.drift import ks_statistic, psi
 from lakehouse.common.lake import Lake
-from lakehouse.common.registry import CHALLENGER, Registry
+from lakehouse.common.promotion import Floor, Verdict
+from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 
 SNAPSHOT = "snapshot_date"
 
@@ -96,21 +97,24 @@ def train_challenger(store: ChurnStore, registry: Registry, settings: ChurnSetti
     return Challenger(version, run_id, trained)
 
 
-def go_no_go(registry: Registry, settings: ChurnSettings) -> tuple[str, CheckOutcome]:
+def go_no_go(registry: Registry, settings: ChurnSettings) -> Verdict:
     """The seed's PoC gate on the challenger's out-of-time test metrics: the only place it is evaluated."""
-    version = registry.alias_version(settings.registered_model_name, CHALLENGER)
+    name = settings.registered_model_name
+    version = registry.alias_version(name, CHALLENGER)
     if version is None:
-        raise LookupError(f"{settings.registered_model_name} has no challenger to gate: train one first")
-    m = registry.version_metrics(settings.registered_model_name, version)
-    passed = m["auc_pr"] > settings.gate_min_auc_pr and m["recall_top20"] > settings.gate_min_recall_top
-    return version, CheckOutcome(
-        "go_no_go_gate",
-        passed,
-        round(m["auc_pr"], 4),
-        f"AUC-PR > {settings.gate_min_auc_pr} and Recall@top20% > {settings.gate_min_recall_top:.0%}",
-        f"{'GO' if passed else 'NO-GO'}: challenger v{version}, AUC-PR {m['auc_pr']:.3f}, Recall@top20% {m['recall_top20']:.1%}",
-        "ERROR",
-        {"model_version": version, "auc_pr": round(m["auc_pr"], 4), "recall_top20": round(m["recall_top20"], 4)},
+        raise LookupError(f"{name} has no challenger to gate: train one first")
+    m = registry.version_metrics(name, version)
+    return Verdict(
+        name,
+        version,
+        registry.alias_version(name, CHAMPION),
+        floors=(
+            Floor("AUC-PR", m["auc_pr"], settings.gate_min_auc_pr, ">"),
+            Floor("Recall@top20%", m["recall_top20"], settings.gate_min_recall_top, ">"),
+        ),
+        window="the out-of-time test period",
+        check_name="go_no_go_gate",
+        headline=f"AUC-PR {m['auc_pr']:.3f}, Recall@top20% {m['recall_top20']:.1%}",
     )
 
 

@@ -1,9 +1,8 @@
 """MLflow tracking and registry: one experiment per case, aliases instead of stages.
 
-A newly trained version is registered with alias `challenger`. The case's blocking gate
-check is the only place a gate is evaluated: it records its verdict on the version (tag
-`gate`), and promotion moves `champion` only to a version whose verdict is `passed`.
-Consumers load `models:/<name>@champion`.
+A newly trained version is registered with alias `challenger`. Its gate's verdict and the
+alias `champion` belong to lakehouse.common.promotion, the one promotion path. Consumers load
+`models:/<name>@champion`.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from pathlib import Path
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-GATE_TAG = "gate"  # passed | failed, written by the case's gate check
-GATE_SUMMARY_TAG = "gate_summary"
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -29,15 +26,6 @@ class Registry:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    def record_gate(self, model_name: str, version: str, passed: bool, summary: str) -> None:
-        self.client.set_model_version_tag(model_name, version, GATE_TAG, "passed" if passed else "failed")
-        self.client.set_model_version_tag(model_name, version, GATE_SUMMARY_TAG, summary[:5000])
-
-    def gate_verdict(self, model_name: str, version: str) -> tuple[str | None, str]:
-        """('passed' | 'failed' | None when never gated, the gate's summary)."""
-        tags = self.client.get_model_version(model_name, version).tags
-        return tags.get(GATE_TAG), tags.get(GATE_SUMMARY_TAG, "")
 
     def experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -65,6 +53,9 @@ class Registry:
             yield run
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        """Set an alias such as `challenger`; `champion` moves only through lakehouse.common.promotion."""
+        if alias == CHAMPION:
+            raise ValueError("`champion` moves only through lakehouse.common.promotion (promote or rollback)")
         self.client.set_registered_model_alias(model_name, alias, version)
 
     def alias_version(self, model_name: str, alias: str) -> str | None:

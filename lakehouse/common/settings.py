@@ -6,8 +6,12 @@ economics, vocabularies) come, from the highest priority down, from:
 1. keyword arguments (tests, benchmarks);
 2. environment variables `LAKEHOUSE_<CASE>_<FIELD>`, nested fields joined by `__`
    (`LAKEHOUSE_FRAUD_CALENDAR__START=2020-01-01`);
-3. the `settings:` section of the case in the sources file (`LAKEHOUSE_SOURCES`);
+3. the `settings:` section of the case in the sources file;
 4. the defaults, which are the seed's figures.
+
+Production code reads them one way: `XSettings.load(sources_path)`, which the `sources` resource
+calls with its own path (`sources.settings(XSettings)`), and which the code location calls with
+the same path when it loads (partitions and schedule time zones). Both agree by construction.
 
 The synthetic worlds never read these objects and production code never reads the
 worlds' configuration: a demo is a source like any other, described by its own settings.
@@ -17,8 +21,11 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from datetime import date, timedelta
-from typing import Any, ClassVar, Literal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -147,8 +154,17 @@ class EvaluationWindows(Section):
         return windows
 
 
+# The sources file `CaseSettings.load` reads; unset, a direct construction reads LAKEHOUSE_SOURCES.
+_SOURCES_PATH: ContextVar[str | None] = ContextVar("sources_path")
+
+
+def configured_sources_path() -> str | None:
+    """The sources file the environment names (LAKEHOUSE_SOURCES), or None: every case on its generator."""
+    return os.environ.get(SOURCES_ENV) or None
+
+
 class SourcesFileSettings(PydanticBaseSettingsSource):
-    """The `settings:` section of the case in the sources file named by LAKEHOUSE_SOURCES."""
+    """The `settings:` section of the case in the sources file (`CaseSettings.load`'s, else LAKEHOUSE_SOURCES)."""
 
     def __init__(self, settings_cls: type[BaseSettings], case: str):
         super().__init__(settings_cls)
@@ -158,7 +174,7 @@ class SourcesFileSettings(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get(SOURCES_ENV)
+        path = _SOURCES_PATH.get(configured_sources_path())
         if not path:
             return {}
         source = load_sources(path).case(self.case)
@@ -182,6 +198,17 @@ class CaseSettings(BaseSettings):
     ):
         return (init_settings, env_settings, SourcesFileSettings(settings_cls, cls.case))
 
+    @classmethod
+    def load(cls, sources_path: str | Path | None) -> Self:
+        """The case's settings with `sources_path` as the sources file (None: no file): environment
+        variables, then the file's `settings:` section, then the defaults. Read once per file version and
+        environment; every asset, check, schedule, sensor and the serving app come through here."""
+        resolved = str(Path(sources_path).resolve()) if sources_path else None
+        mtime = Path(resolved).stat().st_mtime_ns if resolved and Path(resolved).is_file() else None
+        prefix = cls.model_config["env_prefix"]
+        environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(prefix)))
+        return _load(cls, resolved, mtime, environment)
+
     def with_(self, **changes) -> CaseSettings:
         """A copy with some fields changed (validated like the original)."""
         return type(self).model_validate({**self.model_dump(), **changes})
@@ -198,3 +225,12 @@ class CaseSettings(BaseSettings):
 
 
 Frequency = Literal["D", "W"]
+
+
+@lru_cache(maxsize=64)
+def _load(cls: type[CaseSettings], path: str | None, _mtime: int | None, _environment: tuple) -> CaseSettings:
+    token = _SOURCES_PATH.set(path)
+    try:
+        return cls()
+    finally:
+        _SOURCES_PATH.reset(token)

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from lakehouse.common.checks import CheckOutcome
+from lakehouse.common.promotion import Verdict, compare, no_fair_comparison
 from lakehouse.common.settings import DateRange
 from lakehouse.forecast.features import CaseData, Periods, history
 from lakehouse.forecast.models import CANDIDATES, FittedModels, fit_models, forecast_candidates
@@ -275,19 +276,23 @@ _SELECTION = {
 # --------------------------------------------------------------------------- the gate
 
 
-def gate_comparison(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl.DataFrame, str]:
-    """Challenger (routed), champion and seasonal naive over every step, on the rows all three forecast.
-    The champion counts only at origins after its own fit (out of sample); when there are none it is
-    compared over the whole window, which favours it."""
+def _gate_rows(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl.DataFrame, str, bool]:
+    """The rows every compared model forecast, where the champion forecast out of sample when it can:
+    (rows, scope, whether the champion's rows are all in its own training data)."""
     models = [ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in rows.columns else [])
     part = rows.drop_nulls(models)
-    scope = "every origin of the window"
-    if CHAMPION in rows.columns and champion_as_of is not None:
-        later = part.filter(pl.col("origin") >= champion_as_of)
-        if later.height:
-            part, scope = later, f"origins from {champion_as_of} (after the champion's fit)"
-        else:
-            scope = "every origin of the window (the champion was fitted after it: in sample, favoured)"
+    if CHAMPION not in rows.columns or champion_as_of is None:
+        return part, "every origin of the window", False
+    later = part.filter(pl.col("origin") >= champion_as_of)
+    if later.height:
+        return later, f"origins from {champion_as_of} (after the champion's fit)", False
+    return part, "every origin of the window (the champion was fitted after it: in sample)", True
+
+
+def gate_comparison(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl.DataFrame, str]:
+    """Challenger (routed), champion and seasonal naive over every step, on the gate's rows."""
+    part, scope, _ = _gate_rows(rows, champion_as_of)
+    models = [ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in rows.columns else [])
     table = (
         pl.DataFrame([{"model": m, **part.select(_errors(m)).row(0, named=True)} for m in models])
         if part.height
@@ -296,46 +301,74 @@ def gate_comparison(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl
     return table, scope
 
 
-def gate_outcome(
-    comparison: pl.DataFrame, scope: str, challenger: str, champion: str | None, settings: ForecastSettings
-) -> CheckOutcome:
-    """Blocking: the challenger's WAPE at most the champion's x (1 + tolerance), and below the seasonal naive's."""
-    wape = {r["model"]: r["wape"] for r in comparison.iter_rows(named=True)}
-    ours = wape.get(ROUTED)
+def gate_verdict(
+    rows: pl.DataFrame,
+    champion_as_of: date | None,
+    challenger: str,
+    champion: str | None,
+    model_name: str,
+    settings: ForecastSettings,
+) -> Verdict:
+    """WAPE of the challenger against the champion (out of sample) and the seasonal naive on the same rows,
+    with a bootstrap interval over series; not worse beyond noise and the tolerance."""
+    part, scope, in_sample = _gate_rows(rows, champion_as_of)
     gate = settings.gate
-    reasons = []
-    if ours is None:
-        reasons.append("no backtest row to judge it on")
-    else:
-        if gate.beat_seasonal_naive and not ours < wape.get(SEASONAL_NAIVE, math.inf):
-            reasons.append(f"WAPE {ours:.1%} is not below the seasonal naive's {wape[SEASONAL_NAIVE]:.1%}")
-        if (
-            champion is not None
-            and wape.get(CHAMPION) is not None
-            and ours > wape[CHAMPION] * (1 + gate.max_wape_increase)
-        ):
-            reasons.append(
-                f"WAPE {ours:.1%} exceeds champion v{champion}'s {wape[CHAMPION]:.1%} by more than {gate.max_wape_increase:.0%}"
+    models = [ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in part.columns else [])
+    per_series = part.group_by("unique_id").agg(
+        *[(pl.col(m) - pl.col("actual")).abs().sum().alias(m) for m in models], pl.col("actual").sum()
+    )
+    actual = per_series["actual"].to_numpy()
+
+    def wape_of(model: str):
+        errors = per_series[model].to_numpy()
+        return lambda index: float(errors[index].sum() / max(actual[index].sum(), 1e-12))
+
+    where = f"{part.height:,} forecasts of {per_series.height:,} series, {scope}"
+    comparisons = []
+    against = [(SEASONAL_NAIVE, "seasonal naive", gate.comparison)] if gate.beat_seasonal_naive else []
+    if champion is not None and CHAMPION in part.columns:
+        if in_sample:
+            comparisons.append(
+                no_fair_comparison(
+                    f"champion v{champion}",
+                    "WAPE",
+                    "it was fitted after the window's first origin",
+                    higher_is_better=False,
+                )
             )
-    against = (
-        f"champion v{champion} {wape[CHAMPION]:.1%}, "
-        if champion is not None and wape.get(CHAMPION) is not None
-        else "no champion yet, "
-    )
-    summary = (
-        f"challenger v{challenger}: WAPE {ours:.1%} vs {against}seasonal naive {wape.get(SEASONAL_NAIVE, math.nan):.1%} ({scope})"
-        if ours is not None
-        else f"challenger v{challenger}: not evaluated"
-    )
-    return CheckOutcome(
-        name="challenger_gate",
-        passed=not reasons,
-        value=round(100 * ours, 2) if ours is not None else None,
-        threshold=f"WAPE % <= champion's x {1 + gate.max_wape_increase:.2f}"
-        + (" and < the seasonal naive's" if gate.beat_seasonal_naive else ""),
-        description=("PASS: " if not reasons else "REFUSED: " + "; ".join(reasons) + ". ") + summary,
-        severity="ERROR",
-        metadata={"comparison": comparison},
+        else:
+            champion_wape = wape_of(CHAMPION)(np.arange(per_series.height)) if per_series.height else 0.0
+            tolerance = gate.max_wape_increase * champion_wape
+            against.append(
+                (CHAMPION, f"champion v{champion}", gate.comparison.model_copy(update={"tolerance": tolerance}))
+            )
+    for model, label, comparison in against:
+        if per_series.is_empty():
+            comparisons.append(no_fair_comparison(label, "WAPE", "no row all models forecast", higher_is_better=False))
+            continue
+        comparisons.append(
+            compare(
+                label,
+                "WAPE",
+                challenger=wape_of(ROUTED),
+                other=wape_of(model),
+                units=per_series.height,
+                support=per_series.height,
+                support_unit="series",
+                settings=comparison,
+                higher_is_better=False,
+                rows=where,
+            )
+        )
+    ours = wape_of(ROUTED)(np.arange(per_series.height)) if per_series.height else None
+    return Verdict(
+        model_name,
+        challenger,
+        champion,
+        comparisons=tuple(comparisons),
+        window=where,
+        check_name="challenger_gate",
+        headline=f"WAPE {ours:.1%}" if ours is not None else "no backtest row",
     )
 
 

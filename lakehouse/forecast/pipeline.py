@@ -20,6 +20,7 @@ import polars as pl
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.lake import Lake, safe_value
 from lakehouse.common.loads import PartitionedLoad, split_partitions
+from lakehouse.common.promotion import Verdict
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.common.schema import InputDataError, validate_frame, validate_references
 from lakehouse.common.sources import CaseSource, load_table
@@ -31,7 +32,7 @@ from lakehouse.forecast.evaluation import (
     economics_note,
     financial_impact,
     gate_comparison,
-    gate_outcome,
+    gate_verdict,
     level_accuracy,
     matured_accuracy,
     rolling_forecasts,
@@ -347,8 +348,10 @@ def backtest(data: CaseData, settings: ForecastSettings, registry: Registry, log
     )
 
 
-def gate(result: Backtest, settings: ForecastSettings) -> CheckOutcome:
-    return gate_outcome(result.comparison, result.scope, result.challenger, result.champion, settings)
+def gate(result: Backtest, settings: ForecastSettings) -> Verdict:
+    return gate_verdict(
+        result.rows, result.champion_as_of, result.challenger, result.champion, settings.model_name, settings
+    )
 
 
 def write_backtest(lake: Lake, result: Backtest) -> None:

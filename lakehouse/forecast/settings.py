@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, parse_duration
 from lakehouse.common.sources import Section
 
@@ -123,8 +124,11 @@ class Targets(Section):
 class Gate(Section):
     """The blocking gate between a weekly challenger and the champion."""
 
-    max_wape_increase: float = 0.02  # challenger WAPE may exceed the champion's by this share, no more
-    beat_seasonal_naive: bool = True  # and must be below the seasonal-naive WAPE on the same rows
+    max_wape_increase: float = (
+        0.02  # a challenger WAPE above the champion's by more than this share refuses it (beyond noise)
+    )
+    beat_seasonal_naive: bool = True  # and one worse than the seasonal naive on the same rows (beyond noise)
+    comparison: ComparisonSettings = ComparisonSettings()  # interval level, resamples, series needed to decide
 
 
 class Quirks(Section):

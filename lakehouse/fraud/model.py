@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from lakehouse.common.checks import CheckOutcome
+from lakehouse.common.promotion import Floor, Verdict
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.common.settings import DateRange
 from lakehouse.fraud.features import Registry as FeatureRegistry
@@ -350,28 +350,19 @@ def evaluate_window(cascade: Cascade, data: pl.DataFrame, window: DateRange, set
     return evaluate(score_rows(cascade, rows), cascade, window.days, settings)
 
 
-def gate(metrics: dict[str, float], version: str, settings: FraudSettings) -> CheckOutcome:
-    """The promotion gate: floors on the test window and better than the rules-only baseline on both."""
+def gate(metrics: dict[str, float], version: str, champion: str | None, settings: FraudSettings) -> Verdict:
+    """The promotion gate: the seed's floors on the test window."""
     g = settings.gate
-    passed = bool(
-        metrics["recall"] >= g.min_recall
-        and metrics["precision"] >= g.min_precision
-        and metrics["recall"] > metrics["baseline_recall"]
-        and metrics["precision"] > metrics["baseline_precision"]
-    )
-    return CheckOutcome(
-        name="promotion_gate",
-        passed=passed,
-        value=round(float(metrics["recall"]), 4),
-        threshold=f"recall >= {g.min_recall}; precision >= {g.min_precision}; both above the rules-only baseline",
-        description=("GO" if passed else "NO-GO") + f": challenger v{version}",
-        severity="ERROR",
-        metadata={
-            "model_version": version,
-            **{
-                k: round(float(metrics[k]), 4) for k in ("recall", "precision", "baseline_recall", "baseline_precision")
-            },
-        },
+    return Verdict(
+        settings.cascade.registered_model_name,
+        version,
+        champion,
+        floors=(
+            Floor("recall", metrics["recall"], g.min_recall),
+            Floor("precision", metrics["precision"], g.min_precision),
+        ),
+        window="the test window",
+        headline=f"recall {metrics['recall']:.3f}, precision {metrics['precision']:.3f}",
     )
 
 

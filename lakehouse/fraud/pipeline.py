@@ -15,9 +15,11 @@ from datetime import date
 
 import polars as pl
 
+from lakehouse.common import promotion
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.lake import Lake
 from lakehouse.common.loads import PartitionedLoad, split_partitions
+from lakehouse.common.promotion import Verdict
 from lakehouse.common.registry import CHAMPION, Registry
 from lakehouse.common.schema import InputDataError, validate_frame
 from lakehouse.common.settings import DateRange
@@ -222,8 +224,9 @@ def train_cascade(lake: Lake, registry: Registry, settings: FraudSettings, run_n
     return result
 
 
-def promotion_gate(training: Training, settings: FraudSettings) -> CheckOutcome:
-    return gate(training.evaluation.metrics(), training.version, settings)
+def promotion_gate(training: Training, registry: Registry, settings: FraudSettings) -> Verdict:
+    champion = registry.alias_version(settings.cascade.registered_model_name, CHAMPION)
+    return gate(training.evaluation.metrics(), training.version, champion, settings)
 
 
 def train_from_transactions(
@@ -231,7 +234,7 @@ def train_from_transactions(
 ) -> tuple[Training, RuleLists]:
     """Features, rules, cascade and evaluation from raw transactions in one call (benchmarks,
     tests); the assets run the same steps one asset at a time. `promote` applies the gate's
-    verdict, as the gate check and the champion asset would."""
+    verdict through the one promotion path, as the gate check and the champion asset would."""
     feature_registry = registry_for(settings)
     features = batch_features(tx, feature_registry)
     split = split_of([str(d) for d in features[DAY].unique().to_list()], settings)
@@ -241,12 +244,8 @@ def train_from_transactions(
     )
     result = fit(with_rules(features, tx, lists, feature_registry, settings), split, registry, settings, run_name)
     if promote:
-        outcome = promotion_gate(result, settings)
-        registry.record_gate(
-            settings.cascade.registered_model_name, result.version, outcome.passed, outcome.description
-        )
-        if outcome.passed:
-            registry.set_alias(settings.cascade.registered_model_name, CHAMPION, result.version)
+        promotion.record(registry, promotion_gate(result, registry, settings))
+        promotion.promote(registry, settings.cascade.registered_model_name, result.version)
     return result, lists
 
 

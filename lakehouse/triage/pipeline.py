@@ -17,6 +17,7 @@ import polars as pl
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.lake import Lake
 from lakehouse.common.loads import split_partitions
+from lakehouse.common.promotion import Comparison, Floor, Verdict
 from lakehouse.common.schema import InputDataError, validate_frame, validate_references
 from lakehouse.common.sources import CaseSource, load_table
 from lakehouse.triage.model import AUTO, TriageClassifier, evaluate, route
@@ -347,38 +348,43 @@ def category_mix(categories: pl.Series) -> pl.DataFrame:
 # --------------------------------------------------------------------------- gate
 
 
-def gate(validation: dict, comparison: dict | None, champion: dict | None, settings: TriageSettings) -> CheckOutcome:
-    """The blocking promotion gate: validation macro-F1 and auto-route precision at the threshold, and not worse
+def gate(
+    validation: dict,
+    comparison: dict | None,
+    champion: dict | None,
+    version: str,
+    champion_version: str | None,
+    settings: TriageSettings,
+) -> Verdict:
+    """The promotion gate: validation macro-F1 and auto-route precision at the threshold (floors), and not worse
     than the champion on the same tickets (`champion` None: there is none yet)."""
     g = settings.gate
-    reasons = []
-    if not validation["macro_f1"] >= g.min_macro_f1:
-        reasons.append(f"macro-F1 {validation['macro_f1']:.3f} < {g.min_macro_f1}")
-    precision = validation["auto_precision"]
-    if not precision >= g.min_auto_precision:  # NaN (nothing auto-routed) fails too
-        reasons.append(f"auto-route precision {precision:.3f} < {g.min_auto_precision}")
-    if (
-        champion is not None
-        and comparison is not None
-        and comparison["macro_f1"] < champion["macro_f1"] - g.not_worse_tolerance
-    ):
-        reasons.append(
-            f"macro-F1 {comparison['macro_f1']:.3f} on the comparison tickets, worse than the champion's {champion['macro_f1']:.3f} "
-            f"(tolerance {g.not_worse_tolerance})"
+    comparisons = ()
+    if champion is not None and comparison is not None:
+        comparisons = (
+            Comparison(
+                f"champion v{champion_version}",
+                "macro-F1",
+                True,
+                challenger=comparison["macro_f1"],
+                other=champion["macro_f1"],
+                tolerance=g.not_worse_tolerance,
+                support=int(comparison["tickets"]),
+                support_unit="tickets",
+                rows="the comparison tickets",
+            ),
         )
-    summary = "PROMOTE" if not reasons else "REFUSE: " + "; ".join(reasons)
-    return CheckOutcome(
-        "promotion_gate",
-        not reasons,
-        round(validation["macro_f1"], 4),
-        f"macro-F1 >= {g.min_macro_f1}; auto precision >= {g.min_auto_precision}; not worse than the champion - {g.not_worse_tolerance}",
-        summary,
-        severity="ERROR",
-        metadata={
-            "auto_precision": round(precision, 4) if precision == precision else "nothing auto-routed",
-            "comparison_macro_f1": round(comparison["macro_f1"], 4) if comparison else "none",
-            "champion_macro_f1": round(champion["macro_f1"], 4) if champion else "none (first model)",
-        },
+    return Verdict(
+        settings.registered_model_name,
+        version,
+        champion_version,
+        floors=(
+            Floor("validation macro-F1", validation["macro_f1"], g.min_macro_f1),
+            Floor("auto-route precision", validation["auto_precision"], g.min_auto_precision),
+        ),
+        comparisons=comparisons,
+        window="the validation tickets and the frozen hold-out",
+        headline=f"accuracy {validation['accuracy']:.3f}, macro-F1 {validation['macro_f1']:.3f}",
     )
 
 
@@ -390,7 +396,7 @@ class Challenger:
     holdout: dict[str, float] | None  # None when there is no frozen hold-out (share 0)
     champion: dict[str, float] | None  # the champion on the same comparison tickets; None: no champion yet
     champion_version: str | None
-    gate: CheckOutcome
+    gate: Verdict
     train_seconds: float
     training_rows: int
     steps: int
@@ -442,7 +448,7 @@ class Challenger:
             if self.auto_precision_target_met is None
             else self.auto_precision_target_met,
             "champion_at_training": self.champion_version or "none",
-            "gate": self.gate.description,
+            "gate": self.gate.summary(),
             "metrics": table,
         }
 
@@ -518,9 +524,9 @@ def train_challenger(
         remove(trained)
     known = train_rows.filter(pl.col("category") != settings.out_of_scope.category)
     lake.write(category_mix(known["category"]), CASE, "training_mix", ("model_version", version))
-    outcome = gate(scores, held or scores, champion, settings)
+    outcome = gate(scores, held or scores, champion, version, champion_version, settings)
     log(
-        f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at {scores['auto_precision']:.1%}; {outcome.description}"
+        f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at {scores['auto_precision']:.1%}; {outcome.summary()}"
     )
     return Challenger(
         version,

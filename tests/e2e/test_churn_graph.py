@@ -13,6 +13,7 @@ import pytest
 import demos.churn
 from lakehouse.churn.settings import ChurnSettings
 from lakehouse.churn.world import WorldConfig
+from lakehouse.common import promotion
 from lakehouse.common.registry import CHALLENGER, CHAMPION
 from tests.e2e.case import build, evaluation
 from tests.loopback import UPSERT_SUFFIX, serve
@@ -272,7 +273,7 @@ def test_a_model_below_the_gate_is_refused_and_the_champion_stays(built, tmp_pat
     registry = built.registry()
     assert registry.alias_version(SETTINGS.registered_model_name, CHALLENGER) == "2"
     assert registry.alias_version(SETTINGS.registered_model_name, CHAMPION) == "1"
-    assert registry.gate_verdict(SETTINGS.registered_model_name, "2")[0] == "failed"
+    assert promotion.recorded_verdict(registry, SETTINGS.registered_model_name, "2")[0] == "failed"
     import definitions
 
     alerts, _ = failed_evaluations(built.instance, definitions.defs().get_repository_def().asset_graph.asset_check_keys)

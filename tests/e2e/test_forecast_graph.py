@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import redis
 
+from lakehouse.common import promotion
 from lakehouse.common.registry import CHAMPION
 from lakehouse.forecast.publish import current
 from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN, coherence
@@ -121,7 +122,7 @@ def test_the_champion_came_through_the_gate_and_serves_the_night(built):
     registry = built.registry()
     champion = registry.alias_version(settings.model_name, CHAMPION)
     assert champion == _metadata(built, "model")["model_version"]
-    assert registry.gate_verdict(settings.model_name, champion)[0] == "passed"
+    assert promotion.recorded_verdict(registry, settings.model_name, champion)[0] == "passed"
     assert _metadata(built, "store_forecasts")["champion_version"] == champion
     run = registry.client.get_run(_metadata(built, "model")["mlflow_run_id"])
     assert "routing" in run.data.params
@@ -245,5 +246,5 @@ def test_a_challenger_the_gate_refuses_leaves_the_champion_in_place(built, tmp_p
     gate = evaluation(result, "challenger_gate")
     assert not gate.passed and "REFUSED" in gate.description
     challenger = registry.alias_version(settings.model_name, "challenger")
-    assert challenger != before and registry.gate_verdict(settings.model_name, challenger)[0] == "failed"
+    assert challenger != before and promotion.recorded_verdict(registry, settings.model_name, challenger)[0] == "failed"
     assert registry.alias_version(settings.model_name, CHAMPION) == before

@@ -10,6 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from lakehouse.common import promotion
 from lakehouse.common.registry import CHALLENGER, CHAMPION
 from lakehouse.triage.model import AUTO, HUMAN
 from lakehouse.triage.settings import TriageSettings
@@ -43,7 +44,7 @@ def test_two_models_went_through_the_gate_and_the_champion_is_a_loadable_pyfunc(
         and metrics["auto_precision"] >= SETTINGS.gate.min_auto_precision
     )
     assert metrics["holdout_macro_f1"] >= metrics["champion_macro_f1"] - SETTINGS.gate.not_worse_tolerance
-    assert registry.gate_verdict(name, "2")[0] == "passed"
+    assert promotion.recorded_verdict(registry, name, "2")[0] == "passed"
     import mlflow
     import pandas as pd
 

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 import redis
 
+from lakehouse.common import promotion
 from lakehouse.common.event_stream import KafkaEventStream
 from lakehouse.common.lake import Lake
 from lakehouse.common.local_servers import RedisServer, free_port
@@ -267,8 +268,8 @@ def test_promotion_is_hot_reloaded_without_dropped_requests(trained, redis_url):
 
     async def scenario():
         async with running_service(home, redis_url) as (client, _):
-            _, new_version = await asyncio.to_thread(train_and_register, home, tx, False)
-            registry.set_alias(SETTINGS.cascade.registered_model_name, CHAMPION, new_version)
+            _, new_version = await asyncio.to_thread(train_and_register, home, tx, True)
+            assert registry.alias_version(SETTINGS.cascade.registered_model_name, CHAMPION) == new_version
             seen, statuses = set(), []
             deadline = time.monotonic() + 30
             i = 0
@@ -283,7 +284,9 @@ def test_promotion_is_hot_reloaded_without_dropped_requests(trained, redis_url):
             assert seen == {version, new_version}
 
     asyncio.run(scenario())
-    registry.set_alias(SETTINGS.cascade.registered_model_name, CHAMPION, version)
+    promotion.rollback(
+        registry, SETTINGS.cascade.registered_model_name, version, "the next tests expect the first champion"
+    )
 
 
 def test_decision_log_keeps_every_decision_across_service_and_redis_restarts(trained):
