@@ -80,8 +80,12 @@ def frame_schema(df: pl.DataFrame, descriptions: dict[str, str] | None = None) -
     return TableSchema(columns=[TableColumn(n, str(t), description=descriptions.get(n)) for n, t in df.schema.items()])
 
 
-def table(df: pl.DataFrame, float_format: str = "{:,.3f}") -> MetadataValue:
-    """A table the UI shows inline (Markdown longer than 1,000 characters hides behind a link)."""
+def table(df: pl.DataFrame, float_format: str = "{:,.3f}", percent: tuple[str, ...] = ()) -> MetadataValue:
+    """A table the UI shows inline (Markdown longer than 1,000 characters hides behind a link); the
+    `percent` columns are rates shown as percentages (`wape` -> `wape %`, 0.127 -> 12.70)."""
+    if percent:
+        df = df.with_columns([(pl.col(c) * 100).alias(c) for c in percent]).rename({c: f"{c} %" for c in percent})
+        float_format = "{:,.2f}"
 
     def cell(value):
         if isinstance(value, float):
@@ -90,6 +94,11 @@ def table(df: pl.DataFrame, float_format: str = "{:,.3f}") -> MetadataValue:
 
     records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in df.iter_rows(named=True)]
     return MetadataValue.table(records, schema=frame_schema(df))
+
+
+def rendered(metadata: dict) -> dict:
+    """A domain result's metadata for the UI: frames become tables, the rest stays as it is."""
+    return {k: table(v) if isinstance(v, pl.DataFrame) else v for k, v in metadata.items()}
 
 
 def rate(x: float | None, digits: int = 1) -> MetadataValue:
@@ -108,10 +117,7 @@ def number(x: float | None, digits: int = 3) -> MetadataValue:
 
 def check_result(outcome: CheckOutcome, asset_key: AssetKey | None = None) -> AssetCheckResult:
     """The Dagster check result of a domain check outcome (value and threshold always present)."""
-    metadata = {
-        key: table(value) if isinstance(value, pl.DataFrame) else value
-        for key, value in {"value": outcome.value, "threshold": outcome.threshold, **outcome.metadata}.items()
-    }
+    metadata = rendered({"value": outcome.value, "threshold": outcome.threshold, **outcome.metadata})
     return AssetCheckResult(
         check_name=outcome.name,
         asset_key=asset_key,
