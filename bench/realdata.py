@@ -3,6 +3,12 @@
     python -m bench.realdata                  # every case, one fresh home and process each
     python -m bench.realdata --case fraud     # one case (make realdata CASE=fraud)
     python -m bench.realdata --case fraud --slice   # the thin slice CI runs (not written to results)
+    python -m bench.realdata --case fraud --variant lean   # the same code on less information
+
+A case's `lean` variant takes the same kit with fewer columns or a coarser grain through its own
+mapping file (`realdata/<case>_lean.yaml`), beside a plain baseline computed in the same run on the
+same columns (`bench/realdata_<case>.py: run_lean`); it writes `realdata_<case>_lean.json` with
+`ours`, `baseline` and `meets_baseline`.
 
 A case's run is what a user does after writing the sources file `realdata/<case>.yaml` (a
 folder and a mapping, no Python): with LAKEHOUSE_SOURCES pointing at it and a fresh project
@@ -29,6 +35,7 @@ from pathlib import Path
 from bench.common import ROOT, header, write_results
 
 CASES = ("churn", "forecast", "fraud", "triage")
+VARIANTS = ("kit", "lean")
 KIT = ROOT.parent / "shared" / "realdata"
 
 
@@ -37,7 +44,7 @@ def baseline(directory: str, name: str = "baseline_results.json") -> dict:
     return json.loads((KIT / directory / name).read_text())
 
 
-def prepare_home(home: Path, case: str) -> None:
+def prepare_home(home: Path, case: str, variant: str = "kit") -> None:
     """A fresh project home whose Dagster instance and sources are the user's, in this process's environment."""
     if home.exists():
         shutil.rmtree(home)
@@ -46,7 +53,7 @@ def prepare_home(home: Path, case: str) -> None:
     os.environ.update(
         LAKEHOUSE_HOME=str(home),
         DAGSTER_HOME=str(home / "dagster"),
-        LAKEHOUSE_SOURCES=str(ROOT / "realdata" / f"{case}.yaml"),
+        LAKEHOUSE_SOURCES=str(ROOT / "realdata" / (f"{case}.yaml" if variant == "kit" else f"{case}_{variant}.yaml")),
         TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1",
     )
@@ -114,22 +121,25 @@ def tick(schedule: str, when: datetime) -> list[dict]:
     return runs
 
 
-def run_case(case: str, slice_: bool, home: Path | None) -> dict:
-    home = home or Path(tempfile.mkdtemp(prefix=f"realdata-{case}-"))
-    prepare_home(home, case)
-    before = header(f"realdata_{case}", 1)  # the machine's load and the code as the run starts
+def run_case(case: str, slice_: bool, home: Path | None, variant: str = "kit") -> dict:
+    name = f"realdata_{case}" if variant == "kit" else f"realdata_{case}_{variant}"
+    home = home or Path(tempfile.mkdtemp(prefix=f"{name.replace('_', '-')}-"))
+    prepare_home(home, case, variant)
+    before = header(name, 1)  # the machine's load and the code as the run starts
     started = time.perf_counter()
-    result = importlib.import_module(f"bench.realdata_{case}").run(home, slice_)
+    module = importlib.import_module(f"bench.realdata_{case}")
+    result = (module.run if variant == "kit" else getattr(module, f"run_{variant}"))(home, slice_)
     payload = {
         **before,
         "case": case,
+        "variant": variant,
         "slice": slice_,
         "home": str(home),
         "wall_s": round(time.perf_counter() - started, 1),
         **result,
     }
     if not slice_:
-        print(f"results: {write_results(f'realdata_{case}', payload).relative_to(ROOT)}")
+        print(f"results: {write_results(name, payload).relative_to(ROOT)}")
     return payload
 
 
@@ -137,16 +147,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=CASES, help="default: every case, each in its own process")
     parser.add_argument("--slice", action="store_true", help="the thin slice CI runs; results are not written")
+    parser.add_argument("--variant", choices=VARIANTS, help="default: the kit, then its lean variant")
     parser.add_argument("--home", type=Path, help="project home (default: a fresh temporary folder)")
     args = parser.parse_args()
-    if args.case is None:
+    if args.case is None or args.variant is None:
         extra = ["--slice"] if args.slice else []
-        codes = [
-            subprocess.run([sys.executable, "-m", "bench.realdata", "--case", case, *extra], cwd=ROOT).returncode
-            for case in CASES
+        runs = [
+            [sys.executable, "-m", "bench.realdata", "--case", case, "--variant", variant, *extra]
+            for case in ([args.case] if args.case else CASES)
+            for variant in ([args.variant] if args.variant else VARIANTS)
+            if variant == "kit" or (ROOT / "realdata" / f"{case}_{variant}.yaml").exists()
         ]
-        return max(codes)
-    payload = run_case(args.case, args.slice, args.home)
+        return max(subprocess.run(run, cwd=ROOT).returncode for run in runs)
+    payload = run_case(args.case, args.slice, args.home, args.variant)
     print(json.dumps({k: v for k, v in payload.items() if k not in ("machine", "git")}, indent=1, default=str))
     return 0
 
