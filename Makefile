@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(LAKEHOUSE_HOME)/dagster
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-fast ui serve graph docs bench realdata clean
+.PHONY: setup demo test test-fast ui serve graph docs bench realdata clean home materialize job rollback
 
 MANIFEST := dbt_project/target/manifest.json
 
@@ -34,9 +34,30 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e and not slow"
 
-ui: setup
-	mkdir -p $(DAGSTER_HOME) && cp -n deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
+ui: home
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The Dagster instance under the project home (runs, schedules, alerts), created where missing.
+home: setup
+	@mkdir -p $(DAGSTER_HOME) && cp -n deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+
+# On demand, in the same instance as `make ui` (each case page lists its one-liners):
+#   make materialize SELECT=forecast/model+ [PARTITION=key | PARTITION_RANGE=a...b] [CONFIG='{"ops": ...}']
+#   make job JOB=triage_quarterly_retraining [CONFIG='{"ops": ...}']
+materialize: home
+	$(BIN)/dagster asset materialize -m definitions --select '$(SELECT)' \
+		$(if $(PARTITION),--partition '$(PARTITION)') $(if $(PARTITION_RANGE),--partition-range '$(PARTITION_RANGE)') \
+		$(if $(CONFIG),--config-json '$(CONFIG)')
+
+job: home
+	$(BIN)/dagster job execute -m definitions -j '$(JOB)' $(if $(CONFIG),--config-json '$(CONFIG)')
+
+# Move a case's `champion` back to an earlier version that passed its gate, with the reason:
+#   make rollback CASE=fraud VERSION=3 REASON="v4 blocks too many good payments"
+rollback: home
+	@test -n "$(CASE)" -a -n "$(VERSION)" -a -n "$(REASON)" || (echo "usage: make rollback CASE=<case> VERSION=<n> REASON=<why>" && exit 2)
+	$(BIN)/dagster asset materialize -m definitions --select '$(CASE)/champion_model' \
+		--config-json '{"ops": {"$(CASE)__champion_model": {"config": {"rollback_to": "$(VERSION)", "reason": "$(REASON)"}}}}'
 
 serve: setup
 	$(BIN)/python -m lakehouse.serving
