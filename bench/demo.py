@@ -57,7 +57,8 @@ def main() -> int:
                 }
             )
             print(
-                f"[run {i + 1}/{args.runs}] {m.wall_s:.0f} s (exit {m.returncode}), other processes {m.foreign_share:.0%} of the CPU",
+                f"[run {i + 1}/{args.runs}] {m.wall_s:.0f} s (exit {m.returncode}), "
+                f"other processes {m.foreign_share:.0%} of the CPU",
                 flush=True,
             )
             if i < args.runs - 1:

@@ -75,7 +75,8 @@ def render(payload: dict) -> str:
     ]
     ratio = payload["ratio_definitions_to_dagster"]
     return markdown_table(["probe", "median (s)", "x import dagster", "heavy libraries loaded"], rows) + (
-        f"\n\n`import definitions` is {ratio}x `import dagster` (goal <= {payload['goal_ratio']}x: {'met' if ratio <= payload['goal_ratio'] else 'MISSED'})"
+        f"\n\n`import definitions` is {ratio}x `import dagster` "
+        f"(goal <= {payload['goal_ratio']}x: {'met' if ratio <= payload['goal_ratio'] else 'MISSED'})"
     )
 
 

@@ -37,16 +37,22 @@ QUERY = """
 }
 """
 CHECK_EXECUTIONS = """
-query ($key: AssetKeyInput!, $name: String!) { assetCheckExecutions(assetKey: $key, checkName: $name, limit: 1) { status } }
+query ($key: AssetKeyInput!, $name: String!) {
+  assetCheckExecutions(assetKey: $key, checkName: $name, limit: 1) { status }
+}
 """
-LOCATION = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+LOCATION = (
+    "{ workspaceOrError { ... on Workspace { locationEntries { name "
+    "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+)
 REPORT_TAG = "lakehouse/report"
 CASE_GROUPS = ("churn", "forecast", "fraud", "triage")
 
 
 @contextmanager
 def webserver(home: Path, timeout_s: float = 240):
-    """`dagster-webserver` on the home's instance, on a free port; yields its GraphQL URL once the code location is loaded."""
+    """`dagster-webserver` on the home's instance, on a free port; yields its GraphQL URL once the code
+    location is loaded."""
     import port_for
 
     port = port_for.select_random()
@@ -92,7 +98,8 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
 
 
 def problems(url: str, groups: tuple[str, ...]) -> list[str]:
-    """What a person would miss in the UI: unmaterialized assets, checks without a result, reports without table or image."""
+    """What a person would miss in the UI: unmaterialized assets, checks without a result, reports without
+    table or image."""
     found = []
     for node in graphql(url, QUERY)["assetNodes"]:
         if node["groupName"] not in groups:

@@ -85,7 +85,10 @@ def failed_evaluations(
 @dg.sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts (table + optional Slack webhook) for every failed asset check, WARN or ERROR, once its run has finished.",
+    description=(
+        "Alerts (table + optional Slack webhook) for every failed asset check, WARN or ERROR, "
+        "once its run has finished."
+    ),
 )
 def asset_check_alerts(context: dg.SensorEvaluationContext, lakehouse: LakehouseResource, alerts: AlertSinkResource):
     check_keys = context.repository_def.asset_graph.asset_check_keys

@@ -59,6 +59,7 @@ def bar_chart(
     markdown = f"![{title}](<data:image/svg+xml,{encoded}>)"
     if len(markdown) >= INLINE_MARKDOWN_LIMIT:
         raise ValueError(
-            f"chart {title!r} is {len(markdown)} characters: the UI would hide it behind a link (limit {INLINE_MARKDOWN_LIMIT})"
+            f"chart {title!r} is {len(markdown)} characters: the UI would hide it behind a link "
+            f"(limit {INLINE_MARKDOWN_LIMIT})"
         )
     return markdown

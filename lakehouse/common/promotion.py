@@ -95,7 +95,8 @@ class Floor:
     def reason(self) -> str:
         if self.value is None or self.value != self.value:
             return f"{self.metric} could not be measured (floor {self.op} {self.threshold})"
-        return f"{self.metric} {_figure(self.value)} {_NEGATED[self.op]} {self.threshold} (short by {_figure(self.shortfall)})"
+        missed = f"{self.metric} {_figure(self.value)} {_NEGATED[self.op]} {self.threshold}"
+        return f"{missed} (short by {_figure(self.shortfall)})"
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ class Comparison:
             else ""
         )
         return (
-            f"{self.metric} {_figure(self.challenger)} vs {self.against} {_figure(self.other)}: gain {_figure(self.gain)}"
+            f"{self.metric} {_figure(self.challenger)} vs {self.against} {_figure(self.other)}: "
+            f"gain {_figure(self.gain)}"
             f"{interval} on {self.rows or f'{self.support:,} {self.support_unit}'} ({self.status})"
         )
 
