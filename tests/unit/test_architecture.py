@@ -52,3 +52,15 @@ def test_only_demos_benchmarks_and_tests_load_the_definitions():
     graph = grimp.build_graph(*PACKAGES, cache_dir=None, include_external_packages=True)
     importers = {m for m in graph.find_modules_that_directly_import("definitions")}
     assert all(m.split(".")[0] in ("demos", "bench") for m in importers), importers
+
+
+def test_only_the_promotion_path_moves_champion():
+    """The alias `champion` is set by lakehouse/common/promotion.py alone (promote and rollback); the
+    registry refuses it, and no other code calls MLflow's alias setter."""
+    setters = sorted(
+        str(path.relative_to(ROOT))
+        for package in (*PACKAGES, "tests")
+        for path in (ROOT / package).rglob("*.py")
+        if "set_registered_model_alias" in path.read_text()
+    )
+    assert setters == ["lakehouse/common/promotion.py", "lakehouse/common/registry.py"], setters
