@@ -73,7 +73,7 @@ def prepare_home(home: Path):
 def warm_redis(redis_url: str, tx, lists) -> None:
     import redis
 
-    from lakehouse.fraud.features import registry_for
+    from lakehouse.fraud.features_registry import registry_for
     from lakehouse.fraud.online import publish_lists, warm_store
     from lakehouse.fraud.settings import FraudSettings
 

@@ -32,7 +32,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from lakehouse.common.registry import CHAMPION, Registry
-from lakehouse.fraud.features import DAY_MS, EPOCH_KEY, registry_for
+from lakehouse.fraud.features_online import EPOCH_KEY
+from lakehouse.fraud.features_registry import DAY_MS, registry_for
 from lakehouse.fraud.model import load_cascade
 from lakehouse.fraud.online import (
     CONSUMER_GROUPS,

@@ -21,7 +21,7 @@ import uvloop
 
 from lakehouse.common.lake import Lake
 from lakehouse.fraud.api import async_client
-from lakehouse.fraud.features import registry_for
+from lakehouse.fraud.features_registry import registry_for
 from lakehouse.fraud.online import DecisionLogConsumer, FeatureConsumer, event_stream
 from lakehouse.fraud.settings import FraudSettings
 

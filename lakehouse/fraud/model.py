@@ -25,8 +25,8 @@ import polars as pl
 from lakehouse.common.promotion import Floor, Verdict
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.common.settings import DateRange
-from lakehouse.fraud.features import Registry as FeatureRegistry
-from lakehouse.fraud.features import registry_from_spec
+from lakehouse.fraud.features_registry import Registry as FeatureRegistry
+from lakehouse.fraud.features_registry import registry_from_spec
 from lakehouse.fraud.settings import CASE, CascadeSettings, FraudSettings
 
 if TYPE_CHECKING:

@@ -31,14 +31,11 @@ import polars as pl
 
 from lakehouse.common.event_stream import Event, EventStream, KafkaEventStream, RedisEventStream
 from lakehouse.common.lake import Lake
-from lakehouse.fraud.features import (
-    ENTITIES,
+from lakehouse.fraud.features_online import (
     EPOCH_KEY,
     LABEL_SCRIPT,
-    LAYER3_ONLY_ENTITIES,
     UPDATE_SCRIPT,
     OnlineState,
-    Registry,
     label_args,
     online_features,
     parse_replies,
@@ -46,6 +43,7 @@ from lakehouse.fraud.features import (
     row_features,
     update_args,
 )
+from lakehouse.fraud.features_registry import ENTITIES, LAYER3_ONLY_ENTITIES, Registry
 from lakehouse.fraud.model import Cascade
 from lakehouse.fraud.rules import LIST_NAMES, RuleLists, rule_features, rule_hits, rule_score
 from lakehouse.fraud.settings import CASE, FraudSettings, ServingSettings

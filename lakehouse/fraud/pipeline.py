@@ -24,8 +24,9 @@ from lakehouse.common.registry import CHAMPION, Registry
 from lakehouse.common.schema import InputDataError, validate_frame
 from lakehouse.common.settings import DateRange
 from lakehouse.common.sources import CaseSource, load_table
-from lakehouse.fraud.features import Registry as FeatureRegistry
-from lakehouse.fraud.features import batch_features, registry_for
+from lakehouse.fraud.features_batch import batch_features
+from lakehouse.fraud.features_registry import Registry as FeatureRegistry
+from lakehouse.fraud.features_registry import registry_for
 from lakehouse.fraud.model import (
     Cascade,
     Evaluation,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from lakehouse.fraud.features import Registry
+from lakehouse.fraud.features_registry import Registry
 from lakehouse.fraud.settings import FraudSettings
 
 LIST_NAMES = ("ibans", "ips", "countries")

@@ -22,7 +22,8 @@ from lakehouse.common.event_stream import KafkaEventStream
 from lakehouse.common.lake import Lake
 from lakehouse.common.local_servers import RedisServer, free_port
 from lakehouse.common.registry import CHAMPION
-from lakehouse.fraud.features import DAY_MS, EPOCH_KEY, history_key, seen_key
+from lakehouse.fraud.features_online import EPOCH_KEY, history_key, seen_key
+from lakehouse.fraud.features_registry import DAY_MS
 from lakehouse.fraud.online import STREAM_KEY, epoch_ms, read_decision_log
 from lakehouse.fraud.settings import CASE, FraudSettings
 from tests.conftest import ROOT

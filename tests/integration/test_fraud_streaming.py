@@ -13,14 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
-from lakehouse.fraud.features import (
-    ENTITIES,
-    batch_features,
-    online_features,
-    parse_replies,
-    read_commands,
-    registry_for,
-)
+from lakehouse.fraud.features_batch import batch_features
+from lakehouse.fraud.features_online import online_features, parse_replies, read_commands
+from lakehouse.fraud.features_registry import ENTITIES, registry_for
 from lakehouse.fraud.online import STREAM_KEY, Decision, FeatureConsumer, epoch_ms, event_fields, label_fields
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days

@@ -6,7 +6,8 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import pytest
 
-from lakehouse.fraud.features import DAY_MS, batch_features, registry_for
+from lakehouse.fraud.features_batch import batch_features
+from lakehouse.fraud.features_registry import DAY_MS, registry_for
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days
 

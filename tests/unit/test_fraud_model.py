@@ -7,7 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lakehouse.fraud.features import batch_features, registry_for
+from lakehouse.fraud.features_batch import batch_features
+from lakehouse.fraud.features_registry import registry_for
 from lakehouse.fraud.model import choose_threshold, evaluate, gate, layer3_band, score_rows, train
 from lakehouse.fraud.monitoring import decision_rate, feature_drift, layer3_share
 from lakehouse.fraud.pipeline import split_of, with_rules

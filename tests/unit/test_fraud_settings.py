@@ -6,7 +6,7 @@ from datetime import date, timedelta
 import pytest
 
 from lakehouse.common.settings import DateRange
-from lakehouse.fraud.features import registry_for
+from lakehouse.fraud.features_registry import registry_for
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import CHANNELS, WorldConfig
 
