@@ -61,6 +61,6 @@ def test_only_the_promotion_path_moves_champion():
         str(path.relative_to(ROOT))
         for package in (*PACKAGES, "tests")
         for path in (ROOT / package).rglob("*.py")
-        if "set_registered_model_alias" in path.read_text()
+        if "set_registered_model_alias" in path.read_text() and path != Path(__file__)
     )
     assert setters == ["lakehouse/common/promotion.py", "lakehouse/common/registry.py"], setters
