@@ -40,11 +40,8 @@ from lakehouse.fraud.online import (
     WARMING_KEY,
     Decider,
     DecisionLogConsumer,
-    EventPublisher,
     FeatureConsumer,
     LoadedModel,
-    Spool,
-    SpoolFull,
     epoch_ms,
     event_fields,
     event_stream,
@@ -55,6 +52,7 @@ from lakehouse.fraud.online import (
 )
 from lakehouse.fraud.rules import RuleLists
 from lakehouse.fraud.settings import CASE, FraudSettings
+from lakehouse.fraud.spool import EventPublisher, Spool, SpoolFull
 from lakehouse.serving.app import CaseService
 from lakehouse.serving.app import ServingSettings as AppSettings
 
@@ -68,7 +66,10 @@ class TransactionIn(BaseModel):
     tx_id: str = Field(pattern=ID, description="Unique transaction id (idempotency key of the feature update).")
     ts: datetime | None = Field(
         None,
-        description="Event time (ISO 8601, UTC when naive); default: now. Refused when ahead of the service clock by more than the tolerance, or older than the longest feature window.",
+        description=(
+            "Event time (ISO 8601, UTC when naive); default: now. Refused when ahead of the service clock by more "
+            "than the tolerance, or older than the longest feature window."
+        ),
     )
     customer_id: str = Field(pattern=ID)
     card_id: str = Field(pattern=ID)
@@ -106,7 +107,9 @@ class DecisionOut(BaseModel):
     reasons: list[str]
     model_version: str
     degraded: bool = Field(
-        description="True when the feature store was unavailable or had lost its data: rules + layer 2 on default features."
+        description=(
+            "True when the feature store was unavailable or had lost its data: rules + layer 2 on default features."
+        )
     )
     latency_ms: float = Field(description="Server-side time to decide.")
     layer_ms: dict[str, float]
@@ -389,7 +392,10 @@ class FraudService:
         @router.post(
             "/labels",
             status_code=202,
-            summary="Report a fraud label (chargeback) of an earlier payment; it counts in features once its delay has passed",
+            summary=(
+                "Report a fraud label (chargeback) of an earlier payment; "
+                "it counts in features once its delay has passed"
+            ),
             responses={503: {"description": "The spool is full"}},
         )
         async def labels(label: LabelIn) -> dict:

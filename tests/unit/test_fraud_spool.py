@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from lakehouse.fraud.online import Spool, SpoolFull
+from lakehouse.fraud.spool import Spool, SpoolFull
 
 
 def _events(n: int, start: int = 0) -> list[dict]:
