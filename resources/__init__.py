@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from dagster import ConfigurableResource, EnvVar
 
-from lakehouse.common.alerts import Alert, post_webhook, record_alerts
+from lakehouse.common.alerts import Alert, Resolution, post_webhook, record_alerts, resolve_alerts
 from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
 from lakehouse.common.settings import CaseSettings
@@ -117,6 +117,10 @@ class AlertSinkResource(ConfigurableResource):
         if new and self.webhook_url:
             post_webhook(self.webhook_url, new)
         return new
+
+    def resolve(self, lakehouse: LakehouseResource, resolutions: list[Resolution]) -> list[str]:
+        """Clear the open alerts that a later passing evaluation of the same check and partition answers."""
+        return resolve_alerts(lakehouse.paths.ops_db, resolutions)
 
 
 def _env(name: str) -> EnvVar | None:

@@ -1,6 +1,7 @@
 """Turns failed asset-check evaluations (WARN and ERROR) into alerts.
 
-Non-blocking checks do not fail runs, so a run-failure sensor would miss them. Instead the
+Non-blocking checks do not fail runs, so a run-failure sensor would miss them. A later passing
+evaluation of the same check and partition clears the alert (`resolved_at` in the table). Instead the
 sensor reads finished runs (success, failure or cancellation) in the order they finished,
 and every failed check evaluation each of them recorded, however many. Its cursor is the
 event-log storage id of the last run end it has read, so a tick only reads what finished
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from lakehouse.common.alerts import Alert
+from lakehouse.common.alerts import Alert, Resolution
 from resources import AlertSinkResource, LakehouseResource
 
 RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
@@ -61,13 +62,15 @@ def alert_from_record(record: dg.EventLogRecord, run_partition: str | None) -> A
     )
 
 
-def failed_evaluations(
+def read_evaluations(
     instance: dg.DagsterInstance, check_keys, cursor: str | None = None, runs_per_tick: int = RUNS_PER_TICK
-) -> tuple[list[Alert], str | None]:
-    """Alerts for the failed evaluations of `check_keys` in the runs that finished after `cursor`,
-    and the cursor to resume from (unchanged when no run finished)."""
+) -> tuple[list[Alert], list[Resolution], str | None]:
+    """Alerts for the failed evaluations of `check_keys` in the runs that finished after `cursor`, the
+    passing evaluations that clear earlier alerts, and the cursor to resume from (unchanged when no run
+    finished)."""
     after = int(cursor) if cursor else None
     alerts: list[Alert] = []
+    resolutions: list[Resolution] = []
     for run_end in finished_runs(instance, after, runs_per_tick):
         run = instance.get_run_by_id(run_end.run_id)
         run_partition = run.tags.get(PARTITION_TAG) if run else None
@@ -76,10 +79,30 @@ def failed_evaluations(
         ).records
         for record in evaluations:
             evaluation = record.event_log_entry.dagster_event.asset_check_evaluation_data
-            if not evaluation.passed and evaluation.asset_check_key in check_keys:
+            if evaluation.asset_check_key not in check_keys:
+                continue
+            if evaluation.passed:
+                resolutions.append(
+                    Resolution(
+                        evaluation_id=f"{record.run_id}:{record.storage_id}",
+                        check_name=evaluation.check_name,
+                        asset_key=evaluation.asset_key.to_user_string(),
+                        partition=evaluation.partition or run_partition,
+                        evaluated_at=datetime.fromtimestamp(record.timestamp, tz=UTC),
+                    )
+                )
+            else:
                 alerts.append(alert_from_record(record, run_partition))
         after = run_end.storage_id
-    return alerts, None if after is None else str(after)
+    return alerts, resolutions, None if after is None else str(after)
+
+
+def failed_evaluations(
+    instance: dg.DagsterInstance, check_keys, cursor: str | None = None, runs_per_tick: int = RUNS_PER_TICK
+) -> tuple[list[Alert], str | None]:
+    """The alerts of `read_evaluations` and its cursor."""
+    alerts, _, cursor = read_evaluations(instance, check_keys, cursor, runs_per_tick)
+    return alerts, cursor
 
 
 @dg.sensor(
@@ -92,11 +115,14 @@ def failed_evaluations(
 )
 def asset_check_alerts(context: dg.SensorEvaluationContext, lakehouse: LakehouseResource, alerts: AlertSinkResource):
     check_keys = context.repository_def.asset_graph.asset_check_keys
-    found, cursor = failed_evaluations(context.instance, check_keys, context.cursor)
+    found, resolutions, cursor = read_evaluations(context.instance, check_keys, context.cursor)
     new = alerts.send(lakehouse, found)
+    cleared = alerts.resolve(lakehouse, resolutions)
     for alert in new:
         context.log.warning(
             f"ALERT {alert.severity} {alert.case}/{alert.check_name} on {alert.asset_key} [{alert.partition}]: "
             f"value={alert.value} threshold={alert.threshold}"
         )
-    return dg.SensorResult(skip_reason=f"{len(new)} new alerts", cursor=cursor)
+    if cleared:
+        context.log.info(f"{len(cleared)} alert(s) cleared by a passing evaluation of the same check and partition")
+    return dg.SensorResult(skip_reason=f"{len(new)} new alerts, {len(cleared)} cleared", cursor=cursor)

@@ -29,6 +29,8 @@ ALERT_SCHEMA: dict[str, type[pl.DataType]] = {
     "description": pl.String,
     "evaluated_at": pl.String,
     "recorded_at": pl.String,
+    "resolved_at": pl.String,  # a later evaluation of the same check and partition passed
+    "resolved_by": pl.String,  # that evaluation's id
 }
 
 _DDL = """
@@ -43,9 +45,16 @@ CREATE TABLE IF NOT EXISTS alerts (
     threshold TEXT,
     description TEXT NOT NULL,
     evaluated_at TEXT NOT NULL,
-    recorded_at TEXT NOT NULL
+    recorded_at TEXT NOT NULL,
+    resolved_at TEXT,
+    resolved_by TEXT
 )"""
-_INSERT = f"INSERT OR IGNORE INTO alerts VALUES ({', '.join('?' * len(ALERT_SCHEMA))})"
+_COLUMNS = ", ".join(f'"{c}"' for c in ALERT_SCHEMA if not c.startswith("resolved_"))
+_INSERT = f"INSERT OR IGNORE INTO alerts ({_COLUMNS}) VALUES ({', '.join('?' * (len(ALERT_SCHEMA) - 2))})"
+_RESOLVE = """
+UPDATE alerts SET resolved_at = ?, resolved_by = ?
+WHERE asset_key = ? AND check_name = ? AND "partition" IS ? AND resolved_at IS NULL AND evaluated_at < ?
+RETURNING evaluation_id"""
 _ICONS: dict[str, str] = {"WARN": ":warning:", "ERROR": ":rotating_light:"}
 # Slack rejects section text over 3000 chars with a 400, which would lose the whole alert.
 _MAX_DESCRIPTION = 1000
@@ -71,8 +80,27 @@ class Alert:
             raise ValueError("evaluated_at must be timezone-aware")
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """A passing evaluation: it closes the open alerts of the same check and partition evaluated before it."""
+
+    evaluation_id: str
+    check_name: str
+    asset_key: str
+    partition: str | None
+    evaluated_at: datetime
+
+
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat()
+
+
+def _table(conn) -> None:
+    conn.execute(_DDL)
+    present = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+    for column in ("resolved_at", "resolved_by"):  # a ledger written before alerts could clear
+        if column not in present:
+            conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} TEXT")
 
 
 def record_alerts(db_path: str | Path, alerts: Iterable[Alert]) -> list[Alert]:
@@ -80,7 +108,7 @@ def record_alerts(db_path: str | Path, alerts: Iterable[Alert]) -> list[Alert]:
     recorded_at = _iso(datetime.now(UTC))
     new: list[Alert] = []
     with closing(connect(db_path)) as conn, conn:
-        conn.execute(_DDL)
+        _table(conn)
         for a in alerts:
             row = (
                 a.evaluation_id,
@@ -98,6 +126,22 @@ def record_alerts(db_path: str | Path, alerts: Iterable[Alert]) -> list[Alert]:
             if conn.execute(_INSERT, row).rowcount:
                 new.append(a)
     return new
+
+
+def resolve_alerts(db_path: str | Path, resolutions: Iterable[Resolution]) -> list[str]:
+    """Close the open alerts each passing evaluation clears; returns the closed alerts' evaluation ids."""
+    closed: list[str] = []
+    with closing(connect(db_path)) as conn, conn:
+        _table(conn)
+        for r in sorted(resolutions, key=lambda r: r.evaluated_at):
+            at = _iso(r.evaluated_at)
+            rows = conn.execute(_RESOLVE, (at, r.evaluation_id, r.asset_key, r.check_name, r.partition, at))
+            closed += [row[0] for row in rows.fetchall()]
+    return closed
+
+
+def open_alerts(db_path: str | Path) -> pl.DataFrame:
+    return read_alerts(db_path).filter(pl.col("resolved_at").is_null())
 
 
 def read_alerts(db_path: str | Path) -> pl.DataFrame:

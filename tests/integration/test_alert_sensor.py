@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from lakehouse.common.alerts import read_alerts
+from lakehouse.common.alerts import open_alerts, read_alerts
 from resources import AlertSinkResource, LakehouseResource
 from sensors.alerts import asset_check_alerts, failed_evaluations
 from tests.loopback import FakeServer, serve
@@ -95,7 +95,7 @@ def test_each_failed_evaluation_alerts_once_and_the_cursor_follows_finished_runs
     first = _volume_run(instance)
     gate = dg.materialize([daily], instance=instance, partition_key="2024-01-08", raise_on_error=False)
     assert first.success and not gate.success  # the blocking gate fails its run: RUN_FAILURE is read too
-    _volume_run(instance, ok=True)  # nothing failed: no alert
+    _volume_run(instance, ok=True)  # nothing failed: no alert, and the first volume alert clears
 
     tick = _tick(instance, lakehouse_home, webhook, cursor=None)
     alerts = read_alerts(lakehouse_home / "ops.sqlite").sort("check_name")
@@ -118,28 +118,44 @@ def test_each_failed_evaluation_alerts_once_and_the_cursor_follows_finished_runs
         and volume_alert["threshold"] == "[100, 200]"
         and volume_alert["description"] == "too few scores"
     )
-    assert len(webhook.requests) == 2 and tick.skip_reason.skip_message == "2 new alerts"
+    assert len(webhook.requests) == 2 and tick.skip_reason.skip_message == "2 new alerts, 1 cleared"
     assert tick.cursor is not None
 
     # Nothing finished since: the cursor stays, nothing is read again.
     again = _tick(instance, lakehouse_home, webhook, cursor=tick.cursor)
-    assert again.cursor == tick.cursor and again.skip_reason.skip_message == "0 new alerts"
+    assert again.cursor == tick.cursor and again.skip_reason.skip_message == "0 new alerts, 0 cleared"
 
     _volume_run(instance)
     after = _tick(instance, lakehouse_home, webhook, cursor=tick.cursor)
-    assert int(after.cursor) > int(tick.cursor) and after.skip_reason.skip_message == "1 new alerts"
+    assert int(after.cursor) > int(tick.cursor) and after.skip_reason.skip_message == "1 new alerts, 0 cleared"
     assert read_alerts(lakehouse_home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
 
     # A sensor whose cursor was reset reads every run again, and still alerts nobody twice.
     reset = _tick(instance, lakehouse_home, webhook, cursor=None)
-    assert reset.skip_reason.skip_message == "0 new alerts" and reset.cursor == after.cursor
+    assert reset.skip_reason.skip_message == "0 new alerts, 0 cleared" and reset.cursor == after.cursor
     assert read_alerts(lakehouse_home / "ops.sqlite").height == 3 and len(webhook.requests) == 3
+
+
+def test_an_alert_clears_when_the_same_check_and_partition_passes_later(instance, lakehouse_home, webhook):
+    failed = dg.materialize([daily], instance=instance, partition_key="2024-01-08", raise_on_error=False)
+    dg.materialize([daily], instance=instance, partition_key="2024-01-09", raise_on_error=False)
+    assert not failed.success
+    _tick(instance, lakehouse_home, webhook, cursor=None)
+    assert open_alerts(lakehouse_home / "ops.sqlite")["partition"].sort().to_list() == ["2024-01-08", "2024-01-09"]
+    _volume_run(instance)
+    later = _tick(instance, lakehouse_home, webhook, cursor=None)
+    assert later.skip_reason.skip_message == "1 new alerts, 0 cleared"  # another check's pass clears nothing
+    _volume_run(instance, ok=True)
+    fixed = _tick(instance, lakehouse_home, webhook, cursor=None)
+    assert fixed.skip_reason.skip_message == "0 new alerts, 1 cleared"
+    still_open = open_alerts(lakehouse_home / "ops.sqlite")
+    assert sorted(still_open["check_name"]) == ["gate", "gate"]  # the gate's partitions have not passed yet
 
 
 def test_only_this_code_locations_checks_alert(instance, lakehouse_home, webhook):
     dg.materialize([foreign_asset], instance=instance)
     tick = _tick(instance, lakehouse_home, webhook, cursor=None)
-    assert tick.skip_reason.skip_message == "0 new alerts" and tick.cursor is not None
+    assert tick.skip_reason.skip_message == "0 new alerts, 0 cleared" and tick.cursor is not None
     assert read_alerts(lakehouse_home / "ops.sqlite").is_empty() and webhook.requests == []
 
 

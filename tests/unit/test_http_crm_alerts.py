@@ -243,6 +243,8 @@ def test_record_alerts_deduplicates_by_evaluation_id(tmp_path: Path) -> None:
         "description",
         "evaluated_at",
         "recorded_at",
+        "resolved_at",
+        "resolved_by",
     ]
     assert [a.evaluation_id for a in record_alerts(db, [_alert("e1"), _alert("e2")])] == ["e1", "e2"]
     assert [a.evaluation_id for a in record_alerts(db, [_alert("e2"), _alert("e3"), _alert("e3")])] == ["e3"]
