@@ -106,13 +106,13 @@ def work(home: Path, slice: bool) -> dict:
 
     import definitions
     from assets.triage import ASSETS, CHECKS
-    from assets.triage.shared import monthly
-    from lakehouse.common.settings import DateRange
+    from assets.triage.partitions import monthly
+    from lakehouse.common.settings import DateRange, configured_sources_path
     from lakehouse.common.sources import load_sources
     from lakehouse.triage.pipeline import CASE
     from lakehouse.triage.settings import TriageSettings
 
-    settings = TriageSettings()
+    settings = TriageSettings.load(configured_sources_path())
     window = settings.evaluation
     if not isinstance(window, DateRange):
         raise ValueError("the kit's sources file gives the evaluation window as dates (the official test split)")
@@ -173,9 +173,7 @@ def work(home: Path, slice: bool) -> dict:
 
     lake = Lake(str(home / "lake"))
     report = lake.read(CASE, "evaluation_report").row(0, named=True)
-    model = instance.get_latest_materialization_event(
-        dg.AssetKey([CASE, "triage_model"])
-    ).asset_materialization.metadata
+    model = instance.get_latest_materialization_event(dg.AssetKey([CASE, "model"])).asset_materialization.metadata
     folder = load_sources(os.environ["LAKEHOUSE_SOURCES"]).case(CASE).folder
     baseline = json.loads((folder / "baseline_results.json").read_text())["test"]
     ours = {k: round(float(report[k]), 4) for k in METRICS}

@@ -53,6 +53,7 @@ MONTHS = [date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1), date(2026, 4, 1)
 def prepare(tickets_per_month: int):
     import polars as pl
 
+    from lakehouse.common.settings import configured_sources_path
     from lakehouse.triage.pii import KnownPeople
     from lakehouse.triage.pipeline import build_training_set, scrub_tickets
     from lakehouse.triage.settings import TriageSettings
@@ -67,7 +68,12 @@ def prepare(tickets_per_month: int):
         clean.append(scrub_tickets(raw, people, m.isoformat()[:7], "GB"))
         labels.append(lab)
         raw_last = raw
-    training = build_training_set(pl.concat(clean[:-1]), pl.concat(labels[:-1]), datetime(2026, 4, 1), TriageSettings())
+    training = build_training_set(
+        pl.concat(clean[:-1]),
+        pl.concat(labels[:-1]),
+        datetime(2026, 4, 1),
+        TriageSettings.load(configured_sources_path()),
+    )
     held_out = clean[-1].join(labels[-1].select("ticket_id", "category"), on="ticket_id")
     return training, held_out, raw_last
 
@@ -161,11 +167,12 @@ def main() -> int:
     from lakehouse.common import promotion
     from lakehouse.common.home import LakehouseHome
     from lakehouse.common.registry import Registry
+    from lakehouse.common.settings import configured_sources_path
     from lakehouse.triage.model import body_path, log_model, route, score, threads, train
     from lakehouse.triage.pipeline import gate
     from lakehouse.triage.settings import TriageSettings
 
-    settings = TriageSettings()
+    settings = TriageSettings.load(configured_sources_path())
     payload = header(NAME, args.runs)
     training, held_out, raw = prepare(args.tickets_per_month)
     train_rows, validation = (

@@ -10,15 +10,14 @@ from demos import latest_metadata, range_tags
 
 GO_LIVE = date(2026, 7, 1)  # the months before are the labelled history the first model learns from
 RETRAINING = date(2026, 10, 1)  # the quarterly schedule's run in the demo window
-TRAINING = (
-    "key:triage/frozen_holdout or key:triage/training_set or key:triage/triage_model or key:triage/champion_model"
-)
+TRAINING = "key:triage/frozen_holdout or key:triage/training_set or key:triage/model or key:triage/champion_model"
 
 
 def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
     """The triage graph, in the order the schedules would run it over time."""
     from assets.triage import ASSETS, CHECKS
-    from assets.triage.shared import monthly
+    from assets.triage.partitions import monthly
+    from lakehouse.common.settings import configured_sources_path
     from lakehouse.triage.settings import TriageSettings
     from lakehouse.triage.world import WorldConfig
     from sensors.triage import retraining_run_config
@@ -27,7 +26,7 @@ def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
     months = [m.isoformat() for m in world.month_starts]
     keys = [k for k in monthly.get_partition_keys() if k in months]
     live = [k for k in keys if date.fromisoformat(k) >= GO_LIVE]
-    training = TriageSettings().training
+    training = TriageSettings.load(configured_sources_path()).training
 
     def materialize(selection, **kwargs):
         return dg.materialize(
@@ -66,17 +65,18 @@ def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
 
 def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     """Print the triage results beside the seed's; True when a champion routes tickets and the ROI report exists."""
+    from lakehouse.common.settings import configured_sources_path
     from lakehouse.triage.settings import TriageSettings
     from lakehouse.triage.world import WorldConfig
 
-    world, settings = WorldConfig.from_env(), TriageSettings()
+    world, settings = WorldConfig.from_env(), TriageSettings.load(configured_sources_path())
     print(
         f"\n=== Triage (seed case 4): {world.tickets_per_month:,} tickets/month, {len(world.categories)} categories, seed {world.seed} ==="
     )
     tickets = latest_metadata(instance, ["triage", "tickets_clean"])
     if tickets:
         print(f"tickets: {tickets['dagster/row_count']:,} scrubbed, {tickets['pii_replaced']:,} PII items replaced")
-    model = latest_metadata(instance, ["triage", "triage_model"])
+    model = latest_metadata(instance, ["triage", "model"])
     champion = latest_metadata(instance, ["triage", "champion_model"])
     if model:
         print(

@@ -4,10 +4,8 @@ from datetime import date
 
 import dagster as dg
 
+from assets.triage.partitions import TIMEZONE
 from lakehouse.triage.pipeline import CASE
-from lakehouse.triage.settings import TriageSettings
-
-TIMEZONE = TriageSettings().calendar.timezone  # schedules run in the data calendar's time zone
 
 triage_monthly_job = dg.define_asset_job(
     "triage_monthly",
@@ -18,7 +16,10 @@ triage_monthly_job = dg.define_asset_job(
         [CASE, "published_routes"],
         [CASE, "monthly_confusion"],
     ),
-    description="Ingest and scrub the month's tickets, route them with the champion, publish the queues, build the confusion matrix.",
+    description=(
+        "Ingest and scrub the month's tickets, route them with the champion, publish the queues, build the confusion "
+        "matrix."
+    ),
 )
 
 triage_quarterly_retraining_job = dg.define_asset_job(
@@ -26,14 +27,14 @@ triage_quarterly_retraining_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         [CASE, "frozen_holdout"],
         [CASE, "training_set"],
-        [CASE, "triage_model"],
+        [CASE, "model"],
         [CASE, "champion_model"],
         [CASE, "evaluation_report"],
         [CASE, "roi_report"],
     ),
     description=(
-        "Retrain on the validated tickets known before the quarter starts, compare with the champion on the frozen hold-out, "
-        "promote only if not worse, refresh the evaluation and ROI reports."
+        "Retrain on the validated tickets known before the quarter starts, compare with the champion on the frozen "
+        "hold-out, promote only if not worse, refresh the evaluation and ROI reports."
     ),
 )
 

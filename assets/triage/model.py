@@ -4,9 +4,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.common import OWNERS, champion_asset, frame_schema, gate_check_result, table
+from assets.common import OWNERS, champion_asset, frame_schema, gate_check_result, rendered, table
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
-from assets.triage.shared import rendered
 from lakehouse.triage.pipeline import (
     CASE,
     build_holdout,
@@ -17,13 +16,12 @@ from lakehouse.triage.pipeline import (
     train_challenger,
 )
 from lakehouse.triage.settings import TriageSettings
-from resources import LakehouseResource, MlflowResource
+from resources import LakehouseResource, MlflowResource, SourcesResource
 
 HOLDOUT_KEY = dg.AssetKey([CASE, "frozen_holdout"])
 TRAINING_KEY = dg.AssetKey([CASE, "training_set"])
-MODEL_KEY = dg.AssetKey([CASE, "triage_model"])
+MODEL_KEY = dg.AssetKey([CASE, "model"])
 CHAMPION_KEY = dg.AssetKey([CASE, "champion_model"])
-SETTINGS = TriageSettings()  # for descriptions only; assets read their settings when they run
 
 
 class CutOffConfig(dg.Config):
@@ -45,14 +43,15 @@ def _as_of(value: str | None, lakehouse: LakehouseResource) -> datetime:
     kinds={"polars", "parquet"},
     owners=OWNERS[CASE],
     description=(
-        "The frozen hold-out: `training.holdout_share` of labelled tickets by a stable hash of the ticket id, never trained on. "
-        "Built once; re-materializing keeps it unless `refresh` is set, so champion and challenger are compared on the same tickets."
+        "The frozen hold-out: `training.holdout_share` of labelled tickets by a stable hash of the ticket id, never "
+        "trained on. Built once; re-materializing keeps it unless `refresh` is set, so champion and challenger are "
+        "compared on the same tickets."
     ),
 )
 def frozen_holdout(
-    context: dg.AssetExecutionContext, config: HoldoutConfig, lakehouse: LakehouseResource
+    context: dg.AssetExecutionContext, config: HoldoutConfig, lakehouse: LakehouseResource, sources: SourcesResource
 ) -> dg.MaterializeResult:
-    settings, lake = TriageSettings(), lakehouse.lake
+    settings, lake = sources.settings(TriageSettings), lakehouse.lake
     if lake.exists(CASE, "frozen_holdout") and not config.refresh:
         holdout, status = lake.read(CASE, "frozen_holdout"), "kept"
     else:
@@ -80,21 +79,23 @@ def frozen_holdout(
     kinds={"polars", "parquet"},
     owners=OWNERS[CASE],
     description=(
-        "Tickets with a validated agent label known at the cut-off, outside the frozen hold-out: every one by default, or the "
-        "most recent `training.tickets`; the `training.validation` period (or the newest `training.validation_share`) is the "
-        "validation set of the gate, the calibration and the out-of-scope rule. Scrubbed text only."
+        "Tickets with a validated agent label known at the cut-off, outside the frozen hold-out: every one by default, "
+        "or the most recent `training.tickets`; the `training.validation` period (or the newest "
+        "`training.validation_share`) is the validation set of the gate, the calibration and the out-of-scope rule. "
+        "Scrubbed text only."
     ),
 )
 def training_set(
-    context: dg.AssetExecutionContext, config: CutOffConfig, lakehouse: LakehouseResource
+    context: dg.AssetExecutionContext, config: CutOffConfig, lakehouse: LakehouseResource, sources: SourcesResource
 ) -> dg.MaterializeResult:
-    settings, lake = TriageSettings(), lakehouse.lake
+    settings, lake = sources.settings(TriageSettings), lakehouse.lake
     as_of = _as_of(config.as_of, lakehouse)
     df = build_training_set(read_months(lake, "tickets_clean"), read_months(lake, "agent_labels"), as_of, settings)
     counts = dict(df.group_by("split").len().iter_rows())
     if not counts.get("train") or not counts.get("validation"):
         raise dg.Failure(
-            f"before {as_of:%Y-%m-%d} there are {counts.get('train', 0)} training and {counts.get('validation', 0)} validation tickets: both are needed"
+            f"before {as_of:%Y-%m-%d} there are {counts.get('train', 0)} training and "
+            f"{counts.get('validation', 0)} validation tickets: both are needed"
         )
     lake.write(df, CASE, "training_set")
     mix = category_mix(df["category"])
@@ -119,9 +120,11 @@ def training_set(
     kinds={"pytorch", "onnx", "mlflow"},
     owners=OWNERS[CASE],
     description=(
-        "all-MiniLM-L6-v2 fine-tuned with a softmax head (SetFit's differentiable head, end to end) within the step budget, then a "
-        "logistic head refitted on the served int8 body; temperature, out-of-scope threshold and auto-route threshold (to "
-        "`auto_precision_target`) fitted on the validation set; served as ONNX. Scored on the validation set and on the frozen hold-out beside the champion; logged to MLflow as a pyfunc model, registered with alias `challenger`."
+        "all-MiniLM-L6-v2 fine-tuned with a softmax head (SetFit's differentiable head, end to end) within the step "
+        "budget, then a logistic head refitted on the served int8 body; temperature, out-of-scope threshold and "
+        "auto-route threshold (to `auto_precision_target`) fitted on the validation set; served as ONNX. Scored on the "
+        "validation set and on the frozen hold-out beside the champion; logged to MLflow as a pyfunc model, registered "
+        "with alias `challenger`."
     ),
     check_specs=[
         dg.AssetCheckSpec(
@@ -129,14 +132,16 @@ def training_set(
             asset=MODEL_KEY,
             blocking=True,
             description=(
-                f"Validation macro-F1 >= {SETTINGS.gate.min_macro_f1}, auto-route precision >= {SETTINGS.gate.min_auto_precision}, "
-                f"and not worse than the champion on the frozen hold-out (tolerance {SETTINGS.gate.not_worse_tolerance})."
+                "Validation macro-F1 >= `gate.min_macro_f1`, auto-route precision >= `gate.min_auto_precision`, "
+                "and not worse than the champion on the frozen hold-out (tolerance `gate.not_worse_tolerance`)."
             ),
         )
     ],
 )
-def triage_model(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource):
-    settings = TriageSettings()
+def model(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource, sources: SourcesResource
+):
+    settings = sources.settings(TriageSettings)
     registry = mlflow.registry(lakehouse)
     result = train_challenger(
         lakehouse.lake.read(CASE, "training_set"),
@@ -156,5 +161,7 @@ champion_model = champion_asset(
     MODEL_KEY,
     lambda settings: settings.registered_model_name,
     TriageSettings,
-    description="Moves the MLflow alias `champion` to the challenger that passed the promotion gate, or keeps the champion.",
+    description=(
+        "Moves the MLflow alias `champion` to the challenger that passed the promotion gate, or keeps the champion."
+    ),
 )

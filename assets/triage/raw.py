@@ -6,7 +6,7 @@ from datetime import date
 import dagster as dg
 
 from assets.common import OWNERS, check_result, column_schema, require_partitions, table
-from assets.triage.shared import monthly
+from assets.triage.partitions import monthly
 from lakehouse.triage.pipeline import CASE, RawTables, generated, ingest, load_source
 from lakehouse.triage.schemas import AGENT_LABELS, CLEAN_TICKETS
 from lakehouse.triage.settings import TriageSettings

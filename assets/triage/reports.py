@@ -6,10 +6,10 @@ from assets.common import OWNERS, REPORT, number, rate, table
 from assets.triage.raw import LABELS_KEY
 from assets.triage.routing import ROUTES_KEY
 from lakehouse.common.display import bar_chart, money, pct
-from lakehouse.triage.pipeline import CASE, MONTH, evaluation_report, read_months, roi
+from lakehouse.triage.pipeline import CASE, evaluation_report, roi, routed_months
 from lakehouse.triage.roi import report_table
 from lakehouse.triage.settings import TriageSettings
-from resources import LakehouseResource
+from resources import LakehouseResource, SourcesResource
 
 
 @dg.asset(
@@ -20,22 +20,26 @@ from resources import LakehouseResource
     kinds={"polars"},
     owners=OWNERS[CASE],
     description=(
-        "Quality of the routed tickets of the months `evaluation` picks (dates, or a duration back from the latest routed month) "
-        "against the agents' labels: accuracy, macro-F1, accuracy on known categories, out-of-scope recall, auto-routed share and "
-        "its precision, per route and reason."
+        "Quality of the routed tickets of the months `evaluation` picks (dates, or a duration back from the latest "
+        "routed month) against the agents' labels: accuracy, macro-F1, accuracy on known categories, out-of-scope "
+        "recall, auto-routed share and its precision, per route and reason."
     ),
 )
-def triage_evaluation_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def triage_evaluation_report(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, sources: SourcesResource
+) -> dg.MaterializeResult:
     import polars as pl
 
-    settings, lake = TriageSettings(), lakehouse.lake
-    if not lake.partitions(CASE, "ticket_routes", MONTH):
+    settings, lake = sources.settings(TriageSettings), lakehouse.lake
+    routed = routed_months(lake)
+    if routed is None:
         return dg.MaterializeResult(metadata={"months": "none routed yet"})
-    result = evaluation_report(read_months(lake, "ticket_routes"), read_months(lake, "agent_labels"), settings)
+    result = evaluation_report(routed.routes, routed.labels, settings)
     m = result.metrics
     lake.write(pl.DataFrame([{**m, "months": ",".join(result.months)}]), CASE, "evaluation_report")
     context.log.info(
-        f"{', '.join(result.months)}: accuracy {m['accuracy']:.3f}, auto {m['auto_rate']:.1%} at {m['auto_precision']:.1%}"
+        f"{', '.join(result.months)}: accuracy {m['accuracy']:.3f}, "
+        f"auto {m['auto_rate']:.1%} at {m['auto_precision']:.1%}"
     )
     return dg.MaterializeResult(
         metadata={
@@ -48,9 +52,9 @@ def triage_evaluation_report(context: dg.AssetExecutionContext, lakehouse: Lakeh
             "auto_rate": rate(m["auto_rate"]),
             "auto_precision": rate(m["auto_precision"]),
             "reading": (
-                f"{pct(m['auto_rate'])} of the tickets went straight to a team, {pct(m['auto_precision'])} of them to the right one; "
-                f"{pct(m['accuracy'])} of all suggested categories were right, and {pct(m['out_of_scope_recall'])} of the tickets "
-                "that match no known category were recognised as such."
+                f"{pct(m['auto_rate'])} of the tickets went straight to a team, {pct(m['auto_precision'])} of them "
+                f"to the right one; {pct(m['accuracy'])} of all suggested categories were right, and "
+                f"{pct(m['out_of_scope_recall'])} of the tickets that match no known category were recognised as such."
             ),
             "chart": dg.MetadataValue.md(
                 bar_chart(
@@ -83,18 +87,22 @@ def _or_zero(x: float) -> float:
     kinds={"polars"},
     owners=OWNERS[CASE],
     description=(
-        "Auto-triage rate, precision of auto-routed tickets, time to triage, agent FTE freed and ROI over every routed month, "
-        "beside the seed's figures (cost assumptions: `economics` in the case's settings; the report names the defaults in use)."
+        "Auto-triage rate, precision of auto-routed tickets, time to triage, agent FTE freed and ROI over every routed "
+        "month, beside the seed's figures (cost assumptions: `economics` in the case's settings; the report names the "
+        "defaults in use)."
     ),
 )
-def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def roi_report(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, sources: SourcesResource
+) -> dg.MaterializeResult:
     import polars as pl
 
-    settings, lake = TriageSettings(), lakehouse.lake
-    if not lake.partitions(CASE, "ticket_routes", MONTH):
+    settings, lake = sources.settings(TriageSettings), lakehouse.lake
+    routed = routed_months(lake)
+    if routed is None:
         return dg.MaterializeResult(metadata={"months": "none routed yet"})
-    routes = read_months(lake, "ticket_routes")
-    result = roi(routes, read_months(lake, "agent_labels"), settings)
+    routes = routed.routes
+    result = roi(routes, routed.labels, settings)
     row = {k: (",".join(v) if isinstance(v, list) else v) for k, v in result.to_dict().items()}
     lake.write(pl.DataFrame([row]), CASE, "roi_report")
     context.log.info(
@@ -112,7 +120,8 @@ def roi_report(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) 
             "default_figures": ", ".join(result.default_figures) or "none",
             "reading": (
                 f"{pct(result.auto_triage_rate)} of {result.tickets:,} tickets were routed without an agent, freeing "
-                f"{result.fte_freed:.2f} agents; effort scaled to {settings.economics.tickets_per_month:,} tickets a month"
+                f"{result.fte_freed:.2f} agents; effort scaled to {settings.economics.tickets_per_month:,} "
+                "tickets a month"
                 + (
                     f"; the seed's default figures were used for {', '.join(result.default_figures)}"
                     if result.default_figures

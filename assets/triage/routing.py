@@ -5,8 +5,8 @@ import dagster as dg
 
 from assets.common import OWNERS, check_result, frame_schema, require_partitions, table
 from assets.triage.model import CHAMPION_KEY
+from assets.triage.partitions import monthly
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
-from assets.triage.shared import monthly
 from lakehouse.common.display import bar_chart, pct
 from lakehouse.common.registry import CHAMPION
 from lakehouse.triage.pipeline import (
@@ -15,15 +15,14 @@ from lakehouse.triage.pipeline import (
     month_of,
     monthly_confusion,
     route_tickets,
+    routed_months,
     routing_checks,
-    with_agent_labels,
 )
 from lakehouse.triage.settings import TriageSettings
-from resources import LakehouseResource, MlflowResource
+from resources import LakehouseResource, MlflowResource, SourcesResource
 
 ROUTES_KEY = dg.AssetKey([CASE, "ticket_routes"])
 CONFUSION_KEY = dg.AssetKey([CASE, "monthly_confusion"])
-SETTINGS = TriageSettings()  # for descriptions only; assets read their settings when they run
 
 
 @dg.asset(
@@ -34,8 +33,9 @@ SETTINGS = TriageSettings()  # for descriptions only; assets read their settings
     kinds={"onnx", "parquet"},
     owners=OWNERS[CASE],
     description=(
-        "Every ticket of the month classified by the `champion`: category, confidence, route and reason. Above the champion's "
-        f"auto-route threshold (fitted on validation to `auto_precision_target`, never below {SETTINGS.confidence_threshold}) to the category's team; otherwise, or when the ticket matches no known category "
+        "Every ticket of the month classified by the `champion`: category, confidence, route and reason. Above the "
+        "champion's auto-route threshold (fitted on validation to `auto_precision_target`, never below "
+        "`confidence_threshold`) to the category's team; otherwise, or when the ticket matches no known category "
         "(reason `out_of_scope`), to human validation."
     ),
     check_specs=[
@@ -52,16 +52,19 @@ SETTINGS = TriageSettings()  # for descriptions only; assets read their settings
         dg.AssetCheckSpec(
             "category_mix_drift",
             asset=ROUTES_KEY,
-            description="Predicted category mix vs the champion's training mix: PSI above `monitoring.max_mix_psi` alerts; chi-square p-value reported.",
+            description=(
+                "Predicted category mix vs the champion's training mix: PSI above `monitoring.max_mix_psi` alerts; "
+                "chi-square p-value reported."
+            ),
         ),
     ],
 )
 def ticket_routes(
-    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource, sources: SourcesResource
 ) -> dg.MaterializeResult:
     from lakehouse.triage.model import load_classifier
 
-    settings, lake = TriageSettings(), lakehouse.lake
+    settings, lake = sources.settings(TriageSettings), lakehouse.lake
     require_partitions(monthly, [context.partition_key], TriageSettings)
     month = month_of(context.partition_key)
     classifier, version = load_classifier(mlflow.registry(lakehouse), settings, CHAMPION)
@@ -98,12 +101,8 @@ def ticket_routes(
 def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
     from lakehouse.triage.queues import publish
 
-    lake, month = lakehouse.lake, month_of(context.partition_key)
-    counts = publish(
-        lakehouse.paths.ops_db,
-        lake.read(CASE, "ticket_routes", (MONTH, month)),
-        lake.read(CASE, "agent_labels", (MONTH, month)),
-    )
+    routed = routed_months(lakehouse.lake, [month_of(context.partition_key)])
+    counts = publish(lakehouse.paths.ops_db, routed.routes, routed.labels)
     return dg.MaterializeResult(metadata={**counts, "ops_db": dg.MetadataValue.path(str(lakehouse.paths.ops_db))})
 
 
@@ -114,22 +113,28 @@ def published_routes(context: dg.AssetExecutionContext, lakehouse: LakehouseReso
     group_name=CASE,
     kinds={"polars", "matplotlib"},
     owners=OWNERS[CASE],
-    description="The month's confusion matrix (agent label vs predicted category), per-category recall and precision as tables, the weakest categories as a chart, the whole matrix as a PNG in the reports folder.",
+    description=(
+        "The month's confusion matrix (agent label vs predicted category), per-category recall and precision as "
+        "tables, the weakest categories as a chart, the whole matrix as a PNG in the reports folder."
+    ),
     check_specs=[
         dg.AssetCheckSpec(
             "category_recall",
             asset=CONFUSION_KEY,
-            description="Recall of every category with >= `monitoring.min_category_support` tickets in the month >= `monitoring.min_category_recall`.",
+            description=(
+                "Recall of every category with >= `monitoring.min_category_support` tickets in the month >= "
+                "`monitoring.min_category_recall`."
+            ),
         )
     ],
 )
-def monthly_confusion_matrix(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+def monthly_confusion_matrix(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, sources: SourcesResource
+) -> dg.MaterializeResult:
     from lakehouse.triage.monitoring import plot_confusion
 
-    settings, lake, month = TriageSettings(), lakehouse.lake, month_of(context.partition_key)
-    joined = with_agent_labels(
-        lake.read(CASE, "ticket_routes", (MONTH, month)), lake.read(CASE, "agent_labels", (MONTH, month))
-    )
+    settings, lake, month = sources.settings(TriageSettings), lakehouse.lake, month_of(context.partition_key)
+    joined = routed_months(lake, [month]).labelled()
     if joined.is_empty():
         raise dg.Failure(f"no agent label yet for {month}")
     result = monthly_confusion(joined, settings)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from lakehouse.common.registry import CHAMPION, Registry
+from lakehouse.common.settings import configured_sources_path
 from lakehouse.serving.app import CaseService, ServingSettings
 from lakehouse.triage.model import AUTO, TriageClassifier, load_classifier, route
 from lakehouse.triage.pii import KnownPeople, model_text, prepare
@@ -53,7 +54,7 @@ class TriageService:
         self.classifier: TriageClassifier | None = None
         self.version: str | None = None
         self.error: str | None = None
-        self.case_settings = TriageSettings()
+        self.case_settings = TriageSettings.load(configured_sources_path())
         self._lock = threading.Lock()  # one inference at a time: torch already uses every core
 
     async def start(self) -> None:

@@ -92,7 +92,8 @@ class TriageClassifier:
         self.in_scope = np.array([c != self.out_of_scope for c in self.categories])
 
     def batches(self, texts: list[str]):
-        """(rows, inputs) of each batch: texts tokenized one by one, grouped by length, padded to the batch's longest."""
+        """(rows, inputs) of each batch: texts tokenized one by one, grouped by length, padded to the batch's
+        longest."""
         encodings = self.tokenizer.encode_batch(texts)
         lengths = np.array([len(e.ids) for e in encodings])
         order = np.argsort(lengths, kind="stable")
@@ -636,7 +637,9 @@ def _pyfunc_class():
         """MLflow wrapper of the saved classifier directory: text in, category, confidence and out-of-scope flag out."""
 
         def load_context(self, context):
-            settings = TriageSettings()
+            from lakehouse.common.settings import configured_sources_path
+
+            settings = TriageSettings.load(configured_sources_path())
             self.classifier = TriageClassifier(
                 context.artifacts["classifier"],
                 batch_size=settings.inference.batch_size,

@@ -180,8 +180,8 @@ def split_months(
             raw.labels_label,
             "agent_labels",
             None,
-            f"no label for the tickets of {', '.join(emptied[:10])}, which have stored labels: the stored labels are kept. "
-            "Run with `replace_with_empty: true` to store them empty on purpose",
+            f"no label for the tickets of {', '.join(emptied[:10])}, which have stored labels: the stored labels are "
+            "kept. Run with `replace_with_empty: true` to store them empty on purpose",
         )
     return {k: (tickets.frames[k], labels.frames[k].drop("__created_at")) for k in selected}, tickets.skipped_rows
 
@@ -255,7 +255,8 @@ def ingest(
         "== 0",
         "no personal data found in the scrubbed text by the independent detector"
         if not left
-        else f"{left} personal data item(s) left after scrubbing ({', '.join(f'{k}: {n}' for k, n in sorted(residual.items()))}): nothing was stored",
+        else f"{left} personal data item(s) left after scrubbing "
+        f"({', '.join(f'{k}: {n}' for k, n in sorted(residual.items()))}): nothing was stored",
         severity="ERROR",
         metadata={
             "pii_replaced": sum(r["pii_replaced"] for r in rows),
@@ -472,13 +473,15 @@ def train_challenger(
         training.filter(pl.col("split") == "validation"),
     )
     log(
-        f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), validating on {validation.height}"
+        f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), "
+        f"validating on {validation.height}"
     )
     trained = train(train_rows, validation, settings, log=log)
     try:
         log(
-            f"trained in {trained.train_seconds:.0f} s ({trained.steps} steps); temperature {trained.temperature:.2f}, out-of-scope threshold "
-            f"{trained.out_of_scope_threshold:.3f}, auto-route threshold {trained.auto_threshold:.4f} (precision target {settings.auto_precision_target})"
+            f"trained in {trained.train_seconds:.0f} s ({trained.steps} steps); temperature {trained.temperature:.2f}, "
+            f"out-of-scope threshold {trained.out_of_scope_threshold:.3f}, auto-route threshold "
+            f"{trained.auto_threshold:.4f} (precision target {settings.auto_precision_target})"
         )
         scores = score(trained.classifier, validation, settings)
         held = score(trained.classifier, holdout, settings) if holdout.height else None
@@ -526,7 +529,8 @@ def train_challenger(
     lake.write(category_mix(known["category"]), CASE, "training_mix", ("model_version", version))
     outcome = gate(scores, held or scores, champion, version, champion_version, settings)
     log(
-        f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at {scores['auto_precision']:.1%}; {outcome.summary()}"
+        f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at "
+        f"{scores['auto_precision']:.1%}; {outcome.summary()}"
     )
     return Challenger(
         version,
@@ -580,6 +584,31 @@ def routing_checks(routes: pl.DataFrame, training_mix: pl.DataFrame, settings: T
 
 def with_agent_labels(routes: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
     return routes.join(labels.select("ticket_id", pl.col("category").alias("agent_category")), on="ticket_id")
+
+
+@dataclass
+class RoutedMonths:
+    """The routes of some months and the agents' labels of the same months."""
+
+    months: list[str]
+    routes: pl.DataFrame
+    labels: pl.DataFrame
+
+    def labelled(self) -> pl.DataFrame:
+        """Each routed ticket with its agent's label (`agent_category`); tickets not labelled yet are left out."""
+        return with_agent_labels(self.routes, self.labels)
+
+
+def routed_months(lake: Lake, months: list[str] | None = None) -> RoutedMonths | None:
+    """The routes and labels of `months` (YYYY-MM; every routed month by default) that have routes; None when none
+    has."""
+    routed = lake.partitions(CASE, "ticket_routes", MONTH)
+    chosen = routed if months is None else [m for m in months if m in routed]
+    if not chosen:
+        return None
+    labelled = [m for m in chosen if lake.exists(CASE, "agent_labels", (MONTH, m))]
+    labels = read_months(lake, "agent_labels", labelled) if labelled else AGENT_LABELS.empty()
+    return RoutedMonths(chosen, read_months(lake, "ticket_routes", chosen), labels)
 
 
 @dataclass

@@ -221,7 +221,7 @@ def test_a_worse_challenger_is_refused_and_the_champion_stays(built, monkeypatch
         "ops": {"triage__training_set": retraining_run_config(date(2026, 10, 1))["ops"]["triage__training_set"]}
     }
     result = built.materialize(
-        "key:triage/training_set or key:triage/triage_model or key:triage/champion_model", run_config=run_config
+        "key:triage/training_set or key:triage/model or key:triage/champion_model", run_config=run_config
     )
     gate = evaluation(result, "promotion_gate")
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR

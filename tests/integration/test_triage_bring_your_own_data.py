@@ -202,7 +202,7 @@ def test_personal_data_left_after_scrubbing_fails_the_blocking_check_and_nothing
 
 def test_a_month_outside_the_calendar_is_refused_naming_the_range_and_the_setting():
     from assets.common import PartitionOutOfRange, require_partitions
-    from assets.triage.shared import monthly
+    from assets.triage.partitions import monthly
     from lakehouse.triage.settings import TriageSettings
 
     with pytest.raises(PartitionOutOfRange) as error:
