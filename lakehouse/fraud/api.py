@@ -10,9 +10,10 @@ the service; `off` leaves them to `python -m lakehouse.fraud.consumer`.
 Hardening: event times are checked against the service clock (refused when further ahead than
 `serving.future_tolerance_s` or older than the longest feature window; earlier times within
 the window are fine, out of order included), in the shape of the app's validation errors;
-non-finite numbers are refused (422); a store found without its epoch key (a Redis restarted without its data)
-is reported by /ready, its decisions are flagged degraded, and it is warmed again from the
-lake in the background; a full spool answers 503 rather than a decision it could not log.
+non-finite numbers are refused (422); a store without its epoch key (empty, or a Redis restarted
+without its data), found by a decision or by a readiness probe, makes /ready answer 503, its
+decisions are flagged degraded, and it is warmed again from the lake in the background; a full
+spool answers 503 rather than a decision it could not log.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
@@ -42,6 +44,7 @@ from lakehouse.fraud.online import (
     DecisionLogConsumer,
     FeatureConsumer,
     LoadedModel,
+    StoreLostDuringWarmUp,
     epoch_ms,
     event_fields,
     event_stream,
@@ -57,6 +60,12 @@ from lakehouse.serving.app import CaseService
 from lakehouse.serving.app import ServingSettings as AppSettings
 
 log = logging.getLogger(__name__)
+PROBE_TIMEOUT_S = 0.5  # a readiness probe's look at the feature store
+WARMING_TTL_S = 10  # the warming key outlives a dead warmer by at most this long
+REFRESH_SCRIPT = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
+)
+RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 ID = r"^[^\x00-\x1f]{1,64}$"  # no control characters: they separate fields in the store
 
 
@@ -265,34 +274,72 @@ class FraudService:
             await self._warm_once()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # Redis away again, or the lake unreadable: the next lost read tries again
+        except Exception as exc:  # Redis away again, or the lake unreadable: the next probe or lost read tries again
             log.warning("fraud feature store warm-up failed: %r", exc)
 
     async def _warm_once(self) -> None:
-        """Warm the store from the lake (one process at a time; the others wait for its epoch)."""
+        """Warm the store from the lake until it holds its epoch. One process at a time holds the
+        warming key, kept alive while it works: the others wait, and take over within seconds
+        when it dies. A store flushed during the warm-up is warmed again."""
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        while not await self.client.exists(EPOCH_KEY):
+            if not await self.client.set(WARMING_KEY, token, nx=True, ex=WARMING_TTL_S):
+                await asyncio.sleep(0.5)
+                continue
+            keep_alive = asyncio.create_task(self._hold_warming_key(token))
+            try:
+                await self._warm_from_lake()
+            except StoreLostDuringWarmUp as exc:
+                log.warning("%s: warming it again", exc)
+            finally:
+                keep_alive.cancel()
+                await self.client.eval(RELEASE_SCRIPT, 1, WARMING_KEY, token)
+
+    async def _hold_warming_key(self, token: str) -> None:
+        while True:
+            await asyncio.sleep(WARMING_TTL_S / 3)
+            try:
+                await self.client.eval(REFRESH_SCRIPT, 1, WARMING_KEY, token, WARMING_TTL_S)
+            except Exception as exc:  # Redis away: the warm-up itself fails and says so
+                log.debug("warming key not refreshed: %r", exc)
+
+    async def _warm_from_lake(self) -> None:
         import redis
 
-        if not await self.client.set(WARMING_KEY, str(os.getpid()), nx=True, ex=3600):
-            while not await self.client.exists(EPOCH_KEY):
-                await asyncio.sleep(0.5)
-            return
         registry = self.decider.model.cascade.registry if self.decider else registry_for(self.fraud)
         day = datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC).date()
         started = time.perf_counter()
+        history, labels = await asyncio.to_thread(store_history, self.lake, registry, day)
+        sync = redis.Redis.from_url(self.settings.redis_url)
         try:
-            history, labels = await asyncio.to_thread(store_history, self.lake, registry, day)
-            sync = redis.Redis.from_url(self.settings.redis_url)
-            try:
-                self.warmed = await asyncio.to_thread(warm_store, sync, history, registry, self.fraud.serving, labels)
-            finally:
-                sync.close()
-            log.warning(
-                "fraud feature store warmed from the lake: %d transactions in %.1f s",
-                self.warmed,
-                time.perf_counter() - started,
-            )
+            self.warmed = await asyncio.to_thread(warm_store, sync, history, registry, self.fraud.serving, labels)
         finally:
-            await self.client.delete(WARMING_KEY)
+            sync.close()
+        log.warning(
+            "fraud feature store warmed from the lake: %d transactions in %.1f s",
+            self.warmed,
+            time.perf_counter() - started,
+        )
+
+    async def store_state(self) -> str:
+        """The feature store as a probe finds it: `ok` (warm), `warming` (a warm-up runs, here or
+        in another process), `lost` (no epoch: empty, or restarted without its data; this probe
+        starts the warm-up) or `unavailable` (no answer within the probe's timeout)."""
+        if self.warming is not None and not self.warming.done():
+            return "warming"
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.exists(EPOCH_KEY)
+                pipe.exists(WARMING_KEY)
+                warm, warming = await pipe.execute()
+        except Exception as exc:
+            log.debug("readiness probe: feature store unavailable: %r", exc)
+            return "unavailable"
+        if warm:
+            return "ok"
+        self._store_lost()
+        return "warming" if warming else "lost"
 
     # ------------------------------------------------------------------ state
 
@@ -300,18 +347,12 @@ class FraudService:
         """Every decision so far is published and handled by both consumer groups."""
         return not self.publisher.waiting and await self.consumer_stream.caught_up(CONSUMER_GROUPS)
 
-    def ready(self) -> dict:
+    async def ready(self) -> dict:
+        """Ready when a champion is loaded and the feature store is warm (checked on every probe, without traffic)."""
         decider = self.decider
-        if self.warming is not None and not self.warming.done():
-            store = "warming"
-        elif decider and decider.store_lost:
-            store = "lost"
-        elif decider and decider.breaker.consecutive:
-            store = "unavailable"
-        else:
-            store = "ok"
+        store = await self.store_state()
         return {
-            "ready": decider is not None,
+            "ready": decider is not None and store == "ok",
             "model_version": decider.model.version if decider else None,
             "feature_store": store,
             "lists_version": self.lists_version,

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -55,7 +56,8 @@ CONSUMER_GROUPS = (FEATURES_GROUP, DECISION_LOG_GROUP)
 LISTS_KEY_PREFIX = "fraud:lists:"
 LISTS_THRESHOLDS_KEY = "fraud:lists:thresholds"
 LISTS_VERSION_KEY = "fraud:lists:version"
-WARMING_KEY = "fraud:warming"  # held by the process re-warming the store
+WARMING_KEY = "fraud:warming"  # held by the service process re-warming the store (kept alive while it works)
+WARM_RUN_PREFIX = "fraud:warm-run:"  # one per warm-up: a flush during the warm-up removes it
 DECISION_LOG_PARTS = "decision_log_parts"
 LABEL_LOG_PARTS = "label_log_parts"
 FIRST_ENTITIES = tuple(e for e in ENTITIES if e not in LAYER3_ONLY_ENTITIES)
@@ -89,6 +91,18 @@ def epoch_ms(ts: datetime) -> int:
 
 # --------------------------------------------------------------------------- warming the store (sync)
 
+# Marks the store warm only if the warm-up's own key survived it: a store flushed while it was
+# being warmed holds part of the history and must not be called warm.
+MARK_WARM_SCRIPT = """
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class StoreLostDuringWarmUp(RuntimeError):
+    """The store lost its data while it was being warmed: what was written is incomplete."""
+
 
 def warm_store(
     client,
@@ -100,7 +114,10 @@ def warm_store(
 ) -> int:
     """Apply transactions (in time order), their fraud labels and other labels (tx_id, ts,
     merchant_id, category, is_fraud) to the store with the consumer's updates, then mark the
-    store warm; returns how many transactions were new."""
+    store warm; returns how many transactions were new. Raises StoreLostDuringWarmUp when the
+    store lost its data meanwhile (the epoch is then not written)."""
+    run_key = WARM_RUN_PREFIX + uuid.uuid4().hex
+    client.set(run_key, "1", ex=6 * 3600)
     script = client.register_script(UPDATE_SCRIPT)
     label = client.register_script(LABEL_SCRIPT)
     applied = 0
@@ -124,7 +141,8 @@ def warm_store(
         ):
             label(keys=labelled[0], args=labelled[1], client=pipe)
     pipe.execute()
-    client.set(EPOCH_KEY, datetime.now(UTC).isoformat())
+    if not client.eval(MARK_WARM_SCRIPT, 2, run_key, EPOCH_KEY, datetime.now(UTC).isoformat()):
+        raise StoreLostDuringWarmUp("the feature store lost its data while it was being warmed")
     return applied
 
 
@@ -268,7 +286,6 @@ class Decider:
         self.settings = settings
         self.breaker = Breaker(settings.serving.redis_failures_to_open, settings.serving.redis_retry_after_s)
         self.on_store_lost = on_store_lost
-        self.store_lost = False
 
     async def _read(
         self, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, state: OnlineState | None = None
@@ -300,12 +317,9 @@ class Decider:
             reason = "degraded:feature_store_unavailable"
         elif not state.warm:
             reason = "degraded:feature_store_lost"
-            self.store_lost = True
             if self.on_store_lost is not None:
                 self.on_store_lost()
             state = None
-        else:
-            self.store_lost = False
         t_features = time.perf_counter()
         if state is None:
             features = {**cascade.degraded_defaults, **row_features(tx, ts_ms, None, names3, registry)}

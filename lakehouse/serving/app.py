@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import hmac
+import inspect
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ class CaseService:
     router: APIRouter
     start: Callable[[], Awaitable[None]] = _nothing
     stop: Callable[[], Awaitable[None]] = _nothing
-    ready: Callable[[], dict] = field(default=lambda: {"ready": True})
+    ready: Callable[[], dict | Awaitable[dict]] = field(default=lambda: {"ready": True})  # asked on every probe
     hot: dict[str, Shortcut] = field(default_factory=dict)  # POST path under /<case> -> shortcut
 
 
@@ -261,7 +262,10 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
 
     @app.get("/ready", tags=["operations"], summary="Readiness: every case has its model and stores")
     async def ready(request: Request) -> JSONResponse:
-        cases = {service.name: service.ready() for service in services}
+        cases = {}
+        for service in services:
+            answer = service.ready()
+            cases[service.name] = await answer if inspect.isawaitable(answer) else answer
         ok = all(c.get("ready") for c in cases.values())
         return JSONResponse({"ready": ok, "cases": cases}, status_code=200 if ok else 503)
 

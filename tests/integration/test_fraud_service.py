@@ -24,7 +24,7 @@ from lakehouse.common.local_servers import RedisServer, free_port
 from lakehouse.common.registry import CHAMPION
 from lakehouse.fraud.features_online import EPOCH_KEY, history_key, seen_key
 from lakehouse.fraud.features_registry import DAY_MS
-from lakehouse.fraud.online import STREAM_KEY, epoch_ms, read_decision_log
+from lakehouse.fraud.online import STREAM_KEY, WARMING_KEY, epoch_ms, read_decision_log
 from lakehouse.fraud.settings import CASE, FraudSettings
 from tests.conftest import ROOT
 from tests.integration.fraud_helpers import (
@@ -248,16 +248,68 @@ def test_a_store_that_lost_its_data_is_reported_flagged_and_warmed_again(trained
             store.flushall()  # a Redis restarted without persistence
             lost = (await client.post("/fraud/decisions", json=_unique(live[6], "lost"))).json()
             assert lost["degraded"] and "degraded:feature_store_lost" in lost["reasons"]
-            assert (await client.get("/ready")).json()["cases"]["fraud"]["feature_store"] in ("lost", "warming")
-            deadline = time.monotonic() + 60
-            while not store.exists(EPOCH_KEY) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            probe = await client.get("/ready")
+            assert probe.status_code == 503
+            assert probe.json()["cases"]["fraud"]["feature_store"] in ("lost", "warming")
+            await ready_again(client)
+            assert store.exists(EPOCH_KEY)
             after = (await client.post("/fraud/decisions", json=_unique(live[7], "after"))).json()
             assert not after["degraded"]
             assert len(store.keys("fraud:p:*")) >= profiles  # the history and the decision log are back
             assert store.exists(seen_key(before["tx_id"]))  # ... the decision made before the loss included
             assert store.exists("fraud:label:chargeback-1")  # ... and the label that came through the stream
             assert (await client.get("/ready")).json()["cases"]["fraud"]["feature_store"] == "ok"
+        store.close()
+
+    with RedisServer() as server:
+        asyncio.run(scenario(server))
+
+
+async def ready_again(client, timeout_s: float = 60) -> list[str]:
+    """Probe /ready until it answers 200; returns the feature store states seen on the way."""
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        probe = await client.get("/ready")
+        seen.append(probe.json()["cases"]["fraud"]["feature_store"])
+        if probe.status_code == 200:
+            assert seen[-1] == "ok" and probe.json()["ready"] is True
+            return seen
+        assert probe.json()["ready"] is False and seen[-1] != "ok"
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/ready never answered 200 again: {seen[-5:]}")
+
+
+def test_readiness_finds_a_flushed_store_without_traffic_and_outlives_a_dead_warmer(trained):
+    home, _, _, _, _ = trained
+
+    async def scenario(server: RedisServer):
+        store = redis.Redis.from_url(server.url)
+        async with running_service(home, server.url, fraud=replay_settings(redis_timeout_s=2.0)) as (client, fraud):
+            profiles = len(store.keys("fraud:p:*"))
+            assert (await client.get("/ready")).status_code == 200
+            store.flushall()  # no decision after this: only the probes can notice
+            probe = await client.get("/ready")
+            assert probe.status_code == 503 and probe.json()["cases"]["fraud"]["feature_store"] == "lost"
+            await ready_again(client)
+            assert store.exists(EPOCH_KEY) and len(store.keys("fraud:p:*")) >= profiles
+            assert not store.exists(WARMING_KEY)  # released by the warmer
+
+            # Another process took the warm-up and died: its key expires, this one takes over.
+            store.flushall()
+            store.set(WARMING_KEY, "a-process-that-died", ex=2)
+            probe = await client.get("/ready")
+            assert probe.status_code == 503 and probe.json()["cases"]["fraud"]["feature_store"] == "warming"
+            assert "warming" in await ready_again(client)
+            assert store.exists(EPOCH_KEY) and len(store.keys("fraud:p:*")) >= profiles
+
+            # Redis away: not ready, and ready again when it is back.
+            server.stop()
+            probe = await client.get("/ready")
+            assert probe.status_code == 503 and probe.json()["cases"]["fraud"]["feature_store"] == "unavailable"
+            server.start()  # back empty (no persistence): warmed again
+            await ready_again(client)
+            assert store.exists(EPOCH_KEY)
         store.close()
 
     with RedisServer() as server:

@@ -14,9 +14,19 @@ import redis.asyncio as aioredis
 
 from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
 from lakehouse.fraud.features_batch import batch_features
-from lakehouse.fraud.features_online import online_features, parse_replies, read_commands
+from lakehouse.fraud.features_online import EPOCH_KEY, online_features, parse_replies, read_commands
 from lakehouse.fraud.features_registry import ENTITIES, registry_for
-from lakehouse.fraud.online import STREAM_KEY, Decision, FeatureConsumer, epoch_ms, event_fields, label_fields
+from lakehouse.fraud.online import (
+    STREAM_KEY,
+    WARM_RUN_PREFIX,
+    Decision,
+    FeatureConsumer,
+    StoreLostDuringWarmUp,
+    epoch_ms,
+    event_fields,
+    label_fields,
+    warm_store,
+)
 from lakehouse.fraud.settings import FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days
 
@@ -172,3 +182,41 @@ def test_consumer_crash_mid_batch_and_replay_give_the_same_store(transactions, r
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+class _FlushedAfterFirstBatch:
+    """A client of a real Redis whose data is flushed right after the warm-up's first batch."""
+
+    def __init__(self, client):
+        self.client = client
+        self.batches = 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def pipeline(self, **kwargs):
+        pipe = self.client.pipeline(**kwargs)
+        execute = pipe.execute
+
+        def execute_then_flush():
+            replies = execute()
+            self.batches += 1
+            if self.batches == 1:
+                self.client.flushall()
+            return replies
+
+        pipe.execute = execute_then_flush
+        return pipe
+
+
+def test_a_store_flushed_during_its_warm_up_is_not_marked_warm(transactions, redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    flushed = _FlushedAfterFirstBatch(client)
+    with pytest.raises(StoreLostDuringWarmUp):
+        warm_store(flushed, transactions, REGISTRY, SETTINGS.serving, batch=500)
+    assert flushed.batches >= 2 and not client.exists(EPOCH_KEY)
+    assert warm_store(client, transactions, REGISTRY, SETTINGS.serving) > 0  # warmed again: marked warm
+    assert client.exists(EPOCH_KEY) and not client.keys(WARM_RUN_PREFIX + "*")
+    client.close()

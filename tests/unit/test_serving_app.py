@@ -157,3 +157,19 @@ def test_a_hot_route_shortcut_answers_only_keyed_requests_it_accepts():
             client.post("/demo/echo", content=b"[1]", headers=key | {"content-type": "application/json"}).status_code
             == 422
         )
+
+
+def test_readiness_may_be_asked_asynchronously_on_every_probe():
+    answers = iter([False, True])
+    asked = []
+
+    async def ready() -> dict:
+        asked.append(1)
+        return {"ready": next(answers)}
+
+    service = CaseService("demo", APIRouter(), ready=ready)
+    app = create_app(ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent"))), services=[service])
+    with TestClient(app) as client:
+        assert client.get("/ready").status_code == 503
+        second = client.get("/ready")
+    assert second.status_code == 200 and second.json()["cases"]["demo"] == {"ready": True} and len(asked) == 2
