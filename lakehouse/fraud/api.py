@@ -16,8 +16,6 @@ decisions are flagged degraded, and it is warmed again from the lake in the back
 spool answers 503 rather than a decision it could not log.
 """
 
-from __future__ import annotations
-
 import asyncio
 import json
 import logging
@@ -29,13 +27,14 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from lakehouse.common.registry import CHAMPION, Registry
 from lakehouse.fraud.features_online import EPOCH_KEY
 from lakehouse.fraud.features_registry import DAY_MS, registry_for
+from lakehouse.fraud.inputs import input_limits, input_models
 from lakehouse.fraud.model import load_cascade
 from lakehouse.fraud.online import (
     CONSUMER_GROUPS,
@@ -66,46 +65,6 @@ REFRESH_SCRIPT = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
 )
 RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-ID = r"^[^\x00-\x1f]{1,64}$"  # no control characters: they separate fields in the store
-
-
-class TransactionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    tx_id: str = Field(pattern=ID, description="Unique transaction id (idempotency key of the feature update).")
-    ts: datetime | None = Field(
-        None,
-        description=(
-            "Event time (ISO 8601, UTC when naive); default: now. Refused when ahead of the service clock by more "
-            "than the tolerance, or older than the longest feature window."
-        ),
-    )
-    customer_id: str = Field(pattern=ID)
-    card_id: str = Field(pattern=ID)
-    merchant_id: str = Field(pattern=ID)
-    channel: str = Field(pattern=ID, description="One of the settings' `channels`.")
-    amount: float = Field(gt=0, le=1e9, description="In the settings' currency.")
-    device_id: str | None = Field(None, pattern=ID)
-    ip: str | None = Field(None, pattern=ID)
-    payee_iban: str | None = Field(None, pattern=ID)
-    country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
-    category: str | None = Field(None, pattern=ID)
-    lat: float | None = Field(None, ge=-90, le=90)
-    lon: float | None = Field(None, ge=-180, le=180)
-    customer_lat: float | None = Field(None, ge=-90, le=90)
-    customer_lon: float | None = Field(None, ge=-180, le=180)
-
-
-class LabelIn(BaseModel):
-    """A fraud label (chargeback, investigation) of an earlier payment."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    tx_id: str = Field(pattern=ID)
-    ts: datetime = Field(description="When the labelled payment was made.")
-    merchant_id: str = Field(pattern=ID)
-    category: str | None = Field(None, pattern=ID)
-    is_fraud: bool = True
 
 
 class DecisionOut(BaseModel):
@@ -159,6 +118,8 @@ class FraudService:
         self.settings = settings
         self.fraud = fraud or FraudSettings()
         self.clock = clock or ServiceClock(self.fraud.serving.replay_from)
+        self.max_id_length, max_amount = input_limits(self.fraud)
+        self.transaction_in, self.label_in = input_models(self.max_id_length, max_amount)
         self.registry = Registry(settings.tracking_uri, settings.home.mlflow_artifacts)
         self.lake = settings.lake
         self.decider: Decider | None = None
@@ -377,7 +338,7 @@ class FraudService:
             raise _refused("ts", f"ts is older than the longest feature window ({max_age_ms / DAY_MS:g} days)")
         return ts_ms
 
-    async def _decide(self, decider: Decider, tx: TransactionIn) -> bytes:
+    async def _decide(self, decider: Decider, tx: BaseModel) -> bytes:
         if tx.channel not in self.fraud.channels:
             raise _refused("channel", f"unknown channel; the settings' channels are {list(self.fraud.channels)}")
         cascade = decider.model.cascade
@@ -398,7 +359,7 @@ class FraudService:
         if decider is None:
             return None
         try:
-            return await self._decide(decider, TransactionIn.model_validate_json(body))
+            return await self._decide(decider, self.transaction_in.model_validate_json(body))
         except (ValidationError, RequestValidationError, SpoolFull):
             return None
 
@@ -414,6 +375,7 @@ class FraudService:
 
     def router(self) -> APIRouter:
         router = APIRouter()
+        TransactionIn, LabelIn = self.transaction_in, self.label_in  # the body models, as the docs name them
 
         @router.post(
             "/decisions",

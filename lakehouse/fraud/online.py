@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from lakehouse.common.event_stream import Event, EventStream, KafkaEventStream, RedisEventStream
+from lakehouse.common.ids import shown
 from lakehouse.common.lake import Lake
 from lakehouse.fraud.features_online import (
     EPOCH_KEY,
@@ -42,6 +43,7 @@ from lakehouse.fraud.features_online import (
     update_args,
 )
 from lakehouse.fraud.features_registry import ENTITIES, LAYER3_ONLY_ENTITIES, Registry
+from lakehouse.fraud.inputs import event_problem, input_limits
 from lakehouse.fraud.model import Cascade
 from lakehouse.fraud.rules import LIST_NAMES, RuleLists, rule_features, rule_hits, rule_score
 from lakehouse.fraud.settings import CASE, FraudSettings, ServingSettings
@@ -482,6 +484,18 @@ class StreamConsumer:
                     pass
 
 
+def valid_events(messages: list[Event], max_id_length: int, group: str) -> list[Event]:
+    """The events whose ids keep the id rule; the others (from another producer of the stream) are left
+    out of the store and the decision log, and logged."""
+    kept = []
+    for message in messages:
+        if (problem := event_problem(message[1], max_id_length)) is None:
+            kept.append(message)
+        else:
+            log.warning("%s consumer: event %s skipped: %s", group, shown(message[0]), problem)
+    return kept
+
+
 def event_stream(redis_client, settings: FraudSettings) -> EventStream:
     """Kafka when `kafka_bootstrap` is set, otherwise a Redis Stream on `redis_client`."""
     if settings.kafka_bootstrap:
@@ -503,10 +517,11 @@ class FeatureConsumer(StreamConsumer):
         self.serving = settings.serving
         self.script = client.register_script(UPDATE_SCRIPT)
         self.label_script = client.register_script(LABEL_SCRIPT)
+        self.max_id_length = input_limits(settings)[0]
 
     async def apply(self, messages: list[Event]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for i, (_, fields) in enumerate(messages):
+        for i, (_, fields) in enumerate(valid_events(messages, self.max_id_length, self.group)):
             if i % 20 == 19:  # inline in the service: let decisions waiting on the loop run
                 await asyncio.sleep(0)
             if fields.get("kind") == LABEL:
@@ -613,6 +628,7 @@ class DecisionLogConsumer(StreamConsumer):
         super().__init__(stream, settings.serving.decision_log_batch, name)
         self.lake = lake
         self.wait_s = settings.serving.decision_log_wait_s
+        self.max_id_length = input_limits(settings)[0]
 
     async def handle(self, messages) -> None:
         # Building and writing Parquet takes milliseconds: off the event loop the service shares.
@@ -621,6 +637,7 @@ class DecisionLogConsumer(StreamConsumer):
             await asyncio.sleep(self.wait_s)  # written, acknowledged after the wait
 
     def write(self, messages) -> None:
+        messages = valid_events(messages, self.max_id_length, self.group)
         labels = [m for m in messages if m[1].get("kind") == LABEL]
         decisions = [m for m in messages if m[1].get("kind") != LABEL]
         for table, rows in (

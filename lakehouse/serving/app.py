@@ -9,8 +9,9 @@ before authentication or parsing). A case may also name hot POST routes with a s
 request with the right key is handed to it before FastAPI's middleware, routing, dependencies
 and validation (several times the work of a fraud decision); when the shortcut declines
 (returns None), the request goes through the app unchanged, so errors, auth failures and the
-OpenAPI docs stay FastAPI's. Validation errors (422) never echo what was sent beyond a short
-excerpt.
+OpenAPI docs stay FastAPI's. No error echoes what was sent beyond a few dozen characters of a
+value: validation errors (422) show a short excerpt, and every HTTP error's detail (404 with a
+path parameter, ...) is bounded, whichever case's router raised it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import gc
 import hmac
 import inspect
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,18 +30,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakehouse.common.home import LakehouseHome
+from lakehouse.common.ids import ECHO_LIMIT, shown
 from lakehouse.common.lake import Lake
 
 API_KEY_HEADER = "X-API-Key"
 SERVICES_GROUP = "lakehouse.services"
-EXCERPT_CHARS = 120  # of an invalid input, in a 422 answer
+MAX_DETAIL_CHARS = 240  # of any text in an error's detail (values in it: at most ECHO_LIMIT characters)
+_LONG_WORD = re.compile(rf"\S{{{ECHO_LIMIT + 1},}}")
 
 # A hot route's shortcut: request body -> JSON response body, or None to let the app answer.
 Shortcut = Callable[[bytes], Awaitable[bytes | None]]
@@ -192,22 +197,48 @@ class BodyLimitAndHotRoutes:
 
 
 def _excerpt(value) -> str:
-    text = repr(value)
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + f"... ({len(text)} characters)"
+    """At most a few dozen characters of a value, and its length when it was longer."""
+    text = shown(value)
+    return f"{text} ({len(value)} characters)" if isinstance(value, str) and len(value) > ECHO_LIMIT else text
+
+
+def _bounded_text(text: str) -> str:
+    text = _LONG_WORD.sub(lambda m: m[0][: ECHO_LIMIT - 1] + f"… ({len(m[0])} characters)", text)
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
+
+
+def bounded(value):
+    """An error's detail with every text bounded: no run of characters without a space longer than a
+    few dozen, at most `MAX_DETAIL_CHARS` per text (keys of mappings included)."""
+    if isinstance(value, str):
+        return _bounded_text(value)
+    if isinstance(value, dict):
+        return {bounded(k) if isinstance(k, str) else k: bounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bounded(v) for v in value]
+    return value
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 with where and why, and at most a short excerpt of what was sent (never the input itself)."""
     errors = [
         {
-            "loc": list(e.get("loc", ())),
-            "msg": e.get("msg", ""),
+            "loc": bounded(list(e.get("loc", ()))),
+            "msg": bounded(e.get("msg", "")),
             "type": e.get("type", ""),
             **({"input": _excerpt(e["input"])} if "input" in e else {}),
         }
         for e in exc.errors()[:20]
     ]
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Any route's or the router's HTTP error (404, 405, 503 ...), its detail bounded: a path parameter
+    of 60 KB does not come back in the answer."""
+    if exc.status_code in (204, 304) or exc.status_code < 200:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": bounded(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
 class ServingApp(FastAPI):
@@ -250,7 +281,7 @@ def create_app(settings: ServingSettings, services: list[CaseService] | None = N
         shortcuts=shortcuts,
         api_key=expected,
         max_body_bytes=settings.max_body_bytes,
-        exception_handlers={RequestValidationError: _validation_error},
+        exception_handlers={RequestValidationError: _validation_error, StarletteHTTPException: _http_error},
         title="ML lakehouse online endpoints",
         description="Fraud decisions, forecast lookup and ticket triage, served from the champion models.",
         lifespan=lifespan,

@@ -13,21 +13,25 @@ import pytest
 import redis.asyncio as aioredis
 
 from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
+from lakehouse.common.lake import Lake
 from lakehouse.fraud.features_batch import batch_features
 from lakehouse.fraud.features_online import EPOCH_KEY, online_features, parse_replies, read_commands
 from lakehouse.fraud.features_registry import ENTITIES, registry_for
 from lakehouse.fraud.online import (
+    LABEL_LOG_PARTS,
     STREAM_KEY,
     WARM_RUN_PREFIX,
     Decision,
+    DecisionLogConsumer,
     FeatureConsumer,
     StoreLostDuringWarmUp,
     epoch_ms,
     event_fields,
     label_fields,
+    read_decision_log,
     warm_store,
 )
-from lakehouse.fraud.settings import FraudSettings
+from lakehouse.fraud.settings import CASE, FraudSettings
 from lakehouse.fraud.world import WorldConfig, generate_days
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -220,3 +224,35 @@ def test_a_store_flushed_during_its_warm_up_is_not_marked_warm(transactions, red
     assert warm_store(client, transactions, REGISTRY, SETTINGS.serving) > 0  # warmed again: marked warm
     assert client.exists(EPOCH_KEY) and not client.keys(WARM_RUN_PREFIX + "*")
     client.close()
+
+
+def test_events_with_ids_the_loader_refuses_reach_neither_the_store_nor_the_log(transactions, redis_url, tmp_path):
+    rows = transactions.head(3).to_dicts()
+    good = _event(rows[0])
+    bad = [
+        {**_event(rows[1]), "customer_id": "../etc"},
+        {**_event(rows[2]), "merchant_id": "M1\u200b"},
+        label_fields("T-label", epoch_ms(rows[0]["ts"]), "a=b", None, True),
+    ]
+
+    async def scenario():
+        client = aioredis.Redis.from_url(redis_url)
+        stream = RedisEventStream(client, "test:refused", SETTINGS.serving.stream_maxlen)
+        await stream.append([good, *bad])
+        lake = Lake(str(tmp_path / "lake"))
+        for consumer in (
+            FeatureConsumer(stream, client, REGISTRY, SETTINGS),
+            DecisionLogConsumer(stream, lake, SETTINGS),
+        ):
+            await consumer.ensure_group()
+            assert await consumer.drain() == 4  # read and acknowledged: a refused event is not retried forever
+        keys = [k.decode() async for k in client.scan_iter(match="fraud:*")]
+        assert f"fraud:seen:{good['tx_id']}" in keys
+        assert not [k for k in keys if "../etc" in k or "\u200b" in k or "a=b" in k or "T-label" in k]
+        logged = read_decision_log(lake, str(rows[0]["ts"].date()))
+        assert logged["tx_id"].to_list() == [good["tx_id"]]
+        assert not lake.partitions(CASE, LABEL_LOG_PARTS, "day")
+        await stream.aclose()
+        await client.aclose()
+
+    asyncio.run(scenario())

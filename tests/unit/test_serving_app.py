@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.testclient import TestClient
 
 from lakehouse.common.home import LakehouseHome
@@ -121,7 +121,39 @@ def test_a_validation_error_never_echoes_a_large_input():
     with TestClient(app) as client:
         answer = client.post("/demo/number", json={"n": "y" * 30_000}, headers={API_KEY_HEADER: "s3cret"})
     assert answer.status_code == 422
-    assert len(answer.content) < 1000 and "30002 characters" in answer.text
+    assert len(answer.content) < 400 and "30000 characters" in answer.text and "y" * 41 not in answer.text
+
+
+def test_no_error_echoes_more_than_a_few_dozen_characters_of_a_value():
+    router = APIRouter()
+
+    @router.get("/things/{thing_id}")
+    async def thing(thing_id: str) -> dict:
+        raise HTTPException(404, detail=f"no thing {thing_id!r} here; try another one")
+
+    @router.post("/strict")
+    async def strict(body: dict[str, int]) -> dict:
+        return body
+
+    app = create_app(
+        ServingSettings(api_key="s3cret", home=LakehouseHome(Path("/nonexistent"))),
+        services=[CaseService("demo", router)],
+    )
+    huge = "i" * 60_000
+    key = {API_KEY_HEADER: "s3cret"}
+    with TestClient(app) as client:
+        missing = client.get(f"/demo/things/{huge}", headers=key)
+        unknown_route = client.get(f"/nowhere/{huge}")
+        unknown_key = client.post("/demo/strict", json={huge: "x"}, headers=key)
+        spaced = client.get(f"/demo/things/{'word ' * 2_000}", headers=key)
+    assert missing.status_code == 404 and len(missing.content) < 200
+    assert (
+        missing.json()["detail"].startswith("no thing 'iii")
+        and "(60002 characters) here; try another one" in missing.text
+    )
+    assert unknown_route.status_code == 404 and len(unknown_route.content) < 200
+    assert unknown_key.status_code == 422 and len(unknown_key.content) < 400 and "i" * 41 not in unknown_key.text
+    assert spaced.status_code == 404 and len(spaced.content) < 300
 
 
 def test_a_case_preflight_runs_before_any_worker_starts(monkeypatch):
