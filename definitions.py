@@ -3,31 +3,68 @@
 `defs` is built when Dagster (or a test) asks for it, not at import: importing this module
 costs no more than importing Dagster, and the dbt manifest and each case's modules are read
 once, by whoever loads the code location.
+
+A case whose section of the sources file, or whose settings, are wrong does not stop the others:
+it loads as one placeholder asset (`<case>/settings_error`) whose description and metadata carry
+the error (file, case, key, what is allowed), and its jobs, schedules and sensors are left out
+until the file is fixed.
 """
 
+import importlib
+
 import dagster as dg
+
+CASES = ("churn", "forecast", "fraud", "triage")
+
+
+def broken_case(case: str, error: Exception) -> dg.AssetsDefinition:
+    """The placeholder of a case that cannot load: what is wrong, where, in the UI."""
+    message = str(error)
+
+    @dg.asset(
+        key=[case, "settings_error"],
+        group_name=case,
+        description=f"The {case} case cannot load: {message}",
+        metadata={"error": dg.MetadataValue.text(message), "error_type": type(error).__name__},
+    )
+    def settings_error() -> None:
+        raise dg.Failure(f"the {case} case cannot run until its sources file section or settings are fixed: {message}")
+
+    return settings_error
+
+
+def _case_modules(case: str):
+    """The case's asset and operations modules, or the settings error that stops them from loading."""
+    from lakehouse.common.settings import SettingsError
+    from lakehouse.common.sources import SourcesError
+
+    try:
+        return importlib.import_module(f"assets.{case}"), importlib.import_module(f"sensors.{case}"), None
+    except (SettingsError, SourcesError) as exc:
+        return None, None, exc
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    import assets.churn
-    import assets.forecast
-    import assets.fraud
-    import assets.triage
-    import sensors.churn
-    import sensors.forecast
-    import sensors.fraud
-    import sensors.triage
     from resources import default_resources
     from sensors.alerts import asset_check_alerts
 
-    cases = [assets.churn, assets.forecast, assets.fraud, assets.triage]
-    operations = [sensors.churn, sensors.forecast, sensors.fraud, sensors.triage]
+    assets, checks, jobs, schedules, sensors = [], [], [], [], [asset_check_alerts]
+    for case in CASES:
+        case_assets, operations, error = _case_modules(case)
+        if error is not None:
+            assets.append(broken_case(case, error))
+            continue
+        assets += case_assets.ASSETS
+        checks += case_assets.CHECKS
+        jobs += operations.JOBS
+        schedules += operations.SCHEDULES
+        sensors += operations.SENSORS
     return dg.Definitions(
-        assets=[a for case in cases for a in case.ASSETS],
-        asset_checks=[c for case in cases for c in case.CHECKS],
-        jobs=[j for case in operations for j in case.JOBS],
-        schedules=[s for case in operations for s in case.SCHEDULES],
-        sensors=[asset_check_alerts, *(s for case in operations for s in case.SENSORS)],
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
         resources=default_resources(),
     )

@@ -2,9 +2,10 @@
 adapter from a domain `CheckOutcome` to a Dagster check result, and the champion asset over the one
 promotion path (lakehouse.common.promotion)."""
 
+import re
 import warnings
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import dagster as dg
@@ -25,7 +26,9 @@ from dagster import (
 
 from lakehouse.common import display, promotion
 from lakehouse.common.checks import CheckOutcome
+from lakehouse.common.ids import MAX_ID_LENGTH, id_problem, shown
 from lakehouse.common.promotion import Verdict
+from lakehouse.common.raw_source import CaseRaw, RawBatch, Request
 from lakehouse.common.schema import TableSchema as DomainSchema
 from lakehouse.common.settings import Calendar, CaseSettings
 
@@ -223,8 +226,76 @@ def require_partitions(partitions_def: dg.PartitionsDefinition, keys: list[str],
     if not outside:
         return
     span = f"{known[0]} .. {known[-1]}" if known else "none yet"
+    listed = ", ".join(outside[:5]) + (" ..." if len(outside) > 5 else "")
     raise PartitionOutOfRange(
-        f"{settings.case}: partition(s) {', '.join(outside[:5])}{' ...' if len(outside) > 5 else ''} are outside the data calendar "
-        f"(partitions {span}). The first partition is `calendar.start`, set by {settings.where('calendar.start')}; "
-        "the last is the latest complete period before now, so data dated in the future cannot be loaded."
+        f"{settings.case}: partition(s) {listed} are outside the data calendar (partitions {span}). The first "
+        f"partition is `calendar.start`, set by {settings.where('calendar.start')}; the last is the latest complete "
+        "period before now, so data dated in the future cannot be loaded."
     )
+
+
+def run_partition_keys(
+    context: AssetExecutionContext, partitions_def: dg.PartitionsDefinition, settings: type[CaseSettings]
+) -> list[str]:
+    """The run's partition keys, its range checked first: Dagster fails on a range outside a time partitions
+    definition with an internal CheckError when the keys are asked for, naming neither range nor setting."""
+    key_range = context.partition_key_range
+    require_partitions(partitions_def, list(dict.fromkeys([key_range.start, key_range.end])), settings)
+    keys = list(context.partition_keys)
+    require_partitions(partitions_def, keys, settings)
+    return keys
+
+
+# --------------------------------------------------------------------------- raw tables
+
+
+def load_raw(
+    context: AssetExecutionContext,
+    raw: CaseRaw,
+    sources,
+    settings_class: type[CaseSettings],
+    config: dg.Config,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    inputs: dict | None = None,
+) -> RawBatch:
+    """The raw rows of a run, through the case's one raw-source seam (lakehouse.common.raw_source): the user's
+    files when the sources file lists the case, else its generator with the run's generator settings. Time
+    partitions of the run are checked against the calendar first."""
+    keys: list[str] = []
+    allowed: list[str] = []
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        keys = run_partition_keys(context, partitions_def, settings_class)
+        allowed = partitions_def.get_partition_keys(current_time=datetime.now())
+    elif partitions_def is not None:
+        keys = list(context.partition_keys)
+    settings = dict(config.model_dump())
+    replace_with_empty = bool(settings.pop("replace_with_empty", False))
+    request = Request(
+        keys,
+        date.today(),
+        sources.settings(settings_class),
+        allowed,
+        replace_with_empty,
+        context.log.info,
+        inputs or {},
+    )
+    return raw.source(sources.case(raw.case), settings).load(request)
+
+
+def natural_order(keys) -> list[str]:
+    """Keys sorted with their numbers as numbers: store 2 before store 10."""
+    return sorted(keys, key=lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)])
+
+
+def register_partitions(instance: dg.DagsterInstance, name: str, keys, max_length: int = MAX_ID_LENGTH) -> list[str]:
+    """Add the keys a dynamic partitions definition lacks, in natural order (a range `1...12` then means stores
+    1 to 12), after each passed the id rule: a key the lake cannot hold is never registered. The new keys."""
+    refused = [(k, p) for k in keys if (p := id_problem(k, max_length=max_length)) is not None]
+    if refused:
+        key, reason = refused[0]
+        raise ValueError(
+            f"{len(refused)} partition key(s) of '{name}' refused before registration: {shown(key)} {reason}"
+        )
+    new = natural_order(set(keys) - set(instance.get_dynamic_partitions(name)))
+    instance.add_dynamic_partitions(name, new)
+    return new

@@ -1,14 +1,14 @@
 """Monthly ingestion: the helpdesk export (the `sources` file, or the synthetic helpdesk), scrubbed of
 personal data and audited before anything is stored."""
 
-from datetime import date
-
 import dagster as dg
 
-from assets.common import OWNERS, check_result, column_schema, require_partitions, table
+from assets.common import OWNERS, check_result, column_schema, load_raw, table
 from assets.triage.partitions import monthly
-from lakehouse.triage.pipeline import CASE, RawTables, generated, ingest, load_source
-from lakehouse.triage.schemas import AGENT_LABELS, CLEAN_TICKETS
+from lakehouse.common.raw_source import CaseRaw, RawBatch, Request
+from lakehouse.common.sources import CaseSource
+from lakehouse.triage.pipeline import CASE, RawTables, ingest, load_source
+from lakehouse.triage.schemas import AGENT_LABELS, CLEAN_TICKETS, check_raw_tables, generated
 from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource, SourcesResource
 
@@ -27,23 +27,15 @@ class TicketsConfig(dg.Config):
     category_weights: list[float] | None = None
 
 
-def generator_tables(config: TicketsConfig, keys: list[str], today: date) -> RawTables:
-    """The selected months of the synthetic helpdesk."""
-    import polars as pl
+def _files(source: CaseSource, request: Request) -> RawBatch:
+    raw = load_source(source, request.today)
+    tables = {"tickets": raw.tickets, "agent_labels": raw.labels, "customers": raw.customers}
+    labels = {"tickets": raw.tickets_label, "agent_labels": raw.labels_label}
+    check_raw_tables(raw.tickets, raw.labels, request.settings, labels)
+    return RawBatch(tables, raw.origin, labels=labels, rows_outside_selection=raw.rows_outside_selection)
 
-    from lakehouse.triage.world import WorldConfig, generate_customers, generate_month
 
-    drills = {
-        "tickets_per_month": config.tickets_per_month,
-        "seed": config.seed,
-        "vague_rate": config.vague_rate,
-        "mislabel_rate": config.mislabel_rate,
-    }
-    world = WorldConfig.from_env().with_(**{k: v for k, v in drills.items() if v is not None})
-    customers = generate_customers(world)
-    months = [generate_month(world, date.fromisoformat(k), customers, config.category_weights) for k in keys]
-    origin = f"generator (seed {world.seed}, {world.tickets_per_month} tickets/month)"
-    return generated(pl.concat([t for t, _ in months]), pl.concat([lab for _, lab in months]), customers, origin, today)
+RAW = CaseRaw(CASE, _files, generated)
 
 
 @dg.multi_asset(
@@ -73,8 +65,8 @@ def generator_tables(config: TicketsConfig, keys: list[str], today: date) -> Raw
             asset=CLEAN_KEY,
             blocking=True,
             description=(
-                "An independent detector (phonenumbers' matcher, stdnum on tokens, the CRM's names) finds no personal data in "
-                "the scrubbed text; evaluated before the write, which happens only when it passes."
+                "An independent detector (phonenumbers' matcher, stdnum on tokens, the CRM's names) finds no personal "
+                "data in the scrubbed text; evaluated before the write, which happens only when it passes."
             ),
         )
     ],
@@ -87,28 +79,27 @@ def triage_tickets(
 ):
     """The months of the partition range: load, validate, scrub, audit, then store. A bad file, or personal data
     left after scrubbing, stops the run before any write."""
-    settings = TriageSettings()
+    batch = load_raw(context, RAW, sources, TriageSettings, config, monthly)
+    tables = batch.tables
+    raw = RawTables(
+        tables["tickets"],
+        tables["agent_labels"],
+        tables["customers"],
+        batch.origin,
+        batch.labels["tickets"],
+        batch.labels["agent_labels"],
+        batch.rows_outside_selection,
+    )
+    settings = sources.settings(TriageSettings)
     keys = list(context.partition_keys)
-    require_partitions(monthly, keys, TriageSettings)
-    today = date.today()
-    source = sources.case(CASE)
-    if source is not None:
-        if any(v is not None for k, v in config.model_dump().items() if k != "replace_with_empty"):
-            raise dg.Failure(
-                "generator drills (tickets_per_month, seed, ...) do not apply: the triage case reads the sources file"
-            )
-        raw = load_source(source, today)
-    else:
-        raw = generator_tables(config, keys, today)
     allowed = monthly.get_partition_keys()
     result = ingest(raw, keys, allowed, settings, lakehouse.lake, replace_with_empty=config.replace_with_empty)
     yield check_result(result.check, CLEAN_KEY)
     if not result.written:
         raise dg.Failure(f"nothing stored: {result.check.description}")
     summary = result.summary
-    context.log.info(
-        f"{summary['tickets'].sum()} tickets in {summary.height} month(s); {summary['pii_replaced'].sum()} PII items replaced"
-    )
+    replaced = summary["pii_replaced"].sum()
+    context.log.info(f"{summary['tickets'].sum()} tickets in {summary.height} month(s); {replaced} PII items replaced")
     months = table(summary)
     yield dg.MaterializeResult(
         asset_key=CLEAN_KEY,

@@ -13,8 +13,14 @@ from datetime import date
 
 import polars as pl
 
-from lakehouse.common.schema import Column, RowRule, TableSchema, validate_references
+from lakehouse.common.plausibility import Bound, Limits
+from lakehouse.common.raw_source import CaseRaw, RawBatch, Request
+from lakehouse.common.schema import Column, RowRule, TableSchema, validate_frame, validate_references
 from lakehouse.common.sources import CaseSource, load_table
+from lakehouse.common.table_rules import not_before, within_parent_limit
+
+# A seat works at most the 1,440 minutes of a day, and logs in at most once a minute.
+PER_SEAT_A_DAY = Bound(max=1440, per="employees")
 
 CUSTOMERS = TableSchema(
     name="customers",
@@ -22,13 +28,13 @@ CUSTOMERS = TableSchema(
     key=("customer_id",),
     columns=(
         Column("customer_id", pl.String, "External id, also the CRM key."),
-        Column("signup_date", pl.Date, "First day of the subscription.", not_in_future=True),
+        Column("signup_date", pl.Date, "First day of the subscription.", not_in_future=True, before_data=True),
         Column("sector", pl.String, "Business sector."),
         Column("company_size", pl.String, "Size band (ranked by `vocabulary.sizes`)."),
-        Column("employees", pl.Int64, "Head count (or seats).", min_value=1),
+        Column("employees", pl.Int64, "Head count (or seats).", min_value=1, quantity=True),
         Column("tier", pl.String, "Subscription tier (ranked by `vocabulary.tiers`)."),
         Column("plan", pl.String, "Billing period; plans in `vocabulary.annual_plans` renew yearly, others monthly."),
-        Column("mrr", pl.Float64, "Monthly recurring revenue, in the case's currency.", min_value=0),
+        Column("mrr", pl.Float64, "Monthly recurring revenue, in the case's currency.", min_value=0, quantity=True),
     ),
 )
 
@@ -39,9 +45,9 @@ USAGE_DAILY = TableSchema(
     columns=(
         Column("customer_id", pl.String, "Customer."),
         Column("activity_date", pl.Date, "Day of activity.", not_in_future=True),
-        Column("logins", pl.Int64, "Logins (or sessions) that day.", min_value=0),
-        Column("session_minutes", pl.Float64, "Total session duration in minutes.", min_value=0),
-        Column("features_used", pl.Int64, "Distinct product features used.", min_value=0),
+        Column("logins", pl.Int64, "Logins (or sessions) that day.", min_value=0, limit=PER_SEAT_A_DAY),
+        Column("session_minutes", pl.Float64, "Total session duration in minutes.", min_value=0, limit=PER_SEAT_A_DAY),
+        Column("features_used", pl.Int64, "Distinct product features used.", min_value=0, quantity=True),
         Column(
             "key_feature_mask", pl.Int64, "Bit k set when key feature k was used (`key_features` bits).", min_value=0
         ),
@@ -78,13 +84,18 @@ INVOICES = TableSchema(
         Column("customer_id", pl.String, "Customer.", identifier=True),
         Column("issue_date", pl.Date, "Issue date.", not_in_future=True),
         Column("due_date", pl.Date, "Payment due date."),
-        Column("amount", pl.Float64, "Amount, in the case's currency.", min_value=0),
+        Column("amount", pl.Float64, "Amount, in the case's currency.", min_value=0, quantity=True),
         Column("paid_date", pl.Date, "Payment date; empty while unpaid.", nullable=True, not_in_future=True),
         Column("disputed_at", pl.Date, "Dispute date; empty when never disputed.", nullable=True, not_in_future=True),
     ),
     rules=(
         RowRule(
             "due_date is not before issue_date", pl.col("due_date") >= pl.col("issue_date"), ("due_date", "issue_date")
+        ),
+        RowRule(
+            "paid_date is not before issue_date",
+            pl.col("paid_date") >= pl.col("issue_date"),
+            ("paid_date", "issue_date"),
         ),
         RowRule(
             "disputed_at is not before issue_date",
@@ -109,24 +120,83 @@ RAW_TABLES = (CUSTOMERS, USAGE_DAILY, SUPPORT_TICKETS, INVOICES, RENEWALS)
 OPTIONAL_TABLES = ("support_tickets", "invoices")
 
 
-def load_raw_tables(source: CaseSource, today: date) -> dict[str, pl.DataFrame | None]:
-    """The user's churn tables, each validated, with every customer reference known. An optional table
-    the source lacks comes back as None (the lake keeps what it has)."""
-    source.check_no_misnamed_files([s.name for s in RAW_TABLES])
-    loaded = {s.name: load_table(source, s, today=today, required=s.name not in OPTIONAL_TABLES) for s in RAW_TABLES}
-    customers = loaded["customers"].frame
-    for name, table in loaded.items():
-        if name != "customers" and table is not None:
-            validate_references(
-                table.frame,
-                "customer_id",
+# The date of each table's rows, which cannot come before the customer's signup.
+FACT_DATES = {
+    "usage_daily": "activity_date",
+    "support_tickets": "opened_at",
+    "invoices": "issue_date",
+    "renewals": "renewal_date",
+}
+
+
+def raw_tables(settings=None) -> tuple[TableSchema, ...]:
+    """The raw tables measured against the case's plausibility limits (the defaults without settings)."""
+    limits = Limits.of(settings) if settings is not None else Limits()
+    unknown = limits.unknown_columns(RAW_TABLES)
+    if unknown:
+        raise ValueError(
+            f"{limits.where('columns')}: {', '.join(unknown)} name no column of the churn tables "
+            f"({', '.join(s.name for s in RAW_TABLES)})"
+        )
+    return tuple(s.with_limits(limits) for s in RAW_TABLES)
+
+
+def load_raw_tables(source: CaseSource, today: date, settings=None) -> dict[str, pl.DataFrame | None]:
+    """The user's churn tables, each validated, with every customer reference known and every fact after
+    its customer's signup. An optional table the source lacks comes back as None (the lake keeps what it has)."""
+    schemas = raw_tables(settings)
+    source.check_no_misnamed_files([s.name for s in schemas])
+    loaded = {s.name: load_table(source, s, today=today, required=s.name not in OPTIONAL_TABLES) for s in schemas}
+    tables = {name: None if table is None else table.frame for name, table in loaded.items()}
+    check_across_tables(tables, {name: t.label for name, t in loaded.items() if t is not None}, schemas[0].limits)
+    return tables
+
+
+def check_across_tables(tables: dict[str, pl.DataFrame | None], labels: dict[str, str], limits: Limits) -> None:
+    """Every customer reference known; no fact before its customer's signup; usage within a seat's day."""
+    customers = tables["customers"]
+    for name, frame in tables.items():
+        if name == "customers" or frame is None:
+            continue
+        where = {"source": labels[name], "table": name, "parent_table": "customers"}
+        validate_references(frame, "customer_id", customers, "customer_id", **where)
+        not_before(frame, FACT_DATES[name], customers, "signup_date", "customer_id", **where)
+    for column in ("session_minutes", "logins"):
+        bound = limits.bound("usage_daily", USAGE_DAILY.column(column))
+        if bound is not None and bound.per is not None:
+            within_parent_limit(
+                tables["usage_daily"],
+                column,
                 customers,
                 "customer_id",
-                source=table.label,
-                table=name,
+                bound,
+                source=labels["usage_daily"],
+                table="usage_daily",
                 parent_table="customers",
+                setting=f"`usage_daily.{column}` under {limits.where('columns')}",
             )
-    return {name: None if table is None else table.frame for name, table in loaded.items()}
+
+
+def load_files(source: CaseSource, request: Request) -> RawBatch:
+    """The raw-source seam's file side: the user's five tables."""
+    return RawBatch(load_raw_tables(source, request.today, request.settings), str(source.folder))
+
+
+def generated(overrides, request: Request) -> RawBatch:
+    """The raw-source seam's generator side: the synthetic SaaS base (`customers`, `seed`, `signal_strength`),
+    through the same schemas and rules as a user's files."""
+    from lakehouse.churn.world import WorldConfig, generate_world
+
+    world = WorldConfig().with_(**overrides)
+    request.log(f"generating the churn world: {world.customers:,} customers, seed {world.seed}")
+    frames = generate_world(world, progress=world.customers >= 10_000)
+    schemas = raw_tables(request.settings)
+    tables = {s.name: validate_frame(frames[s.name], s, source="generator", today=request.today) for s in schemas}
+    check_across_tables(tables, dict.fromkeys(tables, "generator"), schemas[0].limits)
+    return RawBatch(tables, f"generator (seed {world.seed}, {world.customers:,} customers)")
+
+
+RAW = CaseRaw("churn", load_files, generated)
 
 
 def markdown() -> str:

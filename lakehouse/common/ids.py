@@ -117,7 +117,7 @@ def _char_name(char: str) -> str:
 def _path_problem(text: str) -> str | None:
     for sep in ("/", "\\"):
         if sep in text:
-            return f"contains the path separator {sep!r}"
+            return f"contains {sep!r}: path separators are refused"
     if "=" in text:
         return "contains '=' (the lake's partition folders are key=value)"
     if text == "." or ".." in text:
@@ -140,7 +140,7 @@ def id_problem(value: object, *, max_length: int = MAX_ID_LENGTH) -> str | None:
         return "has leading or trailing whitespace"
     for char in text:
         if _invisible(char):
-            return f"contains U+{ord(char):04X} ({_char_name(char)}), an invisible or control character"
+            return f"contains U+{ord(char):04X} ({_char_name(char)}): control characters and invisible ones are refused"
     return _path_problem(text) or _path_problem(unicodedata.normalize("NFKC", text))
 
 

@@ -12,16 +12,21 @@ the table, the column and up to five example offending rows, e.g.::
     the minimum 0; e.g. rows: row 3: customer_id='C3', session_minutes=-5.0
     (row numbers are 0-based data rows, header excluded)
 
-Checks run in a fixed order and the first failing check is reported:
-empty table, missing columns, extra columns, types (strict cast to the declared
-dtype), non-finite or implausibly large numbers, nulls in non-nullable columns,
-null keys, malformed identifiers (control characters, path separators,
-surrounding whitespace, ids that differ only by whitespace), duplicate keys,
-allowed values, min/max bounds, dates in the future, cross-column rules (e.g. a
-closing date before its opening date).
+Checks run in a fixed order, one small function each, and the first failing
+check is reported: empty table, missing columns, extra columns, types (strict
+cast to the declared dtype, lakehouse.common.conversion), non-finite or huge
+numbers, nulls in non-nullable columns, null keys, ids (the one id rule of
+lakehouse.common.ids; ids are stored in NFC), duplicate keys, allowed values,
+the schema's min/max bounds, the case's plausibility limits (amounts, dates,
+per-column bounds: lakehouse.common.plausibility), dates in the future,
+cross-column rules (e.g. a closing date before its opening date).
+
+Errors echo little: at most a few dozen characters of any value, and header
+cells that do not look like column names (a file that is no table) are counted,
+not shown.
 
 Conversion rules of the type check (values are never silently changed, except
-that NaN in a float column is treated as null and surrounding whitespace is
+that ids are put in Unicode NFC, NaN in a float column is treated as null and surrounding whitespace is
 ignored when text is parsed into a non-text type):
 
 * text (CSV, or a string column in Parquet) is parsed into the declared type:
@@ -41,13 +46,30 @@ This module is pure Python/Polars, with no orchestration (Dagster) imports.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import polars as pl
+
+from lakehouse.common.conversion import (
+    ACCEPTS,
+    ROW_COLUMN,
+    cast_column,
+    examples,
+    instance,
+    render_value,
+    type_name,
+)
+from lakehouse.common.conversion import (
+    kind as kind_of,
+)
+from lakehouse.common.ids import ID_RULE, column_refusal, normalised_column
+from lakehouse.common.plausibility import DEFAULT_LIMITS, Bound, Limits
 
 __all__ = [
     "DATA_SUFFIXES",
@@ -56,6 +78,7 @@ __all__ = [
     "InputDataError",
     "RowRule",
     "TableSchema",
+    "check_limits",
     "find_table_file",
     "load_tables",
     "read_table",
@@ -63,71 +86,12 @@ __all__ = [
     "validate_references",
 ]
 
-#: Name of the 0-based row-number column in :attr:`InputDataError.rows`.
-ROW_COLUMN = "row"
-
 #: How many example rows an error carries and shows.
 MAX_EXAMPLE_ROWS = 5
 
 DATA_SUFFIXES = (".parquet", ".csv")
 #: No quantity this platform handles comes near this; larger values are input errors (1e308, overflows).
 MAX_MAGNITUDE = 1e15
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
-_DATETIME_FORMATS = (
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
-)
-_DATETIME_TZ_FORMATS = (
-    "%Y-%m-%d %H:%M:%S%.f%#z",
-    "%Y-%m-%d %H:%M%#z",
-)
-
-
-# --------------------------------------------------------------------------- dtypes
-
-
-def _instance(dtype: type[pl.DataType] | pl.DataType) -> pl.DataType:
-    """``pl.Int64`` -> ``pl.Int64()``; instances are returned unchanged."""
-    return dtype() if isinstance(dtype, type) else dtype
-
-
-def _kind(dtype: pl.DataType) -> str:
-    if isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
-        return "string"
-    if isinstance(dtype, pl.Boolean):
-        return "bool"
-    if dtype.is_integer():
-        return "int"
-    if dtype.is_float():
-        return "float"
-    if isinstance(dtype, pl.Datetime):
-        return "datetime"
-    if isinstance(dtype, pl.Date):
-        return "date"
-    if isinstance(dtype, pl.Null):
-        return "null"
-    return "other"
-
-
-# Source kinds accepted for each declared (target) kind; see the module docstring.
-_ACCEPTS: dict[str, frozenset[str]] = {
-    "string": frozenset({"string", "int", "null"}),
-    "int": frozenset({"int", "float", "string", "null"}),
-    "float": frozenset({"int", "float", "string", "null"}),
-    "bool": frozenset({"bool", "string", "null"}),
-    "date": frozenset({"date", "datetime", "string", "null"}),
-    "datetime": frozenset({"datetime", "date", "string", "null"}),
-}
-
-
-def _type_name(dtype: pl.DataType) -> str:
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone:
-            return f"Datetime({dtype.time_unit}, {dtype.time_zone})"
-        return f"Datetime({dtype.time_unit})"
-    return str(dtype)
 
 
 # --------------------------------------------------------------------------- schema
@@ -145,12 +109,15 @@ class Column:
     max_value: float | None = None
     allowed: tuple[str, ...] | None = None
     not_in_future: bool = False
-    identifier: bool = False  # an id: no control characters, path separators or surrounding whitespace
+    identifier: bool = False  # an id: the id rule of lakehouse.common.ids
+    quantity: bool = False  # an amount or a count of units: below the case's `plausibility.max_amount`
+    before_data: bool = False  # a date that may lie long before the data (a signup, an opening): the floor only
+    limit: Bound | None = None  # its physical limits (plausibility `columns` replaces them)
 
     def __post_init__(self) -> None:
-        dtype = _instance(self.dtype)
-        kind = _kind(dtype)
-        if kind not in _ACCEPTS or isinstance(dtype, pl.Categorical | pl.Enum):
+        dtype = instance(self.dtype)
+        kind = kind_of(dtype)
+        if kind not in ACCEPTS or isinstance(dtype, pl.Categorical | pl.Enum):
             raise ValueError(
                 f"column {self.name!r}: unsupported dtype {dtype}; use String, an integer, "
                 "a float, Boolean, Date or Datetime"
@@ -168,10 +135,14 @@ class Column:
             raise ValueError(f"column {self.name!r}: not_in_future needs a Date or Datetime dtype")
         if self.identifier and kind != "string":
             raise ValueError(f"column {self.name!r}: identifier needs a String dtype")
+        if self.quantity and kind not in ("int", "float"):
+            raise ValueError(f"column {self.name!r}: quantity needs a numeric dtype")
+        if self.before_data and kind not in ("date", "datetime"):
+            raise ValueError(f"column {self.name!r}: before_data needs a Date or Datetime dtype")
 
     @property
     def polars_dtype(self) -> pl.DataType:
-        return _instance(self.dtype)
+        return instance(self.dtype)
 
     def rule(self) -> str:
         """Human-readable summary of the value rules (for docs)."""
@@ -184,6 +155,10 @@ class Column:
             rules.append("one of " + ", ".join(f"`{a}`" for a in self.allowed))
         if self.not_in_future:
             rules.append("not in the future")
+        if self.quantity:
+            rules.append("below `plausibility.max_amount`")
+        if self.identifier:
+            rules.append("an id")
         return "; ".join(rules)
 
 
@@ -205,6 +180,7 @@ class TableSchema:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     rules: tuple[RowRule, ...] = ()
+    limits: Limits = dataclasses.field(default=DEFAULT_LIMITS, compare=False)  # the case's plausibility
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -234,13 +210,17 @@ class TableSchema:
 
     def identifiers(self) -> list[Column]:
         """String key columns and columns declared as identifiers."""
-        return [c for c in self.columns if c.identifier or (c.name in self.key and _kind(c.polars_dtype) == "string")]
+        return [c for c in self.columns if c.identifier or (c.name in self.key and kind_of(c.polars_dtype) == "string")]
 
     def restricted(self, names) -> TableSchema:
         """The schema without the columns not in `names` (optional columns a file lacks)."""
         keep = tuple(c for c in self.columns if c.name in set(names))
         rules = tuple(r for r in self.rules if set(r.columns) <= {c.name for c in keep})
-        return TableSchema(self.name, self.description, keep, self.key, rules)
+        return TableSchema(self.name, self.description, keep, self.key, rules, self.limits)
+
+    def with_limits(self, limits: Limits) -> TableSchema:
+        """The schema measured against a case's plausibility limits (its settings' `plausibility`)."""
+        return dataclasses.replace(self, limits=limits)
 
     def markdown(self) -> str:
         """A Markdown table documenting the columns (for docs)."""
@@ -253,7 +233,7 @@ class TableSchema:
             if col.name in self.key:
                 rule = "key (unique)" + (f"; {rule}" if rule else "")
             nullable = "yes" if col.nullable and col.name not in self.key else "no"
-            cells = [f"`{col.name}`", _type_name(col.polars_dtype), nullable, rule, col.description]
+            cells = [f"`{col.name}`", type_name(col.polars_dtype), nullable, rule, col.description]
             lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
         if self.rules:
             lines += ["", "Rules across columns: " + "; ".join(r.description for r in self.rules) + "."]
@@ -316,23 +296,13 @@ class InputDataError(ValueError):
         return message
 
 
-def _render_value(value: object, limit: int = 40) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, date):  # also datetime
-        text = value.isoformat()
-    else:
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _render_rows(rows: pl.DataFrame, show_columns: Sequence[str] | None, max_columns: int = 8) -> str:
     columns = [c for c in (show_columns or rows.columns) if c in rows.columns and c != ROW_COLUMN]
     hidden = len(columns) > max_columns
     columns = columns[:max_columns]
     rendered = []
     for record in rows.iter_rows(named=True):
-        fields = ", ".join(f"{c}={_render_value(record[c])}" for c in columns)
+        fields = ", ".join(f"{c}={render_value(record[c])}" for c in columns)
         if hidden:
             fields += ", …"
         prefix = f"row {record[ROW_COLUMN]}" if ROW_COLUMN in record else "row ?"
@@ -340,20 +310,16 @@ def _render_rows(rows: pl.DataFrame, show_columns: Sequence[str] | None, max_col
     return " | ".join(rendered)
 
 
-def _examples(values: Sequence[object], limit: int = MAX_EXAMPLE_ROWS) -> str:
-    shown = ", ".join(_render_value(v) for v in list(values)[:limit])
-    return shown + (", …" if len(values) > limit else "")
-
-
 # --------------------------------------------------------------------------- validation
 
 
 class _Context:
-    """Shared state of one validate_frame call (source, schema, row numbers)."""
+    """Shared state of one validate_frame call: where the rows come from, the schema, today."""
 
-    def __init__(self, source: str, schema: TableSchema) -> None:
+    def __init__(self, source: str, schema: TableSchema, today: date) -> None:
         self.source = source
         self.schema = schema
+        self.today = today
 
     def fail(
         self,
@@ -372,133 +338,130 @@ class _Context:
             show = [*key, *(c for c in extra if c not in key)]
         return InputDataError(self.source, self.schema.name, column, reason, rows, show)
 
+    def refuse_where(self, typed: pl.DataFrame, column: str, mask: pl.Expr, reason: str, shown=()) -> None:
+        """Raise for the rows where `mask` holds (nulls do not count), `reason` prefixed by their count."""
+        mask = mask.fill_null(False)
+        count = typed.select(mask.sum()).item()
+        if count:
+            raise self.fail(column, f"{count} {reason}", typed, mask, shown)
+
 
 def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today: date) -> pl.DataFrame:
-    """Validate ``df`` against ``schema``; return it in schema order with declared dtypes.
+    """Validate ``df`` against ``schema``; return it in schema order with declared dtypes (ids in NFC).
 
-    Raises :class:`InputDataError` for the first failing check (see module docstring).
+    Raises :class:`InputDataError` for the first failing check, in the order of the stages below.
     """
-    ctx = _Context(str(source), schema)
-    declared = schema.column_names
+    ctx = _Context(str(source), schema, today)
+    _check_not_empty(ctx, df)
+    _check_columns(ctx, df)
+    raw = df.select(schema.column_names).with_row_index(ROW_COLUMN)
+    typed = raw.select(ROW_COLUMN, *(cast_column(ctx, raw, col) for col in schema.columns))
+    for col in schema.identifiers():
+        typed = normalised_column(typed, col.name)
+    for stage in _STAGES:
+        stage(ctx, typed)
+    return typed.drop(ROW_COLUMN)
 
-    # 1. empty
+
+def check_limits(df: pl.DataFrame, schema: TableSchema, *, source: str) -> None:
+    """The id and plausibility stages alone, on a frame `validate_frame` already returned (a table validated
+    before its case's limits were known)."""
+    ctx = _Context(str(source), schema, date.max)
+    typed = df.select(schema.column_names).with_row_index(ROW_COLUMN)
+    _check_identifiers(ctx, typed)
+    _check_plausible(ctx, typed)
+
+
+def _check_not_empty(ctx: _Context, df: pl.DataFrame) -> None:
     if df.height == 0:
         raise ctx.fail(None, "the table has no data rows")
 
-    # 2. missing columns / 3. extra columns
+
+def _check_columns(ctx: _Context, df: pl.DataFrame) -> None:
+    """Missing, then extra columns. Names that do not look like column names (a file that is no table, such
+    as a system file) are counted, never echoed."""
+    declared = ctx.schema.column_names
     present = list(df.columns)
     missing = [c for c in declared if c not in present]
     if missing:
-        reason = f"missing column(s) {_quoted(missing)}; expected {_quoted(declared)}, found {_quoted(present)}"
-        hints = _close_matches(missing, [c for c in present if c not in declared])
+        reason = f"missing column(s) {_quoted(missing)}; expected {_quoted(declared)}, found {_found(present)}"
+        hints = _close_matches(missing, [c for c in present if c not in declared and _COLUMN_NAME.match(c)])
         raise ctx.fail(missing[0], reason + hints)
     extra = [c for c in present if c not in declared]
     if extra:
         raise ctx.fail(
-            extra[0],
-            f"unexpected column(s) {_quoted(extra)}; the table declares only {_quoted(declared)}",
+            extra[0] if _COLUMN_NAME.match(extra[0]) else None,
+            f"unexpected column(s) {_found(extra)}; the table declares only {_quoted(declared)}",
         )
 
-    # Raw frame in schema order with 0-based row numbers (used for example rows).
-    raw = df.select(declared).with_row_index(ROW_COLUMN)
 
-    # 4. types
-    typed = raw.select(ROW_COLUMN, *(_cast_column(ctx, raw, col) for col in schema.columns))
-
-    # 4b. non-finite and implausibly large numbers
-    for col in schema.columns:
-        if _kind(col.polars_dtype) not in ("int", "float"):
+def _check_finite(ctx: _Context, typed: pl.DataFrame) -> None:
+    """Non-finite numbers and numbers beyond any quantity (1e308, overflows)."""
+    for col in ctx.schema.columns:
+        kind = kind_of(col.polars_dtype)
+        if kind not in ("int", "float"):
             continue
         value = pl.col(col.name)
-        mask = (
-            value.is_infinite() | (value.abs() > MAX_MAGNITUDE)
-            if _kind(col.polars_dtype) == "float"
-            else value.abs() > MAX_MAGNITUDE
-        )
-        count = typed.select(mask.sum()).item()
-        if count:
-            raise ctx.fail(
-                col.name, f"{count} value(s) infinite or beyond {MAX_MAGNITUDE:.0e} in absolute value", typed, mask
+        mask = value.abs() > MAX_MAGNITUDE
+        if kind == "float":
+            mask = value.is_infinite() | mask
+        ctx.refuse_where(typed, col.name, mask, f"value(s) infinite or beyond {MAX_MAGNITUDE:.0e} in absolute value")
+
+
+def _check_nulls(ctx: _Context, typed: pl.DataFrame) -> None:
+    """Nulls in non-nullable columns, then in key columns."""
+    for col in ctx.schema.columns:
+        if not col.nullable and col.name not in ctx.schema.key:
+            ctx.refuse_where(
+                typed, col.name, pl.col(col.name).is_null(), "missing (null) value(s) in a non-nullable column"
             )
+    for name in ctx.schema.key:
+        ctx.refuse_where(typed, name, pl.col(name).is_null(), f"missing (null) value(s) in key column '{name}'")
 
-    # 5. nulls in non-nullable (non-key) columns
-    for col in schema.columns:
-        if col.nullable or col.name in schema.key:
-            continue
-        mask = pl.col(col.name).is_null()
-        count = typed.select(mask.sum()).item()
-        if count:
-            raise ctx.fail(col.name, f"{count} missing (null) value(s) in a non-nullable column", typed, mask)
 
-    # 6. null keys
-    for name in schema.key:
-        mask = pl.col(name).is_null()
-        count = typed.select(mask.sum()).item()
-        if count:
-            raise ctx.fail(name, f"{count} missing (null) value(s) in key column '{name}'", typed, mask)
-
-    # 6b. identifiers
-    for col in schema.identifiers():
-        value = pl.col(col.name)
-        for mask, what in (
-            (value.str.contains(r"[\x00-\x1f\x7f]"), "control characters (tab, newline, ...)"),
-            (value.str.contains(r"[/\\]") | value.str.contains("..", literal=True), "path separators or '..'"),
-            (value != value.str.strip_chars(), "leading or trailing whitespace"),
-        ):
-            count = typed.select(mask.fill_null(False).sum()).item()
-            if count:
-                raise ctx.fail(col.name, f"{count} id(s) with {what}", typed, mask.fill_null(False))
-        folded = value.str.replace_all(r"\s+", "")
-        variants = (
-            typed.select(ROW_COLUMN, col.name)
-            .drop_nulls()
-            .with_columns(_folded=folded)
-            .filter(pl.col(col.name).n_unique().over("_folded") > 1)
-        )
-        if variants.height:
-            examples = (
-                variants.group_by("_folded", maintain_order=True).agg(pl.col(col.name).unique()).head(MAX_EXAMPLE_ROWS)
+def _check_identifiers(ctx: _Context, typed: pl.DataFrame) -> None:
+    """The id rule (lakehouse.common.ids) on every id column."""
+    max_length = ctx.schema.limits.plausibility.max_id_length
+    for col in ctx.schema.identifiers():
+        refusal = column_refusal(typed.select(ROW_COLUMN, col.name), col.name, max_length=max_length)
+        if refusal is not None:
+            hint = (
+                f" ({ID_RULE.format(max_length=max_length)}; the length is {ctx.schema.limits.where('max_id_length')})"
             )
-            shown = "; ".join(" vs ".join(repr(v) for v in ids) for ids in examples[col.name].to_list())
             raise ctx.fail(
                 col.name,
-                f"ids that differ only by whitespace: {shown}",
+                refusal.reason + hint,
                 typed,
-                pl.col(ROW_COLUMN).is_in(variants[ROW_COLUMN].implode()),
+                pl.col(ROW_COLUMN).is_in(refusal.rows[ROW_COLUMN].implode()),
             )
 
-    # 7. duplicate keys
-    if schema.key:
-        key = list(schema.key)
-        key_expr = pl.col(key[0]) if len(key) == 1 else pl.struct(key)
-        mask = key_expr.is_duplicated()
-        dupes = typed.filter(mask)
-        if dupes.height:
-            groups = (
-                dupes.group_by(key, maintain_order=True).agg(pl.col(ROW_COLUMN).alias("rows")).head(MAX_EXAMPLE_ROWS)
-            )
-            described = []
-            for record in groups.iter_rows(named=True):
-                value = ", ".join(_render_value(record[k]) for k in key)
-                value = f"({value})" if len(key) > 1 else value
-                described.append(f"{value} (rows {', '.join(str(r) for r in record['rows'])})")
-            n_values = dupes.select(key).unique().height
-            reason = (
-                f"{n_values} duplicated key value(s) in key {_quoted(key)}: "
-                + "; ".join(described)
-                + ("; …" if n_values > len(described) else "")
-            )
-            raise InputDataError(
-                ctx.source,
-                schema.name,
-                key[0] if len(key) == 1 else ", ".join(key),
-                reason,
-                dupes,
-                key,
-            )
 
-    # 8. allowed values
-    for col in schema.columns:
+def _check_duplicate_keys(ctx: _Context, typed: pl.DataFrame) -> None:
+    if not ctx.schema.key:
+        return
+    key = list(ctx.schema.key)
+    key_expr = pl.col(key[0]) if len(key) == 1 else pl.struct(key)
+    dupes = typed.filter(key_expr.is_duplicated())
+    if not dupes.height:
+        return
+    groups = dupes.group_by(key, maintain_order=True).agg(pl.col(ROW_COLUMN).alias("rows")).head(MAX_EXAMPLE_ROWS)
+    described = []
+    for record in groups.iter_rows(named=True):
+        value = ", ".join(render_value(record[k]) for k in key)
+        value = f"({value})" if len(key) > 1 else value
+        rows = record["rows"]
+        described.append(f"{value} (rows {', '.join(str(r) for r in rows[:5])}{', …' if len(rows) > 5 else ''})")
+    n_values = dupes.select(key).unique().height
+    reason = (
+        f"{n_values} duplicated key value(s) in key {_quoted(key)}: "
+        + "; ".join(described)
+        + ("; …" if n_values > len(described) else "")
+    )
+    raise InputDataError(ctx.source, ctx.schema.name, key[0] if len(key) == 1 else ", ".join(key), reason, dupes, key)
+
+
+def _check_allowed(ctx: _Context, typed: pl.DataFrame) -> None:
+    for col in ctx.schema.columns:
         if col.allowed is None:
             continue
         mask = pl.col(col.name).is_not_null() & ~pl.col(col.name).is_in(list(col.allowed))
@@ -507,43 +470,133 @@ def validate_frame(df: pl.DataFrame, schema: TableSchema, *, source: str, today:
             values = bad.get_column(col.name).unique(maintain_order=True).to_list()
             raise ctx.fail(
                 col.name,
-                f"{bad.height} value(s) not in the allowed set {_quoted(col.allowed)}: {_examples(values)}",
+                f"{bad.height} value(s) not in the allowed set {_quoted(col.allowed)}: {examples(values)}",
                 typed,
                 mask,
             )
 
-    # 9. min / max
-    for col in schema.columns:
-        for bound, op, word in ((col.min_value, "lt", "below the minimum"), (col.max_value, "gt", "above the maximum")):
-            if bound is None:
-                continue
-            mask = getattr(pl.col(col.name), op)(bound)
-            count = typed.select(mask.sum()).item()
-            if count:
-                raise ctx.fail(col.name, f"{count} value(s) {word} {_num(bound)}", typed, mask)
 
-    # 10. dates in the future
-    for col in schema.columns:
+def _check_bounds(ctx: _Context, typed: pl.DataFrame) -> None:
+    """The schema's own minimum and maximum."""
+    for col in ctx.schema.columns:
+        if col.min_value is not None:
+            ctx.refuse_where(
+                typed, col.name, pl.col(col.name) < col.min_value, f"value(s) below the minimum {_num(col.min_value)}"
+            )
+        if col.max_value is not None:
+            ctx.refuse_where(
+                typed, col.name, pl.col(col.name) > col.max_value, f"value(s) above the maximum {_num(col.max_value)}"
+            )
+
+
+def _check_plausible(ctx: _Context, typed: pl.DataFrame) -> None:
+    """The case's plausibility limits (lakehouse.common.plausibility): amounts, dates, per-column bounds."""
+    for col in ctx.schema.columns:
+        bound = ctx.schema.limits.bound(ctx.schema.name, col)
+        if bound is not None and bound.per is not None:
+            bound = None  # per unit of a parent's column: checked across tables by the case's loader
+        kind = kind_of(col.polars_dtype)
+        if kind in ("date", "datetime"):
+            _plausible_dates(ctx, typed, col, bound, kind)
+        elif kind in ("int", "float"):
+            _plausible_numbers(ctx, typed, col, bound)
+
+
+def _column_setting(ctx: _Context, col: Column) -> str:
+    return f"`{ctx.schema.name}.{col.name}` under {ctx.schema.limits.where('columns')}"
+
+
+def _plausible_dates(ctx: _Context, typed: pl.DataFrame, col: Column, bound: Bound | None, kind: str) -> None:
+    limits = ctx.schema.limits
+    day = pl.col(col.name).dt.date() if kind == "datetime" else pl.col(col.name)
+    if bound is not None and isinstance(bound.min, date):
+        floor, setting = bound.min, _column_setting(ctx, col)
+    elif col.before_data:
+        floor, setting = limits.plausibility.earliest_date, limits.where("earliest_date")
+    else:
+        floor = limits.earliest_fact
+        setting = f"{limits.where('history')} (back from calendar.start) or {limits.where('earliest_date')}"
+    ctx.refuse_where(
+        typed,
+        col.name,
+        day < pl.lit(floor, dtype=pl.Date),
+        f"date(s) before {floor.isoformat()}: not plausible here; if they are right, move {setting}",
+    )
+    if bound is not None and isinstance(bound.max, date):
+        ctx.refuse_where(
+            typed,
+            col.name,
+            day > pl.lit(bound.max, dtype=pl.Date),
+            f"date(s) after {bound.max.isoformat()}, the limit set by {_column_setting(ctx, col)}",
+        )
+
+
+def _plausible_numbers(ctx: _Context, typed: pl.DataFrame, col: Column, bound: Bound | None) -> None:
+    value = pl.col(col.name)
+    if col.quantity and (bound is None or bound.max is None):
+        ceiling = ctx.schema.limits.plausibility.max_amount
+        ctx.refuse_where(
+            typed,
+            col.name,
+            value.abs() >= ceiling,
+            f"value(s) of {ceiling:.0e} or more: not a plausible amount; if they are right, raise "
+            f"{ctx.schema.limits.where('max_amount')} or set {_column_setting(ctx, col)}",
+        )
+    if bound is not None and isinstance(bound.min, int | float):
+        reason = f"value(s) below {_num(bound.min)}, the limit set by {_column_setting(ctx, col)}"
+        ctx.refuse_where(typed, col.name, value < bound.min, reason)
+    if bound is not None and isinstance(bound.max, int | float):
+        reason = f"value(s) above {_num(bound.max)}, the limit set by {_column_setting(ctx, col)}"
+        ctx.refuse_where(typed, col.name, value > bound.max, reason)
+
+
+def _check_not_in_future(ctx: _Context, typed: pl.DataFrame) -> None:
+    for col in ctx.schema.columns:
         if not col.not_in_future:
             continue
         expr = pl.col(col.name)
         if isinstance(col.polars_dtype, pl.Datetime):
             expr = expr.dt.date()
-        mask = expr > pl.lit(today, dtype=pl.Date)
-        count = typed.select(mask.sum()).item()
-        if count:
-            raise ctx.fail(col.name, f"{count} value(s) in the future (after {today.isoformat()})", typed, mask)
+        ctx.refuse_where(
+            typed,
+            col.name,
+            expr > pl.lit(ctx.today, dtype=pl.Date),
+            f"value(s) in the future (after {ctx.today.isoformat()})",
+        )
 
-    # 11. rules across columns
-    for rule in schema.rules:
-        mask = ~rule.valid.fill_null(True)
-        count = typed.select(mask.sum()).item()
-        if count:
-            raise ctx.fail(
-                rule.columns[0], f"{count} row(s) break the rule: {rule.description}", typed, mask, rule.columns
-            )
 
-    return typed.drop(ROW_COLUMN)
+def _check_rules(ctx: _Context, typed: pl.DataFrame) -> None:
+    """Rules across the columns of a row (null operands pass)."""
+    for rule in ctx.schema.rules:
+        ctx.refuse_where(
+            typed, rule.columns[0], ~rule.valid, f"row(s) break the rule: {rule.description}", rule.columns
+        )
+
+
+# The checks after the type conversion, in order; the first that fails is reported.
+_STAGES = (
+    _check_finite,
+    _check_nulls,
+    _check_identifiers,
+    _check_duplicate_keys,
+    _check_allowed,
+    _check_bounds,
+    _check_plausible,
+    _check_not_in_future,
+    _check_rules,
+)
+
+# What a column name looks like; other header cells (a file that is no table) are not echoed.
+_COLUMN_NAME = re.compile(r"^[\w][\w .()%#-]{0,63}$")
+
+
+def _found(names: Sequence[str]) -> str:
+    shown = [n for n in names if _COLUMN_NAME.match(n)][:30]
+    hidden = len(names) - len(shown)
+    text = _quoted(shown) if shown else "no column name"
+    if hidden:
+        text += f" and {hidden} header cell(s) that are no column name (not shown: is it the right file?)"
+    return text
 
 
 def _quoted(names: Sequence[str]) -> str:
@@ -558,111 +611,6 @@ def _close_matches(missing: Sequence[str], unexpected: Sequence[str]) -> str:
         if match is not None:
             hints.append(f"'{match}' -> '{name}'")
     return f" (did you mean: {', '.join(hints)}?)" if hints else ""
-
-
-def _cast_column(ctx: _Context, raw: pl.DataFrame, col: Column) -> pl.Series:
-    """Strictly convert one raw column to its declared dtype or raise InputDataError."""
-    target = col.polars_dtype
-    series = raw.get_column(col.name)
-    source = series.dtype
-    src_kind, tgt_kind = _kind(source), _kind(target)
-
-    if src_kind not in _ACCEPTS[tgt_kind]:
-        non_null = pl.col(col.name).is_not_null()
-        raise ctx.fail(
-            col.name,
-            f"has type {_type_name(source)} but {_type_name(target)} is declared",
-            raw,
-            non_null,
-        )
-
-    if src_kind == "null":
-        return pl.Series(col.name, [None] * raw.height, dtype=target)
-
-    value = pl.col(col.name)
-    if src_kind == "string" and tgt_kind != "string":
-        # Parse text; blank text counts as missing (null), like an empty CSV field.
-        value = value.cast(pl.String).str.strip_chars()
-        value = pl.when(value == "").then(None).otherwise(value)
-        converted = _parse_text(value, target, tgt_kind)
-    elif tgt_kind == "datetime" and src_kind == "datetime":
-        converted = _convert_datetime(value, source, target)
-    elif tgt_kind == "datetime" and src_kind == "date":
-        converted = value.cast(pl.Datetime(target.time_unit)).pipe(
-            lambda e: e.dt.replace_time_zone(target.time_zone) if target.time_zone else e
-        )
-    else:
-        converted = value.cast(target, strict=False)
-
-    if tgt_kind == "float":
-        converted = converted.fill_nan(None)  # NaN counts as missing
-
-    frame = raw.select(ROW_COLUMN, pl.col(col.name).alias("_raw"), converted.alias("_new"))
-    failed = pl.col("_raw").is_not_null() & pl.col("_new").is_null()
-    if src_kind == "string" and tgt_kind != "string":
-        failed = failed & (pl.col("_raw").cast(pl.String).str.strip_chars() != "")
-    if tgt_kind == "float" and src_kind == "float":
-        failed = failed & ~pl.col("_raw").is_nan()  # NaN -> null is a normalisation, not a failure
-    if (src_kind, tgt_kind) in {("float", "int"), ("datetime", "date")}:
-        # Lossy conversions (1.5 -> 1, 10:30 -> date) are failures.
-        failed = failed | (pl.col("_new").is_not_null() & (pl.col("_new").cast(source) != pl.col("_raw")))
-    bad = frame.filter(failed)
-    if bad.height:
-        examples = bad.get_column("_raw").unique(maintain_order=True).to_list()
-        raise ctx.fail(
-            col.name,
-            f"{bad.height} value(s) cannot be read as {_type_name(target)}{_format_hint(tgt_kind)}: "
-            f"{_examples(examples)}",
-            raw,
-            pl.col(ROW_COLUMN).is_in(bad.get_column(ROW_COLUMN).implode()),
-        )
-    return frame.get_column("_new").alias(col.name).cast(target)
-
-
-def _format_hint(kind: str) -> str:
-    return {
-        "date": " (expected an ISO date YYYY-MM-DD)",
-        "datetime": " (expected an ISO datetime YYYY-MM-DD[ T]HH:MM[:SS])",
-        "bool": " (expected true/false)",
-    }.get(kind, "")
-
-
-def _parse_text(value: pl.Expr, target: pl.DataType, kind: str) -> pl.Expr:
-    if kind == "bool":
-        lowered = value.str.to_lowercase()
-        return (
-            pl.when(lowered.is_in(list(_TRUE)))
-            .then(pl.lit(True))
-            .when(lowered.is_in(list(_FALSE)))
-            .then(pl.lit(False))
-            .otherwise(pl.lit(None, dtype=pl.Boolean))
-        )
-    if kind == "date":
-        return value.str.to_date("%Y-%m-%d", strict=False)
-    if kind == "datetime":
-        text = value.str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt]", "${1} ")
-        unit, zone = target.time_unit, target.time_zone
-        naive = pl.coalesce([text.str.to_datetime(f, time_unit=unit, strict=False) for f in _DATETIME_FORMATS])
-        aware = pl.coalesce(
-            [text.str.to_datetime(f, time_unit=unit, strict=False) for f in _DATETIME_TZ_FORMATS]
-        ).dt.convert_time_zone(zone or "UTC")
-        if zone:
-            naive = naive.dt.replace_time_zone(zone)
-        else:
-            aware = aware.dt.replace_time_zone(None)
-        return pl.coalesce([naive, aware])
-    return value.cast(target, strict=False)
-
-
-def _convert_datetime(value: pl.Expr, source: pl.Datetime, target: pl.Datetime) -> pl.Expr:
-    if source.time_zone != target.time_zone:
-        if source.time_zone is None:
-            value = value.dt.replace_time_zone(target.time_zone)
-        elif target.time_zone is None:
-            value = value.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        else:
-            value = value.dt.convert_time_zone(target.time_zone)
-    return value.dt.cast_time_unit(target.time_unit)
 
 
 def validate_references(
@@ -701,7 +649,7 @@ def validate_references(
             str(source),
             table,
             child_col,
-            f"{orphans.height} row(s) reference value(s) missing from {target}: {_examples(values)}",
+            f"{orphans.height} row(s) reference value(s) missing from {target}: {examples(values)}",
             orphans.head(MAX_EXAMPLE_ROWS),
         )
 

@@ -19,18 +19,21 @@ worlds' configuration: a demo is a source like any other, described by its own s
 
 from __future__ import annotations
 
+import difflib
 import os
-import re
 from contextvars import ContextVar
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import field_validator, model_validator
+from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from lakehouse.common.sources import SOURCES_ENV, Section, load_sources
+from lakehouse.common.durations import back, forward, parse_duration, shift  # noqa: F401  (the settings' durations)
+from lakehouse.common.ids import shown
+from lakehouse.common.sources import SOURCES_ENV, Section, load_sources, validation_problems
 
 
 class Calendar(Section):
@@ -40,14 +43,32 @@ class Calendar(Section):
     start: date
     timezone: str = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return known_zone(value)
+
+
+def known_zone(name: str) -> str:
+    """`name` if it is an IANA time zone this machine knows; else an error listing close matches."""
+    try:
+        ZoneInfo(name)
+        return name
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        close = difflib.get_close_matches(name, sorted(available_timezones()), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "use an IANA name such as UTC or Europe/Paris"
+        raise ValueError(f"unknown time zone {shown(name)}: {hint}") from None
+
+
+class SettingsError(ValueError):
+    """A case's settings are wrong: the message names the sources file (or environment variable), the case,
+    the key, and what is allowed there."""
+
 
 class Economics(Section):
     """Money in a case's reports is in this currency; `defaults` says whether anyone set the figures."""
 
     currency: str = "EUR"
-
-
-_DURATION = re.compile(r"^(\d+)\s*(d|w|mo|y)$")
 
 
 class DateRange(Section):
@@ -68,32 +89,6 @@ class DateRange(Section):
     @property
     def days(self) -> int:
         return (self.end - self.start).days + 1
-
-
-def back(day: date, duration: str) -> date:
-    """`day` minus a duration such as `3d`, `2w`, `4mo` or `1y` (months clamp to the month's last day)."""
-    return shift(day, duration, -1)
-
-
-def forward(day: date, duration: str) -> date:
-    return shift(day, duration, 1)
-
-
-def shift(day: date, duration: str, sign: int) -> date:
-    count, unit = parse_duration(duration)
-    if unit in ("d", "w"):
-        return day + sign * timedelta(days=count * (7 if unit == "w" else 1))
-    index = day.year * 12 + day.month - 1 + sign * count * (12 if unit == "y" else 1)
-    year, month = divmod(index, 12)
-    following = date(year + (month + 1) // 12, (month + 1) % 12 + 1, 1)
-    return date(year, month + 1, min(day.day, (following - timedelta(days=1)).day))
-
-
-def parse_duration(text: str) -> tuple[int, str]:
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"duration {text!r}: use a positive count and a unit d, w, mo or y (e.g. 3d, 2w, 4mo)")
-    return int(match.group(1)), match.group(2)
 
 
 Period = DateRange | str  # explicit dates, or a duration counted back from the end of the data
@@ -186,6 +181,23 @@ class CaseSettings(BaseSettings):
 
     case: ClassVar[str]
     model_config = SettingsConfigDict(env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(self._explained(exc)) from None
+
+    @classmethod
+    def _explained(cls, exc: ValidationError) -> str:
+        """Where the wrong settings come from (the sources file, or environment variables) and what is wrong."""
+        path = _SOURCES_PATH.get(configured_sources_path())
+        prefix = cls.model_config["env_prefix"]
+        environment = sorted(k for k in os.environ if k.startswith(prefix))
+        origin = f"{path}: " if path else ""
+        if environment:
+            origin += f"(or the environment: {', '.join(environment[:5])}) "
+        return f"{origin}the {cls.case} settings are refused: {validation_problems(exc, cls, f'{cls.case}.settings')}"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -35,25 +35,22 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from lakehouse.common.ids import shown
 from lakehouse.common.schema import DATA_SUFFIXES, InputDataError, TableSchema, validate_frame
+from lakehouse.common.section import Section
 
 CASES = ("churn", "forecast", "fraud", "triage")
 SOURCES_ENV = "LAKEHOUSE_SOURCES"
-
-
-class Section(BaseModel):
-    """A group of settings or of a sources file: immutable, and unknown keys are refused (a typo is an error)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class SourcesError(ValueError):
@@ -186,10 +183,15 @@ class Sources(Section):
     forecast: CaseSource | None = None
     fraud: CaseSource | None = None
     triage: CaseSource | None = None
+    errors: dict[str, str] = Field(default_factory=dict)  # case -> why its section is refused
 
     def case(self, name: str) -> CaseSource | None:
+        """The case's source, None when the file does not list it; SourcesError when its section is wrong (the
+        other cases stay usable)."""
         if name not in CASES:
             raise KeyError(name)
+        if name in self.errors:
+            raise SourcesError(self.errors[name])
         return getattr(self, name)
 
 
@@ -197,36 +199,120 @@ def load_sources(path: str | Path) -> Sources:
     path = Path(path).resolve()
     stat = path.stat() if path.is_file() else None
     if stat is None:
-        raise SourcesError(f"{path}: the sources file ({SOURCES_ENV}) does not exist")
+        raise SourcesError(f"{path}: the sources file ({SOURCES_ENV}) does not exist or is not a file")
     return _load(str(path), stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=8)
 def _load(path: str, _mtime: int) -> Sources:
+    """The whole file, parsed once; each case's section validated on its own, so one wrong section refuses that
+    case only. A file that cannot be read or parsed refuses every case."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise SourcesError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise SourcesError(f"{path}: not valid YAML{where}: {shown(problem, 80)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourcesError(f"{path}: the sources file cannot be read as UTF-8 text ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise SourcesError(f"{path}: expected a mapping of case names ({', '.join(CASES)}) to sources")
-    unknown = sorted(set(raw) - set(CASES))
-    if unknown:
-        raise SourcesError(f"{path}: unknown case(s) {unknown}; the cases are {list(CASES)}")
-    base = Path(path).parent
-    cases = {}
-    for case, body in raw.items():
-        body = dict(body or {})
-        if "folder" not in body:
-            raise SourcesError(f"{path}: `{case}.folder` is missing: the folder that holds the case's files")
-        folder = (base / str(body["folder"])).resolve()
-        if not folder.is_dir():
-            raise SourcesError(f"{path}: `{case}.folder` {folder} is not a folder")
-        cases[case] = {**body, "folder": folder, "origin": f"{Path(path).name}: {case}"}
+    cases, errors = {}, {}
+    for key, body in raw.items():
+        case = key if key in CASES else next(iter(difflib.get_close_matches(str(key), CASES, n=1)), None)
+        if case is None:
+            raise SourcesError(f"{path}: unknown case {shown(key)}; the cases are {', '.join(CASES)}")
+        try:
+            if case != key:
+                raise SourcesError(f"{shown(key, 30)} is no case (did you mean `{case}`?); the cases are {list(CASES)}")
+            cases[case] = _case_section(path, case, body)
+        except SourcesError as exc:
+            errors[case] = f"{path}: {exc}"
+    return Sources.model_validate({"path": path, **cases, "errors": errors})
+
+
+def _case_section(path: str, case: str, body: Any) -> dict:
+    """One case's section, checked: a mapping with a folder that exists, and keys the sources file knows."""
+    if not isinstance(body, dict):
+        raise SourcesError(f"`{case}` must be a mapping with `folder`, `tables`, `settings`; got {type(body).__name__}")
+    if "folder" not in body:
+        raise SourcesError(f"`{case}.folder` is missing: the folder that holds the case's files")
+    folder = (Path(path).parent / str(body["folder"])).resolve()
+    if not folder.is_dir():
+        raise SourcesError(f"`{case}.folder` {shown(str(folder), 120)} is not a folder")
+    section = {**body, "folder": folder, "origin": f"{Path(path).name}: {case}"}
     try:
-        return Sources.model_validate({"path": path, **cases})
+        CaseSource.model_validate(section)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise SourcesError(f"{path}: {problems}") from None
+        raise SourcesError(validation_problems(exc, CaseSource, case)) from None
+    return section
+
+
+def validation_problems(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
+    """A pydantic error as a user reads it: each wrong key with its dotted path under `prefix`, what is wrong,
+    and for an unknown key the keys allowed there (a typo's close match first)."""
+    found: dict[str, list[dict]] = {}
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"] if not _UNION_BRANCH.match(str(p))]
+        found.setdefault(".".join(loc), []).append({**error, "loc": loc})
+    problems = []
+    for dotted, errors in found.items():
+        # Of a union's branches, report what the user most likely meant: not "should be a string".
+        meant = [e for e in errors if not e["type"].endswith("_type")] or errors
+        if all(e["type"].endswith("_type") for e in meant) and any(k.startswith(f"{dotted}.") for k in found):
+            continue  # the value was meant as the mapping whose own error follows
+        for error in meant[:1]:
+            problems.append(_problem(error, model, ".".join(p for p in (prefix, dotted) if p)))
+    shown_problems = problems[:5]
+    more = len(problems) - len(shown_problems)
+    return "; ".join(shown_problems) + (f"; and {more} more" if more > 0 else "")
+
+
+# Steps of an error's location that name a union branch or a validator, not a key of the file.
+_UNION_BRANCH = re.compile(r"^(function-[\w-]+\[.*\]|str|int|float|bool|date|datetime|list\[.*\]|dict\[.*\]|[A-Z]\w*)$")
+
+
+def _problem(error: dict, model: type[BaseModel], key: str) -> str:
+    if error["type"] == "extra_forbidden":
+        allowed = _fields_at(model, error["loc"][:-1])
+        close = difflib.get_close_matches(error["loc"][-1], allowed, n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        return f"`{key}`: unknown key{hint}; allowed here: {', '.join(allowed) or 'none'}"
+    value = error.get("input")
+    got = f" (got {shown(value)})" if not isinstance(value, dict | list) and error["type"] != "value_error" else ""
+    return f"`{key}`: {error['msg'].removeprefix('Value error, ')}{got}"
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The keys a model accepts at a path of field names and mapping keys, best effort."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if get_origin(current) is dict:  # `part` is a mapping's key: go to its values' type
+            current = get_args(current)[1]
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        fields = current.model_fields
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
+        if field is None:
+            return []
+        current = field.annotation
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(f.alias or name for name, f in current.model_fields.items() if name != "origin")
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` and `str | Model` -> the mapping or model among them."""
+    if get_origin(annotation) is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return annotation
+    for arg in get_args(annotation):
+        if get_origin(arg) is dict or (isinstance(arg, type) and issubclass(arg, BaseModel)):
+            return arg
+    return annotation
 
 
 def configured_sources() -> Sources | None:
@@ -358,7 +444,8 @@ def load_table(
                 str(source.folder),
                 schema.name,
                 None,
-                f"no input file; expected {schema.name}.parquet or {schema.name}.csv, or `{source.origin}.tables.{schema.name}.file`",
+                f"no input file; expected {schema.name}.parquet or {schema.name}.csv, "
+                f"or `{source.origin}.tables.{schema.name}.file`",
             )
         return None
     present = set(mapped.frame.columns)

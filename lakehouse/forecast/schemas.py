@@ -16,9 +16,13 @@ Run `python -m lakehouse.forecast.schemas > docs/forecast_raw_tables.md` after a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
-from lakehouse.common.schema import Column, RowRule, TableSchema
+from lakehouse.common.plausibility import Limits
+from lakehouse.common.raw_source import RawBatch, Request
+from lakehouse.common.schema import Column, RowRule, TableSchema, validate_frame
 from lakehouse.forecast.settings import ForecastSettings
 
 MASTER_TABLES = ("stores", "products", "promotions", "events", "covariates")
@@ -80,8 +84,15 @@ def stores(settings: ForecastSettings) -> TableSchema:
                 nullable=True,
                 allowed=_allowed(settings, "store_type"),
             ),
-            Column("opening_date", pl.Date, "Optional: first day of trading.", nullable=True, not_in_future=True),
-            Column("closing_date", pl.Date, "Optional: last day of trading.", nullable=True),
+            Column(
+                "opening_date",
+                pl.Date,
+                "Optional: first day of trading.",
+                nullable=True,
+                not_in_future=True,
+                before_data=True,
+            ),
+            Column("closing_date", pl.Date, "Optional: last day of trading.", nullable=True, before_data=True),
         ),
         rules=(
             RowRule(
@@ -104,7 +115,9 @@ def products(settings: ForecastSettings) -> TableSchema:
                 _level(settings, c, f"Hierarchy level `{c}` (`hierarchy.product_levels`, from the top).")
                 for c in settings.hierarchy.product_levels
             ),
-            Column("launch_date", pl.Date, "Optional: first day the SKU could be sold.", nullable=True),
+            Column(
+                "launch_date", pl.Date, "Optional: first day the SKU could be sold.", nullable=True, before_data=True
+            ),
             Column(
                 "perishable",
                 pl.Boolean,
@@ -117,6 +130,7 @@ def products(settings: ForecastSettings) -> TableSchema:
                 "Optional: shelf price in the economics currency (order simulation, a feature).",
                 nullable=True,
                 min_value=0,
+                quantity=True,
             ),
         ),
     )
@@ -134,7 +148,7 @@ def sales(settings: ForecastSettings) -> TableSchema:
             Column("store_id", pl.String, "Store.", identifier=True),
             Column("sku_id", pl.String, "SKU.", identifier=True),
             Column("date", pl.Date, "Day, or the date that labels the week.", not_in_future=True),
-            Column("units", pl.Float64, "Units sold (negative and fractional values: see `quirks`)."),
+            Column("units", pl.Float64, "Units sold (negative and fractional values: see `quirks`).", quantity=True),
         ),
     )
 
@@ -190,9 +204,9 @@ def covariates(settings: ForecastSettings) -> TableSchema:
     return TableSchema(
         name="covariates",
         description=(
-            "Numeric signals per day at any level: prices, discounts and markdown amounts, temperatures, fuel prices... "
-            "A forecast at T uses the latest value known on or before T (`known_from`; empty: known in advance). "
-            "Names listed in `observed_covariates` are actuals: they enter only as lags."
+            "Numeric signals per day at any level: prices, discounts and markdown amounts, temperatures, fuel "
+            "prices... A forecast at T uses the latest value known on or before T (`known_from`; empty: known in "
+            "advance). Names listed in `observed_covariates` are actuals: they enter only as lags."
         ),
         key=(),
         columns=(
@@ -221,7 +235,8 @@ SCHEMAS = {
 
 
 def schema(name: str, settings: ForecastSettings) -> TableSchema:
-    return SCHEMAS[name](settings)
+    """The table `name` with the settings' hierarchy, vocabularies and plausibility limits."""
+    return SCHEMAS[name](settings).with_limits(Limits.of(settings))
 
 
 def optional_columns(name: str, settings: ForecastSettings) -> tuple[str, ...]:
@@ -238,16 +253,51 @@ def optional_columns(name: str, settings: ForecastSettings) -> tuple[str, ...]:
     return ()
 
 
+def _world(overrides: Mapping):
+    """The generator's world: `scale` (demo | full | STORESxSKUS) and `seed` over LAKEHOUSE_FORECAST_SCALE."""
+    from lakehouse.forecast.world import WorldConfig, scale_counts
+
+    world = WorldConfig.from_env()
+    if overrides.get("scale"):
+        stores, skus = scale_counts(overrides["scale"])
+        world = world.with_(stores=stores, skus=skus)
+    return world.with_(seed=overrides["seed"]) if overrides.get("seed") is not None else world
+
+
+def generated_master_tables(overrides: Mapping, request: Request) -> RawBatch:
+    """The raw-source seam's generator side for the master tables: the synthetic grocery chain (its rules across
+    tables are the case's `check`, as for a user's files)."""
+    from lakehouse.forecast.world import master_tables
+
+    world = _world(overrides)
+    request.log(f"generating the grocery chain: {world.stores} stores x {world.skus} SKUs, seed {world.seed}")
+    origin = f"generator (seed {world.seed}, {world.stores} stores x {world.skus} SKUs)"
+    return RawBatch(master_tables(world), origin)
+
+
+def generated_sales(overrides: Mapping, request: Request) -> RawBatch:
+    """The raw-source seam's generator side for sales: the selected stores' days (`request.inputs["master"]`, the
+    stored master tables), through the sales schema."""
+    from lakehouse.forecast.world import store_sales
+
+    world = _world(overrides)
+    label = f"generator (seed {world.seed})"
+    frame = pl.concat([store_sales(world, request.inputs["master"], s) for s in request.keys])
+    sales_schema = schema("sales", request.settings)
+    return RawBatch({"sales": validate_frame(frame, sales_schema, source=label, today=request.today)}, label)
+
+
 def markdown(settings: ForecastSettings | None = None) -> str:
     """The documentation of the forecast raw tables (docs/forecast_raw_tables.md), for the default hierarchy."""
     settings = settings or ForecastSettings()
     parts = [
         "# Forecast raw tables",
         "",
-        "Bring your own data: list the case in the sources file (`LAKEHOUSE_SOURCES`, see the README) with one mapping per "
-        "table below. `promotions`, `events` and `covariates` are optional: without them the features they feed are left "
-        "out. Every file is validated before anything is written; a bad file stops the run with one error naming the file, "
-        "the column and example rows, and the lake keeps its previous content. The level columns shown are the default "
+        "Bring your own data: list the case in the sources file (`LAKEHOUSE_SOURCES`, see the README) with one "
+        "mapping per table below. `promotions`, `events` and `covariates` are optional: without them the features "
+        "they feed are left out. Every file is validated before anything is written; a bad file stops the run with "
+        "one error naming the file, the column and example rows, and the lake keeps its previous content. The level "
+        "columns shown are the default "
         "`hierarchy` (`region`; `category`, `family`): yours are the columns you name there.",
     ]
     for name in ("stores", "products", "sales", *OPTIONAL_TABLES):

@@ -7,9 +7,14 @@ features and rules that need them are then left out too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date
+
 import polars as pl
 
-from lakehouse.common.schema import Column, RowRule, TableSchema
+from lakehouse.common.plausibility import Limits
+from lakehouse.common.raw_source import RawBatch, Request
+from lakehouse.common.schema import Column, RowRule, TableSchema, validate_frame
 from lakehouse.fraud.settings import FraudSettings
 
 
@@ -18,8 +23,8 @@ def _together(a: str, b: str) -> RowRule:
 
 
 def transactions_schema(settings: FraudSettings) -> TableSchema:
-    """The transactions table, with the channel vocabulary of the settings."""
-    return TableSchema(
+    """The transactions table, with the channel vocabulary and the plausibility limits of the settings."""
+    table = TableSchema(
         name="transactions",
         description="One row per payment attempt, with its fraud label (confirmed chargeback or investigation).",
         key=("tx_id",),
@@ -48,8 +53,10 @@ def transactions_schema(settings: FraudSettings) -> TableSchema:
             Column(
                 "amount",
                 pl.Float64,
-                f"Amount, in the settings' currency ({settings.economics.currency} by default).",
-                min_value=0.01,
+                f"Amount, in the settings' currency ({settings.economics.currency} by default); zero for an "
+                "authorisation check.",
+                min_value=0,
+                quantity=True,
             ),
             Column(
                 "device_id",
@@ -117,6 +124,7 @@ def transactions_schema(settings: FraudSettings) -> TableSchema:
         ),
         rules=(_together("lat", "lon"), _together("customer_lat", "customer_lon")),
     )
+    return table.with_limits(Limits.of(settings))
 
 
 OPTIONAL = (
@@ -141,6 +149,25 @@ def missing_pair(columns) -> tuple[str, str] | None:
         if (a in present) != (b in present):
             return (a, b) if a in present else (b, a)
     return None
+
+
+def generated(overrides: Mapping, request: Request) -> RawBatch:
+    """The raw-source seam's generator side: the selected days of the synthetic payments world (`tx_per_day`,
+    `seed`, `signal_strength`), through the same schema as a user's file."""
+    from lakehouse.fraud.world import WorldConfig, build_entities, generate_day
+
+    world = WorldConfig.from_env().with_(**overrides)
+    entities = build_entities(world)
+    schema = transactions_schema(request.settings)
+    frames = {}
+    for day in request.keys:
+        request.log(
+            f"generating {day}: ~{world.tx_per_day:,} payments, fraud rate {world.fraud_rate:.2%}, seed {world.seed}"
+        )
+        frame = generate_day(world, date.fromisoformat(day), entities)
+        frames[day] = validate_frame(frame, schema.restricted(frame.columns), source="generator", today=request.today)
+    origin = f"generator (seed {world.seed}, {world.tx_per_day:,} tx/day, fraud rate {world.fraud_rate:.2%})"
+    return RawBatch(frames, origin)
 
 
 def markdown(settings: FraudSettings | None = None) -> str:

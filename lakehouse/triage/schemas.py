@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date
+
 import polars as pl
 
-from lakehouse.common.schema import Column, TableSchema
+from lakehouse.common.plausibility import Limits
+from lakehouse.common.raw_source import RawBatch, Request
+from lakehouse.common.schema import Column, TableSchema, check_limits, validate_frame
+from lakehouse.common.table_rules import not_before
 
 CUSTOMERS = TableSchema(
     name="customers",
     description=(
-        "The CRM's customers (optional). Read to recognise their names and contact details in tickets; never stored in the lake. "
-        "Without it, personal data is still found by its patterns and checksums, but names only when a request gives them."
+        "The CRM's customers (optional). Read to recognise their names and contact details in tickets; never "
+        "stored in the lake. Without it, personal data is still found by its patterns and checksums, but names "
+        "only when a request gives them."
     ),
     key=("customer_id",),
     columns=(
@@ -28,7 +35,9 @@ CUSTOMER_OPTIONAL = ("first_name", "last_name", "email", "phone", "street", "cit
 
 TICKETS = TableSchema(
     name="tickets",
-    description="Raw support tickets as the helpdesk exports them (personal data included). Scrubbed before anything is stored.",
+    description=(
+        "Raw support tickets as the helpdesk exports them (personal data included). Scrubbed before anything is stored."
+    ),
     key=("ticket_id",),
     columns=(
         Column("ticket_id", pl.String, "Ticket id."),
@@ -65,7 +74,7 @@ AGENT_LABELS = TableSchema(
     columns=(
         Column("ticket_id", pl.String, "Ticket (references tickets)."),
         Column("category", pl.String, "Category."),
-        Column("agent_id", pl.String, "Agent who labelled it; optional.", nullable=True),
+        Column("agent_id", pl.String, "Agent who labelled it; optional.", nullable=True, identifier=True),
         Column(
             "labelled_at",
             pl.Datetime("us"),
@@ -102,6 +111,50 @@ def with_optional_columns(frame: pl.DataFrame, schema: TableSchema) -> pl.DataFr
     """`frame` with every column of `schema` (optional ones a file lacks are null), in schema order."""
     missing = [pl.lit(None, dtype=c.polars_dtype).alias(c.name) for c in schema.columns if c.name not in frame.columns]
     return frame.with_columns(missing).select(schema.column_names)
+
+
+def check_raw_tables(tickets: pl.DataFrame, labels: pl.DataFrame, settings, labels_of: Mapping[str, str]) -> None:
+    """What the case's settings add to the schemas: its plausibility limits (ids, dates), and no label given
+    before its ticket was received."""
+    limits = Limits.of(settings)
+    check_limits(tickets, TICKETS.with_limits(limits), source=labels_of["tickets"])
+    check_limits(labels, AGENT_LABELS.with_limits(limits), source=labels_of["agent_labels"])
+    not_before(
+        labels,
+        "labelled_at",
+        tickets,
+        "created_at",
+        "ticket_id",
+        source=labels_of["agent_labels"],
+        table="agent_labels",
+        parent_table="tickets",
+    )
+
+
+def generated(overrides: Mapping, request: Request) -> RawBatch:
+    """The raw-source seam's generator side: the selected months of the synthetic helpdesk (`tickets_per_month`,
+    `seed`, `vague_rate`, `mislabel_rate`, `category_weights`), through the same schemas and rules as a user's
+    export."""
+    from lakehouse.triage.world import WorldConfig, generate_customers, generate_month
+
+    drills = dict(overrides)
+    weights = drills.pop("category_weights", None)
+    world = WorldConfig.from_env().with_(**drills)
+    customers = generate_customers(world)
+    months = [generate_month(world, date.fromisoformat(k), customers, weights) for k in request.keys]
+    limits = Limits.of(request.settings)
+    tables = {
+        "tickets": pl.concat([t for t, _ in months]),
+        "agent_labels": pl.concat([lab for _, lab in months]),
+        "customers": customers,
+    }
+    for schema in RAW_TABLES:
+        tables[schema.name] = validate_frame(
+            tables[schema.name], schema.with_limits(limits), source="generator", today=request.today
+        )
+    check_raw_tables(tables["tickets"], tables["agent_labels"], request.settings, dict.fromkeys(tables, "generator"))
+    origin = f"generator (seed {world.seed}, {world.tickets_per_month} tickets/month)"
+    return RawBatch(tables, origin, labels=dict.fromkeys(tables, "generator"))
 
 
 def markdown() -> str:

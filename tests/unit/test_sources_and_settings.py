@@ -152,7 +152,7 @@ def test_a_misnamed_file_is_not_taken_for_an_absent_optional_table(tmp_path):
 )
 def test_a_wrong_sources_file_is_refused_with_the_key(tmp_path, their_file, text, message):
     with pytest.raises(SourcesError, match=message):
-        load_sources(write_sources(tmp_path, text))
+        load_sources(write_sources(tmp_path, text)).case("fraud")
 
 
 def test_settings_come_from_env_over_the_sources_file_over_defaults(tmp_path, their_file, monkeypatch):
