@@ -11,6 +11,7 @@ from datetime import date
 
 from pydantic import Field
 
+from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, Section
 
 CASE = "churn"
@@ -57,6 +58,7 @@ class ChurnSettings(CaseSettings):
     case = CASE
 
     calendar: ChurnCalendar = ChurnCalendar()
+    plausibility: Plausibility = Plausibility()  # bounds a value must keep (lakehouse.common.plausibility)
     # Out-of-time evaluation: the last 4 months of matured snapshots are the test period, the
     # 2 months before them the early-stopping period, 30-day gaps so no label window reaches
     # into the next period.

@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, parse_duration
 from lakehouse.common.sources import Section
@@ -206,6 +207,7 @@ class ForecastSettings(CaseSettings):
     case: ClassVar[str] = CASE
 
     calendar: ForecastCalendar = ForecastCalendar()
+    plausibility: Plausibility = Plausibility()  # bounds a value must keep (lakehouse.common.plausibility)
     frequency: Literal["D", "W"] = "D"
     week_day: Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"] | None = (
         None  # weekly rows: their weekday (default: the data's, one only)

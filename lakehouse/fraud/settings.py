@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, Period
 from lakehouse.common.sources import Section
 
@@ -215,6 +216,7 @@ class FraudSettings(CaseSettings):
     case: ClassVar[str] = CASE
 
     calendar: FraudCalendar = FraudCalendar()
+    plausibility: Plausibility = Plausibility()  # bounds a value must keep (lakehouse.common.plausibility)
     windows: FraudWindows = FraudWindows()
     channels: tuple[str, ...] = ("card_present", "ecommerce", "transfer")
     ecommerce_channels: tuple[str, ...] = ("ecommerce",)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.settings import Calendar, CaseSettings, DateRange, Economics, Period, back, parse_duration
 from lakehouse.common.sources import Section
 
@@ -152,6 +153,7 @@ class TriageSettings(CaseSettings):
     case = "triage"
 
     calendar: TriageCalendar = TriageCalendar()  # monthly partitions from this month
+    plausibility: Plausibility = Plausibility()  # bounds a value must keep (lakehouse.common.plausibility)
     teams: dict[str, str] = Field(
         default_factory=lambda: dict(SEED_TEAMS)
     )  # category -> team; unlisted categories are their own team
