@@ -590,6 +590,18 @@ _STAGES = (
 _COLUMN_NAME = re.compile(r"^[\w][\w .()%#-]{0,63}$")
 
 
+def reader_detail(exc: Exception, limit: int = 100) -> str:
+    """A reader's error as a message may echo it: its first line, bounded (never the file's content past it)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def found_columns(names: Sequence[str]) -> str:
+    """Column names as a message shows them; header cells that are no column name are counted, not echoed."""
+    return _found(names)
+
+
 def _found(names: Sequence[str]) -> str:
     shown = [n for n in names if _COLUMN_NAME.match(n)][:30]
     hidden = len(names) - len(shown)
@@ -681,8 +693,9 @@ def read_table(path: str | Path, schema: TableSchema, *, today: date) -> pl.Data
             df = pl.read_parquet(path)
     except Exception as exc:  # any reader failure is a bad input file
         kind = "CSV" if suffix == ".csv" else "Parquet"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputDataError(source, schema.name, None, f"cannot read the file as {kind}: {detail}") from exc
+        raise InputDataError(
+            source, schema.name, None, f"cannot read the file as {kind}: {reader_detail(exc)}"
+        ) from None
     return validate_frame(df, schema, source=source, today=today)
 
 

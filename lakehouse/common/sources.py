@@ -45,8 +45,16 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from lakehouse.common.conversion import examples
 from lakehouse.common.ids import shown
-from lakehouse.common.schema import DATA_SUFFIXES, InputDataError, TableSchema, validate_frame
+from lakehouse.common.schema import (
+    DATA_SUFFIXES,
+    InputDataError,
+    TableSchema,
+    found_columns,
+    reader_detail,
+    validate_frame,
+)
 from lakehouse.common.section import Section
 
 CASES = ("churn", "forecast", "fraud", "triage")
@@ -99,9 +107,28 @@ class ColumnRule(Section):
         return f"the constant {self.value!r}" if self.value is not None else f"the expression `{self.sql}`"
 
 
+# DuckDB read_csv options a mapping may set, for file and `sql:` tables alike. Options that drop or pad rows
+# silently (ignore_errors, null_padding) are not among them: a row that cannot be read is an error.
+CSV_OPTIONS = {
+    "delim": "the field separator, e.g. '|' or ';'",
+    "sep": "the same as delim",
+    "quote": "the quote character",
+    "escape": "the escape character",
+    "header": "whether the first line names the columns (default true)",
+    "nullstr": "text read as a missing value, e.g. NA, or a list of them",
+    "skip": "lines skipped before the header",
+    "comment": "a character that starts a comment line",
+    "decimal_separator": "e.g. ','",
+    "dateformat": "strptime format of the dates",
+    "timestampformat": "strptime format of the times",
+    "encoding": "utf-8, utf-16 or latin-1",
+    "new_line": "the line terminator",
+}
+
+
 class TableSource(Section):
     file: str | None = None  # relative to the case folder; a glob reads several files as one
-    csv: dict[str, Any] = Field(default_factory=dict)  # DuckDB read_csv options, e.g. {delim: "|"}
+    csv: dict[str, Any] = Field(default_factory=dict)  # read options of its CSV files, e.g. {delim: "|", nullstr: NA}
     columns: dict[str, str | ColumnRule] | None = None
     filter: str | None = None
     sql: str | None = None
@@ -116,6 +143,18 @@ class TableSource(Section):
             ours: ColumnRule.model_validate({"from": rule}) if isinstance(rule, str) else rule
             for ours, rule in columns.items()
         }
+
+    @field_validator("csv")
+    @classmethod
+    def _csv_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(CSV_OPTIONS))
+        if unknown:
+            close = {u: difflib.get_close_matches(u, CSV_OPTIONS, n=1) for u in unknown}
+            hints = "".join(f" (`{u}`: did you mean `{c[0]}`?)" for u, c in close.items() if c)
+            raise ValueError(
+                f"unknown CSV option(s) {', '.join(unknown)}{hints}; allowed: {', '.join(sorted(CSV_OPTIONS))}"
+            )
+        return options
 
     @model_validator(mode="after")
     def _file_or_sql(self) -> TableSource:
@@ -335,6 +374,8 @@ def literal(value: Any) -> str:
         return "TRUE" if value else "FALSE"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
     if isinstance(value, datetime):
         return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
     if isinstance(value, date):
@@ -343,6 +384,8 @@ def literal(value: Any) -> str:
 
 
 def _reader(path: Path, csv: dict[str, Any], all_text: bool) -> str:
+    """The DuckDB read of one file: CSV with the mapping's options (every column as text when the schema does the
+    typing), Parquet as it is."""
     target = literal(str(path))
     if path.suffix.lower() == ".csv":
         options = {"header": True, **({"all_varchar": True} if all_text else {}), **csv}
@@ -368,9 +411,10 @@ def read_mapped(source: CaseSource, name: str) -> MappedTable | None:
     spec = source.table(name)
     with duckdb.connect() as con:
         if spec.sql:
-            for path in source.data_files():
-                con.execute(f"CREATE VIEW {quote(path.stem)} AS SELECT * FROM {_reader(path, {}, all_text=False)}")
             label = f"{source.origin}.tables.{name}.sql"
+            for path in source.data_files():
+                reader = _reader(path, spec.csv, all_text=False)
+                _run(con, f"CREATE VIEW {quote(path.stem)} AS SELECT * FROM {reader}", f"{path} ({label})", name, None)
             return MappedTable(_run(con, spec.sql, label, name, None), label, [], {})
         path = source.file_for(name)
         if path is None:
@@ -389,7 +433,7 @@ def read_mapped(source: CaseSource, name: str) -> MappedTable | None:
                 label,
                 name,
                 missing[0],
-                f"the mapping reads column(s) {missing} that the file lacks; it has {theirs}"
+                f"the mapping reads column(s) {missing} that the file lacks; it has {found_columns(theirs)}"
                 + _hint(missing[0], theirs),
             )
         rules = {ours: rule for ours, rule in spec.columns.items()}
@@ -411,7 +455,7 @@ def read_mapped(source: CaseSource, name: str) -> MappedTable | None:
                     name,
                     ours,
                     f"{failed.height} value(s) of their column '{rules[ours].from_}' cannot be read as {how}: "
-                    + ", ".join(repr(v) for v in failed[raw].unique(maintain_order=True).head(5).to_list()),
+                    + examples(failed[raw].unique(maintain_order=True).to_list()),
                     failed.select("row", pl.col(raw).alias(rules[ours].from_)),
                 )
         frame = frame.drop([c for c in frame.columns if c.startswith("__raw__")])
@@ -466,14 +510,15 @@ def load_table(
     return LoadedTable(frame, mapped)
 
 
-def _run(con, sql: str, label: str, table: str, column: str | None) -> pl.DataFrame:
+def _run(con, sql: str, label: str, table: str, column: str | None) -> pl.DataFrame | None:
+    """Run `sql` (its rows, None for a statement); a DuckDB error is the mapping's, named with its table."""
     import duckdb
 
     try:
-        return con.sql(sql).pl()
+        relation = con.sql(sql)
+        return relation.pl() if relation is not None else None
     except duckdb.Error as exc:
-        detail = str(exc).strip().splitlines()[0]
-        raise InputDataError(label, table, column, f"the mapping cannot be applied: {detail}") from None
+        raise InputDataError(label, table, column, f"the mapping cannot be applied: {reader_detail(exc)}") from None
 
 
 def _hint(name: str, columns: list[str]) -> str:

@@ -262,3 +262,55 @@ def test_a_selected_partition_without_rows_is_refused_unless_replaced_on_purpose
         replace_with_empty=True,
     )
     assert load.frames["2024-01-02"].height == 0
+
+
+COVARIATES = TableSchema(
+    "covariates",
+    "Numbers per day.",
+    (
+        Column("name", pl.String, "which", identifier=True),
+        Column("date", pl.Date, "day"),
+        Column("value", pl.Float64, "the value", nullable=True),
+    ),
+    (),
+)
+
+
+@pytest.mark.parametrize("table", ["file", "sql"])
+def test_file_and_sql_tables_take_the_same_csv_read_options(tmp_path, table):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "econ.csv").write_text("Date;CPI\n2024-01-01;211.5\n2024-01-02;NA\n2024-01-03;212\n")
+    if table == "sql":
+        spec = "sql: \"select 'cpi' as name, Date as date, CPI as value from econ\""
+    else:
+        spec = "file: econ.csv\n      columns: {name: {value: cpi}, date: Date, value: CPI}"
+    text = (
+        f"forecast:\n  folder: data\n  tables:\n    covariates:\n      csv: {{delim: ';', nullstr: NA}}\n      {spec}\n"
+    )
+    source = load_sources(write_sources(tmp_path, text)).case("forecast")
+    frame = load_table(source, COVARIATES, today=TODAY).frame
+    assert frame["value"].to_list() == [211.5, None, 212.0]
+
+
+def test_unknown_csv_options_are_refused_with_the_allowed_ones(tmp_path, their_file):
+    text = "fraud:\n  folder: data\n  tables:\n    payments:\n      csv: {delimiter: ';', ignore_errors: true}\n"
+    with pytest.raises(SourcesError, match="did you mean `delim`.*allowed: comment, dateformat"):
+        load_sources(write_sources(tmp_path, text)).case("fraud")
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_file_that_is_no_table_is_refused_without_echoing_its_content(tmp_path, mapped):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    secret = "root:x:0:0:root:/root:/bin/bash"
+    (tmp_path / "passwd").write_text(f"{secret}\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    (folder / "payments.csv").symlink_to(tmp_path / "passwd")
+    columns = "\n      columns: {tx_id: id}" if mapped else ""
+    text = f"fraud:\n  folder: data\n  tables:\n    payments:\n      file: payments.csv{columns}\n"
+    source = load_sources(write_sources(tmp_path, text)).case("fraud")
+    with pytest.raises(InputDataError) as info:
+        load_table(source, PAYMENTS, today=TODAY)
+    message = str(info.value)
+    assert "payments" in message and "x:0:0" not in message and "/bin/bash" not in message and "daemon" not in message
+    assert "no column name" in message
