@@ -249,6 +249,12 @@ def run_partition_keys(
 # --------------------------------------------------------------------------- raw tables
 
 
+def raw_pool(case: str) -> str:
+    """The pool of a case's raw loads (limit 1, deploy/dagster.yaml): two loads of one case never write at
+    once; the second waits. The lake refuses a partition another run wrote meanwhile, should two meet anyway."""
+    return f"{case}_raw_load"
+
+
 def load_raw(
     context: AssetExecutionContext,
     raw: CaseRaw,

@@ -8,10 +8,12 @@ the domain package only (`lakehouse`), never assets.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from pydantic import PrivateAttr
 
 from lakehouse.common.alerts import Alert, Resolution, post_webhook, record_alerts, resolve_alerts
 from lakehouse.common.home import LakehouseHome
@@ -23,10 +25,17 @@ S = TypeVar("S", bound=CaseSettings)
 
 
 class LakehouseResource(ConfigurableResource):
-    """The project home: DuckDB warehouse, Parquet lake, operational SQLite tables."""
+    """The project home: DuckDB warehouse, Parquet lake, operational SQLite tables. In a run, the lake knows
+    the run and when it started, so a partition another run wrote meanwhile is never silently replaced."""
 
     home: str = ".lakehouse"
     lake_url: str | None = None  # e.g. s3://bucket/lake; default <home>/lake
+    _run_id: str | None = PrivateAttr(default=None)
+    _started: datetime | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._run_id = context.run.run_id if context.run is not None else None
+        self._started = datetime.now(UTC)
 
     @property
     def paths(self) -> LakehouseHome:
@@ -34,7 +43,7 @@ class LakehouseResource(ConfigurableResource):
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.lake_url or str(self.paths.lake))
+        return Lake(self.lake_url or str(self.paths.lake), writer=self._run_id, since=self._started)
 
     def dbt_env(self) -> dict[str, str]:
         """Environment the dbt subprocess reads its paths from (profiles.yml, sources.yml)."""

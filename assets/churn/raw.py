@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import load_raw, raw_table_specs
+from assets.common import load_raw, raw_pool, raw_table_specs
 from lakehouse.churn.pipeline import ChurnStore, store_raw_tables
 from lakehouse.churn.schemas import RAW, RAW_TABLES
 from lakehouse.churn.settings import CASE, ChurnSettings
@@ -17,7 +17,7 @@ class GeneratorConfig(dg.Config):
     signal_strength: float | None = None  # 0 makes churn pure noise, so the gate must say NO-GO
 
 
-@dg.multi_asset(specs=raw_table_specs(CASE, RAW_TABLES), can_subset=False)
+@dg.multi_asset(specs=raw_table_specs(CASE, RAW_TABLES), can_subset=False, pool=raw_pool(CASE))
 def churn_raw(
     context: dg.AssetExecutionContext, config: GeneratorConfig, lakehouse: LakehouseResource, sources: SourcesResource
 ):

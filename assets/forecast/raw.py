@@ -4,7 +4,7 @@ store partitions."""
 
 import dagster as dg
 
-from assets.common import OWNERS, column_schema, load_raw, raw_table_specs, register_partitions
+from assets.common import OWNERS, column_schema, load_raw, raw_pool, raw_table_specs, register_partitions
 from assets.forecast.partitions import STORES, settings_at_load, store_partitions
 from lakehouse.common.plausibility import Limits
 from lakehouse.common.raw_source import CaseRaw, RawBatch, Request
@@ -47,6 +47,7 @@ SALES = CaseRaw(CASE, _sales_files, generated_sales)
 @dg.multi_asset(
     specs=raw_table_specs(CASE, [schema(name, _SPEC_SETTINGS) for name in MASTER_TABLES]),
     can_subset=False,
+    pool=raw_pool(CASE),
 )
 def forecast_master_tables(
     context: dg.AssetExecutionContext, config: GeneratorConfig, lakehouse: LakehouseResource, sources: SourcesResource
@@ -87,6 +88,7 @@ class SalesConfig(dg.Config):
     key=SALES_KEY,
     deps=MASTER_KEYS,
     partitions_def=store_partitions,
+    pool=raw_pool(CASE),
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=CASE,
     kinds={"polars", "parquet"},

@@ -3,7 +3,7 @@ synthetic payments world when the sources file does not list the fraud case."""
 
 import dagster as dg
 
-from assets.common import OWNERS, column_schema, load_raw
+from assets.common import OWNERS, column_schema, load_raw, raw_pool
 from assets.fraud.partitions import daily
 from lakehouse.common.raw_source import CaseRaw, RawBatch, Request
 from lakehouse.common.settings import configured_sources_path
@@ -40,6 +40,7 @@ RAW = CaseRaw(CASE, _files, generated)
 @dg.asset(
     key=[CASE, "transactions"],
     partitions_def=daily,
+    pool=raw_pool(CASE),
     group_name=CASE,
     kinds={"polars", "parquet"},
     owners=OWNERS[CASE],

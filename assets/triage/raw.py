@@ -3,7 +3,7 @@ personal data and audited before anything is stored."""
 
 import dagster as dg
 
-from assets.common import OWNERS, check_result, column_schema, load_raw, table
+from assets.common import OWNERS, check_result, column_schema, load_raw, raw_pool, table
 from assets.triage.partitions import monthly
 from lakehouse.common.raw_source import CaseRaw, RawBatch, Request
 from lakehouse.common.sources import CaseSource
@@ -71,6 +71,7 @@ RAW = CaseRaw(CASE, _files, generated)
         )
     ],
     partitions_def=monthly,
+    pool=raw_pool(CASE),
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=False,
 )
