@@ -15,20 +15,24 @@ import dagster as dg
 from assets.forecast.evaluation import ACCURACY_KEY, IMPACT_KEY
 from assets.forecast.forecasts import OPERATIONAL_KEY, PLANNING_KEY, PUBLISHED_KEY, STORE_FORECASTS_KEY
 from assets.forecast.models import BACKTEST_KEY, CHAMPION_KEY, MODEL_KEY
-from assets.forecast.partitions import every_store, store_range_tags
+from assets.forecast.partitions import every_store, settings_at_load, store_range_tags
 from assets.forecast.raw import MASTER_KEYS, SALES_KEY
 from lakehouse.forecast.settings import ForecastSettings
 
 forecast_master_job = dg.define_asset_job(
     "forecast_master_refresh",
     selection=dg.AssetSelection.assets(*MASTER_KEYS),
-    description="Ingest stores (registering their partitions), products, the promotion calendar, events and covariates.",
+    description=(
+        "Ingest stores (registering their partitions), products, the promotion calendar, events and covariates."
+    ),
 )
 
 forecast_nightly_job = dg.define_asset_job(
     "forecast_nightly",
     selection=dg.AssetSelection.assets(SALES_KEY, STORE_FORECASTS_KEY),
-    description="Ingest the sales file once for the selected stores and forecast them from the champion's fitted state.",
+    description=(
+        "Ingest the sales file once for the selected stores and forecast them from the champion's fitted state."
+    ),
 )
 
 forecast_publish_job = dg.define_asset_job(
@@ -91,7 +95,10 @@ def schedules(settings: ForecastSettings) -> list[dg.ScheduleDefinition]:
     job=forecast_publish_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches reconciliation and publication once every store partition has a new nightly forecast.",
+    description=(
+        "Launches reconciliation and publication once every store partition has a new nightly forecast; forecasts in "
+        "shadow (no champion yet) are reconciled and evaluated, never published."
+    ),
 )
 def forecast_publish_when_stores_done(context: dg.SensorEvaluationContext):
     state = json.loads(context.cursor) if context.cursor else {"after": None, "seen": []}
@@ -105,15 +112,29 @@ def forecast_publish_when_stores_done(context: dg.SensorEvaluationContext):
     seen = set(state["seen"]) | {r.partition_key for r in records}
     last = records[-1].storage_id
     expected = set(every_store(context.instance))
-    if expected <= seen:
-        context.update_cursor(json.dumps({"after": last, "seen": []}))
-        return dg.RunRequest(run_key=f"publish-{last}")
-    context.update_cursor(json.dumps({"after": last, "seen": sorted(seen)}))
-    return dg.SkipReason(f"{len(expected - seen)} store(s) still to forecast")
+    if not expected <= seen:
+        context.update_cursor(json.dumps({"after": last, "seen": sorted(seen)}))
+        return dg.SkipReason(f"{len(expected - seen)} store(s) still to forecast")
+    context.update_cursor(json.dumps({"after": last, "seen": []}))
+    shadow = sorted({_version(r) for r in records if _metadata(r, "shadow")})
+    if shadow:
+        context.log.info(
+            f"the night's forecasts of v{', v'.join(shadow)} are in shadow (no champion yet): reconciliation and "
+            "accuracy only, nothing published to Redis"
+        )
+        return dg.RunRequest(run_key=f"publish-{last}", asset_selection=[OPERATIONAL_KEY, ACCURACY_KEY])
+    return dg.RunRequest(run_key=f"publish-{last}")
+
+
+def _metadata(record: dg.EventLogRecord, key: str):
+    entry = record.asset_materialization.metadata.get(key) if record.asset_materialization else None
+    return None if entry is None else entry.value
+
+
+def _version(record: dg.EventLogRecord) -> str:
+    return str(_metadata(record, "model_version"))
 
 
 JOBS = [forecast_master_job, forecast_nightly_job, forecast_publish_job, forecast_weekly_refit_job]
-SCHEDULES = schedules(
-    ForecastSettings()
-)  # read when the code location loads: Dagster needs the time zone and cron then
+SCHEDULES = schedules(settings_at_load())  # Dagster needs the time zone and the cron when the code location loads
 SENSORS = [forecast_publish_when_stores_done]

@@ -11,10 +11,10 @@ from assets.forecast.models import CHAMPION_KEY
 from assets.forecast.partitions import store_partitions
 from assets.forecast.raw import SALES_KEY
 from lakehouse.forecast import pipeline
-from lakehouse.forecast.publish import publish, vectors
+from lakehouse.forecast.publish import ShadowForecast, publish, vectors
 from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN
 from lakehouse.forecast.settings import CASE, ForecastSettings
-from resources import LakehouseResource, MlflowResource, RedisResource
+from resources import LakehouseResource, MlflowResource, RedisResource, SourcesResource
 
 STORE_FORECASTS_KEY = dg.AssetKey([CASE, "store_forecasts"])
 OPERATIONAL_KEY = dg.AssetKey([CASE, "operational_forecast"])
@@ -31,6 +31,31 @@ def _origin(config: OriginConfig, data: pipeline.CaseData) -> date:
     return date.fromisoformat(config.origin) if config.origin else data.last_day
 
 
+NO_MODEL = "no version of {name} exists yet: nothing forecast (materialize forecast/model, the weekly refit)"
+
+
+def _no_model(context, name: str, asset_key: dg.AssetKey, checks: tuple[str, ...]):
+    """Nothing to forecast with: say so, materialize nothing; each check says why (WARN), the run stays green."""
+    message = NO_MODEL.format(name=name)
+    context.log.warning(message)
+    for check in checks:
+        yield dg.AssetCheckResult(
+            check_name=check,
+            asset_key=asset_key,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=message,
+        )
+
+
+def _choice_metadata(choice) -> dict:
+    return {
+        "model_version": choice.version,
+        "shadow": choice.shadow,
+        "serving": choice.label + (f": {choice.note}" if choice.shadow else ""),
+    }
+
+
 @dg.asset(
     key=STORE_FORECASTS_KEY,
     deps=[SALES_KEY, CHAMPION_KEY],
@@ -39,15 +64,18 @@ def _origin(config: OriginConfig, data: pipeline.CaseData) -> date:
     group_name=CASE,
     kinds={"statsforecast", "mlforecast", "parquet"},
     owners=OWNERS[CASE],
+    output_required=False,
     description=(
-        "Nightly base forecast over the operational horizon (D+1..D+14 by default) of every active store x SKU, each by "
-        "its segment's model from the champion's fitted state (`models:/forecast_models@champion`); kept per origin."
+        "Nightly base forecast over the operational horizon (D+1..D+14 by default) of every active store x SKU, each "
+        "by its segment's model from the champion's fitted state (`models:/forecast_models@champion`); kept per "
+        "origin. With no champion yet, the latest challenger forecasts in shadow (rows marked `shadow`, never "
+        "published)."
     ),
     check_specs=[
         dg.AssetCheckSpec(
             "forecast_volume",
             asset=STORE_FORECASTS_KEY,
-            description="At least 98 % of each store's active series are forecast (ERROR; worst store reported).",
+            description="At least `volume_min_share` of each store's active series are forecast (ERROR; worst store).",
         ),
         dg.AssetCheckSpec(
             "no_missing_series",
@@ -57,17 +85,28 @@ def _origin(config: OriginConfig, data: pipeline.CaseData) -> date:
     ],
 )
 def forecast_store_forecasts(
-    context: dg.AssetExecutionContext, config: OriginConfig, lakehouse: LakehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    config: OriginConfig,
+    lakehouse: LakehouseResource,
+    mlflow: MlflowResource,
+    sources: SourcesResource,
 ):
-    settings = ForecastSettings()
+    settings = sources.settings(ForecastSettings)
     stores = context.partition_keys
     data = pipeline.read_case_data(lakehouse.lake, stores)
-    models, version = pipeline.champion_models(mlflow.registry(lakehouse), settings, stores)
+    serving = pipeline.serving_models(mlflow.registry(lakehouse), settings, stores)
+    if serving is None:
+        yield from _no_model(
+            context, settings.model_name, STORE_FORECASTS_KEY, ("forecast_volume", "no_missing_series")
+        )
+        return
+    models, choice = serving
     origin = _origin(config, data)
-    forecasts, outcomes = pipeline.nightly_forecast(data, models, origin, settings)
+    forecasts, outcomes = pipeline.nightly_forecast(data, models, choice, origin, settings)
     pipeline.write_store_forecasts(lakehouse.lake, forecasts, origin)
-    context.log.info(
-        f"{forecasts['unique_id'].n_unique():,} series of {len(stores)} store(s) forecast from origin {origin} by champion v{version}"
+    (context.log.warning if choice.shadow else context.log.info)(
+        f"{forecasts['unique_id'].n_unique():,} series of {len(stores)} store(s) forecast from origin {origin} "
+        f"by {choice.label}" + (": written and evaluated, never published" if choice.shadow else "")
     )
     yield dg.MaterializeResult(
         metadata={
@@ -75,11 +114,11 @@ def forecast_store_forecasts(
             "origin": str(origin),
             "stores": len(stores),
             "series": forecasts["unique_id"].n_unique(),
-            "champion_version": version,
+            **_choice_metadata(choice),
             "models": table(
                 forecasts.group_by("segment", "model")
                 .agg(pl.col("unique_id").n_unique().alias("series"))
-                .sort("segment")
+                .sort("segment", "model")
             ),
         }
     )
@@ -94,17 +133,18 @@ def forecast_store_forecasts(
     kinds={"hierarchicalforecast", "parquet"},
     owners=OWNERS[CASE],
     description=(
-        "Operational forecast of one origin (the latest by default): bottom-up reconciliation national -> the store levels "
-        "-> store -> SKU (each SKU keeps its model's forecast, totals are sums); top-down alongside."
+        "Operational forecast of one origin (the latest by default): bottom-up reconciliation national -> the store "
+        "levels -> store -> SKU (each SKU keeps its model's forecast, totals are sums); top-down alongside. Shadow "
+        "forecasts (no champion yet) are reconciled and marked."
     ),
     check_specs=[dg.AssetCheckSpec("coherent_and_non_negative", asset=OPERATIONAL_KEY, description=COHERENCE)],
 )
-def forecast_operational(config: OriginConfig, lakehouse: LakehouseResource):
-    settings = ForecastSettings()
+def forecast_operational(config: OriginConfig, lakehouse: LakehouseResource, sources: SourcesResource):
+    settings = sources.settings(ForecastSettings)
     base = pipeline.read_store_forecasts(lakehouse.lake, date.fromisoformat(config.origin) if config.origin else None)
     table, outcome = pipeline.reconcile_forecast(base, pipeline.read_case_data(lakehouse.lake), settings, BOTTOM_UP)
     lakehouse.lake.write(table, CASE, "operational_forecast")
-    yield dg.MaterializeResult(metadata=_reconciled_metadata(table, settings, BOTTOM_UP))
+    yield dg.MaterializeResult(metadata=_reconciled_metadata(table, BOTTOM_UP))
     yield check_result(outcome, OPERATIONAL_KEY)
 
 
@@ -114,25 +154,35 @@ def forecast_operational(config: OriginConfig, lakehouse: LakehouseResource):
     group_name=CASE,
     kinds={"hierarchicalforecast", "parquet"},
     owners=OWNERS[CASE],
+    output_required=False,
     description=(
-        "Planning forecast over the planning horizon (52 weeks by default) from the champion's fitted state, recursive; "
-        "reconciled top-down with forecast proportions (the seed's strategic planning), bottom-up alongside."
+        "Planning forecast over the planning horizon (52 weeks by default) from the champion's fitted state, "
+        "recursive; reconciled top-down with forecast proportions (the seed's strategic planning), bottom-up "
+        "alongside. With no champion yet, from the latest challenger in shadow (marked)."
     ),
     check_specs=[dg.AssetCheckSpec("coherent_and_non_negative", asset=PLANNING_KEY, description=COHERENCE)],
 )
-def forecast_planning(config: OriginConfig, lakehouse: LakehouseResource, mlflow: MlflowResource):
-    settings = ForecastSettings()
+def forecast_planning(
+    context: dg.AssetExecutionContext,
+    config: OriginConfig,
+    lakehouse: LakehouseResource,
+    mlflow: MlflowResource,
+    sources: SourcesResource,
+):
+    settings = sources.settings(ForecastSettings)
     data = pipeline.read_case_data(lakehouse.lake)
-    models, version = pipeline.champion_models(mlflow.registry(lakehouse), settings, data.stores["store_id"].to_list())
-    table, outcome = pipeline.planning_forecast(data, models, _origin(config, data), settings)
+    serving = pipeline.serving_models(mlflow.registry(lakehouse), settings, data.stores["store_id"].to_list())
+    if serving is None:
+        yield from _no_model(context, settings.model_name, PLANNING_KEY, ("coherent_and_non_negative",))
+        return
+    models, choice = serving
+    table, outcome = pipeline.planning_forecast(data, models, choice, _origin(config, data), settings)
     lakehouse.lake.write(table, CASE, "planning_forecast")
-    yield dg.MaterializeResult(
-        metadata={**_reconciled_metadata(table, settings, TOP_DOWN), "champion_version": version}
-    )
+    yield dg.MaterializeResult(metadata={**_reconciled_metadata(table, TOP_DOWN), **_choice_metadata(choice)})
     yield check_result(outcome, PLANNING_KEY)
 
 
-def _reconciled_metadata(reconciled: pl.DataFrame, settings: ForecastSettings, column: str) -> dict:
+def _reconciled_metadata(reconciled: pl.DataFrame, column: str) -> dict:
     total = reconciled.filter(pl.col("level") == "national").sort("ds")
     periods = total.height
     return {
@@ -143,6 +193,11 @@ def _reconciled_metadata(reconciled: pl.DataFrame, settings: ForecastSettings, c
         "last_period": str(total["ds"].max()),
         "nodes": table(reconciled.group_by("level").agg(pl.col("node").n_unique().alias("nodes")).sort("nodes")),
         f"national_total_{column}": round(float(total[column].sum())),
+        **(
+            {"model_version": reconciled["model_version"][0], "shadow": bool(reconciled["shadow"][0])}
+            if "shadow" in reconciled.columns
+            else {}
+        ),
     }
 
 
@@ -152,21 +207,30 @@ def _reconciled_metadata(reconciled: pl.DataFrame, settings: ForecastSettings, c
     group_name=CASE,
     kinds={"redis"},
     owners=OWNERS[CASE],
-    description="The operational vector of every store x SKU with its origin, published to Redis for the ordering system; atomic per run (new namespace, then one pointer switch).",
+    output_required=False,
+    description=(
+        "The operational vector of every store x SKU with its origin and model version, published to Redis for the "
+        "ordering system; atomic per run (new namespace, then one pointer switch). Shadow forecasts are never "
+        "published: the step says so and materializes nothing."
+    ),
 )
-def forecast_published(
-    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource
-) -> dg.MaterializeResult:
-    table = vectors(lakehouse.lake.read(CASE, "operational_forecast"), BOTTOM_UP)
+def forecast_published(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource):
+    operational = lakehouse.lake.read(CASE, "operational_forecast")
+    try:
+        table = vectors(operational, BOTTOM_UP)
+    except ShadowForecast as refusal:
+        context.log.warning(f"nothing published: {refusal}; Redis keeps the last published night")
+        return
     client = redis.client()
     try:
         outcome = publish(client, table, context.run.run_id)
     finally:
         client.close()
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": outcome["written"],
             "origin": outcome["origin"],
+            "model_version": table["model_version"][0] if table.height else "none",
             "run_namespace": outcome["run_id"],
             "previous_run": outcome["previous_run"] or "none",
         }

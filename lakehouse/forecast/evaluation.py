@@ -17,6 +17,7 @@ over the same rows.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -27,7 +28,14 @@ from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.promotion import Verdict, compare, no_fair_comparison
 from lakehouse.common.settings import DateRange
 from lakehouse.forecast.features import CaseData, Periods, history
-from lakehouse.forecast.models import CANDIDATES, FittedModels, fit_models, forecast_candidates
+from lakehouse.forecast.models import (
+    CANDIDATES,
+    FittedModels,
+    configuration,
+    configured,
+    fit_models,
+    forecast_candidates,
+)
 from lakehouse.forecast.reconcile import levels as level_names
 from lakehouse.forecast.reconcile import node_paths
 from lakehouse.forecast.settings import LIGHTGBM, SEASONAL_NAIVE, SEED_MODELS, SEGMENTS, ForecastSettings
@@ -66,7 +74,7 @@ def sample_series(segments: pl.DataFrame, max_series: int, seed: int = 7) -> tup
     if total <= max_series:
         return segments.select("store_id", "sku_id", "segment"), f"all {total:,} series"
     parts = []
-    for (segment,), part in segments.group_by(["segment"], maintain_order=True):
+    for _, part in segments.group_by(["segment"], maintain_order=True):
         parts.append(part.sample(max(1, round(max_series * part.height / total)), seed=seed))
     sample = pl.concat(parts).select("store_id", "sku_id", "segment")
     shares = ", ".join(f"{s} {n}" for s, n in sample.group_by("segment").len().sort("segment").iter_rows())
@@ -76,20 +84,37 @@ def sample_series(segments: pl.DataFrame, max_series: int, seed: int = 7) -> tup
 # --------------------------------------------------------------------------- rolling forecasts
 
 
+@dataclass(frozen=True)
+class Rival:
+    """The champion as a backtest meets it: its version and configuration (routing and settings), refitted at
+    the challenger's cut-offs so that both forecast the same rows out of sample."""
+
+    version: str
+    routing: dict[str, str]
+    config: dict | None  # None: a version that stored no settings (refitted with today's)
+
+    @classmethod
+    def of(cls, fitted: FittedModels, version: str) -> Rival:
+        return cls(version, dict(fitted.routing), fitted.config)
+
+
 def rolling_forecasts(
     data: CaseData,
     window: DateRange,
     settings: ForecastSettings,
     periods: Periods,
     routing: dict[str, str] | None = None,
-    champion: FittedModels | None = None,
+    champion: Rival | None = None,
     log=lambda *_: None,
 ) -> tuple[pl.DataFrame, dict]:
-    """Forecasts of every candidate (and of the champion, when given) at each origin of the window,
-    with the actuals; rows are target periods inside the window."""
+    """Forecasts of every candidate at each origin of the window, with the actuals; rows are target periods
+    inside the window. With `champion`, its configuration is fitted at the same cut-offs as the candidates
+    (column `champion`): both models are out of sample on the same rows."""
     horizon = settings.horizon_periods
     origins = origins_for(window, horizon, periods, data.sales["date"].unique().sort().to_list())
     every = settings.days(settings.refit_every) // periods.cadence.days if settings.refit_every else len(origins)
+    theirs_settings = configured(settings, champion.config) if champion else None
+    same_config = champion is not None and configuration(theirs_settings) == configuration(settings)
     sample = None
     frames = []
     info = {"origins": len(origins), "first_origin": origins[0], "last_origin": origins[-1], "fits": []}
@@ -100,13 +125,25 @@ def rolling_forecasts(
         info["fits"].append(group[0])
         if sample is None:
             sample, info["series"] = sample_series(fitted.segments, settings.backtest_max_series)
-        rows = forecast_candidates(fitted, data, group, horizon, settings, which="all", ids=sample)
-        if champion is not None:
-            theirs = forecast_candidates(champion, data, group, horizon, settings, ids=sample).select(
-                "unique_id", "origin", "step", pl.col("yhat").alias(CHAMPION)
+        routings = {CHAMPION: champion.routing} if same_config else None
+        rows = forecast_candidates(fitted, data, group, horizon, settings, which="all", ids=sample, routings=routings)
+        if champion is not None and not same_config:
+            log(f"backtest: champion v{champion.version}'s configuration fitted as of {group[0]}")
+            theirs = fit_models(data, group[0], theirs_settings, periods, routing=champion.routing, log=log)
+            rows = rows.join(
+                forecast_candidates(theirs, data, group, horizon, theirs_settings, ids=sample).select(
+                    "unique_id", "origin", "step", pl.col("yhat").alias(CHAMPION)
+                ),
+                on=["unique_id", "origin", "step"],
+                how="left",
             )
-            rows = rows.join(theirs, on=["unique_id", "origin", "step"], how="left")
         frames.append(rows.filter(pl.col("ds").is_between(window.start, window.end)))
+    if champion is not None:
+        settings_note = "its own settings" if champion.config else "today's settings (the version stored none)"
+        info["champion_basis"] = (
+            f"champion v{champion.version}'s routing and {settings_note} refitted at the challenger's cut-off"
+            f"{'s' if len(info['fits']) > 1 else ''} ({', '.join(str(d) for d in info['fits'])})"
+        )
     actual = history(data).select("unique_id", "ds", pl.col("y").alias("actual"))
     out = (
         pl.concat(frames, how="diagonal_relaxed")
@@ -276,46 +313,37 @@ _SELECTION = {
 # --------------------------------------------------------------------------- the gate
 
 
-def _gate_rows(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl.DataFrame, str, bool]:
-    """The rows every compared model forecast, where the champion forecast out of sample when it can:
-    (rows, scope, whether the champion's rows are all in its own training data)."""
-    models = [ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in rows.columns else [])
-    part = rows.drop_nulls(models)
-    if CHAMPION not in rows.columns or champion_as_of is None:
-        return part, "every origin of the window", False
-    later = part.filter(pl.col("origin") >= champion_as_of)
-    if later.height:
-        return later, f"origins from {champion_as_of} (after the champion's fit)", False
-    return part, "every origin of the window (the champion was fitted after it: in sample)", True
+def _gate_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """The rows every compared model forecast (the champion's configuration was fitted at the same cut-offs
+    as the challenger's: both are out of sample on them)."""
+    return rows.drop_nulls([ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in rows.columns else []))
 
 
-def gate_comparison(rows: pl.DataFrame, champion_as_of: date | None) -> tuple[pl.DataFrame, str]:
-    """Challenger (routed), champion and seasonal naive over every step, on the gate's rows."""
-    part, scope, _ = _gate_rows(rows, champion_as_of)
+def gate_comparison(rows: pl.DataFrame) -> pl.DataFrame:
+    """Challenger (routed), champion and seasonal naive pooled over every step, on the gate's rows."""
+    part = _gate_rows(rows)
     models = [ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in rows.columns else [])
-    table = (
-        pl.DataFrame([{"model": m, **part.select(_errors(m)).row(0, named=True)} for m in models])
-        if part.height
-        else pl.DataFrame(schema={"model": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64})
-    )
-    return table, scope
+    if part.is_empty():
+        return pl.DataFrame(schema={"model": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64})
+    return pl.DataFrame([{"model": m, **part.select(_errors(m)).row(0, named=True)} for m in models])
 
 
 def gate_verdict(
     rows: pl.DataFrame,
-    champion_as_of: date | None,
     challenger: str,
     champion: str | None,
     model_name: str,
     settings: ForecastSettings,
+    basis: str = "",
 ) -> Verdict:
-    """WAPE of the challenger against the champion (out of sample) and the seasonal naive on the same rows,
-    with a bootstrap interval over series; not worse beyond noise and the tolerance."""
-    part, scope, in_sample = _gate_rows(rows, champion_as_of)
+    """WAPE of the challenger against the champion's configuration (refitted at the same cut-offs: `basis`) and
+    the seasonal naive on the same rows, with a bootstrap interval over series; refused only when worse beyond
+    noise and the tolerance (the champion's WAPE x `gate.max_wape_increase`)."""
+    part = _gate_rows(rows)
     gate = settings.gate
     models = [ROUTED, SEASONAL_NAIVE] + ([CHAMPION] if CHAMPION in part.columns else [])
     per_series = part.group_by("unique_id").agg(
-        *[(pl.col(m) - pl.col("actual")).abs().sum().alias(m) for m in models], pl.col("actual").sum()
+        *[(pl.col(m) - pl.col("actual")).abs().sum().alias(m) for m in models], pl.col("actual").abs().sum()
     )
     actual = per_series["actual"].to_numpy()
 
@@ -323,26 +351,17 @@ def gate_verdict(
         errors = per_series[model].to_numpy()
         return lambda index: float(errors[index].sum() / max(actual[index].sum(), 1e-12))
 
-    where = f"{part.height:,} forecasts of {per_series.height:,} series, {scope}"
-    comparisons = []
-    against = [(SEASONAL_NAIVE, "seasonal naive", gate.comparison)] if gate.beat_seasonal_naive else []
+    everything = np.arange(per_series.height)
+    where = f"{part.height:,} forecasts of {per_series.height:,} series" + (
+        f", origins {part['origin'].min()} .. {part['origin'].max()}" if part.height else ""
+    )
+    against = [(SEASONAL_NAIVE, "seasonal naive", gate.comparison, "same rows")] if gate.beat_seasonal_naive else []
     if champion is not None and CHAMPION in part.columns:
-        if in_sample:
-            comparisons.append(
-                no_fair_comparison(
-                    f"champion v{champion}",
-                    "WAPE",
-                    "it was fitted after the window's first origin",
-                    higher_is_better=False,
-                )
-            )
-        else:
-            champion_wape = wape_of(CHAMPION)(np.arange(per_series.height)) if per_series.height else 0.0
-            tolerance = gate.max_wape_increase * champion_wape
-            against.append(
-                (CHAMPION, f"champion v{champion}", gate.comparison.model_copy(update={"tolerance": tolerance}))
-            )
-    for model, label, comparison in against:
+        tolerance = gate.max_wape_increase * (wape_of(CHAMPION)(everything) if per_series.height else 0.0)
+        comparison = gate.comparison.model_copy(update={"tolerance": max(tolerance, 0.0)})
+        against.append((CHAMPION, f"champion v{champion}", comparison, basis or "same rows"))
+    comparisons = []
+    for model, label, comparison, how in against:
         if per_series.is_empty():
             comparisons.append(no_fair_comparison(label, "WAPE", "no row all models forecast", higher_is_better=False))
             continue
@@ -358,9 +377,10 @@ def gate_verdict(
                 settings=comparison,
                 higher_is_better=False,
                 rows=where,
+                basis=how,
             )
         )
-    ours = wape_of(ROUTED)(np.arange(per_series.height)) if per_series.height else None
+    ours = wape_of(ROUTED)(everything) if per_series.height else None
     return Verdict(
         model_name,
         challenger,
@@ -382,15 +402,24 @@ def matured_accuracy(forecasts: pl.DataFrame, sales: pl.DataFrame, step: int) ->
         "store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("actual")
     )
     df = forecasts.filter(pl.col("step") == step).join(actual, on=["store_id", "sku_id", "ds"], how="inner")
-    schema = {"origin": pl.Date, "segment": pl.String, "mape": pl.Float64, "wape": pl.Float64, "forecasts": pl.UInt32}
+    marks = {"model_version": pl.String, "shadow": pl.Boolean}
+    marks = {c: t for c, t in marks.items() if c in forecasts.columns}
+    schema = {
+        "origin": pl.Date,
+        "segment": pl.String,
+        **marks,
+        "mape": pl.Float64,
+        "wape": pl.Float64,
+        "forecasts": pl.UInt32,
+    }
     if df.is_empty():
         return pl.DataFrame(schema=schema)
     err = (pl.col("yhat") - pl.col("actual")).abs()
     return (
-        df.group_by("origin", "segment")
+        df.group_by("origin", "segment", *marks)
         .agg(
             (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
-            (err.sum() / pl.col("actual").sum()).alias("wape"),
+            (err.sum() / pl.col("actual").abs().sum()).alias("wape"),
             pl.len().alias("forecasts"),
         )
         .sort("origin", "segment")
@@ -411,7 +440,10 @@ def drift_outcome(
     targets = settings.targets
     margin = targets.drift_margin if margin is None else margin
     error_margin = max(targets.drift_error_margin, 2 * margin)
-    threshold = f"MAPE % <= reference + {100 * margin:.0f} (ERROR beyond + {100 * error_margin:.0f}); reference = max(seed target, backtest MAPE)"
+    threshold = (
+        f"MAPE % <= reference + {100 * margin:.0f} (ERROR beyond + {100 * error_margin:.0f}); "
+        "reference = max(seed target, backtest MAPE)"
+    )
     if accuracy.is_empty():
         return CheckOutcome("mape_drift", True, None, threshold, "no matured forecast yet")
     latest = accuracy.filter(pl.col("origin") == pl.col("origin").max()).drop_nulls("mape")
@@ -472,7 +504,7 @@ def simulate_orders(rows: pl.DataFrame, model: str, periods_ahead: int, safety: 
         value = part["unit_value"][0]
         perishable = part["perishable"][0]
         on_hand = 0.0
-        for f, y in zip(part[model].to_list(), part["actual"].to_list()):
+        for f, y in zip(part[model].to_list(), part["actual"].to_list(), strict=True):
             available = max(on_hand, math.ceil(max(f, 0.0) * (1 + safety)))
             sold = min(y, available)
             lost += (y - sold) * value
@@ -546,7 +578,10 @@ def economics_note(settings: ForecastSettings) -> str:
             f"Economics are the seed's defaults (currency {e.currency}, gross margin {e.gross_margin:.0%}, investment "
             f"{e.investment:,.0f} {e.currency}, revenue {revenue}): set `forecast.settings.economics` to your figures."
         )
-    return f"Economics set: {', '.join(sorted(e.model_fields_set))}; defaults kept for: {', '.join(unset)}; revenue {revenue}."
+    return (
+        f"Economics set: {', '.join(sorted(e.model_fields_set))}; defaults kept for: {', '.join(unset)}; "
+        f"revenue {revenue}."
+    )
 
 
 def plot_accuracy(report: pl.DataFrame, settings: ForecastSettings, path: Path) -> Path:

@@ -68,13 +68,23 @@ def log_models(registry: Registry, fitted: FittedModels, settings: ForecastSetti
 
 
 def load_models(
-    registry: Registry, settings: ForecastSettings, alias: str = CHAMPION, stores: list[str] | None = None
+    registry: Registry,
+    settings: ForecastSettings,
+    alias: str = CHAMPION,
+    stores: list[str] | None = None,
+    version: str | None = None,
 ) -> tuple[FittedModels, str] | None:
-    """The fitted state behind `models:/<name>@<alias>` (only the given stores' statistical models), or None."""
-    version = registry.alias_version(settings.model_name, alias)
+    """The fitted state behind `models:/<name>@<alias>`, or of `version` when given (only the given stores'
+    statistical models), or None when there is no such version."""
+    from mlflow.exceptions import MlflowException
+
+    version = version or registry.alias_version(settings.model_name, alias)
     if version is None:
         return None
-    run_id = registry.client.get_model_version(settings.model_name, version).run_id
+    try:
+        run_id = registry.client.get_model_version(settings.model_name, version).run_id
+    except MlflowException:
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACTS
         (folder / "stat").mkdir(parents=True)

@@ -64,6 +64,7 @@ class FittedModels:
     dynamic: list[str]  # dynamic feature columns LightGBM was trained with
     train_rows: int = 0
     selection: pl.DataFrame | None = None  # the validation scores behind the routing
+    config: dict | None = None  # the settings it was fitted with (`configuration`), to refit it elsewhere
 
     # ----------------------------------------------------------------- storage (MLflow artifacts)
 
@@ -99,6 +100,23 @@ class FittedModels:
 # --------------------------------------------------------------------------- fitting
 
 
+def configuration(settings: ForecastSettings) -> dict:
+    """What a fit's outcome depends on besides the data and the routing: the models' and the segmentation's
+    settings (not where the fits run)."""
+    return {
+        "models": settings.models.model_dump(mode="json", exclude={"engine", "dask_scheduler"}),
+        "segmentation": settings.segmentation.model_dump(mode="json"),
+    }
+
+
+def configured(settings: ForecastSettings, config: dict | None) -> ForecastSettings:
+    """`settings` with a stored configuration's models and segmentation (None: `settings` as they are)."""
+    if not config:
+        return settings
+    models = {**settings.models.model_dump(mode="json"), **config["models"]}
+    return settings.with_(models=models, segmentation=config["segmentation"])
+
+
 def fit_models(
     data: CaseData,
     as_of: date,
@@ -129,7 +147,9 @@ def fit_models(
     frame = training_frame(known, hist, attributes, codes, settings, periods)
     lightgbm, dynamic = fit_lightgbm(frame, codes, settings, periods)
     log(f"fitted LightGBM on {frame.height:,} rows ({frame['unique_id'].n_unique():,} series) as of {as_of}")
-    return FittedModels(as_of, periods, segments, routing, stat, lightgbm, codes, dynamic, frame.height)
+    return FittedModels(
+        as_of, periods, segments, routing, stat, lightgbm, codes, dynamic, frame.height, config=configuration(settings)
+    )
 
 
 def fit_stat_models(
@@ -162,7 +182,7 @@ def _fit_windows(windows, periods: Periods, settings: ForecastSettings) -> dict[
 
     fit = fit_on_dask if settings.models.engine == "dask" else fit_partition
     fitted = fit(windows, periods.alias, periods.cadence.season, settings)
-    return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["fitted"])}
+    return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["fitted"], strict=True)}
 
 
 def static_columns(settings: ForecastSettings) -> list[str]:
@@ -273,33 +293,21 @@ def forecast_candidates(
     settings: ForecastSettings,
     which: str = "routed",
     ids: pl.DataFrame | None = None,
+    routings: dict[str, dict[str, str]] | None = None,
 ) -> pl.DataFrame:
     """Forecasts for periods 1..horizon after each origin, of every series active at it (or of `ids`),
     from the fitted state and what was known at the end of the origin. Origins are forecast together:
     one LightGBM pass over every (series, origin) pair.
 
     `which="routed"`: each series' routed model only (`model`, `yhat`). `which="all"`: besides, every
-    candidate of its segment and the seasonal naive as columns (backtests)."""
+    candidate of its segment and the seasonal naive as columns (backtests), and one column per named
+    entry of `routings` (segment -> model): the same fitted candidates routed another way."""
     periods = models.periods
     origins = [origins] if isinstance(origins, date) else list(origins)
-    keys = pl.concat(
-        [
-            (active_series(data, o) if ids is None else ids.select("store_id", "sku_id")).with_columns(origin=pl.lit(o))
-            for o in origins
-        ]
-    )
+    routes = {"yhat": models.routing, **(routings or {})}
+    keys = _request_keys(models, data, origins, ids, routes)
     if keys.is_empty():
-        return _empty(which)
-    keys = keys.with_columns(
-        series_id(),
-        key=pl.concat_str(
-            [pl.col("store_id"), pl.lit("/"), pl.col("sku_id"), pl.lit("@"), pl.col("origin").cast(pl.String)]
-        ),
-    )
-    keys = keys.join(models.segments.select("unique_id", "segment"), on="unique_id", how="left").with_columns(
-        pl.col("segment").fill_null("new"),
-        model=pl.col("segment").fill_null("new").replace_strict(models.routing, return_dtype=pl.String),
-    )
+        return _empty(which, routings)
     hist = history(data.for_series(keys))
     first = lookback(models, settings)
     recent = (
@@ -311,24 +319,24 @@ def forecast_candidates(
         )
         .sort("key", "ds")
     )
-    steps = pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32})
-    grid = keys.join(steps, how="cross").with_columns(
-        ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days)
-    )
     wanted = {m: set() for m in MODELS}
-    for segment, model, key in keys.select("segment", "model", "key").iter_rows():
-        for name in CANDIDATES[segment] if which == "all" else (model,):
-            wanted[name].add(key)
+    for row in keys.select("key", "segment", *[f"route_{n}" for n in routes]).iter_rows(named=True):
+        names = {row[f"route_{n}"] for n in routes} | (set(CANDIDATES[row["segment"]]) if which == "all" else set())
+        for name in names:
+            wanted[name].add(row["key"])
     stat = _stat_forecasts(models, recent, {n: wanted[n] for n in STAT_MODELS}, horizon)
     # A series routed to a statistical model without fitted state (too short, or new since the fit)
     # takes the new-product path.
     got = set(stat.select("key", "model").unique().iter_rows())
     fallback = {
-        key
-        for key, model in keys.select("key", "model").iter_rows()
-        if model in STAT_MODELS and (key, model) not in got
+        name: {
+            key
+            for key, model in keys.select("key", f"route_{name}").iter_rows()
+            if model in STAT_MODELS and (key, model) not in got
+        }
+        for name in routes
     }
-    wanted[FAMILY] |= fallback
+    wanted[FAMILY] |= set().union(*fallback.values())
     lgbm = _lightgbm_forecasts(
         models,
         data,
@@ -352,29 +360,64 @@ def forecast_candidates(
         [stat, lgbm.filter(pl.col("key").is_in(list(wanted[LIGHTGBM]))).with_columns(model=pl.lit(LIGHTGBM)), family],
         how="vertical_relaxed",
     )
-    wide = grid.join(long.pivot(on="model", index=["key", "step"], values="yhat"), on=["key", "step"], how="left")
-    for name in MODELS:
-        if name not in wide.columns:
-            wide = wide.with_columns(pl.lit(None, pl.Float64).alias(name))
-    wide = wide.with_columns(
-        model=pl.when(pl.col("key").is_in(list(fallback))).then(pl.lit(FAMILY)).otherwise(pl.col("model"))
+    steps = pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32})
+    grid = keys.join(steps, how="cross").with_columns(
+        ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days)
     )
-    wide = wide.with_columns(
-        yhat=pl.coalesce(*[pl.when(pl.col("model") == m).then(pl.col(m)) for m in MODELS])
-    ).with_columns([pl.col(m).clip(0.0) for m in (*MODELS, "yhat")])
+    wide = grid.join(long.pivot(on="model", index=["key", "step"], values="yhat"), on=["key", "step"], how="left")
+    wide = wide.with_columns([pl.lit(None, pl.Float64).alias(n) for n in MODELS if n not in wide.columns])
+    for name in routes:
+        route = (
+            pl.when(pl.col("key").is_in(list(fallback[name]))).then(pl.lit(FAMILY)).otherwise(pl.col(f"route_{name}"))
+        )
+        wide = wide.with_columns(route.alias(f"route_{name}")).with_columns(
+            pl.coalesce(*[pl.when(pl.col(f"route_{name}") == m).then(pl.col(m)) for m in MODELS]).alias(name)
+        )
+    wide = wide.rename({"route_yhat": "model"}).with_columns([pl.col(m).clip(0.0) for m in (*MODELS, *routes)])
     if which == "all":
         wide = wide.join(seasonal_naive(recent, horizon, periods), on=["key", "step"], how="left")
     else:
         wide = wide.drop_nulls("yhat")
-    return wide.select(*_columns(which)).sort("unique_id", "origin", "step")
+    return wide.select(*_columns(which, routings)).sort("unique_id", "origin", "step")
 
 
-def _columns(which: str) -> list[str]:
+def _request_keys(
+    models: FittedModels,
+    data: CaseData,
+    origins: list[date],
+    ids: pl.DataFrame | None,
+    routes: dict[str, dict[str, str]],
+) -> pl.DataFrame:
+    """One row per (series, origin) asked for: its key, segment at the fit (new when unknown then) and the
+    model each routing gives it (`route_<name>`)."""
+    keys = pl.concat(
+        [
+            (active_series(data, o) if ids is None else ids.select("store_id", "sku_id")).with_columns(origin=pl.lit(o))
+            for o in origins
+        ]
+    )
+    if keys.is_empty():
+        return keys
+    keys = keys.with_columns(
+        series_id(),
+        key=pl.concat_str(
+            [pl.col("store_id"), pl.lit("/"), pl.col("sku_id"), pl.lit("@"), pl.col("origin").cast(pl.String)]
+        ),
+    )
+    keys = keys.join(models.segments.select("unique_id", "segment"), on="unique_id", how="left").with_columns(
+        pl.col("segment").fill_null("new")
+    )
+    return keys.with_columns(
+        [pl.col("segment").replace_strict(r, return_dtype=pl.String).alias(f"route_{n}") for n, r in routes.items()]
+    )
+
+
+def _columns(which: str, routings: dict | None = None) -> list[str]:
     base = ["unique_id", "store_id", "sku_id", "segment", "origin", "ds", "step", "model", "yhat"]
-    return base + [*MODELS, SEASONAL_NAIVE] if which == "all" else base
+    return base + [*MODELS, SEASONAL_NAIVE, *(routings or {})] if which == "all" else base
 
 
-def _empty(which: str) -> pl.DataFrame:
+def _empty(which: str, routings: dict | None = None) -> pl.DataFrame:
     types = {
         "unique_id": pl.String,
         "store_id": pl.String,
@@ -385,7 +428,7 @@ def _empty(which: str) -> pl.DataFrame:
         "step": pl.Int32,
         "model": pl.String,
     }
-    return pl.DataFrame(schema={c: types.get(c, pl.Float64) for c in _columns(which)})
+    return pl.DataFrame(schema={c: types.get(c, pl.Float64) for c in _columns(which, routings)})
 
 
 def _stat_forecasts(

@@ -17,16 +17,19 @@ from datetime import date
 
 import polars as pl
 
+from lakehouse.common import promotion
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.lake import Lake, safe_value
 from lakehouse.common.loads import PartitionedLoad, split_partitions
 from lakehouse.common.promotion import Verdict
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.common.schema import InputDataError, validate_frame, validate_references
+from lakehouse.common.settings import DateRange
 from lakehouse.common.sources import CaseSource, load_table
 from lakehouse.forecast.evaluation import (
     ROUTED,
     SEASONAL_NAIVE,
+    Rival,
     accuracy,
     drift_outcome,
     economics_note,
@@ -191,7 +194,8 @@ def prepare_sales(
             label,
             SALES,
             "date",
-            f"{early.height} row(s) dated before the calendar's start {start}: move it with {ForecastSettings.where('calendar.start')}",
+            f"{early.height} row(s) dated before the calendar's start {start}: "
+            f"move it with {ForecastSettings.where('calendar.start')}",
             early,
         )
     if settings.frequency == "W":
@@ -222,7 +226,8 @@ def apply_quirks(frame: pl.DataFrame, label: str, settings: ForecastSettings) ->
             label,
             SALES,
             "units",
-            f"{negative.height} negative value(s) (returns?): set {ForecastSettings.where('quirks.negative_units')} to clip or keep them",
+            f"{negative.height} negative value(s) (returns?): "
+            f"set {ForecastSettings.where('quirks.negative_units')} to clip or keep them",
             negative,
         )
     fractional = frame.with_row_index("row").filter(pl.col("units") != pl.col("units").round())
@@ -231,7 +236,8 @@ def apply_quirks(frame: pl.DataFrame, label: str, settings: ForecastSettings) ->
             label,
             SALES,
             "units",
-            f"{fractional.height} fractional value(s): set {ForecastSettings.where('quirks.fractional_units')} to keep or round them",
+            f"{fractional.height} fractional value(s): "
+            f"set {ForecastSettings.where('quirks.fractional_units')} to keep or round them",
             fractional,
         )
     units = pl.col("units")
@@ -255,7 +261,8 @@ def check_weekly(frame: pl.DataFrame, label: str, settings: ForecastSettings) ->
             label,
             SALES,
             "date",
-            f"{other.height} weekly row(s) not on the weekday the other rows use ({expected}, 1 = Monday): one date per week, always the same weekday",
+            f"{other.height} weekly row(s) not on the weekday the other rows use ({expected}, 1 = Monday): "
+            "one date per week, always the same weekday",
             other,
         )
 
@@ -298,7 +305,7 @@ def refit(
     periods = periods_of(settings, data.sales)
     as_of = as_of or data.last_day
     known = data.until(as_of)
-    rows = None
+    rows, window = None, None
     if settings.models.selection == "validation":
         window = windows(known, settings)["validation"]
         log(f"model selection on the validation window {window.start} .. {window.end}")
@@ -307,6 +314,10 @@ def refit(
     fitted = fit_models(known, as_of, settings, periods, routing=routing, log=log)
     fitted.selection = selection
     version, run_id = log_models(registry, fitted, settings, run_name)
+    trained = f"history {known.sales['date'].min()} .. {as_of}" + (
+        f"; routing chosen on {window.start} .. {window.end}" if window else "; the seed's routing"
+    )
+    promotion.tag_training(registry, settings.model_name, version, str(as_of), trained)
     return Refit(fitted, version, run_id, selection)
 
 
@@ -316,42 +327,55 @@ class Backtest:
     report: pl.DataFrame  # model x segment x step: WAPE, MAPE, MASE on like-for-like rows
     levels: pl.DataFrame  # model x level at the evaluation step
     comparison: pl.DataFrame  # challenger, champion and seasonal naive on the gate's rows
-    scope: str
-    challenger: str
+    challenger: str  # the version evaluated
     champion: str | None
-    champion_as_of: date | None
     info: dict
 
+    def verdict(self, settings: ForecastSettings) -> Verdict:
+        """The gate's verdict on the version evaluated: like for like against the champion's configuration
+        refitted at the same cut-offs, and the seasonal naive."""
+        return gate_verdict(
+            self.rows,
+            self.challenger,
+            self.champion,
+            settings.model_name,
+            settings,
+            basis=self.info.get("champion_basis", ""),
+        )
 
-def backtest(data: CaseData, settings: ForecastSettings, registry: Registry, log=lambda *_: None) -> Backtest:
-    """The challenger's configuration on the latest test window, every candidate and the champion's
-    fitted state on the same rows."""
-    challenger = load_models(registry, settings, CHALLENGER, stores=[])
-    if challenger is None:
-        raise LookupError(f"{settings.model_name} has no challenger: run the weekly refit first")
-    fitted, version = challenger
-    current = load_models(registry, settings, CHAMPION, stores=data.stores["store_id"].to_list())
-    champion, champion_version = (None, None) if current is None or current[1] == version else current
+
+def backtest(
+    data: CaseData,
+    settings: ForecastSettings,
+    registry: Registry,
+    version: str | None = None,
+    window: DateRange | None = None,
+    log=lambda *_: None,
+) -> Backtest:
+    """A registered version's configuration (the challenger by default) on a window (the latest test window
+    by default), fitted at the window's first origin, with every candidate, the seasonal naive and the
+    champion's configuration fitted at the same cut-off: the same rows, out of sample for every model."""
+    loaded = load_models(registry, settings, CHALLENGER, stores=[], version=version)
+    if loaded is None:
+        raise LookupError(
+            f"{settings.model_name} has no version {version}"
+            if version
+            else f"{settings.model_name} has no challenger: run the weekly refit first"
+        )
+    fitted, version = loaded
+    current = load_models(registry, settings, CHAMPION, stores=[])
+    champion = None if current is None or current[1] == version else Rival.of(*current)
     periods = periods_of(settings, data.sales)
-    window = windows(data, settings)["test"]
+    window = window or windows(data, settings)["test"]
     log(
-        f"backtest of challenger v{version} on {window.start} .. {window.end}"
-        + (f" against champion v{champion_version}" if champion else "")
+        f"backtest of v{version} on {window.start} .. {window.end}"
+        + (f" against champion v{champion.version}'s configuration" if champion else "")
     )
     rows, info = rolling_forecasts(data, window, settings, periods, routing=fitted.routing, champion=champion, log=log)
     report = accuracy(rows, info.pop("train"), settings, periods)
     levels = level_accuracy(rows, data.stores, settings, periods, settings.eval_step)
-    comparison, scope = gate_comparison(rows, champion.as_of if champion else None)
     info |= {"window": f"{window.start} .. {window.end}", "routing": fitted.routing}
-    return Backtest(
-        rows, report, levels, comparison, scope, version, champion_version, champion.as_of if champion else None, info
-    )
-
-
-def gate(result: Backtest, settings: ForecastSettings) -> Verdict:
-    return gate_verdict(
-        result.rows, result.champion_as_of, result.challenger, result.champion, settings.model_name, settings
-    )
+    return Backtest(rows, report, levels, gate_comparison(rows), version, champion.version if champion else None, info)
 
 
 def write_backtest(lake: Lake, result: Backtest) -> None:
@@ -365,24 +389,51 @@ def write_backtest(lake: Lake, result: Backtest) -> None:
     )
 
 
+def write_evaluation(lake: Lake, result: Backtest) -> None:
+    """An on-demand evaluation, apart from the weekly backtest (whose tables the reports read)."""
+    lake.write_many(
+        {
+            (CASE, "evaluation", None): result.report.with_columns(version=pl.lit(result.challenger)),
+            (CASE, "evaluation_levels", None): result.levels.with_columns(version=pl.lit(result.challenger)),
+            (CASE, "evaluation_forecasts", None): result.rows,
+        }
+    )
+
+
 # --------------------------------------------------------------------------- nightly
 
 
-def champion_models(registry: Registry, settings: ForecastSettings, stores: Sequence[str]) -> tuple[FittedModels, str]:
-    loaded = load_models(registry, settings, CHAMPION, stores=list(stores))
-    if loaded is None:
-        raise LookupError(f"{settings.model_name} has no champion: run the weekly refit and let its gate promote one")
-    return loaded
+def serving_models(
+    registry: Registry, settings: ForecastSettings, stores: Sequence[str]
+) -> tuple[FittedModels, promotion.ModelChoice] | None:
+    """The champion's fitted state, or with no champion yet the latest challenger's in shadow (its forecasts
+    are written and evaluated, never published); None when no version exists."""
+    choice = promotion.serving_choice(registry, settings.model_name)
+    if choice is None:
+        return None
+    loaded = load_models(registry, settings, stores=list(stores), version=choice.version)
+    return None if loaded is None else (loaded[0], choice)
 
 
 def nightly_forecast(
-    data: CaseData, models: FittedModels, origin: date, settings: ForecastSettings, horizon: int | None = None
+    data: CaseData,
+    models: FittedModels,
+    choice: promotion.ModelChoice,
+    origin: date,
+    settings: ForecastSettings,
+    horizon: int | None = None,
 ) -> tuple[pl.DataFrame, list[CheckOutcome]]:
     """Every active series of the stores in `data` over periods 1..horizon after `origin`, each by its
-    segment's routed model from the fitted state; the volume checks of the worst store."""
+    segment's routed model from the fitted state, marked with the version and whether it is in shadow;
+    the volume checks of the worst store."""
     horizon = horizon or settings.horizon_periods
-    forecasts = forecast_candidates(models, data, origin, horizon, settings)
+    forecasts = marked(forecast_candidates(models, data, origin, horizon, settings), choice)
     return forecasts, store_checks(data, forecasts, origin, horizon, settings)
+
+
+def marked(forecasts: pl.DataFrame, choice: promotion.ModelChoice) -> pl.DataFrame:
+    """`model_version`, and `shadow`: true for a version that has not been promoted (never published)."""
+    return forecasts.with_columns(model_version=pl.lit(choice.version), shadow=pl.lit(choice.shadow))
 
 
 def store_checks(
@@ -416,7 +467,8 @@ def store_checks(
             worst_volume["share"] >= settings.volume_min_share,
             worst_volume["series"],
             f">= {settings.volume_min_share:.0%} of {worst_volume['active']:,} active series",
-            f"worst store {worst_volume['store_id']}: {worst_volume['series']:,} of {worst_volume['active']:,} series forecast",
+            f"worst store {worst_volume['store_id']}: "
+            f"{worst_volume['series']:,} of {worst_volume['active']:,} series forecast",
             "ERROR",
             {"stores": per.height, "store": worst_volume["store_id"]},
         ),
@@ -425,7 +477,8 @@ def store_checks(
             worst_missing["missing"] == 0,
             worst_missing["missing"],
             "0 active series without a whole horizon",
-            f"worst store {worst_missing['store_id']}: {worst_missing['missing']} active series without {horizon} periods",
+            f"worst store {worst_missing['store_id']}: "
+            f"{worst_missing['missing']} active series without {horizon} periods",
             "WARN",
             {"store": worst_missing["store_id"]},
         ),
@@ -474,7 +527,8 @@ def reconcile_forecast(
         aggregate_history(known.sales, data.stores, settings), labels, periods, settings
     )
     table = reconcile(base.select("store_id", "sku_id", "ds", "yhat"), aggregate, data.stores, settings).with_columns(
-        origin=pl.lit(base["origin"].max())
+        origin=pl.lit(base["origin"].max()),
+        **{c: pl.lit(base[c][0]) for c in ("model_version", "shadow") if c in base.columns},
     )
     return table, coherence_outcome(table, method, settings)
 
@@ -487,17 +541,18 @@ def coherence_outcome(table: pl.DataFrame, method: str, settings: ForecastSettin
         stats["max_relative_gap"] <= tolerance and stats["negative_values"] == 0,
         stats["max_relative_gap"],
         f"<= {tolerance} relative gap, 0 negatives",
-        f"{method.replace('_', '-')}: {stats['parents_checked']:,} parents checked, largest gap {stats['max_relative_gap']:.1e}, {stats['negative_values']} negative",
+        f"{method.replace('_', '-')}: {stats['parents_checked']:,} parents checked, "
+        f"largest gap {stats['max_relative_gap']:.1e}, {stats['negative_values']} negative",
         "ERROR",
         {"parents_checked": stats["parents_checked"], "negative_values": stats["negative_values"]},
     )
 
 
 def planning_forecast(
-    data: CaseData, models: FittedModels, origin: date, settings: ForecastSettings
+    data: CaseData, models: FittedModels, choice: promotion.ModelChoice, origin: date, settings: ForecastSettings
 ) -> tuple[pl.DataFrame, CheckOutcome]:
     """The planning horizon from the same fitted state (recursive), reconciled top-down (and bottom-up)."""
-    base = forecast_candidates(models, data, origin, settings.planning_periods, settings)
+    base = marked(forecast_candidates(models, data, origin, settings.planning_periods, settings), choice)
     return reconcile_forecast(base, data, settings, TOP_DOWN)
 
 

@@ -30,21 +30,37 @@ def field(store_id: str, sku_id: str) -> str:
     return f"{store_id}|{sku_id}"
 
 
+class ShadowForecast(ValueError):
+    """Forecasts of a version that has not been promoted: they are evaluated, never served."""
+
+
 def vectors(reconciled: pl.DataFrame, column: str = "bottom_up") -> pl.DataFrame:
-    """One row per store x SKU of a reconciled forecast: origin, first period and the vector, in step order."""
+    """One row per store x SKU of a reconciled forecast: origin, first period, the model version and the
+    vector, in step order."""
+    if "shadow" in reconciled.columns and reconciled["shadow"].any():
+        version = reconciled["model_version"][0] if "model_version" in reconciled.columns else "?"
+        raise ShadowForecast(f"the forecasts of v{version} are in shadow (not promoted): they are never published")
     bottom = reconciled.filter(pl.col("level") == "sku").with_columns(parts=pl.col("node").str.split("/"))
+    if "model_version" not in bottom.columns:
+        bottom = bottom.with_columns(model_version=pl.lit(None, pl.String))
     return (
         bottom.with_columns(store_id=pl.col("parts").list.get(-2), sku_id=pl.col("parts").list.get(-1))
         .sort("store_id", "sku_id", "ds")
         .group_by("store_id", "sku_id", maintain_order=True)
         .agg(
-            pl.col("origin").first(), pl.col("ds").first().alias("first_day"), pl.col(column).round(3).alias("forecast")
+            pl.col("origin").first(),
+            pl.col("ds").first().alias("first_day"),
+            pl.col("model_version").first(),
+            pl.col(column).round(3).alias("forecast"),
         )
     )
 
 
 def publish(client, table: pl.DataFrame, run_id: str) -> dict:
-    """Write the run's hash, switch the pointer atomically, delete the previous run's hash."""
+    """Write the run's hash, switch the pointer atomically, delete the previous run's hash. `table` comes from
+    `vectors`: shadow forecasts never reach it."""
+    if "model_version" not in table.columns:
+        table = table.with_columns(model_version=pl.lit(None, pl.String))
     key = RUN_PREFIX + run_id
     origin = str(table["origin"].max())
     client.delete(key)
@@ -58,10 +74,13 @@ def publish(client, table: pl.DataFrame, run_id: str) -> dict:
                     "origin": str(o),
                     "first_day": str(d),
                     "run_id": run_id,
+                    "model_version": v,
                     "forecast": list(f),
                 }
             )
-            for s, k, o, d, f in chunk.select("store_id", "sku_id", "origin", "first_day", "forecast").iter_rows()
+            for s, k, o, d, v, f in chunk.select(
+                "store_id", "sku_id", "origin", "first_day", "model_version", "forecast"
+            ).iter_rows()
         }
         client.hset(key, mapping=mapping)
         written += len(mapping)

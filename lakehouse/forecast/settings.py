@@ -125,9 +125,8 @@ class Targets(Section):
 class Gate(Section):
     """The blocking gate between a weekly challenger and the champion."""
 
-    max_wape_increase: float = (
-        0.02  # a challenger WAPE above the champion's by more than this share refuses it (beyond noise)
-    )
+    # The champion's WAPE times this is the tolerance: a challenger worse by less never fails (beyond noise).
+    max_wape_increase: float = Field(0.02, ge=0.0)
     beat_seasonal_naive: bool = True  # and one worse than the seasonal naive on the same rows (beyond noise)
     comparison: ComparisonSettings = ComparisonSettings()  # interval level, resamples, series needed to decide
 

@@ -123,7 +123,8 @@ def test_the_champion_came_through_the_gate_and_serves_the_night(built):
     champion = registry.alias_version(settings.model_name, CHAMPION)
     assert champion == _metadata(built, "model")["model_version"]
     assert promotion.recorded_verdict(registry, settings.model_name, champion)[0] == "passed"
-    assert _metadata(built, "store_forecasts")["champion_version"] == champion
+    assert _metadata(built, "store_forecasts")["model_version"] == champion
+    assert _metadata(built, "store_forecasts")["shadow"] is False
     run = registry.client.get_run(_metadata(built, "model")["mlflow_run_id"])
     assert "routing" in run.data.params
     stat = [a.path for a in registry.client.list_artifacts(run.info.run_id, "forecast_models/stat")]
@@ -234,17 +235,19 @@ def test_a_multi_store_backfill_runs_from_the_cli(built, tmp_path):
 
 
 def test_a_challenger_the_gate_refuses_leaves_the_champion_in_place(built, tmp_path, monkeypatch):
+    """One LightGBM tree on every segment against the champion's configuration refitted at the same cut-off:
+    refused beyond noise, the champion stays, the run is green."""
     mine = built.copy(tmp_path)
     settings = ForecastSettings()
     registry = mine.registry()
     before = registry.alias_version(settings.model_name, CHAMPION)
-    monkeypatch.setenv(
-        "LAKEHOUSE_FORECAST_GATE__MAX_WAPE_INCREASE", "-0.99"
-    )  # the challenger would have to be 100x better
-    monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__SELECTION", "seed")
+    one_tree = {**json.loads(FAST["LAKEHOUSE_FORECAST_MODELS__LIGHTGBM"]), "n_estimators": 1, "learning_rate": 0.01}
+    monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__LIGHTGBM", json.dumps(one_tree))
+    monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__SELECTION_ALPHA", "0")
     result = mine.materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
     gate = evaluation(result, "challenger_gate")
-    assert not gate.passed and "REFUSED" in gate.description
+    assert result.success and not gate.passed and gate.description.startswith(f"kept v{before}; ")
+    assert "worse beyond noise" in gate.description and "refitted at the challenger's cut-off" in str(gate.metadata)
     challenger = registry.alias_version(settings.model_name, "challenger")
     assert challenger != before and promotion.recorded_verdict(registry, settings.model_name, challenger)[0] == "failed"
     assert registry.alias_version(settings.model_name, CHAMPION) == before

@@ -44,7 +44,7 @@ def test_master_tables_from_the_source_register_the_store_partitions(source, lak
 @pytest.mark.parametrize(
     ("bad_row", "reason"),
     [
-        ({"store_id": "../x"}, "path separators"),
+        ({"store_id": "../x"}, "path separator"),
         ({"store_id": "north-s001"}, "duplicated key"),
         ({"region": None}, "missing"),
     ],
