@@ -2,7 +2,7 @@
 error naming file, column and rows, and the lake keeps its previous content."""
 
 import hashlib
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +12,7 @@ import pytest
 from lakehouse.common.schema import InputDataError
 from resources import LakehouseResource, default_resources
 from tests.integration.churn_helpers import load_raw, tiny_world, with_source, write_source
+from tests.integration.probes import ID_PROBES, assert_names_file_column_rows, lake_digest, set_value, spoil_id
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +203,97 @@ def test_an_absent_optional_table_keeps_what_the_lake_has_and_a_misnamed_one_is_
     assert not result.success
     assert "misnamed 'invoices'" in str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
     assert _lake_digest(lakehouse_home) == before
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory, world):
+    """A home holding a good load, and a function that loads a spoilt copy of the files into it."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    home = tmp_path_factory.mktemp("home")
+    (home / "dagster").mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
+    assert load_raw(instance, resources, write_source(world, tmp_path_factory.mktemp("good")), staging=False).success
+
+    def load_spoilt(tables: dict[str, pl.DataFrame]) -> tuple[dg.ExecuteInProcessResult, bool]:
+        before = lake_digest(home)
+        result = load_raw(instance, resources, write_source(tables, tmp_path_factory.mktemp("bad")), False, False)
+        return result, lake_digest(home) == before
+
+    return load_spoilt
+
+
+def _before_signup(world, table: str, column: str) -> pl.DataFrame:
+    first = world[table].row(0, named=True)
+    signup = world["customers"].filter(pl.col("customer_id") == first["customer_id"])["signup_date"][0]
+    early = signup - timedelta(days=3)
+    value = datetime.combine(early, datetime.min.time()) if isinstance(first[column], datetime) else early
+    return set_value(world[table], column, value)
+
+
+def _customer_with_few_seats(world) -> tuple[str, int]:
+    few = world["customers"].sort("employees").row(0, named=True)
+    return few["customer_id"], few["employees"]
+
+
+def _usage_of(world, customer: str, column: str, value) -> pl.DataFrame:
+    usage = world["usage_daily"]
+    row = usage.with_row_index("i").filter(pl.col("customer_id") == customer)["i"][0]
+    return set_value(usage, column, value, row)
+
+
+PROBES = {
+    **{
+        f"id: {p}": ("customers", "customer_id", lambda w, p=p: spoil_id(w["customers"], "customer_id", p))
+        for p in ID_PROBES
+    },
+    "invoice of 1e14": ("invoices", "amount", lambda w: set_value(w["invoices"], "amount", 1e14)),
+    "mrr of 1e14": ("customers", "mrr", lambda w: set_value(w["customers"], "mrr", 1e14)),
+    "a usage day in 1800": (
+        "usage_daily",
+        "activity_date",
+        lambda w: set_value(w["usage_daily"], "activity_date", date(1800, 1, 1)),
+    ),
+    "a ticket in 1800": (
+        "support_tickets",
+        "opened_at",
+        lambda w: set_value(w["support_tickets"], "opened_at", datetime(1800, 1, 1)),
+    ),
+    "100,000 session minutes in a day": (
+        "usage_daily",
+        "session_minutes",
+        lambda w: _usage_of(w, _customer_with_few_seats(w)[0], "session_minutes", 100_000.0),
+    ),
+    "1e9 logins in a day": ("usage_daily", "logins", lambda w: set_value(w["usage_daily"], "logins", 1_000_000_000)),
+    "usage before signup": (
+        "usage_daily",
+        "activity_date",
+        lambda w: _before_signup(w, "usage_daily", "activity_date"),
+    ),
+    "ticket before signup": (
+        "support_tickets",
+        "opened_at",
+        lambda w: _before_signup(w, "support_tickets", "opened_at"),
+    ),
+    "invoice before signup": ("invoices", "issue_date", lambda w: _before_signup(w, "invoices", "issue_date")),
+    "paid before issued": (
+        "invoices",
+        "paid_date",
+        lambda w: set_value(w["invoices"], "paid_date", w["invoices"]["issue_date"][0] - timedelta(days=2)),
+    ),
+}
+
+
+@pytest.mark.parametrize("probe", list(PROBES))
+def test_each_probe_is_refused_with_file_column_rows_and_the_lake_unchanged(loaded, world, probe):
+    table, column, spoil = PROBES[probe]
+    result, unchanged = loaded({**world, table: spoil(world)})
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert (error.cause or error).cls_name == "InputDataError"
+    assert_names_file_column_rows((error.cause or error).message, f"{table}.parquet", column)
+    assert unchanged

@@ -16,6 +16,7 @@ from assets.common import PartitionOutOfRange
 from lakehouse.common.schema import InputDataError
 from lakehouse.fraud.world import WorldConfig, generate_days
 from tests.conftest import make_home
+from tests.integration.probes import ID_PROBES, set_value, spoil_id
 
 pytestmark = pytest.mark.integration
 WORLD = WorldConfig(tx_per_day=800, days=3)
@@ -70,7 +71,8 @@ def _run(
 
 def _error(result: dg.ExecuteInProcessResult) -> str:
     error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
-    return f"{error.cause.cls_name if error.cause else error.cls_name}: {error.cause.message if error.cause else error.message}"
+    error = error.cause or error
+    return f"{error.cls_name}: {error.message}"
 
 
 def test_a_schedule_tick_and_a_backfill_land_user_files_without_run_config(user_home):
@@ -148,6 +150,13 @@ BAD = {
     "path separator in an id": (_set("merchant_id", 4, "../M1"), "merchant_id"),
     "ids that differ only by whitespace": (_set("card_id", 4, "K 0000001"), "card_id"),
     "empty file": (lambda df: df.head(0), None),
+    **{f"id: {p}": (lambda df, p=p: spoil_id(df, "customer_id", p), "customer_id") for p in ID_PROBES},
+    "merchant id with a right-to-left override": (
+        lambda df: spoil_id(df, "merchant_id", "right-to-left override"),
+        "merchant_id",
+    ),
+    "amount of 1e14": (lambda df: set_value(df, "amount", 1e14, 5), "amount"),
+    "a payment in 1800": (lambda df: set_value(df, "ts", datetime(1800, 1, 1), 5), "ts"),
 }
 
 
@@ -240,3 +249,22 @@ def test_a_day_outside_the_calendar_names_the_range_and_the_setting():
 
     with pytest.raises(PartitionOutOfRange, match="LAKEHOUSE_FRAUD_CALENDAR__START"):
         require_partitions(daily, ["2019-01-01"], FraudSettings)
+
+
+def test_zero_amounts_load_and_negative_ones_are_refused(tmp_path):
+    """Authorisation checks of zero are real payments; a negative amount is not (the loader, before any write)."""
+    from lakehouse.common.sources import load_sources
+    from lakehouse.fraud.pipeline import load_source
+    from lakehouse.fraud.settings import FraudSettings
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tx = generate_days(WORLD).filter(pl.col("ts").dt.date().cast(pl.String) == DAYS[0])
+    settings = FraudSettings(calendar={"start": WORLD.start_date.isoformat()})
+    source = lambda: load_sources(_write_sources(folder)).case("fraud")  # noqa: E731
+    set_value(tx, "amount", 0.0, 3).write_parquet(folder / "transactions.parquet")
+    load, _ = load_source(source(), settings, days=[DAYS[0]], allowed=DAYS, today=date.today())
+    assert load.frames[DAYS[0]]["amount"].min() == 0.0
+    set_value(tx, "amount", -0.01, 3).write_parquet(folder / "transactions.parquet")
+    with pytest.raises(InputDataError, match="column 'amount'.*below the minimum 0"):
+        load_source(source(), settings, days=[DAYS[0]], allowed=DAYS, today=date.today())

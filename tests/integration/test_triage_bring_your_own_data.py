@@ -2,7 +2,7 @@
 with one clear error naming file, column and rows when not, and the lake byte-identical after every
 refusal; personal data left after scrubbing stops the write."""
 
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lakehouse.triage.world import WorldConfig, generate_customers, generate_month, generic_categories
+from tests.integration.probes import ID_PROBES, assert_names_file_column_rows, lake_digest, set_value, spoil_id
 
 pytestmark = pytest.mark.integration
 MONTHS = ("2026-02-01", "2026-03-01")
@@ -21,7 +22,7 @@ def export(tmp_path):
     """A small export with a helpdesk of its own (5 categories, none of the seed's), and its sources file."""
     world = WorldConfig(tickets_per_month=60, customers=40, categories=generic_categories(5))
     customers = generate_customers(world)
-    tickets, labels = zip(*(generate_month(world, date.fromisoformat(m), customers) for m in MONTHS))
+    tickets, labels = zip(*(generate_month(world, date.fromisoformat(m), customers) for m in MONTHS), strict=True)
     folder = tmp_path / "export"
     folder.mkdir()
     customers.write_csv(folder / "customers.csv")
@@ -208,3 +209,90 @@ def test_a_month_outside_the_calendar_is_refused_naming_the_range_and_the_settin
     with pytest.raises(PartitionOutOfRange) as error:
         require_partitions(monthly, ["2025-06-01"], TriageSettings)
     assert "2026-01-01 .." in str(error.value) and "LAKEHOUSE_TRIAGE_CALENDAR__START" in str(error.value)
+
+
+def test_a_month_range_before_the_calendar_gives_the_documented_message_not_a_check_error(lakehouse_home, export):
+    from assets.triage.raw import triage_tickets
+    from demos import range_tags
+    from resources import LakehouseResource, SourcesResource
+
+    result = dg.materialize(
+        [triage_tickets],
+        tags=range_tags("2025-06-01", "2025-07-01"),
+        resources={"lakehouse": LakehouseResource(home=str(lakehouse_home)), "sources": SourcesResource()},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert (error.cause or error).cls_name == "PartitionOutOfRange"
+    message = (error.cause or error).message
+    assert "2025-06-01" in message and "outside the data calendar" in message and "CALENDAR__START" in message
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """An export loaded once into a home, and a function that loads a spoilt copy of it into that home."""
+    from assets.triage.raw import triage_tickets
+    from demos import range_tags
+    from resources import LakehouseResource, SourcesResource
+
+    world = WorldConfig(tickets_per_month=40, customers=30, categories=generic_categories(4))
+    customers = generate_customers(world)
+    tickets, labels = zip(*(generate_month(world, date.fromisoformat(m), customers) for m in MONTHS), strict=True)
+    tables = {"customers": customers, "tickets": pl.concat(tickets), "agent_labels": pl.concat(labels)}
+    home = tmp_path_factory.mktemp("home")
+
+    def load(tables: dict[str, pl.DataFrame]):
+        folder = tmp_path_factory.mktemp("export")
+        for name, frame in tables.items():
+            frame.write_parquet(folder / f"{name}.parquet")
+        sources = folder / "sources.yaml"
+        sources.write_text(yaml.safe_dump({"triage": {"folder": str(folder)}}))
+        before = lake_digest(home)
+        result = dg.materialize(
+            [triage_tickets],
+            tags=range_tags(MONTHS[0], MONTHS[-1]),
+            resources={"lakehouse": LakehouseResource(home=str(home)), "sources": SourcesResource(path=str(sources))},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+        return result, lake_digest(home) == before
+
+    assert load(tables)[0].success
+    return tables, load
+
+
+def _label_before_its_ticket(tables):
+    created = tables["tickets"].filter(pl.col("ticket_id") == tables["agent_labels"]["ticket_id"][0])["created_at"][0]
+    return set_value(tables["agent_labels"], "labelled_at", created - timedelta(hours=2))
+
+
+PROBES = {
+    **{f"id: {p}": ("tickets", "ticket_id", lambda t, p=p: spoil_id(t["tickets"], "ticket_id", p)) for p in ID_PROBES},
+    "a ticket in 1800": (
+        "tickets",
+        "created_at",
+        lambda t: set_value(t["tickets"], "created_at", datetime(1800, 1, 1)),
+    ),
+    "a label in 1800": (
+        "agent_labels",
+        "labelled_at",
+        lambda t: set_value(t["agent_labels"], "labelled_at", datetime(1800, 1, 1)),
+    ),
+    "a label before its ticket": ("agent_labels", "labelled_at", _label_before_its_ticket),
+    "an agent id with a zero-width space": (
+        "agent_labels",
+        "agent_id",
+        lambda t: spoil_id(t["agent_labels"], "agent_id", "zero-width space"),
+    ),
+}
+
+
+@pytest.mark.parametrize("probe", list(PROBES))
+def test_each_probe_is_refused_with_file_column_rows_and_the_lake_unchanged(loaded, probe):
+    tables, load = loaded
+    table, column, spoil = PROBES[probe]
+    result, unchanged = load({**tables, table: spoil(tables)})
+    assert not result.success
+    assert_names_file_column_rows(_error(result), f"{table}.parquet", column)
+    assert unchanged
