@@ -205,13 +205,15 @@ def champion_asset(
 
 
 def time_partitions(calendar: Calendar, cadence: str, **kwargs) -> dg.TimeWindowPartitionsDefinition:
-    """Daily, weekly or monthly partitions from the data calendar's first day, in its time zone."""
+    """Daily, weekly or monthly partitions from the data calendar's first day, in its time zone (any key
+    format, `fmt`, since the start is given as a datetime)."""
     make = {
         "daily": dg.DailyPartitionsDefinition,
         "weekly": dg.WeeklyPartitionsDefinition,
         "monthly": dg.MonthlyPartitionsDefinition,
     }[cadence]
-    return make(start_date=calendar.start.isoformat(), timezone=calendar.timezone, **kwargs)
+    start = datetime.combine(calendar.start, datetime.min.time())
+    return make(start_date=start, timezone=calendar.timezone, **kwargs)
 
 
 class PartitionOutOfRange(ValueError):
