@@ -208,7 +208,10 @@ def markdown() -> str:
         "folder that holds one file per table below, or a mapping from your files. `support_tickets` and "
         "`invoices` are optional. Every file is validated before anything is written; a bad file stops the run "
         "with one error naming the file, the column and example rows, and the lake keeps its previous content. "
-        "Every `customer_id` must exist in `customers`.",
+        "Every `customer_id` must exist in `customers`, and no usage day, ticket, invoice or renewal may come before "
+        "its customer's `signup_date`. Values must be plausible (`plausibility` in the case's settings: amounts below "
+        "1e9, dates from 1900 and not 20 years before `calendar.start`, usage within a seat's day); ids follow the "
+        "platform's id rule (docs/platform.md).",
         "",
     ]
     for schema in RAW_TABLES:

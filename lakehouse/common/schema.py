@@ -157,6 +157,10 @@ class Column:
             rules.append("not in the future")
         if self.quantity:
             rules.append("below `plausibility.max_amount`")
+        if self.limit is not None:
+            per = f" per `{self.limit.per}`" if self.limit.per else ""
+            bounds = [f"{op} {_num(v)}" for op, v in ((">=", self.limit.min), ("<=", self.limit.max)) if v is not None]
+            rules.append(f"plausible: {' and '.join(bounds)}{per}")
         if self.identifier:
             rules.append("an id")
         return "; ".join(rules)
