@@ -160,7 +160,7 @@ def check_across_tables(tables: dict[str, pl.DataFrame | None], labels: dict[str
             continue
         where = {"source": labels[name], "table": name, "parent_table": "customers"}
         validate_references(frame, "customer_id", customers, "customer_id", **where)
-        not_before(frame, FACT_DATES[name], customers, "signup_date", "customer_id", **where)
+        not_before(frame, FACT_DATES[name], customers, "signup_date", "customer_id", **where, limits=limits)
     for column in ("session_minutes", "logins"):
         bound = limits.bound("usage_daily", USAGE_DAILY.column(column))
         if bound is not None and bound.per is not None:

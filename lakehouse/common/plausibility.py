@@ -14,14 +14,16 @@ usage day before the customer signed up. Each case's settings carry a `plausibil
 * per column, `columns: {"table.column": {min: ..., max: ..., per: ...}}` replaces the schema's limit
   (a number for numbers, a date for dates), e.g. `{"usage_daily.logins": {max: 5000}}`.
 
-Rules across tables (a fact not before the entity it belongs to, a payment not before its invoice,
-a label not before its ticket) are `not_before` checks the case's loader runs once every table is valid.
+Rules across tables (a fact not before the entity it belongs to, a label not before its ticket) are
+`not_before` checks (lakehouse.common.table_rules) the case's loader runs once every table is valid;
+`facts_before_entity: accept` takes a source whose time line is known to be incoherent as it is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -48,6 +50,9 @@ class Plausibility(Section):
     earliest_date: date = date(1900, 1, 1)
     history: str = "20y"  # dates of facts are not before calendar.start minus this
     columns: dict[str, Bound] = Field(default_factory=dict)  # "table.column": its own bounds
+    # Facts dated before the entity they belong to (usage before signup, a label before its ticket): refused,
+    # unless a source's time line is known to be incoherent and is taken as it is.
+    facts_before_entity: Literal["refuse", "accept"] = "refuse"
 
     @field_validator("history")
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from lakehouse.common.plausibility import Bound
+from lakehouse.common.plausibility import Bound, Limits
 from lakehouse.common.schema import MAX_EXAMPLE_ROWS, ROW_COLUMN, InputDataError
 
 
@@ -20,10 +20,13 @@ def not_before(
     source: str,
     table: str,
     parent_table: str,
+    limits: Limits,
 ) -> None:
     """Refuse rows of `child` whose `child_col` is before their parent's `parent_col` (joined on `on`; nulls
     pass): a usage day before the customer's signup, a label before its ticket. Dates and datetimes compare
-    by day when one side is a date."""
+    by day when one side is a date. Nothing is refused when the limits accept such facts."""
+    if limits.plausibility.facts_before_entity == "accept":
+        return
     parents = parent.select(on, pl.col(parent_col).alias("__parent")).unique(on, keep="first")
     joined = child.with_row_index(ROW_COLUMN).join(parents, on=on, how="inner")
     mine, theirs = pl.col(child_col), pl.col("__parent")
@@ -36,7 +39,8 @@ def not_before(
             table,
             child_col,
             f"{early.height} row(s) dated before their {parent_table}.{parent_col} (a {table} row cannot come "
-            f"before the {parent_table} row it belongs to)",
+            f"before the {parent_table} row it belongs to; a source known to be incoherent is taken as it is with "
+            f"{limits.where('facts_before_entity')} set to accept)",
             early.rename({"__parent": f"{parent_table}.{parent_col}"}).head(MAX_EXAMPLE_ROWS),
             [on, child_col, f"{parent_table}.{parent_col}"],
         )

@@ -128,6 +128,7 @@ def check_raw_tables(tickets: pl.DataFrame, labels: pl.DataFrame, settings, labe
         source=labels_of["agent_labels"],
         table="agent_labels",
         parent_table="tickets",
+        limits=limits,
     )
 
 
@@ -141,7 +142,7 @@ def generated(overrides: Mapping, request: Request) -> RawBatch:
     weights = drills.pop("category_weights", None)
     world = WorldConfig.from_env().with_(**drills)
     customers = generate_customers(world)
-    months = [generate_month(world, date.fromisoformat(k), customers, weights) for k in request.keys]
+    months = [generate_month(world, date.fromisoformat(f"{k[:7]}-01"), customers, weights) for k in request.keys]
     limits = Limits.of(request.settings)
     tables = {
         "tickets": pl.concat([t for t, _ in months]),
