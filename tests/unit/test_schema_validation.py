@@ -381,3 +381,41 @@ def test_example_rows_are_capped_at_five(tmp_path):
     assert error_rows(err) == [0, 1, 2, 3, 4]
     assert "8 value(s) below" in err.reason
     assert str(err).count("row ") == 5 + 1  # five rows + the trailing note
+
+
+def test_ids_are_stored_in_nfc_and_their_twins_are_refused():
+    decomposed = customers_frame().with_columns(pl.Series("customer_id", ["C1", "Ce\u0301", "C3"]))
+    typed = validate_frame(decomposed, CUSTOMERS, source="customers.csv", today=TODAY)
+    assert typed["customer_id"].to_list() == ["C1", "C\u00e9", "C3"]
+    twins = customers_frame().with_columns(pl.Series("customer_id", ["C1", "\uff23\uff11", "C3"]))
+    with pytest.raises(InputDataError) as info:
+        validate_frame(twins, CUSTOMERS, source="customers.csv", today=TODAY)
+    assert info.value.column == "customer_id" and "ambiguous" in info.value.reason and "row 1" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["C\u200b1", "C\u202e1", "C\u009b1", "\u3164", "a=b", ".", "x" * 300])
+def test_every_invisible_or_unholdable_id_is_refused(bad):
+    frame = customers_frame().with_columns(pl.Series("customer_id", ["C1", bad, "C3"]))
+    with pytest.raises(InputDataError) as info:
+        validate_frame(frame, CUSTOMERS, source="customers.csv", today=TODAY)
+    assert info.value.column == "customer_id" and "row 1" in str(info.value)
+
+
+def test_an_error_echoes_a_few_dozen_characters_of_a_value_at_most():
+    huge = "C" + "x" * 60_000
+    frame = customers_frame().with_columns(pl.Series("customer_id", ["C1", huge, "C3"]))
+    with pytest.raises(InputDataError) as info:
+        validate_frame(frame, CUSTOMERS, source="customers.csv", today=TODAY)
+    assert len(str(info.value)) < 1_000
+    wrong = customers_frame().with_columns(pl.Series("plan", ["basic", "y" * 60_000, "pro"]))
+    with pytest.raises(InputDataError) as info:
+        validate_frame(wrong, CUSTOMERS, source="customers.csv", today=TODAY)
+    assert len(str(info.value)) < 1_000
+
+
+def test_header_cells_that_are_no_column_names_are_counted_not_echoed(tmp_path):
+    path = write(tmp_path / "customers.csv", "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/bin/false\n")
+    with pytest.raises(InputDataError) as info:
+        read_table(path, CUSTOMERS, today=TODAY)
+    assert "/bin/bash" not in str(info.value) and "daemon" not in str(info.value)
+    assert "1 header cell(s) that are no column name" in str(info.value)
