@@ -55,8 +55,8 @@ def split_partitions(
             label,
             table,
             column,
-            f"{outside.height} row(s) fall outside the data calendar (partitions {span}; "
-            f"{_keys(outside)}). Move the first partition with {calendar_hint}; data dated in the future cannot be loaded",
+            f"{outside.height} row(s) fall outside the data calendar (partitions {span}; {_keys(outside)}). "
+            f"Move the first partition with {calendar_hint}; data dated in the future cannot be loaded",
             outside.drop(PARTITION),
         )
     others = keyed.filter(~pl.col(PARTITION).is_in(list(selected_set)))

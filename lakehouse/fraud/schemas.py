@@ -22,6 +22,62 @@ def _together(a: str, b: str) -> RowRule:
     return RowRule(f"{a} and {b} are both given or both empty", pl.col(a).is_null() == pl.col(b).is_null(), (a, b))
 
 
+def _optional_columns() -> tuple[Column, ...]:
+    """Device, IP, payee IBAN, country, category and the two pairs of coordinates: a file may lack them."""
+    return (
+        Column(
+            "device_id",
+            pl.String,
+            "Optional. Device fingerprint; empty for card-present payments.",
+            nullable=True,
+            identifier=True,
+        ),
+        Column(
+            "ip",
+            pl.String,
+            "Optional. Client IP address; empty for card-present payments.",
+            nullable=True,
+            identifier=True,
+        ),
+        Column(
+            "payee_iban",
+            pl.String,
+            "Optional. IBAN credited (merchant settlement account, or the payee of a transfer).",
+            nullable=True,
+            identifier=True,
+        ),
+        Column("country", pl.String, "Optional. ISO country where the payment was made.", nullable=True),
+        Column(
+            "category", pl.String, "Optional. Merchant category (its known fraud rate is a feature).", nullable=True
+        ),
+        Column(
+            "lat",
+            pl.Float64,
+            "Optional. Latitude of the payment (the merchant's, for card-present payments).",
+            nullable=True,
+            min_value=-90,
+            max_value=90,
+        ),
+        Column("lon", pl.Float64, "Optional. Longitude of the payment.", nullable=True, min_value=-180, max_value=180),
+        Column(
+            "customer_lat",
+            pl.Float64,
+            "Optional. Latitude of the customer's home (distance to the payment).",
+            nullable=True,
+            min_value=-90,
+            max_value=90,
+        ),
+        Column(
+            "customer_lon",
+            pl.Float64,
+            "Optional. Longitude of the customer's home.",
+            nullable=True,
+            min_value=-180,
+            max_value=180,
+        ),
+    )
+
+
 def transactions_schema(settings: FraudSettings) -> TableSchema:
     """The transactions table, with the channel vocabulary and the plausibility limits of the settings."""
     table = TableSchema(
@@ -58,58 +114,7 @@ def transactions_schema(settings: FraudSettings) -> TableSchema:
                 min_value=0,
                 quantity=True,
             ),
-            Column(
-                "device_id",
-                pl.String,
-                "Optional. Device fingerprint; empty for card-present payments.",
-                nullable=True,
-                identifier=True,
-            ),
-            Column(
-                "ip",
-                pl.String,
-                "Optional. Client IP address; empty for card-present payments.",
-                nullable=True,
-                identifier=True,
-            ),
-            Column(
-                "payee_iban",
-                pl.String,
-                "Optional. IBAN credited (merchant settlement account, or the payee of a transfer).",
-                nullable=True,
-                identifier=True,
-            ),
-            Column("country", pl.String, "Optional. ISO country where the payment was made.", nullable=True),
-            Column(
-                "category", pl.String, "Optional. Merchant category (its known fraud rate is a feature).", nullable=True
-            ),
-            Column(
-                "lat",
-                pl.Float64,
-                "Optional. Latitude of the payment (the merchant's, for card-present payments).",
-                nullable=True,
-                min_value=-90,
-                max_value=90,
-            ),
-            Column(
-                "lon", pl.Float64, "Optional. Longitude of the payment.", nullable=True, min_value=-180, max_value=180
-            ),
-            Column(
-                "customer_lat",
-                pl.Float64,
-                "Optional. Latitude of the customer's home (distance to the payment).",
-                nullable=True,
-                min_value=-90,
-                max_value=90,
-            ),
-            Column(
-                "customer_lon",
-                pl.Float64,
-                "Optional. Longitude of the customer's home.",
-                nullable=True,
-                min_value=-180,
-                max_value=180,
-            ),
+            *_optional_columns(),
             Column(
                 "is_fraud",
                 pl.Boolean,
