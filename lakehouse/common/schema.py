@@ -590,8 +590,9 @@ _STAGES = (
     _check_rules,
 )
 
-# What a column name looks like; other header cells (a file that is no table) are not echoed.
-_COLUMN_NAME = re.compile(r"^[\w][\w .()%#-]{0,63}$")
+# What a column name looks like (at most 64 characters, no control character, no ':', '/' or '\\'); other header
+# cells (a file that is no table, such as a system file) are counted, never echoed.
+_COLUMN_NAME = re.compile(r"^[^:/\\\x00-\x1f\x7f-\x9f][^:/\\\x00-\x1f\x7f-\x9f]{0,63}$")
 
 
 def reader_detail(exc: Exception, limit: int = 100) -> str:
