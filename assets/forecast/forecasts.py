@@ -1,5 +1,6 @@
-"""Nightly: forecasts per store from the champion's fitted state, bottom-up reconciliation and
-publication to Redis. Weekly: the planning horizon from the same models, reconciled top-down."""
+"""Nightly: forecasts per store from the champion's fitted state, reconciliation and publication to Redis.
+Weekly: the planning horizon from the same models. Each horizon is reconciled by the method the version's
+backtest chose."""
 
 from datetime import date
 
@@ -11,8 +12,9 @@ from assets.forecast.models import CHAMPION_KEY
 from assets.forecast.partitions import store_partitions
 from assets.forecast.raw import SALES_KEY
 from lakehouse.forecast import pipeline
+from lakehouse.forecast.lifecycle import reconciliation_methods
+from lakehouse.forecast.models import FALLBACKS
 from lakehouse.forecast.publish import ShadowForecast, publish, vectors
-from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN
 from lakehouse.forecast.settings import CASE, ForecastSettings
 from resources import LakehouseResource, MlflowResource, RedisResource, SourcesResource
 
@@ -46,6 +48,12 @@ def _no_model(context, name: str, asset_key: dg.AssetKey, checks: tuple[str, ...
             severity=dg.AssetCheckSeverity.WARN,
             description=message,
         )
+
+
+def fallback_counts(forecasts: pl.DataFrame) -> str:
+    """How many series a fallback forecast (their routed model gave nothing: too short, new since the fit)."""
+    counts = forecasts.filter(pl.col("model").is_in(FALLBACKS)).group_by("model").agg(pl.col("unique_id").n_unique())
+    return ", ".join(f"{model}: {n:,}" for model, n in counts.sort("model").iter_rows()) or "none"
 
 
 def _choice_metadata(choice) -> dict:
@@ -115,6 +123,7 @@ def forecast_store_forecasts(
             "stores": len(stores),
             "series": forecasts["unique_id"].n_unique(),
             **_choice_metadata(choice),
+            "series_by_fallback": fallback_counts(forecasts),
             "models": table(
                 forecasts.group_by("segment", "model")
                 .agg(pl.col("unique_id").n_unique().alias("series"))
@@ -133,18 +142,23 @@ def forecast_store_forecasts(
     kinds={"hierarchicalforecast", "parquet"},
     owners=OWNERS[CASE],
     description=(
-        "Operational forecast of one origin (the latest by default): bottom-up reconciliation national -> the store "
-        "levels -> store -> SKU (each SKU keeps its model's forecast, totals are sums); top-down alongside. Shadow "
-        "forecasts (no champion yet) are reconciled and marked."
+        "Operational forecast of one origin (the latest by default), coherent national -> the store levels -> store -> "
+        "SKU: bottom-up, top-down and MinTrace, `reconciled` by the method the model version's backtest chose for "
+        "the operational horizon (bottom-up without a choice). Shadow forecasts (no champion yet) are reconciled and "
+        "marked."
     ),
     check_specs=[dg.AssetCheckSpec("coherent_and_non_negative", asset=OPERATIONAL_KEY, description=COHERENCE)],
 )
-def forecast_operational(config: OriginConfig, lakehouse: LakehouseResource, sources: SourcesResource):
+def forecast_operational(
+    config: OriginConfig, lakehouse: LakehouseResource, mlflow: MlflowResource, sources: SourcesResource
+):
     settings = sources.settings(ForecastSettings)
     base = pipeline.read_store_forecasts(lakehouse.lake, date.fromisoformat(config.origin) if config.origin else None)
-    table, outcome = pipeline.reconcile_forecast(base, pipeline.read_case_data(lakehouse.lake), settings, BOTTOM_UP)
+    version = base["model_version"][0] if "model_version" in base.columns else None
+    method = reconciliation_methods(mlflow.registry(lakehouse), settings, version)["operational"]
+    table, outcome = pipeline.reconcile_forecast(base, pipeline.read_case_data(lakehouse.lake), settings, method)
     lakehouse.lake.write(table, CASE, "operational_forecast")
-    yield dg.MaterializeResult(metadata=_reconciled_metadata(table, BOTTOM_UP))
+    yield dg.MaterializeResult(metadata=_reconciled_metadata(table))
     yield check_result(outcome, OPERATIONAL_KEY)
 
 
@@ -157,8 +171,9 @@ def forecast_operational(config: OriginConfig, lakehouse: LakehouseResource, sou
     output_required=False,
     description=(
         "Planning forecast over the planning horizon (52 weeks by default) from the champion's fitted state, "
-        "recursive; reconciled top-down with forecast proportions (the seed's strategic planning), bottom-up "
-        "alongside. With no champion yet, from the latest challenger in shadow (marked)."
+        "recursive; reconciled by the method the version's backtest chose for the long horizon (top-down with "
+        "forecast proportions without a choice), every method alongside. With no champion yet, from the latest "
+        "challenger in shadow (marked)."
     ),
     check_specs=[dg.AssetCheckSpec("coherent_and_non_negative", asset=PLANNING_KEY, description=COHERENCE)],
 )
@@ -176,13 +191,14 @@ def forecast_planning(
         yield from _no_model(context, settings.model_name, PLANNING_KEY, ("coherent_and_non_negative",))
         return
     models, choice = serving
-    table, outcome = pipeline.planning_forecast(data, models, choice, _origin(config, data), settings)
+    method = reconciliation_methods(mlflow.registry(lakehouse), settings, choice.version)["planning"]
+    table, outcome = pipeline.planning_forecast(data, models, choice, _origin(config, data), settings, method)
     lakehouse.lake.write(table, CASE, "planning_forecast")
-    yield dg.MaterializeResult(metadata={**_reconciled_metadata(table, TOP_DOWN), **_choice_metadata(choice)})
+    yield dg.MaterializeResult(metadata={**_reconciled_metadata(table), **_choice_metadata(choice)})
     yield check_result(outcome, PLANNING_KEY)
 
 
-def _reconciled_metadata(reconciled: pl.DataFrame, column: str) -> dict:
+def _reconciled_metadata(reconciled: pl.DataFrame) -> dict:
     total = reconciled.filter(pl.col("level") == "national").sort("ds")
     periods = total.height
     return {
@@ -192,7 +208,8 @@ def _reconciled_metadata(reconciled: pl.DataFrame, column: str) -> dict:
         "first_period": str(total["ds"].min()),
         "last_period": str(total["ds"].max()),
         "nodes": table(reconciled.group_by("level").agg(pl.col("node").n_unique().alias("nodes")).sort("nodes")),
-        f"national_total_{column}": round(float(total[column].sum())),
+        "method": reconciled["method"][0],
+        "national_total": round(float(total["reconciled"].sum())),
         **(
             {"model_version": reconciled["model_version"][0], "shadow": bool(reconciled["shadow"][0])}
             if "shadow" in reconciled.columns
@@ -217,7 +234,7 @@ def _reconciled_metadata(reconciled: pl.DataFrame, column: str) -> dict:
 def forecast_published(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource):
     operational = lakehouse.lake.read(CASE, "operational_forecast")
     try:
-        table = vectors(operational, BOTTOM_UP)
+        table = vectors(operational)
     except ShadowForecast as refusal:
         context.log.warning(f"nothing published: {refusal}; Redis keeps the last published night")
         return

@@ -13,7 +13,7 @@ from lakehouse.common.display import bar_chart, pct
 from lakehouse.common.settings import DateRange
 from lakehouse.forecast import pipeline
 from lakehouse.forecast.evaluation import ROUTED, SEASONAL_NAIVE, plot_accuracy
-from lakehouse.forecast.lifecycle import routing_table
+from lakehouse.forecast.lifecycle import record_reconciliation, routing_table
 from lakehouse.forecast.segmentation import SEGMENT_COLUMNS
 from lakehouse.forecast.settings import CASE, SEGMENTS, ForecastSettings
 from resources import LakehouseResource, MlflowResource, SourcesResource
@@ -81,6 +81,9 @@ def forecast_model(
             if refit.selection.height
             else "off (`models.selection: seed`): the seed's models",
             "features": ", ".join(refit.fitted.dynamic) or "none",
+            "statistical_fits": table(refit.fitted.stat_fits)
+            if refit.fitted.stat_fits is not None and refit.fitted.stat_fits.height
+            else "no segment routed to a statistical model",
         }
     )
 
@@ -120,7 +123,13 @@ def _report_metadata(result: pipeline.Backtest, settings: ForecastSettings, char
         ),
         "levels": table(result.levels, percent=("wape", "mape")),
         "gate_rows": table(result.comparison, percent=("wape", "mape")),
+        "long_horizon": table(result.planning_report, percent=("wape", "mape")),
+        "reconciliation": table(result.reconciliation, percent=("wape",)),
+        **{f"reconciliation_{h}": m for h, m in result.info["reconciliation"].items()},
         "per_step_chart": dg.MetadataValue.path(str(chart)),
+        "forecast_by": table(
+            result.rows.group_by("segment", "model").agg(series=pl.col("unique_id").n_unique()).sort("segment", "model")
+        ),
     }
 
 
@@ -145,7 +154,8 @@ def _verdict_metadata(result: pipeline.Backtest, verdict) -> dict:
         "Rolling-origin backtest on the test window: the challenger's configuration fitted at the window's first "
         "origin and forecasting every origin from that state, each candidate model, the seasonal naive and the "
         "champion's configuration fitted at the same cut-off, all on the same rows (out of sample for every model); "
-        "WAPE, MAPE (periods with sales) and MASE at every step and level."
+        "WAPE, MAPE (periods with sales) and MASE at every step and level; the long horizon from the first origin; "
+        "each horizon's reconciliation method (bottom-up, top-down, MinTrace) chosen and recorded on the version."
     ),
     tags=REPORT,
     check_specs=[
@@ -169,6 +179,7 @@ def forecast_backtest(
     registry = mlflow.registry(lakehouse)
     result = pipeline.backtest(pipeline.read_case_data(lakehouse.lake), settings, registry, log=context.log.info)
     pipeline.write_backtest(lakehouse.lake, result)
+    record_reconciliation(registry, settings, result.challenger, result.info["reconciliation"])
     verdict = result.verdict(settings)
     (context.log.info if verdict.passed else context.log.warning)(f"gate: {verdict.summary()}")
     report = _report_metadata(result, settings, lakehouse.paths.reports / "forecast_backtest.png")

@@ -68,6 +68,20 @@ def origins_for(window: DateRange, horizon: int, periods: Periods, labels: list[
     return [periods.cadence.shift(first, k) for k in range(len(scored) + horizon - 1)]
 
 
+def series_universe(data: CaseData, window: DateRange, fitted: FittedModels) -> pl.DataFrame:
+    """store_id, sku_id, segment of every series a backtest scores: those the fit segmented, and those that
+    first appear later, up to the window's end (new products: their segment is `new`)."""
+    known = fitted.segments.select("store_id", "sku_id", "segment")
+    later = (
+        data.sales.filter(pl.col("date") <= window.end)
+        .select("store_id", "sku_id")
+        .unique()
+        .join(known, on=["store_id", "sku_id"], how="anti")
+        .with_columns(segment=pl.lit("new"))
+    )
+    return pl.concat([known, later]).sort("store_id", "sku_id")
+
+
 def sample_series(segments: pl.DataFrame, max_series: int, seed: int = 7) -> tuple[pl.DataFrame, str]:
     """Every series, or a sample stratified by segment (proportional, at least one per segment)."""
     total = segments.height
@@ -106,10 +120,12 @@ def rolling_forecasts(
     routing: dict[str, str] | None = None,
     champion: Rival | None = None,
     log=lambda *_: None,
+    planning: bool = False,
 ) -> tuple[pl.DataFrame, dict]:
     """Forecasts of every candidate at each origin of the window, with the actuals; rows are target periods
     inside the window. With `champion`, its configuration is fitted at the same cut-offs as the candidates
-    (column `champion`): both models are out of sample on the same rows."""
+    (column `champion`): both models are out of sample on the same rows. With `planning`, `info["planning"]`
+    holds the long horizon from the first origin alone, over the whole window (at most the planning horizon)."""
     horizon = settings.horizon_periods
     origins = origins_for(window, horizon, periods, data.sales["date"].unique().sort().to_list())
     every = settings.days(settings.refit_every) // periods.cadence.days if settings.refit_every else len(origins)
@@ -124,7 +140,7 @@ def rolling_forecasts(
         fitted = fit_models(data, group[0], settings, periods, routing=routing, candidates=True, log=log)
         info["fits"].append(group[0])
         if sample is None:
-            sample, info["series"] = sample_series(fitted.segments, settings.backtest_max_series)
+            sample, info["series"] = sample_series(series_universe(data, window, fitted), settings.backtest_max_series)
         routings = {CHAMPION: champion.routing} if same_config else None
         rows = forecast_candidates(fitted, data, group, horizon, settings, which="all", ids=sample, routings=routings)
         if champion is not None and not same_config:
@@ -138,6 +154,10 @@ def rolling_forecasts(
                 how="left",
             )
         frames.append(rows.filter(pl.col("ds").is_between(window.start, window.end)))
+        if planning and first == 0:
+            steps = min(settings.planning_periods, len(origins))
+            log(f"backtest: the long horizon, {steps} periods from {group[0]} alone")
+            info["planning"] = forecast_candidates(fitted, data, group[0], steps, settings, which="all", ids=sample)
     if champion is not None:
         settings_note = "its own settings" if champion.config else "today's settings (the version stored none)"
         info["champion_basis"] = (
@@ -150,6 +170,13 @@ def rolling_forecasts(
         .rename({"yhat": ROUTED})
         .join(actual, on=["unique_id", "ds"], how="inner")
     )
+    if planning:
+        info["planning"] = (
+            info["planning"]
+            .filter(pl.col("ds").is_between(window.start, window.end))
+            .rename({"yhat": ROUTED})
+            .join(actual, on=["unique_id", "ds"], how="inner")
+        )
     info["train"] = history(data.until(origins[0])).select(
         "unique_id", "ds", "y"
     )  # MASE's scale: the history before the window
@@ -162,7 +189,7 @@ def rolling_forecasts(
 def _errors(model: str) -> list[pl.Expr]:
     err = (pl.col(model) - pl.col("actual")).abs()
     return [
-        (err.sum() / pl.col("actual").sum()).alias("wape"),
+        (err.sum() / pl.col("actual").abs().sum()).alias("wape"),  # returns kept as negative units count as volume
         (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
         pl.len().alias("rows"),
     ]
@@ -245,6 +272,17 @@ def level_accuracy(
             stats = sums.select(_errors(model)).row(0, named=True)
             out.append({"model": model, "level": level, "label": periods.cadence.step_label(step), **stats})
     return pl.DataFrame(out)
+
+
+def pooled(rows: pl.DataFrame, models: list[str]) -> pl.DataFrame:
+    """model, wape, mape, rows: each model over every row all of them forecast."""
+    part = rows.drop_nulls([m for m in models if m in rows.columns])
+    schema = {"model": pl.String, "wape": pl.Float64, "mape": pl.Float64, "rows": pl.Int64}
+    if part.is_empty():
+        return pl.DataFrame(schema=schema)
+    return pl.DataFrame(
+        [{"model": m, **part.select(_errors(m)).row(0, named=True)} for m in models if m in part.columns]
+    ).cast(schema)
 
 
 def select_routing(rows: pl.DataFrame, settings: ForecastSettings) -> tuple[dict[str, str], pl.DataFrame]:

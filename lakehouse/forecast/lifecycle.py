@@ -10,6 +10,7 @@ stores it forecasts.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -17,9 +18,11 @@ import polars as pl
 
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.forecast.models import FittedModels
+from lakehouse.forecast.reconcile import DEFAULTS as RECONCILIATION_DEFAULTS
 from lakehouse.forecast.settings import LIGHTGBM, ForecastSettings
 
 ARTIFACTS = "forecast_models"
+RECONCILIATION_TAG = "reconciliation"  # on a version: each horizon's method, as its backtest chose
 
 
 def log_models(registry: Registry, fitted: FittedModels, settings: ForecastSettings, run_name: str) -> tuple[str, str]:
@@ -98,3 +101,20 @@ def load_models(
 
 def routing_table(fitted: FittedModels) -> pl.DataFrame:
     return pl.DataFrame({"segment": list(fitted.routing), "model": list(fitted.routing.values())})
+
+
+def record_reconciliation(registry: Registry, settings: ForecastSettings, version: str, chosen: dict[str, str]) -> None:
+    registry.client.set_model_version_tag(settings.model_name, version, RECONCILIATION_TAG, json.dumps(chosen))
+
+
+def reconciliation_methods(registry: Registry, settings: ForecastSettings, version: str | None) -> dict[str, str]:
+    """Each horizon's reconciliation method for `version`: its backtest's choice, else the seed's defaults."""
+    from mlflow.exceptions import MlflowException
+
+    if version is None:
+        return dict(RECONCILIATION_DEFAULTS)
+    try:
+        tag = registry.client.get_model_version(settings.model_name, version).tags.get(RECONCILIATION_TAG)
+    except MlflowException:
+        tag = None
+    return {**RECONCILIATION_DEFAULTS, **(json.loads(tag) if tag else {})}

@@ -65,6 +65,7 @@ class FittedModels:
     train_rows: int = 0
     selection: pl.DataFrame | None = None  # the validation scores behind the routing
     config: dict | None = None  # the settings it was fitted with (`configuration`), to refit it elsewhere
+    stat_fits: pl.DataFrame | None = None  # candidate, model, series: substitutes for series too short
 
     # ----------------------------------------------------------------- storage (MLflow artifacts)
 
@@ -140,23 +141,44 @@ def fit_models(
         for name in STAT_MODELS
         if name in needed
     }
-    stat = fit_stat_models(hist, stat_ids, settings, periods)
-    log(f"fitted {sum(len(m) for m in stat.values())} statistical models as of {as_of}")
+    stat, stat_fits = fit_stat_models(hist, stat_ids, settings, periods)
+    substituted = stat_fits.filter(pl.col("model") != pl.col("candidate"))["series"].sum()
+    log(
+        f"fitted {sum(len(m) for m in stat.values())} statistical models as of {as_of}"
+        + (
+            f" ({substituted} series too short for their model: a substitute or the global model)"
+            if substituted
+            else ""
+        )
+    )
     attributes = series_attributes(known, settings)
     codes = static_codes(attributes, settings)
     frame = training_frame(known, hist, attributes, codes, settings, periods)
     lightgbm, dynamic = fit_lightgbm(frame, codes, settings, periods)
     log(f"fitted LightGBM on {frame.height:,} rows ({frame['unique_id'].n_unique():,} series) as of {as_of}")
     return FittedModels(
-        as_of, periods, segments, routing, stat, lightgbm, codes, dynamic, frame.height, config=configuration(settings)
+        as_of,
+        periods,
+        segments,
+        routing,
+        stat,
+        lightgbm,
+        codes,
+        dynamic,
+        frame.height,
+        config=configuration(settings),
+        stat_fits=stat_fits,
     )
 
 
 def fit_stat_models(
     hist: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame], settings: ForecastSettings, periods: Periods
-) -> dict[str, dict[str, object]]:
-    """store_id -> unique_id -> fitted model, each model on its series' bounded window (series with
-    fewer than two seasons of history are left to the global model)."""
+) -> tuple[dict[str, dict[str, object]], pl.DataFrame]:
+    """store_id -> unique_id -> fitted model, each on its series' bounded window; and per candidate, how many
+    series got which model. A series too short for its candidate gets the first substitute whose history
+    needs it meets (`statistical.SUBSTITUTES`); one too short for all of them is left to the global model."""
+    from lakehouse.forecast.statistical import fitting_model
+
     window = settings.stat_window_periods
     season = periods.cadence.season
     frames = []
@@ -164,16 +186,43 @@ def fit_stat_models(
         part = (
             hist.join(ids.select("unique_id"), on="unique_id").group_by("unique_id", maintain_order=True).tail(window)
         )
-        long_enough = part.group_by("unique_id").len().filter(pl.col("len") >= 2 * season)
-        frames.append(part.join(long_enough.select("unique_id"), on="unique_id").with_columns(model=pl.lit(name)))
+        lengths = part.group_by("unique_id").len()
+        chosen = lengths.with_columns(
+            candidate=pl.lit(name),
+            model=pl.col("len").map_elements(
+                lambda n, name=name: fitting_model(name, n, season), return_dtype=pl.String
+            ),
+        )
+        frames.append(part.join(chosen.select("unique_id", "candidate", "model"), on="unique_id"))
     windows = pl.concat(frames) if frames else pl.DataFrame()
+    fits = _fit_counts(windows, ids_by_model)
+    windows = windows.drop_nulls("model") if not windows.is_empty() else windows
     if windows.is_empty():
-        return {}
-    fitted = _fit_windows(to_pandas(windows.select("unique_id", "ds", "y", "model")), periods, settings)
+        return {}, fits
+    fitted = _fit_windows(to_pandas(windows.select("unique_id", "ds", "y", "model", "candidate")), periods, settings)
     out: dict[str, dict[str, object]] = {}
     for uid, model in fitted.items():
         out.setdefault(uid.split("/", 1)[0], {})[uid] = model
-    return out
+    return out, fits
+
+
+NO_STAT_FIT = "none fits: global model"
+
+
+def _fit_counts(windows: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """candidate, model, series: which model each candidate's series got (too short for every one: none)."""
+    schema = {"candidate": pl.String, "model": pl.String, "series": pl.UInt32}
+    if windows.is_empty():
+        rows = [(name, NO_STAT_FIT, ids.height) for name, ids in ids_by_model.items() if ids.height]
+        return pl.DataFrame(rows, schema=schema, orient="row")
+    return (
+        windows.select("unique_id", "candidate", pl.col("model").fill_null(NO_STAT_FIT))
+        .unique()
+        .group_by("candidate", "model")
+        .agg(pl.len().alias("series"))
+        .sort("candidate", "model")
+        .cast(schema)
+    )
 
 
 def _fit_windows(windows, periods: Periods, settings: ForecastSettings) -> dict[str, object]:
@@ -186,34 +235,41 @@ def _fit_windows(windows, periods: Periods, settings: ForecastSettings) -> dict[
 
 
 def static_columns(settings: ForecastSettings) -> list[str]:
-    h = settings.hierarchy
-    return ["store_id", *h.store_levels, *h.product_levels, "store_type"]
+    """The categorical static features: the store, the hierarchy's levels, the store type and the attributes
+    the settings name as categories."""
+    h, extra = settings.hierarchy, settings.attributes
+    categories = [c for table in (extra.stores, extra.products) for c, kind in table.items() if kind == "category"]
+    return list(dict.fromkeys(["store_id", *h.store_levels, *h.product_levels, "store_type", *categories]))
+
+
+def numeric_statics(settings: ForecastSettings) -> list[str]:
+    """The numeric static features: perishable, unit price, and the attributes the settings name as numbers."""
+    extra = settings.attributes
+    numbers = [c for table in (extra.stores, extra.products) for c, kind in table.items() if kind == "number"]
+    return list(dict.fromkeys(["perishable", "unit_price", *numbers]))
 
 
 def static_codes(attributes: pl.DataFrame, settings: ForecastSettings) -> dict[str, dict[str, int]]:
     """Integer codes of the categorical attributes, from the values the data holds."""
     return {
-        c: {v: i for i, v in enumerate(sorted(attributes[c].drop_nulls().unique().to_list()))}
+        c: {v: i for i, v in enumerate(sorted(attributes[c].drop_nulls().cast(pl.String).unique().to_list()))}
         for c in static_columns(settings)
         if c in attributes.columns
     }
 
 
-def statics(attributes: pl.DataFrame, codes: dict[str, dict[str, int]]) -> pl.DataFrame:
-    """unique_id and the static features: codes (-1 for a value unknown at fit time), perishable, unit price."""
+def statics(attributes: pl.DataFrame, codes: dict[str, dict[str, int]], settings: ForecastSettings) -> pl.DataFrame:
+    """unique_id and the static features: codes (-1 for a value unknown at fit time) and the numbers."""
     columns = [
-        pl.col(c).replace_strict(mapping, default=-1, return_dtype=pl.Int32).alias(f"{c}_code")
+        pl.col(c).cast(pl.String).replace_strict(mapping, default=-1, return_dtype=pl.Int32).alias(f"{c}_code")
         for c, mapping in codes.items()
     ]
-    if "perishable" in attributes.columns:
-        columns.append(pl.col("perishable").cast(pl.Int32))
-    if "unit_price" in attributes.columns:
-        columns.append(pl.col("unit_price").cast(pl.Float64))
+    columns += [pl.col(c).cast(pl.Float64) for c in numeric_statics(settings) if c in attributes.columns]
     return attributes.select("unique_id", *columns)
 
 
-def static_names(codes: dict[str, dict[str, int]], attributes_columns) -> list[str]:
-    return [f"{c}_code" for c in codes] + [c for c in ("perishable", "unit_price") if c in attributes_columns]
+def static_names(codes: dict[str, dict[str, int]], attributes_columns, settings: ForecastSettings) -> list[str]:
+    return [f"{c}_code" for c in codes] + [c for c in numeric_statics(settings) if c in attributes_columns]
 
 
 def training_frame(
@@ -235,7 +291,9 @@ def training_frame(
         hist = hist.filter(pl.col("unique_id").is_in(ids.implode()))
     attrs = attributes.filter(pl.col("unique_id").is_in(ids.implode()))
     requests = hist.select("unique_id", "ds", "y", as_of=pl.lit(None, pl.Date))
-    frame = exogenous(known, attrs, requests, settings, periods).join(statics(attrs, codes), on="unique_id", how="left")
+    frame = exogenous(known, attrs, requests, settings, periods).join(
+        statics(attrs, codes, settings), on="unique_id", how="left"
+    )
     return with_age(frame, first_sales(hist), periods).drop("as_of")
 
 
@@ -255,7 +313,7 @@ def _mlforecast(settings: ForecastSettings, periods: Periods):
 
 
 def fit_lightgbm(frame: pl.DataFrame, codes: dict, settings: ForecastSettings, periods: Periods):
-    static = static_names(codes, frame.columns)
+    static = static_names(codes, frame.columns, settings)
     # Sorted: the features' order must not depend on the order rows arrived in (column sampling picks by position).
     dynamic = sorted(c for c in frame.columns if c not in ("unique_id", "ds", "y", *static))
     model = _mlforecast(settings, periods)
@@ -309,16 +367,7 @@ def forecast_candidates(
     if keys.is_empty():
         return _empty(which, routings)
     hist = history(data.for_series(keys))
-    first = lookback(models, settings)
-    recent = (
-        keys.select("key", "unique_id", "origin")
-        .join(hist.select("unique_id", "ds", "y"), on="unique_id")
-        .filter(
-            (pl.col("ds") <= pl.col("origin"))
-            & (pl.col("ds") > pl.col("origin") - pl.duration(days=first * periods.cadence.days))
-        )
-        .sort("key", "ds")
-    )
+    recent = _recent(keys, hist, lookback(models, settings) * periods.cadence.days)
     wanted = {m: set() for m in MODELS}
     for row in keys.select("key", "segment", *[f"route_{n}" for n in routes]).iter_rows(named=True):
         names = {row[f"route_{n}"] for n in routes} | (set(CANDIDATES[row["segment"]]) if which == "all" else set())
@@ -357,7 +406,11 @@ def forecast_candidates(
         settings,
     )
     long = pl.concat(
-        [stat, lgbm.filter(pl.col("key").is_in(list(wanted[LIGHTGBM]))).with_columns(model=pl.lit(LIGHTGBM)), family],
+        [
+            stat.drop("fitted_as"),
+            lgbm.filter(pl.col("key").is_in(list(wanted[LIGHTGBM]))).with_columns(model=pl.lit(LIGHTGBM)),
+            family,
+        ],
         how="vertical_relaxed",
     )
     steps = pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32})
@@ -373,12 +426,67 @@ def forecast_candidates(
         wide = wide.with_columns(route.alias(f"route_{name}")).with_columns(
             pl.coalesce(*[pl.when(pl.col(f"route_{name}") == m).then(pl.col(m)) for m in MODELS]).alias(name)
         )
-    wide = wide.rename({"route_yhat": "model"}).with_columns([pl.col(m).clip(0.0) for m in (*MODELS, *routes)])
-    if which == "all":
-        wide = wide.join(seasonal_naive(recent, horizon, periods), on=["key", "step"], how="left")
-    else:
-        wide = wide.drop_nulls("yhat")
+    # The routed model's name says which substitute forecast a series too short for its statistical model.
+    substitutes = stat.filter(pl.col("model") != pl.col("fitted_as")).select("key", "model", "fitted_as").unique()
+    wide = (
+        wide.rename({"route_yhat": "model"})
+        .join(substitutes, on=["key", "model"], how="left")
+        .with_columns(model=pl.coalesce("fitted_as", "model"))
+    )
+    naive = seasonal_naive(recent, horizon, periods)
+    wide = _with_fallbacks(wide.join(naive, on=["key", "step"], how="left"), recent, data.products, routes, settings)
+    wide = wide.with_columns([pl.col(m).clip(0.0) for m in (*MODELS, *routes)])
     return wide.select(*_columns(which, routings)).sort("unique_id", "origin", "step")
+
+
+FALLBACKS = ("FamilyMean (fallback)", "SeasonalNaive (fallback)", "zero (fallback)")
+
+
+def _with_fallbacks(
+    wide: pl.DataFrame,
+    recent: pl.DataFrame,
+    products: pl.DataFrame,
+    routes: dict[str, dict[str, str]],
+    settings: ForecastSettings,
+) -> pl.DataFrame:
+    """Every series asked for gets a forecast: where its routed model gave none (too short for the lags, no
+    fitted state), the mean of its product group in its store over `family_mean_window` at the origin, else
+    the seasonal naive, else 0; `model` names the fallback."""
+    group = settings.hierarchy.product_levels[-1] if settings.hierarchy.product_levels else None
+    groups = products.select("sku_id", *([group] if group else []))
+    by = ["origin", "store_id", *([group] if group else [])]
+    span = settings.days(settings.models.family_mean_window)
+    info = wide.select("key", "store_id", "sku_id", "origin").unique().join(groups, on="sku_id", how="left")
+    means = (
+        recent.filter(pl.col("ds") > pl.col("origin") - pl.duration(days=span))
+        .join(info.drop("origin"), on="key")
+        .group_by(by)
+        .agg(family_mean=pl.col("y").mean())
+    )
+    wide = wide.join(info.join(means, on=by, how="left").select("key", "family_mean"), on="key", how="left")
+    family, naive = pl.col("family_mean"), pl.col(SEASONAL_NAIVE)
+    label = (
+        pl.when(pl.col("yhat").is_not_null())
+        .then(pl.col("model"))
+        .when(family.is_not_null())
+        .then(pl.lit(FALLBACKS[0]))
+        .when(naive.is_not_null())
+        .then(pl.lit(FALLBACKS[1]))
+        .otherwise(pl.lit(FALLBACKS[2]))
+    )
+    return wide.with_columns(label.alias("model")).with_columns(
+        [pl.coalesce(name, family, naive, pl.lit(0.0)).alias(name) for name in routes]
+    )
+
+
+def _recent(keys: pl.DataFrame, hist: pl.DataFrame, days: int) -> pl.DataFrame:
+    """key, unique_id, origin, ds, y: each requested series' history over the `days` up to its origin."""
+    return (
+        keys.select("key", "unique_id", "origin")
+        .join(hist.select("unique_id", "ds", "y"), on="unique_id")
+        .filter((pl.col("ds") <= pl.col("origin")) & (pl.col("ds") > pl.col("origin") - pl.duration(days=days)))
+        .sort("key", "ds")
+    )
 
 
 def _request_keys(
@@ -396,6 +504,10 @@ def _request_keys(
             for o in origins
         ]
     )
+    if ids is not None:  # a series is forecast from its first row on, as the nightly path would
+        first = data.sales.group_by("store_id", "sku_id").agg(first_row=pl.col("date").min())
+        keys = keys.join(first, on=["store_id", "sku_id"]).filter(pl.col("first_row") <= pl.col("origin"))
+        keys = keys.drop("first_row")
     if keys.is_empty():
         return keys
     keys = keys.with_columns(
@@ -434,25 +546,27 @@ def _empty(which: str, routings: dict | None = None) -> pl.DataFrame:
 def _stat_forecasts(
     models: FittedModels, recent: pl.DataFrame, wanted: dict[str, set[str]], horizon: int
 ) -> pl.DataFrame:
-    """Each fitted statistical model filters the series' latest window at each origin: no refit."""
-    schema = {"key": pl.String, "step": pl.Int32, "yhat": pl.Float64, "model": pl.String}
+    """Each fitted statistical model filters the series' latest window at each origin: no refit. `model` is the
+    candidate a forecast stands for, `fitted_as` the model that made it (a substitute for a short series)."""
+    schema = {"key": pl.String, "step": pl.Int32, "yhat": pl.Float64, "model": pl.String, "fitted_as": pl.String}
     todo = {key: name for name, keys in wanted.items() for key in keys}
     if not todo:
         return pl.DataFrame(schema=schema)
-    rows_key, rows_model, values = [], [], []
+    rows_key, rows_model, rows_fitted, values = [], [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for (key,), part in recent.filter(pl.col("key").is_in(list(todo))).group_by(["key"], maintain_order=True):
             uid = part["unique_id"][0]
             model = models.stat.get(uid.split("/", 1)[0], {}).get(uid)
             # A fit that failed for a series left the seasonal naive in its place, under the same alias.
-            if model is None or getattr(model, "alias", None) != todo[key]:
+            if model is None or getattr(model, "candidate", getattr(model, "alias", None)) != todo[key]:
                 continue
             values.append(
                 np.asarray(model.forward(y=part["y"].to_numpy().astype(np.float64), h=horizon)["mean"], dtype=float)
             )
             rows_key.append(key)
             rows_model.append(todo[key])
+            rows_fitted.append(getattr(model, "alias", todo[key]))
     if not values:
         return pl.DataFrame(schema=schema)
     return pl.DataFrame(
@@ -461,6 +575,7 @@ def _stat_forecasts(
             "step": np.tile(np.arange(1, horizon + 1), len(rows_key)),
             "yhat": np.concatenate(values),
             "model": np.repeat(rows_model, horizon),
+            "fitted_as": np.repeat(rows_fitted, horizon),
         },
         schema=schema,
     )
@@ -487,7 +602,7 @@ def _lightgbm_forecasts(
     if keys.is_empty():
         return empty
     attributes = series_attributes(data, settings, keys.select("store_id", "sku_id").unique())
-    static = statics(attributes, models.codes)
+    static = statics(attributes, models.codes, settings)
     static_cols = [c for c in static.columns if c != "unique_id"]
     future = (
         keys.select("key", "unique_id", "origin")
@@ -529,7 +644,8 @@ def _family_forecasts(
     """New products: the mean of established series of the same reference group in the same store at the
     origin, weighing 1 at the first sale and fading to 0 after `family_fade`, blended with LightGBM
     (the group mean alone while LightGBM has too little history; the product's own recent mean when
-    the group has no established product either)."""
+    the group has no established product either). A product with no sale yet at the origin gets no
+    group prior: LightGBM, else its own recent mean."""
     schema = {"key": pl.String, "step": pl.Int32, "yhat": pl.Float64, "model": pl.String}
     if keys.is_empty():
         return pl.DataFrame(schema=schema)
@@ -551,27 +667,31 @@ def _family_forecasts(
         .agg(own_mean=pl.col("y").mean())
     )
     fade = max(settings.days(settings.models.family_fade) // cadence.days, 1)
-    first = first_sales(hist)
+    # The first sale as known at each origin: a product listed (rows of 0) but not selling yet gets no group
+    # prior, whatever it sold later.
+    first = (
+        keys.select("key", "unique_id", "origin")
+        .join(hist.filter(pl.col("y") > 0).select("unique_id", "ds"), on="unique_id")
+        .filter(pl.col("ds") <= pl.col("origin"))
+        .group_by("key")
+        .agg(first_sale=pl.col("ds").min())
+    )
     target = (
         keys.select("key", "unique_id", "store_id", "sku_id", "origin")
         .join(groups, on="sku_id", how="left")
         .join(means, on=by, how="left")
     )
-    target = target.join(own_mean, on="key", how="left").join(first, on="unique_id", how="left")
-    target = target.with_columns(
-        own=pl.when(pl.col("first_sale") <= pl.col("origin"))
-        .then((pl.col("origin") - pl.col("first_sale")).dt.total_days() // cadence.days)
-        .otherwise(0)
-    )
+    target = target.join(own_mean, on="key", how="left").join(first, on="key", how="left")
+    target = target.with_columns(own=(pl.col("origin") - pl.col("first_sale")).dt.total_days() // cadence.days)
     frame = target.join(
         pl.DataFrame({"step": list(range(1, horizon + 1))}, schema={"step": pl.Int32}), how="cross"
     ).join(lgbm, on=["key", "step"], how="left")
-    weight = (1 - pl.col("own") / fade).clip(0.0, 1.0)
+    weight = pl.when(pl.col("first_sale").is_null()).then(0.0).otherwise((1 - pl.col("own") / fade).clip(0.0, 1.0))
     yhat = (
-        pl.when(pl.col("yhat").is_null())
-        .then(pl.col("group_mean"))
-        .when(pl.col("group_mean").is_null())
+        pl.when(pl.col("group_mean").is_null() | (weight == 0))
         .then(pl.col("yhat"))
+        .when(pl.col("yhat").is_null())
+        .then(pl.col("group_mean"))
         .otherwise(weight * pl.col("group_mean") + (1 - weight) * pl.col("yhat"))
     )
     return frame.select("key", "step", pl.coalesce(yhat, "own_mean", pl.lit(0.0)).alias("yhat"), model=pl.lit(FAMILY))

@@ -10,6 +10,7 @@ from the champion's fitted state, `reconcile_forecast`, `publish`, `live_accurac
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from lakehouse.common.lake import Lake, safe_value
 from lakehouse.common.loads import PartitionedLoad, split_partitions
 from lakehouse.common.promotion import Verdict
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
-from lakehouse.common.schema import InputDataError, validate_frame, validate_references
+from lakehouse.common.schema import Column, InputDataError, TableSchema, validate_frame, validate_references
 from lakehouse.common.settings import DateRange
 from lakehouse.common.sources import CaseSource, load_table
 from lakehouse.forecast.evaluation import (
@@ -38,6 +39,7 @@ from lakehouse.forecast.evaluation import (
     gate_verdict,
     level_accuracy,
     matured_accuracy,
+    pooled,
     rolling_forecasts,
     select_routing,
     simulate_orders,
@@ -47,9 +49,18 @@ from lakehouse.forecast.evaluation import (
 from lakehouse.forecast.features import CaseData, periods_of, scope_columns
 from lakehouse.forecast.lifecycle import load_models, log_models
 from lakehouse.forecast.models import FittedModels, fit_models, forecast_candidates
-from lakehouse.forecast.reconcile import TOP_DOWN, aggregate_base_forecasts, aggregate_history, coherence, reconcile
+from lakehouse.forecast.reconcile import DEFAULTS as RECONCILIATION_DEFAULTS
+from lakehouse.forecast.reconcile import (
+    aggregate_base_forecasts,
+    aggregate_history,
+    best_method,
+    choose,
+    coherence,
+    reconcile,
+    reconciliation_backtest,
+)
 from lakehouse.forecast.schemas import MASTER_TABLES, OPTIONAL_TABLES, optional_columns, schema
-from lakehouse.forecast.settings import CASE, SEGMENTS, ForecastSettings
+from lakehouse.forecast.settings import CASE, LIGHTGBM, SEGMENTS, ForecastSettings
 
 SALES = "sales"
 STORE_FORECASTS = "store_forecasts"
@@ -76,7 +87,7 @@ def load_master_tables(source: CaseSource, settings: ForecastSettings, today: da
     for name in MASTER_TABLES:
         loaded = load_table(
             source,
-            schema(name, settings),
+            table_schema(name, settings),
             today=today,
             optional=optional_columns(name, settings),
             required=name not in OPTIONAL_TABLES,
@@ -93,7 +104,9 @@ def validate_master_tables(
 ) -> MasterTables:
     """The same rules for tables that come as frames (the demo's generator)."""
     tables = {
-        name: validate_frame(complete(frames[name], name, settings), schema(name, settings), source=label, today=today)
+        name: validate_frame(
+            complete(frames[name], name, settings), table_schema(name, settings), source=label, today=today
+        )
         if name in frames
         else None
         for name in MASTER_TABLES
@@ -102,9 +115,26 @@ def validate_master_tables(
     return MasterTables(tables, label)
 
 
+def table_schema(name: str, settings: ForecastSettings) -> TableSchema:
+    """A raw table's schema with the attribute columns the settings name (`attributes.stores`, `.products`)."""
+    table = schema(name, settings)
+    extra = {"stores": settings.attributes.stores, "products": settings.attributes.products}.get(name, {})
+    columns = tuple(
+        Column(
+            column,
+            pl.Float64 if kind == "number" else pl.String,
+            f"Attribute ({kind}, `attributes.{name}`): a static feature of the models.",
+            nullable=True,
+        )
+        for column, kind in extra.items()
+        if column not in table.column_names
+    )
+    return dataclasses.replace(table, columns=table.columns + columns) if columns else table
+
+
 def complete(frame: pl.DataFrame, name: str, settings: ForecastSettings) -> pl.DataFrame:
     """Optional columns a file lacks, as nulls of their declared type, in the schema's order."""
-    table = schema(name, settings)
+    table = table_schema(name, settings)
     missing = [pl.lit(None, c.polars_dtype).alias(c.name) for c in table.columns if c.name not in frame.columns]
     return frame.with_columns(missing).select(table.column_names)
 
@@ -147,7 +177,7 @@ def write_master_tables(lake: Lake, master: MasterTables, settings: ForecastSett
         if frame is None and lake.exists(CASE, name):
             counts[name] = lake.read(CASE, name).height
             continue
-        writes[(CASE, name, None)] = frame if frame is not None else schema(name, settings).empty()
+        writes[(CASE, name, None)] = frame if frame is not None else table_schema(name, settings).empty()
         counts[name] = writes[(CASE, name, None)].height
     lake.write_many(writes)
     return counts
@@ -200,6 +230,7 @@ def prepare_sales(
         )
     if settings.frequency == "W":
         check_weekly(frame, label, settings)
+    frame = fill_missing_periods(frame, label, settings)
     stores, products = master["stores"], master["products"]
     validate_references(frame, "store_id", stores, "store_id", source=label, table=SALES, parent_table="stores")
     validate_references(frame, "sku_id", products, "sku_id", source=label, table=SALES, parent_table="products")
@@ -267,6 +298,47 @@ def check_weekly(frame: pl.DataFrame, label: str, settings: ForecastSettings) ->
         )
 
 
+def missing_periods(frame: pl.DataFrame, days: int) -> pl.DataFrame:
+    """store_id, sku_id, date of every period missing between a series' first and last row."""
+    spans = frame.group_by("store_id", "sku_id").agg(
+        first=pl.col("date").min(), last=pl.col("date").max(), rows=pl.col("date").n_unique()
+    )
+    gappy = spans.filter((pl.col("last") - pl.col("first")).dt.total_days() // days + 1 > pl.col("rows"))
+    if gappy.is_empty():
+        return frame.select("store_id", "sku_id", "date").head(0)
+    every = gappy.select("store_id", "sku_id", date=pl.date_ranges("first", "last", interval=f"{days}d")).explode(
+        "date"
+    )
+    return every.join(frame.select("store_id", "sku_id", "date"), on=["store_id", "sku_id", "date"], how="anti").sort(
+        "store_id", "sku_id", "date"
+    )
+
+
+def fill_missing_periods(frame: pl.DataFrame, label: str, settings: ForecastSettings) -> pl.DataFrame:
+    """Periods missing inside a series: refused with the series and dates (`quirks.missing_periods: refuse`, the
+    default), or added as rows of 0 units (`zero`: a file that leaves out periods without sales)."""
+    missing = missing_periods(frame, settings.cadence.days)
+    if missing.is_empty():
+        return frame
+    if settings.quirks.missing_periods == "zero":
+        return pl.concat([frame, missing.with_columns(units=pl.lit(0.0))], how="diagonal_relaxed").sort(
+            "store_id", "sku_id", "date"
+        )
+    per = missing.group_by("store_id", "sku_id", maintain_order=True).agg(pl.col("date"))
+    examples = "; ".join(
+        f"{store}/{sku}: {', '.join(str(d) for d in dates[:3])}{' ...' if len(dates) > 3 else ''}"
+        for store, sku, dates in per.head(3).iter_rows()
+    )
+    raise InputDataError(
+        label,
+        SALES,
+        "date",
+        f"{missing.height} period(s) missing inside {per.height} series between their first and last rows "
+        f"(e.g. {examples}): a period without sales is a row of 0 units; add them, or set "
+        f"{ForecastSettings.where('quirks.missing_periods')} to `zero` to fill them with 0",
+    )
+
+
 def write_sales(lake: Lake, load: PartitionedLoad) -> int:
     lake.write_many({(CASE, SALES, (STORE_KEY, store)): frame for store, frame in load.frames.items()})
     return sum(f.height for f in load.frames.values())
@@ -330,6 +402,9 @@ class Backtest:
     challenger: str  # the version evaluated
     champion: str | None
     info: dict
+    planning: pl.DataFrame  # the long horizon from the first origin alone, per series and period
+    planning_report: pl.DataFrame  # model: wape, mape, rows over the long horizon
+    reconciliation: pl.DataFrame  # horizon, method, level: wape, rows; `chosen` per horizon
 
     def verdict(self, settings: ForecastSettings) -> Verdict:
         """The gate's verdict on the version evaluated: like for like against the champion's configuration
@@ -371,11 +446,40 @@ def backtest(
         f"backtest of v{version} on {window.start} .. {window.end}"
         + (f" against champion v{champion.version}'s configuration" if champion else "")
     )
-    rows, info = rolling_forecasts(data, window, settings, periods, routing=fitted.routing, champion=champion, log=log)
+    rows, info = rolling_forecasts(
+        data, window, settings, periods, routing=fitted.routing, champion=champion, log=log, planning=True
+    )
     report = accuracy(rows, info.pop("train"), settings, periods)
     levels = level_accuracy(rows, data.stores, settings, periods, settings.eval_step)
-    info |= {"window": f"{window.start} .. {window.end}", "routing": fitted.routing}
-    return Backtest(rows, report, levels, gate_comparison(rows), version, champion.version if champion else None, info)
+    planning = info.pop("planning")
+    log("backtest: reconciliation of both horizons, every method")
+    reconciliation, chosen = reconciliation_choice(rows, planning, data, info["fits"], periods, settings)
+    info |= {"window": f"{window.start} .. {window.end}", "routing": fitted.routing, "reconciliation": chosen}
+    return Backtest(
+        rows,
+        report,
+        levels,
+        gate_comparison(rows),
+        version,
+        champion.version if champion else None,
+        info,
+        planning,
+        pooled(planning, [ROUTED, LIGHTGBM, SEASONAL_NAIVE]),
+        reconciliation,
+    )
+
+
+def reconciliation_choice(
+    rows: pl.DataFrame, planning: pl.DataFrame, data: CaseData, fits: list, periods, settings: ForecastSettings
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Each horizon's reconciliation method, chosen on the backtest: the operational one on every origin's
+    steps 1..horizon, the planning one on the long horizon from the first origin."""
+    tables, chosen = [], {}
+    for horizon, part in (("operational", rows), ("planning", planning)):
+        scores = reconciliation_backtest(part, data.sales, data.stores, fits, periods, settings)
+        chosen[horizon] = best_method(scores, RECONCILIATION_DEFAULTS[horizon])
+        tables.append(scores.with_columns(horizon=pl.lit(horizon), chosen=pl.col("method") == chosen[horizon]))
+    return pl.concat(tables).select("horizon", "method", "level", "wape", "rows", "chosen"), chosen
 
 
 def write_backtest(lake: Lake, result: Backtest) -> None:
@@ -385,6 +489,8 @@ def write_backtest(lake: Lake, result: Backtest) -> None:
             (CASE, "backtest_levels", None): result.levels,
             (CASE, "backtest_forecasts", None): result.rows,
             (CASE, "gate_comparison", None): result.comparison,
+            (CASE, "backtest_long_horizon", None): result.planning,
+            (CASE, "backtest_reconciliation", None): result.reconciliation,
         }
     )
 
@@ -518,15 +624,16 @@ def all_store_forecasts(lake: Lake) -> pl.DataFrame:
 def reconcile_forecast(
     base: pl.DataFrame, data: CaseData, settings: ForecastSettings, method: str
 ) -> tuple[pl.DataFrame, CheckOutcome]:
-    """Bottom-up and top-down at every node of the tree; the check on `method` (the one the forecast is
-    used with: bottom-up for operations, top-down for planning)."""
+    """Every reconciliation method at every node of the tree, `reconciled` being `method`'s (the one the
+    backtest chose for the horizon); the check on it."""
     periods = periods_of(settings, data.sales)
     labels = sorted(base["ds"].unique().to_list())
     known = data.until(base["origin"].max())
     aggregate = aggregate_base_forecasts(
         aggregate_history(known.sales, data.stores, settings), labels, periods, settings
     )
-    table = reconcile(base.select("store_id", "sku_id", "ds", "yhat"), aggregate, data.stores, settings).with_columns(
+    table = reconcile(base.select("store_id", "sku_id", "ds", "yhat"), aggregate, data.stores, settings)
+    table = choose(table, method).with_columns(
         origin=pl.lit(base["origin"].max()),
         **{c: pl.lit(base[c][0]) for c in ("model_version", "shadow") if c in base.columns},
     )
@@ -549,11 +656,16 @@ def coherence_outcome(table: pl.DataFrame, method: str, settings: ForecastSettin
 
 
 def planning_forecast(
-    data: CaseData, models: FittedModels, choice: promotion.ModelChoice, origin: date, settings: ForecastSettings
+    data: CaseData,
+    models: FittedModels,
+    choice: promotion.ModelChoice,
+    origin: date,
+    settings: ForecastSettings,
+    method: str,
 ) -> tuple[pl.DataFrame, CheckOutcome]:
-    """The planning horizon from the same fitted state (recursive), reconciled top-down (and bottom-up)."""
+    """The planning horizon from the same fitted state (recursive), reconciled by `method`."""
     base = marked(forecast_candidates(models, data, origin, settings.planning_periods, settings), choice)
-    return reconcile_forecast(base, data, settings, TOP_DOWN)
+    return reconcile_forecast(base, data, settings, method)
 
 
 # --------------------------------------------------------------------------- monitoring and money

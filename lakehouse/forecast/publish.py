@@ -34,7 +34,7 @@ class ShadowForecast(ValueError):
     """Forecasts of a version that has not been promoted: they are evaluated, never served."""
 
 
-def vectors(reconciled: pl.DataFrame, column: str = "bottom_up") -> pl.DataFrame:
+def vectors(reconciled: pl.DataFrame, column: str = "reconciled") -> pl.DataFrame:
     """One row per store x SKU of a reconciled forecast: origin, first period, the model version and the
     vector, in step order."""
     if "shadow" in reconciled.columns and reconciled["shadow"].any():

@@ -131,6 +131,15 @@ class Gate(Section):
     comparison: ComparisonSettings = ComparisonSettings()  # interval level, resamples, series needed to decide
 
 
+class Attributes(Section):
+    """Static columns of the stores and products tables used as features, beyond the hierarchy: each named
+    column becomes a required column of its table, a `number` (e.g. a store's floor area) or a `category`
+    (e.g. a store format, a brand)."""
+
+    stores: dict[str, Literal["number", "category"]] = Field(default_factory=dict)
+    products: dict[str, Literal["number", "category"]] = Field(default_factory=dict)
+
+
 class Quirks(Section):
     """Documented choices for real-world sales files."""
 
@@ -138,6 +147,8 @@ class Quirks(Section):
         "refuse"  # returns: refused, set to 0, or kept as negative demand
     )
     fractional_units: Literal["keep", "round", "refuse"] = "keep"  # units sold by weight stay fractional by default
+    # A period missing between a series' first and last row: refused (naming series and dates), or a row of 0 units.
+    missing_periods: Literal["refuse", "zero"] = "refuse"
 
 
 class ForecastEconomics(Economics):
@@ -227,6 +238,7 @@ class ForecastSettings(CaseSettings):
     models: ModelSettings = ModelSettings()
     targets: Targets = Targets()
     gate: Gate = Gate()
+    attributes: Attributes = Attributes()  # static store and product columns used as features
     quirks: Quirks = Quirks()
     economics: ForecastEconomics = ForecastEconomics()
     observed_covariates: tuple[str, ...] = ()  # covariates known only once their day is over: they enter as lags

@@ -15,7 +15,7 @@ import redis
 from lakehouse.common import promotion
 from lakehouse.common.registry import CHAMPION
 from lakehouse.forecast.publish import current
-from lakehouse.forecast.reconcile import BOTTOM_UP, TOP_DOWN, coherence
+from lakehouse.forecast.reconcile import METHODS, coherence
 from lakehouse.forecast.settings import ForecastSettings
 from tests.conftest import ROOT
 from tests.e2e.case import Built, build, evaluation
@@ -90,7 +90,7 @@ def test_reconciled_forecasts_are_coherent_at_every_level(built):
     planning = built.lake.read("forecast", "planning_forecast")
     assert set(operational["level"]) == {"national", "region", "store", "sku"}
     for table in (operational, planning):
-        for column in (BOTTOM_UP, TOP_DOWN):
+        for column in (*METHODS, "reconciled"):
             stats = coherence(table, column)
             assert stats["max_relative_gap"] < 1e-6 and stats["negative_values"] == 0
     assert planning.filter(pl.col("level") == "national").height == ForecastSettings().planning_periods
@@ -112,7 +112,7 @@ def test_published_forecast_matches_the_operational_bottom_level(built):
     store, sku = node.split("/")[-2:]
     raw = client.hget(f"forecast:run:{published['run_id']}", f"{store}|{sku}")
     assert json.loads(raw)["forecast"] == pytest.approx(
-        operational.filter(pl.col("node") == node)[BOTTOM_UP].round(3).to_list()
+        operational.filter(pl.col("node") == node)["reconciled"].round(3).to_list()
     )
     client.close()
 

@@ -15,15 +15,17 @@ from fastapi.testclient import TestClient
 
 from lakehouse.common.alerts import read_alerts
 from lakehouse.common.home import LakehouseHome
+from lakehouse.common.lake import Lake
 from lakehouse.forecast import world as gen
 from lakehouse.forecast.publish import current
+from lakehouse.forecast.reconcile import METHODS
 from tests.integration.forecast_helpers import MASTER, materialize, store_keys, write_source
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WORLD = gen.WorldConfig(stores=2, skus=8, seed=5, years=1.0)
 SETTINGS = {
     "evaluation": {"test": "7d", "validation": "7d"},
-    "models": {"selection_alpha": 0.0},
+    "models": {"selection_alpha": 0.0, "stat_window": "4w"},
     "gate": {"comparison": {"min_support": 10}},  # 16 series
 }
 
@@ -145,7 +147,8 @@ def test_shadow_first_model_then_a_worse_challenger_kept_out_and_a_better_one_pr
     night = graph.nightly()
     shadow = metadata(night, "forecast__store_forecasts")
     assert shadow["shadow"] is True and shadow["model_version"] == "1"
-    stored = pl.read_parquet(LakehouseHome(lakehouse_home).lake / "forecast" / "store_forecasts")
+    lake = Lake(str(LakehouseHome(lakehouse_home).lake))
+    stored = lake.read_partitions("forecast", "store_forecasts", "origin")
     assert stored["shadow"].all() and set(stored["model_version"]) == {"1"}
     request = graph.publication_tick()
     assert dg.AssetKey(["forecast", "published_forecast"]) not in request.asset_selection
@@ -154,7 +157,7 @@ def test_shadow_first_model_then_a_worse_challenger_kept_out_and_a_better_one_pr
         == []
     )
     assert current(store)["run_id"] is None, "shadow forecasts never reach Redis"
-    operational = pl.read_parquet(LakehouseHome(lakehouse_home).lake / "forecast" / "operational_forecast")
+    operational = lake.read("forecast", "operational_forecast")
     assert operational["shadow"].all(), "the evaluation runs on the shadow forecasts"
     assert metadata(first, "forecast__backtest")["wape_d7"].endswith("%"), "and the backtest report is there"
 
@@ -188,3 +191,7 @@ def test_shadow_first_model_then_a_worse_challenger_kept_out_and_a_better_one_pr
     graph.publication_tick()
     assert lookup(lakehouse_home, redis_url)["model_version"] == "4"
     store.close()
+    # The night was reconciled by the method v4's backtest chose for the operational horizon.
+    chosen = metadata(fourth, "forecast__backtest")["reconciliation_operational"]
+    operational = lake.read("forecast", "operational_forecast")
+    assert chosen in METHODS and operational["method"].unique().to_list() == [chosen]

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from lakehouse.common.lake import Lake
 from lakehouse.forecast import world as gen
 from tests.integration.forecast_helpers import MASTER, materialize, store_keys, write_source
 
@@ -60,7 +61,8 @@ def test_a_weekly_file_forecasts_weeks_through_the_graph_without_a_false_alert(
     drift = monitored.get_asset_check_evaluations()[0]
     assert drift.passed, drift.description
     assert drift.metadata["value"].value < 60, "weekly MAPE in percent, weeks against weeks"
-    forecasts = pl.read_parquet(lakehouse_home / "lake" / "forecast" / "store_forecasts" / f"origin={last.isoformat()}")
+    lake = Lake(str(lakehouse_home / "lake"))
+    forecasts = lake.read_partitions("forecast", "store_forecasts", "origin", [last.isoformat()])
     assert forecasts.group_by("unique_id").len()["len"].unique().to_list() == [2]
     assert {d.weekday() for d in forecasts["ds"]} == {6}
     assert json.dumps(backtest["window"])
