@@ -4,11 +4,10 @@ Monday morning, CRM push Monday afternoon."""
 import dagster as dg
 
 from assets.churn.features import churn_features, churn_staging
+from assets.churn.partitions import TIMEZONE
 from assets.churn.raw import churn_raw
 from assets.churn.scoring import churn_scores
-from lakehouse.churn.settings import CASE, ChurnSettings
-
-TIMEZONE = ChurnSettings().calendar.timezone
+from lakehouse.churn.settings import CASE
 
 churn_weekly_scoring_job = dg.define_asset_job(
     "churn_weekly_scoring",
@@ -27,12 +26,16 @@ churn_monthly_training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         [CASE, "churn_labels"],
         [CASE, "training_set"],
-        [CASE, "churn_model"],
+        [CASE, "model"],
         [CASE, "champion_model"],
+        [CASE, "model_evaluation"],
         [CASE, "live_performance"],
         [CASE, "ab_test_roi"],
     ),
-    description="Retrain on every snapshot so far, gate, promote, and refresh monitoring and ROI.",
+    description=(
+        "Retrain on every snapshot so far, gate (a refusal keeps the champion, in a green run), promote, evaluate, "
+        "and refresh monitoring and ROI."
+    ),
 )
 
 

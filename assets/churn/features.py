@@ -13,14 +13,14 @@ from assets.churn.partitions import weekly_snapshots
 from assets.common import DUCKDB_POOL
 from assets.dbt import LakehouseDbtTranslator
 from lakehouse.churn.settings import ChurnSettings
-from resources import LakehouseResource
+from resources import LakehouseResource, SourcesResource
 from resources.dbt import DBT_PROJECT
 
 TRANSLATOR = LakehouseDbtTranslator()
 
 
-def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, **extra_vars):
-    dbt_vars = {**ChurnSettings().dbt_vars(), **extra_vars}
+def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource, **extra_vars):
+    dbt_vars = {**sources.settings(ChurnSettings).dbt_vars(), **extra_vars}
     # dbt reads the warehouse and lake paths from its environment: set for the subprocess only (it
     # starts inside `cli`), so this process's environment, and the next asset's, stay as they were.
     with mock.patch.dict(os.environ, lakehouse.dbt_env()):
@@ -35,8 +35,10 @@ def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, **extra_v
     dagster_dbt_translator=TRANSLATOR,
     pool=DUCKDB_POOL,
 )
-def churn_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
-    yield from _build(context, dbt, lakehouse)
+def churn_staging(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource
+):
+    yield from _build(context, dbt, lakehouse, sources)
 
 
 @dbt_assets(
@@ -48,13 +50,16 @@ def churn_staging(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakeho
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
 )
-def churn_features(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
+def churn_features(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource
+):
     """Computes the snapshots of the partition range in one dbt run (a backfill is one run)."""
     window = context.partition_time_window
     yield from _build(
         context,
         dbt,
         lakehouse,
+        sources,
         snapshot_start=window.start.date().isoformat(),
         snapshot_end=window.end.date().isoformat(),
     )
@@ -67,5 +72,7 @@ def churn_features(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakeh
     dagster_dbt_translator=TRANSLATOR,
     pool=DUCKDB_POOL,
 )
-def churn_labels(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
-    yield from _build(context, dbt, lakehouse)
+def churn_labels(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource
+):
+    yield from _build(context, dbt, lakehouse, sources)

@@ -1,59 +1,84 @@
-"""Weekly scoring (Monday morning), its monitoring checks, and the CRM push (Monday afternoon)."""
+"""Weekly scoring (Monday morning), its monitoring checks, and the CRM push (Monday afternoon).
+
+With no champion yet, the latest challenger scores in shadow: its rows carry `shadow = true` and its
+version, the reports are computed on them, and the CRM push skips them."""
 
 import dagster as dg
 import polars as pl
 
-from assets.churn.model import store
+from assets.churn.model import MODEL_KEY, store
 from assets.churn.partitions import weekly_snapshots
 from assets.common import DUCKDB_POOL, OWNERS, check_result, frame_schema, table, worst
-from lakehouse.churn.pipeline import SNAPSHOT, crm_records, score_week
+from lakehouse.churn.pipeline import crm_batch, score_week, serving_model
 from lakehouse.churn.settings import CASE, ChurnSettings
-from resources import CrmResource, LakehouseResource, MlflowResource
+from resources import CrmResource, LakehouseResource, MlflowResource, SourcesResource
 
 SCORES_KEY = dg.AssetKey([CASE, "churn_scores"])
-SETTINGS = ChurnSettings()
 
 
-@dg.asset(
-    key=SCORES_KEY,
-    deps=[dg.AssetKey([CASE, "churn_features"]), dg.AssetKey([CASE, "champion_model"])],
+@dg.multi_asset(
+    name="churn_scores",
+    specs=[
+        dg.AssetSpec(
+            SCORES_KEY,
+            deps=[dg.AssetKey([CASE, "churn_features"]), dg.AssetKey([CASE, "champion_model"])],
+            group_name=CASE,
+            kinds={"lightgbm", "mlflow", "parquet"},
+            owners=OWNERS[CASE],
+            skippable=True,  # no model registered yet: nothing to score, a green run
+            description=(
+                "Churn scores of every active customer at the weekly snapshot by the `champion` model (with none "
+                "yet, by the latest challenger in shadow: `shadow` = true, never published): score, risk tier, the "
+                "action guide for the tier and the top reasons (SHAP). A run over a range of weeks (a backfill) "
+                "scores them in order, each against the week before; its checks report the worst week. With no "
+                "model registered it skips and says so."
+            ),
+        )
+    ],
     partitions_def=weekly_snapshots,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=CASE,
-    kinds={"lightgbm", "mlflow", "parquet"},
-    owners=OWNERS[CASE],
     pool=DUCKDB_POOL,
+    can_subset=True,
     check_specs=[
         dg.AssetCheckSpec(
             "prediction_volume",
             asset=SCORES_KEY,
-            description="Weekly prediction volume within the seed's [13,000, 16,000] for 15,000 customers, scaled to the customer base (setting `customer_base`, else last week's volume).",
+            description=(
+                "Weekly prediction volume within the seed's bounds (`volume_bounds` for `volume_bounds_base` "
+                "customers) scaled to the customer base (`customer_base`, else last week's volume)."
+            ),
         ),
         dg.AssetCheckSpec(
             "score_shift",
             asset=SCORES_KEY,
-            additional_deps=[dg.AssetKey([CASE, "churn_model"])],
-            description=f"Score distribution vs the champion's reference week: Kolmogorov-Smirnov statistic above {SETTINGS.max_score_shift_ks} alerts; PSI reported.",
+            additional_deps=[MODEL_KEY],
+            description=(
+                "Score distribution vs the scoring version's reference week: a Kolmogorov-Smirnov statistic above "
+                "`max_score_shift_ks` alerts; PSI reported."
+            ),
         ),
         dg.AssetCheckSpec(
             "scoring_latency",
             asset=SCORES_KEY,
-            description=f"Batch scoring of the whole customer base within the seed's budget ({SETTINGS.scoring_latency_budget_s:.0f} s).",
+            description="Scoring of the whole customer base within the seed's budget (`scoring_latency_budget_s`).",
         ),
     ],
-    description=(
-        "Churn scores of every active customer at the weekly snapshot, by the `champion` model: "
-        "score, risk tier, the action guide for the tier and the top reasons (SHAP). A run over a range of "
-        "weeks (a backfill) scores them in order, each against the week before; its checks report the worst week."
-    ),
 )
 def churn_scores(
-    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource
-) -> dg.MaterializeResult:
-    settings, registry = ChurnSettings(), mlflow.registry(lakehouse)
-    weeks = [score_week(store(lakehouse), registry, key, settings) for key in context.partition_keys]
-    latest = weeks[-1]
-    scores = latest.batch.scores
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource, sources: SourcesResource
+):
+    settings = sources.settings(ChurnSettings)
+    model = serving_model(mlflow.registry(lakehouse), settings)
+    if model is None:
+        context.log.warning(
+            f"no version of {settings.registered_model_name} is registered: nothing to score "
+            "(train one with the churn_monthly_training job)"
+        )
+        return
+    if model.choice.shadow:
+        context.log.warning(f"no champion yet: scoring with {model.choice.label}; {model.choice.note}")
+    weeks = [score_week(store(lakehouse), model, key, settings) for key in context.partition_keys]
+    scores = weeks[-1].batch.scores
     tiers = (
         scores.group_by("risk_tier", "action")
         .agg(customers=pl.len(), mean_score=pl.col("score").mean())
@@ -66,12 +91,17 @@ def churn_scores(
             "seconds": [round(w.batch.seconds, 2) for w in weeks],
         }
     )
-    return dg.MaterializeResult(
-        check_results=[check_result(worst(outcomes)) for outcomes in zip(*(w.checks for w in weeks))],
+    selected = {key.name for key in context.selected_asset_check_keys}
+    checks = [worst(outcomes) for outcomes in zip(*(w.checks for w in weeks), strict=True)]
+    yield dg.MaterializeResult(
+        asset_key=SCORES_KEY,
+        check_results=[check_result(c, SCORES_KEY) for c in checks if c.name in selected],
         metadata={
             "dagster/row_count": sum(w.batch.scores.height for w in weeks),
             "dagster/column_schema": frame_schema(scores),
-            "model_version": latest.model_version,
+            "model_version": model.version,
+            "model": model.choice.label,
+            "shadow": model.choice.shadow,
             "weeks": table(by_week),
             "action_guide": table(tiers),
             "top_risk": table(scores.sort("score", descending=True).head(10).drop("action")),
@@ -86,11 +116,16 @@ def churn_scores(
     group_name=CASE,
     kinds={"salesforce"},
     owners=OWNERS[CASE],
-    description="Upserts the week's scores, tiers, actions and reasons into the CRM by customer id (idempotent).",
+    output_required=False,
+    description=(
+        "Upserts the week's scores, tiers, actions and reasons into the CRM by customer id (idempotent). "
+        "Shadow scores (no champion yet) are never pushed: the step skips and says why."
+    ),
 )
-def churn_crm_push(
-    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, crm: CrmResource
-) -> dg.MaterializeResult:
-    scores = lakehouse.lake.read(CASE, "churn_scores", (SNAPSHOT, context.partition_key))
-    pushed = crm.client(lakehouse).upsert(crm_records(scores))
-    return dg.MaterializeResult(metadata={"records_pushed": pushed, "target": crm.target})
+def churn_crm_push(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, crm: CrmResource):
+    records, skipped = crm_batch(store(lakehouse), context.partition_key)
+    if skipped:
+        context.log.warning(f"CRM push skipped: {skipped}")
+        return
+    pushed = crm.client(lakehouse).upsert(records)
+    yield dg.MaterializeResult(metadata={"records_pushed": pushed, "target": crm.target})

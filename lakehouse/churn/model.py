@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -39,11 +39,17 @@ FEATURES = (
 LABEL = "churned_30d"
 
 
-def feature_matrix(df: pl.DataFrame) -> np.ndarray:
-    missing = [f for f in FEATURES if f not in df.columns]
+def feature_matrix(df: pl.DataFrame, features: tuple[str, ...] | list[str] = FEATURES) -> np.ndarray:
+    """The model's inputs in its order (`features`: a booster's own `feature_name()` for an older version)."""
+    missing = [f for f in features if f not in df.columns]
     if missing:
         raise ValueError(f"feature table lacks columns {missing}")
-    return df.select(pl.col(f).cast(pl.Float64) for f in FEATURES).to_numpy()
+    return df.select(pl.col(f).cast(pl.Float64) for f in features).to_numpy()
+
+
+def predict(booster, df: pl.DataFrame) -> np.ndarray:
+    """Churn probabilities of a version's booster on feature rows, whatever feature list it was trained on."""
+    return booster.predict(feature_matrix(df, booster.feature_name()))
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class OutOfTimeSplit:
     def frames(self, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         d = pl.col("snapshot_date")
         return tuple(df.filter(d.is_between(w.start, w.end)) for w in (self.train, self.validation, self.test))
+
+    def trained_until(self, label_days: int) -> date:
+        """The last day the model learnt from: the end of the validation period's last label window."""
+        return self.validation.end + timedelta(days=label_days - 1)
 
     def __str__(self) -> str:
         return ", ".join(
@@ -163,15 +173,19 @@ class ScoredBatch:
     seconds: float
 
 
-def score(booster, features: pl.DataFrame, settings: ChurnSettings, model_version: str) -> ScoredBatch:
+def score(
+    booster, features: pl.DataFrame, settings: ChurnSettings, model_version: str, shadow: bool = False
+) -> ScoredBatch:
     """Scores, risk tiers with their action, and, for the tiers Customer Success acts on, the
-    top reasons (largest positive SHAP contributions).
+    top reasons (largest positive SHAP contributions). `shadow` marks the scores of a version that
+    is not the champion: written and evaluated, never published.
 
     Exact SHAP costs about a thousand times a prediction, so it is computed only where a
     CSM will read it: a million-customer base stays within the weekly batch budget.
     """
     started = time.perf_counter()
-    x = feature_matrix(features)
+    names = booster.feature_name()
+    x = feature_matrix(features, names)
     probability = booster.predict(x)
     tier_index = np.zeros(probability.size, dtype=np.int64)
     for i, tier in reversed(list(enumerate(settings.tiers))):
@@ -179,31 +193,37 @@ def score(booster, features: pl.DataFrame, settings: ChurnSettings, model_versio
     reasons = np.full(probability.size, "", dtype=object)
     explain = np.isin(tier_index, [i for i, t in enumerate(settings.tiers) if t.name in settings.explained_tiers])
     if explain.any():
-        reasons[explain] = top_reasons(booster, x[explain], settings.top_reasons)
+        reasons[explain] = top_reasons(booster, x[explain], settings.top_reasons, names)
     scores = features.select("snapshot_date", "customer_id").with_columns(
         score=pl.Series(probability),
         risk_tier=pl.Series(np.array([t.name for t in settings.tiers])[tier_index]),
         action=pl.Series(np.array([t.action for t in settings.tiers])[tier_index]),
         top_reasons=pl.Series(reasons, dtype=pl.String),
         model_version=pl.lit(model_version),
+        shadow=pl.lit(shadow),
     )
     return ScoredBatch(scores, time.perf_counter() - started)
 
 
-def top_reasons(booster, x: np.ndarray, k: int) -> list[str]:
+def top_reasons(booster, x: np.ndarray, k: int, features: tuple[str, ...] | list[str] = FEATURES) -> list[str]:
     """'feature (+contribution)' for the k largest positive SHAP contributions of each row."""
     contributions = booster.predict(x, pred_contrib=True)[:, :-1]
     top = np.argsort(-contributions, axis=1)[:, :k]
     values = np.take_along_axis(contributions, top, axis=1)
-    names = np.array(FEATURES)[top]
-    return ["; ".join(f"{n} (+{v:.2f})" for n, v in zip(row_n, row_v) if v > 0) for row_n, row_v in zip(names, values)]
+    names = np.array(features)[top]
+    return [
+        "; ".join(f"{n} (+{v:.2f})" for n, v in zip(row_n, row_v, strict=True) if v > 0)
+        for row_n, row_v in zip(names, values, strict=True)
+    ]
 
 
 def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings, run_name: str) -> tuple[str, str]:
     """Log params, metrics, features, SHAP importance and the model; register it as `challenger`.
 
-    Returns (registered version, MLflow run id).
+    The model's requirements are given (the LightGBM it was trained with): MLflow would otherwise infer
+    them by loading the model in a subprocess, seconds per training. Returns (registered version, MLflow run id).
     """
+    import lightgbm
     import mlflow
     from mlflow.models import infer_signature
 
@@ -224,6 +244,7 @@ def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings
             signature=infer_signature(example, trained.booster.predict(example.to_numpy())),
             input_example=example,
             registered_model_name=settings.registered_model_name,
+            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
         )
     version = str(info.registered_model_version)
     registry.set_alias(settings.registered_model_name, CHALLENGER, version)
@@ -232,13 +253,17 @@ def log_model(registry: Registry, trained: TrainedModel, settings: ChurnSettings
 
 def load_model(registry: Registry, settings: ChurnSettings, alias: str = CHAMPION):
     """(the lightgbm.Booster behind `models:/<name>@<alias>`, the version the alias points to)."""
-    import mlflow
-
     version = registry.alias_version(settings.registered_model_name, alias)
     if version is None:
         raise LookupError(
             f"no model version has alias '{alias}' for {settings.registered_model_name}: train and promote one first"
         )
+    return load_version(registry, settings.registered_model_name, version), version
+
+
+def load_version(registry: Registry, model_name: str, version: str):
+    """The lightgbm.Booster of one registered version, whatever its aliases."""
+    import mlflow
+
     registry.activate()
-    booster = mlflow.lightgbm.load_model(registry.model_uri(settings.registered_model_name, alias))
-    return booster, version
+    return mlflow.lightgbm.load_model(f"models:/{model_name}/{version}")

@@ -1,7 +1,8 @@
 """The churn case's steps, each a function of the store, the registry and the settings.
 
 Assets, demos, benchmarks and tests call these same functions; the dbt models (staging,
-point-in-time features, labels) run in between, through dagster-dbt or the dbt CLI.
+point-in-time features, labels) run in between, through dagster-dbt or the dbt CLI. Model versions follow the one promotion path (lakehouse.common.promotion):
+the gate here, the comparisons in evaluation.py, and with no champion yet the scores in shadow.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lakehouse.churn.model import LABEL, ScoredBatch, TrainedModel, load_model, log_model, score, train
+from lakehouse.churn.evaluation import METRIC, compare_versions, version_info
+from lakehouse.churn.model import LABEL, ScoredBatch, TrainedModel, load_version, log_model, score, train
 from lakehouse.churn.monitoring import monthly_performance
 from lakehouse.churn.roi import AbTestResult, analyse_ab_test, assign_arms, enrol_cohort, plot_ab_test, simulate_contact
 from lakehouse.churn.schemas import RAW_TABLES
 from lakehouse.churn.settings import CASE, ChurnSettings
+from lakehouse.common import display, promotion
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.drift import ks_statistic, psi
 from lakehouse.common.lake import Lake
-from lakehouse.common.promotion import Floor, Verdict
+from lakehouse.common.promotion import Floor, ModelChoice, Verdict
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 
 SNAPSHOT = "snapshot_date"
@@ -88,67 +91,107 @@ class Challenger:
 
 
 def train_challenger(store: ChurnStore, registry: Registry, settings: ChurnSettings) -> Challenger:
-    """Train on the stored training set, log to MLflow, register as `challenger`, and keep the model's
-    scores on the last test snapshot as the reference of the score-shift check."""
+    """Train on the stored training set, log to MLflow, register as `challenger` with what it learnt from
+    (`trained_until`, its windows), and keep its scores on the last test snapshot as the version's reference
+    for the score-shift check."""
     trained = train(store.lake.read(CASE, "training_set"), settings)
     version, run_id = log_model(registry, trained, settings, run_name=f"churn-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    until = trained.split.trained_until(settings.label_days)
+    window = f"{trained.split}; labels learnt until {until}"
+    promotion.tag_training(registry, settings.registered_model_name, version, until.isoformat(), window)
     last = trained.test_scores.filter(pl.col(SNAPSHOT) == pl.col(SNAPSHOT).max())
-    store.lake.write(last.with_columns(model_version=pl.lit(version)), CASE, "reference_scores")
+    store.lake.write(
+        last.with_columns(model_version=pl.lit(version)), CASE, "reference_scores", ("model_version", version)
+    )
     return Challenger(version, run_id, trained)
 
 
-def go_no_go(registry: Registry, settings: ChurnSettings) -> Verdict:
-    """The seed's PoC gate on the challenger's out-of-time test metrics: the only place it is evaluated."""
+def go_no_go(store: ChurnStore, registry: Registry, settings: ChurnSettings) -> Verdict:
+    """The Go/No-Go gate on the challenger: the seed's PoC floors on its out-of-time test period, and,
+    when a champion exists, no worse than it beyond noise on the test snapshots after both cut-offs."""
     name = settings.registered_model_name
     version = registry.alias_version(name, CHALLENGER)
     if version is None:
         raise LookupError(f"{name} has no challenger to gate: train one first")
+    champion = registry.alias_version(name, CHAMPION)
     m = registry.version_metrics(name, version)
+    test = version_info(registry, name, version).test
+    comparisons = ()
+    if champion is not None and champion != version:
+        if test is None:
+            reason = f"v{version} records no test period"
+            comparisons = (promotion.no_fair_comparison(f"champion v{champion}", METRIC, reason),)
+        else:
+            comparisons = (compare_versions(store.lake, registry, settings, version, champion, test),)
+    gate = settings.gate
     return Verdict(
         name,
         version,
-        registry.alias_version(name, CHAMPION),
+        champion,
         floors=(
-            Floor("AUC-PR", m["auc_pr"], settings.gate_min_auc_pr, ">"),
-            Floor("Recall@top20%", m["recall_top20"], settings.gate_min_recall_top, ">"),
+            Floor("AUC-PR", m["auc_pr"], gate.min_auc_pr, ">"),
+            Floor("Recall@top20%", m["recall_top20"], gate.min_recall_top, ">"),
         ),
-        window="the out-of-time test period",
+        comparisons=comparisons,
+        window=f"the out-of-time test period {test.start}..{test.end}" if test else "the out-of-time test period",
         check_name="go_no_go_gate",
-        headline=f"AUC-PR {m['auc_pr']:.3f}, Recall@top20% {m['recall_top20']:.1%}",
+        headline=f"AUC-PR {m['auc_pr']:.3f}, Recall@top20% {display.pct(m['recall_top20'])}",
     )
 
 
 # --------------------------------------------------------------------------- weekly scoring
 
 
+@dataclass(frozen=True)
+class ServingModel:
+    """The booster whose scores a week gets: the champion's, or with none yet the latest challenger's in shadow."""
+
+    booster: object
+    choice: ModelChoice
+
+    @property
+    def version(self) -> str:
+        return self.choice.version
+
+
+def serving_model(registry: Registry, settings: ChurnSettings) -> ServingModel | None:
+    """The champion, or in shadow the latest challenger; None when no version is registered."""
+    choice = promotion.serving_choice(registry, settings.registered_model_name)
+    if choice is None:
+        return None
+    return ServingModel(load_version(registry, settings.registered_model_name, choice.version), choice)
+
+
 @dataclass
 class WeeklyScores:
     batch: ScoredBatch
-    model_version: str
+    model: ModelChoice
     checks: list[CheckOutcome]
 
 
-def score_week(store: ChurnStore, registry: Registry, snapshot: str, settings: ChurnSettings) -> WeeklyScores:
-    """Score every active customer at `snapshot` with the champion, store the scores and run the seed's
-    weekly monitoring."""
+def score_week(store: ChurnStore, model: ServingModel, snapshot: str, settings: ChurnSettings) -> WeeklyScores:
+    """Score every active customer at `snapshot` (in shadow when the model is not the champion), store the
+    scores and run the seed's weekly monitoring against the version's reference week."""
     features = store.query("select * from churn_features where snapshot_date = ? order by customer_id", [snapshot])
-    booster, version = load_model(registry, settings)
-    batch = score(booster, features, settings, model_version=version)
+    batch = score(model.booster, features, settings, model_version=model.version, shadow=model.choice.shadow)
     previous = [k for k in store.lake.partitions(CASE, "churn_scores", SNAPSHOT) if k < snapshot]
     last_volume = store.lake.read(CASE, "churn_scores", (SNAPSHOT, previous[-1])).height if previous else None
     store.lake.write(batch.scores, CASE, "churn_scores", (SNAPSHOT, snapshot))
-    reference = store.lake.read(CASE, "reference_scores")["score"].to_numpy()
-    return WeeklyScores(batch, version, scoring_checks(batch, reference, last_volume, settings))
+    reference_key = ("model_version", model.version)
+    reference = (
+        store.lake.read(CASE, "reference_scores", reference_key)["score"].to_numpy()
+        if store.lake.exists(CASE, "reference_scores", reference_key)
+        else None
+    )
+    return WeeklyScores(batch, model.choice, scoring_checks(batch, reference, last_volume, settings))
 
 
 def scoring_checks(
-    batch: ScoredBatch, reference_scores: np.ndarray, last_volume: int | None, settings: ChurnSettings
+    batch: ScoredBatch, reference_scores: np.ndarray | None, last_volume: int | None, settings: ChurnSettings
 ) -> list[CheckOutcome]:
     """The seed's weekly monitoring: prediction volume, score distribution shift, batch latency."""
     n = batch.scores.height
     base = settings.customer_base or last_volume
-    current = batch.scores["score"].to_numpy()
-    ks = ks_statistic(reference_scores, current) if n else 1.0
     if base is None:
         volume = CheckOutcome(
             "prediction_volume",
@@ -164,68 +207,103 @@ def scoring_checks(
             low <= n <= high,
             n,
             f"[{low:,}, {high:,}]",
-            f"{n:,} customers scored; expected base {base:,} ({'customer_base' if settings.customer_base else 'last week'})",
+            f"{n:,} customers scored; expected base {base:,} "
+            f"({'customer_base' if settings.customer_base else 'last week'})",
         )
-    return [
-        volume,
-        CheckOutcome(
-            "score_shift",
-            ks <= settings.max_score_shift_ks,
-            round(ks, 4),
-            f"KS <= {settings.max_score_shift_ks}",
-            f"Kolmogorov-Smirnov statistic vs the champion's reference week: {ks:.3f}",
-            metadata={"psi": round(psi(reference_scores, current), 4) if n else None},
-        ),
-        CheckOutcome(
-            "scoring_latency",
-            batch.seconds < settings.scoring_latency_budget_s,
-            round(batch.seconds, 2),
-            f"< {settings.scoring_latency_budget_s:.0f} s",
-            f"{n:,} customers scored in {batch.seconds:.2f} s",
-        ),
-    ]
+    latency = CheckOutcome(
+        "scoring_latency",
+        batch.seconds < settings.scoring_latency_budget_s,
+        round(batch.seconds, 2),
+        f"< {settings.scoring_latency_budget_s:.0f} s",
+        f"{n:,} customers scored in {batch.seconds:.2f} s",
+    )
+    return [volume, score_shift(batch, reference_scores, settings), latency]
+
+
+def score_shift(batch: ScoredBatch, reference_scores: np.ndarray | None, settings: ChurnSettings) -> CheckOutcome:
+    """Kolmogorov-Smirnov statistic of the week's scores against the serving version's reference week."""
+    threshold = f"KS <= {settings.max_score_shift_ks}"
+    if reference_scores is None:
+        return CheckOutcome("score_shift", True, None, threshold, "no reference week recorded for this version")
+    current = batch.scores["score"].to_numpy()
+    n = current.size
+    ks = ks_statistic(reference_scores, current) if n else 1.0
+    return CheckOutcome(
+        "score_shift",
+        ks <= settings.max_score_shift_ks,
+        round(ks, 4),
+        threshold,
+        f"Kolmogorov-Smirnov statistic vs the model's reference week: {ks:.3f}",
+        metadata={"psi": round(psi(reference_scores, current), 4) if n else None},
+    )
 
 
 def crm_records(scores: pl.DataFrame) -> list[dict]:
-    """The week's scores as CRM records, keyed by the customer id."""
-    return scores.rename({"customer_id": "external_id"}).with_columns(pl.col(SNAPSHOT).cast(pl.String)).to_dicts()
+    """The week's scores as CRM records, keyed by the customer id (the shadow flag stays in the lake)."""
+    return (
+        scores.drop("shadow", strict=False)
+        .rename({"customer_id": "external_id"})
+        .with_columns(pl.col(SNAPSHOT).cast(pl.String))
+        .to_dicts()
+    )
+
+
+def crm_batch(store: ChurnStore, snapshot: str) -> tuple[list[dict], str | None]:
+    """The week's records for the CRM, or none and why: no scores that week, or scores in shadow (a model
+    that is not the champion: never published)."""
+    key = (SNAPSHOT, snapshot)
+    if not store.lake.exists(CASE, "churn_scores", key):
+        return [], f"no scores for {snapshot}: nothing to push (score the week first)"
+    scores = store.lake.read(CASE, "churn_scores", key)
+    if "shadow" in scores.columns and scores["shadow"].any():
+        versions = ", ".join(f"v{v}" for v in scores.filter(pl.col("shadow"))["model_version"].unique().sort())
+        return [], (
+            f"the scores of {snapshot} are shadow scores of {versions} (not promoted: no champion yet): "
+            "shadow scores are never pushed to the CRM"
+        )
+    return crm_records(scores), None
 
 
 # --------------------------------------------------------------------------- monitoring and ROI
 
 
+class NothingToReport(LookupError):
+    """A report has nothing to be computed on yet (no scores, nothing matured): the step says so and skips."""
+
+
 def scored_outcomes(store: ChurnStore) -> pl.DataFrame:
-    """Every stored weekly score joined with its (possibly not yet matured) outcomes (none before the first scoring)."""
+    """Every stored weekly score (champion's or shadow) joined with its (possibly not yet matured) outcomes."""
     if not store.lake.partitions(CASE, "churn_scores", SNAPSHOT):
-        schema = {SNAPSHOT: pl.Date, "customer_id": pl.String, "score": pl.Float64, "model_version": pl.String}
-        return pl.DataFrame(
-            schema={**schema, **{c: pl.Boolean for c in ("churned_30d", "matured_30d", "churned_90d", "matured_90d")}}
-        )
+        raise NothingToReport("no week has been scored yet (no model was registered, or no scoring has run)")
     return store.query(
         f"""
-        select s.snapshot_date, s.customer_id, s.score, s.model_version,
+        select s.snapshot_date, s.customer_id, s.score, s.model_version, coalesce(s.shadow, false) as shadow,
                l.churned_30d, l.matured_30d, l.churned_90d, l.matured_90d
-        from read_parquet('{store.lake.glob(CASE, "churn_scores", partitioned=True)}', hive_partitioning = false) s
+        from read_parquet(
+            '{store.lake.glob(CASE, "churn_scores", partitioned=True)}', hive_partitioning = false, union_by_name = true
+        ) s
         join churn_labels l using (snapshot_date, customer_id)
         """
     )
 
 
 def live_performance(store: ChurnStore, settings: ChurnSettings) -> tuple[pl.DataFrame, CheckOutcome]:
-    """AUC-PR per month of the published scores whose label has matured, and the seed's alert on it."""
+    """AUC-PR per month and model version of the stored scores (shadow ones included, marked) whose label has
+    matured, and the seed's alert on the latest month of the latest version."""
     perf = monthly_performance(scored_outcomes(store))
-    store.lake.write(perf, CASE, "live_performance")
-    threshold = f">= {settings.min_live_auc_pr}"
     if perf.is_empty():
-        return perf, CheckOutcome("live_auc_pr", True, None, threshold, "no matured scores yet")
-    latest = perf.sort("month").row(-1, named=True)
+        raise NothingToReport(f"no scored week has a matured {settings.label_days}-day label yet")
+    store.lake.write(perf, CASE, "live_performance")
+    latest = perf.sort("month", pl.col("model_version").cast(pl.Int64, strict=False)).row(-1, named=True)
+    shadow = " (shadow scores: not promoted)" if latest["shadow"] else ""
     return perf, CheckOutcome(
         "live_auc_pr",
         latest["auc_pr"] >= settings.min_live_auc_pr,
         round(latest["auc_pr"], 4),
-        threshold,
-        f"AUC-PR {latest['auc_pr']:.3f} in {latest['month']:%Y-%m} on matured labels",
-        metadata={"month": str(latest["month"])},
+        f">= {settings.min_live_auc_pr}",
+        f"AUC-PR {latest['auc_pr']:.3f} in {latest['month']:%Y-%m} on matured labels, "
+        f"v{latest['model_version']}{shadow}",
+        metadata={"month": str(latest["month"]), "model_version": latest["model_version"], "shadow": latest["shadow"]},
     )
 
 
@@ -240,11 +318,18 @@ class AbTestReport:
 def ab_test(
     store: ChurnStore, settings: ChurnSettings, report_dir: Path, experiment_start: date | None = None
 ) -> AbTestReport:
-    """The seed's A/B test on the stored weekly lists: high-risk customers split 50/50 by a stable hash,
-    90-day churn per arm, the test statistics, retained customers, value and ROI."""
-    scored = scored_outcomes(store).filter(pl.col("matured_90d"))
+    """The seed's A/B test on the published weekly lists (the champion's, never shadow ones): high-risk
+    customers split 50/50 by a stable hash, 90-day churn per arm, the test statistics, retained customers,
+    value and ROI."""
+    outcomes = scored_outcomes(store)
+    scored = outcomes.filter(~pl.col("shadow") & pl.col("matured_90d"))
     if scored.is_empty():
-        raise ValueError("no scored week has a matured 90-day outcome yet: score weeks at least 90 days old first")
+        why = (
+            "every stored score is a shadow score (no champion yet): no customer was contacted from them"
+            if outcomes["shadow"].all()
+            else f"no published week has a matured {settings.ab.outcome_days}-day outcome yet"
+        )
+        raise NothingToReport(f"no A/B test to analyse: {why}")
     ab = settings.ab
     start = experiment_start or scored[SNAPSHOT].max() - timedelta(weeks=ab.enrolment_weeks - 1)
     cohort = enrol_cohort(scored, threshold=ab.high_risk_threshold, first_week=start, weeks=ab.enrolment_weeks)

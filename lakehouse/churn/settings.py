@@ -12,6 +12,7 @@ from datetime import date
 from pydantic import Field
 
 from lakehouse.common.plausibility import Plausibility
+from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, Section
 
 CASE = "churn"
@@ -47,6 +48,16 @@ class Vocabulary(Section):
     incident_categories: tuple[str, ...] = ("bug", "outage")  # tickets counted as incidents
 
 
+class Gate(Section):
+    """The Go/No-Go gate: the seed's PoC floors on the challenger's out-of-time test period, and no worse
+    than the champion beyond noise on the test snapshots after both models' training cut-offs."""
+
+    min_auc_pr: float = 0.65  # seed PoC threshold: AUC-PR above it
+    min_recall_top: float = 0.55  # seed PoC threshold: Recall@top20% above it
+    # Interval level, tolerance (AUC-PR points), bootstrap resamples over customers, churned customers needed to decide
+    comparison: ComparisonSettings = ComparisonSettings()
+
+
 class ChurnCalendar(Calendar):
     """The case's calendar defaults: setting only `start` (or only `timezone`) keeps the other."""
 
@@ -68,9 +79,7 @@ class ChurnSettings(CaseSettings):
     key_features: int = 10  # bits of usage_daily.key_feature_mask
     vocabulary: Vocabulary = Vocabulary()
     top_fraction: float = 0.20  # Recall@top20%
-    # Go/No-Go gate (seed PoC threshold)
-    gate_min_auc_pr: float = 0.65
-    gate_min_recall_top: float = 0.55
+    gate: Gate = Gate()
     # Monitoring (seed alerts)
     max_score_shift_ks: float = 0.15
     volume_bounds: tuple[int, int] = (13_000, 16_000)  # seed: for 15,000 customers

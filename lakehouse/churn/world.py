@@ -319,7 +319,9 @@ def _assemble(
     i_day = np.concatenate([i[1] for i in invoices]).astype(int)
     amount = np.where(c.annual[i_cust], 12 * c.mrr[i_cust] * _ANNUAL_DISCOUNT, c.mrr[i_cust])
     stress = (
-        np.array([invoice_stress.get((int(a), int(b)), 0.0) for a, b in zip(i_cust, i_day)]) if invoice_stress else 0.0
+        np.array([invoice_stress.get((int(a), int(b)), 0.0) for a, b in zip(i_cust, i_day, strict=True)])
+        if invoice_stress
+        else 0.0
     )
     delay = rng.gamma(2.0, c.pay_delay[i_cust] / 2.0) + s * stress * rng.uniform(10, 40, i_cust.size)
     disputed = rng.random(i_cust.size) < 0.01 + 0.08 * s * stress

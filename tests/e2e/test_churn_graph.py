@@ -1,7 +1,10 @@
 """The whole churn graph, end to end, on a small synthetic world; then each monitoring
-check is broken on purpose, the alert sensor is exercised against a real webhook, and a
-model without signal is refused by the gate."""
+check is broken on purpose, the alert sensor is exercised against a real webhook, and the
+model lifecycle is played through: a challenger below the floors or worse than the champion on
+the same rows is refused in a green run with a WARN alert, a better one is promoted and scoring
+follows it, and a refused first model scores in shadow with its reports."""
 
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +14,7 @@ import polars as pl
 import pytest
 
 import demos.churn
+from demos import range_tags
 from lakehouse.churn.settings import ChurnSettings
 from lakehouse.churn.world import WorldConfig
 from lakehouse.common import promotion
@@ -32,10 +36,12 @@ def built(tmp_path_factory):
 def test_model_passes_the_gate_and_becomes_champion(built):
     registry = built.registry()
     name = SETTINGS.registered_model_name
-    assert built.outcome["training_success"]
+    assert built.outcome["training_success"] and built.outcome["failed_steps"] == []
     assert registry.alias_version(name, CHAMPION) == registry.alias_version(name, CHALLENGER) == "1"
     metrics = registry.version_metrics(name, "1")
-    assert metrics["auc_pr"] > SETTINGS.gate_min_auc_pr and metrics["recall_top20"] > SETTINGS.gate_min_recall_top
+    assert metrics["auc_pr"] > SETTINGS.gate.min_auc_pr and metrics["recall_top20"] > SETTINGS.gate.min_recall_top
+    tags = registry.client.get_model_version(name, "1").tags
+    assert tags[promotion.GATE_TAG] == "passed" and date.fromisoformat(tags[promotion.TRAINED_UNTIL_TAG])
     run = registry.client.get_run(registry.client.get_model_version(name, "1").run_id)
     assert {"auc_roc", "auc_pr", "recall_top20"} <= set(run.data.metrics)
     assert "split_test_start" in run.data.params
@@ -59,6 +65,7 @@ def test_weekly_scores_cover_every_active_customer_with_tier_action_and_reasons(
     for tier in SETTINGS.tiers:
         rows = scores.filter(pl.col("risk_tier") == tier.name)
         assert (rows["score"] >= tier.min_score).all() and (rows["action"] == tier.action).all()
+    assert not scores["shadow"].any() and set(scores["model_version"]) == {"1"}
     high = scores.filter(pl.col("risk_tier") == "high")
     assert high.height > 0 and (high["top_reasons"].str.len_chars() > 0).all()
     partitions = sorted(p.name for p in Path(lake.table_url("churn", "churn_scores")).iterdir())
@@ -163,7 +170,7 @@ def test_parallel_partition_runs_share_the_warehouse_without_lock_errors(built, 
         for key, week in jobs
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for proc, out in zip(procs, outputs):
+    for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
         assert "Could not set lock" not in out
     # They were serialized by the pool, not lucky: the runs that started while another held
@@ -206,8 +213,9 @@ def test_prediction_volume_check_fails_when_the_base_is_far_from_the_configured_
 
 def _shift_reference(built) -> dg.ExecuteInProcessResult:
     """Scoring against a reference week the scores do not look like: the score-shift check fails."""
-    reference = built.lake.read("churn", "reference_scores")
-    built.lake.write(reference.with_columns(score=pl.col("score") * 0 + 0.95), "churn", "reference_scores")
+    key = ("model_version", "1")
+    reference = built.lake.read("churn", "reference_scores", key)
+    built.lake.write(reference.with_columns(score=pl.col("score") * 0 + 0.95), "churn", "reference_scores", key)
     return built.materialize("key:churn/churn_scores", partition_key=built.outcome["latest_week"])
 
 
@@ -261,20 +269,136 @@ def test_alert_sensor_records_each_failed_evaluation_once_and_posts_slack_json(b
     assert all("text" in p["body"] and "blocks" in p["body"] for p in posts)
 
 
-def test_a_model_below_the_gate_is_refused_and_the_champion_stays(built, tmp_path, monkeypatch):
-    from sensors.alerts import failed_evaluations
+# --- the model lifecycle ------------------------------------------------------------------
+
+TRAINING = "key:churn/model or key:churn/champion_model or key:churn/model_evaluation"
+STUMP = '{"objective": "binary", "num_leaves": 2, "min_data_in_leaf": 50, "verbosity": -1, "num_threads": 2}'
+
+
+def _alerts(built) -> pl.DataFrame:
+    """One tick of the alert sensor over every finished run, and the alerts table it wrote."""
+    import definitions
+    from lakehouse.common.alerts import read_alerts
+    from sensors.alerts import asset_check_alerts
+
+    context = dg.build_sensor_context(
+        instance=built.instance, resources=built.resources, definitions=definitions.defs()
+    )
+    asset_check_alerts(context)
+    return read_alerts(built.home / "ops.sqlite")
+
+
+def _stump(monkeypatch):
+    """Training settings that give a one-split model: far worse than the demo's on every row."""
+    monkeypatch.setenv("LAKEHOUSE_CHURN_NUM_BOOST_ROUND", "1")
+    monkeypatch.setenv("LAKEHOUSE_CHURN_LGBM_PARAMS", STUMP)
+
+
+def _fresh_registry(built, tmp_path):
+    """A copy of the built home with no model at all (the lake and the warehouse kept, no scores)."""
+    import shutil
 
     built = built.copy(tmp_path)
-    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE_MIN_AUC_PR", "0.99")  # no model of this world reaches it
-    result = built.materialize("key:churn/churn_model or key:churn/champion_model")
-    gate = evaluation(result, "go_no_go_gate")
-    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
-    assert not result.success
-    registry = built.registry()
-    assert registry.alias_version(SETTINGS.registered_model_name, CHALLENGER) == "2"
-    assert registry.alias_version(SETTINGS.registered_model_name, CHAMPION) == "1"
-    assert promotion.recorded_verdict(registry, SETTINGS.registered_model_name, "2")[0] == "failed"
-    import definitions
+    shutil.rmtree(built.home / "mlflow")
+    for table in ("churn_scores", "reference_scores", "live_performance", "ab_test_roi"):
+        shutil.rmtree(Path(built.lake.table_url("churn", table)), ignore_errors=True)
+    return built
 
-    alerts, _ = failed_evaluations(built.instance, definitions.defs().get_repository_def().asset_graph.asset_check_keys)
-    assert any(a.check_name == "go_no_go_gate" and a.severity == "ERROR" for a in alerts)
+
+def _gate(result) -> dg.AssetCheckEvaluation:
+    return evaluation(result, "go_no_go_gate")
+
+
+def test_a_model_below_the_floors_is_refused_in_a_green_run_and_the_champion_stays(built, tmp_path, monkeypatch):
+    built = built.copy(tmp_path)
+    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE__MIN_AUC_PR", "0.99")  # no model of this world reaches it
+    result = built.materialize(TRAINING)
+    gate = _gate(result)
+    assert result.success and not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    registry = built.registry()
+    name = SETTINGS.registered_model_name
+    assert registry.alias_version(name, CHALLENGER) == "2" and registry.alias_version(name, CHAMPION) == "1"
+    assert promotion.recorded_verdict(registry, name, "2")[0] == "failed"
+    assert gate.description.startswith("kept v1; v2 refused") and "AUC-PR" in gate.description
+    champion = built.instance.get_latest_materialization_event(dg.AssetKey(["churn", "champion_model"]))
+    assert champion.asset_materialization.metadata["outcome"].value.startswith("kept v1; v2 refused")
+    alerts = _alerts(built)
+    assert alerts.filter((pl.col("check_name") == "go_no_go_gate") & (pl.col("severity") == "WARN")).height == 1
+
+
+def test_a_challenger_worse_than_the_champion_on_the_same_rows_is_refused(built, tmp_path, monkeypatch):
+    built = built.copy(tmp_path)
+    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE__MIN_AUC_PR", "0")  # the floors pass: the comparison decides
+    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE__MIN_RECALL_TOP", "0")
+    _stump(monkeypatch)
+    result = built.materialize(TRAINING)
+    gate = _gate(result)
+    assert result.success and not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert built.registry().alias_version(SETTINGS.registered_model_name, CHAMPION) == "1"
+    (row,) = gate.metadata["comparisons"].value.records
+    figures = row.data
+    assert figures["against"] == "champion v1" and figures["status"] == "worse beyond noise"
+    assert float(figures["challenger"]) < float(figures["other"]) and float(figures["high"]) < 0
+    report = built.instance.get_latest_materialization_event(dg.AssetKey(["churn", "model_evaluation"]))
+    metadata = report.asset_materialization.metadata
+    (against,) = metadata["against_champion"].value.records
+    assert float(against.data["this_version"]) < float(against.data["champion"]) and float(against.data["high"]) < 0
+    assert metadata["model_version"].value == "2" and "champion v1" in metadata["chart"].value
+    alerts = _alerts(built)
+    refusal = alerts.filter(pl.col("check_name") == "go_no_go_gate").row(0, named=True)
+    assert refusal["severity"] == "WARN" and "worse beyond noise" in refusal["description"]
+
+
+def test_a_challenger_better_beyond_noise_is_promoted_and_scoring_follows_it(built, tmp_path, monkeypatch):
+    built = _fresh_registry(built, tmp_path)
+    week = built.outcome["latest_week"]
+    with monkeypatch.context() as weak:
+        weak.setenv("LAKEHOUSE_CHURN_GATE__MIN_AUC_PR", "0")
+        weak.setenv("LAKEHOUSE_CHURN_GATE__MIN_RECALL_TOP", "0")
+        _stump(weak)
+        assert built.materialize(TRAINING).success  # a weak first model passes floors of 0: champion v1
+    assert built.materialize("key:churn/churn_scores", partition_key=week).success
+    first = built.lake.read("churn", "churn_scores", ("snapshot_date", week))
+    assert set(first["model_version"]) == {"1"} and not first["shadow"].any()
+
+    result = built.materialize(TRAINING)
+    gate = _gate(result)
+    assert result.success and gate.passed
+    (row,) = gate.metadata["comparisons"].value.records
+    assert row.data["status"] == "better beyond noise" and float(row.data["low"]) > 0
+    assert built.registry().alias_version(SETTINGS.registered_model_name, CHAMPION) == "2"
+    assert built.materialize("key:churn/churn_scores", partition_key=week).success
+    scores = built.lake.read("churn", "churn_scores", ("snapshot_date", week))
+    assert set(scores["model_version"]) == {"2"} and not scores["shadow"].any()
+    assert built.materialize("key:churn/crm_push", partition_key=week).success
+
+
+def test_a_refused_first_model_scores_in_shadow_with_its_reports_and_nothing_is_pushed(built, tmp_path, monkeypatch):
+    from lakehouse.churn.crm import OutboxCrm
+
+    built = _fresh_registry(built, tmp_path)
+    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE__MIN_AUC_PR", "0.99")
+    weeks = built.outcome["feature_keys"][-8:]
+    for selection in ("key:churn/churn_scores", "key:churn/live_performance or key:churn/ab_test_roi"):
+        assert built.materialize(selection, tags=range_tags(weeks[0], weeks[-1])).success  # no model: both skip
+    assert not built.lake.exists("churn", "churn_scores", ("snapshot_date", weeks[-1]))
+
+    training = built.materialize(TRAINING)
+    assert training.success and not _gate(training).passed
+    assert built.registry().alias_version(SETTINGS.registered_model_name, CHAMPION) is None
+    assert built.materialize("key:churn/churn_scores", tags=range_tags(weeks[0], weeks[-1])).success
+    scores = built.lake.read("churn", "churn_scores", ("snapshot_date", weeks[-1]))
+    assert scores["shadow"].all() and set(scores["model_version"]) == {"1"}
+    outbox_before = OutboxCrm(built.home / "ops.sqlite").read().height
+    push = built.materialize("key:churn/crm_push", partition_key=weeks[-1])
+    assert push.success and not push.get_asset_materialization_events()
+    assert OutboxCrm(built.home / "ops.sqlite").read().height == outbox_before  # nothing sent
+
+    reports = built.materialize("key:churn/live_performance or key:churn/ab_test_roi")
+    assert reports.success
+    made = {e.asset_key.path[-1] for e in reports.get_asset_materialization_events()}
+    assert made == {"live_performance"}  # the A/B test skips: shadow lists contacted nobody
+    perf = built.lake.read("churn", "live_performance")
+    assert perf.height >= 1 and perf["shadow"].all() and set(perf["model_version"]) == {"1"}
+    report = built.instance.get_latest_materialization_event(dg.AssetKey(["churn", "model_evaluation"]))
+    assert report.asset_materialization.metadata["role"].value == "no champion yet"

@@ -42,8 +42,8 @@ def test_the_churn_graph_runs_with_its_lake_on_object_storage(lakehouse_home, s3
     from lakehouse.churn.world import WorldConfig
 
     lake_url, fs = s3_lake
-    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE_MIN_AUC_PR", "0")  # a tiny world: the gate is not what this test is about
-    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE_MIN_RECALL_TOP", "0")
+    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE__MIN_AUC_PR", "0")  # a tiny world: the gate is not what this test is about
+    monkeypatch.setenv("LAKEHOUSE_CHURN_GATE__MIN_RECALL_TOP", "0")
     instance = dg.DagsterInstance.from_config(str(lakehouse_home / "dagster"))
     resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(lakehouse_home), lake_url=lake_url)}
 
@@ -67,7 +67,7 @@ def test_the_churn_graph_runs_with_its_lake_on_object_storage(lakehouse_home, s3
         "key:churn/churn_features",
         tags={"dagster/asset_partition_range_start": weeks[0], "dagster/asset_partition_range_end": weeks[-1]},
     )
-    run("key:churn/churn_labels or key:churn/training_set or key:churn/churn_model or key:churn/champion_model")
+    run("key:churn/churn_labels or key:churn/training_set or key:churn/model or key:churn/champion_model")
     for week in weeks[-2:]:
         run("key:churn/churn_scores", partition_key=week)
     run("key:churn/live_performance")

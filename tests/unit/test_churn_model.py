@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from lakehouse.churn.model import OutOfTimeSplit, ScoredBatch, recall_at_top
-from lakehouse.churn.pipeline import go_no_go, scoring_checks
+from lakehouse.churn.pipeline import scoring_checks
 from lakehouse.churn.settings import ChurnSettings
 from lakehouse.common.drift import ks_statistic, psi
 
@@ -62,21 +62,9 @@ def test_weekly_checks_compare_the_volume_with_last_week_unless_a_base_is_set():
     assert not slow["scoring_latency"].passed
 
 
-class _Registry:
-    def __init__(self, metrics):
-        self.metrics = metrics
-
-    def alias_version(self, name, alias):
-        return "3"
-
-    def version_metrics(self, name, version):
-        return self.metrics
-
-
-@pytest.mark.parametrize(("auc_pr", "recall", "passed"), [(0.71, 0.62, True), (0.64, 0.9, False), (0.9, 0.55, False)])
-def test_the_gate_is_the_seeds_poc_threshold(auc_pr, recall, passed):
-    verdict = go_no_go(_Registry({"auc_pr": auc_pr, "recall_top20": recall}), SETTINGS)
-    assert verdict.version == "3" and verdict.passed is passed and verdict.outcome().severity == "WARN"
+def test_a_version_without_a_reference_week_is_not_alerted_on_shift():
+    (_, shift, _) = scoring_checks(_batch(1_000), None, last_volume=1_000, settings=SETTINGS)
+    assert shift.passed and shift.value is None and "no reference week" in shift.description
 
 
 def test_drift_statistics():
