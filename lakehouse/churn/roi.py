@@ -67,6 +67,8 @@ from typing import Any
 
 import polars as pl
 
+from lakehouse.common import display
+
 TREATMENT = "treatment"
 CONTROL = "control"
 ARMS = (TREATMENT, CONTROL)
@@ -349,44 +351,36 @@ def analyse_ab_test(
 # --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
 def _pt(x: float) -> str:
     return f"{100 * x:.2f} pt"
-
-
-def _money(x: float, currency: str) -> str:
-    return f"{x:,.0f} {currency}"
 
 
 def _num(x: float) -> str:
     return f"{x:,.1f}"
 
 
-def _times(x: float) -> str:
-    return f"{x:.2f}x"
-
-
 def _int(x: Any) -> str:
-    return "n/a" if x is None else f"{int(x):,}"
+    return display.count(None if x is None else int(x))
 
 
 def _pvalue(x: float) -> str:
     return f"{x:.3g}" if x >= 1e-4 else f"{x:.2e}"
 
 
+def _rate(x: float) -> str:
+    return display.pct(x, digits=2)
+
+
 # (field name, label, formatter) rows of the report, in display order.
 _REPORT_ROWS: tuple[tuple[str, str, Any], ...] = (
     ("n_treatment", "Customers, treatment", _int),
     ("n_control", "Customers, control", _int),
-    ("churn_rate_treatment", "90-day churn, treatment", _pct),
-    ("churn_rate_control", "90-day churn, control", _pct),
-    ("monthly_rate_treatment", "Monthly churn, treatment", _pct),
-    ("monthly_rate_control", "Monthly churn, control", _pct),
+    ("churn_rate_treatment", "90-day churn, treatment", _rate),
+    ("churn_rate_control", "90-day churn, control", _rate),
+    ("monthly_rate_treatment", "Monthly churn, treatment", _rate),
+    ("monthly_rate_control", "Monthly churn, control", _rate),
     ("absolute_reduction", "Absolute reduction (monthly)", _pt),
-    ("relative_reduction", "Relative reduction (monthly)", _pct),
+    ("relative_reduction", "Relative reduction (monthly)", _rate),
     ("ci_monthly", "CI of monthly reduction (Newcombe)", None),
     ("absolute_reduction_90d", "Absolute reduction (90-day)", _pt),
     ("ci_90d", "CI of 90-day reduction (Newcombe)", None),
@@ -394,9 +388,9 @@ _REPORT_ROWS: tuple[tuple[str, str, Any], ...] = (
     ("p_value", "p-value (two-sided)", _pvalue),
     ("required_n_per_arm", "Required n per arm", _int),
     ("retained_per_month", "Retained customers / month", _num),
-    ("value_per_month", "Value / month", _money),
-    ("cost_per_month", "Model cost / month", _money),
-    ("roi", "ROI (value - cost) / cost", _times),
+    ("value_per_month", "Value / month", display.money),
+    ("cost_per_month", "Model cost / month", display.money),
+    ("roi", "ROI (value - cost) / cost", display.times),
 )
 
 
@@ -416,8 +410,8 @@ def report_table(
             ours, label = f"[{_pt(result.ci_low)}, {_pt(result.ci_high)}]", f"{level} {label}"
         elif field == "ci_90d":
             ours, label = f"[{_pt(result.ci_low_90d)}, {_pt(result.ci_high_90d)}]", f"{level} {label}"
-        elif fmt is _money:
-            ours = _money(getattr(result, field), currency)
+        elif fmt is display.money:
+            ours = display.money(getattr(result, field), currency)
         else:
             ours = fmt(getattr(result, field))
         ref = seed.get(field)
@@ -426,7 +420,9 @@ def report_table(
         elif isinstance(ref, str):
             theirs = ref
         else:
-            theirs = _money(ref, seed_currency) if fmt is _money else fmt(ref) if fmt is not None else str(ref)
+            theirs = (
+                display.money(ref, seed_currency) if fmt is display.money else fmt(ref) if fmt is not None else str(ref)
+            )
         rows.append({"metric": label, "ours": ours, "seed": theirs})
     return pl.DataFrame(rows)
 
@@ -477,7 +473,8 @@ def plot_ab_test(result: AbTestResult, path: str | Path, currency: str) -> Path:
     ax.set_title(
         f"Churn A/B test: -{100 * result.absolute_reduction:.2f} pt/month, "
         f"p={_pvalue(result.p_value)}\nROI {result.roi:.1f}x "
-        f"({_money(result.value_per_month, currency)} value vs {_money(result.cost_per_month, currency)} cost / month)",
+        f"({display.money(result.value_per_month, currency)} value vs "
+        f"{display.money(result.cost_per_month, currency)} cost / month)",
         fontsize=10,
     )
     ax.text(

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 def _features(home, first, last) -> pl.DataFrame:
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         return con.sql(
-            f"select * from churn_features where snapshot_date between '{first}' and '{last}' order by snapshot_date, customer_id"
+            f"select * from churn_features where snapshot_date between '{first}' and '{last}' "
+            "order by snapshot_date, customer_id"
         ).pl()
 
 

@@ -66,7 +66,7 @@ class TestHashing:
     def test_hash_uniform_is_blake2b_of_salt_colon_id(self):
         for ids in (pl.Series(["abc", "C000042"]), pl.Series([42, 7])):
             u = hash_uniform(ids, "s1")
-            for cid, value in zip(ids.to_list(), u.to_list()):
+            for cid, value in zip(ids.to_list(), u.to_list(), strict=True):
                 digest = hashlib.blake2b(f"s1:{cid}".encode(), digest_size=8).digest()
                 assert value == (int.from_bytes(digest, "big") >> 11) / 2.0**53
         # Integer ids hash like their decimal string, so id dtype does not change arms.
@@ -92,7 +92,9 @@ class TestHashing:
         perm = np.random.default_rng(0).permutation(len(self.ids))
         shuffled = self.ids.gather(perm)
         a_shuffled = assign_arms(shuffled, "salt")
-        assert dict(zip(shuffled.to_list(), a_shuffled.to_list())) == dict(zip(self.ids.to_list(), a1.to_list()))
+        assert dict(zip(shuffled.to_list(), a_shuffled.to_list(), strict=True)) == dict(
+            zip(self.ids.to_list(), a1.to_list(), strict=True)
+        )
         # A single customer alone gets the same arm as in the crowd.
         assert assign_arms(self.ids[:1], "salt")[0] == a1[0]
 
@@ -403,8 +405,8 @@ def test_report_table_in_the_cases_currency_beside_the_seed(seed_like_result):
         r["metric"]: (r["ours"], r["seed"])
         for r in report_table(seed_like_result, "USD", SEED_AB_REFERENCE).iter_rows(named=True)
     }
-    assert rows["Monthly churn, treatment"] == ("2.90%", "2.90%")
-    assert rows["Monthly churn, control"] == ("4.10%", "4.10%")
+    assert rows["Monthly churn, treatment"] == ("2.90 %", "2.90 %")
+    assert rows["Monthly churn, control"] == ("4.10 %", "4.10 %")
     assert rows["Absolute reduction (monthly)"][0] == "1.20 pt"
     assert rows["Value / month"][1] == "270,000 EUR" and rows["Value / month"][0].endswith(" USD")
     assert rows["Model cost / month"] == ("8,000 USD", "8,000 EUR")

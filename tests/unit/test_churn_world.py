@@ -56,15 +56,17 @@ def test_renewal_periods_follow_duckdb_interval_arithmetic():
     annual = days % 2 == 0
     ours = _add_periods(days, annual, start)
     with duckdb.connect() as con:
-        for d, a, o in zip(days, annual, ours):
+        for d, a, o in zip(days, annual, ours, strict=True):
+            unit = "year" if a else "month"
             expected = con.sql(
-                f"select datediff('day', date '{start}', date '{start}' + interval {int(d)} day + interval 1 {'year' if a else 'month'})"
+                f"select datediff('day', date '{start}', date '{start}' + interval {int(d)} day + interval 1 {unit})"
             ).fetchall()[0][0]
             assert o == expected
 
 
 def test_every_setting_the_sql_reads_is_passed_by_the_assets():
-    """The SQL reads case settings only through the `setting` macros; each name it asks for is a dbt var the assets pass."""
+    """The SQL reads case settings only through the `setting` macros; each name it asks for is a dbt var the
+    assets pass."""
     sql = "\n".join(p.read_text() for p in (ROOT / "dbt_project" / "models" / "churn").rglob("*.sql"))
     asked = set(re.findall(r"setting(?:_list)?\('([a-z_]+)'\)", sql))
     assert asked and asked <= set(ChurnSettings().dbt_vars()), asked - set(ChurnSettings().dbt_vars())
