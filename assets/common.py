@@ -239,10 +239,13 @@ def require_partitions(partitions_def: dg.PartitionsDefinition, keys: list[str],
 def run_partition_keys(
     context: AssetExecutionContext, partitions_def: dg.PartitionsDefinition, settings: type[CaseSettings]
 ) -> list[str]:
-    """The run's partition keys, its range checked first: Dagster fails on a range outside a time partitions
-    definition with an internal CheckError when the keys are asked for, naming neither range nor setting."""
-    key_range = context.partition_key_range
-    require_partitions(partitions_def, list(dict.fromkeys([key_range.start, key_range.end])), settings)
+    """The run's partition keys, its range checked first, as the run's tags give it: Dagster fails on a range
+    outside a time partitions definition (or a key in another format) with an internal CheckError or a parsing
+    error when the keys are asked for, naming neither the range nor the setting."""
+    tags = context.run.tags
+    ends = [tags.get(f"dagster/asset_partition_range_{end}") for end in ("start", "end")]
+    given = [k for k in [*ends, tags.get("dagster/partition")] if k]
+    require_partitions(partitions_def, list(dict.fromkeys(given)), settings)
     keys = list(context.partition_keys)
     require_partitions(partitions_def, keys, settings)
     return keys

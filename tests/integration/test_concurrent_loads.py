@@ -12,13 +12,20 @@ import yaml
 from lakehouse.triage.world import WorldConfig, generate_customers, generate_month, generic_categories
 
 pytestmark = pytest.mark.integration
-MONTH = "2026-02-01"
+FIRST_DAY = date(2026, 2, 1)
+
+
+def _key() -> str:
+    """The month's partition key, in the format of the case's monthly partitions."""
+    from assets.triage.partitions import monthly
+
+    return FIRST_DAY.strftime(monthly.fmt)
 
 
 def _export(folder, seed: int):
     world = WorldConfig(tickets_per_month=30, customers=20, categories=generic_categories(4), seed=seed)
     customers = generate_customers(world)
-    tickets, labels = generate_month(world, date.fromisoformat(MONTH), customers)
+    tickets, labels = generate_month(world, FIRST_DAY, customers)
     folder.mkdir()
     customers.write_csv(folder / "customers.csv")
     tickets.write_parquet(folder / "tickets.parquet")
@@ -35,7 +42,7 @@ def _load(home, sources):
 
     return dg.materialize(
         [triage_tickets],
-        tags=range_tags(MONTH, MONTH),
+        tags=range_tags(_key(), _key()),
         resources={"lakehouse": LakehouseResource(home=str(home)), "sources": SourcesResource(path=str(sources))},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,

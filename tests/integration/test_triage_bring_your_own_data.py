@@ -212,13 +212,15 @@ def test_a_month_outside_the_calendar_is_refused_naming_the_range_and_the_settin
 
 
 def test_a_month_range_before_the_calendar_gives_the_documented_message_not_a_check_error(lakehouse_home, export):
+    from assets.triage.partitions import monthly
     from assets.triage.raw import triage_tickets
     from demos import range_tags
     from resources import LakehouseResource, SourcesResource
 
+    june, july = (datetime(2025, m, 1).strftime(monthly.fmt) for m in (6, 7))  # the partitions' own key format
     result = dg.materialize(
         [triage_tickets],
-        tags=range_tags("2025-06-01", "2025-07-01"),
+        tags=range_tags(june, july),
         resources={"lakehouse": LakehouseResource(home=str(lakehouse_home)), "sources": SourcesResource()},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -226,7 +228,7 @@ def test_a_month_range_before_the_calendar_gives_the_documented_message_not_a_ch
     error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
     assert (error.cause or error).cls_name == "PartitionOutOfRange"
     message = (error.cause or error).message
-    assert "2025-06-01" in message and "outside the data calendar" in message and "CALENDAR__START" in message
+    assert june in message and "outside the data calendar" in message and "CALENDAR__START" in message
 
 
 @pytest.fixture(scope="module")
