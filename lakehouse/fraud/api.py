@@ -83,10 +83,15 @@ class DecisionOut(BaseModel):
     layer_ms: dict[str, float]
 
 
-def async_client(url: str, timeout_s: float) -> aioredis.Redis:
-    # No client-side retries: a failed read must fail fast, the caller decides without the store.
+def async_client(url: str, timeout_s: float, read_timeout: bool = True) -> aioredis.Redis:
+    """No client-side retries: a failed read must fail fast, the caller decides without the store. Without
+    `read_timeout`, the caller bounds each call itself (the decisions' reads: a socket timeout would cost
+    every call a task of its own)."""
     return aioredis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        url,
+        socket_timeout=timeout_s if read_timeout else None,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -129,6 +134,7 @@ class FraudService:
         self.warming: asyncio.Task | None = None
         self.warmed = 0
         self.client = async_client(settings.redis_url, 1.0)
+        self.decision_client = async_client(settings.redis_url, 1.0, read_timeout=False)  # reads bounded by the decider
         self.consumer_client = async_client(settings.redis_url, 2.0)
         self.stream = event_stream(self.client, self.fraud)
         self.consumer_stream = event_stream(self.consumer_client, self.fraud)
@@ -148,8 +154,7 @@ class FraudService:
     async def start(self) -> None:
         self.lists = await self._initial_lists()
         try:
-            cascade, version = await asyncio.to_thread(load_cascade, self.registry, self.fraud)
-            self._use(LoadedModel(cascade, version))
+            self._use(await asyncio.to_thread(self._load))
         except LookupError as exc:
             log.warning("fraud service starts without a model: %s", exc)
         try:
@@ -158,6 +163,11 @@ class FraudService:
             warm = True
         if not warm:
             await self._warm()
+        if self.decider is not None:
+            try:
+                await asyncio.wait_for(self.decider.prepare(), 1.0)
+            except Exception as exc:  # Redis away: the first read that finds it back loads the script
+                log.warning("fraud read script not loaded at start: %r", exc)
         self.publisher.start()
         self.tasks = [asyncio.create_task(self._poll_model()), asyncio.create_task(self._poll_lists())]
         if self.fraud.consumers == "inline":
@@ -172,12 +182,15 @@ class FraudService:
         await self.publisher.stop()
         for stream in (self.stream, self.consumer_stream):
             await stream.aclose()
-        await self.client.aclose()
-        await self.consumer_client.aclose()
+        for client in (self.client, self.decision_client, self.consumer_client):
+            await client.aclose()
+
+    def _load(self) -> LoadedModel:
+        return LoadedModel.of(*load_cascade(self.registry, self.fraud))
 
     def _use(self, model: LoadedModel) -> None:
         if self.decider is None:
-            self.decider = Decider(self.client, model, self.lists, self.fraud, on_store_lost=self._store_lost)
+            self.decider = Decider(self.decision_client, model, self.lists, self.fraud, on_store_lost=self._store_lost)
         else:
             self.decider.model = model
         self.features.registry = model.cascade.registry
@@ -201,9 +214,9 @@ class FraudService:
                 version = await asyncio.to_thread(self.registry.alias_version, name, CHAMPION)
                 current = self.decider.model.version if self.decider else None
                 if version is not None and version != current:
-                    cascade, version = await asyncio.to_thread(load_cascade, self.registry, self.fraud)
-                    self._use(LoadedModel(cascade, version))
-                    log.warning("fraud champion v%s -> v%s", current, version)
+                    model = await asyncio.to_thread(self._load)
+                    self._use(model)
+                    log.warning("fraud champion v%s -> v%s", current, model.version)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -1,5 +1,5 @@
 """Online execution of the feature registry, on a Redis store: `update_args` applies one
-transaction (once, by its id), `label_args` one fraud label, `read_commands` fetches what a
+transaction (once, by its id), `label_args` one fraud label, `first_read` fetches what a
 transaction needs in one round trip and `online_features` turns that state into the same
 values as `features_batch` (the registry's semantics, held together by a parity test).
 """
@@ -257,16 +257,22 @@ class OnlineState:
         return self.parsed[entity]
 
 
-def read_commands(
-    pipe, tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry, first: bool
-) -> list[tuple[str, str]]:
-    """Queue the reads of one transaction's state on a pipeline; returns what each reply is.
-    The first read (one script) also fetches the profile, first-seen times, history sums and the epoch."""
+def window_reads(
+    tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry
+) -> list[tuple[str, str, int, str]]:
+    """(entity, key, lowest score, highest score) of the sorted sets holding the entities' events in their windows."""
+    return [
+        (e, window_key(e, v), ts_ms - registry.horizon_ms(e), f"({ts_ms}")
+        for e in entities
+        if (v := entity_value(tx, e, registry)) is not None
+    ]
+
+
+def first_read(
+    tx: dict, ts_ms: int, entities: tuple[str, ...], registry: Registry
+) -> tuple[list[str], list, list[tuple[str, str]]]:
+    """KEYS and ARGV of READ_SCRIPT for one transaction, and what its reply is (for `parse_replies`)."""
     zsets = [(e, window_key(e, v)) for e in entities if (v := entity_value(tx, e, registry)) is not None]
-    if not first:
-        for entity, key in zsets:
-            pipe.zrangebyscore(key, ts_ms - registry.horizon_ms(entity), f"({ts_ms}")
-        return [("events", entity) for entity, _ in zsets]
     fields = [prefix + str(tx[col]) for _, col, prefix in FIRST_SEEN if tx.get(col) not in (None, "")]
     held = history_values(tx) if registry.history else []
     keys = [
@@ -287,8 +293,8 @@ def read_commands(
         registry.label_delay,
         *registry.settings.history_days,
     ]
-    pipe.eval(READ_SCRIPT, len(keys), *keys, *args)
-    return [("first", ",".join(e for e, _ in zsets) + "|" + ",".join(fields) + "|" + ",".join(e for e, _ in held))]
+    plan = [("first", ",".join(e for e, _ in zsets) + "|" + ",".join(fields) + "|" + ",".join(e for e, _ in held))]
+    return keys, args, plan
 
 
 def parse_replies(

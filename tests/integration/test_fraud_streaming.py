@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from lakehouse.common.event_stream import KafkaEventStream, RedisEventStream
 from lakehouse.common.lake import Lake
 from lakehouse.fraud.features_batch import batch_features
-from lakehouse.fraud.features_online import EPOCH_KEY, online_features, parse_replies, read_commands
+from lakehouse.fraud.features_online import EPOCH_KEY, READ_SCRIPT, first_read, online_features, parse_replies
 from lakehouse.fraud.features_registry import ENTITIES, registry_for
 from lakehouse.fraud.online import (
     LABEL_LOG_PARTS,
@@ -92,10 +92,9 @@ def test_online_features_match_batch_features_on_sampled_transactions(transactio
                     await stream.append([e for r in pending for e in _events(r)])
                 pending = []
                 await consumer.drain()
-                pipe = client.pipeline(transaction=False)
                 ts_ms = epoch_ms(row["ts"])
-                plan = read_commands(pipe, row, ts_ms, tuple(ENTITIES), REGISTRY, first=True)
-                state = parse_replies(plan, await pipe.execute(), REGISTRY)
+                keys, args, plan = first_read(row, ts_ms, tuple(ENTITIES), REGISTRY)
+                state = parse_replies(plan, [await client.eval(READ_SCRIPT, len(keys), *keys, *args)], REGISTRY)
                 online[row["tx_id"]] = online_features(row, ts_ms, state, names, tuple(ENTITIES), REGISTRY)
             pending.append(row)
         await client.aclose()
