@@ -9,20 +9,25 @@ from assets.churn.raw import churn_raw
 from assets.churn.scoring import churn_scores
 from lakehouse.churn.settings import CASE
 
+# The churn steps run one after another in the run's own process: dbt is parsed once per run and stays warm
+# between its steps (resources.dbt.DbtResource.invoke), and the steps share the single-writer warehouse anyway.
 churn_weekly_scoring_job = dg.define_asset_job(
     "churn_weekly_scoring",
+    executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.assets(churn_raw, churn_staging, churn_features, churn_scores),
     description="Ingest raw tables, rebuild staging, compute this Monday's features and score every active customer.",
 )
 
 churn_crm_push_job = dg.define_asset_job(
     "churn_crm_push",
+    executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.assets([CASE, "crm_push"]),
     description="Push the Monday scores to the CRM.",
 )
 
 churn_monthly_training_job = dg.define_asset_job(
     "churn_monthly_training",
+    executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.assets(
         [CASE, "churn_labels"],
         [CASE, "training_set"],

@@ -1,31 +1,28 @@
 """dbt models of the churn case: staging views, weekly point-in-time features, labels.
 
-Every build passes the case settings the SQL reads (ChurnSettings.dbt_vars)."""
+Every build passes the case settings the SQL reads (ChurnSettings.dbt_vars), and runs in the step's own
+process with the project parsed once per process (DbtResource.invoke), not as a dbt subprocess."""
 
 import json
-import os
-from unittest import mock
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_dbt import dbt_assets
 
 from assets.churn.partitions import weekly_snapshots
 from assets.common import DUCKDB_POOL
 from assets.dbt import LakehouseDbtTranslator
 from lakehouse.churn.settings import ChurnSettings
 from resources import LakehouseResource, SourcesResource
-from resources.dbt import DBT_PROJECT
+from resources.dbt import DBT_PROJECT, DbtResource
 
 TRANSLATOR = LakehouseDbtTranslator()
 
 
-def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource, **extra_vars):
+def _build(context, dbt: DbtResource, lakehouse: LakehouseResource, sources: SourcesResource, **extra_vars):
     dbt_vars = {**sources.settings(ChurnSettings).dbt_vars(), **extra_vars}
-    # dbt reads the warehouse and lake paths from its environment: set for the subprocess only (it
-    # starts inside `cli`), so this process's environment, and the next asset's, stay as they were.
-    with mock.patch.dict(os.environ, lakehouse.dbt_env()):
-        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
-    yield from invocation.stream()
+    # dbt reads the warehouse and lake paths from its environment: set for the invocation only, so this
+    # process's environment, and the next asset's, stay as they were.
+    yield from dbt.invoke(["build", "--vars", json.dumps(dbt_vars)], context=context, env=lakehouse.dbt_env())
 
 
 @dbt_assets(
@@ -36,7 +33,7 @@ def _build(context, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: 
     pool=DUCKDB_POOL,
 )
 def churn_staging(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource
+    context: dg.AssetExecutionContext, dbt: DbtResource, lakehouse: LakehouseResource, sources: SourcesResource
 ):
     yield from _build(context, dbt, lakehouse, sources)
 
@@ -51,7 +48,7 @@ def churn_staging(
     pool=DUCKDB_POOL,
 )
 def churn_features(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource
+    context: dg.AssetExecutionContext, dbt: DbtResource, lakehouse: LakehouseResource, sources: SourcesResource
 ):
     """Computes the snapshots of the partition range in one dbt run (a backfill is one run)."""
     window = context.partition_time_window
@@ -73,6 +70,6 @@ def churn_features(
     pool=DUCKDB_POOL,
 )
 def churn_labels(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource, sources: SourcesResource
+    context: dg.AssetExecutionContext, dbt: DbtResource, lakehouse: LakehouseResource, sources: SourcesResource
 ):
     yield from _build(context, dbt, lakehouse, sources)

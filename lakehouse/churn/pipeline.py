@@ -1,7 +1,8 @@
 """The churn case's steps, each a function of the store, the registry and the settings.
 
 Assets, demos, benchmarks and tests call these same functions; the dbt models (staging,
-point-in-time features, labels) run in between, through dagster-dbt or the dbt CLI. Model versions follow the one promotion path (lakehouse.common.promotion):
+point-in-time features, labels) run in between, with dbt in the process (dbt_runner.py), from the
+dbt assets or directly. Model versions follow the one promotion path (lakehouse.common.promotion):
 the gate here, the comparisons in evaluation.py, and with no champion yet the scores in shadow.
 """
 
