@@ -65,3 +65,22 @@ def test_only_the_promotion_path_moves_champion():
         if "set_registered_model_alias" in path.read_text() and path != Path(__file__)
     )
     assert setters == ["lakehouse/common/promotion.py", "lakehouse/common/registry.py"], setters
+
+
+def test_production_units_stay_small_enough_to_hold_in_ones_head():
+    """No production module over 800 lines and no production function over 100 (the demo worlds' generators
+    aside): a newcomer reads a unit whole."""
+    import ast
+
+    too_long = []
+    for package in ("lakehouse", "assets", "resources", "sensors"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            if len(text.splitlines()) > 800:
+                too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+            if path.name == "world.py":
+                continue
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 100:
+                    too_long.append(f"{path.relative_to(ROOT)}: {node.name} {node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, too_long
