@@ -11,14 +11,15 @@ Timed:
   (a) training: `lakehouse.triage.model.train` with the default settings: fine-tuning of body and
       head within the step budget, ONNX export, calibration and out-of-scope rule on validation.
   (b) batch inference on the held-out month, same process, alternating: the served classifier
-      (ONNX Runtime, static int8 unless `inference.quantize` is off, tickets truncated to `inference.max_tokens`, length-sorted batches)
+      (ONNX Runtime, static int8 unless `inference.quantize` is off, tickets truncated to
+      `inference.max_tokens`, length-sorted batches)
       against the peer, the same body in PyTorch through sentence-transformers' `encode` (float32,
       same truncation, its own length sorting, batches of the same size).
   (c) endpoint: the real server (`python -m lakehouse.serving`, uvicorn) with the model registered
       as champion in a fresh MLflow store; one raw ticket per POST /triage/tickets, sequential,
       after a warm-up; client-side latency P50/P99.
-  (d) quality on the held-out month at the classifier's fitted auto-route threshold, as served; and the largest difference
-      between a ticket scored in the whole batch, alone, and in a shuffled batch.
+  (d) quality on the held-out month at the classifier's fitted auto-route threshold, as served; and the largest
+      difference between a ticket scored in the whole batch, alone, and in a shuffled batch.
 Every figure is the median over `--runs` repetitions (training: over `--train-runs`).
 """
 
@@ -152,6 +153,34 @@ def batch_independence(classifier, texts: list[str]) -> dict:
     }
 
 
+def throughput_runs(classifier, texts: list[str], settings, runs: int) -> dict[str, list[float]]:
+    """Tickets per second of the served classifier and of the same body in PyTorch, alternating, `runs` times."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from lakehouse.triage.model import body_path, threads
+
+    torch.set_num_threads(threads())
+    peer = SentenceTransformer(str(body_path()), device="cpu")
+    peer.max_seq_length = settings.inference.max_tokens
+
+    def peer_predict(batch):
+        embeddings = peer.encode(
+            batch, batch_size=settings.inference.batch_size, convert_to_numpy=True, normalize_embeddings=True
+        )
+        return classifier.decide(classifier.probabilities(classifier.logits(embeddings)))
+
+    timings = {"peer_torch": [], "ours_onnx": []}
+    predictors = {"peer_torch": peer_predict, "ours_onnx": classifier.predict}
+    for run in range(runs):
+        for name, predict in predictors.items():
+            started = time.perf_counter()
+            predict(texts)
+            timings[name].append(len(texts) / (time.perf_counter() - started))
+        print(f"throughput run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in timings.items()))
+    return timings
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -161,15 +190,13 @@ def main() -> int:
     args = parser.parse_args()
 
     import polars as pl
-    import torch
-    from sentence_transformers import SentenceTransformer
 
     from lakehouse.common import promotion
     from lakehouse.common.home import LakehouseHome
     from lakehouse.common.registry import Registry
     from lakehouse.common.settings import configured_sources_path
-    from lakehouse.triage.model import body_path, log_model, route, score, threads, train
-    from lakehouse.triage.pipeline import gate
+    from lakehouse.triage.lifecycle import gate
+    from lakehouse.triage.model import log_model, route, score, threads, train
     from lakehouse.triage.settings import TriageSettings
 
     settings = TriageSettings.load(configured_sources_path())
@@ -181,7 +208,8 @@ def main() -> int:
     )
     texts = held_out["text"].to_list()
     print(
-        f"training set {train_rows.height} + {validation.height} validation tickets, held-out month {held_out.height} tickets"
+        f"training set {train_rows.height} + {validation.height} validation tickets, "
+        f"held-out month {held_out.height} tickets"
     )
 
     work = Path(tempfile.mkdtemp(prefix="bench-triage-"))
@@ -195,24 +223,7 @@ def main() -> int:
             print(f"training run {i + 1}: {train_seconds[-1]:.1f} s ({trained.steps} steps)")
         classifier = trained.classifier
 
-        torch.set_num_threads(threads())
-        peer = SentenceTransformer(str(body_path()), device="cpu")
-        peer.max_seq_length = settings.inference.max_tokens
-
-        def peer_predict(batch):
-            embeddings = peer.encode(
-                batch, batch_size=settings.inference.batch_size, convert_to_numpy=True, normalize_embeddings=True
-            )
-            return classifier.decide(classifier.probabilities(classifier.logits(embeddings)))
-
-        timings = {"peer_torch": [], "ours_onnx": []}
-        predictors = {"peer_torch": peer_predict, "ours_onnx": classifier.predict}
-        for run in range(args.runs):
-            for name, predict in predictors.items():
-                started = time.perf_counter()
-                predict(texts)
-                timings[name].append(len(texts) / (time.perf_counter() - started))
-            print(f"throughput run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in timings.items()))
+        timings = throughput_runs(classifier, texts, settings, args.runs)
         quality = score(classifier, held_out, settings)
         independence = batch_independence(classifier, texts)
         routed = route(classifier.predict(texts), classifier.auto_threshold)
@@ -221,7 +232,7 @@ def main() -> int:
         home = LakehouseHome(work / "home")
         registry = Registry(home.mlflow_uri, home.mlflow_artifacts)
         version, _ = log_model(registry, NAME, trained, {}, quality, texts[:2], settings, run_name="bench")
-        promotion.record(registry, gate(quality, None, None, version, None, settings))
+        promotion.record(registry, gate(quality, None, version, None, settings))
         if not promotion.promote(registry, settings.registered_model_name, version).moved:
             raise SystemExit(f"the benchmark's model did not pass its gate on the held-out month: {quality}")
         endpoint = endpoint_latency(home.root, raw, args.requests, args.runs)
@@ -271,7 +282,8 @@ def render(p: dict) -> str:
         ],
         ["batch throughput, same body in PyTorch (tickets/s)", p["throughput_per_s"]["median"]["peer_torch"], "peer"],
         [
-            f"batch throughput, served ONNX {'static int8' if p['setup']['inference']['quantize'] else 'float32'} (tickets/s)",
+            f"batch throughput, served ONNX {'static int8' if p['setup']['inference']['quantize'] else 'float32'} "
+            "(tickets/s)",
             p["throughput_per_s"]["median"]["ours_onnx"],
             f">= {p['goals']['throughput_per_s']:.0f}",
         ],

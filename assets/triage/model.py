@@ -1,19 +1,24 @@
-"""Frozen hold-out, training set (validated tickets), classifier, promotion gate, champion."""
+"""Frozen hold-out, training set (validated tickets), classifier, promotion gate, champion, and the evaluation
+of any registered version on any months (`model_evaluation`)."""
 
 from datetime import UTC, datetime
 
 import dagster as dg
+import polars as pl
 
-from assets.common import OWNERS, champion_asset, frame_schema, gate_check_result, rendered, table
+from assets.common import OWNERS, REPORT, champion_asset, frame_schema, gate_check_result, rate, rendered, table
 from assets.triage.raw import CLEAN_KEY, LABELS_KEY
+from lakehouse.common.display import bar_chart, pct
+from lakehouse.triage.lifecycle import RATES, train_challenger
 from lakehouse.triage.pipeline import (
     CASE,
     build_holdout,
     build_training_set,
     category_mix,
+    coverage_warning,
     latest_month_end,
     read_months,
-    train_challenger,
+    split_coverage,
 )
 from lakehouse.triage.settings import TriageSettings
 from resources import LakehouseResource, MlflowResource, SourcesResource
@@ -99,6 +104,10 @@ def training_set(
         )
     lake.write(df, CASE, "training_set")
     mix = category_mix(df["category"])
+    coverage = split_coverage(df)
+    warning = coverage_warning(coverage, settings)
+    if warning:
+        context.log.warning(warning)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": df.height,
@@ -106,8 +115,11 @@ def training_set(
             "as_of": as_of.isoformat(),
             "train": counts["train"],
             "validation": counts["validation"],
+            "validation_split": "period" if settings.training.validation else settings.training.validation_split,
             "months": f"{df['month'].min()} .. {df['month'].max()}",
             "categories": mix.height,
+            **{k: len(v) for k, v in coverage.items()},
+            **({"warning": warning} if warning else {}),
             "category_mix": table(mix),
         }
     )
@@ -123,8 +135,8 @@ def training_set(
         "all-MiniLM-L6-v2 fine-tuned with a softmax head (SetFit's differentiable head, end to end) within the step "
         "budget, then a logistic head refitted on the served int8 body; temperature, out-of-scope threshold and "
         "auto-route threshold (to `auto_precision_target`) fitted on the validation set; served as ONNX. Scored on the "
-        "validation set and on the frozen hold-out beside the champion; logged to MLflow as a pyfunc model, registered "
-        "with alias `challenger`."
+        "validation set, on the frozen hold-out, and beside the champion on the hold-out tickets neither learnt from; "
+        "logged to MLflow as a pyfunc model, registered with alias `challenger`, with the tickets it learnt from."
     ),
     check_specs=[
         dg.AssetCheckSpec(
@@ -132,8 +144,10 @@ def training_set(
             asset=MODEL_KEY,
             blocking=True,
             description=(
-                "Validation macro-F1 >= `gate.min_macro_f1`, auto-route precision >= `gate.min_auto_precision`, "
-                "and not worse than the champion on the frozen hold-out (tolerance `gate.not_worse_tolerance`)."
+                "Floors: validation macro-F1 >= `gate.min_macro_f1`, validation auto-route precision >= "
+                "`gate.min_auto_precision`. Comparison: accuracy on the frozen hold-out tickets neither model learnt "
+                "from, not below the champion's beyond noise (paired bootstrap interval over tickets, "
+                "`gate.comparison`). A refusal is a WARN: the champion stays, the run stays green."
             ),
         )
     ],
@@ -153,7 +167,14 @@ def model(
         log=context.log.info,
     )
     gate = gate_check_result(registry, result.gate, MODEL_KEY)
-    return dg.MaterializeResult(metadata=rendered(result.metadata()), check_results=[gate])
+    if not result.gate.passed:
+        context.log.warning(result.gate.summary())
+    metadata = result.metadata()
+    figures = {k: rate(metadata[k]) for k in RATES if k in metadata}
+    return dg.MaterializeResult(
+        metadata={**rendered(metadata), **figures, "metrics": table(metadata["metrics"], percent=RATES)},
+        check_results=[gate],
+    )
 
 
 champion_model = champion_asset(
@@ -165,3 +186,74 @@ champion_model = champion_asset(
         "Moves the MLflow alias `champion` to the challenger that passed the promotion gate, or keeps the champion."
     ),
 )
+
+
+class EvaluationConfig(dg.Config):
+    version: str | None = None  # the registered version to evaluate; default: the latest challenger
+    against: str | None = None  # a second version on the same tickets; default: the champion (none if it is `version`)
+    months: list[str] | None = None  # YYYY-MM; default: the months `evaluation` picks among the labelled ones
+
+
+@dg.asset(
+    key=[CASE, "model_evaluation"],
+    deps=[CLEAN_KEY, LABELS_KEY, MODEL_KEY],
+    tags=REPORT,
+    group_name=CASE,
+    kinds={"onnx", "polars"},
+    owners=OWNERS[CASE],
+    output_required=False,
+    description=(
+        "Any registered version on any labelled months, by run config (`version`, `against`, `months`), without "
+        "promoting or publishing anything: both versions classify the same tickets, those neither learnt from, and the "
+        "first's accuracy gain over the second gets its paired bootstrap interval (`gate.comparison`). By default the "
+        "latest challenger against the champion on the months `evaluation` picks."
+    ),
+)
+def triage_model_evaluation(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    lakehouse: LakehouseResource,
+    mlflow: MlflowResource,
+    sources: SourcesResource,
+):
+    from lakehouse.common.registry import CHALLENGER, CHAMPION
+    from lakehouse.triage.lifecycle import evaluate_versions, learnt_by
+    from lakehouse.triage.model import load_classifier
+    from lakehouse.triage.pipeline import MONTH
+
+    settings, lake, registry = sources.settings(TriageSettings), lakehouse.lake, mlflow.registry(lakehouse)
+    name = settings.registered_model_name
+    version = config.version or registry.alias_version(name, CHALLENGER)
+    if version is None:
+        context.log.warning(f"no version of {name} is registered: nothing to evaluate (train one first)")
+        return
+    against = config.against or registry.alias_version(name, CHAMPION)
+    versions = [version] + ([against] if against and against != version else [])
+    stored = [m for m in lake.partitions(CASE, "agent_labels", MONTH) if lake.exists(CASE, "tickets_clean", (MONTH, m))]
+    months = [m[:7] for m in config.months] if config.months else settings.evaluation_months(stored)
+    missing = sorted(set(months) - set(stored))
+    if missing or not months:
+        raise dg.Failure(f"months without stored tickets and labels: {', '.join(missing) or 'none chosen'}")
+    labels = read_months(lake, "agent_labels", months).select("ticket_id", "category")
+    tickets = read_months(lake, "tickets_clean", months).join(labels, on="ticket_id")
+    classifiers = {v: load_classifier(registry, settings, version=v)[0] for v in versions}
+    result = evaluate_versions(tickets, classifiers, {v: learnt_by(lake, v) for v in versions}, settings)
+    lake.write(result.figures.with_columns(months=pl.lit(",".join(result.months))), CASE, "model_evaluation")
+    verdict = result.comparison.describe() if result.comparison else f"v{version} alone"
+    context.log.info(
+        f"v{' vs v'.join(versions)} on {result.tickets:,} tickets of {', '.join(result.months)}: {verdict}"
+    )
+    bars = list(zip((f"v{v}" for v in result.figures["model_version"]), result.figures["accuracy"], strict=True))
+    yield dg.MaterializeResult(
+        metadata={
+            "versions": ", ".join(f"v{v}" for v in versions),
+            "months": ", ".join(result.months),
+            "tickets": result.tickets,
+            "left_out_learnt": result.left_out,
+            "in_sample_risk": ", ".join(f"v{v}" for v in result.unknown) or "none: every version's tickets are known",
+            "figures": table(result.figures, percent=RATES),
+            **({"comparison": table(result.comparison_frame())} if result.comparison else {}),
+            "verdict": verdict,
+            "chart": dg.MetadataValue.md(bar_chart("accuracy on the same tickets", bars, label=pct)),
+        }
+    )

@@ -4,12 +4,19 @@ The calendar is read here and nowhere else at load time: Dagster needs the parti
 schedules their time zone) when the code location loads, from the sources file the environment names.
 """
 
-from assets.common import time_partitions
+from datetime import datetime
+
+import dagster as dg
+
 from lakehouse.common.settings import configured_sources_path
 from lakehouse.triage.settings import TriageSettings
 
 CALENDAR = TriageSettings.load(configured_sources_path()).calendar
 TIMEZONE = CALENDAR.timezone  # the schedules run in the data calendar's time zone
 
-# One partition per calendar month of tickets, from `calendar.start`; a month opens once it is complete.
-monthly = time_partitions(CALENDAR, "monthly")
+# One partition per calendar month of tickets, from `calendar.start`; a month opens once it is complete. Keys are
+# `YYYY-MM`, as the lake's folders (`month=YYYY-MM`) and the docs write a month.
+MONTH_FORMAT = "%Y-%m"
+monthly = dg.MonthlyPartitionsDefinition(
+    start_date=datetime.combine(CALENDAR.start, datetime.min.time()), timezone=TIMEZONE, fmt=MONTH_FORMAT
+)

@@ -54,6 +54,25 @@ def threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+PROGRESS_SECONDS = 30.0  # a training says where it is at least this often (a minute, with room on a busy machine)
+
+
+class Progress:
+    """The run log of a long computation: a line for each phase, and lines at most `every` seconds apart in its
+    loops."""
+
+    def __init__(self, log=lambda message: None, every: float = PROGRESS_SECONDS):
+        self.log, self.every, self.last = log, every, time.monotonic()
+
+    def say(self, message: str) -> None:
+        self.log(message)
+        self.last = time.monotonic()
+
+    def tick(self, message: str) -> None:
+        if time.monotonic() - self.last >= self.every:
+            self.say(message)
+
+
 # --------------------------------------------------------------------------- serving
 
 
@@ -106,11 +125,15 @@ class TriageClassifier:
                 mask[i, : lengths[row]] = 1
             yield rows, {"input_ids": ids, "attention_mask": mask}
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], progress: Progress | None = None, what: str = "tickets") -> np.ndarray:
         """Normalised sentence embeddings, in the order of `texts`."""
         out = np.empty((len(texts), self.weights.shape[1]), dtype=np.float32)
+        done = 0
         for rows, inputs in self.batches(texts):
             out[rows] = self.session.run(None, inputs)[0]
+            done += len(rows)
+            if progress is not None:
+                progress.tick(f"{done:,}/{len(texts):,} {what} embedded")
         return out
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
@@ -135,6 +158,8 @@ class TriageClassifier:
                 "category": pl.Series(np.where(out, self.out_of_scope, categories).tolist(), dtype=pl.String),
                 "confidence": pl.Series(proba[np.arange(len(proba)), best], dtype=pl.Float64),
                 "out_of_scope": pl.Series(out, dtype=pl.Boolean),
+                # The most probable category, the learned out-of-scope label included: the answer without the rule.
+                "top_category": pl.Series(categories.tolist(), dtype=pl.String),
             }
         )
 
@@ -159,6 +184,7 @@ class Trained:
     out_of_scope_threshold: float
     auto_threshold: float
     auto_precision_target_met: bool | None  # None: no target set
+    out_of_scope_rule: bool  # whether the out-of-scope threshold runs (`out_of_scope.rule`)
 
     @property
     def categories(self) -> list[str]:
@@ -179,14 +205,15 @@ def train(
     log=lambda message: None,
 ) -> Trained:
     """Fine-tune body and head on `train_df` (text, category) within the step budget, export the body to ONNX,
-    then fit the temperature, the out-of-scope threshold and the auto-route threshold on `validation_df`."""
+    then fit the temperature, the out-of-scope threshold (when the rule applies) and the auto-route threshold on
+    `validation_df`. Says where it is in `log` at least every `PROGRESS_SECONDS` in its loops."""
     _offline()
     import torch
     from setfit import SetFitModel
     from setfit import logging as setfit_logging
     from transformers.utils import logging as transformers_logging
 
-    t = settings.training
+    t, progress = settings.training, Progress(log)
     categories = sorted(set(train_df["category"].to_list()))
     if len(categories) < 2:
         raise ValueError("training needs at least two categories")
@@ -196,6 +223,8 @@ def train(
     transformers_logging.set_verbosity_error()
     started = time.perf_counter()
     setfit_logging.set_verbosity_error()  # the new head's "initialising with random weights" is the point of training
+    steps = training_plan(train_df.height, settings)
+    progress.say(f"loading the body; {len(categories)} categories, {train_df.height:,} tickets, {steps} steps")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = SetFitModel.from_pretrained(
@@ -204,22 +233,23 @@ def train(
             use_differentiable_head=True,
             head_params={"out_features": len(categories)},
         )
-    steps = training_plan(train_df.height, settings)
     index = {c: i for i, c in enumerate(categories)}
-    fine_tune(model, train_df["text"].to_list(), [index[c] for c in train_df["category"]], steps, settings, log)
+    fine_tune(model, train_df["text"].to_list(), [index[c] for c in train_df["category"]], steps, settings, progress)
     seconds = time.perf_counter() - started
     directory = Path(directory or tempfile.mkdtemp(prefix="triage-classifier-"))
+    progress.say("exporting the fine-tuned body to ONNX")
     export(model, directory, settings)
     if settings.inference.quantize:
-        quantize(directory, train_df["text"].sample(min(train_df.height, 512), seed=t.seed).to_list(), settings)
-    classifier = TriageClassifier(
-        directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
+        sample = train_df["text"].sample(min(train_df.height, 512), seed=t.seed).to_list()
+        quantize(directory, sample, settings, progress)
+    fit_head(served(directory, settings), train_df, directory, settings, progress)
+    rule = settings.out_of_scope.applies(set(train_df["category"]) | set(validation_df["category"]))
+    progress.say(
+        f"calibrating on {validation_df.height:,} validation tickets; out-of-scope rule "
+        + ("on" if rule else f"off (no label is `{settings.out_of_scope.category}`; `out_of_scope.rule: on` runs it)")
     )
-    fit_head(classifier, train_df, directory, settings)
-    classifier = TriageClassifier(
-        directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
-    )
-    fitted = calibrate(classifier, validation_df, settings)
+    classifier = served(directory, settings)
+    fitted = calibrate(classifier, validation_df, settings, rule, progress)
     np.savez(
         directory / HEAD_FILE,
         weights=classifier.weights,
@@ -228,16 +258,14 @@ def train(
     )
     config = {
         **classifier.config,
+        "out_of_scope_rule": rule,
         "out_of_scope_threshold": fitted.out_of_scope_threshold,
         "auto_threshold": fitted.auto_threshold,
     }
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-    classifier = TriageClassifier(
-        directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
-    )
     return Trained(
         directory,
-        classifier,
+        served(directory, settings),
         seconds,
         train_df.height,
         steps,
@@ -245,11 +273,19 @@ def train(
         fitted.out_of_scope_threshold,
         fitted.auto_threshold,
         fitted.auto_precision_target_met,
+        rule,
+    )
+
+
+def served(directory: Path, settings: TriageSettings) -> TriageClassifier:
+    """The classifier saved in `directory`, as serving reads it."""
+    return TriageClassifier(
+        directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
     )
 
 
 def fine_tune(
-    model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, log=lambda message: None
+    model, texts: list[str], labels: list[int], steps: int, settings: TriageSettings, progress: Progress | None = None
 ) -> None:
     """Linear probe, then body and head trained together with cross-entropy, at one learning rate, for `steps`
     batches drawn by passes over the shuffled tickets. A head that starts from random weights sends large, arbitrary
@@ -259,15 +295,16 @@ def fine_tune(
     own longest ticket, which is several times less work on short tickets."""
     import torch
 
-    t = settings.training
+    t, progress = settings.training, progress or Progress()
     body, head = model.model_body, model.model_head
-    probe(body, head, texts, labels, settings)
+    probe(body, head, texts, labels, settings, progress)
     body.train()
     head.train()
     optimizer = torch.optim.AdamW([*body.parameters(), *head.parameters()], lr=t.learning_rate, weight_decay=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(t.seed)
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(steps * t.batch_size / len(texts)))])
+    progress.say(f"fine-tuning body and head: {steps} steps of {t.batch_size} tickets")
     for step in range(steps):
         rows = order[step * t.batch_size : (step + 1) * t.batch_size]
         loss = loss_fn(
@@ -277,8 +314,8 @@ def fine_tune(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            log(f"step {step + 1}/{steps}: loss {loss.item():.3f}")
+        message = f"step {step + 1}/{steps}: loss {loss.item():.3f}"
+        (progress.say if (step + 1) % 100 == 0 or step + 1 == steps else progress.tick)(message)
     body.eval()
     head.eval()
 
@@ -300,23 +337,26 @@ def probe_sample(labels: np.ndarray, per_category: int, seed: int) -> np.ndarray
     )
 
 
-def probe(body, head, texts: list[str], labels: list[int], settings: TriageSettings) -> None:
+def probe(
+    body, head, texts: list[str], labels: list[int], settings: TriageSettings, progress: Progress | None = None
+) -> None:
     """The head's starting weights: a logistic regression (`logistic_head`) on the pretrained body's embeddings of
     at most `training.probe_per_category` tickets of each category."""
     import torch
 
-    t = settings.training
+    t, progress = settings.training, progress or Progress()
     rows = probe_sample(np.asarray(labels), t.probe_per_category, t.seed)
     by_length = sorted(rows, key=lambda i: len(texts[i]))
+    progress.say(f"linear probe: embedding {len(rows):,} tickets with the pretrained body")
     body.eval()
+    chunks = []
     with torch.inference_mode():
-        embeddings = np.concatenate(
-            [
-                sentence_embedding(body, [texts[i] for i in by_length[start : start + 128]], t.max_tokens).numpy()
-                for start in range(0, len(by_length), 128)
-            ]
-        )
-    _, weights, bias = logistic_head(embeddings, np.asarray(labels)[by_length], t.head_c)
+        for start in range(0, len(by_length), 128):
+            batch = [texts[i] for i in by_length[start : start + 128]]
+            chunks.append(sentence_embedding(body, batch, t.max_tokens).numpy())
+            progress.tick(f"linear probe: {start + len(batch):,}/{len(rows):,} tickets embedded")
+    progress.say("linear probe: fitting the head it starts from")
+    _, weights, bias = logistic_head(np.concatenate(chunks), np.asarray(labels)[by_length], t.head_c)
     with torch.no_grad():
         head.linear.weight.copy_(torch.from_numpy(weights))
         head.linear.bias.copy_(torch.from_numpy(bias))
@@ -393,7 +433,7 @@ def export(model, directory: Path, settings: TriageSettings) -> None:
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
 
-def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> None:
+def quantize(directory: Path, texts: list[str], settings: TriageSettings, progress: Progress | None = None) -> None:
     """The body in static int8: weights per channel, and activation scales fixed once on sample tickets (not
     per batch, as dynamic quantization does), so a ticket's answer stays independent of its batch. Every
     intermediate file (the prepared graph, ONNX Runtime's external-data copies) is written to a temporary
@@ -401,6 +441,8 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    progress = progress or Progress()
+    progress.say(f"quantizing the body to static int8: activation scales from {len(texts):,} training tickets")
     inputs = [
         batch
         for _, batch in TriageClassifier(directory, batch_size=32, max_tokens=settings.inference.max_tokens).batches(
@@ -413,6 +455,7 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
             self.batches = iter(inputs)
 
         def get_next(self):
+            progress.tick("quantizing: reading the activation scales")
             return next(self.batches, None)
 
     with tempfile.TemporaryDirectory(prefix="triage-quantize-") as work:
@@ -432,12 +475,20 @@ def quantize(directory: Path, texts: list[str], settings: TriageSettings) -> Non
         shutil.move(quantized, directory / BODY_FILE)
 
 
-def fit_head(classifier: TriageClassifier, train_df: pl.DataFrame, directory: Path, settings: TriageSettings) -> None:
+def fit_head(
+    classifier: TriageClassifier,
+    train_df: pl.DataFrame,
+    directory: Path,
+    settings: TriageSettings,
+    progress: Progress | None = None,
+) -> None:
     """A logistic-regression head refitted to convergence on the fine-tuned body's embeddings of every training
     ticket, as served (the softmax head trained with the body sees each ticket once per pass, and stays short of it)."""
-    classes, weights, bias = logistic_head(
-        classifier.embed(train_df["text"].to_list()), train_df["category"].to_numpy(), settings.training.head_c
-    )
+    progress = progress or Progress()
+    progress.say(f"refitting the head on the served body: embedding {train_df.height:,} training tickets")
+    embeddings = classifier.embed(train_df["text"].to_list(), progress, "training tickets")
+    progress.say("refitting the head: logistic regression")
+    classes, weights, bias = logistic_head(embeddings, train_df["category"].to_numpy(), settings.training.head_c)
     np.savez(directory / HEAD_FILE, weights=weights, bias=bias, temperature=np.float64(1.0))
     config = {**classifier.config, "categories": classes.tolist()}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
@@ -451,11 +502,17 @@ class Calibration:
     auto_precision_target_met: bool | None  # None: no target set, or no validation ticket to judge it on
 
 
-def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, settings: TriageSettings) -> Calibration:
-    """On the validation tickets: the temperature that minimises the log-loss of those of known categories; the
-    out-of-scope threshold on the best known category's probability, which rejects at most `max_in_scope_rejection`
-    of the known-category tickets (0, no rule, when the validation set is too small to say) and, when some tickets
-    are labelled out of scope, is the one up to that cap that maximises validation accuracy
+def calibrate(
+    classifier: TriageClassifier,
+    validation_df: pl.DataFrame,
+    settings: TriageSettings,
+    rule: bool = True,
+    progress: Progress | None = None,
+) -> Calibration:
+    """On the validation tickets: the temperature that minimises the log-loss of those of known categories; with
+    the out-of-scope `rule`, the threshold on the best known category's probability, which rejects at most
+    `max_in_scope_rejection` of the known-category tickets (0, no rule, when the validation set is too small to say)
+    and, when some tickets are labelled out of scope, is the one up to that cap that maximises validation accuracy
     (`fit_out_of_scope_threshold`); then, with both applied, the auto-route threshold (`fit_auto_threshold`) on
     every validation ticket, unknown categories included. With `out_of_scope.expected_share` set, both fits weigh
     the tickets labelled out of scope to that share (`prior_weights`)."""
@@ -464,7 +521,7 @@ def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, setting
     is_known = validation_df["category"].is_in(classifier.categories).to_numpy()
     if not is_known.any():
         return Calibration(1.0, 0.0, settings.confidence_threshold, None)
-    all_logits = classifier.logits(classifier.embed(validation_df["text"].to_list()))
+    all_logits = classifier.logits(classifier.embed(validation_df["text"].to_list(), progress, "validation tickets"))
     logits = all_logits[is_known]
     index = {c: i for i, c in enumerate(classifier.categories)}
     target = np.array([index[c] for c in validation_df["category"].filter(pl.Series(is_known))])
@@ -476,7 +533,7 @@ def calibrate(classifier: TriageClassifier, validation_df: pl.DataFrame, setting
     temperature = math.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x)
     proba = classifier.probabilities(logits, temperature)
     in_scope = classifier.in_scope[target]
-    share = settings.out_of_scope.max_in_scope_rejection
+    share = settings.out_of_scope.max_in_scope_rejection if rule else 0.0
     threshold = 0.0
     if share > 0 and in_scope.sum() * share >= 1:
         best_in_scope = np.sort(proba[in_scope][:, classifier.in_scope].max(axis=1))
@@ -594,15 +651,21 @@ def route(prediction: pl.DataFrame, threshold: float) -> pl.DataFrame:
 
 def evaluate(true: list[str], routed: pl.DataFrame, out_of_scope: str) -> dict[str, float]:
     """Accuracy and macro-F1 over every ticket (out of scope counted as a category), accuracy on the
-    known categories, out-of-scope recall, the share routed automatically and its precision."""
+    known categories, out-of-scope recall, the share routed automatically and its precision; and the accuracy the
+    most probable category alone would have had, without the out-of-scope rule (NaN for routes stored before it
+    was kept)."""
     from sklearn.metrics import f1_score
 
     true_a, pred_a = np.asarray(true, dtype=object), np.asarray(routed["category"].to_list(), dtype=object)
     auto = (routed["route"] == AUTO).to_numpy()
     in_scope = true_a != out_of_scope
     right = true_a == pred_a
+    top = routed["top_category"].to_numpy() if "top_category" in routed.columns else None
     return {
         "accuracy": float(right.mean()) if right.size else float("nan"),
+        "accuracy_without_out_of_scope_rule": float((top == true_a).mean())
+        if top is not None and right.size
+        else float("nan"),
         "macro_f1": float(f1_score(true_a, pred_a, average="macro", labels=sorted(set(true_a)), zero_division=0))
         if right.size
         else float("nan"),
@@ -615,12 +678,17 @@ def evaluate(true: list[str], routed: pl.DataFrame, out_of_scope: str) -> dict[s
     }
 
 
+def classify(classifier: TriageClassifier, df: pl.DataFrame) -> pl.DataFrame:
+    """Each ticket's (text) category, confidence, route and reason, as served: routed at the classifier's auto
+    threshold."""
+    return route(classifier.predict(df["text"].to_list()), classifier.auto_threshold)
+
+
 def score(classifier: TriageClassifier, df: pl.DataFrame, settings: TriageSettings) -> dict[str, float]:
-    """`evaluate` on labelled tickets (text, category), as served (routed at the classifier's auto threshold)."""
+    """`evaluate` on labelled tickets (text, category), as served."""
     if df.is_empty():
         raise ValueError("cannot evaluate on an empty set of tickets")
-    routed = route(classifier.predict(df["text"].to_list()), classifier.auto_threshold)
-    return evaluate(df["category"].to_list(), routed, settings.out_of_scope.category)
+    return evaluate(df["category"].to_list(), classify(classifier, df), settings.out_of_scope.category)
 
 
 def remove(trained: Trained) -> None:
@@ -647,7 +715,8 @@ def _pyfunc_class():
             )
 
         def predict(self, context, model_input, params=None):
-            return self.classifier.predict(model_input["text"].astype(str).tolist()).to_pandas()
+            predicted = self.classifier.predict(model_input["text"].astype(str).tolist())
+            return predicted.select("category", "confidence", "out_of_scope").to_pandas()
 
     return TriagePyfunc
 
@@ -695,11 +764,14 @@ def log_model(
     return version, run.info.run_id
 
 
-def load_classifier(registry, settings: TriageSettings, alias: str) -> tuple[TriageClassifier, str]:
-    """The classifier behind `models:/<name>@<alias>` and its version, from the MLflow artifact store."""
+def load_classifier(
+    registry, settings: TriageSettings, alias: str | None = None, version: str | None = None
+) -> tuple[TriageClassifier, str]:
+    """The classifier of a registered version (or the one behind `models:/<name>@<alias>`) and its version, from
+    the MLflow artifact store."""
     import mlflow
 
-    version = registry.alias_version(settings.registered_model_name, alias)
+    version = version or registry.alias_version(settings.registered_model_name, alias)
     if version is None:
         raise LookupError(
             f"no version of {settings.registered_model_name} has alias '{alias}': train and promote one first"

@@ -17,7 +17,6 @@ import polars as pl
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.lake import Lake
 from lakehouse.common.loads import split_partitions
-from lakehouse.common.promotion import Comparison, Floor, Verdict
 from lakehouse.common.schema import InputDataError, validate_frame, validate_references
 from lakehouse.common.sources import CaseSource, load_table
 from lakehouse.triage.model import AUTO, TriageClassifier, evaluate, route
@@ -49,7 +48,7 @@ MONTH = "month"
 
 
 def month_of(partition_key: str) -> str:
-    """'2026-03-01' (a monthly partition key) -> '2026-03' (the lake's partition value)."""
+    """The lake's partition value (`YYYY-MM`) of a month's key ('2026-03', or its first day '2026-03-01')."""
     return partition_key[:7]
 
 
@@ -131,9 +130,9 @@ def generated(
 
 
 def partition_key(settings: TriageSettings, column: str = "created_at") -> pl.Expr:
-    """The monthly partition key ('YYYY-MM-01') of a UTC time, in the calendar's time zone."""
+    """The monthly partition key ('YYYY-MM') of a UTC time, in the calendar's time zone."""
     local = pl.col(column).dt.replace_time_zone("UTC").dt.convert_time_zone(settings.calendar.timezone)
-    return local.dt.strftime("%Y-%m-01")
+    return local.dt.strftime("%Y-%m")
 
 
 def split_months(
@@ -315,7 +314,8 @@ def build_training_set(
     clean: pl.DataFrame, labels: pl.DataFrame, as_of: datetime, settings: TriageSettings
 ) -> pl.DataFrame:
     """Validated tickets known at `as_of`, outside the hold-out: the most recent `training.tickets` (all by
-    default). Validation: the `training.validation` period when set, else the newest `validation_share`."""
+    default). Validation: the `training.validation` period when set; else `validation_share` of them, the newest
+    (`validation_split: newest`) or drawn from each category alike (`stratified`)."""
     t = settings.training
     rows = labelled(clean, labels, as_of)
     rows = rows.filter(~in_holdout(rows["ticket_id"], t.holdout_share)).sort("created_at", "ticket_id")
@@ -323,6 +323,8 @@ def build_training_set(
     window = t.validation_window(as_of)
     if window is None:
         rows = rows.tail(t.tickets) if t.tickets else rows
+        if t.validation_split == "stratified":
+            return rows.with_columns(split=stratified_split(rows["category"], t.validation_share, t.seed))
         n_valid = max(1, round(rows.height * t.validation_share))
         return rows.with_columns(
             split=pl.Series(["train"] * (rows.height - n_valid) + ["validation"] * n_valid, dtype=pl.String)
@@ -336,6 +338,49 @@ def build_training_set(
     )
 
 
+def stratified_split(categories: pl.Series, share: float, seed: int) -> pl.Series:
+    """'validation' for `share` of each category's tickets (at least one, and never its only one), drawn at random
+    with `seed`; 'train' for the others."""
+    rng = np.random.default_rng(seed)
+    values = categories.to_numpy()
+    validation = np.zeros(len(values), dtype=bool)
+    for category in np.unique(values):
+        rows = np.flatnonzero(values == category)
+        k = min(len(rows) - 1, max(1, round(len(rows) * share)))
+        validation[rng.permutation(rows)[:k]] = True
+    return pl.Series("split", np.where(validation, "validation", "train"), dtype=pl.String)
+
+
+def split_coverage(training: pl.DataFrame) -> dict[str, list[str]]:
+    """The categories one side of the split lacks: a category missing from validation is never seen by the gate,
+    the calibration or the thresholds; one missing from training can never be predicted."""
+    train, validation = (set(training.filter(pl.col("split") == s)["category"]) for s in ("train", "validation"))
+    return {"missing_from_validation": sorted(train - validation), "missing_from_training": sorted(validation - train)}
+
+
+def coverage_warning(coverage: dict[str, list[str]], settings: TriageSettings) -> str | None:
+    """What to tell a user whose split lacks categories, and what to change; None when both sides hold them all."""
+    missing, untrained = coverage["missing_from_validation"], coverage["missing_from_training"]
+    if not missing and not untrained:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"validation holds no ticket of {len(missing)} categories ({_few(missing)})")
+    if untrained:
+        parts.append(f"training holds no ticket of {len(untrained)} validation categories ({_few(untrained)})")
+    fix = (
+        "if the tickets' arrival time carries no information (e.g. a file sorted by category), set "
+        "`training.validation_split: stratified`"
+        if settings.training.validation_split == "newest" and settings.training.validation is None
+        else "give each category more validated tickets, or another validation period"
+    )
+    return "; ".join(parts) + f": the gate and the calibration do not see them; {fix}"
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
 def category_mix(categories: pl.Series) -> pl.DataFrame:
     return (
         pl.DataFrame({"category": categories})
@@ -346,218 +391,15 @@ def category_mix(categories: pl.Series) -> pl.DataFrame:
     )
 
 
-# --------------------------------------------------------------------------- gate
-
-
-def gate(
-    validation: dict,
-    comparison: dict | None,
-    champion: dict | None,
-    version: str,
-    champion_version: str | None,
-    settings: TriageSettings,
-) -> Verdict:
-    """The promotion gate: validation macro-F1 and auto-route precision at the threshold (floors), and not worse
-    than the champion on the same tickets (`champion` None: there is none yet)."""
-    g = settings.gate
-    comparisons = ()
-    if champion is not None and comparison is not None:
-        comparisons = (
-            Comparison(
-                f"champion v{champion_version}",
-                "macro-F1",
-                True,
-                challenger=comparison["macro_f1"],
-                other=champion["macro_f1"],
-                tolerance=g.not_worse_tolerance,
-                support=int(comparison["tickets"]),
-                support_unit="tickets",
-                rows="the comparison tickets",
-            ),
-        )
-    return Verdict(
-        settings.registered_model_name,
-        version,
-        champion_version,
-        floors=(
-            Floor("validation macro-F1", validation["macro_f1"], g.min_macro_f1),
-            Floor("auto-route precision", validation["auto_precision"], g.min_auto_precision),
-        ),
-        comparisons=comparisons,
-        window="the validation tickets and the frozen hold-out",
-        headline=f"accuracy {validation['accuracy']:.3f}, macro-F1 {validation['macro_f1']:.3f}",
-    )
-
-
-@dataclass
-class Challenger:
-    version: str
-    run_id: str
-    validation: dict[str, float]
-    holdout: dict[str, float] | None  # None when there is no frozen hold-out (share 0)
-    champion: dict[str, float] | None  # the champion on the same comparison tickets; None: no champion yet
-    champion_version: str | None
-    gate: Verdict
-    train_seconds: float
-    training_rows: int
-    steps: int
-    temperature: float
-    out_of_scope_threshold: float
-    auto_threshold: float
-    auto_precision_target_met: bool | None
-
-    def metadata(self) -> dict:
-        v, h = self.validation, self.holdout
-        rows = (
-            [("validation", v)]
-            + ([("frozen hold-out", h)] if h else [])
-            + ([(f"champion v{self.champion_version}", self.champion)] if self.champion else [])
-        )
-        table = pl.DataFrame(
-            {
-                "set": [name for name, _ in rows],
-                **{
-                    k: [m[k] for _, m in rows]
-                    for k in (
-                        "accuracy",
-                        "macro_f1",
-                        "in_scope_accuracy",
-                        "out_of_scope_recall",
-                        "auto_rate",
-                        "auto_precision",
-                        "tickets",
-                    )
-                },
-            }
-        )
-        pct = lambda x: f"{x:.1%}" if x == x else "-"  # noqa: E731
-        return {
-            "model_version": self.version,
-            "mlflow_run_id": self.run_id,
-            "accuracy": round(v["accuracy"], 4),
-            "macro_f1": round(v["macro_f1"], 4),
-            "auto_rate": pct(v["auto_rate"]),
-            "auto_precision": pct(v["auto_precision"]),
-            "out_of_scope_recall": pct(v["out_of_scope_recall"]),
-            "train_seconds": round(self.train_seconds, 1),
-            "training_rows": self.training_rows,
-            "steps": self.steps,
-            "temperature": round(self.temperature, 3),
-            "out_of_scope_threshold": round(self.out_of_scope_threshold, 4),
-            "auto_threshold": round(self.auto_threshold, 4),
-            "auto_precision_target_met": "no target set"
-            if self.auto_precision_target_met is None
-            else self.auto_precision_target_met,
-            "champion_at_training": self.champion_version or "none",
-            "gate": self.gate.summary(),
-            "metrics": table,
-        }
-
-
-def train_challenger(
-    training: pl.DataFrame,
-    holdout: pl.DataFrame,
-    lake: Lake,
-    registry,
-    settings: TriageSettings,
-    run_name: str,
-    log=print,
-) -> Challenger:
-    """Train on the training set's `train` rows, score on its `validation` rows and on the frozen hold-out (the
-    champion too, on the same tickets), register the challenger, and return the gate's outcome."""
-    from lakehouse.common.registry import CHAMPION
-    from lakehouse.triage.model import load_classifier, log_model, remove, score, train
-
-    train_rows, validation = (
-        training.filter(pl.col("split") == "train"),
-        training.filter(pl.col("split") == "validation"),
-    )
-    log(
-        f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), "
-        f"validating on {validation.height}"
-    )
-    trained = train(train_rows, validation, settings, log=log)
-    try:
-        log(
-            f"trained in {trained.train_seconds:.0f} s ({trained.steps} steps); temperature {trained.temperature:.2f}, "
-            f"out-of-scope threshold {trained.out_of_scope_threshold:.3f}, auto-route threshold "
-            f"{trained.auto_threshold:.4f} (precision target {settings.auto_precision_target})"
-        )
-        scores = score(trained.classifier, validation, settings)
-        held = score(trained.classifier, holdout, settings) if holdout.height else None
-        comparison_set = holdout if holdout.height else validation
-        champion_version = registry.alias_version(settings.registered_model_name, CHAMPION)
-        champion = None
-        if champion_version is not None:
-            classifier, _ = load_classifier(registry, settings, CHAMPION)
-            champion = score(classifier, comparison_set, settings)
-        t = settings.training
-        params = {
-            "training_rows": train_rows.height,
-            "validation_rows": validation.height,
-            "steps": trained.steps,
-            "batch_size": t.batch_size,
-            "epochs": t.epochs,
-            "max_steps": t.max_steps,
-            "max_tokens": t.max_tokens,
-            "learning_rate": t.learning_rate,
-            "probe_per_category": t.probe_per_category,
-            "auto_precision_level": settings.auto_precision_level,
-            "threshold": settings.confidence_threshold,
-            "categories": len(trained.categories),
-            "temperature": trained.temperature,
-            "out_of_scope_threshold": trained.out_of_scope_threshold,
-            "auto_threshold": trained.auto_threshold,
-            "auto_precision_target": settings.auto_precision_target,
-            "training_from": str(training["created_at"].min()),
-            "training_to": str(training["created_at"].max()),
-            "champion_at_training": champion_version or "none",
-        }
-        metrics = {
-            **scores,
-            **{f"holdout_{k}": v for k, v in (held or {}).items()},
-            "train_seconds": trained.train_seconds,
-        }
-        if champion:
-            metrics["champion_macro_f1"] = champion["macro_f1"]
-        version, run_id = log_model(
-            registry, CASE, trained, params, metrics, validation.head(3)["text"].to_list(), settings, run_name
-        )
-    finally:
-        remove(trained)
-    known = train_rows.filter(pl.col("category") != settings.out_of_scope.category)
-    lake.write(category_mix(known["category"]), CASE, "training_mix", ("model_version", version))
-    outcome = gate(scores, held or scores, champion, version, champion_version, settings)
-    log(
-        f"challenger v{version}: accuracy {scores['accuracy']:.3f}, auto {scores['auto_rate']:.1%} at "
-        f"{scores['auto_precision']:.1%}; {outcome.summary()}"
-    )
-    return Challenger(
-        version,
-        run_id,
-        scores,
-        held,
-        champion,
-        champion_version,
-        outcome,
-        trained.train_seconds,
-        train_rows.height,
-        trained.steps,
-        trained.temperature,
-        trained.out_of_scope_threshold,
-        trained.auto_threshold,
-        trained.auto_precision_target_met,
-    )
-
-
 # --------------------------------------------------------------------------- routing
 
 
 def route_tickets(
-    classifier: TriageClassifier, tickets: pl.DataFrame, version: str, settings: TriageSettings
+    classifier: TriageClassifier, tickets: pl.DataFrame, version: str, settings: TriageSettings, shadow: bool = False
 ) -> pl.DataFrame:
     """Every ticket classified and routed at the classifier's auto threshold: category, confidence, route and reason,
-    team when auto-routed, and the threshold that decided."""
+    team when auto-routed, the version and threshold that decided, and whether that version is in shadow (no
+    champion yet: its routes are evaluated, never published)."""
     started = time.perf_counter()
     predicted = route(classifier.predict(tickets["text"].to_list()), classifier.auto_threshold)
     seconds = time.perf_counter() - started
@@ -565,9 +407,10 @@ def route_tickets(
         settings.team(c) if r == AUTO else None for c, r in zip(predicted["category"], predicted["route"], strict=True)
     ]
     return tickets.select("ticket_id", "month", "created_at").with_columns(
-        predicted.select("category", "confidence", "out_of_scope", "route", "reason"),
+        predicted.select("category", "confidence", "out_of_scope", "top_category", "route", "reason"),
         team=pl.Series(teams, dtype=pl.String),
         model_version=pl.lit(version),
+        shadow=pl.lit(shadow, dtype=pl.Boolean),
         auto_threshold=pl.lit(classifier.auto_threshold, dtype=pl.Float64),
         decision_ms=pl.lit(1000 * seconds / max(1, tickets.height)),
     )
@@ -649,6 +492,11 @@ class Evaluation:
     months: list[str]
     metrics: dict[str, float]
     by_reason: pl.DataFrame
+    by_model: pl.DataFrame  # per version that routed these months: shadow or not, its tickets and figures
+
+    @property
+    def shadow_versions(self) -> list[str]:
+        return self.by_model.filter(pl.col("shadow"))["model_version"].to_list()
 
 
 def evaluation_report(routes: pl.DataFrame, labels: pl.DataFrame, settings: TriageSettings) -> Evaluation:
@@ -669,7 +517,26 @@ def evaluation_report(routes: pl.DataFrame, labels: pl.DataFrame, settings: Tria
         )
         .sort("route", "reason")
     )
-    return Evaluation(months, metrics, by_reason)
+    oos = settings.out_of_scope.category
+    by_model = pl.DataFrame(
+        [
+            {"model_version": version, "shadow": shadow, **evaluate(rows["agent_category"].to_list(), rows, oos)}
+            for (version, shadow), rows in joined.with_columns(_shadow_column(joined)).group_by(
+                "model_version", "shadow", maintain_order=True
+            )
+        ]
+    ).sort(pl.col("model_version").cast(pl.Int64, strict=False))
+    return Evaluation(months, metrics, by_reason, by_model)
+
+
+def _shadow_column(routes: pl.DataFrame) -> pl.Expr:
+    """Routes written before shadow routing existed were the champion's."""
+    return pl.col("shadow").fill_null(False) if "shadow" in routes.columns else pl.lit(False).alias("shadow")
+
+
+def published(routes: pl.DataFrame) -> pl.DataFrame:
+    """The routes a champion decided (shadow routes were never published)."""
+    return routes.filter(~_shadow_column(routes))
 
 
 def roi(routes: pl.DataFrame, labels: pl.DataFrame, settings: TriageSettings) -> RoiResult:

@@ -10,11 +10,12 @@ in the sources file (`triage.settings`) or in `LAKEHOUSE_TRIAGE_*` variables.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from lakehouse.common.plausibility import Plausibility
+from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, DateRange, Economics, Period, back, parse_duration
 from lakehouse.common.sources import Section
 
@@ -47,32 +48,42 @@ CheckedPeriod = Annotated[Period, AfterValidator(_checked)]
 class TrainingSettings(Section):
     """What a training learns from, and its CPU budget.
 
-    By default a training reads every ticket with a validated label known at its cut-off,
-    except the frozen hold-out; the newest `validation_share` of them (or the `validation`
-    period) is the gate's validation set, on which the confidence calibration and the
-    out-of-scope rule are fitted too.
+    By default a training reads every ticket with a validated label known at its cut-off, except the frozen
+    hold-out; the newest `validation_share` of them (or the `validation` period, or with `validation_split:
+    stratified` the same share of each category) is the gate's validation set, on which the confidence calibration
+    and the out-of-scope rule are fitted too.
     """
 
-    tickets: int | None = None  # the most recent N validated tickets; None: every validated ticket (seed: 3,000)
-    holdout_share: float = Field(0.1, ge=0.0, lt=1.0)  # kept out of training forever, by a stable hash of the ticket id
-    validation_share: float = Field(
-        0.2, gt=0.0, lt=1.0
-    )  # newest share of the training window, when `validation` is not set
-    validation: CheckedPeriod | None = (
-        None  # dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times
-    )
+    # The most recent N validated tickets; None: every validated ticket (seed: 3,000).
+    tickets: int | None = None
+    # Kept out of training forever, by a stable hash of the ticket id.
+    holdout_share: float = Field(0.1, ge=0.0, lt=1.0)
+    # Share of the training window held for validation, when `validation` is not set.
+    validation_share: float = Field(0.2, gt=0.0, lt=1.0)
+    # Which tickets that share is: the newest (arrival time means something: validation looks like what comes
+    # next), or drawn from each category alike (the file's order carries no time, e.g. a file sorted by category).
+    validation_split: Literal["newest", "stratified"] = "newest"
+    # Dates, or a duration back from the cut-off (`1mo`): the validation tickets' creation times.
+    validation: CheckedPeriod | None = None
     epochs: float = Field(1.0, gt=0.0)  # passes over the training tickets (fine-tuning body and head together)
-    max_steps: int = Field(
-        1_500, ge=1
-    )  # at most this many optimisation steps: the CPU budget (measured on 2 cores: about 0.45 s a step of 32 tickets at 32 tokens)
+    # At most this many optimisation steps: the CPU budget (about 0.45 s a step of 32 tickets at 32 tokens on 2 cores).
+    max_steps: int = Field(1_500, ge=1)
     batch_size: int = Field(32, ge=2)
     max_tokens: int = Field(32, ge=8)  # tokens per ticket read in training: what serving reads (`inference.max_tokens`)
     learning_rate: float = Field(5e-5, gt=0.0)  # of body and head, fine-tuned together
-    head_c: float = Field(
-        10.0, gt=0.0
-    )  # inverse regularisation of the logistic heads: the probe's and the one refitted on the fine-tuned body
+    # Inverse regularisation of the logistic heads: the probe's and the one refitted on the fine-tuned body.
+    head_c: float = Field(10.0, gt=0.0)
     probe_per_category: int = Field(100, ge=1)  # tickets of each category the linear probe that starts the head reads
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_validation(self) -> TrainingSettings:
+        if self.validation is not None and self.validation_split == "stratified":
+            raise ValueError(
+                "training.validation (a period) and training.validation_split: stratified both choose the validation "
+                "tickets: set one of them"
+            )
+        return self
 
     def validation_window(self, as_of: datetime) -> DateRange | None:
         """The validation period as dates, for a training whose cut-off is `as_of` (exclusive)."""
@@ -85,25 +96,41 @@ class TrainingSettings(Section):
 class OutOfScopeSettings(Section):
     """Tickets that match no known category go to the human queue with reason `out_of_scope`.
 
-    The rule is fitted on the validation set: a threshold on the best known category's probability
-    below which at most `max_in_scope_rejection` of the validation tickets of known categories
-    would fall; when the validation set holds tickets labelled `category`, the threshold up to
-    that cap that maximises validation accuracy (weighted to `expected_share`, when set). Labels equal to `category` (the helpdesk's own
-    "other" label, mapped to this name) are learned as examples of what is out of scope.
+    Labels equal to `category` (the helpdesk's own "none of these" label, mapped to this name) are learned as
+    examples of what is out of scope. The rule is a threshold on the best known category's probability, fitted on
+    the validation set: at most `max_in_scope_rejection` of the validation tickets of known categories fall below
+    it; when the validation set holds tickets labelled `category`, the threshold up to that cap that maximises
+    validation accuracy (weighted to `expected_share`, when set). It runs when the training labels hold `category`
+    (`rule: auto`), always (`on`: a helpdesk whose agents never label "none of these" but expects such tickets) or
+    never (`off`).
     """
 
     category: str = "out_of_scope"
+    rule: Literal["auto", "on", "off"] = "auto"
     max_in_scope_rejection: float = Field(0.02, ge=0.0, lt=1.0)
     # Share of tickets expected out of scope in production. When set, the calibration weighs the validation
     # tickets so that those labelled out of scope count for this share (a validation set often holds fewer than
     # live traffic, and precision measured on it is then optimistic). None: the validation set as it is.
     expected_share: float | None = Field(None, gt=0.0, lt=1.0)
 
+    def applies(self, labels: set[str]) -> bool:
+        """Whether the rule runs for a training whose labels (train and validation) are `labels`."""
+        return self.rule == "on" or (self.rule == "auto" and self.category in labels)
+
+
+class GateComparison(ComparisonSettings):
+    """The challenger's accuracy against the champion's on the frozen hold-out tickets neither learnt from."""
+
+    tolerance: float = Field(0.01, ge=0.0)  # refused only when the whole interval of the gain is below -1 point
+
 
 class GateSettings(Section):
+    """The promotion gate: floors on the challenger's validation figures (the seed's), and the comparison with the
+    champion (lakehouse/triage/lifecycle.py)."""
+
     min_macro_f1: float = 0.75
     min_auto_precision: float = 0.90
-    not_worse_tolerance: float = 0.01  # challenger hold-out macro-F1 may trail the champion by this much
+    comparison: GateComparison = GateComparison()
 
 
 class MonitoringSettings(Section):
@@ -160,11 +187,13 @@ class TriageSettings(CaseSettings):
     confidence_threshold: float = Field(
         0.85, gt=0.0, lt=1.0
     )  # seed: above it a ticket is routed automatically (the floor of the fitted threshold)
-    # The auto route's precision goal: each training fits, on its validation tickets, the lowest confidence (never below
-    # `confidence_threshold`) above which at least this share of them is right, and routes with it. None: the seed's rule.
+    # The auto route's precision goal: each training fits, on its validation tickets, the lowest confidence (never
+    # below `confidence_threshold`) above which at least this share of them is right, and routes with it. None: the
+    # seed's rule.
     auto_precision_target: float | None = Field(0.95, gt=0.0, le=1.0)
-    # The target holds at this one-sided confidence level: the Wilson lower bound of the validation precision meets it,
-    # not just the point estimate (a few hundred validation tickets measure a precision to a point or two). None: the point estimate.
+    # The target holds at this one-sided confidence level: the Wilson lower bound of the validation precision meets
+    # it, not just the point estimate (a few hundred validation tickets measure a precision to a point or two). None:
+    # the point estimate.
     auto_precision_level: float | None = Field(0.95, gt=0.0, lt=1.0)
     phone_region: str = "GB"  # phone numbers written without a country code are read as this region's
     training: TrainingSettings = TrainingSettings()

@@ -14,7 +14,7 @@ from lakehouse.triage.world import WorldConfig, generate_customers, generate_mon
 from tests.integration.probes import ID_PROBES, assert_names_file_column_rows, lake_digest, set_value, spoil_id
 
 pytestmark = pytest.mark.integration
-MONTHS = ("2026-02-01", "2026-03-01")
+MONTHS = ("2026-02", "2026-03")
 
 
 @pytest.fixture
@@ -22,7 +22,9 @@ def export(tmp_path):
     """A small export with a helpdesk of its own (5 categories, none of the seed's), and its sources file."""
     world = WorldConfig(tickets_per_month=60, customers=40, categories=generic_categories(5))
     customers = generate_customers(world)
-    tickets, labels = zip(*(generate_month(world, date.fromisoformat(m), customers) for m in MONTHS), strict=True)
+    tickets, labels = zip(
+        *(generate_month(world, date.fromisoformat(f"{m}-01"), customers) for m in MONTHS), strict=True
+    )
     folder = tmp_path / "export"
     folder.mkdir()
     customers.write_csv(folder / "customers.csv")
@@ -145,7 +147,7 @@ def test_a_bad_file_stops_the_run_and_leaves_the_lake_unchanged(
     if column:
         assert f"column '{column}" in message
     if words == "outside the data calendar":
-        assert "2026-01-01" in message and "LAKEHOUSE_TRIAGE_CALENDAR__START" in message
+        assert "2026-01" in message and "LAKEHOUSE_TRIAGE_CALENDAR__START" in message
     assert _lake(lakehouse_home) == before
 
 
@@ -158,7 +160,7 @@ def test_a_selected_month_without_rows_is_refused_unless_emptied_on_purpose(lake
     refused = _ingest(lakehouse_home, sources, monkeypatch)
     assert (
         not refused.success
-        and "no row for selected partition(s) 2026-03-01" in _error(refused)
+        and "no row for selected partition(s) 2026-03" in _error(refused)
         and "replace_with_empty" in _error(refused)
     )
     assert _lake(lakehouse_home) == before
@@ -208,7 +210,7 @@ def test_a_month_outside_the_calendar_is_refused_naming_the_range_and_the_settin
 
     with pytest.raises(PartitionOutOfRange) as error:
         require_partitions(monthly, ["2025-06-01"], TriageSettings)
-    assert "2026-01-01 .." in str(error.value) and "LAKEHOUSE_TRIAGE_CALENDAR__START" in str(error.value)
+    assert "2026-01 .." in str(error.value) and "LAKEHOUSE_TRIAGE_CALENDAR__START" in str(error.value)
 
 
 def test_a_month_range_before_the_calendar_gives_the_documented_message_not_a_check_error(lakehouse_home, export):
@@ -240,7 +242,9 @@ def loaded(tmp_path_factory):
 
     world = WorldConfig(tickets_per_month=40, customers=30, categories=generic_categories(4))
     customers = generate_customers(world)
-    tickets, labels = zip(*(generate_month(world, date.fromisoformat(m), customers) for m in MONTHS), strict=True)
+    tickets, labels = zip(
+        *(generate_month(world, date.fromisoformat(f"{m}-01"), customers) for m in MONTHS), strict=True
+    )
     tables = {"customers": customers, "tickets": pl.concat(tickets), "agent_labels": pl.concat(labels)}
     home = tmp_path_factory.mktemp("home")
 

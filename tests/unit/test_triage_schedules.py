@@ -58,4 +58,4 @@ def test_monthly_routing_runs_on_the_first_for_the_month_that_ended():
     assert len(fired) == 12 and all(t.day == 1 and t.hour == 2 for t in fired)
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 8, 1, 2, tzinfo=ZoneInfo("UTC")))
     requests = list(schedule.evaluate_tick(context).run_requests)
-    assert [r.partition_key for r in requests] == ["2026-07-01"]
+    assert [r.partition_key for r in requests] == ["2026-07"]
