@@ -1,1 +1,2 @@
-"""Case 4, support-ticket triage: synthetic helpdesk, PII scrubbing, SetFit, routing, monitoring, ROI, online endpoint."""
+"""Case 4, support-ticket triage: synthetic helpdesk, PII scrubbing, SetFit, routing, monitoring, ROI, online
+endpoint."""

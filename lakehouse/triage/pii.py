@@ -45,7 +45,8 @@ CARD = re.compile(
 )
 # +country (area) digits, (area) digits, or digits: 9 to 15 digits with spaces, dots or dashes.
 PHONE = re.compile(
-    r"(?:\+(?<![\w+(-]\+)\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d|\((?<![\w+(-]\()\d{1,5}\)[ .-]?\d|\d(?<![\w+(-]\d))[\d .-]{5,20}\d(?![\w-])"
+    r"(?:\+(?<![\w+(-]\+)\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d|\((?<![\w+(-]\()\d{1,5}\)[ .-]?\d|\d(?<![\w+(-]\d))"
+    r"[\d .-]{5,20}\d(?![\w-])"
 )
 STREET_TYPES = r"(?:Street|St\.?|Road|Rd\.?|Avenue|Ave\.?|Lane|Drive|Court|Boulevard|Way|Place|Square)"
 ADDRESS = re.compile(
@@ -219,7 +220,8 @@ def _scrub_names(text: str, words: set[str], found: Counter) -> str:
 TAG = re.compile(r"<[^<>]{0,2000}>")
 BLOCK_END = re.compile(r"</p>|<br\s{0,10}/?>|</div>", re.IGNORECASE)
 QUOTE_HEADER = re.compile(
-    r"^(?:On [^\n]{3,120} wrote:|-{2,20} {0,5}Original Message {0,5}-{2,20}|From: [^\n]{1,300}|Le [^\n]{3,120} a écrit ?:)[ \t]{0,20}$",
+    r"^(?:On [^\n]{3,120} wrote:|-{2,20} {0,5}Original Message {0,5}-{2,20}|From: [^\n]{1,300}"
+    r"|Le [^\n]{3,120} a écrit ?:)[ \t]{0,20}$",
     re.IGNORECASE | re.MULTILINE,
 )
 SIGN_OFF = re.compile(

@@ -41,8 +41,9 @@ _DDL = (
         ticket_id TEXT PRIMARY KEY, month TEXT NOT NULL, team TEXT NOT NULL, category TEXT NOT NULL,
         confidence REAL NOT NULL, model_version TEXT NOT NULL, assigned_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS triage_validation_queue (
-        ticket_id TEXT PRIMARY KEY, month TEXT NOT NULL, suggested_category TEXT NOT NULL, confidence REAL NOT NULL, reason TEXT NOT NULL,
-        model_version TEXT NOT NULL, status TEXT NOT NULL, validated_category TEXT, agent_id TEXT, validated_at TEXT)""",
+        ticket_id TEXT PRIMARY KEY, month TEXT NOT NULL, suggested_category TEXT NOT NULL, confidence REAL NOT NULL,
+        reason TEXT NOT NULL, model_version TEXT NOT NULL, status TEXT NOT NULL, validated_category TEXT,
+        agent_id TEXT, validated_at TEXT)""",
 )
 
 

@@ -330,7 +330,8 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "body": (
             "My {product} stopped working|died after {days} days of use, is it still under warranty|guarantee?",
             "The {product} I bought last year has a fault, I would like a repair under the guarantee.",
-            "The battery of the {product} no longer holds a charge after eight months, can it be replaced under warranty?",
+            "The battery of the {product} no longer holds a charge after eight months, "
+            "can it be replaced under warranty?",
             "The {product} makes a strange noise and then switches off, it is only six months old.",
             "How do I make a warranty claim for the {product}? It broke after normal use.",
         ),
@@ -466,7 +467,12 @@ def generate_customers(config: WorldConfig) -> pl.DataFrame:
         local = f"{first[i]}.{last[i]}".lower().replace(" ", "") + (
             str(rng.integers(1, 99)) if rng.random() < 0.5 else ""
         )
-        street = f"{rng.integers(1, 240)} {STREETS[rng.integers(0, len(STREETS))]} {STREET_TYPES[rng.integers(0, len(STREET_TYPES))]}"
+        number = rng.integers(1, 240)  # drawn before the street: a seed keeps giving the same addresses
+        street_name, street_type = (
+            STREETS[rng.integers(0, len(STREETS))],
+            STREET_TYPES[rng.integers(0, len(STREET_TYPES))],
+        )
+        street = f"{number} {street_name} {street_type}"
         rows.append(
             (
                 f"C{i + 1:06d}",
