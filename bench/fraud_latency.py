@@ -359,7 +359,8 @@ async def _load(port: int, requests: list[bytes], rate: int, duration: float) ->
             reader, writer = conn
             try:
                 writer.write(requests[i])
-                status[i], bodies[i] = await asyncio.wait_for(_read_response(reader), 30)
+                async with asyncio.timeout(30):  # not wait_for: no task of its own per request
+                    status[i], bodies[i] = await _read_response(reader)
                 idle.append(conn)
                 break
             except asyncio.IncompleteReadError as exc:

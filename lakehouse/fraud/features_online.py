@@ -17,7 +17,6 @@ from lakehouse.fraud.features_registry import (
     HISTORY_ENTITIES,
     MAX_GAP_S,
     Registry,
-    WindowFeature,
 )
 
 SEP = "\x1f"  # field separator inside a stored event
@@ -396,32 +395,32 @@ def window_values(state: OnlineState, ts_ms: int, groups, small: float) -> dict[
     """groups: (entity, window, wanted features) of the windows to compute."""
     out: dict[str, float] = {}
     for entity, window_ms, wanted in groups:
-        events = state.events.get(entity) or []
         times, all_amounts = state.times_and_amounts(entity)
         start = bisect_left(times, ts_ms - window_ms)
-        window, amounts = events[start:], all_amounts[start:]
+        count = len(times) - start
+        if not count:
+            out.update(dict.fromkeys((f.name for f in wanted), 0.0))
+            continue
+        amounts = all_amounts[start:]
         total = sum(amounts)
+        window = None
         for f in wanted:
-            out[f.name] = _aggregate(window, amounts, total, f, small)
+            aggregate = f.aggregate
+            if aggregate == "count":
+                out[f.name] = float(count)
+            elif aggregate == "sum":
+                out[f.name] = total
+            elif aggregate == "mean":
+                out[f.name] = total / count
+            elif aggregate == "max":
+                out[f.name] = max(amounts)
+            elif aggregate == "small":
+                out[f.name] = float(sum(1 for a in amounts if a < small))
+            else:
+                window = state.events[entity][start:] if window is None else window
+                i = _FIELD_INDEX[f.of]
+                out[f.name] = float(len({e[i] for e in window if e[i]}))
     return out
-
-
-def _aggregate(window: list[list[bytes]], amounts: list[float], total: float, f: WindowFeature, small: float) -> float:
-    if not window:
-        return 0.0
-    aggregate = f.aggregate
-    if aggregate == "count":
-        return float(len(window))
-    if aggregate == "sum":
-        return total
-    if aggregate == "mean":
-        return total / len(amounts)
-    if aggregate == "max":
-        return max(amounts)
-    if aggregate == "small":
-        return float(sum(1 for a in amounts if a < small))
-    i = _FIELD_INDEX[f.of]
-    return float(len({e[i] for e in window if e[i]}))
 
 
 def history_feature_values(state: OnlineState, names: frozenset[str], registry: Registry) -> dict[str, float]:

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 
 import numpy as np
 import polars as pl
@@ -309,19 +310,29 @@ def _layer_names(cascade: Cascade) -> tuple[frozenset[str], frozenset[str], froz
     return first, frozenset(cascade.layer3_features), frozenset(cascade.layer3_features) - first
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """A layer's input row from a dict of features: its defaults, then the features, in the layer's order."""
+
+    defaults: dict[str, float]
+    pick: itemgetter
+
+    def row(self, features: dict[str, float]) -> np.ndarray:
+        values = self.defaults.copy()
+        values.update(features)
+        picked = self.pick(values)
+        return np.array([picked if isinstance(picked, tuple) else (picked,)], dtype=np.float64)
+
+
 @lru_cache(maxsize=8)
-def _inputs(cascade: Cascade) -> tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]]:
-    """(feature, default) of layer 2's and of layer 3's inputs, in their order."""
+def _inputs(cascade: Cascade) -> tuple[_Inputs, _Inputs]:
+    """Layer 2's inputs (defaults: the degraded ones) and layer 3's (defaults: 0)."""
     defaults = cascade.degraded_defaults
+    layer2, layer3 = cascade.layer2_features, cascade.layer3_features
     return (
-        tuple((n, defaults.get(n, 0.0)) for n in cascade.layer2_features),
-        tuple((n, 0.0) for n in cascade.layer3_features),
+        _Inputs({n: defaults.get(n, 0.0) for n in layer2}, itemgetter(*layer2)),
+        _Inputs(dict.fromkeys(layer3, 0.0), itemgetter(*layer3)),
     )
-
-
-def _row(features: dict[str, float], inputs: tuple[tuple[str, float], ...]) -> np.ndarray:
-    get = features.get
-    return np.array([[get(n, d) for n, d in inputs]])
 
 
 class Decider:
@@ -393,7 +404,7 @@ class Decider:
         else:
             features["rule_score"] = rscore
             inputs2, inputs3 = _inputs(cascade)
-            score = float(cascade.layer2.predict(_row(features, inputs2), num_threads=1)[0])
+            score = float(cascade.layer2.predict(inputs2.row(features), num_threads=1)[0])
             layer = 2
             t_l2 = time.perf_counter()
             layer_ms["layer2"] = (t_l2 - t_rules) * 1e3
@@ -402,7 +413,7 @@ class Decider:
                 state = await self._read(tx, ts_ms, LAYER3_ONLY_ENTITIES, registry, state)
                 if state is not None:
                     features.update(online_features(tx, ts_ms, state, added3, ALL_ENTITIES, registry))
-                    score = model.score_layer3(_row(features, inputs3))
+                    score = model.score_layer3(inputs3.row(features))
                     layer = 3
                     layer_ms["layer3"] = (time.perf_counter() - t_l2) * 1e3
                 else:
