@@ -49,9 +49,10 @@ def measure(skus: int, runs: int) -> dict:
     import redis as redis_lib
 
     from lakehouse.common.local_servers import RedisServer
+    from lakehouse.common.settings import configured_sources_path
     from lakehouse.forecast import world as gen
-    from lakehouse.forecast.features import CaseData, history, periods_of
-    from lakehouse.forecast.models import STAT_MODELS, fit_models, forecast_candidates, lookback
+    from lakehouse.forecast.data import CaseData, periods_of
+    from lakehouse.forecast.models import STAT_MODELS, fit_models, forecast_candidates
     from lakehouse.forecast.publish import publish as publish_redis
     from lakehouse.forecast.publish import vectors
     from lakehouse.forecast.reconcile import BOTTOM_UP, aggregate_base_forecasts, aggregate_history, reconcile
@@ -59,7 +60,8 @@ def measure(skus: int, runs: int) -> dict:
 
     warnings.simplefilter("ignore")
     world = gen.WorldConfig(stores=1, skus=skus)
-    settings = ForecastSettings(models={"selection": "seed"})
+    defaults = ForecastSettings.load(configured_sources_path())
+    settings = defaults.with_(models={**defaults.models.model_dump(), "selection": "seed"})
     tables = gen.master_tables(world)
     store = tables["stores"]["store_id"][0]
     data = CaseData(
@@ -74,7 +76,7 @@ def measure(skus: int, runs: int) -> dict:
     origin = world.last_day
     print(f"world: 1 store x {skus} SKUs, {data.sales.height:,} sales rows", flush=True)
 
-    fitted, refit_s = _timed(lambda: fit_models(data, origin, settings, periods))
+    fitted, refit_s = _timed(lambda: fit_models(data.until(origin), settings, periods))
     stat_series = sum(len(m) for m in fitted.stat.values())
     print(
         f"refit {refit_s:.1f}s ({stat_series} statistical series, LightGBM on {fitted.train_rows:,} rows)", flush=True
@@ -107,18 +109,7 @@ def measure(skus: int, runs: int) -> dict:
     client.close()
     server.stop()
 
-    recent = history(data).group_by("unique_id", maintain_order=True).tail(lookback(fitted, settings))
-    windows = {
-        uid: part["y"].to_numpy().astype(np.float64)
-        for (uid,), part in recent.group_by(["unique_id"], maintain_order=True)
-    }
-
-    def raw_forward():
-        for models in fitted.stat.values():
-            for uid, model in models.items():
-                model.forward(y=windows[uid], h=settings.horizon_periods)
-
-    raw_stat = [_timed(raw_forward)[1] for _ in range(runs)]
+    raw_stat = raw_stat_forward(fitted, data, settings, runs)
     series = nights[0]["series"]
     total = statistics.median(n["total_s"] for n in nights)
     cores = os.cpu_count() or 1
@@ -155,6 +146,25 @@ def measure(skus: int, runs: int) -> dict:
     }
 
 
+def raw_stat_forward(fitted, data, settings, runs: int) -> list[float]:
+    """The raw peer of the statistical forecasts: `model.forward` over every fitted series' window, timed."""
+    from lakehouse.forecast.data import history
+    from lakehouse.forecast.models import lookback
+
+    recent = history(data).group_by("unique_id", maintain_order=True).tail(lookback(fitted, settings))
+    windows = {
+        uid: part["y"].to_numpy().astype(np.float64)
+        for (uid,), part in recent.group_by(["unique_id"], maintain_order=True)
+    }
+
+    def raw_forward():
+        for models in fitted.stat.values():
+            for uid, model in models.items():
+                model.forward(y=windows[uid], h=settings.horizon_periods)
+
+    return [_timed(raw_forward)[1] for _ in range(runs)]
+
+
 def render(payload: dict) -> str:
     r = payload["result"]
     n, f, e = r["nightly"], r["refit"], r["extrapolation"]
@@ -179,9 +189,11 @@ def render(payload: dict) -> str:
         ],
     ]
     return (
-        f"1 store x {r['skus']:,} SKUs ({r['series']:,} series) on {r['cores']} cores, peak RSS {r['peak_rss_gib']:.2f} GiB\n\n"
+        f"1 store x {r['skus']:,} SKUs ({r['series']:,} series) on {r['cores']} cores, "
+        f"peak RSS {r['peak_rss_gib']:.2f} GiB\n\n"
         + markdown_table(["path", "wall", "series/s/core", "detail"], rows)
-        + f"\n\n150 x 8,000 series on 16 cores: nightly {e['nightly_hours']:.2f} h (goal {e['goal_hours']:.0f} h, needs {e['needed_series_per_s_per_core']:.1f} series/s/core): "
+        + f"\n\n150 x 8,000 series on 16 cores: nightly {e['nightly_hours']:.2f} h (goal {e['goal_hours']:.0f} h, "
+        f"needs {e['needed_series_per_s_per_core']:.1f} series/s/core): "
         + ("meets" if e["meets_goal"] else "misses")
         + f" the goal; weekly refit {e['weekly_refit_hours_on_16_cores']:.1f} h"
     )

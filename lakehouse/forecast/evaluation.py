@@ -27,7 +27,7 @@ import polars as pl
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.promotion import Verdict, compare, no_fair_comparison
 from lakehouse.common.settings import DateRange
-from lakehouse.forecast.features import CaseData, Periods, history
+from lakehouse.forecast.data import CaseData, Periods, history
 from lakehouse.forecast.models import (
     CANDIDATES,
     FittedModels,
@@ -137,15 +137,17 @@ def rolling_forecasts(
     for first in range(0, len(origins), every):
         group = origins[first : first + every]
         log(f"backtest: every candidate fitted as of {group[0]}, forecasting {len(group)} origin(s) from that state")
-        fitted = fit_models(data, group[0], settings, periods, routing=routing, candidates=True, log=log)
+        known = data.until(group[0])  # the backtest's point-in-time cut, once per fit
+        fitted = fit_models(known, settings, periods, routing=routing, candidates=True, log=log)
         info["fits"].append(group[0])
         if sample is None:
             sample, info["series"] = sample_series(series_universe(data, window, fitted), settings.backtest_max_series)
+            info["train"] = history(known).select("unique_id", "ds", "y")  # MASE's scale: the history before
         routings = {CHAMPION: champion.routing} if same_config else None
         rows = forecast_candidates(fitted, data, group, horizon, settings, which="all", ids=sample, routings=routings)
         if champion is not None and not same_config:
             log(f"backtest: champion v{champion.version}'s configuration fitted as of {group[0]}")
-            theirs = fit_models(data, group[0], theirs_settings, periods, routing=champion.routing, log=log)
+            theirs = fit_models(known, theirs_settings, periods, routing=champion.routing, log=log)
             rows = rows.join(
                 forecast_candidates(theirs, data, group, horizon, theirs_settings, ids=sample).select(
                     "unique_id", "origin", "step", pl.col("yhat").alias(CHAMPION)
@@ -177,9 +179,6 @@ def rolling_forecasts(
             .rename({"yhat": ROUTED})
             .join(actual, on=["unique_id", "ds"], how="inner")
         )
-    info["train"] = history(data.until(origins[0])).select(
-        "unique_id", "ds", "y"
-    )  # MASE's scale: the history before the window
     return out, info
 
 

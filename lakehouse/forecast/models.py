@@ -29,17 +29,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lakehouse.forecast.features import (
-    CaseData,
-    Periods,
-    exogenous,
-    first_sales,
-    history,
-    series_attributes,
-    series_id,
-    to_pandas,
-    with_age,
-)
+from lakehouse.forecast.data import CaseData, Periods, history, series_id, to_pandas
+from lakehouse.forecast.features import exogenous, first_sales, series_attributes, with_age
 from lakehouse.forecast.segmentation import segment_series
 from lakehouse.forecast.settings import LIGHTGBM, SEASONAL_NAIVE, SEED_MODELS, SEGMENTS, ForecastSettings
 
@@ -119,19 +110,19 @@ def configured(settings: ForecastSettings, config: dict | None) -> ForecastSetti
 
 
 def fit_models(
-    data: CaseData,
-    as_of: date,
+    known: CaseData,
     settings: ForecastSettings,
     periods: Periods,
     routing: dict[str, str] | None = None,
     candidates: bool = False,
     log=lambda *_: None,
 ) -> FittedModels:
-    """Fit on what was known at the end of `as_of`. `candidates=True` fits every candidate of every
-    segment (backtests); otherwise only the models `routing` uses (default: the seed's)."""
+    """Fit on `known`, the data as known at the fit's date (`data.until(as_of)`, cut by the caller).
+    `candidates=True` fits every candidate of every segment (backtests); otherwise only the models
+    `routing` uses (default: the seed's)."""
     routing = dict(routing or SEED_MODELS)
-    known = data.until(as_of)
-    segments = segment_series(known, as_of, settings, periods)
+    as_of = known.known_at()
+    segments = segment_series(known, settings, periods)
     hist = history(known)
     needed = {m for s in SEGMENTS for m in (CANDIDATES[s] if candidates else (routing[s],))}
     stat_ids = {

@@ -27,6 +27,7 @@ from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.common.schema import Column, InputDataError, TableSchema, validate_frame, validate_references
 from lakehouse.common.settings import DateRange
 from lakehouse.common.sources import CaseSource, load_table
+from lakehouse.forecast.data import CaseData, periods_of
 from lakehouse.forecast.evaluation import (
     ROUTED,
     SEASONAL_NAIVE,
@@ -46,7 +47,7 @@ from lakehouse.forecast.evaluation import (
     windows,
     with_unit_economics,
 )
-from lakehouse.forecast.features import CaseData, periods_of, scope_columns
+from lakehouse.forecast.features import scope_columns
 from lakehouse.forecast.lifecycle import load_models, log_models
 from lakehouse.forecast.models import FittedModels, fit_models, forecast_candidates
 from lakehouse.forecast.reconcile import DEFAULTS as RECONCILIATION_DEFAULTS
@@ -383,7 +384,7 @@ def refit(
         log(f"model selection on the validation window {window.start} .. {window.end}")
         rows, _ = rolling_forecasts(known, window, settings, periods, log=log)
     routing, selection = select_routing(rows, settings)
-    fitted = fit_models(known, as_of, settings, periods, routing=routing, log=log)
+    fitted = fit_models(known, settings, periods, routing=routing, log=log)
     fitted.selection = selection
     version, run_id = log_models(registry, fitted, settings, run_name)
     trained = f"history {known.sales['date'].min()} .. {as_of}" + (
@@ -549,7 +550,7 @@ def store_checks(
     no_missing_series (WARN): every active series has its whole horizon. The worst store is reported."""
     from lakehouse.forecast.models import active_series
 
-    active = active_series(data.until(origin), origin).group_by("store_id").len().rename({"len": "active"})
+    active = active_series(data, origin).group_by("store_id").len().rename({"len": "active"})
     got = (
         forecasts.group_by("store_id", "sku_id")
         .agg(steps=pl.len())

@@ -24,7 +24,7 @@ from datetime import date
 
 import polars as pl
 
-from lakehouse.forecast.features import Periods, to_pandas
+from lakehouse.forecast.data import Periods, to_pandas
 from lakehouse.forecast.settings import ForecastSettings
 
 BOTTOM_UP, TOP_DOWN, MIN_TRACE = "bottom_up", "top_down", "min_trace"

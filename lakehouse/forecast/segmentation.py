@@ -13,11 +13,12 @@ Rules, in this order (thresholds in `ForecastSettings.segmentation`):
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import polars as pl
 
-from lakehouse.forecast.features import CaseData, Periods, history, match_scope, promotions_known, series_attributes
+from lakehouse.forecast.data import CaseData, Periods, history
+from lakehouse.forecast.features import match_scope, promotions_known, series_attributes
 from lakehouse.forecast.settings import ForecastSettings
 
 SEGMENT_COLUMNS = {
@@ -34,9 +35,11 @@ SEGMENT_COLUMNS = {
 }
 
 
-def series_statistics(data: CaseData, as_of: date, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
-    """Per series: history length, CV, seasonality strength, promotion share and uplift, zero share."""
-    hist = history(data.until(as_of))
+def series_statistics(data: CaseData, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    """Per series of `data` (cut at its `as_of`): history length, CV, seasonality strength, promotion share
+    and uplift, zero share."""
+    as_of = data.known_at()
+    hist = history(data)
     year = hist.filter(pl.col("ds") > as_of - timedelta(days=365))
     if data.promotions is not None and not data.promotions.is_empty() and not year.is_empty():
         days = year.select("ds").unique().with_columns(periods.first_day(pl.col("ds")).alias("first"))
@@ -107,7 +110,7 @@ def assign_segments(stats: pl.DataFrame, settings: ForecastSettings, periods: Pe
     return stats.with_columns(segment=segment)
 
 
-def segment_series(data: CaseData, as_of: date, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
-    """The segment of every series with sales up to `as_of`, and the statistics behind it."""
-    stats = assign_segments(series_statistics(data, as_of, settings, periods), settings, periods)
-    return stats.with_columns(as_of=pl.lit(as_of)).select("unique_id", *SEGMENT_COLUMNS).sort("unique_id")
+def segment_series(known: CaseData, settings: ForecastSettings, periods: Periods) -> pl.DataFrame:
+    """The segment of every series with sales up to the data's `as_of`, and the statistics behind it."""
+    stats = assign_segments(series_statistics(known, settings, periods), settings, periods)
+    return stats.with_columns(as_of=pl.lit(known.known_at())).select("unique_id", *SEGMENT_COLUMNS).sort("unique_id")

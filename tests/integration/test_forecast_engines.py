@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from lakehouse.forecast import world as gen
-from lakehouse.forecast.features import CaseData, history, periods_of
+from lakehouse.forecast.data import CaseData, history, periods_of
 from lakehouse.forecast.models import fit_stat_models
 from lakehouse.forecast.segmentation import segment_series
 from lakehouse.forecast.settings import ForecastSettings
@@ -24,16 +24,16 @@ def test_dask_engine_fits_the_same_models_as_local():
     )
     settings = ForecastSettings()
     periods = periods_of(settings, sales)
-    segments = segment_series(data, world.last_day, settings, periods)
+    segments = segment_series(data.until(world.last_day), settings, periods)
     hist = history(data)
     ids = {
         "AutoARIMA": segments.filter(pl.col("segment") == "stable"),
         "MSTL": segments.filter(pl.col("segment") == "seasonal"),
     }
     assert all(frame.height for frame in ids.values())
-    local = fit_stat_models(hist, ids, settings, periods)
+    local, _ = fit_stat_models(hist, ids, settings, periods)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        remote = fit_stat_models(
+        remote, _ = fit_stat_models(
             hist,
             ids,
             settings.model_copy(

@@ -46,7 +46,8 @@ def test_publication_is_atomic_for_readers(redis_url):
     def read():
         reader = redis.Redis.from_url(redis_url)
         script = reader.register_script(
-            "local r = redis.call('GET', KEYS[1]) if not r then return nil end return {r, redis.call('HGET', ARGV[2] .. r, ARGV[1])}"
+            "local r = redis.call('GET', KEYS[1]) if not r then return nil end "
+            "return {r, redis.call('HGET', ARGV[2] .. r, ARGV[1])}"
         )
         i = 0
         while not done.is_set():

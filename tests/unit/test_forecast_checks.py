@@ -8,6 +8,7 @@ import pytest
 
 from lakehouse.common.schema import InputDataError, validate_frame
 from lakehouse.forecast import pipeline
+from lakehouse.forecast.data import Periods
 from lakehouse.forecast.evaluation import (
     ROUTED,
     accuracy,
@@ -19,7 +20,6 @@ from lakehouse.forecast.evaluation import (
     sample_series,
     select_routing,
 )
-from lakehouse.forecast.features import Periods
 from lakehouse.forecast.schemas import schema
 from lakehouse.forecast.settings import ForecastSettings
 

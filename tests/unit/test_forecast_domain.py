@@ -7,17 +7,8 @@ import polars as pl
 import pytest
 
 from lakehouse.forecast import world as gen
-from lakehouse.forecast.features import (
-    CaseData,
-    Periods,
-    covariates_known,
-    exogenous,
-    history,
-    match_scope,
-    periods_of,
-    promotions_known,
-    series_attributes,
-)
+from lakehouse.forecast.data import CaseData, Periods, history, periods_of
+from lakehouse.forecast.features import covariates_known, exogenous, match_scope, promotions_known, series_attributes
 from lakehouse.forecast.models import CANDIDATES, fit_models, forecast_candidates
 from lakehouse.forecast.reconcile import (
     BOTTOM_UP,
@@ -214,7 +205,7 @@ def test_segment_rules_in_order(periods):
 
 @pytest.fixture(scope="module")
 def fitted(data, periods):
-    return fit_models(data, WORLD.last_day - timedelta(days=28), SETTINGS, periods, candidates=True)
+    return fit_models(data.until(WORLD.last_day - timedelta(days=28)), SETTINGS, periods, candidates=True)
 
 
 def test_the_generator_yields_the_four_segments(fitted):
@@ -302,7 +293,7 @@ def test_weekly_rows_forecast_weeks_on_their_own_weekday(data):
     periods = periods_of(settings, sales)
     assert periods.alias == "W-SUN"
     last = sales["date"].max()
-    models = fit_models(weekly, last, settings, periods)
+    models = fit_models(weekly.until(last), settings, periods)
     night = forecast_candidates(models, weekly, last, settings.horizon_periods, settings)
     assert night.group_by("unique_id").len()["len"].unique().to_list() == [2]
     assert {d.weekday() for d in night["ds"]} == {6}

@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 
 from lakehouse.forecast import world as gen
+from lakehouse.forecast.data import CaseData, periods_of
 from lakehouse.forecast.evaluation import CHAMPION, ROUTED, Rival, gate_verdict, rolling_forecasts, windows
-from lakehouse.forecast.features import CaseData, periods_of
 from lakehouse.forecast.models import configuration
 from lakehouse.forecast.settings import LIGHTGBM, SEGMENTS, ForecastSettings
 
@@ -82,3 +82,25 @@ def test_a_champion_with_other_settings_is_refitted_with_its_own_at_the_same_cut
     against = verdict.comparisons_frame().filter(pl.col("against") == "champion v1").row(0, named=True)
     assert not verdict.passed and against["status"] == "worse beyond noise" and against["high"] < 0
     assert verdict.summary().startswith("kept v1; v2 refused")
+
+
+def test_shadow_forecasts_never_become_published_vectors():
+    from datetime import date
+
+    from lakehouse.forecast.publish import ShadowForecast, vectors
+
+    reconciled = pl.DataFrame(
+        {
+            "node": ["total/north/s1/a", "total/north/s1/a"],
+            "level": ["sku", "sku"],
+            "ds": [date(2026, 1, 2), date(2026, 1, 3)],
+            "reconciled": [1.0, 2.0],
+            "origin": [date(2026, 1, 1)] * 2,
+            "model_version": ["3", "3"],
+            "shadow": [True, True],
+        }
+    )
+    with pytest.raises(ShadowForecast, match="v3 are in shadow"):
+        vectors(reconciled)
+    served = vectors(reconciled.with_columns(shadow=pl.lit(False)))
+    assert served.row(0, named=True)["model_version"] == "3" and served["forecast"].to_list() == [[1.0, 2.0]]

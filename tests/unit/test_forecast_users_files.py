@@ -11,8 +11,8 @@ import pytest
 from lakehouse.common.schema import InputDataError
 from lakehouse.forecast import pipeline
 from lakehouse.forecast import world as gen
+from lakehouse.forecast.data import CaseData, Periods, periods_of
 from lakehouse.forecast.evaluation import accuracy, select_routing
-from lakehouse.forecast.features import CaseData, Periods, periods_of
 from lakehouse.forecast.models import FALLBACKS, FAMILY, fit_models, fit_stat_models, forecast_candidates
 from lakehouse.forecast.reconcile import (
     BOTTOM_UP,
@@ -140,7 +140,6 @@ def test_every_series_gets_a_forecast_through_the_fallback_chain(data):
     everywhere = dict.fromkeys(SEGMENTS, LIGHTGBM)
     fitted = fit_models(
         data.until(origin - timedelta(days=14)),
-        origin - timedelta(days=14),
         SETTINGS,
         periods_of(SETTINGS, data.sales),
         routing=everywhere,
@@ -180,7 +179,7 @@ def test_a_product_listed_before_it_sells_gets_no_group_prior(data):
     )
     grown = CaseData(data.stores, products, pl.concat([data.sales, listed]), data.promotions, data.events)
     periods = periods_of(SETTINGS, grown.sales)
-    fitted = fit_models(grown.until(origin), origin, SETTINGS, periods, candidates=True)
+    fitted = fit_models(grown.until(origin), SETTINGS, periods, candidates=True)
     ids = pl.DataFrame({"store_id": [store], "sku_id": ["sku_listed"]})
     rows = forecast_candidates(fitted, grown, [origin], 7, SETTINGS, which="all", ids=ids)
     assert rows["segment"].unique().to_list() == ["new"]
@@ -258,6 +257,6 @@ def test_store_and_product_attributes_named_in_the_settings_become_features(data
     stores = data.stores.with_columns(floor_m2=pl.Series([800.0, 2500.0]))
     products = data.products.with_columns(brand=pl.lit("own"))
     richer = CaseData(stores, products, data.sales, data.promotions, data.events, data.covariates)
-    fitted = fit_models(richer, data.last_day, settings, periods_of(settings, data.sales))
+    fitted = fit_models(richer.until(data.last_day), settings, periods_of(settings, data.sales))
     static = set(fitted.lightgbm.ts.static_features_.columns)
     assert {"floor_m2", "brand_code"} <= static
