@@ -217,24 +217,33 @@ class _Rows:
             self.cols[c].append(values.get(c))
 
 
+ROW_SCHEMA = {
+    "ts": pl.Int64,
+    "customer": pl.Int64,
+    "merchant": pl.Int64,
+    "channel": pl.String,
+    "amount": pl.Float64,
+    "device_id": pl.String,
+    "ip": pl.String,
+    "payee_iban": pl.String,
+    "country": pl.String,
+    "lat": pl.Float64,
+    "lon": pl.Float64,
+    "is_fraud": pl.Boolean,
+    "fraud_pattern": pl.String,
+}
+
+
 def generate_day(config: WorldConfig, day: date, entities: Entities | None = None) -> pl.DataFrame:
     """One day of transactions, sorted by time, with ids `T<yyyymmdd><n>`."""
     e = entities or build_entities(config)
     rng = np.random.default_rng([config.seed, day.toordinal()])
     start = _day_start_ms(day)
-    n_c = config.customers
-    m_lat, m_lon = e.merchants["lat"].to_numpy(), e.merchants["lon"].to_numpy()
-    m_country = e.merchants["country"].to_list()
-    m_iban = e.merchants["settlement_iban"].to_list()
-    accounts = e.customers["account_iban"].to_list()
-    home_country = e.customers["home_country"].to_list()
-    home_lat, home_lon = e.customers["home_lat"].to_numpy(), e.customers["home_lon"].to_numpy()
-
     frauds = round(config.tx_per_day * config.fraud_rate)
     patterned = round(frauds * config.signal_strength)
     legit_target = config.tx_per_day - patterned
     counts = rng.poisson(e.activity * legit_target / e.activity.sum())
-    cust = np.repeat(np.arange(n_c), counts)
+    cust = np.repeat(np.arange(config.customers), counts)
     n = cust.size
     hours = rng.choice(24, size=n, p=_hour_profile())
     ts = start + hours * 3_600_000 + rng.integers(0, 3_600_000, size=n)
@@ -243,49 +252,16 @@ def generate_day(config: WorldConfig, day: date, entities: Entities | None = Non
     amount = e.typical_amount[cust] * rng.lognormal(0, 0.7, size=n)
     amount = np.where(channel == 2, amount * 3, amount)
     amount = np.where(rng.random(n) < 0.02, amount * 8, amount)
-    travelling = rng.random(n_c) < 0.03
-    travel_to = rng.integers(0, len(TRAVEL_COUNTRIES), size=n_c)
+    travelling = rng.random(config.customers) < 0.03
+    travel_to = rng.integers(0, len(TRAVEL_COUNTRIES), size=config.customers)
     new_device = rng.random(n) < 0.015
     ip_draw = rng.random(n)
+    legit = _legit_rows(
+        e, day, cust, ts, channel, merchant, amount, travelling[cust], travel_to[cust], new_device, ip_draw
+    )
     rows = _Rows()
-    for i in range(n):
-        c, ch, m = int(cust[i]), int(channel[i]), int(merchant[i])
-        online = ch != 0
-        if travelling[c]:
-            country = TRAVEL_COUNTRIES[travel_to[c]]
-            lat, lon = COUNTRIES[country]
-            lat, lon = lat + 0.1, lon + 0.1
-        elif online:
-            country, lat, lon = home_country[c], home_lat[c], home_lon[c]
-        else:
-            country, lat, lon = m_country[m], m_lat[m], m_lon[m]
-        device = ip = None
-        if online:
-            device = f"N{day:%Y%m%d}{i}" if new_device[i] else e.devices[c][i % len(e.devices[c])]
-            if ip_draw[i] < 0.005:
-                ip = e.fraud_ips[i % len(e.fraud_ips)]  # VPN exit shared with fraudsters
-            elif ip_draw[i] < 0.035:
-                ip = f"92.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
-            else:
-                ip = e.home_ip[c]
-        payee = accounts[(c + 1) % n_c] if ch == 2 else m_iban[m]
-        rows.add(
-            ts=int(ts[i]),
-            customer=c,
-            merchant=m,
-            channel=CHANNELS[ch],
-            amount=float(amount[i]),
-            device_id=device,
-            ip=ip,
-            payee_iban=payee,
-            country=country,
-            lat=float(lat),
-            lon=float(lon),
-            is_fraud=False,
-            fraud_pattern=None,
-        )
     _add_fraud(rows, rng, e, config, start, patterned)
-    df = pl.DataFrame(rows.cols, schema_overrides={"device_id": pl.String, "ip": pl.String, "fraud_pattern": pl.String})
+    df = pl.concat([legit, pl.DataFrame(rows.cols, schema=ROW_SCHEMA)])
     if patterned < frauds:  # signal_strength < 1: the rest of the fraud is a random label
         flip = rng.choice(n, size=frauds - patterned, replace=False)
         mask = np.zeros(df.height, dtype=bool)
@@ -295,6 +271,95 @@ def generate_day(config: WorldConfig, day: date, entities: Entities | None = Non
             fraud_pattern=pl.when(pl.Series(mask)).then(pl.lit("random")).otherwise(pl.col("fraud_pattern")),
         )
     return _finish(df, e, day, start)
+
+
+def _legit_rows(
+    e: Entities,
+    day: date,
+    cust: np.ndarray,
+    ts: np.ndarray,
+    channel: np.ndarray,
+    merchant: np.ndarray,
+    amount: np.ndarray,
+    travelling: np.ndarray,
+    travel_to: np.ndarray,
+    new_device: np.ndarray,
+    ip_draw: np.ndarray,
+) -> pl.DataFrame:
+    """The day's legitimate payments (column by column, so that the seed's full scale stays fast): travellers
+    pay from abroad, online payments from home with the customer's devices and IPs (a few new devices, VPN
+    exits shared with fraudsters, other networks), card-present ones where the merchant is."""
+    n = cust.size
+    row = np.arange(n)
+    online = channel != 0
+    travel_xy = np.array([COUNTRIES[c] for c in TRAVEL_COUNTRIES]) + 0.1
+    lat = np.where(
+        travelling,
+        travel_xy[travel_to, 0],
+        np.where(online, e.customers["home_lat"].to_numpy()[cust], e.merchants["lat"].to_numpy()[merchant]),
+    )
+    lon = np.where(
+        travelling,
+        travel_xy[travel_to, 1],
+        np.where(online, e.customers["home_lon"].to_numpy()[cust], e.merchants["lon"].to_numpy()[merchant]),
+    )
+    devices_of = np.array([len(d) for d in e.devices])[cust]
+    usual_device = pl.format("D{}{}", pl.col("customer").cast(pl.String).str.zfill(7), pl.lit(row % devices_of))
+    other_network = pl.format("92.{}.{}.{}", pl.lit(row // 65536 % 256), pl.lit(row // 256 % 256), pl.lit(row % 256))
+    payee_customer = e.customers["account_iban"].gather((cust + 1) % e.customers.height)
+    frame = pl.DataFrame(
+        {
+            "ts": ts.astype(np.int64),
+            "customer": cust.astype(np.int64),
+            "merchant": merchant.astype(np.int64),
+            "channel": pl.Series(CHANNELS).gather(channel),
+            "amount": amount.astype(np.float64),
+            "online": online,
+            "new_device": new_device,
+            "ip_draw": ip_draw,
+            "fraud_ip": pl.Series(e.fraud_ips).gather(row % len(e.fraud_ips)),
+            "home_ip": pl.Series(e.home_ip).gather(cust),
+            "payee_iban": pl.select(
+                pl.when(pl.Series(channel == 2))
+                .then(payee_customer)
+                .otherwise(e.merchants["settlement_iban"].gather(merchant))
+            ).to_series(),
+            "country": pl.select(
+                pl.when(pl.Series(travelling))
+                .then(pl.Series(TRAVEL_COUNTRIES).gather(travel_to))
+                .when(pl.Series(online))
+                .then(e.customers["home_country"].gather(cust))
+                .otherwise(e.merchants["country"].gather(merchant))
+            ).to_series(),
+            "lat": lat.astype(np.float64),
+            "lon": lon.astype(np.float64),
+        }
+    )
+    return frame.select(
+        "ts",
+        "customer",
+        "merchant",
+        "channel",
+        "amount",
+        device_id=pl.when(~pl.col("online"))
+        .then(None)
+        .when(pl.col("new_device"))
+        .then(pl.format("N{}{}", pl.lit(f"{day:%Y%m%d}"), pl.lit(pl.Series(row))))
+        .otherwise(usual_device),
+        ip=pl.when(~pl.col("online"))
+        .then(None)
+        .when(pl.col("ip_draw") < 0.005)
+        .then(pl.col("fraud_ip"))
+        .when(pl.col("ip_draw") < 0.035)
+        .then(other_network)
+        .otherwise(pl.col("home_ip")),
+        payee_iban="payee_iban",
+        country="country",
+        lat="lat",
+        lon="lon",
+        is_fraud=pl.lit(False),
+        fraud_pattern=pl.lit(None, dtype=pl.String),
+    ).cast(ROW_SCHEMA)
 
 
 def _hour_profile() -> np.ndarray:
