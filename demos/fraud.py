@@ -49,9 +49,10 @@ def _run(instance, resources, redis_url, log, live_transactions):
 
     log(f"fraud 1/5 {len(days)} days of transactions ({days[0]} .. {days[-1]}), ~{world.tx_per_day:,}/day, one run")
     ingest = materialize("key:fraud/transactions", tags=range_tags(days[0], days[-1]))
-    log("fraud 2/5 features, layer-1 rules (lake + Redis), cascade training, promotion gate, champion")
+    log("fraud 2/5 features, layer-1 rules, cascade training, promotion gate, champion, its rules to Redis")
     training = materialize(
-        "key:fraud/transaction_features or key:fraud/rule_lists or key:fraud/rule_lists_online or key:fraud/cascade_model or key:fraud/champion_model"
+        "key:fraud/transaction_features or key:fraud/rule_lists or key:fraud/model or key:fraud/champion_model "
+        "or key:fraud/rule_lists_online"
     )
     log("fraud 2b/5 batch scores of the test days and their evaluation report")
     materialize("key:fraud/scores", tags=range_tags(days[-3], days[-1]))
@@ -83,6 +84,7 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
     import httpx
 
     from lakehouse.common.home import LakehouseHome
+    from lakehouse.common.settings import configured_sources_path
     from lakehouse.fraud.api import FraudService
     from lakehouse.fraud.settings import FraudSettings
     from lakehouse.fraud.world import generate_day
@@ -96,7 +98,7 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
         cases=("fraud",),
     )
     # A replay of a past day: the service clock starts at its first minute and moves with the payments.
-    fraud_settings = FraudSettings(
+    fraud_settings = FraudSettings.load(configured_sources_path()).with_(
         consumers="inline", serving={"replay_from": datetime.fromisoformat(day), "future_tolerance_s": 86_400}
     )
     fraud = FraudService(settings, fraud_settings)
@@ -129,52 +131,70 @@ async def _live_day(redis_url: str, world, day: str, limit: int | None) -> dict:
 
 def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
     """Print the fraud results beside the seed's; True when the gate passed and every live request was decided."""
+    from lakehouse.common.settings import configured_sources_path
     from lakehouse.fraud.settings import FraudSettings
     from lakehouse.fraud.world import DEMO_FRAUD_RATE, WorldConfig
 
-    settings = FraudSettings()
+    settings = FraudSettings.load(configured_sources_path())
     world = WorldConfig.from_env()
-    model = latest_metadata(instance, ["fraud", "cascade_model"])
+    model = latest_metadata(instance, ["fraud", "model"])
     champion = latest_metadata(instance, ["fraud", "champion_model"])
     log_meta = latest_metadata(instance, ["fraud", "decision_log"])
     print(f"\n=== Fraud (seed case 3): {world.days} days x ~{world.tx_per_day:,} tx/day, seed {world.seed} ===")
     if world.fraud_rate == DEMO_FRAUD_RATE:
         print(
-            f"demo scale: fraud rate raised to {DEMO_FRAUD_RATE:.1%} (seed 0.08 %) so the test days hold a few hundred frauds"
+            f"demo scale: fraud rate raised to {DEMO_FRAUD_RATE:.1%} (seed 0.08 %) so the test days hold a few "
+            "hundred frauds"
         )
     if model:
         s, currency = settings.reference, settings.economics.currency
         print(f"out-of-time test {model['split'].split('test ')[-1]}:")
         print(
-            f"  rules only: recall {model['baseline_recall_pct']:.1f} %  precision {model['baseline_precision_pct']:.1f} %   (seed {s.rules_recall:.0%} / {s.rules_precision:.0%})"
+            f"  rules only: recall {model['baseline_recall_pct']:.1f} %  precision "
+            f"{model['baseline_precision_pct']:.1f} %   (seed {s.rules_recall:.0%} / {s.rules_precision:.0%})"
         )
         print(
-            f"  cascade:    recall {model['recall_pct']:.1f} %  precision {model['precision_pct']:.1f} %   (seed {s.cascade_recall:.0%} / {s.cascade_precision:.0%}); ROC AUC {model['roc_auc']:.4f}, average precision {model['average_precision']:.4f}"
+            f"  cascade:    recall {model['recall_pct']:.1f} %  precision {model['precision_pct']:.1f} %   (seed "
+            f"{s.cascade_recall:.0%} / {s.cascade_precision:.0%}); ROC AUC {model['roc_auc']:.4f}, average "
+            f"precision {model['average_precision']:.4f} (layer 2 alone {model['layer2_only_average_precision']:.4f}"
+            f", layer 3 alone {model['layer3_only_average_precision']:.4f}); one calibrated probability per payment"
         )
         print(
-            f"  layer 1 blocks {model['layer1_block_share_pct']:.2f} % of traffic at precision {model['layer1_precision_pct']:.1f} % (seed 15 % / 95 %)"
+            f"  layer 1 blocks {model['layer1_block_share_pct']:.2f} % of traffic at precision "
+            f"{model['layer1_precision_pct']:.1f} % (seed 15 % / 95 %)"
         )
         print(
-            f"  layer 3 re-scores {model['layer3_share_pct']:.1f} % of traffic (seed 35 %), band {model['layer3_band']}; lift over layer 2 alone: average precision {model['layer3_lift_average_precision']:+.4f}, recall {model['layer3_lift_recall_pct']:+.1f} pts, precision {model['layer3_lift_precision_pct']:+.1f} pts"
+            f"  layer 3 re-scores {model['layer3_share_pct']:.1f} % of traffic (seed 35 %), band {model['layer3_band']}"
+            f" chosen on validation ({model['validation_frauds_below_band']} validation frauds below it, "
+            f"{model['frauds_below_band']} test frauds); lift over layer 2 alone: average precision "
+            f"{model['layer3_lift_average_precision']:+.4f}, recall {model['layer3_lift_recall_pct']:+.1f} pts, "
+            f"precision {model['layer3_lift_precision_pct']:+.1f} pts"
         )
         print(
-            f"  fraud caught per month: {model[f'fraud_caught_per_month_{currency}']:,.0f} {currency}; net gain over rules only after system cost: {model[f'net_gain_per_month_{currency}']:,.0f} {currency} (economics: {model['economics']})"
+            f"  fraud caught per month: {model[f'fraud_caught_per_month_{currency}']:,.0f} {currency}; net gain over "
+            f"rules only after system cost: {model[f'net_gain_per_month_{currency}']:,.0f} {currency} (economics: "
+            f"{model['economics']})"
         )
     gate = settings.gate
-    gate_ok = bool(outcome["training_success"] and champion)
+    gate_ok = bool(outcome["training_success"] and champion.get("champion_version", "none") != "none")
     print(
-        f"promotion gate (recall >= {gate.min_recall}, precision >= {gate.min_precision}, beats rules only): {'GO, champion v' + str(champion.get('champion_version')) if gate_ok else 'NO-GO, champion unchanged'}"
+        f"promotion gate (recall >= {gate.min_recall}, precision >= {gate.min_precision}, not worse than the "
+        f"champion or the rules only beyond noise): "
+        + (f"GO, champion v{champion['champion_version']}" if gate_ok else "NO-GO")
+        + (f" ({champion['outcome']})" if champion.get("outcome") else "")
     )
     live = outcome["live"]
     print(
-        f"live day {outcome['live_day']}: {live['requests']:,} requests in {live['seconds']:.1f} s, {live['errors']} errors, {live['degraded']} degraded, decisions {live['decisions']}"
+        f"live day {outcome['live_day']}: {live['requests']:,} requests in {live['seconds']:.1f} s, "
+        f"{live['errors']} errors, {live['degraded']} degraded, decisions {live['decisions']}"
     )
     if log_meta:
         print(
             f"decision log: {log_meta['dagster/row_count']:,} rows; checks: "
             + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in outcome["checks"].items())
             + (
-                f" (drift leaves out {n} features: the weekday, and windows longer than the history before the reference)"
+                f" (drift leaves out {n} features: the weekday, and windows longer than the history before the "
+                "reference)"
                 if (n := outcome["drift_not_compared"])
                 else ""
             )

@@ -3,9 +3,8 @@ features, daily batch scoring and decision-log checks, weekly retraining."""
 
 import dagster as dg
 
-from lakehouse.fraud.settings import CASE, FraudSettings
-
-TIMEZONE = FraudSettings().calendar.timezone
+from assets.fraud.partitions import CALENDAR
+from lakehouse.fraud.settings import CASE
 
 
 def _assets(*names: str) -> dg.AssetSelection:
@@ -15,25 +14,38 @@ def _assets(*names: str) -> dg.AssetSelection:
 fraud_daily_ingest_job = dg.define_asset_job(
     "fraud_daily_ingest",
     selection=_assets("transactions", "transaction_features"),
-    description="Land a day of transactions (with the labels known so far) from the configured source, then rebuild the features.",
+    description=(
+        "Land a day of transactions (with the labels known so far) from the configured source, then rebuild the "
+        "features."
+    ),
 )
 
 fraud_training_job = dg.define_asset_job(
     "fraud_training",
-    selection=_assets("rule_lists", "rule_lists_online", "cascade_model", "champion_model"),
-    description="Learn the layer-1 rules, retrain the cascade, gate it and promote it; the service hot-reloads the champion.",
+    selection=_assets("rule_lists", "model", "champion_model", "rule_lists_online"),
+    description=(
+        "Learn the layer-1 rules, retrain the cascade, gate it against its floors, the champion and the rules only, "
+        "promote it on a pass (a refusal keeps the champion: a green run and a WARN alert) and publish the "
+        "champion's rules; the service hot-reloads the champion."
+    ),
 )
 
 fraud_scoring_job = dg.define_asset_job(
     "fraud_daily_scoring",
     selection=_assets("scores"),
-    description="Score a day's payments in batch with the champion (backfill it over any loaded days).",
+    description=(
+        "Score a day's payments in batch with the champion, or in shadow with the first challenger while there is "
+        "no champion (backfill it over any loaded days)."
+    ),
 )
 
 fraud_evaluation_job = dg.define_asset_job(
     "fraud_evaluation",
     selection=_assets("evaluation"),
-    description="Evaluate the champion's scores over a window (run config `start`, `end`; default the settings' test window).",
+    description=(
+        "Evaluate the stored scores over a window (run config `start`, `end`; default the settings' test window), "
+        "or any registered version (run config `version`) without promoting it."
+    ),
 )
 
 fraud_feature_store_job = dg.define_asset_job(
@@ -71,7 +83,7 @@ fraud_decision_log_schedule = dg.build_schedule_from_partitioned_job(
 @dg.schedule(
     job=fraud_training_job,
     cron_schedule="0 2 * * 1",
-    execution_timezone=TIMEZONE,
+    execution_timezone=CALENDAR.timezone,
     description="Monday 02:00: weekly retraining on every labelled day so far.",
 )
 def fraud_weekly_training_schedule(context: dg.ScheduleEvaluationContext):

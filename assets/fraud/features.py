@@ -5,7 +5,7 @@ import dagster as dg
 from assets.common import OWNERS
 from lakehouse.fraud.pipeline import build_features, warm_online_store
 from lakehouse.fraud.settings import CASE, FraudSettings
-from resources import LakehouseResource, RedisResource
+from resources import LakehouseResource, RedisResource, SourcesResource
 
 TRANSACTIONS = dg.AssetKey([CASE, "transactions"])
 
@@ -23,8 +23,10 @@ TRANSACTIONS = dg.AssetKey([CASE, "transactions"])
         "customer's profile. The online store computes the same definitions incrementally in Redis."
     ),
 )
-def transaction_features(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
-    table = build_features(lakehouse.lake, FraudSettings())
+def transaction_features(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, sources: SourcesResource
+) -> dg.MaterializeResult:
+    table = build_features(lakehouse.lake, sources.settings(FraudSettings))
     context.log.info(f"{len(table.features)} features for {table.rows:,} transactions over {len(table.days)} days")
     return dg.MaterializeResult(
         metadata={
@@ -43,17 +45,17 @@ def transaction_features(context: dg.AssetExecutionContext, lakehouse: Lakehouse
     kinds={"redis"},
     owners=OWNERS[CASE],
     description=(
-        "The Redis feature store warmed from the lake (transactions, their fraud labels and the decision log of the days "
-        "the windows reach) through the consumer's idempotent updates, then marked warm with its epoch key. The "
+        "The Redis feature store warmed from the lake (transactions, their fraud labels and the decision log of the "
+        "days the windows reach) through the consumer's idempotent updates, then marked warm with its epoch key. The "
         "service re-warms the same way by itself when it finds the store without that key."
     ),
 )
 def online_features(
-    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, redis: RedisResource, sources: SourcesResource
 ) -> dg.MaterializeResult:
     client = redis.client()
     try:
-        warmed = warm_online_store(lakehouse.lake, client, FraudSettings())
+        warmed = warm_online_store(lakehouse.lake, client, sources.settings(FraudSettings))
     finally:
         client.close()
     context.log.info(

@@ -3,7 +3,7 @@
     LAKEHOUSE_API_KEY=secret .venv/bin/python -m lakehouse.fraud [--port 8000]
 
 Uses LAKEHOUSE_REDIS_URL when set, otherwise starts a private redis-server for the service's
-lifetime; publishes the layer-1 rules and warms the feature store from the lake under
+lifetime; publishes the champion's layer-1 rules and warms the feature store from the lake under
 $LAKEHOUSE_HOME (default .lakehouse, where `make demo` wrote them), then serves the shared
 app with only the fraud case (uvloop, httptools), stream consumers inline.
 """
@@ -14,17 +14,20 @@ from pathlib import Path
 
 import redis
 
+from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
 from lakehouse.common.local_servers import RedisServer
-from lakehouse.fraud.pipeline import publish_rules, warm_online_store
+from lakehouse.common.registry import Registry
+from lakehouse.fraud.pipeline import publish_champion_rules, warm_online_store
 from lakehouse.fraud.settings import CASE, FraudSettings
 from lakehouse.serving.__main__ import serve
 
 
-def prepare_store(redis_url: str, lake: Lake) -> int:
+def prepare_store(redis_url: str, lake: Lake, home: Path) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
-        publish_rules(lake, client)
+        h = LakehouseHome(home)
+        publish_champion_rules(Registry(h.mlflow_uri, h.mlflow_artifacts), FraudSettings(), client)
         return warm_online_store(lake, client, FraudSettings())["applied"]
     finally:
         client.close()
@@ -43,7 +46,7 @@ def main() -> None:
     try:
         url = server.url if server else os.environ["LAKEHOUSE_REDIS_URL"]
         print(f"redis {url}: warming the feature store from {lake.root} ...", flush=True)
-        applied = prepare_store(url, lake)
+        applied = prepare_store(url, lake, home)
         print(f"{applied:,} transactions applied; serving on http://{args.host}:{args.port}/docs", flush=True)
         os.environ.update(LAKEHOUSE_REDIS_URL=url, LAKEHOUSE_SERVING_CASES=CASE, LAKEHOUSE_HOME=str(home))
         serve(args.host, args.port)

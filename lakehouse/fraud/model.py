@@ -1,19 +1,23 @@
-"""The three-layer cascade: training, band and thresholds, out-of-time evaluation, MLflow.
+"""The three-layer cascade: training, calibration, band and thresholds, out-of-time evaluation, MLflow.
 
 Layer 1 blocks on a critical rule score. Layer 2 (LightGBM on the light features plus the rule
-score) scores the rest. Layer 3 (XGBoost on every available feature) re-scores the ambiguous
-zone: layer-2 scores from the (1 - share) quantile of the validation days upwards, and always
-every payment that layer 2 alone would flag, so layer 3 sees the configured share of traffic
-and the decision threshold whatever the score scale. Review and block thresholds on the final
-score are chosen on the validation days; everything is reported on the test window, beside
-the rules-only baseline and layer 2 alone (the lift layer 3 adds).
+score) scores the rest. Layer 3 (XGBoost on every available feature) re-scores the payments whose
+layer-2 score is at least a cut chosen on the validation window, and always every payment layer 2
+alone would flag. Each layer's score is calibrated on the validation window (Platt scaling on its
+log-odds, monotone, so each layer keeps its ranking), so the final score is one probability of
+fraud whichever layer decided, and the two layers' payments rank together. The cut is the one,
+among shares of traffic up to the latency budget (`cascade.layer3_max_share`), whose final score
+has the best average precision on validation: a wider band where layer 3 pays. Review and block
+thresholds on the final score are chosen on the validation window; everything is reported on the
+test window, beside the rules-only baseline and each layer alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -22,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from lakehouse.common.promotion import Floor, Verdict
+from lakehouse.common import promotion
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.common.settings import DateRange
 from lakehouse.fraud.features_registry import Registry as FeatureRegistry
 from lakehouse.fraud.features_registry import registry_from_spec
+from lakehouse.fraud.gate import Clusters, average_precision
+from lakehouse.fraud.rules import RuleLists
 from lakehouse.fraud.settings import CASE, CascadeSettings, FraudSettings
 
 if TYPE_CHECKING:
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 RULE_SCORE = "rule_score"
 CASCADE_DIR = "cascade"
 PARTS = ("train", "validation", "test")
+_EPS = 1e-15  # scores are clipped to [eps, 1 - eps] before their log-odds
 
 
 @dataclass(frozen=True)
@@ -57,32 +64,100 @@ class Split:
     def describe(self) -> str:
         return ", ".join(f"{p} {getattr(self, p).start}..{getattr(self, p).end}" for p in PARTS)
 
+    @property
+    def trained_until(self) -> date:
+        """The last day whose labels the model learnt from (training, then validation for the calibration,
+        the band and the thresholds)."""
+        return max(self.train.end, self.validation.end)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(a, b) of P(fraud) = sigmoid(a * logit(raw) + b) fitted on labelled rows; a stays positive, so the
+    calibrated score ranks the rows as the raw one does (a = 0 when the score carries no signal)."""
+    from sklearn.linear_model import LogisticRegression
+
+    z = logit(raw).reshape(-1, 1)
+    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(z, y.astype(int))
+    a, b = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+    if a <= 0:
+        rate = min(max(float(y.mean()), _EPS), 1 - _EPS)
+        return 0.0, math.log(rate / (1 - rate))
+    return a, b
+
+
+def calibrated(raw: np.ndarray, coefficients: tuple[float, float] | None) -> np.ndarray:
+    if coefficients is None:
+        return np.asarray(raw, dtype=np.float64)
+    a, b = coefficients
+    return 1.0 / (1.0 + np.exp(-(a * logit(raw) + b)))
+
+
+@dataclass(eq=False)
+class CalibratedLightGBM:
+    """Layer 2: a LightGBM booster whose `predict` returns calibrated probabilities (Platt coefficients
+    (a, b) fitted on the validation window; none while training). The service and the batch call it alike."""
+
+    booster: lightgbm.Booster
+    coefficients: tuple[float, float] | None = None
+
+    def predict(self, x: np.ndarray, **kwargs) -> np.ndarray:
+        return calibrated(self.booster.predict(x, **kwargs), self.coefficients)
+
+
+@dataclass(eq=False)
+class CalibratedXGBoost:
+    """Layer 3: an XGBoost booster whose `inplace_predict` returns calibrated probabilities."""
+
+    booster: xgboost.Booster
+    coefficients: tuple[float, float] | None = None
+
+    def inplace_predict(self, x: np.ndarray) -> np.ndarray:
+        return calibrated(self.booster.inplace_predict(x), self.coefficients)
+
 
 @dataclass(eq=False)  # hashed by identity: the service caches per loaded cascade
 class Cascade:
-    """Everything the service needs to decide (saved as the `cascade/` artifact of a run)."""
+    """Everything the service needs to decide (saved as the `cascade/` artifact of a run). Every score
+    (each layer's, the band, the thresholds) is a calibrated probability of fraud."""
 
-    layer2: lightgbm.Booster
-    layer3: xgboost.Booster
+    layer2: CalibratedLightGBM
+    layer3: CalibratedXGBoost
     layer2_features: tuple[str, ...]  # in model input order; the last is the rule score
     layer3_features: tuple[str, ...]
-    band: tuple[float, float]
-    review_threshold: float
+    band: tuple[float, float]  # of the layer-2 score
+    review_threshold: float  # on the final score
     block_threshold: float
     rule_block_threshold: float
     degraded_defaults: dict[str, float]  # feature values used when the store is unavailable
     registry_spec: dict[str, Any]  # the feature settings the model was trained with
     layer2_thresholds: tuple[float, float] = (0.5, 0.9)  # review and block of layer 2 alone (the lift's reference)
+    rule_lists: list[list[str]] = field(default_factory=list)  # the layer-1 lists it was trained with (rows)
+    band_search: dict[str, Any] = field(default_factory=dict)  # the validation figures the band was chosen on
 
     @cached_property  # read on every decision
     def registry(self) -> FeatureRegistry:
         return registry_from_spec(self.registry_spec)
 
+    @cached_property
+    def lists(self) -> RuleLists:
+        frame = pl.DataFrame(self.rule_lists, schema=["kind", "name", "value"], orient="row")
+        return RuleLists.from_frame(frame)
+
+    @property
+    def calibration(self) -> dict[str, tuple[float, float] | None]:
+        return {"layer2": self.layer2.coefficients, "layer3": self.layer3.coefficients}
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.layer2.save_model(str(directory / "layer2.txt"))
-        self.layer3.save_model(str(directory / "layer3.json"))
-        meta = {k: v for k, v in vars(self).items() if k not in ("layer2", "layer3", "registry")}
+        self.layer2.booster.save_model(str(directory / "layer2.txt"))
+        self.layer3.booster.save_model(str(directory / "layer3.json"))
+        meta = {k: v for k, v in vars(self).items() if k not in ("layer2", "layer3", "registry", "lists")}
+        meta["calibration"] = self.calibration
         (directory / "cascade.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -91,28 +166,42 @@ class Cascade:
         import xgboost as xgb
 
         meta = json.loads((directory / "cascade.json").read_text())
+        coefficients = {k: tuple(v) if v else None for k, v in meta.pop("calibration", {}).items()}
         layer2 = lgb.Booster(model_file=str(directory / "layer2.txt"))
         layer3 = xgb.Booster()
         layer3.load_model(str(directory / "layer3.json"))
         layer3.set_param({"nthread": 1})  # single-row predict: no thread-pool spikes
         for key in ("layer2_features", "layer3_features", "band", "layer2_thresholds"):
             meta[key] = tuple(meta[key])
-        return cls(layer2, layer3, **meta)
+        return cls(
+            CalibratedLightGBM(layer2, coefficients.get("layer2")),
+            CalibratedXGBoost(layer3, coefficients.get("layer3")),
+            **meta,
+        )
 
-    def score_frame(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Batch cascade: layer reached, layer-2 score and final score of every row (needs rule_score)."""
+    def layer_scores(self, df: pl.DataFrame, layer3_everywhere: bool = False) -> dict[str, np.ndarray]:
+        """Layer reached, layer-2 score, layer-3 score (NaN outside the band unless `layer3_everywhere`) and
+        the final score of every row (needs rule_score)."""
         s2 = self.layer2.predict(df.select(self.layer2_features).to_numpy())
         blocked = df[RULE_SCORE].to_numpy() >= self.rule_block_threshold
         in_band = (~blocked) & (s2 >= self.band[0]) & (s2 <= self.band[1])
-        final = s2.copy()
-        if in_band.any():
-            final[in_band] = self.layer3.inplace_predict(
-                df.filter(pl.Series(in_band)).select(self.layer3_features).to_numpy()
-            )
+        s3 = np.full(df.height, np.nan)
+        rows = np.ones(df.height, dtype=bool) if layer3_everywhere else in_band
+        if rows.any():
+            s3[rows] = self.layer3.inplace_predict(df.filter(pl.Series(rows)).select(self.layer3_features).to_numpy())
+        final = np.where(in_band, s3, s2)
         final[blocked] = 1.0
         layer = np.where(blocked, 1, np.where(in_band, 3, 2))
+        return {"layer": layer, "layer2": s2, "layer3": s3, "score": final}
+
+    def score_frame(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Batch cascade: layer reached, layer-2 and layer-3 scores, final score of every row."""
+        scores = self.layer_scores(df)
         return df.select("tx_id").with_columns(
-            layer=pl.Series(layer, dtype=pl.Int8), layer2_score=pl.Series(s2), score=pl.Series(final)
+            layer=pl.Series(scores["layer"], dtype=pl.Int8),
+            layer2_score=pl.Series(scores["layer2"]),
+            layer3_score=pl.Series(scores["layer3"]).fill_nan(None),
+            score=pl.Series(scores["score"]),
         )
 
     def decide(self, scored: pl.DataFrame) -> pl.Series:
@@ -146,63 +235,100 @@ def _sample(df: pl.DataFrame, max_legit: int, seed: int) -> tuple[pl.DataFrame, 
     return part, np.where(part["is_fraud"].to_numpy(), 1.0, 1.0 / rate)
 
 
-def train(data: pl.DataFrame, split: Split, registry: FeatureRegistry, settings: FraudSettings) -> Cascade:
-    """data: features + rule_score + is_fraud + day for every transaction."""
-    import lightgbm as lgb
-    import xgboost as xgb
-
+def train(
+    data: pl.DataFrame, split: Split, registry: FeatureRegistry, settings: FraudSettings, lists: RuleLists | None = None
+) -> Cascade:
+    """data: features + rule_score + is_fraud + day for every transaction; `lists`: the rules that scored it."""
     c = settings.cascade
     available = [f for f in registry.names if f in data.columns]
     l2 = tuple([f for f in registry.layer2 if f in available] + [RULE_SCORE])
     l3 = tuple(available + [RULE_SCORE])
     train_df, weights = _sample(split.frame(data, "train"), c.max_legit_training_rows, c.seed)
     valid_df = split.frame(data, "validation")
-    for name, part in (("training", train_df), ("validation", valid_df)):
+    for name, part, window in (("training", train_df, split.train), ("validation", valid_df, split.validation)):
         if part.is_empty() or part["is_fraud"].sum() == 0:
             raise ValueError(
-                f"the {name} window ({getattr(split, 'train' if name == 'training' else 'validation')}) has no fraud: move `windows` in the settings ({FraudSettings.where('windows')})"
+                f"the {name} window ({window.start}..{window.end}) has no fraud: move `windows` in the settings "
+                f"({FraudSettings.where('windows')})"
             )
-    y, yv = train_df["is_fraud"].cast(pl.Int64).to_numpy(), valid_df["is_fraud"].cast(pl.Int64).to_numpy()
+    layer2, layer3 = _fit_layers(train_df, weights, valid_df, l2, l3, c)
+    medians = split.frame(data, "train").select(pl.col(n).median() for n in l3).row(0, named=True)
+    cascade = Cascade(
+        CalibratedLightGBM(layer2),
+        CalibratedXGBoost(layer3),
+        l2,
+        l3,
+        (2.0, 2.0),  # no band until it is chosen
+        0.5,
+        0.9,
+        settings.rules.block_threshold,
+        {k: float(v or 0.0) for k, v in medians.items()},
+        registry.spec(),
+        rule_lists=[list(r) for r in (lists or RuleLists()).as_frame().iter_rows()],
+    )
+    raw = cascade.layer_scores(valid_df, layer3_everywhere=True)  # not calibrated yet
+    y = valid_df["is_fraud"].to_numpy()
+    open_rows = raw["layer"] != 1
+    cascade.layer2.coefficients = platt(raw["layer2"][open_rows], y[open_rows])
+    cascade.layer3.coefficients = platt(raw["layer3"][open_rows], y[open_rows])
+    scores = {
+        **raw,
+        "layer2": calibrated(raw["layer2"], cascade.layer2.coefficients),
+        "layer3": calibrated(raw["layer3"], cascade.layer3.coefficients),
+    }
+    alone = pl.DataFrame({"layer": scores["layer"], "score": scores["layer2"], "is_fraud": y})
+    cascade.layer2_thresholds = thresholds(alone, c)
+    customers = valid_df["customer_id"].to_numpy() if "customer_id" in valid_df.columns else np.arange(y.size)
+    cascade.band, cascade.band_search = choose_band(scores, y, customers, cascade.layer2_thresholds[0], settings)
+    scored = cascade.score_frame(valid_df).with_columns(is_fraud=valid_df["is_fraud"])
+    cascade.review_threshold, cascade.block_threshold = thresholds(scored, c)
+    if c.refit_with_validation:
+        rounds = (layer2.best_iteration or layer2.current_iteration(), layer3.num_boosted_rounds())
+        both, weights = _sample(pl.concat([split.frame(data, "train"), valid_df]), c.max_legit_training_rows, c.seed)
+        cascade.layer2.booster, cascade.layer3.booster = _fit_layers(both, weights, None, l2, l3, c, rounds)
+    return cascade
+
+
+def _fit_layers(
+    train_df: pl.DataFrame,
+    weights: np.ndarray,
+    valid_df: pl.DataFrame | None,
+    l2: tuple[str, ...],
+    l3: tuple[str, ...],
+    c: CascadeSettings,
+    rounds: tuple[int, int] | None = None,
+) -> tuple[lightgbm.Booster, xgboost.Booster]:
+    """Both layers on the (sampled, weighted) training rows: early-stopped on the validation rows, or with
+    the given numbers of rounds."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    y = train_df["is_fraud"].cast(pl.Int64).to_numpy()
     d2 = lgb.Dataset(train_df.select(l2).to_numpy(), y, weight=weights, feature_name=list(l2))
+    d3 = xgb.DMatrix(train_df.select(l3).to_numpy(), y, weight=weights, feature_names=list(l3))
+    params2 = {**c.lgbm_params, "seed": c.seed, "deterministic": True, "metric": "binary_logloss"}
+    params3 = {**c.xgb_params, "seed": c.seed}
+    if rounds is not None:
+        return lgb.train(params2, d2, rounds[0]), xgb.train(params3, d3, rounds[1], verbose_eval=False)
+    yv = valid_df["is_fraud"].cast(pl.Int64).to_numpy()
     v2 = lgb.Dataset(valid_df.select(l2).to_numpy(), yv, reference=d2)
     layer2 = lgb.train(
-        {**c.lgbm_params, "seed": c.seed, "deterministic": True, "metric": "binary_logloss"},
+        params2,
         d2,
         c.lgbm_rounds,
         valid_sets=[v2],
         callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
     )
-    d3 = xgb.DMatrix(train_df.select(l3).to_numpy(), y, weight=weights, feature_names=list(l3))
     v3 = xgb.DMatrix(valid_df.select(l3).to_numpy(), yv, feature_names=list(l3))
     layer3 = xgb.train(
-        {**c.xgb_params, "seed": c.seed},
+        params3,
         d3,
         c.xgb_rounds,
         evals=[(v3, "valid")],
         early_stopping_rounds=c.early_stopping_rounds,
         verbose_eval=False,
     )
-    layer3 = layer3[: layer3.best_iteration + 1]
-    medians = split.frame(data, "train").select(pl.col(n).median() for n in l3).row(0, named=True)
-    no_band = (2.0, 2.0)
-    cascade = Cascade(
-        layer2,
-        layer3,
-        l2,
-        l3,
-        no_band,
-        0.5,
-        0.9,
-        settings.rules.block_threshold,
-        {k: float(v or 0.0) for k, v in medians.items()},
-        registry.spec(),
-    )
-    alone = cascade.score_frame(valid_df).with_columns(is_fraud=valid_df["is_fraud"])  # layer 2 alone (no band yet)
-    cascade.layer2_thresholds = thresholds(alone, c)
-    cascade.band = layer3_band(alone, cascade.layer2_thresholds[0], c.layer3_share)
-    scored = cascade.score_frame(valid_df).with_columns(is_fraud=valid_df["is_fraud"])
-    cascade.review_threshold, cascade.block_threshold = thresholds(scored, c)
-    return cascade
+    return layer2, layer3[: layer3.best_iteration + 1]
 
 
 def thresholds(scored: pl.DataFrame, cascade: CascadeSettings) -> tuple[float, float]:
@@ -211,14 +337,76 @@ def thresholds(scored: pl.DataFrame, cascade: CascadeSettings) -> tuple[float, f
     return review, max(review, choose_threshold(scored, cascade.block_precision, cascade.threshold_beta))
 
 
-def layer3_band(alone: pl.DataFrame, layer2_review: float, share: float) -> tuple[float, float]:
-    """The layer-2 scores layer 3 re-scores: from the (1 - share) quantile of the validation
-    payments layer 1 did not block, or lower to include every payment layer 2 would flag alone."""
-    open_rows = alone.filter(pl.col("layer") != 1)
-    if open_rows.is_empty():
-        return (0.0, 1.0)
-    quantile = float(np.quantile(open_rows["layer2_score"].to_numpy(), 1.0 - share))
-    return (min(quantile, layer2_review), 1.0)
+def band_candidates(settings: CascadeSettings) -> list[float]:
+    """The shares of traffic the band search tries: step, 2 x step, ... up to the latency budget."""
+    steps = int(math.floor(settings.layer3_max_share / settings.layer3_share_step + 1e-9))
+    shares = [round(settings.layer3_share_step * k, 6) for k in range(1, steps + 1)]
+    return sorted(set(shares) | {settings.layer3_max_share})
+
+
+def choose_band(
+    scores: dict[str, np.ndarray],
+    y: np.ndarray,
+    customers: np.ndarray,
+    layer2_review: float,
+    settings: FraudSettings,
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The layer-3 band on the validation rows (`scores`: Cascade.layer_scores with layer 3 everywhere).
+
+    Each candidate share of the traffic layer 1 leaves open (up to the latency budget) cuts the layer-2
+    score at that quantile (or lower, to include every payment layer 2 alone would flag), and its gain is the
+    average precision of the final score. The widest candidate not worse than the best beyond noise wins
+    (bootstrap over customers, `gate.comparison`): layer 3, which sees every feature, takes the traffic the
+    budget allows unless the validation shows that it costs ranking quality. Returns the band and what the
+    choice rests on."""
+    open_rows = scores["layer"] != 1
+    s2, s3 = scores["layer2"], scores["layer3"]
+    if not open_rows.any() or not y.any():
+        return (0.0, 1.0), {}
+    clusters = Clusters(customers)
+    # The choice needs the side of each interval, not its last digit: fewer resamples than the gate's.
+    comparison = settings.gate.comparison.model_copy(update={"resamples": min(settings.gate.comparison.resamples, 200)})
+    candidates = []
+    for share in band_candidates(settings.cascade):
+        low = min(float(np.quantile(s2[open_rows], 1.0 - share)), layer2_review)
+        in_band = open_rows & (s2 >= low)
+        final = np.where(in_band, s3, np.where(open_rows, s2, 1.0))
+        candidates.append(
+            {
+                "share": share,
+                "low": low,
+                "traffic_share": float(in_band.mean()),
+                "average_precision": ranking_metrics(y, final)["average_precision"],
+                "frauds_below": int((y & open_rows & ~in_band).sum()),
+                "final": final,
+            }
+        )
+    best = max(candidates, key=lambda c: (round(c["average_precision"], 9), -c["share"]))
+    chosen = best
+    for wider in sorted((c for c in candidates if c["share"] > best["share"]), key=lambda c: -c["share"]):
+        versus_best = promotion.compare(
+            "the best band",
+            "average precision",
+            challenger=average_precision(y, wider["final"], clusters),
+            other=average_precision(y, best["final"], clusters),
+            units=clusters.count,
+            support=int(y.sum()),
+            support_unit="frauds",
+            settings=comparison,
+        )
+        if not versus_best.worse:
+            chosen = wider
+            break
+    search = {
+        "chosen_share": chosen["share"],
+        "best_share": best["share"],
+        "validation_traffic_share": chosen["traffic_share"],
+        "validation_average_precision": chosen["average_precision"],
+        "validation_frauds": int(y[open_rows].sum()),
+        "validation_frauds_below_band": chosen["frauds_below"],
+        "candidates": [{k: v for k, v in c.items() if k != "final"} for c in candidates],
+    }
+    return (chosen["low"], 1.0), search
 
 
 def choose_threshold(scored: pl.DataFrame, precision: float, beta: float) -> float:
@@ -277,42 +465,74 @@ class Evaluation:
         return {**self.cascade, **{f"baseline_{k}": v for k, v in self.baseline.items()}}
 
 
-def evaluate(scored: pl.DataFrame, cascade: Cascade, days: int, settings: FraudSettings) -> Evaluation:
-    """scored: tx_id, is_fraud, amount, rule_score, layer, layer2_score, score (+ fraud_pattern)."""
-    review, block = cascade.review_threshold, cascade.block_threshold
-    decided = scored.with_columns(decision=decisions(scored, review, block)).with_columns(
-        flagged=pl.col("decision") != "approve"
+def card_precision_at_k(scored: pl.DataFrame, k: int) -> float:
+    """Per day, the share of the k cards with the highest score (each card's riskiest payment) that had a
+    fraud that day (of all the day's cards when fewer), averaged over the days."""
+    if scored.is_empty() or "card_id" not in scored.columns:
+        return float("nan")
+    per_day = (
+        scored.group_by("day", "card_id")
+        .agg(score=pl.col("score").max(), fraud=pl.col("is_fraud").any())
+        .sort("day", "score", "card_id", descending=[False, True, False])
+        .group_by("day")
+        .agg(pl.col("fraud").head(k).mean())
     )
-    metrics = flag_metrics(decided, days)
+    return float(per_day["fraud"].mean())
+
+
+def _layer_figures(decided: pl.DataFrame, cascade: Cascade, days: int, metrics: dict) -> dict[str, float]:
+    """Layer shares, and each layer alone beside the cascade (layer 2 with its own validation thresholds,
+    layer 3 on every row when the rows carry `layer3_alone`)."""
     y = decided["is_fraud"].to_numpy()
     layer = decided["layer"].to_numpy()
-    ranking = ranking_metrics(y, decided["score"].to_numpy())
-    # Layer 2 alone: the same blocks, the layer-2 score everywhere, its own validation thresholds.
     alone_score = np.where(layer == 1, 1.0, decided["layer2_score"].to_numpy())
     alone = decided.with_columns(score2=pl.Series(alone_score))
     alone = alone.with_columns(flagged=decisions(alone, *cascade.layer2_thresholds, score="score2") != "approve")
     alone_ranking = ranking_metrics(y, alone_score)
     alone_flags = flag_metrics(alone, days)
     l1 = layer == 1
+    figures = {
+        "layer1_block_share": float(l1.mean()) if l1.size else 0.0,
+        "layer1_precision": float(y[l1].mean()) if l1.any() else 0.0,
+        "layer3_share": float((layer == 3).mean()) if layer.size else 0.0,
+        "layer3_fraud_share": float(y[layer == 3].sum() / max(y.sum(), 1)),
+        "frauds_below_band": float((y & (layer == 2)).sum()),
+        "layer2_only_roc_auc": alone_ranking["roc_auc"],
+        "layer2_only_average_precision": alone_ranking["average_precision"],
+        "layer2_only_recall": alone_flags["recall"],
+        "layer2_only_precision": alone_flags["precision"],
+        "layer3_lift_average_precision": metrics["average_precision"] - alone_ranking["average_precision"],
+        "layer3_lift_recall": metrics["recall"] - alone_flags["recall"],
+        "layer3_lift_precision": metrics["precision"] - alone_flags["precision"],
+    }
+    if "layer3_alone" in decided.columns:
+        everywhere = np.where(layer == 1, 1.0, decided["layer3_alone"].to_numpy())
+        third = ranking_metrics(y, everywhere)
+        figures.update(layer3_only_roc_auc=third["roc_auc"], layer3_only_average_precision=third["average_precision"])
+    return figures
+
+
+def evaluate(scored: pl.DataFrame, cascade: Cascade, days: int, settings: FraudSettings) -> Evaluation:
+    """scored: tx_id, day, is_fraud, amount, rule_score, layer, layer2_score, score (+ card_id, fraud_pattern,
+    layer3_alone)."""
+    review, block = cascade.review_threshold, cascade.block_threshold
+    decided = scored.with_columns(decision=decisions(scored, review, block)).with_columns(
+        flagged=pl.col("decision") != "approve"
+    )
+    metrics = flag_metrics(decided, days)
+    metrics.update(ranking_metrics(decided["is_fraud"].to_numpy(), decided["score"].to_numpy()))
     metrics.update(
-        ranking,
-        layer1_block_share=float(l1.mean()) if l1.size else 0.0,
-        layer1_precision=float(y[l1].mean()) if l1.any() else 0.0,
-        layer3_share=float((layer == 3).mean()) if layer.size else 0.0,
-        layer3_fraud_share=float(y[layer == 3].sum() / max(y.sum(), 1)),
+        _layer_figures(decided, cascade, days, metrics),
+        card_precision_at_k=card_precision_at_k(decided, settings.evaluation.card_precision_k),
         block_rate=float((decided["decision"] == "block").mean()) if decided.height else 0.0,
         review_threshold=review,
         block_threshold=block,
-        layer2_only_roc_auc=alone_ranking["roc_auc"],
-        layer2_only_average_precision=alone_ranking["average_precision"],
-        layer2_only_recall=alone_flags["recall"],
-        layer2_only_precision=alone_flags["precision"],
-        layer3_lift_average_precision=ranking["average_precision"] - alone_ranking["average_precision"],
-        layer3_lift_recall=metrics["recall"] - alone_flags["recall"],
-        layer3_lift_precision=metrics["precision"] - alone_flags["precision"],
     )
     rules_flag = pl.col(RULE_SCORE) >= settings.rules.baseline_flag_threshold
     baseline = flag_metrics(decided.with_columns(flagged=rules_flag), days)
+    baseline["card_precision_at_k"] = card_precision_at_k(
+        decided.with_columns(score=pl.col(RULE_SCORE)), settings.evaluation.card_precision_k
+    )
     metrics["friction_reduction"] = (
         1.0 - metrics["legit_flagged"] / baseline["legit_flagged"] if baseline["legit_flagged"] else 0.0
     )
@@ -334,52 +554,51 @@ def evaluate(scored: pl.DataFrame, cascade: Cascade, days: int, settings: FraudS
     )
 
 
-def score_rows(cascade: Cascade, data: pl.DataFrame) -> pl.DataFrame:
-    """data (features + rule_score + is_fraud + amount) with layer, layer2_score and score."""
-    scored = cascade.score_frame(data)
-    extra = [c for c in ("fraud_pattern", "customer_id", "merchant_id") if c in data.columns]
-    return data.select("tx_id", "day", "is_fraud", "amount", RULE_SCORE, *extra).with_columns(
-        layer=scored["layer"], layer2_score=scored["layer2_score"], score=scored["score"]
+SCORED_EXTRAS = ("ts", "customer_id", "card_id", "merchant_id", "fraud_pattern")
+
+
+def score_rows(cascade: Cascade, data: pl.DataFrame, layer3_everywhere: bool = False) -> pl.DataFrame:
+    """data (features + rule_score + is_fraud + amount) with layer, raw layer scores and the final score;
+    `layer3_everywhere` adds layer 3's raw score of every row (`layer3_alone`, for its figures alone)."""
+    scores = cascade.layer_scores(data, layer3_everywhere)
+    extra = [c for c in SCORED_EXTRAS if c in data.columns]
+    in_band = scores["layer"] == 3
+    scored = data.select("tx_id", "day", *extra, "is_fraud", "amount", RULE_SCORE).with_columns(
+        layer=pl.Series(scores["layer"], dtype=pl.Int8),
+        layer2_score=pl.Series(scores["layer2"]),
+        layer3_score=pl.Series(np.where(in_band, scores["layer3"], np.nan)).fill_nan(None),
+        score=pl.Series(scores["score"]),
     )
+    return scored.with_columns(layer3_alone=pl.Series(scores["layer3"])) if layer3_everywhere else scored
 
 
-def evaluate_window(cascade: Cascade, data: pl.DataFrame, window: DateRange, settings: FraudSettings) -> Evaluation:
+def evaluate_window(
+    cascade: Cascade, data: pl.DataFrame, window: DateRange, settings: FraudSettings, layer3_everywhere: bool = False
+) -> Evaluation:
     rows = data.filter(pl.col("day").is_between(window.start, window.end))
     if rows.is_empty():
         raise ValueError(f"no payment in {window.start}..{window.end}")
-    return evaluate(score_rows(cascade, rows), cascade, window.days, settings)
-
-
-def gate(metrics: dict[str, float], version: str, champion: str | None, settings: FraudSettings) -> Verdict:
-    """The promotion gate: the seed's floors on the test window."""
-    g = settings.gate
-    return Verdict(
-        settings.cascade.registered_model_name,
-        version,
-        champion,
-        floors=(
-            Floor("recall", metrics["recall"], g.min_recall),
-            Floor("precision", metrics["precision"], g.min_precision),
-        ),
-        window="the test window",
-        headline=f"recall {metrics['recall']:.3f}, precision {metrics['precision']:.3f}",
-    )
+    return evaluate(score_rows(cascade, rows, layer3_everywhere), cascade, window.days, settings)
 
 
 def log_cascade(
     registry: Registry, cascade: Cascade, evaluation: Evaluation, split: Split, settings: FraudSettings, run_name: str
 ) -> tuple[str, str]:
-    """Log params, metrics and the cascade; register layer 2 (with the cascade artifact) as `challenger`."""
+    """Log params, metrics and the cascade; register layer 2 (with the cascade artifact) as `challenger`,
+    tagged with what it learnt from (`trained_until`, the windows)."""
     import mlflow
     import mlflow.lightgbm
 
     c = settings.cascade
+    search = cascade.band_search
     with registry.run(CASE, run_name, tags={"case": CASE}) as run:
         mlflow.log_params(
             {
                 **{f"{p}_window": f"{getattr(split, p).start}..{getattr(split, p).end}" for p in PARTS},
                 "band": str(tuple(round(b, 6) for b in cascade.band)),
-                "layer3_share_setting": c.layer3_share,
+                "layer3_max_share": c.layer3_max_share,
+                "layer3_chosen_share": search.get("chosen_share"),
+                "calibration": json.dumps(cascade.calibration),
                 "layer2_features": len(cascade.layer2_features),
                 "layer3_features": len(cascade.layer3_features),
                 "rule_block_threshold": cascade.rule_block_threshold,
@@ -390,24 +609,33 @@ def log_cascade(
                 **{f"xgb_{k}": v for k, v in c.xgb_params.items()},
             }
         )
-        mlflow.log_metrics(
-            {k: float(v) for k, v in evaluation.metrics().items() if v == v}
-        )  # NaN (no fraud) is not logged
+        validation = {k: v for k, v in search.items() if k.startswith("validation_")}
+        figures = {**evaluation.metrics(), **validation}
+        mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float) and v == v})
         if not evaluation.by_pattern.is_empty():
             mlflow.log_table(evaluation.by_pattern.to_pandas(), "recall_by_pattern.json")
+        if search.get("candidates"):
+            mlflow.log_table(pl.DataFrame(search["candidates"]).to_pandas(), "band_search.json")
         with tempfile.TemporaryDirectory() as tmp:
             cascade.save(Path(tmp) / CASCADE_DIR)
             mlflow.log_artifacts(str(Path(tmp) / CASCADE_DIR), CASCADE_DIR)
-        info = mlflow.lightgbm.log_model(cascade.layer2, name="model", registered_model_name=c.registered_model_name)
+        info = mlflow.lightgbm.log_model(
+            cascade.layer2.booster, name="model", registered_model_name=c.registered_model_name
+        )
     version = str(info.registered_model_version)
     registry.set_alias(c.registered_model_name, CHALLENGER, version)
+    promotion.tag_training(
+        registry, c.registered_model_name, version, split.trained_until.isoformat(), split.describe()
+    )
     return version, run.info.run_id
 
 
-def load_cascade(registry: Registry, settings: FraudSettings, alias: str = CHAMPION) -> tuple[Cascade, str]:
-    """The cascade behind `models:/<name>@<alias>` and its version."""
+def load_cascade(
+    registry: Registry, settings: FraudSettings, alias: str = CHAMPION, version: str | None = None
+) -> tuple[Cascade, str]:
+    """The cascade behind `models:/<name>@<alias>` (or the given version) and its version."""
     name = settings.cascade.registered_model_name
-    version = registry.alias_version(name, alias)
+    version = version or registry.alias_version(name, alias)
     if version is None:
         raise LookupError(f"no version of {name} has alias '{alias}': train and promote one first")
     run_id = registry.client.get_model_version(name, version).run_id

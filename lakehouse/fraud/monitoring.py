@@ -79,7 +79,7 @@ def layer3_share(log: pl.DataFrame, settings: FraudSettings) -> CheckOutcome:
         ok,
         round(share * 100, 2),
         f"[{low:.1%}, {high:.1%}] of decisions (value in %)",
-        f"Share of decisions re-scored by layer 3 (configured {settings.cascade.layer3_share:.0%}).",
+        f"Share of decisions re-scored by layer 3 (latency budget {settings.cascade.layer3_max_share:.0%}).",
         metadata={"decisions": log.height},
     )
 

@@ -9,13 +9,16 @@ otherwise. Build a `FraudSettings()` where it is used, so a run sees the current
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from lakehouse.common.freshness import Deadline
 from lakehouse.common.plausibility import Plausibility
-from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, Period
+from lakehouse.common.promotion import ComparisonSettings
+from lakehouse.common.settings import Calendar, CaseSettings, DateRange, Economics, EvaluationWindows, Period
 from lakehouse.common.sources import Section
 
 CASE = "fraud"
@@ -96,10 +99,21 @@ class RuleSettings(Section):
 
 class CascadeSettings(Section):
     registered_model_name: str = "fraud_cascade"
-    # Layer 3 re-scores the layer-2 scores from the (1 - share) quantile of the validation days
-    # upwards, and always every payment layer 2 alone would flag (seed: 35 % of the traffic).
-    layer3_share: float = Field(0.35, gt=0, le=1)
-    max_legit_training_rows: int = 400_000  # training keeps every fraud and at most this many others (weighted back)
+    # Layer 3 re-scores the payments whose layer-2 score is at least a cut chosen on the validation
+    # window, and always every payment layer 2 alone would flag. The cut is the one, among the shares
+    # of traffic `layer3_share_step`, 2 x step, ... up to `layer3_max_share`, whose final score has
+    # the best average precision on validation: a wider band where layer 3 pays. `layer3_max_share`
+    # is the latency budget (a layer-3 decision costs about twice a layer-2 one; seed: 35 %).
+    layer3_max_share: float = Field(0.35, gt=0, le=1)
+    layer3_share_step: float = Field(0.05, gt=0, le=1)
+    # Training keeps every fraud and at most this many other payments, drawn at random and weighted
+    # back (1 / sampling rate), so the layers learn the population's odds; each layer's score is
+    # then calibrated on the validation window (Platt scaling), which holds whatever the sampling.
+    max_legit_training_rows: int = Field(400_000, ge=1_000)
+    # Once the validation window has chosen the rounds (early stopping), the calibration, the band and the
+    # thresholds, fit both layers again on training + validation with those rounds: the most recent labels
+    # count too, and the choices made on validation carry over. False: the layers learn from training only.
+    refit_with_validation: bool = True
     # Thresholds on the final score, chosen on the validation window: the best F-beta among the
     # cuts whose precision reaches `target_precision` (review) or `block_precision` (block).
     # beta 2 weighs recall twice as much as precision: a missed fraud costs more than a review.
@@ -133,10 +147,20 @@ class CascadeSettings(Section):
 
 
 class GateSettings(Section):
-    """The promotion gate on the test window: floors, and better than the rules-only baseline on both."""
+    """The promotion gate on the test window: the seed's floors on recall and precision, and comparisons
+    (`comparison`) with the champion (average precision on the test rows after both models' training
+    cut-offs) and with the rules-only baseline (recall and precision), each with a bootstrap interval
+    over customers (frauds come in per-customer bursts) and a minimum support."""
 
     min_recall: float = 0.75
     min_precision: float = 0.5
+    comparison: ComparisonSettings = ComparisonSettings()
+
+
+class EvaluationSettings(Section):
+    """Figures of the evaluation reports."""
+
+    card_precision_k: int = Field(100, ge=1)  # card precision @ k: share of the day's k riskiest cards with a fraud
 
 
 class MonitoringSettings(Section):
@@ -204,12 +228,30 @@ class FraudCalendar(Calendar):
 
 
 class FraudWindows(EvaluationWindows):
-    """Test: the last 3 days; validation: the 2 before; training: the rest after 1 warm-up day.
-    Setting some of them keeps the defaults of the others."""
+    """Test: the last 3 days; training: the days before it after 1 warm-up day; validation (which chooses
+    the layer-3 band, the calibration and the thresholds): the given period, or when none is given the
+    last `validation_share` of those days (at least one), carved from the end of training. Setting some
+    of them keeps the defaults of the others."""
 
     test: Period = "3d"
-    validation: Period = "2d"
+    validation: Period | None = None
+    validation_share: float = Field(0.25, gt=0, lt=1)
     warmup: str | None = "1d"
+
+    def resolve(self, first: date, last: date) -> dict[str, DateRange]:
+        if self.validation is not None:
+            return super().resolve(first, last)
+        before_test = self.model_copy(update={"validation": "1d"}).resolve(first, last)
+        span = self.train or DateRange(start=before_test["train"].start, end=before_test["validation"].end)
+        days = math.ceil(self.validation_share * span.days)
+        validation = DateRange(start=span.end - timedelta(days=days - 1), end=span.end)
+        train = self.train and DateRange(start=span.start, end=validation.start - timedelta(days=1))
+        return self.model_copy(update={"validation": validation, "train": train}).resolve(first, last)
+
+
+class FraudFreshness(Section):
+    transactions: Deadline = Deadline(at="01:00")  # a day's payments and labels in the lake by 01:00 the next day
+    decision_log: Deadline = Deadline(at="01:00")  # seed: a day's decision log by 01:00 the next day
 
 
 class FraudSettings(CaseSettings):
@@ -225,10 +267,12 @@ class FraudSettings(CaseSettings):
     rules: RuleSettings = RuleSettings()
     cascade: CascadeSettings = CascadeSettings()
     gate: GateSettings = GateSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     economics: FraudEconomics = FraudEconomics()
     reference: SeedReference = SeedReference()
     serving: ServingSettings = ServingSettings()
+    freshness: FraudFreshness = FraudFreshness()  # SLAs, alerting when missed (lakehouse.common.freshness)
     consumers: Literal["inline", "off"] = "inline"  # off: run `python -m lakehouse.fraud.consumer` beside the service
     kafka_bootstrap: str = ""  # host:port: the event stream on Kafka instead of the Redis Stream
 

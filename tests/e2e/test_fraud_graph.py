@@ -53,7 +53,13 @@ def test_cascade_passes_the_gate_is_logged_and_becomes_champion(built):
         "average_precision",
         "layer3_lift_average_precision",
     } <= set(metrics)
-    assert 0.2 < metrics["layer3_share"] < 0.5
+    assert 0.05 < metrics["layer3_share"] <= 0.5
+    # one calibrated probability whichever layer decided: it ranks at least as well as either layer alone
+    assert metrics["average_precision"] >= metrics["layer2_only_average_precision"]
+    assert metrics["average_precision"] >= metrics["layer3_only_average_precision"]
+    assert metrics["validation_frauds_below_band"] <= metrics["validation_frauds"]
+    tags = registry.client.get_model_version(name, "1").tags
+    assert tags["trained_until"] == WorldConfig.from_env().day_keys[-4] and tags["gate"] == "passed"
     run_id = registry.client.get_model_version(name, "1").run_id
     cascade = {a.path for a in registry.client.list_artifacts(run_id, "cascade")}
     assert {"cascade/layer2.txt", "cascade/layer3.json", "cascade/cascade.json"} <= cascade
@@ -98,7 +104,12 @@ def test_batch_scores_and_the_evaluation_of_a_chosen_window(built):
         scores.height > 0
         and set(scores["layer"].unique()) <= {1, 2, 3}
         and set(scores["model_version"].unique()) == {"1"}
+        and not scores["shadow"].any()
     )
+    assert {"ts", "customer_id", "card_id", "merchant_id", "is_fraud", "layer2_score", "layer3_score"} <= set(
+        scores.columns
+    )
+    assert scores.filter(pl.col("layer") == 3)["layer3_score"].null_count() == 0
     report = built.materialize(
         "key:fraud/evaluation",
         run_config={"ops": {"fraud__evaluation": {"config": {"start": days[-2], "end": days[-1]}}}},
@@ -106,7 +117,14 @@ def test_batch_scores_and_the_evaluation_of_a_chosen_window(built):
     assert report.success
     meta = report.asset_materializations_for_node("fraud__evaluation")[0].metadata
     assert meta["window"].value == f"{days[-2]} .. {days[-1]}" and meta["roc_auc"].value > 0.95
-    assert {"layer3_share_pct", "layer3_lift_average_precision", "fraud_caught_per_month_EUR", "economics"} <= set(meta)
+    assert {
+        "layer3_share_pct",
+        "layer3_lift_average_precision",
+        "fraud_caught_per_month_EUR",
+        "economics",
+        "card_precision_at_100",
+        "frauds_below_band",
+    } <= set(meta)
     missing = built.materialize(
         "key:fraud/evaluation",
         run_config={"ops": {"fraud__evaluation": {"config": {"start": days[0], "end": days[1]}}}},

@@ -1,4 +1,4 @@
-"""Rules, cascade, band, thresholds, gate and the monitoring checks (each made to fail)."""
+"""Rules, cascade, calibration, band, thresholds, gate and the monitoring checks (each made to fail)."""
 
 import json
 from datetime import datetime, timedelta
@@ -9,7 +9,8 @@ import pytest
 
 from lakehouse.fraud.features_batch import batch_features
 from lakehouse.fraud.features_registry import registry_for
-from lakehouse.fraud.model import choose_threshold, evaluate, gate, layer3_band, score_rows, train
+from lakehouse.fraud.gate import gate
+from lakehouse.fraud.model import choose_band, choose_threshold, evaluate, score_rows, train
 from lakehouse.fraud.monitoring import decision_rate, feature_drift, layer3_share
 from lakehouse.fraud.pipeline import split_of, with_rules
 from lakehouse.fraud.rules import RuleLists, build_lists, rule_hits, rule_score
@@ -29,8 +30,8 @@ def _evaluate(tx: pl.DataFrame, settings: FraudSettings = SETTINGS):
     train_rows = split.frame(features, "train")
     lists = build_lists(tx.filter(pl.col("tx_id").is_in(train_rows["tx_id"].implode())), train_rows, registry, settings)
     data = with_rules(features, tx, lists, registry, settings)
-    cascade = train(data, split, registry, settings)
-    evaluation = evaluate(score_rows(cascade, split.frame(data, "test")), cascade, split.test.days, settings)
+    cascade = train(data, split, registry, settings, lists)
+    evaluation = evaluate(score_rows(cascade, split.frame(data, "test"), True), cascade, split.test.days, settings)
     return cascade, evaluation, lists, data, split
 
 
@@ -57,20 +58,38 @@ def test_cascade_beats_the_rules_passes_the_gate_and_reports_its_layers(evaluate
     assert m["recall"] > m["baseline_recall"] and m["precision"] > m["baseline_precision"]
     assert 0 < cascade.review_threshold <= cascade.block_threshold <= 1
     assert m["roc_auc"] > 0.99 and m["average_precision"] > 0.9
-    # layer 3 sees about the configured share (chosen on validation) and its lift is reported
-    assert 0.2 < m["layer3_share"] < 0.5 and m["layer3_fraud_share"] > 0.5
-    assert {
-        "layer3_lift_average_precision",
-        "layer2_only_average_precision",
-        "layer3_lift_recall",
-        "layer3_lift_precision",
-    } <= set(m)
+    # layer 3 sees a share of traffic chosen on validation within the budget, and its lift is reported
+    search = cascade.band_search
+    assert search["chosen_share"] <= SETTINGS.cascade.layer3_max_share
+    assert search["validation_frauds_below_band"] <= search["validation_frauds"]
+    assert 0.05 < m["layer3_share"] < 0.5 and m["layer3_fraud_share"] > 0.5
     assert m["layer3_lift_average_precision"] == pytest.approx(
         m["average_precision"] - m["layer2_only_average_precision"]
     )
-    validation = score_rows(cascade, split.frame(data, "validation"))
-    assert (validation["layer"] == 3).mean() == pytest.approx(SETTINGS.cascade.layer3_share, abs=0.02)
+    assert 0 < m["card_precision_at_k"] <= 1 and m["frauds_below_band"] >= 0
     assert m["fraud_caught_per_month"] <= m["fraud_per_month"]
+
+
+def test_one_calibrated_probability_for_every_payment_whichever_layer_decided(evaluated):
+    """Each layer is calibrated on validation, so the payments layer 3 re-scored and those layer 2 decided are
+    on one probability scale: expected frauds match the frauds of the test days, and the final score ranks
+    them at least as well as the same cascade mixing the two layers' raw scores. (Against each layer alone:
+    the e2e graph test, on the demo world.)"""
+    from lakehouse.fraud.model import ranking_metrics
+
+    cascade, evaluation, _, data, split = evaluated
+    m = evaluation.metrics()
+    assert all(a > 0 for a, _ in cascade.calibration.values())  # monotone: each layer keeps its ranking
+    rows = evaluation.decisions.filter(pl.col("layer") != 1)
+    assert float(rows["score"].sum()) == pytest.approx(float(rows["is_fraud"].sum()), rel=0.35)
+    test = split.frame(data, "test")
+    layer = evaluation.decisions["layer"].to_numpy()
+    raw2 = cascade.layer2.booster.predict(test.select(cascade.layer2_features).to_numpy())
+    raw3 = cascade.layer3.booster.inplace_predict(test.select(cascade.layer3_features).to_numpy())
+    mixed = np.where(layer == 1, 1.0, np.where(layer == 3, raw3, raw2))
+    y = evaluation.decisions["is_fraud"].to_numpy()
+    assert m["average_precision"] >= ranking_metrics(y, mixed)["average_precision"]
+    assert m["average_precision"] >= min(m["layer2_only_average_precision"], m["layer3_only_average_precision"])
 
 
 def test_gate_refuses_a_model_without_signal_and_one_below_its_floors():
@@ -138,15 +157,37 @@ def test_without_ibans_ips_or_countries_the_rules_still_catch_fraud():
     )  # card testing, velocity, amount spike: learnt from nothing but amounts and times
 
 
-def test_band_holds_the_share_and_the_layer2_threshold():
-    rng = np.random.default_rng(0)
-    scores = np.concatenate([rng.uniform(0, 0.01, 9_000), rng.uniform(0.01, 1, 1_000)])
-    alone = pl.DataFrame({"layer": [2] * scores.size, "layer2_score": scores, "is_fraud": scores > 0.9})
-    low, high = layer3_band(alone, layer2_review=0.95, share=0.35)
-    assert high == 1.0 and (scores >= low).mean() == pytest.approx(0.35, abs=0.001)
-    assert (
-        layer3_band(alone, layer2_review=0.0005, share=0.35)[0] == 0.0005
-    )  # never above what layer 2 alone would flag
+def _band_scores(layer3_helps: bool, n: int = 20_000, seed: int = 0):
+    """Validation rows where layer 2 sees a third of the frauds only faintly (low scores); layer 3 ranks
+    them high, or (when it does not help) ranks everything at random."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.01
+    hidden = y & (rng.random(n) < 0.35)
+    s2 = np.where(y & ~hidden, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.3, n))
+    s3 = np.where(y, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.5, n)) if layer3_helps else rng.random(n)
+    customers = np.arange(n) % 2_000
+    return {"layer": np.full(n, 2), "layer2": s2, "layer3": s3}, y, customers
+
+
+def test_the_band_widens_where_layer_3_pays_within_the_latency_budget():
+    scores, y, customers = _band_scores(layer3_helps=True)
+    (low, high), search = choose_band(scores, y, customers, 0.99, SETTINGS)
+    assert high == 1.0 and search["chosen_share"] == SETTINGS.cascade.layer3_max_share
+    assert (scores["layer2"] >= low).mean() == pytest.approx(SETTINGS.cascade.layer3_max_share, abs=0.001)
+    below = search["validation_frauds_below_band"]
+    assert below == int((y & (scores["layer2"] < low)).sum()) and below < y.sum()
+    narrow = SETTINGS.with_(cascade={"layer3_max_share": 0.1})  # a tighter latency budget
+    _, tight = choose_band(scores, y, customers, 0.99, narrow)
+    assert tight["chosen_share"] == 0.1 and tight["validation_frauds_below_band"] > below
+
+
+def test_the_band_narrows_where_layer_3_costs_ranking_quality_and_never_leaves_layer2_flags_out():
+    scores, y, customers = _band_scores(layer3_helps=False)
+    (low, _), search = choose_band(scores, y, customers, 0.99, SETTINGS)
+    assert search["chosen_share"] < SETTINGS.cascade.layer3_max_share
+    assert search["best_share"] == search["chosen_share"] == 0.05
+    (low, _), _ = choose_band(scores, y, customers, 0.2, SETTINGS)
+    assert low <= 0.2  # never above what layer 2 alone would flag
 
 
 def test_thresholds_reach_the_precision_and_weigh_recall():
@@ -240,3 +281,36 @@ def test_drift_leaves_out_the_weekday_and_windows_longer_than_the_history_before
     left_out = feature_drift(reference, filling, SETTINGS, {"customer_count_30d": young["customer_count_30d"]})
     assert left_out.passed and left_out.metadata["worst_feature"] == "amount"
     assert left_out.metadata["not_compared"]["feature"].to_list() == ["customer_count_30d"]
+
+
+def test_down_sampled_training_gives_calibrated_probabilities_on_a_known_sample():
+    """Payments whose fraud probability is known (a logistic function of the amount, ~0.2 % fraud); training
+    keeps every fraud and about 2 % of the other payments: the final scores of the test days still match the
+    known probabilities, quintile by quintile (the sampling is weighted back, and each layer is calibrated on
+    the unsampled validation days). Without the correction they would be about 50 times too high."""
+    from datetime import date
+
+    rng = np.random.default_rng(4)
+    days, per_day = 9, 20_000
+    n = days * per_day
+    x = rng.normal(0.0, 1.0, n)
+    p = 1.0 / (1.0 + np.exp(-(-6.3 + 1.5 * x)))
+    data = pl.DataFrame(
+        {
+            "tx_id": [f"T{i}" for i in range(n)],
+            "day": [date(2026, 11, 14) + timedelta(days=int(d)) for d in np.repeat(np.arange(days), per_day)],
+            "customer_id": [f"C{i % 4_000}" for i in range(n)],
+            "is_fraud": rng.random(n) < p,
+            "amount": np.exp(3.0 + x),
+            "rule_score": np.zeros(n),
+        }
+    )
+    settings = SETTINGS.with_(cascade={"max_legit_training_rows": 2_000})
+    split = split_of([str(d) for d in data["day"].unique().to_list()], settings)
+    cascade = train(data, split, REGISTRY, settings)
+    test = split.frame(data.with_columns(p=pl.Series(p)), "test")
+    predicted = cascade.score_frame(test)["score"].to_numpy()
+    known = test["p"].to_numpy()
+    assert predicted.sum() == pytest.approx(known.sum(), rel=0.2)
+    for rows in np.array_split(np.argsort(predicted), 5):  # quintiles of the predicted probability
+        assert abs(predicted[rows].mean() - known[rows].mean()) <= 0.25 * known[rows].mean() + 1e-3

@@ -13,7 +13,8 @@ from lakehouse.fraud.world import CHANNELS, WorldConfig
 
 def test_defaults_are_the_seeds_figures_and_the_demo_worlds_calendar():
     s = FraudSettings()
-    assert (s.gate.min_recall, s.gate.min_precision, s.cascade.layer3_share) == (0.75, 0.5, 0.35)
+    assert (s.gate.min_recall, s.gate.min_precision, s.cascade.layer3_max_share) == (0.75, 0.5, 0.35)
+    assert s.gate.comparison.min_support == 30 and s.evaluation.card_precision_k == 100
     assert s.features.label_delay_days == 7 and s.features.history_days == (1, 7, 30)
     assert (
         s.economics.currency == "EUR"
@@ -29,9 +30,30 @@ def test_defaults_are_the_seeds_figures_and_the_demo_worlds_calendar():
         and windows["validation"].days == 2
         and windows["train"].start == world.start_date + timedelta(days=1)
     )
+    assert FraudSettings(windows={"test": "5d"}).windows.warmup == "1d"  # one field set: the others keep theirs
+
+
+def test_without_a_validation_window_one_is_carved_from_the_end_of_training():
+    """A user's protocol with a training and a test period only: the last `validation_share` of the days
+    before the test window validate (at least one day); a given validation window is used as it is."""
+    yearly = FraudSettings(windows={"test": {"start": "2024-01-01", "end": "2024-12-31"}, "warmup": "30d"})
+    windows = yearly.windows.resolve(date(2020, 1, 1), date(2024, 12, 31))
+    before_test = (windows["validation"].end - windows["train"].start).days + 1
+    assert windows["validation"].end == date(2023, 12, 31) and windows["train"].start == date(2020, 1, 31)
+    assert windows["validation"].days == -(-before_test // 4)  # a quarter, rounded up
+    assert windows["train"].end == windows["validation"].start - timedelta(days=1)
+    given = {"start": "2020-03-01", "end": "2023-06-30"}
+    explicit = FraudSettings(windows={"test": "1y", "train": given, "validation_share": 0.1})
+    resolved = explicit.windows.resolve(date(2020, 1, 1), date(2024, 12, 31))
+    assert resolved["train"].start == date(2020, 3, 1) and resolved["validation"].end == date(2023, 6, 30)
+    span = (date(2023, 6, 30) - date(2020, 3, 1)).days + 1
     assert (
-        FraudSettings(windows={"test": "5d"}).windows.validation == "2d"
-    )  # one field set: the others keep their defaults
+        resolved["validation"].days == -(-span // 10) and resolved["train"].days == span - resolved["validation"].days
+    )
+    stated = FraudSettings(windows={"validation": "2d"}).windows.resolve(date(2026, 11, 14), date(2026, 11, 22))
+    assert stated["validation"].days == 2 and stated["train"].end == date(2026, 11, 17)
+    with pytest.raises(ValueError, match="empty"):
+        FraudSettings(windows={"validation_share": 0.99}).windows.resolve(date(2026, 11, 14), date(2026, 11, 16))
 
 
 def test_environment_and_sources_file_override_the_defaults(tmp_path, monkeypatch):
