@@ -80,9 +80,12 @@ def invoke(
     project_dir: Path = PROJECT_DIR,
     profiles_dir: Path = PROJECT_DIR,
     on_event: Callable[[dict], None] | None = None,
+    write_json: bool = False,
 ) -> DbtInvocation:
     """Run `dbt <args>` here with `env` set for its duration (dbt reads the warehouse and lake paths from
-    it), artifacts and logs in `target_path`; `on_event` sees each result or error event as it happens."""
+    it), compiled SQL and logs in `target_path`; `on_event` sees each result or error event as it happens.
+    The results come as events, so dbt's JSON artifacts (manifest.json, run_results.json: over half a second
+    per invocation to write) are written only with `write_json`."""
     from dbt.cli.main import dbtRunner
     from dbt_common.events.functions import msg_to_dict
 
@@ -99,6 +102,8 @@ def invoke(
 
     location = ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
     paths = ["--target-path", str(target_path), "--log-path", str(target_path)]
+    if not write_json:
+        paths.append("--no-write-json")
     with _LOCK, _environment(env):
         started = time.perf_counter()
         manifest = _parsed(project_dir, profiles_dir, location)
