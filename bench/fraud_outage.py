@@ -19,7 +19,15 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import header, markdown_table, publish, wait_for_quiet
-from bench.fraud_latency import prepare_home, run_load, start_stack, stop_stack, summarize, warm_redis
+from bench.fraud_latency import (
+    CONSUMER_NICE,
+    prepare_home,
+    run_load,
+    start_stack,
+    stop_stack,
+    summarize,
+    warm_redis,
+)
 
 NAME = "fraud_outage"
 RATE, DURATION, OUTAGE = 200, 60.0, (20.0, 40.0)
@@ -81,7 +89,11 @@ def render(p: dict) -> str:
         ["Redis up", n["requests"], n["errors"], n["degraded"], n["p50_ms"], n["p99_ms"], n["max_ms"]],
     ]
     table = markdown_table(["window", "requests", "errors", "degraded", "P50 ms", "P99 ms", "max ms"], rows)
-    return f"{table}\n\nDecisions in the decision log: {p['logged']:,} of {p['sent']:,} sent (waited {p['drain_wait_s']:.1f} s for the stream to drain)."
+    logged = (
+        f"Decisions in the decision log: {p['logged']:,} of {p['sent']:,} sent "
+        f"(waited {p['drain_wait_s']:.1f} s for the stream to drain)."
+    )
+    return f"{table}\n\n{logged}"
 
 
 def main() -> int:
@@ -98,7 +110,7 @@ def main() -> int:
         from lakehouse.common.local_servers import free_port
 
         port = free_port()
-        stack = start_stack(home, server.url, port, live_day)
+        stack = start_stack(home, server.url, port, live_day, CONSUMER_NICE)
         try:
             run_load(port, bodies_file, 100, 3, "warmup")
 
@@ -122,7 +134,9 @@ def main() -> int:
         sent=len(raw["sched"]),
         logged=logged,
         drain_wait_s=waited,
-        redis="private redis-server, appendonly yes, appendfsync always; stopped (SIGTERM) and started on the same port",
+        redis=(
+            "private redis-server, appendonly yes, appendfsync always; stopped (SIGTERM) and started on the same port"
+        ),
     )
     return publish(NAME, payload, render)
 
