@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from lakehouse.common.registry import CHAMPION, Registry
 from lakehouse.fraud.features_online import EPOCH_KEY
 from lakehouse.fraud.features_registry import DAY_MS, registry_for
-from lakehouse.fraud.inputs import input_limits, input_models
+from lakehouse.fraud.inputs import InputLimits, input_models
 from lakehouse.fraud.model import load_cascade
 from lakehouse.fraud.online import (
     CONSUMER_GROUPS,
@@ -123,8 +123,7 @@ class FraudService:
         self.settings = settings
         self.fraud = fraud or FraudSettings()
         self.clock = clock or ServiceClock(self.fraud.serving.replay_from)
-        self.max_id_length, max_amount = input_limits(self.fraud)
-        self.transaction_in, self.label_in = input_models(self.max_id_length, max_amount)
+        self.transaction_in, self.label_in = input_models(InputLimits.of(self.fraud))
         self.registry = Registry(settings.tracking_uri, settings.home.mlflow_artifacts)
         self.lake = settings.lake
         self.decider: Decider | None = None

@@ -3,10 +3,11 @@ every id, which becomes a Redis key and a row of the decision log; strict types 
 for a number, no number for a time or a flag); amounts from 0 (authorisation checks) to below the
 plausibility bound; coordinates in range; no field the models do not know.
 
-The models are built from the limits of the settings (`input_models`), so the API and the loader
-refuse the same values.
+The models are built from the limits of the settings (`InputLimits.of`, `input_models`), so the API and
+the loader refuse the same values.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Annotated
@@ -16,17 +17,31 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from lakehouse.common.ids import ID_RULE, MAX_ID_LENGTH, id_problem, normalise, shown
 from lakehouse.fraud.settings import FraudSettings
 
-MAX_AMOUNT = 1e9  # amounts are below it (the loader's default plausibility bound)
 ID_FIELDS = ("tx_id", "customer_id", "card_id", "merchant_id", "device_id", "ip", "payee_iban", "category")
 
 
-def input_limits(settings: FraudSettings) -> tuple[int, float]:
-    """The longest id and the amount bound the loader applies with these settings (their `plausibility`
-    section, where the settings have one)."""
-    plausibility = getattr(settings, "plausibility", None)
-    if plausibility is None:
-        return MAX_ID_LENGTH, MAX_AMOUNT
-    return plausibility.max_id_length, plausibility.max_amount
+@dataclass(frozen=True)
+class InputLimits:
+    """The loader's limits on what the service takes: the longest id, and the amount's range (at least 0, below
+    `plausibility.max_amount`, unless the settings bound `transactions.amount` themselves, both ends included)."""
+
+    max_id_length: int = MAX_ID_LENGTH
+    amount_min: float = 0.0
+    amount_below: float | None = 1e9
+    amount_max: float | None = None
+
+    @classmethod
+    def of(cls, settings: FraudSettings) -> "InputLimits":
+        plausibility = settings.plausibility
+        bound = plausibility.columns.get("transactions.amount")
+        low = bound.min if bound is not None and isinstance(bound.min, int | float) else None
+        high = bound.max if bound is not None and isinstance(bound.max, int | float) else None
+        return cls(
+            plausibility.max_id_length,
+            max(0.0, float(low)) if low is not None else 0.0,
+            None if high is not None else plausibility.max_amount,
+            float(high) if high is not None else None,
+        )
 
 
 def _valid_id(value: str, max_length: int) -> str:
@@ -46,10 +61,10 @@ Time = Annotated[datetime, BeforeValidator(_iso_text)]
 Number = Annotated[float, Strict()]  # an integer is a number; true, false and "1.5" are not
 
 
-def input_models(max_id_length: int, max_amount: float) -> tuple[type[BaseModel], type[BaseModel]]:
+def input_models(limits: InputLimits) -> tuple[type[BaseModel], type[BaseModel]]:
     """The request bodies of POST /decisions and POST /labels under these limits."""
-    rule = ID_RULE.format(max_length=max_id_length)
-    valid = AfterValidator(partial(_valid_id, max_length=max_id_length))
+    rule = ID_RULE.format(max_length=limits.max_id_length)
+    valid = AfterValidator(partial(_valid_id, max_length=limits.max_id_length))
     Id = Annotated[str, Strict(), valid, Field(description=f"An id: {rule}.")]
 
     class TransactionIn(BaseModel):
@@ -67,7 +82,12 @@ def input_models(max_id_length: int, max_amount: float) -> tuple[type[BaseModel]
         card_id: Id
         merchant_id: Id
         channel: Annotated[str, Strict()] = Field(description="One of the settings' `channels`.")
-        amount: Number = Field(ge=0, lt=max_amount, description="In the settings' currency; 0 is an authorisation.")
+        amount: Number = Field(
+            ge=limits.amount_min,
+            lt=limits.amount_below,
+            le=limits.amount_max,
+            description="In the settings' currency; 0 is an authorisation check.",
+        )
         device_id: Id | None = None
         ip: Id | None = None
         payee_iban: Id | None = None

@@ -49,7 +49,7 @@ from lakehouse.fraud.features_online import (
     window_reads,
 )
 from lakehouse.fraud.features_registry import ENTITIES, LAYER3_ONLY_ENTITIES, Registry
-from lakehouse.fraud.inputs import event_problem, input_limits
+from lakehouse.fraud.inputs import event_problem
 from lakehouse.fraud.model import Cascade
 from lakehouse.fraud.rules import LIST_NAMES, RuleLists, rule_features, rule_hits, rule_score
 from lakehouse.fraud.settings import CASE, FraudSettings, ServingSettings
@@ -584,7 +584,7 @@ class FeatureConsumer(StreamConsumer):
         self.serving = settings.serving
         self.script = client.register_script(UPDATE_SCRIPT)
         self.label_script = client.register_script(LABEL_SCRIPT)
-        self.max_id_length = input_limits(settings)[0]
+        self.max_id_length = settings.plausibility.max_id_length
 
     async def apply(self, messages: list[Event]) -> None:
         events = valid_events(messages, self.max_id_length, self.group)
@@ -695,7 +695,7 @@ class DecisionLogConsumer(StreamConsumer):
         super().__init__(stream, settings.serving.decision_log_batch, name)
         self.lake = lake
         self.wait_s = settings.serving.decision_log_wait_s
-        self.max_id_length = input_limits(settings)[0]
+        self.max_id_length = settings.plausibility.max_id_length
 
     async def handle(self, messages) -> None:
         # Building and writing Parquet takes milliseconds: off the event loop the service shares.

@@ -6,10 +6,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from lakehouse.fraud.inputs import event_problem, input_limits, input_models
+from lakehouse.fraud.inputs import InputLimits, event_problem, input_models
 from lakehouse.fraud.settings import FraudSettings
 
-TransactionIn, LabelIn = input_models(*input_limits(FraudSettings()))
+TransactionIn, LabelIn = input_models(InputLimits.of(FraudSettings()))
 BODY = {
     "tx_id": "T1",
     "ts": "2026-11-30T10:00:00",
@@ -73,11 +73,16 @@ def test_labels_take_the_same_rules():
         assert _refused(LabelIn, {**label, **change})[0]["loc"][0] in change
 
 
-def test_the_id_length_is_the_settings_one():
-    short, _ = input_models(max_id_length=4, max_amount=100.0)
+def test_the_limits_are_the_settings_plausibility():
+    settings = FraudSettings(plausibility={"max_id_length": 4, "max_amount": 100.0})
+    short, _ = input_models(InputLimits.of(settings))
     assert short.model_validate({**BODY, "customer_id": "C123", "amount": 99.99}).customer_id == "C123"
     assert _refused(short, {**BODY, "customer_id": "C1234"})[0]["loc"] == ("customer_id",)
     assert _refused(short, {**BODY, "amount": 100})[0]["loc"] == ("amount",)
+    bounded = FraudSettings(plausibility={"columns": {"transactions.amount": {"min": 1, "max": 5e9}}})
+    wide, _ = input_models(InputLimits.of(bounded))  # the column's own bounds, both ends included
+    assert wide.model_validate({**BODY, "amount": 5e9}).amount == 5e9
+    assert _refused(wide, {**BODY, "amount": 0.5})[0]["loc"] == ("amount",)
 
 
 def test_events_from_another_producer_are_checked_too():
