@@ -196,7 +196,8 @@ def main() -> int:
     from lakehouse.common.registry import Registry
     from lakehouse.common.settings import configured_sources_path
     from lakehouse.triage.lifecycle import gate
-    from lakehouse.triage.model import log_model, route, score, threads, train
+    from lakehouse.triage.model import route, score, threads, train
+    from lakehouse.triage.registered import log_model
     from lakehouse.triage.settings import TriageSettings
 
     settings = TriageSettings.load(configured_sources_path())

@@ -218,8 +218,8 @@ def triage_model_evaluation(
 ):
     from lakehouse.common.registry import CHALLENGER, CHAMPION
     from lakehouse.triage.lifecycle import evaluate_versions, learnt_by
-    from lakehouse.triage.model import load_classifier
     from lakehouse.triage.pipeline import MONTH
+    from lakehouse.triage.registered import load_classifier
 
     settings, lake, registry = sources.settings(TriageSettings), lakehouse.lake, mlflow.registry(lakehouse)
     name = settings.registered_model_name

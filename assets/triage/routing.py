@@ -73,7 +73,7 @@ CONFUSION_KEY = dg.AssetKey([CASE, "monthly_confusion"])
 def ticket_routes(
     context: dg.AssetExecutionContext, lakehouse: LakehouseResource, mlflow: MlflowResource, sources: SourcesResource
 ):
-    from lakehouse.triage.model import load_classifier
+    from lakehouse.triage.registered import load_classifier
 
     settings, lake = sources.settings(TriageSettings), lakehouse.lake
     require_partitions(monthly, [context.partition_key], TriageSettings)

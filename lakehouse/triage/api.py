@@ -20,8 +20,9 @@ from pydantic import BaseModel, Field
 from lakehouse.common.registry import CHAMPION, Registry
 from lakehouse.common.settings import configured_sources_path
 from lakehouse.serving.app import CaseService, ServingSettings
-from lakehouse.triage.model import AUTO, TriageClassifier, load_classifier, route
+from lakehouse.triage.model import AUTO, TriageClassifier, route
 from lakehouse.triage.pii import KnownPeople, model_text, prepare
+from lakehouse.triage.registered import load_classifier
 from lakehouse.triage.settings import TriageSettings
 
 

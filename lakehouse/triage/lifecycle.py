@@ -264,16 +264,33 @@ def train_challenger(
     """Train on the training set's `train` rows, score on its `validation` rows and on the frozen hold-out, compare
     with the champion on the hold-out tickets neither learnt from, register the challenger (alias `challenger`,
     what it learnt from) and return the gate's verdict (recorded by the caller)."""
+    from lakehouse.triage.model import Progress
+
+    with Progress(log) as progress:
+        return _train_challenger(training, holdout, lake, registry, settings, run_name, progress)
+
+
+def _train_challenger(
+    training: pl.DataFrame,
+    holdout: pl.DataFrame,
+    lake: Lake,
+    registry,
+    settings: TriageSettings,
+    run_name: str,
+    progress,
+) -> Challenger:
     from lakehouse.common import promotion
     from lakehouse.common.registry import CHAMPION
-    from lakehouse.triage.model import load_classifier, log_model, remove, score, train
+    from lakehouse.triage.model import remove, score, train
+    from lakehouse.triage.registered import load_classifier, log_model
 
+    log = progress.say
     train_rows, validation = (training.filter(pl.col("split") == s) for s in ("train", "validation"))
     log(
         f"training on {train_rows.height} tickets ({train_rows['category'].n_unique()} categories), "
         f"validating on {validation.height}"
     )
-    trained = train(train_rows, validation, settings, log=log)
+    trained = train(train_rows, validation, settings, progress=progress)
     name = settings.registered_model_name
     try:
         log(
@@ -281,6 +298,7 @@ def train_challenger(
             f"out-of-scope threshold {trained.out_of_scope_threshold:.3f}, auto-route threshold "
             f"{trained.auto_threshold:.4f} (precision target {settings.auto_precision_target})"
         )
+        log(f"scoring the {validation.height:,} validation tickets and the {holdout.height:,} of the frozen hold-out")
         scores = score(trained.classifier, validation, settings)
         held = score(trained.classifier, holdout, settings) if holdout.height else None
         champion_version, versus = registry.alias_version(name, CHAMPION), None

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -58,19 +59,42 @@ PROGRESS_SECONDS = 30.0  # a training says where it is at least this often (a mi
 
 
 class Progress:
-    """The run log of a long computation: a line for each phase, and lines at most `every` seconds apart in its
-    loops."""
+    """The run log of a long computation: a line for each phase, lines at most `every` seconds apart in its loops,
+    and, while it runs as a context manager, a watcher that says the phase is still running whenever `every`
+    seconds pass without a line (one slow step on a busy machine, a library call that says nothing)."""
 
     def __init__(self, log=lambda message: None, every: float = PROGRESS_SECONDS):
-        self.log, self.every, self.last = log, every, time.monotonic()
+        self.log, self.every, self.last, self.phase = log, every, time.monotonic(), "starting"
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def say(self, message: str) -> None:
-        self.log(message)
-        self.last = time.monotonic()
+        with self._lock:
+            self.log(message)
+            self.last, self.phase = time.monotonic(), message
 
     def tick(self, message: str) -> None:
         if time.monotonic() - self.last >= self.every:
             self.say(message)
+
+    def __enter__(self) -> Progress:
+        self._done.clear()
+        self._watcher = threading.Thread(target=self._watch, name="triage-progress", daemon=True)
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._done.set()
+        self._watcher.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.every / 4):
+            with self._lock:
+                silent = time.monotonic() - self.last
+                if silent >= self.every:
+                    self.log(f"still running ({silent:.0f} s since: {self.phase})")
+                    self.last = time.monotonic()
 
 
 # --------------------------------------------------------------------------- serving
@@ -203,17 +227,31 @@ def train(
     settings: TriageSettings,
     directory: Path | None = None,
     log=lambda message: None,
+    progress: Progress | None = None,
 ) -> Trained:
     """Fine-tune body and head on `train_df` (text, category) within the step budget, export the body to ONNX,
     then fit the temperature, the out-of-scope threshold (when the rule applies) and the auto-route threshold on
-    `validation_df`. Says where it is in `log` at least every `PROGRESS_SECONDS` in its loops."""
+    `validation_df`. Says where it is in `log` (or the caller's `progress`) at least every `PROGRESS_SECONDS`."""
+    if progress is not None:
+        return _train(train_df, validation_df, settings, directory, progress)
+    with Progress(log) as watched:
+        return _train(train_df, validation_df, settings, directory, watched)
+
+
+def _train(
+    train_df: pl.DataFrame,
+    validation_df: pl.DataFrame,
+    settings: TriageSettings,
+    directory: Path | None,
+    progress: Progress,
+) -> Trained:
     _offline()
     import torch
     from setfit import SetFitModel
     from setfit import logging as setfit_logging
     from transformers.utils import logging as transformers_logging
 
-    t, progress = settings.training, Progress(log)
+    t = settings.training
     categories = sorted(set(train_df["category"].to_list()))
     if len(categories) < 2:
         raise ValueError("training needs at least two categories")
@@ -693,98 +731,3 @@ def score(classifier: TriageClassifier, df: pl.DataFrame, settings: TriageSettin
 
 def remove(trained: Trained) -> None:
     shutil.rmtree(trained.directory, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- MLflow
-
-
-def _pyfunc_class():
-    import mlflow.pyfunc
-
-    class TriagePyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow wrapper of the saved classifier directory: text in, category, confidence and out-of-scope flag out."""
-
-        def load_context(self, context):
-            from lakehouse.common.settings import configured_sources_path
-
-            settings = TriageSettings.load(configured_sources_path())
-            self.classifier = TriageClassifier(
-                context.artifacts["classifier"],
-                batch_size=settings.inference.batch_size,
-                max_tokens=settings.inference.max_tokens,
-            )
-
-        def predict(self, context, model_input, params=None):
-            predicted = self.classifier.predict(model_input["text"].astype(str).tolist())
-            return predicted.select("category", "confidence", "out_of_scope").to_pandas()
-
-    return TriagePyfunc
-
-
-def log_model(
-    registry,
-    experiment: str,
-    trained: Trained,
-    params: dict,
-    metrics: dict,
-    examples: list[str],
-    settings: TriageSettings,
-    run_name: str,
-) -> tuple[str, str]:
-    """Log params, metrics and the model (a pyfunc wrapping the classifier directory); register it as `challenger`."""
-    import mlflow
-    import pandas as pd
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    from lakehouse.common.registry import CHALLENGER
-
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "text")]),
-        outputs=Schema(
-            [ColSpec("string", "category"), ColSpec("double", "confidence"), ColSpec("boolean", "out_of_scope")]
-        ),
-    )
-    with registry.run(experiment, run_name, tags={"case": experiment}) as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics(
-            {k: float(v) for k, v in metrics.items() if v == v}
-        )  # NaN (nothing auto-routed) is not logged
-        mlflow.log_dict({"categories": trained.categories}, "categories.json")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=_pyfunc_class()(),
-            artifacts={"classifier": str(trained.directory)},
-            signature=signature,
-            input_example=pd.DataFrame({"text": examples}),
-            registered_model_name=settings.registered_model_name,
-        )
-    version = str(info.registered_model_version)
-    registry.set_alias(settings.registered_model_name, CHALLENGER, version)
-    return version, run.info.run_id
-
-
-def load_classifier(
-    registry, settings: TriageSettings, alias: str | None = None, version: str | None = None
-) -> tuple[TriageClassifier, str]:
-    """The classifier of a registered version (or the one behind `models:/<name>@<alias>`) and its version, from
-    the MLflow artifact store."""
-    import mlflow
-
-    version = version or registry.alias_version(settings.registered_model_name, alias)
-    if version is None:
-        raise LookupError(
-            f"no version of {settings.registered_model_name} has alias '{alias}': train and promote one first"
-        )
-    registry.activate()
-    local = Path(tempfile.mkdtemp(prefix="triage-model-"))
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            f"models:/{settings.registered_model_name}/{version}", dst_path=str(local)
-        )
-        directory = next(Path(path).rglob(CONFIG_FILE)).parent
-        return TriageClassifier(
-            directory, batch_size=settings.inference.batch_size, max_tokens=settings.inference.max_tokens
-        ), version
-    finally:
-        shutil.rmtree(local, ignore_errors=True)

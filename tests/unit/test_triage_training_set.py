@@ -119,6 +119,20 @@ def test_progress_lines_come_for_each_phase_and_at_most_as_often_as_asked_in_loo
     assert lines[-3:] == ["step 0", "step 1", "step 2"]
 
 
+def test_while_a_phase_says_nothing_the_watcher_says_it_is_still_running():
+    import time
+
+    lines: list[str] = []
+    with Progress(lines.append, every=0.05) as progress:
+        progress.say("refitting the head: logistic regression")
+        time.sleep(0.6)  # a silent library call, twelve times the interval
+    watched = [line for line in lines if line.startswith("still running")]
+    assert watched and watched[0].endswith("since: refitting the head: logistic regression)")
+    count = len(lines)
+    time.sleep(0.2)
+    assert len(lines) == count  # the watcher stops with the phase
+
+
 def test_monthly_partition_keys_are_written_as_the_lake_and_the_docs_write_a_month():
     from assets.triage.partitions import monthly
     from lakehouse.triage.pipeline import month_of
