@@ -9,7 +9,7 @@ import yaml
 from lakehouse.common.sources import SOURCES_ENV
 from lakehouse.forecast import world as gen
 
-MASTER = "key:forecast/stores or key:forecast/products or key:forecast/promotions or key:forecast/events or key:forecast/covariates"
+MASTER = " or ".join(f"key:forecast/{name}" for name in ("stores", "products", "promotions", "events", "covariates"))
 
 
 def write_source(
