@@ -64,7 +64,8 @@ class Progress:
     seconds pass without a line (one slow step on a busy machine, a library call that says nothing)."""
 
     def __init__(self, log=lambda message: None, every: float = PROGRESS_SECONDS):
-        self.log, self.every, self.last, self.phase = log, every, time.monotonic(), "starting"
+        self.log, self.every, self.phase = log, every, "starting"
+        self.said = self.last = time.monotonic()  # the last line of the computation; the last line of any kind
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -72,10 +73,13 @@ class Progress:
     def say(self, message: str) -> None:
         with self._lock:
             self.log(message)
-            self.last, self.phase = time.monotonic(), message
+            self.said = self.last = time.monotonic()
+            self.phase = message
 
     def tick(self, message: str) -> None:
-        if time.monotonic() - self.last >= self.every:
+        """A loop's line, when `every` seconds have passed since the computation's last one (the watcher's lines
+        do not count: they repeat the phase, this says how far it got)."""
+        if time.monotonic() - self.said >= self.every:
             self.say(message)
 
     def __enter__(self) -> Progress:

@@ -131,6 +131,12 @@ def test_while_a_phase_says_nothing_the_watcher_says_it_is_still_running():
     count = len(lines)
     time.sleep(0.2)
     assert len(lines) == count  # the watcher stops with the phase
+    # The watcher's lines do not mute a loop's: a loop still says how far it got.
+    with Progress(lines.append, every=0.05) as progress:
+        time.sleep(0.3)
+        progress.tick("step 7/10")
+    later = lines[count:]
+    assert later[0].startswith("still running") and "step 7/10" in later
 
 
 def test_monthly_partition_keys_are_written_as_the_lake_and_the_docs_write_a_month():
