@@ -44,6 +44,17 @@ def _case_modules(case: str):
         return None, None, exc
 
 
+def _platform_operations(case: str) -> tuple[list, list, list, list]:
+    """What the platform adds to a case that loaded: its freshness and online-store checks, the freshness
+    schedules, the store watch and the source-change sensor (with their jobs)."""
+    from assets.freshness import checks
+    from sensors import freshness, sources
+
+    jobs, schedules, sensors = freshness.operations(case)
+    refresh_jobs, source_sensors = sources.operations(case)
+    return checks(case), jobs + refresh_jobs, schedules, sensors + source_sensors
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     from resources import default_resources
@@ -55,11 +66,12 @@ def defs() -> dg.Definitions:
         if error is not None:
             assets.append(broken_case(case, error))
             continue
+        platform_checks, platform_jobs, platform_schedules, platform_sensors = _platform_operations(case)
         assets += case_assets.ASSETS
-        checks += case_assets.CHECKS
-        jobs += operations.JOBS
-        schedules += operations.SCHEDULES
-        sensors += operations.SENSORS
+        checks += case_assets.CHECKS + platform_checks
+        jobs += operations.JOBS + platform_jobs
+        schedules += operations.SCHEDULES + platform_schedules
+        sensors += operations.SENSORS + platform_sensors
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

@@ -11,6 +11,7 @@ from datetime import date
 
 from pydantic import Field
 
+from lakehouse.common.freshness import Deadline
 from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, Section
@@ -65,6 +66,11 @@ class ChurnCalendar(Calendar):
     timezone: str = "Europe/Paris"
 
 
+class ChurnFreshness(Section):
+    scores: Deadline = Deadline(weekday=0, at="08:00")  # seed: this Monday's scores by Monday morning
+    crm_push: Deadline = Deadline(weekday=0, at="15:00")  # seed: the CRM import on Monday afternoon
+
+
 class ChurnSettings(CaseSettings):
     case = CASE
 
@@ -106,6 +112,7 @@ class ChurnSettings(CaseSettings):
     explained_tiers: tuple[str, ...] = ("high", "medium")  # tiers whose customers get SHAP reasons
     ab: AbTest = AbTest()
     economics: ChurnEconomics = ChurnEconomics()
+    freshness: ChurnFreshness = ChurnFreshness()  # SLAs, alerting when missed (lakehouse.common.freshness)
     # Model training
     lgbm_params: dict = Field(
         default_factory=lambda: {

@@ -12,15 +12,24 @@ Both return a `RawBatch`: the validated tables the case's store step takes, wher
 and what was skipped (rows of partitions the run did not select, under `rows_outside_selection: skip`)
 or ignored (their columns no mapping reads). Generator settings (scale, seed, drills) are refused when
 the case reads the user's files: a listed case never falls back to, or mixes with, the generator.
+
+Fingerprints of a user's source, per partition (`partition_fingerprints`), recorded for each load
+(`record_fingerprints`, in the operational SQLite store) let the source-change sensor (sensors/sources.py)
+find a past period whose file was corrected, or a period that arrived after its load was tried.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+import polars as pl
+
+from lakehouse.common.ops_db import connect
 from lakehouse.common.sources import CaseSource
 
 
@@ -113,3 +122,60 @@ class CaseRaw:
                 f"of {case_source.origin} (the sources file lists it)"
             )
         return FileSource(case_source, self.files)
+
+
+# --------------------------------------------------------------------------- fingerprints of a user's source
+
+
+FINGERPRINTS = "source_fingerprints"
+_FINGERPRINTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {FINGERPRINTS} (
+    case_name TEXT NOT NULL,
+    "partition" TEXT NOT NULL,
+    fingerprint TEXT,
+    run_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (case_name, "partition")
+)"""
+
+
+def partition_fingerprints(frame: pl.DataFrame, partitions: pl.Series) -> dict[str, str]:
+    """Per partition of `frame` (its rows' keys in `partitions`), the row count and an order-free hash of the rows'
+    content: two sums of 32-bit halves of each row's hash, so the same rows in any order give the same print and
+    any changed value changes it (up to hash collisions). The hash is Polars' own: a print is comparable with
+    prints of the same Polars version only (`fingerprint_scheme`)."""
+    if frame.height == 0:
+        return {}
+    hashed = frame.hash_rows(seed=0)
+    keyed = pl.DataFrame(
+        {"partition": partitions, "low": hashed % (1 << 32), "high": hashed // (1 << 32)},
+        schema={"partition": pl.String, "low": pl.UInt64, "high": pl.UInt64},
+    )
+    summed = keyed.group_by("partition").agg(pl.len().alias("rows"), pl.col("low").sum(), pl.col("high").sum())
+    return {p: f"{rows}:{low:x}:{high:x}" for p, rows, low, high in summed.iter_rows()}
+
+
+def fingerprint_scheme() -> str:
+    return f"polars-{pl.__version__}"
+
+
+def loaded_fingerprints(db_path: str | Path, case: str) -> dict[str, str | None]:
+    """The print of each partition as the last load of it (successful or not) found the source."""
+    with closing(connect(db_path)) as conn, conn:
+        conn.execute(_FINGERPRINTS_DDL)
+        rows = conn.execute(
+            f'SELECT "partition", fingerprint FROM {FINGERPRINTS} WHERE case_name = ?', (case,)
+        ).fetchall()
+    return dict(rows)
+
+
+def record_fingerprints(db_path: str | Path, case: str, prints: Mapping[str, str | None], run_id: str) -> None:
+    """Record what a load read, per partition (None: the source had no row for it)."""
+    now = datetime.now(UTC).isoformat()
+    with closing(connect(db_path)) as conn, conn:
+        conn.execute(_FINGERPRINTS_DDL)
+        conn.executemany(
+            f'INSERT OR REPLACE INTO {FINGERPRINTS} (case_name, "partition", fingerprint, run_id, recorded_at) '
+            "VALUES (?, ?, ?, ?, ?)",
+            [(case, p, fp, run_id, now) for p, fp in prints.items()],
+        )

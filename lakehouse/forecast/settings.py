@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lakehouse.common.freshness import Deadline
 from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, Economics, EvaluationWindows, parse_duration
@@ -213,6 +214,10 @@ class ForecastCalendar(Calendar):
     timezone: str = "Europe/Paris"
 
 
+class ForecastFreshness(Section):
+    published: Deadline = Deadline(at="04:00")  # seed: D+1..D+14 from yesterday's sales, published by 04:00
+
+
 class ForecastSettings(CaseSettings):
     case: ClassVar[str] = CASE
 
@@ -247,6 +252,7 @@ class ForecastSettings(CaseSettings):
     )  # allowed values of stores/products columns; none: any
     volume_min_share: float = 0.98  # of the active series forecast each night
     schedules: Schedules = Schedules()
+    freshness: ForecastFreshness = ForecastFreshness()  # SLAs, alerting when missed (lakehouse.common.freshness)
     model_name: str = "forecast_models"
     experiment: str = "forecast"
 

@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from lakehouse.common.freshness import Deadline
 from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, DateRange, Economics, EvaluationWindows, Period
@@ -248,6 +249,11 @@ class FraudWindows(EvaluationWindows):
         return self.model_copy(update={"validation": validation, "train": train}).resolve(first, last)
 
 
+class FraudFreshness(Section):
+    transactions: Deadline = Deadline(at="01:00")  # a day's payments and labels in the lake by 01:00 the next day
+    decision_log: Deadline = Deadline(at="01:00")  # seed: a day's decision log by 01:00 the next day
+
+
 class FraudSettings(CaseSettings):
     case: ClassVar[str] = CASE
 
@@ -266,6 +272,7 @@ class FraudSettings(CaseSettings):
     economics: FraudEconomics = FraudEconomics()
     reference: SeedReference = SeedReference()
     serving: ServingSettings = ServingSettings()
+    freshness: FraudFreshness = FraudFreshness()  # SLAs, alerting when missed (lakehouse.common.freshness)
     consumers: Literal["inline", "off"] = "inline"  # off: run `python -m lakehouse.fraud.consumer` beside the service
     kafka_bootstrap: str = ""  # host:port: the event stream on Kafka instead of the Redis Stream
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from lakehouse.common.freshness import Deadline
 from lakehouse.common.plausibility import Plausibility
 from lakehouse.common.promotion import ComparisonSettings
 from lakehouse.common.settings import Calendar, CaseSettings, DateRange, Economics, Period, back, parse_duration
@@ -176,6 +177,10 @@ class TriageCalendar(Calendar):
     timezone: str = "UTC"
 
 
+class TriageFreshness(Section):
+    routes: Deadline = Deadline(day=2, at="00:00")  # seed: the month's tickets routed by the 2nd
+
+
 class TriageSettings(CaseSettings):
     case = "triage"
 
@@ -205,6 +210,7 @@ class TriageSettings(CaseSettings):
         "3mo"  # the evaluation report's months: dates, or a duration back from the latest routed month
     )
     economics: TriageEconomics = TriageEconomics()
+    freshness: TriageFreshness = TriageFreshness()  # SLAs, alerting when missed (lakehouse.common.freshness)
     registered_model_name: str = "triage_classifier"
 
     def team(self, category: str) -> str:
