@@ -22,6 +22,7 @@ from lakehouse.common.event_stream import KafkaEventStream
 from lakehouse.common.lake import Lake
 from lakehouse.common.local_servers import RedisServer, free_port
 from lakehouse.common.registry import CHAMPION
+from lakehouse.fraud.compiled_trees import CompiledTrees
 from lakehouse.fraud.features_online import EPOCH_KEY, history_key, seen_key
 from lakehouse.fraud.features_registry import DAY_MS
 from lakehouse.fraud.online import STREAM_KEY, WARMING_KEY, epoch_ms, read_decision_log
@@ -156,6 +157,9 @@ def test_auth_validation_and_a_decision(trained, redis_url):
             out = ok.json()
             assert out["decision"] in ("approve", "review", "block") and out["layer"] in (1, 2, 3)
             assert out["model_version"] == version and out["degraded"] is False and out["latency_ms"] > 0
+            # both layers are scored by their compiled trees (the libraries' probabilities, checked at load)
+            model = fraud.decider.model
+            assert all(isinstance(getattr(m, "booster", m), CompiledTrees) for m in (model.layer2, model.layer3))
             ready = await client.get("/ready")
             assert ready.status_code == 200 and ready.json()["cases"]["fraud"]["model_version"] == version
             assert ready.json()["cases"]["fraud"]["feature_store"] == "ok"

@@ -1,14 +1,16 @@
-"""Layer 3's compiled trees give XGBoost's probabilities (same splits, missing values, float32 sums) on
-models like the cascade's, and anything they cannot reproduce stays with XGBoost."""
+"""The compiled trees give the libraries' probabilities (XGBoost: float32 splits and sums; LightGBM: float64,
+its three kinds of missing values) on models like the cascade's layers, and anything they cannot reproduce
+stays with the library."""
 
 from dataclasses import dataclass
 
+import lightgbm
 import numpy as np
 import pytest
 import xgboost
 
 from lakehouse.fraud.compiled_trees import CompiledTrees, NotCompilable, agreement, compiled_or_booster
-from lakehouse.fraud.online import compiled_layer3
+from lakehouse.fraud.online import compiled
 
 
 def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +29,7 @@ def booster() -> xgboost.Booster:
 
 
 def test_probabilities_and_margins_are_xgboosts(booster):
-    compiled = CompiledTrees.from_booster(booster)
+    compiled = CompiledTrees.from_xgboost(booster)
     x, _ = _data(5000, 2)
     expected = booster.inplace_predict(x)
     assert np.max(np.abs(compiled.inplace_predict(x) - expected)) <= 1e-6
@@ -38,7 +40,35 @@ def test_probabilities_and_margins_are_xgboosts(booster):
     assert agreement(compiled, booster) <= 1e-6
 
 
-def test_what_cannot_be_compiled_stays_with_xgboost():
+def _lightgbm(x: np.ndarray, y: np.ndarray, **params) -> lightgbm.Booster:
+    base = {"objective": "binary", "num_leaves": 15, "learning_rate": 0.2, "verbose": -1, "num_threads": 1, "seed": 3}
+    return lightgbm.train(base | params, lightgbm.Dataset(x, label=y), num_boost_round=40)
+
+
+@pytest.mark.parametrize(
+    ("missing", "params"),
+    [
+        ("none (as the cascade trains it)", {}),
+        ("NaN", {"use_missing": True}),
+        ("zero", {"zero_as_missing": True}),
+        ("no missing values at all", {"use_missing": False}),
+    ],
+)
+def test_lightgbm_probabilities_are_lightgbms(missing, params):
+    x, y = _data(3000, 6)
+    if missing.startswith("none"):
+        x = np.nan_to_num(x)  # the cascade trains on filled features: no node learns a missing direction
+    booster = _lightgbm(x, y, **params)
+    compiled = CompiledTrees.from_lightgbm(booster)
+    rows, _ = _data(3000, 7)
+    rows[::7, :4] = 0.0
+    expected = booster.predict(rows, num_threads=1)
+    assert np.max(np.abs(compiled.predict(rows, num_threads=1) - expected)) <= 1e-12, missing
+    assert [compiled.margin(r) for r in rows[:300]] == booster.predict(rows[:300], raw_score=True).tolist()
+    assert compiled_or_booster(booster) is not booster
+
+
+def test_what_cannot_be_compiled_stays_with_the_library():
     x, y = _data(600, 4)
     softmax = xgboost.train(
         {"objective": "multi:softprob", "num_class": 3, "max_depth": 3},
@@ -46,8 +76,16 @@ def test_what_cannot_be_compiled_stays_with_xgboost():
         num_boost_round=5,
     )
     with pytest.raises(NotCompilable):
-        CompiledTrees.from_booster(softmax)
+        CompiledTrees.from_xgboost(softmax)
     assert compiled_or_booster(softmax) is softmax
+    categorical = lightgbm.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 4},
+        lightgbm.Dataset(np.abs(np.nan_to_num(x[:, :2])).round() % 5, label=y, categorical_feature=[0]),
+        num_boost_round=5,
+    )
+    with pytest.raises(NotCompilable):
+        CompiledTrees.from_lightgbm(categorical)
+    assert compiled_or_booster(categorical) is categorical
 
 
 @dataclass(frozen=True)
@@ -62,8 +100,8 @@ class _Calibrated:
 
 
 def test_layer3_is_compiled_inside_a_wrapper_too(booster):
-    assert isinstance(compiled_layer3(booster), CompiledTrees)
-    wrapped = compiled_layer3(_Calibrated(booster, 0.5))
+    assert isinstance(compiled(booster), CompiledTrees)
+    wrapped = compiled(_Calibrated(booster, 0.5))
     assert isinstance(wrapped.booster, CompiledTrees) and wrapped.shift == 0.5
     x, _ = _data(50, 5)
     assert np.max(np.abs(wrapped.inplace_predict(x) - (booster.inplace_predict(x) + 0.5))) <= 1e-6
