@@ -122,8 +122,9 @@ class Spool:
     def waiting(self) -> int:
         return sum(s["events"] - s["committed"] for s in self.segments)
 
-    def read(self, limit: int) -> tuple[list[dict], tuple[dict, int, int] | None]:
-        """Up to `limit` events of the oldest segment with unread lines, and the mark to commit them."""
+    def read(self, limit: int) -> tuple[list[bytes], tuple[dict, int, int] | None]:
+        """Up to `limit` events (JSON lines, as written) of the oldest segment with unread lines, and the mark to
+        commit them."""
         for segment in self.segments:
             if segment["pos"] < segment["size"]:
                 data = os.pread(segment["fd"], min(segment["size"] - segment["pos"], 4 * 1024 * 1024), segment["pos"])
@@ -131,7 +132,7 @@ class Spool:
                 if not lines:
                     continue
                 end = segment["pos"] + sum(len(line) + 1 for line in lines)
-                return [json.loads(line) for line in lines], (segment, end, len(lines))
+                return lines, (segment, end, len(lines))
         return [], None
 
     def commit(self, mark: tuple[dict, int, int]) -> None:
@@ -189,7 +190,7 @@ class EventPublisher:
         events, mark = self.spool.read(self.serving.publish_batch)
         if not events:
             return 0
-        await self.stream.append(events)
+        await self.stream.append_encoded(events)
         self.spool.commit(mark)
         self.published += len(events)
         return len(events)

@@ -23,7 +23,7 @@ def test_events_are_read_back_in_order_and_dropped_once_published(tmp_path):
         events, mark = spool.read(3)
         if not events:
             break
-        seen += [e["tx_id"] for e in events]
+        seen += [json.loads(e)["tx_id"] for e in events]
         spool.commit(mark)
     assert seen == [f"T{i}" for i in range(10)] and spool.waiting == 0
     assert len(list(tmp_path.glob("*.jsonl"))) == 1  # the segment still being written
@@ -52,7 +52,7 @@ def test_a_dead_processs_segments_are_claimed_once_its_lock_is_gone(tmp_path):
         os.close(segment["fd"])
     assert alive.claim_orphans() == 5
     events, mark = alive.read(10)
-    assert [e["tx_id"] for e in events] == [f"T{i}" for i in range(5)]
+    assert [json.loads(e)["tx_id"] for e in events] == [f"T{i}" for i in range(5)]
     alive.commit(mark)
     assert not list(tmp_path.glob("*.jsonl"))
     alive.close()
@@ -63,7 +63,7 @@ def test_a_torn_last_line_is_not_read(tmp_path):
     spool = Spool(tmp_path, max_bytes=10**6, segment_events=100)
     spool.claim_orphans()
     events, mark = spool.read(10)
-    assert [e["tx_id"] for e in events] == ["T0"]
+    assert [json.loads(e)["tx_id"] for e in events] == ["T0"]
     spool.commit(mark)
     assert spool.read(10) == ([], None)
     spool.close()
