@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -285,13 +285,13 @@ def pooled(rows: pl.DataFrame, models: list[str]) -> pl.DataFrame:
 
 
 def select_routing(rows: pl.DataFrame, settings: ForecastSettings) -> tuple[dict[str, str], pl.DataFrame]:
-    """Per segment, the model that forecasts it: the global LightGBM, unless the segment's specialist
-    (the seed's model) is significantly better at the evaluation step on the validation rows: lower
-    WAPE and a one-sided Wilcoxon signed-rank test over the segment's series (their absolute errors
-    summed over the window) below `models.selection_alpha`. A segment is a few series to a few thousand:
-    a lower WAPE alone on one window is too often noise to justify a model of its own."""
-    from scipy.stats import wilcoxon
-
+    """Per segment, the model that forecasts it: the global LightGBM, unless the segment's specialist (the seed's
+    model) is better at the evaluation step on the validation rows beyond one window's noise: lower WAPE over
+    the window and in each half of it, a one-sided Wilcoxon signed-rank test over the segment's series (their
+    absolute errors summed over the window) below `models.selection_alpha`, and at least
+    `models.selection_min_series` series. A segment is a few series to a few thousand, and its series share the
+    window's weeks: on the daily M5 kit, 16 stable series gave AutoARIMA p = 0.017 from the window's first
+    fortnight alone (LightGBM was better in the second) and it lost to LightGBM on the test window."""
     if settings.models.selection == "seed":
         return dict(SEED_MODELS), pl.DataFrame(schema=_SELECTION)
     at = rows.filter(pl.col("step") == settings.eval_step)
@@ -304,31 +304,19 @@ def select_routing(rows: pl.DataFrame, settings: ForecastSettings) -> tuple[dict
             both = part.drop_nulls([model, LIGHTGBM])
             if both.is_empty():
                 continue
-            wape = both.select(_errors(model)[0]).item()
-            p_value = None
+            row = {"segment": segment, "model": model, "series": both["unique_id"].n_unique()}
+            row |= {"wape": both.select(_errors(model)[0]).item(), "p_value_vs_lightgbm": None, "each_half": None}
             if model != LIGHTGBM:
-                per = both.group_by("unique_id").agg(
-                    ours=(pl.col(model) - pl.col("actual")).abs().sum(),
-                    global_=(pl.col(LIGHTGBM) - pl.col("actual")).abs().sum(),
-                )
-                diff = per["ours"] - per["global_"]
-                p_value = (
-                    float(wilcoxon(per["ours"].to_numpy(), per["global_"].to_numpy(), alternative="less").pvalue)
-                    if (diff != 0).sum() >= 5
-                    else 1.0
-                )
-                lgbm = both.select(_errors(LIGHTGBM)[0]).item()
-                if p_value < settings.models.selection_alpha and wape < lgbm and (best is None or wape < best[1]):
-                    best = (model, wape)
-            table.append(
-                {
-                    "segment": segment,
-                    "model": model,
-                    "wape": wape,
-                    "p_value_vs_lightgbm": p_value,
-                    "series": both["unique_id"].n_unique(),
-                }
-            )
+                row |= _against_global(both, model)
+                better = row["wape"] < both.select(_errors(LIGHTGBM)[0]).item() and row["each_half"]
+                if (
+                    better
+                    and row["p_value_vs_lightgbm"] < settings.models.selection_alpha
+                    and row["series"] >= settings.models.selection_min_series
+                    and (best is None or row["wape"] < best[1])
+                ):
+                    best = (model, row["wape"])
+            table.append(row)
         if best is not None:
             routing[segment] = best[0]
     selection = pl.DataFrame(table, schema=_SELECTION).with_columns(
@@ -337,11 +325,34 @@ def select_routing(rows: pl.DataFrame, settings: ForecastSettings) -> tuple[dict
     return routing, selection
 
 
+def _against_global(rows: pl.DataFrame, model: str) -> dict:
+    """The specialist against LightGBM on the same rows: the Wilcoxon p-value over series, and whether its WAPE is
+    lower in each half of the window's periods (one period: the window itself)."""
+    from scipy.stats import wilcoxon
+
+    per = rows.group_by("unique_id").agg(
+        ours=(pl.col(model) - pl.col("actual")).abs().sum(),
+        global_=(pl.col(LIGHTGBM) - pl.col("actual")).abs().sum(),
+    )
+    p_value = (
+        float(wilcoxon(per["ours"].to_numpy(), per["global_"].to_numpy(), alternative="less").pvalue)
+        if ((per["ours"] - per["global_"]) != 0).sum() >= 5
+        else 1.0
+    )
+    labels = rows["ds"].unique().sort()
+    middle = labels[len(labels) // 2] if labels.len() > 1 else labels[0] + timedelta(days=1)
+    halves = rows.group_by(pl.col("ds") < middle).agg(
+        ours=(pl.col(model) - pl.col("actual")).abs().sum(), global_=(pl.col(LIGHTGBM) - pl.col("actual")).abs().sum()
+    )
+    return {"p_value_vs_lightgbm": p_value, "each_half": bool((halves["ours"] < halves["global_"]).all())}
+
+
 _SELECTION = {
     "segment": pl.String,
     "model": pl.String,
     "wape": pl.Float64,
     "p_value_vs_lightgbm": pl.Float64,
+    "each_half": pl.Boolean,
     "series": pl.Int64,
     "chosen": pl.Boolean,
 }

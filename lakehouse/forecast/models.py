@@ -57,6 +57,7 @@ class FittedModels:
     selection: pl.DataFrame | None = None  # the validation scores behind the routing
     config: dict | None = None  # the settings it was fitted with (`configuration`), to refit it elsewhere
     stat_fits: pl.DataFrame | None = None  # candidate, model, series: substitutes for series too short
+    age_cap: int | None = None  # LightGBM's `age` feature stops here (None: a version fitted before the cap)
 
     # ----------------------------------------------------------------- storage (MLflow artifacts)
 
@@ -144,7 +145,8 @@ def fit_models(
     )
     attributes = series_attributes(known, settings)
     codes = static_codes(attributes, settings)
-    frame = training_frame(known, hist, attributes, codes, settings, periods)
+    age_cap = periods.cadence.periods(settings.segmentation.new_max_history)
+    frame = training_frame(known, hist, attributes, codes, settings, periods, age_cap)
     lightgbm, dynamic = fit_lightgbm(frame, codes, settings, periods)
     log(f"fitted LightGBM on {frame.height:,} rows ({frame['unique_id'].n_unique():,} series) as of {as_of}")
     return FittedModels(
@@ -159,6 +161,7 @@ def fit_models(
         frame.height,
         config=configuration(settings),
         stat_fits=stat_fits,
+        age_cap=age_cap,
     )
 
 
@@ -270,6 +273,7 @@ def training_frame(
     codes: dict,
     settings: ForecastSettings,
     periods: Periods,
+    age_cap: int | None,
 ) -> pl.DataFrame:
     """The global model's rows: target, statics, and dynamic features as known the day before each period."""
     if settings.models.global_history:
@@ -285,7 +289,7 @@ def training_frame(
     frame = exogenous(known, attrs, requests, settings, periods).join(
         statics(attrs, codes, settings), on="unique_id", how="left"
     )
-    return with_age(frame, first_sales(hist), periods).drop("as_of")
+    return with_age(frame, first_sales(hist), periods, age_cap).drop("as_of")
 
 
 def _mlforecast(settings: ForecastSettings, periods: Periods):
@@ -602,7 +606,9 @@ def _lightgbm_forecasts(
             ds=pl.col("origin") + pl.duration(days=pl.col("step") * periods.cadence.days), as_of=pl.col("origin")
         )
     )
-    future = with_age(exogenous(data, attributes, future, settings, periods), first_sales(hist), periods)
+    future = with_age(
+        exogenous(data, attributes, future, settings, periods), first_sales(hist), periods, models.age_cap
+    )
     for column in models.dynamic:  # a feature absent tonight (no promotion anywhere, say) is unknown
         if column not in future.columns:
             future = future.with_columns(pl.lit(None, pl.Float64).alias(column))

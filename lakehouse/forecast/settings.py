@@ -107,6 +107,7 @@ class ModelSettings(Section):
         "validation"  # per segment: chosen on the validation window, or the seed's model
     )
     selection_alpha: float = 0.05  # a specialist replaces the global model only when significantly better (Wilcoxon)
+    selection_min_series: int = 30  # ... over at least this many series of its segment (the gate's min_support)
     engine: Literal["local", "dask"] = "local"  # dask: the statistical fits run on a Dask cluster through fugue
     dask_scheduler: str | None = None
 

@@ -102,14 +102,21 @@ def test_models_are_compared_on_exactly_the_same_rows():
     assert wape["LightGBM"] == 0.0 and wape["AutoARIMA"] == pytest.approx(0.1)
 
 
+def _two_periods(rows: pl.DataFrame) -> pl.DataFrame:
+    """The same rows in the first and the second half of a window (ds a week apart)."""
+    later = rows.with_columns(pl.col("ds") + pl.duration(days=7), pl.col("origin") + pl.duration(days=7))
+    return pl.concat([rows, later])
+
+
 def test_a_segment_leaves_the_global_model_only_for_a_significantly_better_specialist():
-    n = 12
-    stable = _rows({"AutoARIMA": [10.5] * n, "LightGBM": [13.0] * n}, [10.0] * n, "stable")  # better on every series
-    noisy = [9.0, 13.0] * (n // 2)  # better on half of them, a lower WAPE overall
-    seasonal = _rows({"MSTL": noisy, "LightGBM": [12.5, 12.5] * (n // 2)}, [10.0] * n, "seasonal").with_columns(
+    n = 40
+    stable = _two_periods(_rows({"AutoARIMA": [10.5] * n, "LightGBM": [13.0] * n}, [10.0] * n, "stable"))
+    # Far better on a quarter of the series, a little worse on the rest: a lower WAPE, not significant.
+    noisy = {"MSTL": [10.0] * 10 + [12.6] * (n - 10), "LightGBM": [15.0] * 10 + [12.5] * (n - 10)}
+    seasonal = _rows(noisy, [10.0] * n, "seasonal").with_columns(
         unique_id=pl.concat_str([pl.lit("t/"), pl.col("unique_id")])
     )
-    routing, table = select_routing(pl.concat([stable, seasonal], how="diagonal_relaxed"), SETTINGS)
+    routing, table = select_routing(pl.concat([stable, _two_periods(seasonal)], how="diagonal_relaxed"), SETTINGS)
     assert routing == {"stable": "AutoARIMA", "seasonal": "LightGBM", "new": "LightGBM", "promo": "LightGBM"}
     mstl = table.filter(pl.col("model") == "MSTL").row(0, named=True)
     assert (
@@ -118,6 +125,27 @@ def test_a_segment_leaves_the_global_model_only_for_a_significantly_better_speci
     assert mstl["p_value_vs_lightgbm"] > 0.05 and not mstl["chosen"]
     assert select_routing(stable, ForecastSettings(models={"selection": "seed"}))[0]["stable"] == "AutoARIMA"
     assert select_routing(stable, ForecastSettings(models={"selection": "seed"}))[0]["seasonal"] == "MSTL"
+
+
+def test_a_specialist_better_in_one_half_of_the_window_or_on_too_few_series_keeps_the_global_model():
+    n = 40
+    first = _rows({"AutoARIMA": [10.5] * n, "LightGBM": [16.0] * n}, [10.0] * n)  # far better in the first half
+    second = first.with_columns(
+        pl.col("ds") + pl.duration(days=7), pl.col("origin") + pl.duration(days=7), LightGBM=pl.lit(10.2)
+    )
+    routing, table = select_routing(pl.concat([first, second]), SETTINGS)
+    arima = table.filter(pl.col("model") == "AutoARIMA").row(0, named=True)
+    lightgbm = table.filter(pl.col("model") == "LightGBM").row(0, named=True)
+    # Lower WAPE over the window and significant over series, from the first half alone.
+    assert arima["wape"] < lightgbm["wape"] and arima["p_value_vs_lightgbm"] < 0.05 and not arima["each_half"]
+    assert routing["stable"] == "LightGBM"
+    better = _two_periods(_rows({"AutoARIMA": [10.5] * n, "LightGBM": [13.0] * n}, [10.0] * n))
+    assert select_routing(better, SETTINGS)[0]["stable"] == "AutoARIMA"
+    few = better.filter(pl.col("unique_id").is_in([f"s/{i}" for i in range(16)]))
+    routing, table = select_routing(few, SETTINGS)
+    assert table.filter(pl.col("model") == "AutoARIMA")["p_value_vs_lightgbm"].item() < 0.05
+    assert routing["stable"] == "LightGBM"  # 16 series: below `selection_min_series`
+    assert select_routing(few, ForecastSettings(models={"selection_min_series": 16}))[0]["stable"] == "AutoARIMA"
 
 
 def test_the_gate_refuses_a_challenger_worse_than_the_champion_or_the_seasonal_naive_beyond_noise():

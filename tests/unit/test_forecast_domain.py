@@ -8,7 +8,14 @@ import pytest
 
 from lakehouse.forecast import world as gen
 from lakehouse.forecast.data import CaseData, Periods, history, periods_of
-from lakehouse.forecast.features import covariates_known, exogenous, match_scope, promotions_known, series_attributes
+from lakehouse.forecast.features import (
+    covariates_known,
+    exogenous,
+    match_scope,
+    promotions_known,
+    series_attributes,
+    with_age,
+)
 from lakehouse.forecast.models import CANDIDATES, fit_models, forecast_candidates
 from lakehouse.forecast.reconcile import (
     BOTTOM_UP,
@@ -210,6 +217,26 @@ def fitted(data, periods):
 
 def test_the_generator_yields_the_four_segments(fitted):
     assert set(fitted.segments["segment"]) == {"stable", "seasonal", "new", "promo"}
+
+
+def test_the_age_feature_stops_at_the_new_product_span(fitted, periods):
+    """Past the new-product span, age would count calendar time only, which a tree cannot extrapolate."""
+    assert fitted.age_cap == 26 * 7 == SETTINGS.cadence.periods(SETTINGS.segmentation.new_max_history)
+    day = date(2026, 1, 1)
+    frame = pl.DataFrame(
+        {
+            "unique_id": ["old", "young", "unsold"],
+            "ds": [day] * 3,
+            "as_of": [None, None, None],
+        },
+        schema_overrides={"as_of": pl.Date},
+    )
+    first = pl.DataFrame(
+        {"unique_id": ["old", "young"], "first_sale": [day - timedelta(days=900), day - timedelta(days=30)]}
+    )
+    aged = dict(with_age(frame, first, periods, fitted.age_cap).select("unique_id", "age").iter_rows())
+    assert aged == {"old": 182.0, "young": 30.0, "unsold": None}
+    assert dict(with_age(frame, first, periods).select("unique_id", "age").iter_rows())["old"] == 900.0
 
 
 def test_every_candidate_forecasts_several_origins_from_fitted_state(data, fitted):
