@@ -38,6 +38,7 @@ from lakehouse.forecast.models import (
 )
 from lakehouse.forecast.reconcile import levels as level_names
 from lakehouse.forecast.reconcile import node_paths
+from lakehouse.forecast.segmentation import segment_series
 from lakehouse.forecast.settings import LIGHTGBM, SEASONAL_NAIVE, SEED_MODELS, SEGMENTS, ForecastSettings
 
 ROUTED = "routed"  # the challenger: each series by its segment's chosen model
@@ -68,10 +69,10 @@ def origins_for(window: DateRange, horizon: int, periods: Periods, labels: list[
     return [periods.cadence.shift(first, k) for k in range(len(scored) + horizon - 1)]
 
 
-def series_universe(data: CaseData, window: DateRange, fitted: FittedModels) -> pl.DataFrame:
-    """store_id, sku_id, segment of every series a backtest scores: those the fit segmented, and those that
+def series_universe(data: CaseData, window: DateRange, segments: pl.DataFrame) -> pl.DataFrame:
+    """store_id, sku_id, segment of every series a backtest scores: those segmented at the fit, and those that
     first appear later, up to the window's end (new products: their segment is `new`)."""
-    known = fitted.segments.select("store_id", "sku_id", "segment")
+    known = segments.select("store_id", "sku_id", "segment")
     later = (
         data.sales.filter(pl.col("date") <= window.end)
         .select("store_id", "sku_id")
@@ -138,16 +139,22 @@ def rolling_forecasts(
         group = origins[first : first + every]
         log(f"backtest: every candidate fitted as of {group[0]}, forecasting {len(group)} origin(s) from that state")
         known = data.until(group[0])  # the backtest's point-in-time cut, once per fit
-        fitted = fit_models(known, settings, periods, routing=routing, candidates=True, log=log)
-        info["fits"].append(group[0])
+        segments = segment_series(known, settings, periods)
         if sample is None:
-            sample, info["series"] = sample_series(series_universe(data, window, fitted), settings.backtest_max_series)
+            sample, info["series"] = sample_series(
+                series_universe(data, window, segments), settings.backtest_max_series
+            )
             info["train"] = history(known).select("unique_id", "ds", "y")  # MASE's scale: the history before
+        # The statistical candidates of the sampled series only: the others are never forecast here.
+        fitted = fit_models(
+            known, settings, periods, routing=routing, candidates=True, log=log, segments=segments, only=sample
+        )
+        info["fits"].append(group[0])
         routings = {CHAMPION: champion.routing} if same_config else None
         rows = forecast_candidates(fitted, data, group, horizon, settings, which="all", ids=sample, routings=routings)
         if champion is not None and not same_config:
             log(f"backtest: champion v{champion.version}'s configuration fitted as of {group[0]}")
-            theirs = fit_models(known, theirs_settings, periods, routing=champion.routing, log=log)
+            theirs = fit_models(known, theirs_settings, periods, routing=champion.routing, log=log, only=sample)
             rows = rows.join(
                 forecast_candidates(theirs, data, group, horizon, theirs_settings, ids=sample).select(
                     "unique_id", "origin", "step", pl.col("yhat").alias(CHAMPION)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -117,37 +118,41 @@ def fit_models(
     routing: dict[str, str] | None = None,
     candidates: bool = False,
     log=lambda *_: None,
+    segments: pl.DataFrame | None = None,
+    only: pl.DataFrame | None = None,
 ) -> FittedModels:
     """Fit on `known`, the data as known at the fit's date (`data.until(as_of)`, cut by the caller).
     `candidates=True` fits every candidate of every segment (backtests); otherwise only the models
-    `routing` uses (default: the seed's)."""
+    `routing` uses (default: the seed's). `segments`: `segment_series(known)` when the caller has it; `only`
+    (store_id, sku_id): the statistical models of these series alone (a backtest's sample, the only series it
+    forecasts). With `models.engine: dask` every fit runs on the cluster (`distributed.py`)."""
+    from lakehouse.forecast.distributed import engine_client
+
     routing = dict(routing or SEED_MODELS)
     as_of = known.known_at()
-    segments = segment_series(known, settings, periods)
+    segments = segment_series(known, settings, periods) if segments is None else segments
     hist = history(known)
+    fitted_ids = (
+        segments
+        if only is None
+        else segments.join(only.select("store_id", "sku_id"), on=["store_id", "sku_id"], how="semi")
+    )
     needed = {m for s in SEGMENTS for m in (CANDIDATES[s] if candidates else (routing[s],))}
     stat_ids = {
-        name: segments.filter(
+        name: fitted_ids.filter(
             pl.col("segment").is_in([s for s in SEGMENTS if name in (CANDIDATES[s] if candidates else (routing[s],))])
         )
         for name in STAT_MODELS
         if name in needed
     }
-    stat, stat_fits = fit_stat_models(hist, stat_ids, settings, periods)
-    substituted = stat_fits.filter(pl.col("model") != pl.col("candidate"))["series"].sum()
-    log(
-        f"fitted {sum(len(m) for m in stat.values())} statistical models as of {as_of}"
-        + (
-            f" ({substituted} series too short for their model: a substitute or the global model)"
-            if substituted
-            else ""
-        )
-    )
-    attributes = series_attributes(known, settings)
-    codes = static_codes(attributes, settings)
-    age_cap = periods.cadence.periods(settings.segmentation.new_max_history)
-    frame = training_frame(known, hist, attributes, codes, settings, periods, age_cap)
-    lightgbm, dynamic = fit_lightgbm(frame, codes, settings, periods)
+    with engine_client(settings) as client:
+        stat, stat_fits = fit_stat_models(hist, stat_ids, settings, periods, client)
+        log(_stat_note(stat, stat_fits, as_of))
+        attributes = series_attributes(known, settings)
+        codes = static_codes(attributes, settings)
+        age_cap = periods.cadence.periods(settings.segmentation.new_max_history)
+        frame = training_frame(known, hist, attributes, codes, settings, periods, age_cap)
+        lightgbm, dynamic = fit_lightgbm(frame, codes, settings, periods, client)
     log(f"fitted LightGBM on {frame.height:,} rows ({frame['unique_id'].n_unique():,} series) as of {as_of}")
     return FittedModels(
         as_of,
@@ -165,8 +170,19 @@ def fit_models(
     )
 
 
+def _stat_note(stat: dict, stat_fits: pl.DataFrame, as_of: date) -> str:
+    substituted = stat_fits.filter(pl.col("model") != pl.col("candidate"))["series"].sum()
+    return f"fitted {sum(len(m) for m in stat.values())} statistical models as of {as_of}" + (
+        f" ({substituted} series too short for their model: a substitute or the global model)" if substituted else ""
+    )
+
+
 def fit_stat_models(
-    hist: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame], settings: ForecastSettings, periods: Periods
+    hist: pl.DataFrame,
+    ids_by_model: dict[str, pl.DataFrame],
+    settings: ForecastSettings,
+    periods: Periods,
+    client=None,
 ) -> tuple[dict[str, dict[str, object]], pl.DataFrame]:
     """store_id -> unique_id -> fitted model, each on its series' bounded window; and per candidate, how many
     series got which model. A series too short for its candidate gets the first substitute whose history
@@ -193,7 +209,9 @@ def fit_stat_models(
     windows = windows.drop_nulls("model") if not windows.is_empty() else windows
     if windows.is_empty():
         return {}, fits
-    fitted = _fit_windows(to_pandas(windows.select("unique_id", "ds", "y", "model", "candidate")), periods, settings)
+    fitted = _fit_windows(
+        to_pandas(windows.select("unique_id", "ds", "y", "model", "candidate")), periods, settings, client
+    )
     out: dict[str, dict[str, object]] = {}
     for uid, model in fitted.items():
         out.setdefault(uid.split("/", 1)[0], {})[uid] = model
@@ -219,12 +237,17 @@ def _fit_counts(windows: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame]) ->
     )
 
 
-def _fit_windows(windows, periods: Periods, settings: ForecastSettings) -> dict[str, object]:
-    """Locally in this process, or on a Dask cluster through fugue (`models.engine: dask`)."""
-    from lakehouse.forecast.statistical import fit_on_dask, fit_partition
+def _fit_windows(windows, periods: Periods, settings: ForecastSettings, client=None) -> dict[str, object]:
+    """Locally in this process, or on a Dask cluster through fugue (`models.engine: dask`; `client`, or one
+    opened for this fit)."""
+    from lakehouse.forecast.distributed import dask_client, fit_statistical
+    from lakehouse.forecast.statistical import fit_partition
 
-    fit = fit_on_dask if settings.models.engine == "dask" else fit_partition
-    fitted = fit(windows, periods.alias, periods.cadence.season, settings)
+    if settings.models.engine == "dask":
+        with nullcontext(client) if client is not None else dask_client(settings) as cluster:
+            fitted = fit_statistical(cluster, windows, periods.alias, periods.cadence.season, settings)
+    else:
+        fitted = fit_partition(windows, periods.alias, periods.cadence.season, settings)
     return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["fitted"], strict=True)}
 
 
@@ -307,17 +330,22 @@ def _mlforecast(settings: ForecastSettings, periods: Periods):
     )
 
 
-def fit_lightgbm(frame: pl.DataFrame, codes: dict, settings: ForecastSettings, periods: Periods):
+def fit_lightgbm(frame: pl.DataFrame, codes: dict, settings: ForecastSettings, periods: Periods, client=None):
+    """The global model on the training frame, in this process or, given a Dask client, through mlforecast's
+    distributed API (`distributed.fit_lightgbm`); the fitted `MLForecast` and its dynamic features."""
+    from lakehouse.forecast.distributed import fit_lightgbm as fit_on_cluster
+
     static = static_names(codes, frame.columns, settings)
     # Sorted: the features' order must not depend on the order rows arrived in (column sampling picks by position).
     dynamic = sorted(c for c in frame.columns if c not in ("unique_id", "ds", "y", *static))
-    model = _mlforecast(settings, periods)
     keep = max(periods.cadence.lags) + max(periods.cadence.rolling_windows)
+    rows = to_pandas(frame.select("unique_id", "ds", "y", *static, *dynamic))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # series too short for the lags are left out, as they should be
-        model.fit(
-            to_pandas(frame.select("unique_id", "ds", "y", *static, *dynamic)), static_features=static, keep_last_n=keep
-        )
+        if client is not None:
+            return fit_on_cluster(client, rows, static, keep, settings, periods), dynamic
+        model = _mlforecast(settings, periods)
+        model.fit(rows, static_features=static, keep_last_n=keep)
     return model, dynamic
 
 

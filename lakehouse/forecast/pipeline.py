@@ -532,9 +532,16 @@ def nightly_forecast(
 ) -> tuple[pl.DataFrame, list[CheckOutcome]]:
     """Every active series of the stores in `data` over periods 1..horizon after `origin`, each by its
     segment's routed model from the fitted state, marked with the version and whether it is in shadow;
-    the volume checks of the worst store."""
+    the volume checks of the worst store. With `models.engine: dask`, one task per store on the cluster."""
+    from lakehouse.forecast.distributed import dask_client, forecast_stores
+
     horizon = horizon or settings.horizon_periods
-    forecasts = marked(forecast_candidates(models, data, origin, horizon, settings), choice)
+    if settings.models.engine == "dask":
+        with dask_client(settings) as client:
+            base = forecast_stores(client, models, data, origin, horizon, settings)
+    else:
+        base = forecast_candidates(models, data, origin, horizon, settings)
+    forecasts = marked(base, choice)
     return forecasts, store_checks(data, forecasts, origin, horizon, settings)
 
 

@@ -1,5 +1,5 @@
-"""The statistical models (statsforecast): what they are, the history each needs, and their weekly fits, in
-this process or on a Dask cluster through fugue (`models.engine: dask`).
+"""The statistical models (statsforecast): what they are, the history each needs, and their weekly fits (in this
+process, or in each task of a Dask cluster through fugue: `distributed.py`).
 
 Each model declares the periods of history it needs at the fit date (`min_history`): AutoARIMA and
 MSTL two seasons (104 weekly rows), the seasonal naive one season, ETS without season 8 periods, Theta
@@ -67,23 +67,3 @@ def fit_partition(df: pd.DataFrame, freq: str, season: int, settings: ForecastSe
             model.candidate = candidate[uid]
             rows.append((uid, pickle.dumps(model)))
     return pd.DataFrame(rows, columns=["unique_id", "fitted"])
-
-
-def fit_on_dask(windows: pd.DataFrame, freq: str, season: int, settings: ForecastSettings) -> pd.DataFrame:
-    """`fit_partition` over the cluster's workers (`models.dask_scheduler`, or a local in-process cluster)."""
-    import fugue.api as fa
-    from dask.distributed import Client
-
-    scheduler = settings.models.dask_scheduler
-    with Client(scheduler) if scheduler else Client(processes=False, n_workers=1, threads_per_worker=2) as client:
-        workers = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-        fitted = fa.transform(
-            windows,
-            fit_partition,
-            schema="unique_id:str,fitted:bytes",
-            params={"freq": freq, "season": season, "settings": settings},
-            partition={"by": "model", "num": max(2, workers)},
-            engine=client,
-            as_local=True,
-        )
-    return fitted if isinstance(fitted, pd.DataFrame) else fitted.as_pandas()
