@@ -253,7 +253,7 @@ def test_a_tickets_answer_does_not_depend_on_its_batch(trained):
     for other in (alone, shuffled):
         assert other["category"].to_list() == batched["category"].to_list()
         assert other["out_of_scope"].to_list() == batched["out_of_scope"].to_list()
-        assert (other["confidence"] - batched["confidence"]).abs().max() < 1e-4
+        assert (other["confidence"] - batched["confidence"]).abs().max() < 1e-5  # docs/triage.md, Serving
 
 
 def test_the_saved_classifier_loads_with_the_same_answers(trained):
