@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(LAKEHOUSE_HOME)/dagster
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-fast ui serve graph docs bench realdata clean home materialize job rollback
+.PHONY: setup demo test test-fast ui serve graph docs bench realdata replay clean home materialize job rollback
 
 MANIFEST := dbt_project/target/manifest.json
 
@@ -28,6 +28,7 @@ demo: setup
 	$(BIN)/python demo.py
 
 test: setup
+	$(BIN)/ruff format --check --quiet . && $(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Unit and asset tests only (no end-to-end graph, nothing marked slow).
@@ -58,6 +59,12 @@ rollback: home
 	@test -n "$(CASE)" -a -n "$(VERSION)" -a -n "$(REASON)" || (echo "usage: make rollback CASE=<case> VERSION=<n> REASON=<why>" && exit 2)
 	$(BIN)/dagster asset materialize -m definitions --select '$(CASE)/champion_model' \
 		--config-json '{"ops": {"$(CASE)__champion_model": {"config": {"rollback_to": "$(VERSION)", "reason": "$(REASON)"}}}}'
+
+# Months in production on a fresh home, every schedule and sensor ticking through simulated time, faults
+# injected (docs/replay.md): make replay CASE=fraud
+replay: setup
+	@test -n "$(CASE)" || (echo "usage: make replay CASE=<churn|forecast|fraud|triage>" && exit 2)
+	$(BIN)/python -m bench.replay --case $(CASE)
 
 serve: setup
 	$(BIN)/python -m lakehouse.serving

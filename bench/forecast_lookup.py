@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-            keys = list(zip(table["store_id"].to_list(), table["sku_id"].to_list()))
+            keys = list(zip(table["store_id"].to_list(), table["sku_id"].to_list(), strict=True))
             random.Random(7).shuffle(keys)
             asyncio.run(load(port, keys[:2_000], args.rate, 2))  # warm-up
             for run in range(args.runs):

@@ -72,7 +72,7 @@ def decision_log(
             "dagster/column_schema": frame_schema(log.head(0)),
             **{f"decisions_{d}": int(n) for d, n in counts.iter_rows()},
             "degraded": int(log["degraded"].sum()) if log.height else 0,
-        }
+        },
     )
     for outcome in outcomes:
         yield check_result(outcome, LOG_KEY)

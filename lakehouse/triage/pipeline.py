@@ -17,7 +17,7 @@ import polars as pl
 from lakehouse.common.checks import CheckOutcome
 from lakehouse.common.lake import Lake
 from lakehouse.common.loads import split_partitions
-from lakehouse.common.schema import InputDataError, validate_frame, validate_references
+from lakehouse.common.schema import InputDataError, validate_references
 from lakehouse.common.sources import CaseSource, load_table
 from lakehouse.triage.model import AUTO, TriageClassifier, evaluate, route
 from lakehouse.triage.monitoring import (
@@ -113,20 +113,6 @@ def load_source(source: CaseSource, today: date) -> RawTables:
         parent_table="tickets",
     )
     return raw
-
-
-def generated(
-    tickets: pl.DataFrame, labels: pl.DataFrame, customers: pl.DataFrame, origin: str, today: date
-) -> RawTables:
-    """Tables from the synthetic helpdesk, validated like a user's."""
-    return RawTables(
-        validate_frame(tickets, TICKETS, source="generator", today=today),
-        validate_frame(labels, AGENT_LABELS, source="generator", today=today),
-        validate_frame(customers, CUSTOMERS, source="generator", today=today),
-        origin=origin,
-        tickets_label="generator",
-        labels_label="generator",
-    )
 
 
 def partition_key(settings: TriageSettings, column: str = "created_at") -> pl.Expr:
