@@ -82,15 +82,21 @@ def first_error(instance: dg.DagsterInstance, run_id: str) -> str:
     return "the run failed without an error message"
 
 
-def _materializations(instance: dg.DagsterInstance, run_id: str, event_type) -> set[tuple[str, str | None]]:
+def _materializations(
+    instance: dg.DagsterInstance, run_id: str, event_type, unpartitioned: frozenset[str] = frozenset()
+) -> set[tuple[str, str | None]]:
     """(asset, partition) of a run's materialization events, or of its planned ones (a range run plans a subset:
-    each partition of it, up to MAX_PLANNED, else the asset alone)."""
+    each partition of it, up to MAX_PLANNED, else the asset alone). Dagster plans an unpartitioned asset of a
+    partitioned run with the run's partitions, and materializes it with none: it is the asset alone."""
     found = set()
     for record in instance.get_records_for_run(run_id, of_type=event_type).records:
         event = record.event_log_entry.dagster_event
         if event is None or event.asset_key is None:
             continue
         asset = event.asset_key.to_user_string()
+        if asset in unpartitioned:
+            found.add((asset, None))
+            continue
         subset = getattr(event.event_specific_data, "partitions_subset", None)
         keys = list(subset.get_partition_keys()) if subset is not None else []
         if keys and len(keys) <= MAX_PLANNED:
@@ -101,10 +107,13 @@ def _materializations(instance: dg.DagsterInstance, run_id: str, event_type) -> 
 
 
 def run_outcome(
-    instance: dg.DagsterInstance, run_end: dg.EventLogRecord, run: dg.DagsterRun | None
+    instance: dg.DagsterInstance,
+    run_end: dg.EventLogRecord,
+    run: dg.DagsterRun | None,
+    unpartitioned: frozenset[str] = frozenset(),
 ) -> tuple[list[Alert], list[Resolution]]:
     """A failed run's alerts, one per asset partition it was to materialize and did not; the resolutions of the
-    asset partitions any finished run materialized."""
+    asset partitions any finished run materialized (`unpartitioned`: the assets without partitions)."""
     done = _materializations(instance, run_end.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
     when = datetime.fromtimestamp(run_end.timestamp, tz=UTC)
     resolutions = [
@@ -113,7 +122,9 @@ def run_outcome(
     ]
     if run_end.event_log_entry.dagster_event.event_type != dg.DagsterEventType.RUN_FAILURE:
         return [], resolutions
-    planned = _materializations(instance, run_end.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    planned = _materializations(
+        instance, run_end.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, unpartitioned
+    )
     missing = sorted(planned - done, key=str)
     if not missing:
         return [], resolutions
@@ -143,17 +154,19 @@ def read_evaluations(
     cursor: str | None = None,
     runs_per_tick: int = RUNS_PER_TICK,
     asset_keys=None,
+    unpartitioned: frozenset[str] = frozenset(),
 ) -> tuple[list[Alert], list[Resolution], str | None]:
     """Alerts for the failed evaluations of `check_keys`, and for the failed runs, among the runs that finished
     after `cursor`; the passing evaluations and materializations that clear earlier alerts; and the cursor to
-    resume from (unchanged when no run finished). Failed runs alert for the assets of `asset_keys` (default: any)."""
+    resume from (unchanged when no run finished). Failed runs alert for the assets of `asset_keys` (default: any);
+    `unpartitioned` names the assets without partitions."""
     after = int(cursor) if cursor else None
     alerts: list[Alert] = []
     resolutions: list[Resolution] = []
     for run_end in finished_runs(instance, after, runs_per_tick):
         run = instance.get_run_by_id(run_end.run_id)
         run_partition = run.tags.get(PARTITION_TAG) if run else None
-        failed, materialized = run_outcome(instance, run_end, run)
+        failed, materialized = run_outcome(instance, run_end, run, unpartitioned)
         alerts += [a for a in failed if asset_keys is None or dg.AssetKey.from_user_string(a.asset_key) in asset_keys]
         resolutions += materialized
         evaluations = instance.get_records_for_run(
@@ -197,8 +210,10 @@ def failed_evaluations(
 )
 def asset_check_alerts(context: dg.SensorEvaluationContext, lakehouse: LakehouseResource, alerts: AlertSinkResource):
     graph = context.repository_def.asset_graph
+    keys = graph.get_all_asset_keys()
+    unpartitioned = frozenset(k.to_user_string() for k in keys if not graph.get(k).is_partitioned)
     found, resolutions, cursor = read_evaluations(
-        context.instance, graph.asset_check_keys, context.cursor, asset_keys=graph.get_all_asset_keys()
+        context.instance, graph.asset_check_keys, context.cursor, asset_keys=keys, unpartitioned=unpartitioned
     )
     new = alerts.send(lakehouse, found)
     cleared = alerts.resolve(lakehouse, resolutions)

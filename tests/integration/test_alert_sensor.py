@@ -182,3 +182,48 @@ def test_a_burst_of_failures_of_one_check_is_read_in_full():
     assert run_ids == [
         r.dagster_run.run_id for r in instance.get_run_records(ascending=True)
     ]  # in the order the runs finished
+
+
+class LoadConfig(dg.Config):
+    refuse: bool = False
+
+
+@dg.asset(key=["fraud", "transactions"], partitions_def=DAYS)
+def day_load(config: LoadConfig):
+    if config.refuse:
+        raise ValueError("column 'amount': 1 value(s) below the minimum 0")
+
+
+@dg.asset(key=["fraud", "transaction_features"], deps=[day_load])
+def features():
+    """Unpartitioned, in the day's run: Dagster plans it with the run's partitions (when the run's last asset is
+    partitioned, dagster/_core/instance/runs/run_domain.py) and materializes it with none."""
+
+
+def test_a_refused_day_alerts_for_an_unpartitioned_asset_once_and_its_next_materialization_clears_it(
+    instance, lakehouse_home, webhook
+):
+    defs = dg.Definitions(assets=[day_load, features], sensors=[asset_check_alerts])
+    resources = {
+        "lakehouse": LakehouseResource(home=str(lakehouse_home)),
+        "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook"),
+    }
+
+    def tick():
+        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+        return asset_check_alerts(context)
+
+    refused = dg.RunConfig(ops={"fraud__transactions": LoadConfig(refuse=True)})
+    run = dg.materialize(
+        [day_load, features], instance=instance, partition_key="2024-01-08", run_config=refused, raise_on_error=False
+    )
+    assert not run.success
+    tick()
+    opened = open_alerts(lakehouse_home / "ops.sqlite").sort("asset_key")
+    assert opened.select("asset_key", "partition").rows() == [
+        ("fraud/transaction_features", None),
+        ("fraud/transactions", "2024-01-08"),
+    ]
+    dg.materialize([day_load, features], instance=instance, partition_key="2024-01-08")
+    assert tick().skip_reason.skip_message == "0 new alerts, 2 cleared"
+    assert open_alerts(lakehouse_home / "ops.sqlite").is_empty()
