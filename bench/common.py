@@ -2,7 +2,7 @@
 
 Every measured repetition runs in a fresh process started here; its wall time is taken
 around the process and its peak RSS comes from `os.wait4` (the kernel's high-water mark of
-the child and of every descendant it waited for, e.g. the dbt CLI a worker starts).
+the child and of every descendant it waited for).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
-DBT_PROJECT_DIR = ROOT / "dbt_project"
-DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 GIB = 1024**3
 MIB = 1024**2
 
@@ -277,101 +275,6 @@ def clean_env(**overrides: str) -> dict:
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     env.update(overrides)
     return env
-
-
-# --- dbt --------------------------------------------------------------------------------------
-
-
-def dbt_env(home: Path, target_path: Path, *, dagster_like: bool = True) -> dict:
-    """Environment of a dbt CLI run against a benchmark home.
-
-    `dagster_like` reproduces what dagster-dbt's `DbtCliResource.cli` sets for the
-    subprocess: JSON logs, a fresh target/log path per invocation (so no partial parse),
-    usage stats off, unbuffered output, project and profiles dirs in the environment.
-    """
-    env = clean_env(
-        LAKEHOUSE_WAREHOUSE=str(home / "warehouse.duckdb"),
-        LAKEHOUSE_LAKE_URL=str(home / "lake"),
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-        DBT_PROFILES_DIR=str(DBT_PROJECT_DIR),
-        DBT_PROJECT_DIR=str(DBT_PROJECT_DIR),
-        DBT_TARGET_PATH=str(target_path),
-        DBT_LOG_PATH=str(target_path),
-    )
-    if dagster_like:
-        env.update(DAGSTER_DBT_CLI="true", PYTHONUNBUFFERED="1", DBT_LOG_FORMAT="json", PYTHONLEGACYWINDOWSSTDIO="1")
-    return env
-
-
-def dbt_args(command: str, select: str | None = None, dbt_vars: dict | None = None) -> list[str]:
-    args = [DBT_EXECUTABLE, command]
-    if dbt_vars:
-        args += ["--vars", json.dumps(dbt_vars)]
-    if select:
-        args += ["--select", select]
-    return args
-
-
-def run_dbt(
-    command: str,
-    home: Path,
-    target_path: Path,
-    *,
-    select: str | None = None,
-    dbt_vars: dict | None = None,
-    dagster_like: bool = True,
-    log_path: Path | None = None,
-    **kwargs,
-) -> Measured:
-    measured = run_measured(
-        dbt_args(command, select, dbt_vars),
-        env=dbt_env(home, target_path, dagster_like=dagster_like),
-        cwd=DBT_PROJECT_DIR,
-        log_path=log_path,
-        **kwargs,
-    )
-    if not measured.ok:
-        raise RuntimeError(
-            f"dbt {command} --select {select} failed ({measured.killed or measured.returncode}):\n{measured.log_tail}"
-        )
-    return measured
-
-
-def dbt_log_timings(log_path: str | Path) -> dict:
-    """Node timings from a dbt JSON log (DBT_LOG_FORMAT=json): model vs data tests vs the rest.
-
-    `run_s` is dbt's own "Finished running ... in X seconds" (connection, nodes, hooks);
-    whatever else the process spent is interpreter start, imports, project parse, compile.
-    """
-    nodes: dict[str, dict] = {}
-    run_s = None
-    for line in Path(log_path).read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        name = event.get("info", {}).get("name")
-        data = event.get("data", {})
-        if name in ("LogModelResult", "LogTestResult", "NodeFinished"):  # the first two at info level
-            info = data.get("node_info", {})
-            result = data.get("run_result", data)
-            nodes[info.get("unique_id", "?")] = {
-                "status": result.get("status"),
-                "execution_time_s": result.get("execution_time"),
-            }
-        elif name == "FinishedRunningStats":
-            run_s = data.get("execution_time")
-    model_s = sum(v["execution_time_s"] or 0 for k, v in nodes.items() if k.startswith("model."))
-    tests_s = sum(v["execution_time_s"] or 0 for k, v in nodes.items() if k.startswith("test."))
-    return {
-        "run_s": run_s,
-        "model_s": model_s,
-        "tests_s": tests_s,
-        "tests": sum(k.startswith("test.") for k in nodes),
-        "nodes": nodes,
-    }
 
 
 # --- results ----------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ Each repetition runs the same work twice, each time in a fresh process on a fres
 home, alternating which goes first:
   (a) dagster: `demos.churn.run` on its own instance (`DagsterInstance.from_config` on a
       dir holding a copy of deploy/dagster.yaml), embedded resources, LAKEHOUSE_SCALE=2000.
-  (b) direct: the same case pipeline functions the assets call (lakehouse/churn/pipeline.py)
-      and the same dbt commands, without Dagster (never imported), in the demo's order.
+  (b) direct: the same case functions the assets call (lakehouse/churn/pipeline.py, evaluation.py)
+      and the same dbt commands run the same way (dbt in the process, parsed once:
+      lakehouse/churn/dbt_runner.py), without Dagster (never imported), in the demo's order.
 The timed part starts after the imports (reported apart) and ends with the last step.
 Dagster's time is then split with its own event log: run and step start/end per run.
 One extra Dagster run under cProfile (not in the medians) says where the rest goes.
@@ -16,6 +17,7 @@ One extra Dagster run under cProfile (not in the medians) says where the rest go
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -126,7 +128,7 @@ def worker_dagster(a) -> dict:
     if profiler:
         profiler.disable()
     ends = [m[1] for m in marks[1:]] + [t0 + wall]
-    phases = {name: end - start for name, (_, start), end in zip(PHASES, marks, ends)}
+    phases = {name: end - start for name, (_, start), end in zip(PHASES, marks, ends, strict=True)}
     result = {
         "imports_s": imports_s,
         "wall_s": wall,
@@ -148,7 +150,7 @@ def _profile_summary(profiler, wall: float) -> dict:
     stats = pstats.Stats(profiler)
     by_package: dict[str, float] = defaultdict(float)
     rows = []
-    for (filename, line, func), (cc, nc, tt, ct, callers) in stats.stats.items():
+    for (filename, line, func), (_, nc, tt, ct, _) in stats.stats.items():
         path = filename.replace("\\", "/")
         if "site-packages/" in path:
             package = path.split("site-packages/")[1].split("/")[0].removesuffix(".py")
@@ -178,20 +180,19 @@ def _profile_summary(profiler, wall: float) -> dict:
 
 
 def worker_direct(a) -> dict:
-    """The steps of `demos.churn.run` through the same case pipeline functions the assets call, with
-    the dbt CLI in place of dagster-dbt, in one process that never imports Dagster."""
+    """The steps of `demos.churn.run` through the same case functions the assets call, and dbt in this
+    process as the dbt assets run it, in one process that never imports Dagster."""
     t = time.perf_counter()
-    from bench.common import run_dbt
-    from lakehouse.churn import pipeline
+    from lakehouse.churn import dbt_runner, pipeline
     from lakehouse.churn.crm import OutboxCrm
     from lakehouse.churn.schemas import RAW_TABLES
     from lakehouse.churn.settings import ChurnSettings
     from lakehouse.churn.world import WorldConfig, generate_world
-    from lakehouse.common import promotion
     from lakehouse.common.home import LakehouseHome
     from lakehouse.common.lake import Lake
     from lakehouse.common.registry import Registry
     from lakehouse.common.schema import validate_frame
+    from lakehouse.common.settings import configured_sources_path
 
     imports_s = time.perf_counter() - t
     home = Path(a.home)
@@ -202,15 +203,24 @@ def worker_direct(a) -> dict:
     os.environ.setdefault(
         "LAKEHOUSE_CHURN_AB__SIMULATED_CONTACT_EFFECT", str(world.true_contact_effect)
     )  # as the demo does
-    settings = ChurnSettings()
+    settings = ChurnSettings.load(configured_sources_path())
     steps: dict[str, float] = defaultdict(float)
     phases: dict[str, float] = {}
-    dbt_target = home / "dbt_target"  # one target dir, as a plain `dbt` user has
+    environment = {
+        "LAKEHOUSE_WAREHOUSE": str(paths.warehouse),
+        "LAKEHOUSE_LAKE_URL": str(paths.lake),
+        "LAKEHOUSE_DBT_TARGET": "local",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
 
     def dbt(select: str, **extra_vars) -> None:
-        run_dbt(
-            "build", home, dbt_target, select=select, dbt_vars={**settings.dbt_vars(), **extra_vars}, dagster_like=False
+        dbt_vars = json.dumps({**settings.dbt_vars(), **extra_vars})
+        target = (
+            dbt_runner.PROJECT_DIR / "target" / f"direct-{os.getpid()}-{select.replace(':', '_').replace(',', '_')}"
         )
+        dbt_runner.invoke(
+            ["build", "--vars", dbt_vars, "--select", select], env=environment, target_path=target
+        ).raise_on_error()
 
     class step:
         def __init__(self, key):
@@ -239,35 +249,24 @@ def worker_direct(a) -> dict:
 
     p = time.perf_counter()
     with step("churn_features"):
-        dbt(
-            "churn_features",
-            snapshot_start=keys[0],
-            snapshot_end=(date.fromisoformat(keys[-1]) + timedelta(weeks=1)).isoformat(),
-        )
+        end = (date.fromisoformat(keys[-1]) + timedelta(weeks=1)).isoformat()
+        dbt("churn_features", snapshot_start=keys[0], snapshot_end=end)
     phases["features"] = time.perf_counter() - p
 
     p = time.perf_counter()
     with step("churn_labels"):
         dbt("churn_labels")
-    with step("training_set"):
-        pipeline.build_training_set(store)
-    with step("churn_model"):
-        pipeline.train_challenger(store, registry, settings)
-    with step("go_no_go_gate"):
-        gate = pipeline.go_no_go(registry, settings)
-        promotion.record(registry, gate)
-    with step("champion_model"):
-        promotion.promote(registry, settings.registered_model_name)
+    gate = _direct_training(store, registry, settings, step)
     phases["training"] = time.perf_counter() - p
 
     p = time.perf_counter()
-    for key in keys[-scored_weeks() :]:
-        with step("churn_scores"):
-            pipeline.score_week(store, registry, key, settings)
+    with step("churn_scores"):
+        model = pipeline.serving_model(registry, settings)
+        for key in keys[-scored_weeks() :]:
+            pipeline.score_week(store, model, key, settings)
     with step("crm_push"):
-        OutboxCrm(paths.ops_db).upsert(
-            pipeline.crm_records(store.lake.read("churn", "churn_scores", ("snapshot_date", keys[-1])))
-        )
+        records, _ = pipeline.crm_batch(store, keys[-1])
+        OutboxCrm(paths.ops_db).upsert(records)
     phases["scoring_and_crm"] = time.perf_counter() - p
 
     p = time.perf_counter()
@@ -288,8 +287,32 @@ def worker_direct(a) -> dict:
     }
 
 
+def _direct_training(store, registry, settings, step):
+    """Training set, model, gate, promotion and the evaluation report, as the training steps of the demo."""
+    from lakehouse.churn import evaluation, pipeline
+    from lakehouse.common import promotion
+    from lakehouse.common.registry import CHALLENGER, CHAMPION
+
+    name = settings.registered_model_name
+    with step("training_set"):
+        pipeline.build_training_set(store)
+    with step("model"):
+        pipeline.train_challenger(store, registry, settings)
+    with step("go_no_go_gate"):
+        gate = pipeline.go_no_go(store, registry, settings)
+        promotion.record(registry, gate)
+    with step("champion_model"):
+        promotion.promote(registry, name)
+        promotion.history(registry, name)
+    with step("model_evaluation"):
+        challenger, champion = registry.alias_version(name, CHALLENGER), registry.alias_version(name, CHAMPION)
+        evaluation.evaluate_version(store.lake, registry, settings, challenger, champion=champion)
+    return gate
+
+
 def _snapshot_keys(world) -> list[str]:
-    """The weekly partition keys `demos.churn.run` scores: Mondays from the world's first full-lookback snapshot to its end."""
+    """The weekly partition keys `demos.churn.run` scores: Mondays from the world's first full-lookback snapshot
+    to its end."""
     keys, d = [], world.first_snapshot
     while d <= world.end_date:
         keys.append(d.isoformat())
@@ -358,7 +381,7 @@ def _match_step(step_key: str, direct_keys: list[str]) -> str | None:
     if k in direct_keys:
         return k
     for d in sorted(direct_keys, key=len, reverse=True):
-        if k.endswith(d) and d not in ("churn_model",):
+        if k.endswith(d):
             return d
     return None
 
@@ -443,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
                     r = _run_mode(root, mode, rep, a.keep, quiet_wait_s=a.quiet_wait, attempt=attempt)
                     pair[mode] = r
                     print(
-                        f"[run {rep + 1}/{a.runs}] {mode:7s} {r['wall_s']:6.1f} s (+ imports {r['imports_s']:.1f} s), CPU {r['process_cpu_s']:.0f} s, "
-                        f"peak RSS {r['max_rss_bytes'] / 2**20:.0f} MiB, other processes {r['foreign_cpu_share']:.0%} of the CPU",
+                        f"[run {rep + 1}/{a.runs}] {mode:7s} {r['wall_s']:6.1f} s (+ imports {r['imports_s']:.1f} s), "
+                        f"CPU {r['process_cpu_s']:.0f} s, peak RSS {r['max_rss_bytes'] / 2**20:.0f} MiB, "
+                        f"other processes {r['foreign_cpu_share']:.0%} of the CPU",
                         flush=True,
                     )
                 pair["contended"] = max(pair[m]["foreign_cpu_share"] for m in order)
@@ -467,12 +491,6 @@ def main(argv: list[str] | None = None) -> int:
         payload["repetitions"] = reps
         payload["discarded_contended_pairs"] = discarded
         payload["median"] = _medians(reps)
-        # dagster-dbt's own resource runs `dbt --version` once per instance, i.e. once per run
-        # (resources are initialised per run); the project's DbtResource once per process.
-        from bench.common import DBT_EXECUTABLE, run_measured
-
-        probes = [run_measured([DBT_EXECUTABLE, "--version"], env=clean_env()).wall_s for _ in range(3)]
-        payload["dbt_version_subprocess_s"] = median(probes)
         if not a.no_profile:
             print("[profile] one more Dagster run under cProfile (not in the medians) ...", flush=True)
             prof = _run_mode(root, "dagster", a.runs, a.keep, profile=True, quiet_wait_s=a.quiet_wait)
@@ -505,8 +523,8 @@ def _medians(reps: list[dict]) -> dict:
                 unmatched[step_key].append(v["sum_s"])
         for name, v in per.items():
             steps[name].setdefault("dagster_values", []).append(v)
-    for name, s in steps.items():
-        s["dagster_step_s"] = median(s.pop("dagster_values", []))
+    for figures in steps.values():
+        figures["dagster_step_s"] = median(figures.pop("dagster_values", []))
     dec = [r["decomposition"] for r in reps]
     return {
         "dagster_wall_s": median([d["wall_s"] for d in dag]),
@@ -591,8 +609,10 @@ def render(payload: dict) -> str:
         ],
     )
     text = (
-        f"### Platform overhead, churn graph at {payload['customers']:,} customers (median of {payload['runs']} runs)\n\n{head}\n\n"
-        f"#### Per phase of demos.churn.run\n\n{phases}\n\n#### Per step\n\n{steps}\n\n#### Dagster decomposition\n\n{dec}"
+        f"### Platform overhead, churn graph at {payload['customers']:,} customers "
+        f"(median of {payload['runs']} runs)\n\n{head}\n\n"
+        f"#### Per phase of demos.churn.run\n\n{phases}\n\n#### Per step\n\n{steps}\n\n"
+        f"#### Dagster decomposition\n\n{dec}"
     )
     prof = payload.get("profile_run")
     if prof:
@@ -600,8 +620,6 @@ def render(payload: dict) -> str:
         text += "\n\n#### cProfile of one Dagster run: self time by package (s)\n\n" + markdown_table(
             ["package", "self time (s)"], [[k, v] for k, v in top]
         )
-    if "dbt_version_subprocess_s" in payload:
-        text += f"\n\n`dbt --version` subprocess (dagster-dbt `DbtCliResource._cli_version`; once per process with `resources.dbt.DbtResource`): {payload['dbt_version_subprocess_s']:.2f} s"
     text += f"\n\nOutputs identical in both modes (model, scores, ROI): {m['all_outputs_identical']}"
     return text
 
