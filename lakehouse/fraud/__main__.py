@@ -18,6 +18,7 @@ from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
 from lakehouse.common.local_servers import RedisServer
 from lakehouse.common.registry import Registry
+from lakehouse.common.settings import configured_sources_path
 from lakehouse.fraud.pipeline import publish_champion_rules, warm_online_store
 from lakehouse.fraud.settings import CASE, FraudSettings
 from lakehouse.serving.__main__ import serve
@@ -27,8 +28,9 @@ def prepare_store(redis_url: str, lake: Lake, home: Path) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
         h = LakehouseHome(home)
-        publish_champion_rules(Registry(h.mlflow_uri, h.mlflow_artifacts), FraudSettings(), client)
-        return warm_online_store(lake, client, FraudSettings())["applied"]
+        settings = FraudSettings.load(configured_sources_path())
+        publish_champion_rules(Registry(h.mlflow_uri, h.mlflow_artifacts), settings, client)
+        return warm_online_store(lake, client, settings)["applied"]
     finally:
         client.close()
 

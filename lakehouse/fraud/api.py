@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from lakehouse.common.registry import CHAMPION, Registry
+from lakehouse.common.settings import configured_sources_path
 from lakehouse.fraud.features_online import EPOCH_KEY
 from lakehouse.fraud.features_registry import DAY_MS, registry_for
 from lakehouse.fraud.inputs import InputLimits, input_models
@@ -121,7 +122,7 @@ def _refused(field: str, message: str) -> RequestValidationError:
 class FraudService:
     def __init__(self, settings: AppSettings, fraud: FraudSettings | None = None, clock: ServiceClock | None = None):
         self.settings = settings
-        self.fraud = fraud or FraudSettings()
+        self.fraud = fraud or FraudSettings.load(configured_sources_path())
         self.clock = clock or ServiceClock(self.fraud.serving.replay_from)
         self.transaction_in, self.label_in = input_models(InputLimits.of(self.fraud))
         self.registry = Registry(settings.tracking_uri, settings.home.mlflow_artifacts)
@@ -431,7 +432,7 @@ def service(settings: AppSettings) -> CaseService:
 
 def preflight(settings: AppSettings) -> None:
     """Checked once before the workers start: the stream consumers must not run once per worker."""
-    if settings.workers > 1 and FraudSettings().consumers == "inline":
+    if settings.workers > 1 and FraudSettings.load(configured_sources_path()).consumers == "inline":
         raise SystemExit(
             "several workers would each run the fraud stream consumers: set LAKEHOUSE_FRAUD_CONSUMERS=off "
             "and run `python -m lakehouse.fraud.consumer` beside the service"

@@ -20,6 +20,7 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 import uvloop
 
 from lakehouse.common.lake import Lake
+from lakehouse.common.settings import configured_sources_path
 from lakehouse.fraud.api import async_client
 from lakehouse.fraud.features_registry import registry_for
 from lakehouse.fraud.online import DecisionLogConsumer, FeatureConsumer, event_stream
@@ -28,7 +29,7 @@ from lakehouse.fraud.settings import FraudSettings
 
 async def run(redis_url: str, lake: Lake, name: str) -> None:
     """Until SIGINT or SIGTERM; each consumer finishes its current batch first."""
-    settings = FraudSettings()
+    settings = FraudSettings.load(configured_sources_path())
     client = async_client(redis_url, 2.0)
     stream = event_stream(client, settings)
     consumers = [
