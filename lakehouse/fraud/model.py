@@ -225,14 +225,27 @@ def decisions(scored: pl.DataFrame, review: float, block: float, score: str = "s
     )
 
 
-def _sample(df: pl.DataFrame, max_legit: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
-    """Every fraud and at most `max_legit` of the rest, weighted back to the full population."""
+SAMPLE_WEIGHT = "sample_weight"  # rows already down-sampled upstream (e.g. day by day at volume) carry 1 / rate
+
+
+def sample_rows(df: pl.DataFrame, max_legit: int, seed: int) -> pl.DataFrame:
+    """Every fraud and about `max_legit` of the rest at most, drawn at random; `sample_weight` weighs each kept
+    row back to the population it stands for (1 for a fraud, 1 / sampling rate for the others).
+
+    Rows that already carry a weight (sampled upstream) are kept in proportion to it, so the other kept rows
+    end with one weight whatever their origin (the population's payments over the kept ones), rather than a
+    few rows from a thinly sampled day weighing hundreds of times more than their neighbours."""
     fraud = df["is_fraud"].to_numpy()
-    legit = int((~fraud).sum())
-    rate = min(1.0, max_legit / legit) if legit else 1.0
+    weight = df[SAMPLE_WEIGHT].to_numpy() if SAMPLE_WEIGHT in df.columns else np.ones(df.height)
+    represented = float(weight[~fraud].sum())
+    rate = np.minimum(1.0, weight * (max_legit / represented)) if represented else np.ones(df.height)
     keep = fraud | (np.random.default_rng(seed).random(df.height) < rate)
-    part = df.filter(pl.Series(keep))
-    return part, np.where(part["is_fraud"].to_numpy(), 1.0, 1.0 / rate)
+    return df.with_columns(**{SAMPLE_WEIGHT: pl.Series(np.where(fraud, weight, weight / rate))}).filter(pl.Series(keep))
+
+
+def _sample(df: pl.DataFrame, max_legit: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
+    part = sample_rows(df, max_legit, seed)
+    return part, part[SAMPLE_WEIGHT].to_numpy()
 
 
 def train(
