@@ -60,7 +60,9 @@ def worker_threads(client) -> int:
 # --------------------------------------------------------------------------- statistical models
 
 
-def fit_statistical(client, windows: pd.DataFrame, freq: str, season: int, settings: ForecastSettings) -> pd.DataFrame:
+def fit_statistical(
+    client, windows: pd.DataFrame, freq: str, season: int, settings: ForecastSettings, as_of: str | None = None
+) -> pd.DataFrame:
     """`statistical.fit_partition` over the cluster, the stores spread over the workers (fugue, partitioned by
     store: a store's series are fitted by one task)."""
     import fugue.api as fa
@@ -71,7 +73,7 @@ def fit_statistical(client, windows: pd.DataFrame, freq: str, season: int, setti
         windows,
         _fit_stores,
         schema="unique_id:str,fitted:bytes",
-        params={"freq": freq, "season": season, "settings": settings},
+        params={"freq": freq, "season": season, "settings": settings, "as_of": as_of},
         partition={"by": "store_id", "num": max(1, min(stores, 4 * worker_threads(client)))},
         engine=client,
         as_local=True,
@@ -79,10 +81,10 @@ def fit_statistical(client, windows: pd.DataFrame, freq: str, season: int, setti
     return fitted if isinstance(fitted, pd.DataFrame) else fitted.as_pandas()
 
 
-def _fit_stores(df: pd.DataFrame, freq: str, season: int, settings: ForecastSettings) -> pd.DataFrame:
+def _fit_stores(df: pd.DataFrame, freq: str, season: int, settings: ForecastSettings, as_of) -> pd.DataFrame:
     from lakehouse.forecast.statistical import fit_partition
 
-    return fit_partition(df.drop(columns="store_id"), freq, season, settings)
+    return fit_partition(df.drop(columns="store_id"), freq, season, settings, as_of)
 
 
 # --------------------------------------------------------------------------- LightGBM

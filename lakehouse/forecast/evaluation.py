@@ -132,7 +132,7 @@ def rolling_forecasts(
     every = settings.days(settings.refit_every) // periods.cadence.days if settings.refit_every else len(origins)
     theirs_settings = configured(settings, champion.config) if champion else None
     same_config = champion is not None and configuration(theirs_settings) == configuration(settings)
-    sample = None
+    sample, fitted = None, None
     frames = []
     info = {"origins": len(origins), "first_origin": origins[0], "last_origin": origins[-1], "fits": []}
     for first in range(0, len(origins), every):
@@ -146,8 +146,18 @@ def rolling_forecasts(
             )
             info["train"] = history(known).select("unique_id", "ds", "y")  # MASE's scale: the history before
         # The statistical candidates of the sampled series only: the others are never forecast here.
+        # Each refit inside the window keeps the previous one's AutoARIMA orders where no search is due, as the
+        # weekly refits do (`models.arima_search_every`); the window's first fit searches every series.
         fitted = fit_models(
-            known, settings, periods, routing=routing, candidates=True, log=log, segments=segments, only=sample
+            known,
+            settings,
+            periods,
+            routing=routing,
+            candidates=True,
+            log=log,
+            segments=segments,
+            only=sample,
+            previous=fitted,
         )
         info["fits"].append(group[0])
         routings = {CHAMPION: champion.routing} if same_config else None

@@ -120,12 +120,14 @@ def fit_models(
     log=lambda *_: None,
     segments: pl.DataFrame | None = None,
     only: pl.DataFrame | None = None,
+    previous: FittedModels | None = None,
 ) -> FittedModels:
     """Fit on `known`, the data as known at the fit's date (`data.until(as_of)`, cut by the caller).
     `candidates=True` fits every candidate of every segment (backtests); otherwise only the models
     `routing` uses (default: the seed's). `segments`: `segment_series(known)` when the caller has it; `only`
     (store_id, sku_id): the statistical models of these series alone (a backtest's sample, the only series it
-    forecasts). With `models.engine: dask` every fit runs on the cluster (`distributed.py`)."""
+    forecasts). `previous`: the last fit, whose AutoARIMA orders this one keeps where no new search is due
+    (`models.arima_search_every`). With `models.engine: dask` every fit runs on the cluster (`distributed.py`)."""
     from lakehouse.forecast.distributed import engine_client
 
     routing = dict(routing or SEED_MODELS)
@@ -146,7 +148,7 @@ def fit_models(
         if name in needed
     }
     with engine_client(settings) as client:
-        stat, stat_fits = fit_stat_models(hist, stat_ids, settings, periods, client)
+        stat, stat_fits = fit_stat_models(hist, stat_ids, settings, periods, client, as_of, previous)
         log(_stat_note(stat, stat_fits, as_of))
         attributes = series_attributes(known, settings)
         codes = static_codes(attributes, settings)
@@ -172,8 +174,17 @@ def fit_models(
 
 def _stat_note(stat: dict, stat_fits: pl.DataFrame, as_of: date) -> str:
     substituted = stat_fits.filter(pl.col("model") != pl.col("candidate"))["series"].sum()
-    return f"fitted {sum(len(m) for m in stat.values())} statistical models as of {as_of}" + (
-        f" ({substituted} series too short for their model: a substitute or the global model)" if substituted else ""
+    models = [m for per_store in stat.values() for m in per_store.values()]
+    kept = sum(1 for m in models if type(m).__name__ == "ARIMA")  # AutoARIMA's orders kept, parameters refitted
+    cpu = sum(getattr(m, "fit_cpu_s", 0.0) for m in models)
+    return (
+        f"fitted {len(models)} statistical models as of {as_of} in {cpu:,.0f} CPU-s"
+        + (f" ({kept} AutoARIMA series kept their orders)" if kept else "")
+        + (
+            f" ({substituted} series too short for their model: a substitute or the global model)"
+            if substituted
+            else ""
+        )
     )
 
 
@@ -183,10 +194,14 @@ def fit_stat_models(
     settings: ForecastSettings,
     periods: Periods,
     client=None,
+    as_of: date | None = None,
+    previous: FittedModels | None = None,
 ) -> tuple[dict[str, dict[str, object]], pl.DataFrame]:
     """store_id -> unique_id -> fitted model, each on its series' bounded window; and per candidate, how many
     series got which model. A series too short for its candidate gets the first substitute whose history
-    needs it meets (`statistical.SUBSTITUTES`); one too short for all of them is left to the global model."""
+    needs it meets (`statistical.SUBSTITUTES`); one too short for all of them is left to the global model.
+    With `as_of` and `previous`, AutoARIMA keeps the previous orders of the series not due for a search
+    (`statistical.reusable_orders`)."""
     from lakehouse.forecast.statistical import fitting_model
 
     window = settings.stat_window_periods
@@ -209,13 +224,41 @@ def fit_stat_models(
     windows = windows.drop_nulls("model") if not windows.is_empty() else windows
     if windows.is_empty():
         return {}, fits
+    windows = windows.join(_kept_orders(windows, settings, as_of, previous), on="unique_id", how="left")
     fitted = _fit_windows(
-        to_pandas(windows.select("unique_id", "ds", "y", "model", "candidate")), periods, settings, client
+        to_pandas(windows.select("unique_id", "ds", "y", "model", "candidate", pl.col("orders").fill_null(""))),
+        periods,
+        settings,
+        client,
+        as_of,
     )
     out: dict[str, dict[str, object]] = {}
     for uid, model in fitted.items():
         out.setdefault(uid.split("/", 1)[0], {})[uid] = model
     return out, fits
+
+
+def _kept_orders(
+    windows: pl.DataFrame, settings: ForecastSettings, as_of: date | None, previous: FittedModels | None
+) -> pl.DataFrame:
+    """unique_id, orders: the previous AutoARIMA orders each series keeps ('' where a search is due)."""
+    from lakehouse.forecast.statistical import arima_orders, reusable_orders
+
+    schema = {"unique_id": pl.String, "orders": pl.String}
+    every = settings.arima_search_weeks
+    same_search = (
+        previous is not None
+        and (previous.config or {}).get("models", {}).get("arima") == settings.models.arima
+        and previous.periods.cadence.season == settings.cadence.season
+    )
+    if not same_search or as_of is None or not every:  # orders found under other bounds are searched again
+        return pl.DataFrame(schema=schema)
+    rows = []
+    for uid in windows.filter(pl.col("model") == "AutoARIMA")["unique_id"].unique().to_list():
+        model = previous.stat.get(uid.split("/", 1)[0], {}).get(uid)
+        if getattr(model, "candidate", None) == "AutoARIMA":
+            rows.append((uid, reusable_orders(uid, arima_orders(model), as_of, every)))
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 NO_STAT_FIT = "none fits: global model"
@@ -237,17 +280,20 @@ def _fit_counts(windows: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame]) ->
     )
 
 
-def _fit_windows(windows, periods: Periods, settings: ForecastSettings, client=None) -> dict[str, object]:
+def _fit_windows(
+    windows, periods: Periods, settings: ForecastSettings, client=None, as_of: date | None = None
+) -> dict[str, object]:
     """Locally in this process, or on a Dask cluster through fugue (`models.engine: dask`; `client`, or one
     opened for this fit)."""
     from lakehouse.forecast.distributed import dask_client, fit_statistical
     from lakehouse.forecast.statistical import fit_partition
 
+    day = None if as_of is None else as_of.isoformat()
     if settings.models.engine == "dask":
         with nullcontext(client) if client is not None else dask_client(settings) as cluster:
-            fitted = fit_statistical(cluster, windows, periods.alias, periods.cadence.season, settings)
+            fitted = fit_statistical(cluster, windows, periods.alias, periods.cadence.season, settings, day)
     else:
-        fitted = fit_partition(windows, periods.alias, periods.cadence.season, settings)
+        fitted = fit_partition(windows, periods.alias, periods.cadence.season, settings, day)
     return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["fitted"], strict=True)}
 
 

@@ -374,7 +374,8 @@ def refit(
     log=lambda *_: None,
 ) -> Refit:
     """Choose each segment's model on the validation window, fit on everything known at `as_of` (default
-    the last day of data), register the challenger."""
+    the last day of data; AutoARIMA keeps the champion's orders where no search is due), register the
+    challenger."""
     periods = periods_of(settings, data.sales)
     as_of = as_of or data.last_day
     known = data.until(as_of)
@@ -384,7 +385,10 @@ def refit(
         log(f"model selection on the validation window {window.start} .. {window.end}")
         rows, _ = rolling_forecasts(known, window, settings, periods, log=log)
     routing, selection = select_routing(rows, settings)
-    fitted = fit_models(known, settings, periods, routing=routing, log=log)
+    # The champion's AutoARIMA orders are kept where no new search is due (`models.arima_search_every`).
+    champion = load_models(registry, settings, CHAMPION) if settings.arima_search_weeks else None
+    previous = None if champion is None else champion[0]
+    fitted = fit_models(known, settings, periods, routing=routing, log=log, previous=previous)
     fitted.selection = selection
     version, run_id = log_models(registry, fitted, settings, run_name)
     trained = f"history {known.sales['date'].min()} .. {as_of}" + (

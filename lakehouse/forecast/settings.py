@@ -101,6 +101,10 @@ class ModelSettings(Section):
     global_max_series: int = 20_000  # series sampled to train the global model
     stat_window: str | None = None  # bounded fitting window of the statistical models; D: 16w, W: 104w
     arima: dict = Field(default_factory=lambda: {"max_p": 2, "max_q": 2, "max_P": 1, "max_Q": 1, "approximation": True})
+    # AutoARIMA's order search, per series, at most this often (whole weeks); the weekly refits in between keep
+    # the series' last orders and re-estimate their parameters on the new window (about 10x cheaper). A rotating
+    # 1/k of the series (k = these weeks) is searched each week, so every refit costs the same. None: every fit.
+    arima_search_every: str | None = "4w"
     family_fade: str = "8w"  # new products: the reference group's mean fades out over this much own history
     family_mean_window: str = "4w"
     selection: Literal["validation", "seed"] = (
@@ -108,8 +112,17 @@ class ModelSettings(Section):
     )
     selection_alpha: float = 0.05  # a specialist replaces the global model only when significantly better (Wilcoxon)
     selection_min_series: int = 30  # ... over at least this many series of its segment (the gate's min_support)
-    engine: Literal["local", "dask"] = "local"  # dask: the statistical fits run on a Dask cluster through fugue
+    # dask: the weekly fits (statistical through fugue, LightGBM through mlforecast) and the nightly stores on a
+    # Dask cluster, the one at `dask_scheduler` (tcp://host:8786) or, without it, a LocalCluster in the process
+    engine: Literal["local", "dask"] = "local"
     dask_scheduler: str | None = None
+
+    @field_validator("arima_search_every")
+    @classmethod
+    def _whole_weeks(cls, value: str | None) -> str | None:
+        if value is not None and (_duration_days(value) % 7 or _duration_days(value) < 7):
+            raise ValueError(f"models.arima_search_every {value!r}: use whole weeks (e.g. 4w), or null for every fit")
+        return value
 
 
 class Targets(Section):
@@ -306,6 +319,12 @@ class ForecastSettings(CaseSettings):
     @property
     def eval_step(self) -> int:
         return self.cadence.periods(self.evaluation_step or ("7d" if self.frequency == "D" else "1w"))
+
+    @property
+    def arima_search_weeks(self) -> int | None:
+        """`models.arima_search_every` in weeks (None: AutoARIMA searches its orders at every fit)."""
+        every = self.models.arima_search_every
+        return None if every is None else _duration_days(every) // 7
 
     @property
     def stat_window_periods(self) -> int:

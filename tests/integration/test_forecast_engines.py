@@ -1,6 +1,7 @@
 """The Dask engine (`models.engine: dask`) on a LocalCluster gives the local engine's forecasts: the statistical fits
-through fugue and the nightly stores fanned out exactly; LightGBM through mlforecast's distributed API exactly on
-one worker, and within the stated tolerance on several (data-parallel training grows slightly different trees)."""
+through fugue (AutoARIMA's searched orders and kept ones alike) and the nightly stores fanned out exactly; LightGBM
+through mlforecast's distributed API exactly on one worker, and within the stated tolerance on several
+(data-parallel training grows slightly different trees)."""
 
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ import pytest
 from lakehouse.common.promotion import ModelChoice
 from lakehouse.forecast import world as gen
 from lakehouse.forecast.data import CaseData, history, periods_of
-from lakehouse.forecast.models import fit_models, fit_stat_models, forecast_candidates
+from lakehouse.forecast.models import FittedModels, configuration, fit_models, fit_stat_models, forecast_candidates
 from lakehouse.forecast.pipeline import nightly_forecast
 from lakehouse.forecast.segmentation import segment_series
 from lakehouse.forecast.settings import ForecastSettings
@@ -55,17 +56,27 @@ def test_dask_engine_fits_the_same_statistical_models_as_local(data):
         "MSTL": segments.filter(pl.col("segment") == "seasonal"),
     }
     assert all(frame.height for frame in ids.values())
-    local, _ = fit_stat_models(hist, ids, settings, periods)
+    # A first fit searching every AutoARIMA order, then next week's keeping the orders not due for a search.
+    first, week = WORLD.last_day - timedelta(days=7), WORLD.last_day
+    local, _ = fit_stat_models(hist, ids, settings, periods, as_of=first)
+    previous = FittedModels(first, periods, segments, {}, local, None, {}, [], config=configuration(settings))
+    local_week, _ = fit_stat_models(hist, ids, settings, periods, as_of=week, previous=previous)
     with _cluster(2) as cluster:
-        remote, _ = fit_stat_models(hist, ids, _on(settings, cluster.scheduler_address), periods)
-    assert {s: set(m) for s, m in local.items()} == {s: set(m) for s, m in remote.items()}
+        remote, _ = fit_stat_models(hist, ids, _on(settings, cluster.scheduler_address), periods, as_of=first)
+        remote_week, _ = fit_stat_models(
+            hist, ids, _on(settings, cluster.scheduler_address), periods, as_of=week, previous=previous
+        )
+    assert any(type(m).__name__ == "ARIMA" for models in local_week.values() for m in models.values())
     recent = hist.group_by("unique_id", maintain_order=True).tail(settings.stat_window_periods)
-    for store, models in local.items():
-        for uid, model in models.items():
-            y = recent.filter(pl.col("unique_id") == uid)["y"].to_numpy().astype(float)
-            np.testing.assert_allclose(
-                remote[store][uid].forward(y=y, h=14)["mean"], model.forward(y=y, h=14)["mean"], rtol=1e-6
-            )
+    for mine, theirs in ((local, remote), (local_week, remote_week)):
+        assert {s: set(m) for s, m in mine.items()} == {s: set(m) for s, m in theirs.items()}
+        for store, models in mine.items():
+            for uid, model in models.items():
+                assert type(theirs[store][uid]) is type(model)
+                y = recent.filter(pl.col("unique_id") == uid)["y"].to_numpy().astype(float)
+                np.testing.assert_allclose(
+                    theirs[store][uid].forward(y=y, h=14)["mean"], model.forward(y=y, h=14)["mean"], rtol=1e-6
+                )
 
 
 def _forecasts(data: CaseData, settings: ForecastSettings, as_of) -> pl.DataFrame:
