@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
@@ -121,7 +122,7 @@ def source_prints(watch: Watched, source: CaseSource, instance: dg.DagsterInstan
         if mapped is None or mapped.frame.height == 0 or column not in mapped.frame.columns:
             continue
         frame = mapped.frame
-        for partition, fingerprint in partition_fingerprints(frame, _partitions_of(watch, frame[column], keys)).items():
+        for partition, fingerprint in partition_fingerprints(frame, _partitions_of(watch, frame[column])).items():
             if partition in keys:
                 parts.setdefault(partition, []).append(f"{table}={fingerprint}")
     return {p: f"{scheme}|{';'.join(sorted(v))}" for p, v in parts.items()}
@@ -133,21 +134,26 @@ def _partition_keys(watch: Watched, instance: dg.DagsterInstance) -> set[str]:
     return set(watch.partitions.get_partition_keys(current_time=datetime.now(UTC)))
 
 
-def _partitions_of(watch: Watched, values: pl.Series, keys: set[str]) -> pl.Series:
-    """Each row's partition key: the value itself (dynamic partitions), or the time window holding it."""
+def _partitions_of(watch: Watched, values: pl.Series) -> pl.Series:
+    """Each row's partition key: the value itself (dynamic partitions), or the time window holding its day (the
+    case's daily, weekly and monthly windows start at midnight in the calendar's time zone)."""
     if not isinstance(watch.partitions, dg.TimeWindowPartitionsDefinition):
         return values.cast(pl.String)
+    zone = ZoneInfo(watch.partitions.timezone or "UTC")
+    if values.dtype == pl.Date:
+        days = values
+    else:
+        stamps = values if values.dtype.time_zone else values.dt.replace_time_zone("UTC")  # naive times are UTC
+        days = stamps.dt.convert_time_zone(str(zone)).dt.date()
     ordered = watch.partitions.get_partition_keys(current_time=datetime.now(UTC))
     index = {k: i for i, k in enumerate(ordered)}
-    stamps = values.cast(pl.Datetime("us", "UTC")) if values.dtype == pl.Date else values
-    if stamps.dtype == pl.Datetime and stamps.dtype.time_zone is None:  # naive times are UTC in the schemas
-        stamps = stamps.dt.replace_time_zone("UTC")
     mapping = {}
-    for stamp in stamps.unique().drop_nulls().to_list():
-        key = watch.partitions.get_partition_key_for_timestamp(stamp.timestamp())
-        shifted = index.get(key, -1) + watch.offset if key in index else None
-        mapping[stamp] = ordered[shifted] if shifted is not None and 0 <= shifted < len(ordered) else None
-    return stamps.replace_strict(mapping, default=None, return_dtype=pl.String)
+    for day in days.unique().drop_nulls().to_list():
+        midnight = datetime.combine(day, time.min, tzinfo=zone).timestamp()
+        key = watch.partitions.get_partition_key_for_timestamp(midnight)
+        shifted = index[key] + watch.offset if key in index else None
+        mapping[day] = ordered[shifted] if shifted is not None and 0 <= shifted < len(ordered) else None
+    return days.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
 def changed_partitions(prints: dict[str, str], loaded: dict[str, str | None], order: list[str]) -> dict[str, str]:

@@ -1,0 +1,32 @@
+"""The source-change sensor places each row of the user's file in the partition a load would: the window holding
+the row's day in the calendar's time zone (a date is that day, not midnight UTC), shifted by the case's offset."""
+
+from datetime import date, datetime
+
+import dagster as dg
+import polars as pl
+
+from sensors.sources import Watched, _partitions_of
+
+
+def _watch(partitions: dg.PartitionsDefinition, offset: int = 0) -> Watched:
+    return Watched("case", dg.AssetKey("raw"), {}, partitions, None, object, offset=offset)
+
+
+def test_dates_and_times_fall_in_the_day_of_the_calendars_zone():
+    daily = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="America/Los_Angeles")
+    dates = pl.Series([date(2024, 1, 2), date(2024, 1, 3)])
+    assert _partitions_of(_watch(daily), dates).to_list() == ["2024-01-02", "2024-01-03"]
+    # 03:00 UTC on the 3rd is still the 2nd in Los Angeles; naive times are UTC
+    times = pl.Series([datetime(2024, 1, 3, 3), datetime(2024, 1, 3, 9)])
+    assert _partitions_of(_watch(daily), times).to_list() == ["2024-01-02", "2024-01-03"]
+    aware = times.dt.replace_time_zone("UTC")
+    assert _partitions_of(_watch(daily), aware).to_list() == ["2024-01-02", "2024-01-03"]
+
+
+def test_weeks_with_an_offset_and_rows_outside_the_partitions():
+    weekly = dg.WeeklyPartitionsDefinition(start_date="2024-01-01", day_offset=1, timezone="UTC")
+    # a fact of the week of Monday 2024-01-08 first counts in the next Monday's snapshot
+    days = pl.Series([date(2024, 1, 8), date(2024, 1, 14), date(2023, 12, 31), None])
+    keys = _partitions_of(_watch(weekly, offset=1), days).to_list()
+    assert keys == ["2024-01-15", "2024-01-15", None, None]
