@@ -24,6 +24,7 @@ def freshness_job(sla: Sla):
     return dg.define_asset_job(
         f"{sla.case}_freshness_{sla.name}",
         selection=dg.AssetSelection.checks(dg.AssetCheckKey(sla.asset, "freshness")),
+        executor_def=dg.in_process_executor,  # one cheap check: no process of its own
         description=f"Whether the period the deadline `{sla.setting}` expects is there.",
     )
 
@@ -55,6 +56,7 @@ def check_job(store: OnlineStore):
     return dg.define_asset_job(
         f"{store.case}_online_store_check",
         selection=dg.AssetSelection.checks(store.check_key),
+        executor_def=dg.in_process_executor,  # one probe of Redis: no process of its own
         description="Whether the Redis copy holds what it should (see the check).",
     )
 
