@@ -1,0 +1,57 @@
+"""`python -m bench.replay --case <case>`: one case's replay (bench/replay/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from pathlib import Path
+
+from bench.common import ROOT, write_results
+from bench.replay import report
+from bench.replay.replay import Replay
+
+CASES = {
+    "fraud": ("bench.replay.fraud", "FraudReplay"),
+    "forecast": ("bench.replay.forecast", "ForecastReplay"),
+    "churn": ("bench.replay.churn", "ChurnReplay"),
+    "triage": ("bench.replay.triage", "TriageReplay"),
+}
+
+
+def scenario(case: str, days: int | None, faults: bool):
+    module, name = CASES[case]
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**({"days": days} if days else {}), faults=faults)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case", choices=sorted(CASES), required=True)
+    parser.add_argument("--days", type=int, help="a shorter span (a slice: results are not written)")
+    parser.add_argument("--no-faults", action="store_true", help="no injected fault (a slice)")
+    parser.add_argument("--slice", action="store_true", help="the case's CI slice (fraud: a day, a poisoned file)")
+    parser.add_argument("--home", type=Path, help="the replay's home (default .lakehouse-replay/<case>, kept)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the daemon and the code server on the way out
+    home = args.home or ROOT / ".lakehouse-replay" / args.case
+    if args.slice:
+        played = importlib.import_module(CASES[args.case][0]).ci_slice()
+    else:
+        played = scenario(args.case, args.days, not args.no_faults)
+    replay = Replay(played, home)
+    replay.run()
+    result = report.payload(replay, replay.data, report.judge(replay, replay.data))
+    print(report.render(result))
+    if args.days is None and not args.no_faults and not args.slice:
+        print(f"results: {write_results(f'replay_{args.case}', result).relative_to(ROOT)}")
+    else:
+        (home / "replay.json").write_text(report.dumps(result))
+        print(f"slice results: {home / 'replay.json'}")
+    print(f"home kept: {home}  (LAKEHOUSE_HOME={home} DAGSTER_HOME={home}/dagster make ui)")
+    return 0 if result["unexplained_failed_runs"] == 0 and result["false_alerts"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
