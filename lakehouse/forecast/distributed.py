@@ -1,8 +1,9 @@
 """The forecasting case on a Dask cluster (`models.engine: dask`): every model family of the weekly refit and the
 nightly stores, handed to an existing distributed engine rather than stretched over one process.
 
-- Statistical fits (statsforecast) through fugue, one task per group of stores: each task fits its series' models
-  (`statistical.fit_partition`), the same call the local engine makes.
+- Statistical fits (statsforecast) through fugue, partitioned by store (and within a store by a hash of the series
+  id when there are few stores): each task fits its series' models (`statistical.fit_partition`), the same call
+  the local engine makes.
 - LightGBM through mlforecast's distributed API (`DistributedMLForecast` with a Dask LightGBM): the target's lags
   and rolling means are computed on the workers, partitioned by series, and the booster is trained data-parallel
   (`lightgbm.dask`), then brought back as an ordinary `MLForecast` (`to_local`), so the fitted state, the
@@ -63,18 +64,24 @@ def worker_threads(client) -> int:
 def fit_statistical(
     client, windows: pd.DataFrame, freq: str, season: int, settings: ForecastSettings, as_of: str | None = None
 ) -> pd.DataFrame:
-    """`statistical.fit_partition` over the cluster, the stores spread over the workers (fugue, partitioned by
-    store: a store's series are fitted by one task)."""
+    """`statistical.fit_partition` over the cluster (fugue), partitioned by store and, where there are fewer stores
+    than four tasks per worker thread, by a stable hash of the series id within each store: one store of 8,000
+    series is spread over every worker rather than fitted by one task."""
+    import zlib
+
     import fugue.api as fa
 
-    windows = windows.assign(store_id=windows["unique_id"].str.split("/", n=1).str[0])
-    stores = windows["store_id"].nunique()
+    threads = worker_threads(client)
+    stores = windows["unique_id"].str.split("/", n=1).str[0]
+    chunks = max(1, -(-4 * threads // stores.nunique()))  # per store
+    chunk = windows["unique_id"].map(lambda uid: zlib.crc32(uid.encode()) % chunks)
+    windows = windows.assign(store_id=stores, chunk=chunk)
     fitted = fa.transform(
         windows,
         _fit_stores,
         schema="unique_id:str,fitted:bytes",
         params={"freq": freq, "season": season, "settings": settings, "as_of": as_of},
-        partition={"by": "store_id", "num": max(1, min(stores, 4 * worker_threads(client)))},
+        partition={"by": ["store_id", "chunk"], "num": max(1, min(stores.nunique() * chunks, 4 * threads))},
         engine=client,
         as_local=True,
     )
@@ -84,7 +91,7 @@ def fit_statistical(
 def _fit_stores(df: pd.DataFrame, freq: str, season: int, settings: ForecastSettings, as_of) -> pd.DataFrame:
     from lakehouse.forecast.statistical import fit_partition
 
-    return fit_partition(df.drop(columns="store_id"), freq, season, settings, as_of)
+    return fit_partition(df.drop(columns=["store_id", "chunk"]), freq, season, settings, as_of)
 
 
 # --------------------------------------------------------------------------- LightGBM
