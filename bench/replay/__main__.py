@@ -32,10 +32,10 @@ def main() -> int:
     parser.add_argument("--days", type=int, help="a shorter span (a slice: results are not written)")
     parser.add_argument("--no-faults", action="store_true", help="no injected fault (a slice)")
     parser.add_argument("--slice", action="store_true", help="the case's CI slice (fraud: a day, a poisoned file)")
-    parser.add_argument("--home", type=Path, help="the replay's home (default .lakehouse-replay/<case>, kept)")
+    parser.add_argument("--home", type=Path, help="the replay's home (default .lakehouse/replay/<case>, kept)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the daemon and the code server on the way out
-    home = args.home or ROOT / ".lakehouse-replay" / args.case
+    home = args.home or ROOT / ".lakehouse" / "replay" / args.case  # beside the demo home: ignored, make clean
     if args.slice:
         played = importlib.import_module(CASES[args.case][0]).ci_slice()
     else:
@@ -49,7 +49,8 @@ def main() -> int:
     else:
         (home / "replay.json").write_text(report.dumps(result))
         print(f"slice results: {home / 'replay.json'}")
-    print(f"home kept: {home}  (LAKEHOUSE_HOME={home} DAGSTER_HOME={home}/dagster make ui)")
+    print(f"home kept: {home}")
+    print(f"  LAKEHOUSE_HOME={home} DAGSTER_HOME={home}/dagster LAKEHOUSE_SOURCES={home}/sources.yaml make ui")
     return 0 if result["unexplained_failed_runs"] == 0 and result["false_alerts"] == 0 else 1
 
 

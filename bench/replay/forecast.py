@@ -151,13 +151,21 @@ def _flush_redis(replay) -> None:
         client.close()
 
 
-def faults_of(first: date) -> list[Fault]:
+def _clock(first: date):
+    """day(n) and at(n, hour, minute) in the calendar's zone, n days after the replay's first day."""
+
     def day(n: int) -> date:
         return first + timedelta(days=n)
 
     def at(n: int, hour: int = 0, minute: int = 0) -> datetime:
         return local(day(n), hour, minute)
 
+    return day, at
+
+
+def faults_of(first: date) -> list[Fault]:
+    """The files' faults, then the platform's and the models'."""
+    day, at = _clock(first)
     late, corrected, poisoned = day(9), day(16), day(23)
     published = Expect("freshness", "forecast/published_forecast")
     failed_load = (
@@ -202,6 +210,12 @@ def faults_of(first: date) -> list[Fault]:
             detect_by=at(24, 4),
             failed_jobs=("forecast_nightly",),
         ),
+    ] + _platform_faults(first)
+
+
+def _platform_faults(first: date) -> list[Fault]:
+    day, at = _clock(first)
+    return [
         Fault(
             "Redis flushed",
             "redis_flush",

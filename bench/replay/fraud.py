@@ -338,17 +338,22 @@ def kill_step(job: str, at: datetime, step: str):
     return watch
 
 
-def faults_of(start: datetime) -> list[Fault]:
+def _clock(start: datetime):
+    """day(n) and at(n, hour, minute), n days after the replay's start."""
+
     def day(n: int) -> date:
         return (start + timedelta(days=n)).date()
 
     def at(n: int, hour: int = 0, minute: int = 0) -> datetime:
         return start + timedelta(days=n, hours=hour, minutes=minute)
 
+    return day, at
+
+
+def faults_of(start: datetime) -> list[Fault]:
+    """The files' faults, then the platform's and the models'."""
+    day, at = _clock(start)
     late, corrected, poisoned = day(9), day(16), day(30)
-    shift_first, shift_last = day(63), day(69)
-    lost_first, lost_last = day(-192), day(-13)
-    refused = at(77, 2)  # the Monday retraining that learns from the lost labels
     return [
         Fault(
             "late file",
@@ -398,6 +403,15 @@ def faults_of(start: datetime) -> list[Fault]:
             detect_by=at(31, 1),
             failed_jobs=("fraud_daily_ingest", "fraud_daily_scoring"),
         ),
+    ] + _platform_faults(start)
+
+
+def _platform_faults(start: datetime) -> list[Fault]:
+    day, at = _clock(start)
+    shift_first, shift_last = day(63), day(69)
+    lost_first, lost_last = day(-192), day(-13)
+    refused = at(77, 2)  # the Monday retraining that learns from the lost labels
+    return [
         Fault(
             "Redis flushed",
             "redis_flush",
