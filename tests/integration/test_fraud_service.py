@@ -370,30 +370,42 @@ def test_readiness_finds_a_flushed_store_without_traffic_and_outlives_a_dead_war
         asyncio.run(scenario(server))
 
 
-def test_promotion_is_hot_reloaded_without_dropped_requests(trained, redis_url):
+async def _answers_until(client, live: list[dict], wanted: str, tag: str) -> tuple[set, list]:
+    """Decisions until one comes from `wanted` (30 s at most): the model versions seen and every status."""
+    seen, statuses = set(), []
+    deadline = time.monotonic() + 30
+    i = 0
+    while wanted not in seen and time.monotonic() < deadline:
+        response = await client.post("/fraud/decisions", json=_unique(live[i % len(live)], f"{tag}{i}"))
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            seen.add(response.json()["model_version"])
+        i += 1
+        await asyncio.sleep(0.01)
+    return seen, statuses
+
+
+def test_promotion_and_rollback_are_hot_reloaded_without_dropped_requests(trained, redis_url):
     home, registry, version, tx, live = trained
+    name = SETTINGS.cascade.registered_model_name
 
     async def scenario():
         async with running_service(home, redis_url) as (client, _):
             _, new_version = await asyncio.to_thread(train_and_register, home, tx, True)
-            assert registry.alias_version(SETTINGS.cascade.registered_model_name, CHAMPION) == new_version
-            seen, statuses = set(), []
-            deadline = time.monotonic() + 30
-            i = 0
-            while new_version not in seen and time.monotonic() < deadline:
-                response = await client.post("/fraud/decisions", json=_unique(live[i % len(live)], f"r{i}"))
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    seen.add(response.json()["model_version"])
-                i += 1
-                await asyncio.sleep(0.01)
-            assert set(statuses) == {200}
-            assert seen == {version, new_version}
+            assert registry.alias_version(name, CHAMPION) == new_version
+            seen, statuses = await _answers_until(client, live, new_version, "promoted")
+            assert set(statuses) == {200} and seen == {version, new_version}
 
-    asyncio.run(scenario())
-    promotion.rollback(
-        registry, SETTINGS.cascade.registered_model_name, version, "the next tests expect the first champion"
-    )
+            promotion.rollback(registry, name, version, "the new version blocks too many good payments")
+            assert registry.alias_version(name, CHAMPION) == version
+            seen, statuses = await _answers_until(client, live, version, "rolled-back")
+            assert set(statuses) == {200} and version in seen
+
+    try:
+        asyncio.run(scenario())
+    finally:  # the module's other tests expect the first champion, whatever happened above
+        if registry.alias_version(name, CHAMPION) != version:
+            promotion.rollback(registry, name, version, "restoring the module's first champion")
 
 
 def test_decision_log_keeps_every_decision_across_service_and_redis_restarts(trained):
