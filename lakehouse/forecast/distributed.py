@@ -65,15 +65,16 @@ def fit_statistical(
     client, windows: pd.DataFrame, freq: str, season: int, settings: ForecastSettings, as_of: str | None = None
 ) -> pd.DataFrame:
     """`statistical.fit_partition` over the cluster (fugue), partitioned by store and, where there are fewer stores
-    than four tasks per worker thread, by a stable hash of the series id within each store: one store of 8,000
-    series is spread over every worker rather than fitted by one task."""
+    than eight tasks per worker thread, by a stable hash of the series id within each store: one store of 8,000
+    series is spread over every worker rather than fitted by one task. Each group is its own partition, spread
+    evenly (fugue's `even` algorithm: hashing groups into partitions piled up to 11 of 16 on one of two workers)."""
     import zlib
 
     import fugue.api as fa
 
     threads = worker_threads(client)
     stores = windows["unique_id"].str.split("/", n=1).str[0]
-    chunks = max(1, -(-4 * threads // stores.nunique()))  # per store
+    chunks = max(1, -(-8 * threads // stores.nunique()))  # per store
     chunk = windows["unique_id"].map(lambda uid: zlib.crc32(uid.encode()) % chunks)
     windows = windows.assign(store_id=stores, chunk=chunk)
     fitted = fa.transform(
@@ -81,7 +82,7 @@ def fit_statistical(
         _fit_stores,
         schema="unique_id:str,fitted:bytes",
         params={"freq": freq, "season": season, "settings": settings, "as_of": as_of},
-        partition={"by": ["store_id", "chunk"], "num": max(1, min(stores.nunique() * chunks, 4 * threads))},
+        partition={"by": ["store_id", "chunk"], "num": stores.nunique() * chunks, "algo": "even"},
         engine=client,
         as_local=True,
     )
