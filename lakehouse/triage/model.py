@@ -43,10 +43,10 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Before torch loads its OpenMP runtime: threads that wait for each other sleep rather than spin. On the 2 shared
-    # cores at load 12-16, a training step of 32 queries took 11-23 s wall and 3-6 CPU-s with torch's default
-    # (spinning) threads, 2.8-4.1 s and 0.8-1.3 CPU-s with this: a spinning thread burns the time slices its
-    # partner needs. The user's own setting wins.
+    # Before torch loads its OpenMP runtime (when no other library loaded one first: the code location sets it at
+    # import, definitions.py): threads that wait for each other sleep rather than spin. On the 2 shared cores at
+    # load 12-16, a training step of 32 queries took 11-23 s wall and 3-6 CPU-s with torch's default (spinning)
+    # threads, 2.8-4.1 s and 0.8-1.3 CPU-s with this. The user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -65,8 +65,8 @@ def test_the_step_budget_caps_the_passes_over_the_tickets():
 
 
 def test_torch_threads_sleep_rather_than_spin_unless_the_user_says_otherwise(monkeypatch):
-    """Set before torch loads its OpenMP runtime (importing the model module loads no torch): spinning threads were
-    4-5 times slower per training step on the busy 2 cores."""
+    """Set before the OpenMP runtime loads (importing the model module loads no torch, importing the code location no
+    OpenMP library): spinning threads were 4-5 times slower per training step on the busy 2 cores."""
     import subprocess
     import sys
 
@@ -85,6 +85,14 @@ def test_torch_threads_sleep_rather_than_spin_unless_the_user_says_otherwise(mon
         check=True,
     )
     assert loaded.stdout.strip() == "False"
+    # The code location sets it at import, before any case loads the OpenMP runtime that torch then shares.
+    code = (
+        "import os, definitions; print(os.environ['OMP_WAIT_POLICY'],"
+        " any('gomp' in line for line in open('/proc/self/maps')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    location = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert location.stdout.split() == ["PASSIVE", "False"]
 
 
 def test_the_linear_probe_reads_at_most_its_cap_of_each_category_and_every_category():
