@@ -32,6 +32,9 @@ def main() -> int:
     parser.add_argument("--days", type=int, help="a shorter span (a slice: results are not written)")
     parser.add_argument("--no-faults", action="store_true", help="no injected fault (a slice)")
     parser.add_argument("--slice", action="store_true", help="the case's CI slice (fraud: a day, a poisoned file)")
+    parser.add_argument(
+        "--wall-minutes", type=float, help="start no simulated instant after this (the span played is then shorter)"
+    )
     parser.add_argument("--home", type=Path, help="the replay's home (default .lakehouse/replay/<case>, kept)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the daemon and the code server on the way out
@@ -40,7 +43,7 @@ def main() -> int:
         played = importlib.import_module(CASES[args.case][0]).ci_slice()
     else:
         played = scenario(args.case, args.days, not args.no_faults)
-    replay = Replay(played, home)
+    replay = Replay(played, home, wall_budget_s=args.wall_minutes * 60 if args.wall_minutes else None)
     replay.run()
     result = report.payload(replay, replay.data, report.judge(replay, replay.data))
     print(report.render(result))

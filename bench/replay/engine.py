@@ -57,6 +57,7 @@ class Instant:
     alerts: list[str] = field(default_factory=list)  # evaluation ids of the alerts recorded at this instant
     cleared: list[str] = field(default_factory=list)  # evaluation ids of the alerts cleared at this instant
     wall_s: float = 0.0
+    load: float = 0.0  # the machine's 1-minute load average once the instant's work was done
 
 
 class Process:

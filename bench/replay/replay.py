@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.common import load_average
 from bench.replay import report
 from bench.replay.engine import Engine, Instant
 from bench.replay.scenario import Scenario
@@ -28,8 +29,10 @@ def lake_digest(root: Path) -> str:
 class Replay:
     """One case's replay in a fresh home."""
 
-    def __init__(self, scenario: Scenario, home: Path, progress=print):
+    def __init__(self, scenario: Scenario, home: Path, progress=print, wall_budget_s: float | None = None):
         self.scenario = scenario
+        self.planned_end = scenario.end
+        self.wall_budget_s = wall_budget_s  # no instant starts after it: the span played ends there
         self.home = home.resolve()
         self.progress = progress
         self.folder = self.home / "source"  # the user's folder, as it grows
@@ -39,6 +42,7 @@ class Replay:
         self.lake_checks: list[dict] = []  # lake digests around the loads a poisoned file refused
         self.now: datetime = scenario.start
         self.started = time.monotonic()
+        self.load_at_start = load_average()
 
     # ------------------------------------------------------------------ setup
 
@@ -143,6 +147,9 @@ class Replay:
         moments |= set(scenario.extra_instants) | {scenario.end}
         previous = scenario.start
         for now in sorted(m for m in moments if m is not None and scenario.start < m <= scenario.end):
+            if self.wall_budget_s is not None and self.elapsed_s() > self.wall_budget_s:
+                self._stop_at(previous)
+                return
             started = time.monotonic()
             self.now = now
             instant = Instant(now)
@@ -169,9 +176,17 @@ class Replay:
             self._lake_after(before, now)
             self._tick_sensors(now, instant)
             instant.wall_s = round(time.monotonic() - started, 1)
+            instant.load = load_average()[0]
             self.instants.append(instant)
             self.progress(self._line(instant))
             previous = now
+
+    def _stop_at(self, last: datetime) -> None:
+        """The wall budget is spent: the span played ends at the last instant; faults not yet injected are left out
+        (those injected and not yet fixed stay, with their open alerts)."""
+        self.progress(f"{self.scenario.case}: wall budget spent, the span played ends at {last:%Y-%m-%d %H:%M}")
+        self.scenario.end = last
+        self.scenario.faults = [f for f in self.scenario.faults if f.applied]
 
     def _tick_sensors(self, now: datetime, instant: Instant) -> None:
         """The sensors, in order, until none asks for a run (a run one of them asked for may need the next)."""

@@ -230,9 +230,13 @@ def payload(replay, data: dict, verdict: dict) -> dict:
             "start": scenario.start.isoformat(),
             "end": scenario.end.isoformat(),
             "days": round((scenario.end - scenario.start).total_seconds() / 86_400, 1),
+            "planned_end": replay.planned_end.isoformat(),
+            "complete": scenario.end == replay.planned_end,
         },
         "home": str(replay.home),
         "wall_s": round(replay.wall_s, 1),
+        "load_average_at_start": replay.load_at_start,
+        "load_average_1min_over_instants": _spread([i.load for i in replay.instants]),
         "instants": len(replay.instants),
         **verdict,
         "lake_checks": replay.lake_checks,
@@ -240,12 +244,17 @@ def payload(replay, data: dict, verdict: dict) -> dict:
     }
 
 
+def _spread(values: list[float]) -> dict:
+    return {"mean": round(sum(values) / len(values), 2), "max": max(values)} if values else {}
+
+
 def render(result: dict) -> str:
     """The readable timeline: headline figures, runs by job, faults, alerts, champions, freshness."""
     lines = [
         f"replay {result['case']}: {result['span']['start'][:16]} .. {result['span']['end'][:16]} "
-        f"({result['span']['days']} days), wall {result['wall_s'] / 60:.1f} min, load at start "
-        f"{result['load_average_at_start']}",
+        f"({result['span']['days']} days{'' if result['span']['complete'] else ', SHORTER than planned: wall budget'}),"
+        f" wall {result['wall_s'] / 60:.1f} min, load average at start {result['load_average_at_start']}, over the"
+        f" instants {result['load_average_1min_over_instants']}",
         "",
         markdown_table(
             [

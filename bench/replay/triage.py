@@ -6,7 +6,7 @@ labels once given, the CRM's customers; the mapping reads those files like any u
 Day 0 (2025-10-01): the nine months of history loaded, the first training (as of 2025-10-01) and September routed,
 as the 1 October ticks would have. Then: routing of the month that ended on the 1st at 02:00, the deadline on the
 2nd at 00:00, retraining on the 1st of each quarter at 03:00. Training budgets are small (the replay's settings:
-100 steps a training) so a year fits in the replay's wall time.
+20 steps on the newest 1,500 tickets) so four retrainings fit in the replay's wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ FIRST_MONTH = date(2025, 1, 1)
 MONTHS = 22  # 2025-01 .. 2026-10
 SETTINGS = {
     "calendar": {"start": FIRST_MONTH.isoformat()},
-    "training": {"max_steps": 100, "probe_per_category": 30},
+    "training": {"max_steps": 20, "probe_per_category": 30, "tickets": 1500},
 }
 SHIFTED = (date(2026, 8, 1), date(2026, 9, 1))  # the recall months (fault "distribution shift")
 SCHEDULES = ["triage_monthly_schedule", "triage_freshness_routes_schedule", "triage_quarterly_retraining_schedule"]
 SENSORS = ["triage_source_changes", "asset_check_alerts"]
+ROUTES = "triage/ticket_routes"
+CONFUSION = "triage/monthly_confusion"
 
 
 def month_start(months: int) -> date:
@@ -135,27 +137,23 @@ def _late(month: date, arrives: datetime):
     return edit
 
 
-def _relabelled(month: date, corrected: datetime, categories: tuple[str, ...], share: float, seed: int):
-    """Agent labels of a month of which `share` are wrong (a random other category) until `corrected`."""
+def _relabelled(month: date, corrected: datetime, categories: tuple[str, ...], share: float, seed: int, months):
+    """Agent labels of a month of which `share` are wrong (another category, drawn from a hash of the ticket id so
+    a label stays the same however the file grows) until `corrected`; `months`: each ticket's month."""
 
     def edit(table: str, frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
         if table != "agent_labels" or now >= corrected:
             return frame
-        rng = np.random.default_rng(seed)
-        chosen = rng.random(frame.height) < share
-        wrong = pl.Series([categories[i] for i in rng.integers(0, len(categories), frame.height)])
-        months = frame.join(_ticket_months(), on="ticket_id", how="left")["month"]
-        hit = pl.Series(chosen) & (months == f"{month:%Y-%m}")
-        return frame.with_columns(pl.when(hit).then(wrong).otherwise(pl.col("category")).alias("category"))
+        drawn = pl.col("ticket_id").hash(seed)
+        wrong = (drawn // 1000 % len(categories)).replace_strict(dict(enumerate(categories)), return_dtype=pl.String)
+        hit = (drawn % 1000 < int(share * 1000)) & (pl.col("month") == f"{month:%Y-%m}")
+        return (
+            frame.join(months, on="ticket_id", how="left")
+            .with_columns(pl.when(hit).then(wrong).otherwise(pl.col("category")).alias("category"))
+            .drop("month")
+        )
 
     return edit
-
-
-_MONTHS: dict[str, pl.DataFrame] = {}
-
-
-def _ticket_months() -> pl.DataFrame:
-    return _MONTHS["tickets"]
 
 
 def _poisoned(month: date, at: datetime, fixed: datetime):
@@ -188,26 +186,17 @@ def _shift(world: World, months: tuple[date, ...]):
     return edit
 
 
+def first_of(months: int, hour: int = 0) -> datetime:
+    """The first day of the month `months` after the world's first, at `hour` UTC."""
+    return utc_day(month_start(months), hour)
+
+
 def faults_of(replay: TriageReplay) -> list[Fault]:
+    """The files' faults, then the platform's and the models'."""
     world = replay.world
-    _MONTHS["tickets"] = world.tickets.select(
-        "ticket_id", _time(world.tickets, "created_at").dt.strftime("%Y-%m").alias("month")
-    )
-
-    def first_of(months: int, hour: int = 0) -> datetime:
-        return utc_day(month_start(months), hour)
-
+    months = world.tickets.select("ticket_id", _time(world.tickets, "created_at").dt.strftime("%Y-%m").alias("month"))
     late, poisoned, corrected = month_start(10), month_start(12), month_start(13)
-    lost = (month_start(16), month_start(17))  # labels the 2026-07-01 retraining learns from
-    routes = "triage/ticket_routes"
-    failed = (
-        "triage/tickets_clean",
-        "triage/agent_labels",
-        routes,
-        "triage/published_routes",
-        "triage/monthly_confusion",
-    )
-    confusion = "triage/monthly_confusion"
+    failed = ("triage/tickets_clean", "triage/agent_labels", ROUTES, "triage/published_routes", CONFUSION)
     return [
         Fault(
             "late file",
@@ -219,7 +208,7 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
             fixed_at=first_of(11) + timedelta(days=2),
             edit=_late(late, first_of(11) + timedelta(days=2)),
             alerts=(
-                Expect("freshness", routes, f"{late:%Y-%m}"),
+                Expect("freshness", ROUTES, f"{late:%Y-%m}"),
                 *(Expect("materialization_failed", key, f"{late:%Y-%m}") for key in failed),
             ),
             detect_by=first_of(11, 2),
@@ -233,8 +222,8 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
             "the month is ingested and routed again, its confusion matrix recomputed; the wrong labels may make its "
             "recall check alert until the correction, which clears it",
             fixed_at=first_of(14) + timedelta(days=9),
-            edit=_relabelled(corrected, first_of(14) + timedelta(days=9), world.categories, 0.2, 1),
-            alerts=(Expect("category_recall", confusion, f"{corrected:%Y-%m}"),),
+            edit=_relabelled(corrected, first_of(14) + timedelta(days=9), world.categories, 0.2, 1, months),
+            alerts=(Expect("category_recall", CONFUSION, f"{corrected:%Y-%m}"),),
             detect_by=first_of(14, 2),
         ),
         Fault(
@@ -250,6 +239,12 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
             detect_by=first_of(13, 2),
             failed_jobs=("triage_monthly",),
         ),
+    ] + _platform_faults(replay, months)
+
+
+def _platform_faults(replay: TriageReplay, months: pl.DataFrame) -> list[Fault]:
+    lost = (month_start(16), month_start(17))  # labels the 2026-07-01 retraining learns from
+    return [
         Fault(
             "killed run",
             "killed_run",
@@ -275,11 +270,11 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
             world=True,
             until=first_of(21, 4),
             alerts=tuple(
-                Expect(check, routes, f"{m:%Y-%m}")
+                Expect(check, ROUTES, f"{m:%Y-%m}")
                 for m in SHIFTED
                 for check in ("category_mix_drift", "human_validation_rate", "mean_confidence")
             )
-            + tuple(Expect("category_recall", confusion, f"{m:%Y-%m}") for m in SHIFTED),
+            + tuple(Expect("category_recall", CONFUSION, f"{m:%Y-%m}") for m in SHIFTED),
             detect_by=first_of(20, 2),
             clears=False,
         ),
@@ -294,10 +289,12 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
             "kept with a WARN alert; once the labels are fixed the months are reloaded, and the October retraining "
             "passes: the alerts clear",
             fixed_at=first_of(18) + timedelta(days=14),
-            edit=_months_relabelled(lost, first_of(18) - timedelta(days=5), first_of(18) + timedelta(days=14), world),
+            edit=_months_relabelled(
+                lost, first_of(18) - timedelta(days=5), first_of(18) + timedelta(days=14), replay.world, months
+            ),
             alerts=(
                 Expect("promotion_gate", "triage/model"),
-                *(Expect("category_recall", confusion, f"{m:%Y-%m}") for m in lost),
+                *(Expect("category_recall", CONFUSION, f"{m:%Y-%m}") for m in lost),
             ),
             detect_by=first_of(18, 3),
             until=first_of(21, 4),
@@ -305,8 +302,8 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
     ]
 
 
-def _months_relabelled(months: tuple[date, date], at: datetime, fixed: datetime, world: World):
-    edits = [_relabelled(m, fixed, world.categories, 0.6, 7 + i) for i, m in enumerate(_months_between(*months))]
+def _months_relabelled(lost: tuple[date, date], at: datetime, fixed: datetime, world: World, months: pl.DataFrame):
+    edits = [_relabelled(m, fixed, world.categories, 0.6, 7 + i, months) for i, m in enumerate(_months_between(*lost))]
 
     def edit(table: str, frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
         if now < at:
