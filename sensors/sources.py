@@ -69,11 +69,12 @@ def watched(case: str) -> Watched | None:
         return Watched(case, keys[0], {"transactions": "ts"}, daily, refresh, FraudSettings, ranges=True)
     if case == "triage":
         from assets.triage.partitions import monthly
+        from assets.triage.raw import CLEAN_KEY
         from lakehouse.triage.settings import TriageSettings
         from sensors.triage import triage_monthly_job
 
         tables = {"tickets": "created_at", "agent_labels": "labelled_at"}
-        return Watched(case, dg.AssetKey([case, "tickets"]), tables, monthly, triage_monthly_job, TriageSettings)
+        return Watched(case, CLEAN_KEY, tables, monthly, triage_monthly_job, TriageSettings)
     if case == "churn":
         from assets.churn.partitions import weekly_snapshots
         from lakehouse.churn.settings import ChurnSettings

@@ -6,7 +6,8 @@ from datetime import date, datetime
 import dagster as dg
 import polars as pl
 
-from sensors.sources import Watched, _partitions_of
+import definitions
+from sensors.sources import Watched, _partitions_of, watched
 
 
 def _watch(partitions: dg.PartitionsDefinition, offset: int = 0) -> Watched:
@@ -30,3 +31,14 @@ def test_weeks_with_an_offset_and_rows_outside_the_partitions():
     days = pl.Series([date(2024, 1, 8), date(2024, 1, 14), date(2023, 12, 31), None])
     keys = _partitions_of(_watch(weekly, offset=1), days).to_list()
     assert keys == ["2024-01-15", "2024-01-15", None, None]
+
+
+def test_each_case_watches_the_raw_asset_its_loads_materialize():
+    """The sensor learns what a load read from the runs that planned the watched asset: an asset no job has (the
+    replay found triage watching `triage/tickets`, its load being `triage/tickets_clean`) means no load is ever
+    recorded, so no late or corrected period is ever reloaded."""
+    graph = definitions.defs().get_repository_def().asset_graph
+    for case in ("fraud", "forecast", "churn", "triage"):
+        watch = watched(case)
+        assert watch.asset in graph.get_all_asset_keys(), case
+        assert watch.asset in watch.refresh.selection.resolve(graph), case
