@@ -201,13 +201,16 @@ def _independence(classifier, texts: list[str]) -> dict:
 
 
 def _against_kit_baseline(ours: dict) -> dict:
-    """The kit's own baseline figures (test split), and where ours are at least as good."""
+    """The kit's own baseline figures (test split), where ours are at least as good, and whether ours meets it as
+    the lean variant's does (accuracy and macro-F1)."""
     from bench.realdata import baseline
 
     theirs = {k: round(float(baseline("triage")["test"][v]), 4) for k, v in BASELINE_NAMES.items()}
     return {
         "baseline": theirs,
+        "ours": {k: ours[k] for k in METRICS},
         "at_least_baseline": {k: ours[k] >= theirs[k] for k in METRICS if ours[k] == ours[k]},
+        "meets_baseline": bool(ours["accuracy"] >= theirs["accuracy"] and ours["macro_f1"] >= theirs["macro_f1"]),
     }
 
 
