@@ -197,6 +197,8 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
     months = world.tickets.select("ticket_id", _time(world.tickets, "created_at").dt.strftime("%Y-%m").alias("month"))
     late, poisoned, corrected = month_start(10), month_start(12), month_start(13)
     failed = ("triage/tickets_clean", "triage/agent_labels", ROUTES, "triage/published_routes", CONFUSION)
+    # the month's run also refreshes the reports read from every month's routes (unpartitioned)
+    reports = tuple(Expect("materialization_failed", f"triage/{n}") for n in ("evaluation_report", "roi_report"))
     return [
         Fault(
             "late file",
@@ -210,6 +212,7 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
             alerts=(
                 Expect("freshness", ROUTES, f"{late:%Y-%m}"),
                 *(Expect("materialization_failed", key, f"{late:%Y-%m}") for key in failed),
+                *reports,
             ),
             detect_by=first_of(11, 2),
             failed_jobs=("triage_monthly",),
@@ -235,7 +238,7 @@ def faults_of(replay: TriageReplay) -> list[Fault]:
             "fixed the month is routed and the alerts clear before the deadline",
             fixed_at=first_of(13, 12),
             edit=_poisoned(poisoned, first_of(13), first_of(13, 12)),
-            alerts=tuple(Expect("materialization_failed", key, f"{poisoned:%Y-%m}") for key in failed),
+            alerts=(*(Expect("materialization_failed", key, f"{poisoned:%Y-%m}") for key in failed), *reports),
             detect_by=first_of(13, 2),
             failed_jobs=("triage_monthly",),
         ),
