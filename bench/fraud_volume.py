@@ -271,7 +271,8 @@ def step_warm(home: Path, config: dict, lookback: int) -> dict:
         | pl.col("merchant_id").is_in(today["merchant_id"].unique().implode())
     )
     with RedisServer() as server:
-        client = redis.Redis.from_url(server.url)
+        # redis-py's 5 s default read timeout is shorter than a pipeline of 2,000 updates on a busy machine.
+        client = redis.Redis.from_url(server.url, socket_timeout=None)
         started = time.perf_counter()
         applied = warm_store(client, history, registry_for(settings), settings.serving)
         seconds = time.perf_counter() - started
