@@ -143,7 +143,7 @@ def nightly(clock: Clock, client, fitted, data, origin, settings, periods, node_
 
     t0 = clock.now()
     if client is not None:
-        base = forecast_stores(client, fitted, data, origin, settings.horizon_periods, settings)
+        base = forecast_stores(client, forecast_candidates, fitted, data, origin, settings.horizon_periods, settings)
     else:
         base = forecast_candidates(fitted, data, origin, settings.horizon_periods, settings)
     t1 = clock.now()

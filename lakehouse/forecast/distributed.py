@@ -127,20 +127,20 @@ def fit_lightgbm(client, frame: pd.DataFrame, static: list[str], keep: int, sett
 # --------------------------------------------------------------------------- nightly stores
 
 
-def forecast_stores(client, models, data, origin, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
-    """`forecast_candidates` of each store on the cluster, one task per store, from the same fitted state (the
-    global model sent once to every worker, each store's statistical models with its task)."""
+def forecast_stores(client, forecast, models, data, origin, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
+    """`forecast` (models.forecast_candidates, passed in so this module stays below models) of each store on the
+    cluster, one task per store, from the same fitted state (the global model sent once to every worker, each
+    store's statistical models with its task)."""
     from dataclasses import replace
-
-    from lakehouse.forecast.models import forecast_candidates
 
     stores = sorted(data.sales["store_id"].unique().to_list())
     if not stores:
-        return forecast_candidates(models, data, origin, horizon, settings)
+        return forecast(models, data, origin, horizon, settings)
     lightgbm = client.scatter(models.lightgbm, broadcast=True)
     tasks = [
         client.submit(
             _forecast_store,
+            forecast,
             replace(models, stat={store: models.stat.get(store, {})}, lightgbm=None),
             lightgbm,
             replace(data, sales=data.sales.filter(pl.col("store_id") == store)),
@@ -153,9 +153,7 @@ def forecast_stores(client, models, data, origin, horizon: int, settings: Foreca
     return pl.concat(client.gather(tasks), how="vertical_relaxed").sort("unique_id", "origin", "step")
 
 
-def _forecast_store(models, lightgbm, data, origin, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
+def _forecast_store(forecast, models, lightgbm, data, origin, horizon: int, settings: ForecastSettings) -> pl.DataFrame:
     from dataclasses import replace
 
-    from lakehouse.forecast.models import forecast_candidates
-
-    return forecast_candidates(replace(models, lightgbm=lightgbm), data, origin, horizon, settings)
+    return forecast(replace(models, lightgbm=lightgbm), data, origin, horizon, settings)

@@ -542,7 +542,7 @@ def nightly_forecast(
     horizon = horizon or settings.horizon_periods
     if settings.models.engine == "dask":
         with dask_client(settings) as client:
-            base = forecast_stores(client, models, data, origin, horizon, settings)
+            base = forecast_stores(client, forecast_candidates, models, data, origin, horizon, settings)
     else:
         base = forecast_candidates(models, data, origin, horizon, settings)
     forecasts = marked(base, choice)
