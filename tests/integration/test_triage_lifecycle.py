@@ -95,8 +95,9 @@ def test_a_refused_first_model_routes_in_shadow_and_the_first_model_that_passes_
     assert alerts.height == 1 and alerts["severity"][0] == "WARN"
     assert ask_endpoint(lakehouse.paths)[0] == 503
 
-    # The floor back to the seed's: the next model passes, becomes champion, routes for the teams, and serves.
-    monkeypatch.delenv("LAKEHOUSE_TRIAGE_GATE__MIN_MACRO_F1")
+    # A floor the same model meets (a 4-step training on 60 tickets a month scores macro-F1 about 0.66 on
+    # validation, under the seed's 0.75): the next model passes, becomes champion, routes for the teams, and serves.
+    monkeypatch.setenv("LAKEHOUSE_TRIAGE_GATE__MIN_MACRO_F1", "0.5")
     second = materialize(TRAINING, run_config=retraining_run_config(date(2026, 4, 1)))
     assert second.success and evaluation(second, "promotion_gate").passed
     assert registry.alias_version(name, "champion") == "2"
