@@ -11,14 +11,13 @@ Evaluation windows roll with the data (test and validation: the last 28 days eac
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from bench.replay.fraud import kill_step
+from bench.replay.fraud import flush_redis, kill_step
 from bench.replay.kit import KITS, GrowingFile, mapping
 from bench.replay.scenario import Expect, Fault, Scenario, apply_edits
 
@@ -141,16 +140,6 @@ def _poisoned(day: date, at: datetime, fixed: datetime):
     return edit
 
 
-def _flush_redis(replay) -> None:
-    import redis
-
-    client = redis.Redis.from_url(os.environ["LAKEHOUSE_REDIS_URL"])
-    try:
-        client.flushall()
-    finally:
-        client.close()
-
-
 def _clock(first: date):
     """day(n) and at(n, hour, minute) in the calendar's zone, n days after the replay's first day."""
 
@@ -222,7 +211,7 @@ def _platform_faults(first: date) -> list[Fault]:
             at(30, 12),
             "the Redis holding the published forecasts is flushed at noon",
             "the store watch alerts within one tick, the night's forecasts are published again and the alert clears",
-            act=_flush_redis,
+            act=flush_redis,
             alerts=(Expect("online_store", "forecast/published_forecast"),),
             detect_by=at(30, 12),
         ),

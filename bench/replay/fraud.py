@@ -306,7 +306,8 @@ def _labels_lost(first: date, last: date, at: datetime, fixed: datetime):
     return edit
 
 
-def _flush_redis(replay) -> None:
+def flush_redis(replay) -> None:
+    """The fault 'Redis flushed': every key of the replay's Redis gone."""
     import redis
 
     client = redis.Redis.from_url(os.environ["LAKEHOUSE_REDIS_URL"])
@@ -419,7 +420,7 @@ def _platform_faults(start: datetime) -> list[Fault]:
             "the Redis holding the feature store (and the decision stream) is flushed at noon",
             "the store watch alerts within one tick, the store is warmed again (by the service or the warm-up job) "
             "and the alert clears",
-            act=_flush_redis,
+            act=flush_redis,
             alerts=(Expect("online_store", "fraud/online_features"),),
             detect_by=at(44, 12),
         ),
