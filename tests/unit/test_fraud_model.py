@@ -288,27 +288,11 @@ def test_down_sampled_training_gives_calibrated_probabilities_on_a_known_sample(
     keeps every fraud and about 2 % of the other payments: the final scores of the test days still match the
     known probabilities, quintile by quintile (the sampling is weighted back, and each layer is calibrated on
     the unsampled validation days). Without the correction they would be about 50 times too high."""
-    from datetime import date
-
-    rng = np.random.default_rng(4)
-    days, per_day = 9, 20_000
-    n = days * per_day
-    x = rng.normal(0.0, 1.0, n)
-    p = 1.0 / (1.0 + np.exp(-(-6.3 + 1.5 * x)))
-    data = pl.DataFrame(
-        {
-            "tx_id": [f"T{i}" for i in range(n)],
-            "day": [date(2026, 11, 14) + timedelta(days=int(d)) for d in np.repeat(np.arange(days), per_day)],
-            "customer_id": [f"C{i % 4_000}" for i in range(n)],
-            "is_fraud": rng.random(n) < p,
-            "amount": np.exp(3.0 + x),
-            "rule_score": np.zeros(n),
-        }
-    )
+    data = _known_probability_payments(seed=4)
     settings = SETTINGS.with_(cascade={"max_legit_training_rows": 2_000})
     split = split_of([str(d) for d in data["day"].unique().to_list()], settings)
-    cascade = train(data, split, REGISTRY, settings)
-    test = split.frame(data.with_columns(p=pl.Series(p)), "test")
+    cascade = train(data.drop("p"), split, REGISTRY, settings)
+    test = split.frame(data, "test")
     predicted = cascade.score_frame(test)["score"].to_numpy()
     known = test["p"].to_numpy()
     assert predicted.sum() == pytest.approx(known.sum(), rel=0.2)
@@ -349,26 +333,9 @@ def test_training_on_rows_down_sampled_upstream_predicts_the_population_rate():
     rate within 30 % (the margin of a 2,000-negative training sample: 0.88 to 1.22 of it over seeds). Without
     the upstream weights the refit learns training days with 20 times too few negatives, and the same
     calibration gives under half the rate (0.10 to 0.15 of it)."""
-    from datetime import date
-
     from lakehouse.fraud.model import SAMPLE_WEIGHT, sample_rows
 
-    rng = np.random.default_rng(6)
-    days, per_day = 9, 20_000
-    n = days * per_day
-    x = rng.normal(0.0, 1.0, n)
-    p = 1.0 / (1.0 + np.exp(-(-6.3 + 1.5 * x)))
-    data = pl.DataFrame(
-        {
-            "tx_id": [f"T{i}" for i in range(n)],
-            "day": [date(2026, 11, 14) + timedelta(days=int(d)) for d in np.repeat(np.arange(days), per_day)],
-            "customer_id": [f"C{i % 4_000}" for i in range(n)],
-            "is_fraud": rng.random(n) < p,
-            "amount": np.exp(3.0 + x),
-            "rule_score": np.zeros(n),
-            "p": p,
-        }
-    )
+    data = _known_probability_payments(seed=6)
     settings = SETTINGS.with_(cascade={"max_legit_training_rows": 2_000})
     split = split_of([str(d) for d in data["day"].unique().to_list()], settings)
     training = split.frame(data, "train")
@@ -386,3 +353,26 @@ def test_training_on_rows_down_sampled_upstream_predicts_the_population_rate():
     assert float(weighted.score_frame(test)["score"].mean()) == pytest.approx(rate, rel=0.3)
     unweighted = train(pl.concat([*upstream, rest]).drop(SAMPLE_WEIGHT), split, REGISTRY, settings)
     assert float(unweighted.score_frame(test)["score"].mean()) < rate / 2
+
+
+def _known_probability_payments(seed: int) -> pl.DataFrame:
+    """Nine days of 20,000 payments whose fraud probability `p` is a known logistic function of the amount
+    (about 0.2 % fraud), `is_fraud` drawn from it."""
+    from datetime import date
+
+    rng = np.random.default_rng(seed)
+    days, per_day = 9, 20_000
+    n = days * per_day
+    x = rng.normal(0.0, 1.0, n)
+    p = 1.0 / (1.0 + np.exp(-(-6.3 + 1.5 * x)))
+    return pl.DataFrame(
+        {
+            "tx_id": [f"T{i}" for i in range(n)],
+            "day": [date(2026, 11, 14) + timedelta(days=int(d)) for d in np.repeat(np.arange(days), per_day)],
+            "customer_id": [f"C{i % 4_000}" for i in range(n)],
+            "is_fraud": rng.random(n) < p,
+            "amount": np.exp(3.0 + x),
+            "rule_score": np.zeros(n),
+            "p": p,
+        }
+    )
