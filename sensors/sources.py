@@ -6,7 +6,9 @@ would (no validation: that is the load's job) and takes, per partition, a finger
 order-free hash: lakehouse.common.raw_source). Each finished run that loaded the case's raw table records the prints
 of the partitions it covered (whether it succeeded or was refused). A partition whose print differs from the one its
 last load saw (a corrected file; a period whose file came after its load was tried and refused) gets a run of the
-case's refresh job: the raw partition, then what is computed from it. A refused file asks for nothing more until it
+case's refresh job: the raw partition, then what is computed from it, with the later partitions whose windows
+reach back to it (a week's usage counts in the next 13 churn snapshots, a day's payments in 38 days of fraud
+features). A refused file asks for nothing more until it
 changes again, so a bad file is tried once per version. Periods newer than the latest loaded one are left to the
 case's schedule. The folder's file names, sizes and times are checked first: an unchanged folder is not read.
 """
@@ -14,6 +16,7 @@ case's schedule. The folder's file names, sizes and times are checked first: an 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -52,6 +55,9 @@ class Watched:
     ranges: bool = False  # contiguous partitions go in one run (every partitioned asset of `refresh` is single-run)
     whole: bool = False  # any change refreshes every partition in one run (a nightly that loads every store)
     offset: int = 0  # a row of period p first counts in period p + offset (facts of a week: next Monday's snapshot)
+    # How many periods from p + offset a row counts in (windows over past periods): a corrected period refreshes
+    # them all, up to the latest loaded.
+    reach: Callable[[CaseSettings], int] = lambda settings: 1
 
 
 def watched(case: str) -> Watched | None:
@@ -66,7 +72,16 @@ def watched(case: str) -> Watched | None:
             selection=dg.AssetSelection.assets(*keys),
             description="Reload days whose source changed, then the features and the days' batch scores.",
         )
-        return Watched(case, keys[0], {"transactions": "ts"}, daily, refresh, FraudSettings, ranges=True)
+        return Watched(
+            case,
+            keys[0],
+            {"transactions": "ts"},
+            daily,
+            refresh,
+            FraudSettings,
+            ranges=True,
+            reach=lambda settings: settings.features.reach_days,
+        )
     if case == "triage":
         from assets.triage.partitions import monthly
         from assets.triage.raw import CLEAN_KEY
@@ -90,6 +105,8 @@ def watched(case: str) -> Watched | None:
             ChurnSettings,
             ranges=True,
             offset=1,
+            # a week's usage counts in the next `lookback_weeks` snapshots, a ticket in the next five (30 days)
+            reach=lambda settings: max(settings.lookback_weeks, 5),
         )
     if case == "forecast":
         from assets.forecast.partitions import store_partitions
@@ -157,10 +174,13 @@ def _partitions_of(watch: Watched, values: pl.Series) -> pl.Series:
     return days.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
-def changed_partitions(prints: dict[str, str], loaded: dict[str, str | None], order: list[str]) -> dict[str, str]:
+def changed_partitions(
+    prints: dict[str, str], loaded: dict[str, str | None], order: list[str], reach: int = 1
+) -> dict[str, str]:
     """Partitions to reload, with why: a print that differs from the last load's ("corrected", or "arrived late"
-    when that load found no row), for partitions up to the latest one loaded; prints of another hashing scheme are
-    not comparable and ask for nothing."""
+    when that load found no row), and the `reach` - 1 partitions after it whose windows see its rows, for
+    partitions up to the latest one loaded; prints of another hashing scheme are not comparable and ask for
+    nothing."""
     if not loaded:
         return {}
     position = {k: i for i, k in enumerate(order)}
@@ -174,6 +194,9 @@ def changed_partitions(prints: dict[str, str], loaded: dict[str, str | None], or
             continue
         if before != fingerprint:
             changed[partition] = "corrected" if before else "arrived late"
+    for partition, why in sorted(changed.items(), key=lambda item: position[item[0]]):
+        for later in order[position[partition] + 1 : min(position[partition] + reach, latest + 1)]:
+            changed.setdefault(later, why)
     return changed
 
 
@@ -242,7 +265,8 @@ def source_change_sensor(watch: Watched) -> dg.SensorDefinition:
         for end in loads:
             periods = _periods(context.instance.get_run_by_id(end.run_id), order)
             record_fingerprints(lakehouse.paths.ops_db, watch.case, {p: prints.get(p) for p in periods}, end.run_id)
-        changed = changed_partitions(prints, loaded_fingerprints(lakehouse.paths.ops_db, watch.case), order)
+        reach = watch.reach(sources.settings(watch.settings_class))
+        changed = changed_partitions(prints, loaded_fingerprints(lakehouse.paths.ops_db, watch.case), order, reach)
         context.update_cursor(json.dumps({"after": after, "signature": signature}))
         if not changed:
             return dg.SkipReason(f"{len(prints)} partition(s) of the source as loaded")

@@ -45,6 +45,13 @@ class FeatureSettings(Section):
     small_amount: float = Field(5.0, gt=0)  # a "small" payment (card testing), in the data's currency
     hour_timezone: str | None = None  # hour of day and weekday in this zone; default the calendar's
 
+    @property
+    def reach_days(self) -> int:
+        """The days whose features a day's payments enter: its own, the days its longest window reaches into, and
+        the days whose history counts it (`history_days` ending `label_delay_days` before them)."""
+        longest = max((*self.windows, *self.customer_windows, *self.merchant_windows))
+        return 1 + max(math.ceil(longest / timedelta(days=1)), max(self.history_days) + self.label_delay_days)
+
     @field_validator("windows", "customer_windows", "merchant_windows")
     @classmethod
     def _positive(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:

@@ -7,7 +7,9 @@ import dagster as dg
 import polars as pl
 
 import definitions
-from sensors.sources import Watched, _partitions_of, watched
+from lakehouse.churn.settings import ChurnSettings
+from lakehouse.fraud.settings import FraudSettings
+from sensors.sources import Watched, _partitions_of, changed_partitions, watched
 
 
 def _watch(partitions: dg.PartitionsDefinition, offset: int = 0) -> Watched:
@@ -42,3 +44,24 @@ def test_each_case_watches_the_raw_asset_its_loads_materialize():
         watch = watched(case)
         assert watch.asset in graph.get_all_asset_keys(), case
         assert watch.asset in watch.refresh.selection.resolve(graph), case
+
+
+def test_a_corrected_period_refreshes_the_later_periods_whose_windows_see_it_up_to_the_latest_loaded():
+    """A corrected week of usage changes the features of the next `lookback_weeks` snapshots, not only the first:
+    the refresh covers them (the churn replay's corrected tickets would otherwise leave 12 stale snapshots)."""
+    order = [f"p{i:02}" for i in range(10)]
+    loaded = {p: f"s|{p}" for p in order[:8]}
+    prints = {**loaded, "p02": "s|new", "p08": "s|late"}
+    assert changed_partitions(prints, loaded, order) == {"p02": "corrected"}
+    assert changed_partitions(prints, loaded, order, reach=3) == {
+        "p02": "corrected",
+        "p03": "corrected",
+        "p04": "corrected",
+    }
+    near_the_end = {**loaded, "p06": "s|new"}
+    assert sorted(changed_partitions(near_the_end, loaded, order, reach=5)) == ["p06", "p07"]  # none past the latest
+    assert watched("churn").reach(ChurnSettings()) == ChurnSettings().lookback_weeks == 13
+    fraud = FraudSettings()
+    assert watched("fraud").reach(fraud) == 38  # 30-day customer windows; 30-day fraud history 7 days late
+    assert watched("fraud").reach(fraud.with_(features={"history_days": [1, 7]})) == 31
+    assert watched("triage").reach(object()) == 1
