@@ -29,6 +29,9 @@ SCHEDULES = [
     "churn_freshness_crm_push_schedule",
 ]
 SENSORS = ["churn_source_changes", "asset_check_alerts"]
+# The evaluation periods roll with the data (the case's defaults) instead of the kit's fixed test period, which
+# lies in the replay's future on day 0.
+SETTINGS = {"evaluation": {"test": "4mo", "validation": "2mo", "gap": "30d"}}
 TIMES = {
     "accounts": "signup_date",
     "subscriptions": "start_date",
@@ -62,7 +65,7 @@ class ChurnReplay(Scenario):
             self.faults = [f for f in faults_of(first) if f.at < end]
 
     def sources(self, folder: Path) -> dict:
-        return mapping("churn", folder)
+        return mapping("churn", folder, SETTINGS)
 
     def grow(self, folder: Path, now: datetime, faults: list[Fault]) -> None:
         if not self.files:
@@ -93,15 +96,26 @@ _PREPARED = {"customers", "usage_daily", "support_tickets", "invoices", "renewal
 
 
 def visible(kit: dict[str, pl.DataFrame], today: date) -> dict[str, pl.DataFrame]:
-    """The kit as known at the start of `today`: what had happened by the end of yesterday."""
-    accounts = kit["accounts"].filter(pl.col("signup_date") < today)
-    subscriptions = (
-        kit["subscriptions"]
-        .filter(pl.col("start_date") < today)
-        .with_columns(
-            pl.when(pl.col("end_date") < today).then(pl.col("end_date")).otherwise(None).alias("end_date"),
-            (pl.col("churn_flag") & (pl.col("end_date") < today)).alias("churn_flag"),
-        )
+    """The kit as known at the start of `today`: what had happened by the end of yesterday. The kit's time line is
+    not coherent (its README): tickets before their account's signup, usage before its subscription's start. A
+    record is known from its first fact, as a CRM holds the account of whoever opens a ticket and a billing system
+    the subscription of whoever uses the product; otherwise each week's new subscriptions would bring months of
+    old usage with them, and the source-change sensor would rightly reload those months every week."""
+    subscription_facts = kit["feature_usage"].select("subscription_id", fact="usage_date")
+    account_facts = pl.concat(
+        [
+            kit["support_tickets"].select("account_id", fact="submitted_at"),
+            subscription_facts.join(
+                kit["subscriptions"].select("subscription_id", "account_id"), on="subscription_id"
+            ).select("account_id", "fact"),
+        ]
+    )
+    accounts = _known_from(kit["accounts"], "signup_date", account_facts, today, "account_id")
+    subscriptions = _known_from(
+        kit["subscriptions"], "start_date", subscription_facts, today, "subscription_id"
+    ).with_columns(
+        pl.when(pl.col("end_date") < today).then(pl.col("end_date")).otherwise(None).alias("end_date"),
+        (pl.col("churn_flag") & (pl.col("end_date") < today)).alias("churn_flag"),
     )
     usage = kit["feature_usage"].filter(pl.col("usage_date") < today)
     tickets = kit["support_tickets"].filter(pl.col("submitted_at") < today)
@@ -118,6 +132,17 @@ def visible(kit: dict[str, pl.DataFrame], today: date) -> dict[str, pl.DataFrame
         "support_tickets": tickets,
         "churn_events": events,
     }
+
+
+def _known_from(records: pl.DataFrame, own: str, facts: pl.DataFrame, today: date, key: str) -> pl.DataFrame:
+    """The records known by `today`: from their own date or their first fact (`facts`: key, fact), whichever came
+    first."""
+    first = facts.group_by(key).agg(pl.col("fact").min().alias("_first_fact"))
+    return (
+        records.join(first, on=key, how="left")
+        .filter(pl.min_horizontal(own, "_first_fact") < today)
+        .drop("_first_fact")
+    )
 
 
 # --------------------------------------------------------------------------- faults
