@@ -7,7 +7,7 @@ order-free hash: lakehouse.common.raw_source). Each finished run that loaded the
 of the partitions it covered (whether it succeeded or was refused). A partition whose print differs from the one its
 last load saw (a corrected file; a period whose file came after its load was tried and refused) gets a run of the
 case's refresh job: the raw partition, then what is computed from it, with the later partitions whose windows
-reach back to it (a week's usage counts in the next 13 churn snapshots, a day's payments in 38 days of fraud
+reach back to it (a week's tickets count in the next 18 churn snapshots, a day's payments in 38 days of fraud
 features). A refused file asks for nothing more until it
 changes again, so a bad file is tried once per version. Periods newer than the latest loaded one are left to the
 case's schedule. The folder's file names, sizes and times are checked first: an unchanged folder is not read.
@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -43,6 +43,17 @@ RUNS_PER_TICK = 200
 
 
 @dataclass(frozen=True)
+class LaterFacts:
+    """Columns of a table's rows that a later event fills (a ticket's closure and its satisfaction score). They are
+    printed in the partition of that event, with the row's key, and left out of the row's own print: a ticket closed
+    after its week was loaded is news of the closing week, not a correction of the opening one."""
+
+    at: str  # the event's column
+    columns: tuple[str, ...]  # the columns it fills, `at` included
+    key: str
+
+
+@dataclass(frozen=True)
 class Watched:
     """A case's raw table as the sensor watches it."""
 
@@ -58,6 +69,7 @@ class Watched:
     # How many periods from p + offset a row counts in (windows over past periods): a corrected period refreshes
     # them all, up to the latest loaded.
     reach: Callable[[CaseSettings], int] = lambda settings: 1
+    later: dict[str, LaterFacts] = field(default_factory=dict)  # table -> the columns a later event fills
 
 
 def watched(case: str) -> Watched | None:
@@ -105,8 +117,10 @@ def watched(case: str) -> Watched | None:
             ChurnSettings,
             ranges=True,
             offset=1,
-            # a week's usage counts in the next `lookback_weeks` snapshots, a ticket in the next five (30 days)
-            reach=lambda settings: max(settings.lookback_weeks, 5),
+            # a week's usage counts in the next `lookback_weeks` snapshots, a ticket in the next 18 (open tickets
+            # opened within 120 days, satisfaction of closures within 90: churn_features.sql)
+            reach=lambda settings: max(settings.lookback_weeks, 18),
+            later={"support_tickets": LaterFacts("closed_at", ("closed_at", "csat"), "ticket_id")},
         )
     if case == "forecast":
         from assets.forecast.partitions import store_partitions
@@ -135,15 +149,39 @@ def source_prints(watch: Watched, source: CaseSource, instance: dg.DagsterInstan
     scheme = fingerprint_scheme()
     keys = _partition_keys(watch, instance)
     parts: dict[str, list[str]] = {}
-    for table, column in watch.tables.items():
+    for table in watch.tables:
         mapped = read_mapped(source, table)
-        if mapped is None or mapped.frame.height == 0 or column not in mapped.frame.columns:
+        if mapped is None or mapped.frame.height == 0:
             continue
-        frame = mapped.frame
-        for partition, fingerprint in partition_fingerprints(frame, _partitions_of(watch, frame[column])).items():
+        for partition, fingerprints in table_prints(watch, table, mapped.frame).items():
             if partition in keys:
-                parts.setdefault(partition, []).append(f"{table}={fingerprint}")
+                parts.setdefault(partition, []).extend(fingerprints)
     return {p: f"{scheme}|{';'.join(sorted(v))}" for p, v in parts.items()}
+
+
+def table_prints(watch: Watched, table: str, frame: pl.DataFrame) -> dict[str, list[str]]:
+    """One table's prints per partition: its rows placed by the watched column, and the columns a later event
+    fills placed by that event."""
+    column, later = watch.tables[table], watch.later.get(table)
+    if column not in frame.columns:
+        return {}
+    placed = [(table, column, frame.drop(later.columns, strict=False) if later else frame)]
+    if later and later.at in frame.columns:
+        filled = frame.filter(pl.col(later.at).is_not_null())
+        placed.append(
+            (
+                f"{table}.{later.at}",
+                later.at,
+                filled.select(later.key, *(c for c in later.columns if c in filled.columns)),
+            )
+        )
+    parts: dict[str, list[str]] = {}
+    for label, at, rows in placed:
+        if rows.height == 0:
+            continue
+        for partition, fingerprint in partition_fingerprints(rows, _partitions_of(watch, rows[at])).items():
+            parts.setdefault(partition, []).append(f"{label}={fingerprint}")
+    return parts
 
 
 def _partition_keys(watch: Watched, instance: dg.DagsterInstance) -> set[str]:

@@ -9,7 +9,7 @@ import polars as pl
 import definitions
 from lakehouse.churn.settings import ChurnSettings
 from lakehouse.fraud.settings import FraudSettings
-from sensors.sources import Watched, _partitions_of, changed_partitions, watched
+from sensors.sources import Watched, _partitions_of, changed_partitions, table_prints, watched
 
 
 def _watch(partitions: dg.PartitionsDefinition, offset: int = 0) -> Watched:
@@ -60,8 +60,25 @@ def test_a_corrected_period_refreshes_the_later_periods_whose_windows_see_it_up_
     }
     near_the_end = {**loaded, "p06": "s|new"}
     assert sorted(changed_partitions(near_the_end, loaded, order, reach=5)) == ["p06", "p07"]  # none past the latest
-    assert watched("churn").reach(ChurnSettings()) == ChurnSettings().lookback_weeks == 13
+    assert watched("churn").reach(ChurnSettings()) == 18  # tickets joined over 120 days
+    assert watched("churn").reach(ChurnSettings(lookback_weeks=26)) == 26
     fraud = FraudSettings()
     assert watched("fraud").reach(fraud) == 38  # 30-day customer windows; 30-day fraud history 7 days late
     assert watched("fraud").reach(fraud.with_(features={"history_days": [1, 7]})) == 31
     assert watched("triage").reach(object()) == 1
+
+
+def test_a_tickets_closure_is_news_of_the_closing_week_and_a_corrected_score_reloads_that_week():
+    """Closing a ticket fills its closure columns: printed in the closing week's snapshot, so a ticket closed after
+    its week was loaded does not make that week look corrected every Monday (the churn replay reloaded last week's
+    snapshot each week); a corrected satisfaction score changes the closing week's print, the opening one's never."""
+    watch = watched("churn")
+    opened = {"ticket_id": ["T1", "T2"], "customer_id": ["C1", "C2"], "opened_at": [date(2024, 7, 5)] * 2}
+    still_open = pl.DataFrame(
+        {**opened, "closed_at": [None, None], "csat": [None, None]}, schema_overrides={"closed_at": pl.Datetime}
+    )
+    closed = pl.DataFrame({**opened, "closed_at": [datetime(2024, 7, 9, 10), None], "csat": [4, None]})
+    rescored = closed.with_columns(csat=pl.Series([1, None]))
+    before, after, fixed = (table_prints(watch, "support_tickets", f) for f in (still_open, closed, rescored))
+    assert before["2024-07-08"] == after["2024-07-08"] == fixed["2024-07-08"]  # the opening week's snapshot
+    assert "2024-07-15" not in before and after["2024-07-15"] != fixed["2024-07-15"]  # the closing week's
