@@ -70,6 +70,9 @@ class Watched:
     # them all, up to the latest loaded.
     reach: Callable[[CaseSettings], int] = lambda settings: 1
     later: dict[str, LaterFacts] = field(default_factory=dict)  # table -> the columns a later event fills
+    # A date column for partitions that are not periods (forecast's stores): rows dated after the latest date a
+    # partition's last load saw are that partition's news, not a correction of it (a store's sales grow each night).
+    horizon: str | None = None
 
 
 def watched(case: str) -> Watched | None:
@@ -129,7 +132,14 @@ def watched(case: str) -> Watched | None:
         from sensors.forecast import forecast_nightly_job
 
         return Watched(
-            case, SALES_KEY, {"sales": "store_id"}, store_partitions, forecast_nightly_job, ForecastSettings, whole=True
+            case,
+            SALES_KEY,
+            {"sales": "store_id"},
+            store_partitions,
+            forecast_nightly_job,
+            ForecastSettings,
+            whole=True,
+            horizon="date",
         )
     return None
 
@@ -144,8 +154,11 @@ def folder_signature(folder: Path) -> str:
     return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:16]
 
 
-def source_prints(watch: Watched, source: CaseSource, instance: dg.DagsterInstance) -> dict[str, str]:
-    """The print of every partition of the watched tables, as the mapping reads them now."""
+def source_prints(
+    watch: Watched, source: CaseSource, instance: dg.DagsterInstance, horizons: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The print of every partition of the watched tables, as the mapping reads them now; with `horizons`
+    (partition -> the latest date its last load saw), of the rows up to that date only."""
     scheme = fingerprint_scheme()
     keys = _partition_keys(watch, instance)
     parts: dict[str, list[str]] = {}
@@ -153,18 +166,32 @@ def source_prints(watch: Watched, source: CaseSource, instance: dg.DagsterInstan
         mapped = read_mapped(source, table)
         if mapped is None or mapped.frame.height == 0:
             continue
-        for partition, fingerprints in table_prints(watch, table, mapped.frame).items():
+        for partition, fingerprints in table_prints(watch, table, mapped.frame, horizons or {}).items():
             if partition in keys:
                 parts.setdefault(partition, []).extend(fingerprints)
     return {p: f"{scheme}|{';'.join(sorted(v))}" for p, v in parts.items()}
 
 
-def table_prints(watch: Watched, table: str, frame: pl.DataFrame) -> dict[str, list[str]]:
+def horizons_of(prints: dict[str, str | None]) -> dict[str, str]:
+    """The latest date each recorded print saw (`table@date=...` of a watch with a horizon)."""
+    return {
+        p: max(m.split("=", 1)[0].split("@")[1] for m in fp.split("|", 1)[1].split(";"))
+        for p, fp in prints.items()
+        if fp and "@" in fp
+    }
+
+
+def table_prints(
+    watch: Watched, table: str, frame: pl.DataFrame, horizons: dict[str, str] | None = None
+) -> dict[str, list[str]]:
     """One table's prints per partition: its rows placed by the watched column, and the columns a later event
-    fills placed by that event."""
+    fills placed by that event; with a horizon, each partition's rows up to its date in `horizons`, the print
+    labelled with the latest date it holds."""
     column, later = watch.tables[table], watch.later.get(table)
     if column not in frame.columns:
         return {}
+    if watch.horizon is not None and watch.horizon in frame.columns:
+        return _horizon_prints(watch, table, frame, horizons or {})
     placed = [(table, column, frame.drop(later.columns, strict=False) if later else frame)]
     if later and later.at in frame.columns:
         filled = frame.filter(pl.col(later.at).is_not_null())
@@ -181,6 +208,20 @@ def table_prints(watch: Watched, table: str, frame: pl.DataFrame) -> dict[str, l
             continue
         for partition, fingerprint in partition_fingerprints(rows, _partitions_of(watch, rows[at])).items():
             parts.setdefault(partition, []).append(f"{label}={fingerprint}")
+    return parts
+
+
+def _horizon_prints(watch: Watched, table: str, frame: pl.DataFrame, horizons: dict[str, str]) -> dict[str, list[str]]:
+    day = pl.col(watch.horizon).cast(pl.Date).cast(pl.String)
+    rows = frame.with_columns(_partition=_partitions_of(watch, frame[watch.tables[table]]), _day=day)
+    seen = pl.col("_partition").replace_strict(horizons, default=None, return_dtype=pl.String)
+    rows = rows.filter(seen.is_null() | (pl.col("_day") <= seen))
+    parts: dict[str, list[str]] = {}
+    for (partition,), group in rows.group_by("_partition"):
+        if partition is None:
+            continue
+        (fingerprint,) = partition_fingerprints(group.drop("_partition", "_day"), group["_partition"]).values()
+        parts[partition] = [f"{table}@{group['_day'].max()}={fingerprint}"]
     return parts
 
 
@@ -304,7 +345,10 @@ def source_change_sensor(watch: Watched) -> dg.SensorDefinition:
             periods = _periods(context.instance.get_run_by_id(end.run_id), order)
             record_fingerprints(lakehouse.paths.ops_db, watch.case, {p: prints.get(p) for p in periods}, end.run_id)
         reach = watch.reach(sources.settings(watch.settings_class))
-        changed = changed_partitions(prints, loaded_fingerprints(lakehouse.paths.ops_db, watch.case), order, reach)
+        loaded = loaded_fingerprints(lakehouse.paths.ops_db, watch.case)
+        if watch.horizon is not None:  # compared up to what each partition's last load saw
+            prints = source_prints(watch, source, context.instance, horizons_of(loaded))
+        changed = changed_partitions(prints, loaded, order, reach)
         context.update_cursor(json.dumps({"after": after, "signature": signature}))
         if not changed:
             return dg.SkipReason(f"{len(prints)} partition(s) of the source as loaded")

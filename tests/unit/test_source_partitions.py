@@ -9,7 +9,7 @@ import polars as pl
 import definitions
 from lakehouse.churn.settings import ChurnSettings
 from lakehouse.fraud.settings import FraudSettings
-from sensors.sources import Watched, _partitions_of, changed_partitions, table_prints, watched
+from sensors.sources import Watched, _partitions_of, changed_partitions, horizons_of, table_prints, watched
 
 
 def _watch(partitions: dg.PartitionsDefinition, offset: int = 0) -> Watched:
@@ -82,3 +82,27 @@ def test_a_tickets_closure_is_news_of_the_closing_week_and_a_corrected_score_rel
     before, after, fixed = (table_prints(watch, "support_tickets", f) for f in (still_open, closed, rescored))
     assert before["2024-07-08"] == after["2024-07-08"] == fixed["2024-07-08"]  # the opening week's snapshot
     assert "2024-07-15" not in before and after["2024-07-15"] != fixed["2024-07-15"]  # the closing week's
+
+
+def test_a_stores_new_day_is_news_and_a_corrected_past_day_is_a_correction():
+    """Forecast partitions are stores, not periods: compared up to the latest day the store's last load saw, the
+    next night's sales change nothing (the forecast replay would otherwise refresh every store twice a night),
+    while a corrected past day, or a day that arrives after a later one was loaded, does."""
+    watch = Watched("forecast", dg.AssetKey("sales"), {"sales": "store_id"}, None, None, object, horizon="date")
+    days = [date(2016, 4, d) for d in (20, 21, 22)]
+    sales = pl.DataFrame({"store_id": ["s1", "s1", "s1", "s2"], "date": [*days, days[0]], "units": [1, 2, 3, 4]})
+    loaded = {p: f"scheme|{';'.join(v)}" for p, v in table_prints(watch, "sales", sales).items()}
+    assert horizons_of(loaded) == {"s1": "2016-04-22", "s2": "2016-04-20"}
+    next_night = pl.concat(
+        [sales, pl.DataFrame({"store_id": ["s1", "s2"], "date": [date(2016, 4, 23)] * 2, "units": [5, 6]})]
+    )
+
+    def compared(frame):
+        return {p: f"scheme|{';'.join(v)}" for p, v in table_prints(watch, "sales", frame, horizons_of(loaded)).items()}
+
+    assert compared(next_night) == loaded
+    corrected = next_night.with_columns(units=pl.when(pl.col("date") == days[1]).then(9).otherwise("units"))
+    assert compared(corrected)["s1"] != loaded["s1"] and compared(corrected)["s2"] == loaded["s2"]
+    late = sales.filter(pl.col("date") != days[1])  # the 21st missing when the 22nd was loaded
+    loaded = {p: f"scheme|{';'.join(v)}" for p, v in table_prints(watch, "sales", late).items()}
+    assert compared(sales)["s1"] != loaded["s1"]
