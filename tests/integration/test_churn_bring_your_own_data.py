@@ -143,13 +143,30 @@ def test_valid_files_load_like_the_generator(lakehouse_home, tmp_path, world, fm
         assert lake.read("churn", name).equals(df), name
 
 
+@pytest.fixture(scope="module")
+def good_home(tmp_path_factory, world) -> Path:
+    """A home holding a good load of the world, built once per module; each test works on a copy of it."""
+    from tests.conftest import make_home
+
+    with pytest.MonkeyPatch.context() as mp:  # the environment a test's `lakehouse_home` gives, for the load only
+        home = make_home(tmp_path_factory.mktemp("good") / "home", mp)
+        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+        resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home))}
+        assert load_raw(instance, resources, write_source(world, home.parent / "good"), staging=False).success
+        instance.dispose()
+    return home
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_file_is_refused_and_the_lake_is_unchanged(lakehouse_home, tmp_path, world, case):
+def test_bad_file_is_refused_and_the_lake_is_unchanged(lakehouse_home, tmp_path, world, good_home, case):
+    import shutil
+
     table, corrupt, column = CASES[case]
+    shutil.copytree(good_home, lakehouse_home, dirs_exist_ok=True)  # the good load, in this test's own home
     instance = dg.DagsterInstance.from_config(str(lakehouse_home / "dagster"))
     resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(lakehouse_home))}
-    assert load_raw(instance, resources, write_source(world, tmp_path / "good"), staging=False).success
     before = _lake_digest(lakehouse_home)
+    assert before  # the good load is there
 
     bad = write_source(
         {**world, table: corrupt(world[table])}, tmp_path / "bad", "csv" if case == "wrong type" else "parquet"

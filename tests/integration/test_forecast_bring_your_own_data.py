@@ -2,13 +2,17 @@
 load and never registered as partitions, impossible values and dates are refused with file, column and rows, the
 lake stays byte-identical; numeric store ids register in natural order, so a range `1...12` means twelve stores."""
 
+import shutil
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 
+from lakehouse.common.sources import SOURCES_ENV
 from lakehouse.forecast import world as gen
+from tests.conftest import make_home
 from tests.integration.forecast_helpers import MASTER, materialize, write_source
 from tests.integration.probes import ID_PROBES, assert_names_file_column_rows, lake_digest, set_value, spoil_id
 
@@ -31,23 +35,57 @@ def _rewrite(path, spoil) -> None:
     spoil(pl.read_csv(path, try_parse_dates=True)).write_csv(path)
 
 
-@pytest.fixture
-def master_loaded(tmp_path, lakehouse_home, monkeypatch):
-    """The chain's files, with the master tables loaded (the store partitions registered)."""
-    folder = write_source(tmp_path / "user", WORLD, monkeypatch)
-    instance = dg.DagsterInstance.get()
-    assert materialize(lakehouse_home, MASTER, instance=instance).success
-    return folder, instance
-
-
-@pytest.fixture
-def loaded(master_loaded, lakehouse_home):
-    """The chain's files, loaded once (master tables and every store's sales)."""
-    folder, instance = master_loaded
+def _every_store(instance: dg.DagsterInstance) -> dict[str, str]:
     keys = _registered(instance)
-    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
-    assert materialize(lakehouse_home, "key:forecast/sales", instance=instance, tags=tags).success
-    return folder, instance, tags
+    return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+
+
+def _template(root: Path, with_sales: bool) -> Path:
+    """`root` holding what a test starts from, built once per module: a home (lake and Dagster instance) with the
+    master tables loaded (and, `with_sales`, every store's sales), the user's files in `user` and their
+    `sources.yaml`, laid out as a test's tmp_path is."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = make_home(root / "home", mp)
+        write_source(root / "user", WORLD, mp)
+        instance = dg.DagsterInstance.get()
+        assert materialize(home, MASTER, instance=instance).success
+        if with_sales:
+            assert materialize(home, "key:forecast/sales", instance=instance, tags=_every_store(instance)).success
+        instance.dispose()
+    return root
+
+
+def _copy_of(template: Path, tmp_path: Path, lakehouse_home: Path, monkeypatch) -> tuple[Path, dg.DagsterInstance]:
+    """A private copy of `template` in the test's own home and tmp_path (the test spoils its files and reloads)."""
+    shutil.copytree(template / "home", lakehouse_home, dirs_exist_ok=True)
+    folder = shutil.copytree(template / "user", tmp_path / "user")
+    shutil.copy(template / "sources.yaml", tmp_path / "sources.yaml")
+    monkeypatch.setenv(SOURCES_ENV, str(tmp_path / "sources.yaml"))
+    return folder, dg.DagsterInstance.get()
+
+
+@pytest.fixture(scope="module")
+def master_template(tmp_path_factory) -> Path:
+    return _template(tmp_path_factory.mktemp("forecast-master"), with_sales=False)
+
+
+@pytest.fixture(scope="module")
+def sales_template(tmp_path_factory) -> Path:
+    return _template(tmp_path_factory.mktemp("forecast-sales"), with_sales=True)
+
+
+@pytest.fixture
+def master_loaded(master_template, tmp_path, lakehouse_home, monkeypatch):
+    """The chain's files, with the master tables loaded (the store partitions registered): a copy of the module's
+    template, so each test spoils and reloads its own files, home and instance."""
+    return _copy_of(master_template, tmp_path, lakehouse_home, monkeypatch)
+
+
+@pytest.fixture
+def loaded(sales_template, tmp_path, lakehouse_home, monkeypatch):
+    """The chain's files, loaded (master tables and every store's sales): a private copy, as `master_loaded`."""
+    folder, instance = _copy_of(sales_template, tmp_path, lakehouse_home, monkeypatch)
+    return folder, instance, _every_store(instance)
 
 
 @pytest.mark.parametrize("probe", list(ID_PROBES))
