@@ -10,7 +10,8 @@ since the previous one, at most RUNS_PER_TICK runs (the rest waits for the next 
 
 An alert clears (`resolved_at` in the table) when a later evaluation of the same check and
 partition passes, or, for `materialization_failed`, when a later run materializes that asset
-partition (the retry of a killed run, the catch-up of a late file).
+partition (the retry of a killed run, the catch-up of a late file) or succeeds having skipped it by
+design (an asset that needs a champion and finds none).
 
 The alerts table is keyed by the evaluation's run id and storage id within that run's event
 log (SQLite numbers each run's events apart), so an evaluation alerts once even if its run is
@@ -113,18 +114,20 @@ def run_outcome(
     unpartitioned: frozenset[str] = frozenset(),
 ) -> tuple[list[Alert], list[Resolution]]:
     """A failed run's alerts, one per asset partition it was to materialize and did not; the resolutions of the
-    asset partitions any finished run materialized (`unpartitioned`: the assets without partitions)."""
+    asset partitions any finished run materialized, and of those a successful run planned and skipped by design
+    (an asset that needs a champion and finds none) (`unpartitioned`: the assets without partitions)."""
     done = _materializations(instance, run_end.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
-    when = datetime.fromtimestamp(run_end.timestamp, tz=UTC)
-    resolutions = [
-        Resolution(f"{run_end.run_id}:{asset}:{partition}", NOT_MATERIALIZED, asset, partition, when)
-        for asset, partition in done
-    ]
-    if run_end.event_log_entry.dagster_event.event_type != dg.DagsterEventType.RUN_FAILURE:
-        return [], resolutions
     planned = _materializations(
         instance, run_end.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, unpartitioned
     )
+    failed = run_end.event_log_entry.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE
+    when = datetime.fromtimestamp(run_end.timestamp, tz=UTC)
+    resolutions = [
+        Resolution(f"{run_end.run_id}:{asset}:{partition}", NOT_MATERIALIZED, asset, partition, when)
+        for asset, partition in sorted(done if failed else done | planned, key=str)
+    ]
+    if not failed:
+        return [], resolutions
     missing = sorted(planned - done, key=str)
     if not missing:
         return [], resolutions

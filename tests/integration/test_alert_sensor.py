@@ -227,3 +227,38 @@ def test_a_refused_day_alerts_for_an_unpartitioned_asset_once_and_its_next_mater
     dg.materialize([day_load, features], instance=instance, partition_key="2024-01-08")
     assert tick().skip_reason.skip_message == "0 new alerts, 2 cleared"
     assert open_alerts(lakehouse_home / "ops.sqlite").is_empty()
+
+
+class ReportConfig(dg.Config):
+    fail: bool = False
+
+
+@dg.asset(key=["churn", "ab_test_roi"], output_required=False)
+def roi_report(config: ReportConfig):
+    """Needs a champion: with none it says so and skips (no output), a green run."""
+    if config.fail:
+        raise RuntimeError("worker killed")
+    yield from ()  # no champion: no output
+
+
+def test_a_failed_assets_alert_clears_when_a_green_run_skips_it_by_design(instance, lakehouse_home, webhook):
+    """The churn replay's killed training left `ab_test_roi`'s failure alert open for good: its retry and every
+    later training succeeded, but with no champion the report skips instead of materializing."""
+    defs = dg.Definitions(assets=[roi_report], sensors=[asset_check_alerts])
+    resources = {
+        "lakehouse": LakehouseResource(home=str(lakehouse_home)),
+        "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook"),
+    }
+
+    def tick():
+        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+        return asset_check_alerts(context)
+
+    failing = dg.RunConfig(ops={"churn__ab_test_roi": ReportConfig(fail=True)})
+    assert not dg.materialize([roi_report], instance=instance, run_config=failing, raise_on_error=False).success
+    tick()
+    assert open_alerts(lakehouse_home / "ops.sqlite")["asset_key"].to_list() == ["churn/ab_test_roi"]
+    skipped = dg.materialize([roi_report], instance=instance)
+    assert skipped.success and not skipped.get_asset_materialization_events()
+    assert tick().skip_reason.skip_message == "0 new alerts, 1 cleared"
+    assert open_alerts(lakehouse_home / "ops.sqlite").is_empty()
