@@ -7,10 +7,14 @@
 - then a challenger worse beyond noise: refused, the champion stays, the run is green, the alert sensor raises
   a WARN alert, and the gate's report shows both models' figures with the interval.
 
-Each step changes the settings the way a user would (environment variables read by `sources.settings`)."""
+Each step changes the settings the way a user would (environment variables read by `sources.settings`).
+The states the steps start from (the refused first model; the promoted v3) are built once per module, and each
+test works on its own copy of the home, so every test passes alone and in any order."""
 
 import asyncio
+import shutil
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -63,6 +67,27 @@ class Home:
             **kwargs,
         )
 
+    def copy(self, tmp_path: Path, monkeypatch) -> "Home":
+        """A private copy of this home (lake, MLflow store, Dagster instance) for a test that changes it: the
+        module's states stay as built for every other test, in any order. The copy's MLflow runs still point at
+        the original's artifacts (MLflow keeps absolute locations), as in tests/e2e/case.py's `Built.copy`; a
+        run in the copy writes its own run id's folder there, which no other test reads."""
+        from resources import LakehouseResource
+
+        home = shutil.copytree(self.home, tmp_path / "home")
+        monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+        instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+        copied = Home(home, instance, {**self.resources, "lakehouse": LakehouseResource(home=str(home))}, monkeypatch)
+        copied.days = self.days
+        return copied
+
+    def clear_settings(self) -> None:
+        """The settings of the last run undone (a template leaves none to the tests that copy it)."""
+        for name in self.set:
+            self.mp.delenv(name, raising=False)
+        self.set = []
+
     def registry(self):
         return self.resources["mlflow"].registry(self.resources["lakehouse"])
 
@@ -81,7 +106,8 @@ def _materialized(result: dg.ExecuteInProcessResult, node: str) -> list:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, redis_server):
-    """A home with 9 days of a 2,500-payment world, their features, and the first (refused) training."""
+    """A home with 9 days of a 2,500-payment world, their features, and the first (refused) training: the
+    template each test copies (`refused` or `promoted`), never changed after it is built."""
     from resources import LakehouseResource, RedisResource, default_resources
 
     with pytest.MonkeyPatch.context() as mp:
@@ -99,50 +125,82 @@ def world(tmp_path_factory, redis_server):
         assert built.materialize("key:fraud/transaction_features").success
         built.first = built.materialize(TRAINING, env=REFUSED_BY_FLOORS)
         built.days = days
+        built.clear_settings()
+        instance.dispose()
         yield built
 
 
-def test_a_refused_first_model_scores_in_shadow_and_has_its_report(world):
+@pytest.fixture(scope="module")
+def promoted(world, tmp_path_factory):
+    """From a copy of `world`: a weak model accepted as the first champion (v2), then a better one promoted (v3),
+    built once per module; the runs and v2's alias are kept for the promotion test, which checks them."""
+    with pytest.MonkeyPatch.context() as mp:
+        built = world.copy(tmp_path_factory.mktemp("promoted"), mp)
+        built.weak = built.materialize(TRAINING, env=WEAK_ACCEPTED)
+        built.champion_after_weak = built.registry().alias_version(NAME, CHAMPION)
+        built.better = built.materialize(TRAINING)
+        built.clear_settings()
+        built.instance.dispose()
+    return built
+
+
+@pytest.fixture
+def refused(world, tmp_path, monkeypatch):
+    """This test's own copy of the home with the refused first model."""
+    home = world.copy(tmp_path, monkeypatch)
+    yield home
+    home.instance.dispose()
+
+
+@pytest.fixture
+def champion_v3(promoted, tmp_path, monkeypatch):
+    """This test's own copy of the home with v3 promoted over v2."""
+    home = promoted.copy(tmp_path, monkeypatch)
+    yield home
+    home.instance.dispose()
+
+
+def test_a_refused_first_model_scores_in_shadow_and_has_its_report(world, refused):
     first = world.first
     assert first.success  # a refusal is an outcome: the run is green
     gate = _gate(first)
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
     assert gate.description.startswith("no champion; v1 refused") and "recall" in gate.description
-    registry = world.registry()
+    registry = refused.registry()
     assert registry.alias_version(NAME, CHAMPION) is None and registry.alias_version(NAME, CHALLENGER) == "1"
     assert not _materialized(first, "fraud__rule_lists_online")  # a shadow model's rules are never published
     champion = _materialized(first, "fraud__champion_model")[0].metadata
     assert champion["champion_version"].value == "none" and "v1 refused" in champion["outcome"].value
 
     test_days = world.days[-3:]
-    scored = world.materialize("key:fraud/scores", tags=range_tags(test_days[0], test_days[-1]))
+    scored = refused.materialize("key:fraud/scores", tags=range_tags(test_days[0], test_days[-1]))
     assert scored.success and _materialized(scored, "fraud__scores")[0].metadata["shadow"].value is True
-    rows = world.lake.read_partitions("fraud", "scores", "day", test_days)
+    rows = refused.lake.read_partitions("fraud", "scores", "day", test_days)
     assert rows["shadow"].all() and set(rows["model_version"].unique()) == {"1"}
     assert {"ts", "customer_id", "merchant_id", "layer", "is_fraud", "score"} <= set(rows.columns)
-    report = world.materialize("key:fraud/evaluation")
+    report = refused.materialize("key:fraud/evaluation")
     meta = _materialized(report, "fraud__evaluation")[0].metadata
     assert report.success and meta["shadow"].value is True and meta["model_version"].value == "1"
     assert meta["roc_auc"].value > 0.9 and meta["scores"].value == "stored scores"
     # the decision log has nothing to check against without a champion: it says so and skips
-    log = world.materialize("key:fraud/decision_log", partition_key=test_days[-1])
+    log = refused.materialize("key:fraud/decision_log", partition_key=test_days[-1])
     assert log.success and not _materialized(log, "fraud__decision_log")
     # any version on any window, without promoting it
     window = {"start": world.days[-2], "end": world.days[-1], "version": "1"}
-    chosen = world.materialize("key:fraud/evaluation", run_config={"ops": {"fraud__evaluation": {"config": window}}})
+    chosen = refused.materialize("key:fraud/evaluation", run_config={"ops": {"fraud__evaluation": {"config": window}}})
     meta = _materialized(chosen, "fraud__evaluation")[0].metadata
     assert meta["window"].value == f"{window['start']} .. {window['end']}" and meta["scores"].value == "scored now"
     assert registry.alias_version(NAME, CHAMPION) is None
 
 
-def test_a_challenger_better_beyond_noise_is_promoted_and_served(world, redis_server):
-    weak = world.materialize(TRAINING, env=WEAK_ACCEPTED)
+def test_a_challenger_better_beyond_noise_is_promoted_and_served(promoted, champion_v3, redis_server):
+    weak = promoted.weak
     assert weak.success and _gate(weak).passed
-    registry = world.registry()
-    assert registry.alias_version(NAME, CHAMPION) == "2"
+    registry = champion_v3.registry()
+    assert promoted.champion_after_weak == "2"
     assert _materialized(weak, "fraud__rule_lists_online")[0].metadata["champion_version"].value == "2"
 
-    better = world.materialize(TRAINING)
+    better = promoted.better
     gate = _gate(better)
     assert better.success and gate.passed and registry.alias_version(NAME, CHAMPION) == "3"
     comparisons = {r.data["against"]: r.data for r in gate.metadata["comparisons"].value.records}
@@ -151,8 +209,8 @@ def test_a_challenger_better_beyond_noise_is_promoted_and_served(world, redis_se
     assert float(versus["challenger"]) > float(versus["other"])
 
     async def served() -> str:
-        async with running_service(world.home, redis_server.url) as (client, _):
-            row = generate_day(WorldConfig.from_env(), date.fromisoformat(world.days[-1])).row(0, named=True)
+        async with running_service(champion_v3.home, redis_server.url) as (client, _):
+            row = generate_day(WorldConfig.from_env(), date.fromisoformat(champion_v3.days[-1])).row(0, named=True)
             response = await client.post("/fraud/decisions", json={**request_body(row), "tx_id": "served-1"})
             assert response.status_code == 200
             return response.json()["model_version"]
@@ -160,9 +218,9 @@ def test_a_challenger_better_beyond_noise_is_promoted_and_served(world, redis_se
     assert asyncio.run(served()) == "3"
 
 
-def test_a_challenger_worse_beyond_noise_is_refused_the_run_stays_green_and_a_warn_alert_is_raised(world):
-    if world.registry().alias_version(NAME, CHAMPION) != "3":
-        pytest.skip("needs the promotion of the previous test (the module runs in order)")
+def test_a_challenger_worse_beyond_noise_is_refused_the_run_stays_green_and_a_warn_alert_is_raised(champion_v3):
+    world = champion_v3  # this test's own copy of the home with v3 promoted
+    assert world.registry().alias_version(NAME, CHAMPION) == "3"  # the state this test starts from
     worse = world.materialize(TRAINING, env=WEAK)
     assert worse.success  # NO-GO is an outcome
     gate = _gate(worse)
