@@ -18,7 +18,7 @@ from lakehouse.forecast.publish import current
 from lakehouse.forecast.reconcile import METHODS, coherence
 from lakehouse.forecast.settings import ForecastSettings
 from tests.conftest import ROOT
-from tests.e2e.case import Built, build, evaluation
+from tests.e2e.case import Built, build
 
 pytestmark = pytest.mark.e2e
 STORES, SKUS = 6, 12
@@ -232,22 +232,3 @@ def test_a_multi_store_backfill_runs_from_the_cli(built, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     runs = mine.instance.get_runs(limit=1)
     assert runs[0].tags["dagster/asset_partition_range_end"] == stores[-1]
-
-
-def test_a_challenger_the_gate_refuses_leaves_the_champion_in_place(built, tmp_path, monkeypatch):
-    """One LightGBM tree on every segment against the champion's configuration refitted at the same cut-off:
-    refused beyond noise, the champion stays, the run is green."""
-    mine = built.copy(tmp_path)
-    settings = ForecastSettings()
-    registry = mine.registry()
-    before = registry.alias_version(settings.model_name, CHAMPION)
-    one_tree = {**json.loads(FAST["LAKEHOUSE_FORECAST_MODELS__LIGHTGBM"]), "n_estimators": 1, "learning_rate": 0.01}
-    monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__LIGHTGBM", json.dumps(one_tree))
-    monkeypatch.setenv("LAKEHOUSE_FORECAST_MODELS__SELECTION_ALPHA", "0")
-    result = mine.materialize("key:forecast/model or key:forecast/backtest or key:forecast/champion_model")
-    gate = evaluation(result, "challenger_gate")
-    assert result.success and not gate.passed and gate.description.startswith(f"kept v{before}; ")
-    assert "worse beyond noise" in gate.description and "refitted at the challenger's cut-off" in str(gate.metadata)
-    challenger = registry.alias_version(settings.model_name, "challenger")
-    assert challenger != before and promotion.recorded_verdict(registry, settings.model_name, challenger)[0] == "failed"
-    assert registry.alias_version(settings.model_name, CHAMPION) == before

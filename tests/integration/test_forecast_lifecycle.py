@@ -13,12 +13,15 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from lakehouse.common import promotion
 from lakehouse.common.alerts import read_alerts
 from lakehouse.common.home import LakehouseHome
 from lakehouse.common.lake import Lake
+from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 from lakehouse.forecast import world as gen
 from lakehouse.forecast.publish import current
 from lakehouse.forecast.reconcile import METHODS
+from lakehouse.forecast.settings import ForecastSettings
 from tests.integration.forecast_helpers import MASTER, materialize, store_keys, write_source
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -178,6 +181,10 @@ def test_shadow_first_model_then_a_worse_challenger_kept_out_and_a_better_one_pr
     assert "refitted at the challenger's cut-off" in versus["basis"]
     champion = metadata(third, "forecast__champion_model")
     assert champion["champion_version"] == "2" and "v3 refused" in champion["outcome"]
+    home = LakehouseHome(lakehouse_home)
+    registry, name = Registry(home.mlflow_uri, home.mlflow_artifacts), ForecastSettings().model_name
+    assert registry.alias_version(name, CHAMPION) == "2" and registry.alias_version(name, CHALLENGER) == "3"
+    assert promotion.recorded_verdict(registry, name, "3")[0] == "failed"  # the refusal is recorded on v3
     alerts = alert_tick(graph).filter(pl.col("check_name") == "challenger_gate")
     assert alerts.height >= 1 and set(alerts["severity"]) == {"WARN"}
     assert any("kept v2; v3 refused" in d for d in alerts["description"])

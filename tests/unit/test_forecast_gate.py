@@ -8,7 +8,7 @@ from lakehouse.forecast import world as gen
 from lakehouse.forecast.data import CaseData, periods_of
 from lakehouse.forecast.evaluation import CHAMPION, ROUTED, Rival, gate_verdict, rolling_forecasts, windows
 from lakehouse.forecast.models import configuration
-from lakehouse.forecast.settings import LIGHTGBM, SEGMENTS, ForecastSettings
+from lakehouse.forecast.settings import LIGHTGBM, SEED_MODELS, SEGMENTS, ForecastSettings
 
 WORLD = gen.WorldConfig(stores=2, skus=8, seed=5, years=1.0)
 EVERYWHERE_LIGHTGBM = dict.fromkeys(SEGMENTS, LIGHTGBM)
@@ -82,6 +82,27 @@ def test_a_champion_with_other_settings_is_refitted_with_its_own_at_the_same_cut
     against = verdict.comparisons_frame().filter(pl.col("against") == "champion v1").row(0, named=True)
     assert not verdict.passed and against["status"] == "worse beyond noise" and against["high"] < 0
     assert verdict.summary().startswith("kept v1; v2 refused")
+
+
+def test_a_champion_routed_to_statistical_models_is_refitted_with_them_at_the_same_cut_off(data):
+    """A champion with the seed's routing (AutoARIMA on stable series, MSTL on seasonal ones, LightGBM with sixty
+    trees elsewhere) against a one-tree LightGBM everywhere: its statistical models are refitted at the
+    challenger's cut-off too, so every sampled row has the champion's forecast, from the model its segment routes
+    to, and the challenger is refused beyond noise."""
+    good, bad = settings_with(lightgbm(60, 0.1)), settings_with(lightgbm(1, 0.01))
+    champion = Rival("1", dict(SEED_MODELS), configuration(good))
+    rows, info, logged = backtest(data, bad, champion)
+    assert f"backtest: champion v1's configuration fitted as of {info['fits'][0]}" in logged
+    assert rows[CHAMPION].null_count() == 0
+    for segment, model in (("stable", "AutoARIMA"), ("seasonal", "MSTL")):  # the same statistical settings
+        part = rows.filter(pl.col("segment") == segment)
+        assert part.height > 0 and part[CHAMPION].to_list() == part[model].to_list(), segment
+    promo = rows.filter(pl.col("segment") == "promo")
+    assert promo[CHAMPION].to_list() != promo[LIGHTGBM].to_list(), "its own LightGBM settings, not the challenger's"
+    verdict = gate_verdict(rows, "2", "1", "m", bad, info["champion_basis"])
+    against = verdict.comparisons_frame().filter(pl.col("against") == "champion v1").row(0, named=True)
+    assert not verdict.passed and against["status"] == "worse beyond noise" and against["high"] < 0
+    assert "champion v1's routing and its own settings refitted" in against["basis"]
 
 
 def test_shadow_forecasts_never_become_published_vectors():
