@@ -98,6 +98,15 @@ if #ARGV >= first then redis.call('EXPIRE', KEYS[3], ARGV[7]) end
 return 1
 """
 
+# Seeds a customer's profile with the payments before the warm-up's window (KEYS: profile; ARGV: n, sum, sumsq,
+# ttl), once: a profile the store already holds (an earlier warm-up, live payments) is left as it is.
+PROFILE_SEED_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'sum', ARGV[2], 'sumsq', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
 # Counts one fraud label, once, in the day of its transaction (KEYS: seen, history hashes;
 # ARGV: dedupe ttl, day, history ttl). It counts in features only once its delay has passed.
 LABEL_SCRIPT = """

@@ -36,6 +36,7 @@ from lakehouse.fraud.compiled_trees import compiled_or_booster
 from lakehouse.fraud.features_online import (
     EPOCH_KEY,
     LABEL_SCRIPT,
+    PROFILE_SEED_SCRIPT,
     READ_SCRIPT,
     UPDATE_SCRIPT,
     OnlineState,
@@ -43,6 +44,7 @@ from lakehouse.fraud.features_online import (
     label_args,
     online_features,
     parse_replies,
+    profile_key,
     row_features,
     update_args,
     window_reads,
@@ -123,13 +125,25 @@ def warm_store(
     serving: ServingSettings,
     labels: pl.DataFrame | None = None,
     batch: int = 2000,
+    profiles: pl.DataFrame | None = None,
 ) -> int:
     """Apply transactions (in time order), their fraud labels and other labels (tx_id, ts,
     merchant_id, category, is_fraud) to the store with the consumer's updates, then mark the
-    store warm; returns how many transactions were new. Raises StoreLostDuringWarmUp when the
-    store lost its data meanwhile (the epoch is then not written)."""
+    store warm; returns how many transactions were new. `profiles` (customer_id, n, sum, sumsq)
+    holds what each customer paid before the transactions: it seeds the profiles the store does
+    not hold yet, so a customer's count, mean and spread cover the same history as the batch
+    features. Raises StoreLostDuringWarmUp when the store lost its data meanwhile (the epoch is
+    then not written)."""
     run_key = WARM_RUN_PREFIX + uuid.uuid4().hex
     client.set(run_key, "1", ex=6 * 3600)
+    if profiles is not None:
+        seed = client.register_script(PROFILE_SEED_SCRIPT)
+        ttl = str(max(serving.profile_ttl_s, registry.horizon_ms("customer") // 1000))
+        for start in range(0, profiles.height, batch):
+            pipe = client.pipeline(transaction=False)
+            for customer, n, total, squares in profiles.slice(start, batch).iter_rows():
+                seed(keys=[profile_key(customer)], args=[n, repr(total), repr(squares), ttl], client=pipe)
+            pipe.execute()
     script = client.register_script(UPDATE_SCRIPT)
     label = client.register_script(LABEL_SCRIPT)
     applied = 0
@@ -158,10 +172,21 @@ def warm_store(
     return applied
 
 
-def store_history(lake: Lake, registry: Registry, last_day: date) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+@dataclass(frozen=True)
+class StoreHistory:
+    """What the store should hold on a day: the transactions of the days its windows reach, the labels that came
+    through the stream, and the profiles of those transactions' customers before them."""
+
+    transactions: pl.DataFrame
+    labels: pl.DataFrame | None
+    profiles: pl.DataFrame | None
+
+
+def store_history(lake: Lake, registry: Registry, last_day: date) -> StoreHistory:
     """Everything the store should hold on `last_day`, from the lake: the transactions and the
-    decision log of the days its windows reach (with the fraud labels known so far), and the
-    labels that came through the stream."""
+    decision log of the days its windows reach (with the fraud labels known so far), the
+    labels that came through the stream, and each of their customers' count, sum and sum of
+    squares over the loaded days before (the batch features' profile counts every loaded day)."""
     first = last_day - timedelta(days=registry.history_span + 1)
     days = {(first + timedelta(days=i)).isoformat() for i in range((last_day - first).days + 1)}
 
@@ -176,18 +201,29 @@ def store_history(lake: Lake, registry: Registry, last_day: date) -> tuple[pl.Da
         if f is not None
     ]
     if not frames:
-        return pl.DataFrame(
-            schema={
-                "tx_id": pl.String,
-                "ts": pl.Datetime("ms"),
-                "customer_id": pl.String,
-                "merchant_id": pl.String,
-                "amount": pl.Float64,
-                "is_fraud": pl.Boolean,
-            }
-        ), None
+        schema = {
+            "tx_id": pl.String,
+            "ts": pl.Datetime("ms"),
+            "customer_id": pl.String,
+            "merchant_id": pl.String,
+            "amount": pl.Float64,
+            "is_fraud": pl.Boolean,
+        }
+        return StoreHistory(pl.DataFrame(schema=schema), None, None)
     history = pl.concat(frames, how="diagonal_relaxed").with_columns(pl.col("is_fraud").fill_null(False))
-    return history.sort("ts", "tx_id").unique("tx_id", keep="first", maintain_order=True), read(LABEL_LOG_PARTS)
+    history = history.sort("ts", "tx_id").unique("tx_id", keep="first", maintain_order=True)
+    earlier = [d for d in lake.partitions(CASE, "transactions", "day") if d < first.isoformat()]
+    profiles = None
+    if earlier:
+        customers = history.select("customer_id").unique()
+        profiles = (
+            lake.read_partitions(CASE, "transactions", "day", earlier)
+            .select("customer_id", "amount")
+            .join(customers, on="customer_id")
+            .group_by("customer_id")
+            .agg(n=pl.len(), sum=pl.col("amount").sum(), sumsq=(pl.col("amount") ** 2).sum())
+        )
+    return StoreHistory(history, read(LABEL_LOG_PARTS), profiles)
 
 
 def publish_lists(client, lists: RuleLists) -> str:

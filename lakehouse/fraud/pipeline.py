@@ -418,9 +418,11 @@ def warm_online_store(lake: Lake, client, settings: FraudSettings) -> dict[str, 
     if not days:
         raise FileNotFoundError(f"no transactions in the lake: materialize {CASE}/{TRANSACTIONS} first")
     registry = registry_for(settings)
-    history, labels = store_history(lake, registry, date.fromisoformat(days[-1]))
-    applied = warm_store(client, history, registry, settings.serving, labels)
-    return {"transactions": history.height, "applied": applied, "up_to": days[-1]}
+    history = store_history(lake, registry, date.fromisoformat(days[-1]))
+    applied = warm_store(
+        client, history.transactions, registry, settings.serving, history.labels, profiles=history.profiles
+    )
+    return {"transactions": history.transactions.height, "applied": applied, "up_to": days[-1]}
 
 
 def publish_champion_rules(registry: Registry, settings: FraudSettings, client) -> tuple[str, str] | None:

@@ -255,3 +255,39 @@ def test_events_with_ids_the_loader_refuses_reach_neither_the_store_nor_the_log(
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_store_warmed_from_the_lakes_last_days_holds_each_customers_whole_profile(redis_url, tmp_path):
+    """The warm-up applies the days the windows reach (4 here); a customer's count, mean and spread of earlier
+    payments cover every loaded day in the batch features the model trains on, so the warm-up seeds them from the
+    days before. The fraud replay found a live count of 114 earlier payments where the training saw 2,902."""
+    import redis
+
+    from lakehouse.fraud.pipeline import TRANSACTIONS, warm_online_store
+
+    world = generate_days(WorldConfig(tx_per_day=600, days=9, seed=4)).sort("ts", "tx_id")
+    days = world["ts"].dt.date().unique().sort().to_list()
+    lake = Lake(str(tmp_path / "lake"))
+    for day in days[:-1]:
+        lake.write(world.filter(pl.col("ts").dt.date() == day), CASE, TRANSACTIONS, ("day", day.isoformat()))
+    client = redis.Redis.from_url(redis_url)
+    warmed = warm_online_store(lake, client, SETTINGS)
+    assert warmed["transactions"] < world.filter(pl.col("ts").dt.date() < days[-1]).height  # a window, not all
+    profile = frozenset({"cust_tx_before", "cust_mean_amount", "cust_std_amount", "amount_z"})
+    firsts = world.filter(pl.col("ts").dt.date() == days[-1]).unique("customer_id", keep="first", maintain_order=True)
+    batch = {r["tx_id"]: r for r in batch_features(world, REGISTRY).iter_rows(named=True)}
+    online = {}
+    for row in firsts.head(200).iter_rows(named=True):
+        ts_ms = epoch_ms(row["ts"])
+        keys, args, plan = first_read(row, ts_ms, tuple(ENTITIES), REGISTRY)
+        state = parse_replies(plan, [client.eval(READ_SCRIPT, len(keys), *keys, *args)], REGISTRY)
+        online[row["tx_id"]] = online_features(row, ts_ms, state, profile, tuple(ENTITIES), REGISTRY)
+    client.close()
+    mismatches = [
+        (tx_id, name, value, batch[tx_id][name])
+        for tx_id, values in online.items()
+        for name, value in values.items()
+        if not math.isclose(value, batch[tx_id][name], rel_tol=1e-9, abs_tol=1e-6)
+    ]
+    assert mismatches == []
+    assert sum(v["cust_tx_before"] > 0 for v in online.values()) > 150
