@@ -102,10 +102,16 @@ class LiveService:
             decided = response.json()
             self.counts[decided["decision"]] += 1
             self.counts["degraded"] += int(decided["degraded"])
-        for _ in range(1200):  # every decision in the log before the day is compacted
+            # A day's payments are sent in a burst: the consumers apply each one before the next is scored, as
+            # minutes of real time between them would (otherwise a payment's windows miss the one before it).
+            await self._drain()
+
+    async def _drain(self) -> None:
+        for _ in range(60_000):
             if await self.service.drained():
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.001)
+        raise TimeoutError("the fraud service's consumers did not catch up within a minute")
 
     def close(self) -> None:
         async def stop():
