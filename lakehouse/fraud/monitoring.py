@@ -85,18 +85,29 @@ def layer3_share(log: pl.DataFrame, settings: FraudSettings) -> CheckOutcome:
 
 
 def decision_rate(log: pl.DataFrame, expected_flag_rate: float, settings: FraudSettings) -> CheckOutcome:
-    """Share of review + block decisions vs the rate measured on the test window, within a factor."""
-    rate = float((log["decision"] != "approve").mean()) if log.height else 0.0
-    r = settings.monitoring.max_flag_rate_ratio
-    low, high = expected_flag_rate / r, expected_flag_rate * r
-    ok = bool(_too_few(log.height, settings) or low <= rate <= high)
+    """Share of review + block decisions vs the rate measured on the test window, within a factor beyond noise:
+    out of the band, and a count that unlikely (`flag_rate_alpha`, binomial) even at the band's nearer edge."""
+    from scipy.stats import binom
+
+    n = log.height
+    flags = int((log["decision"] != "approve").sum()) if n else 0
+    rate = flags / n if n else 0.0
+    m = settings.monitoring
+    low, high = expected_flag_rate / m.max_flag_rate_ratio, expected_flag_rate * m.max_flag_rate_ratio
+    p_low = float(binom.cdf(flags, n, low)) if n else 1.0  # P(this few or fewer) at the low edge
+    p_high = float(binom.sf(flags - 1, n, min(high, 1.0))) if n else 1.0  # P(this many or more) at the high edge
+    ok = bool(_too_few(n, settings) or (p_low >= m.flag_rate_alpha and p_high >= m.flag_rate_alpha))
     return CheckOutcome(
         "decision_rate",
         ok,
         round(rate * 100, 3),
-        f"[{low:.3%}, {high:.3%}] (test-window rate {expected_flag_rate:.3%} x/÷ {r}; value in %)",
+        f"[{low:.3%}, {high:.3%}] beyond noise (binomial p >= {m.flag_rate_alpha}; test-window rate "
+        f"{expected_flag_rate:.3%} x/÷ {m.max_flag_rate_ratio}; value in %)",
         "Review + block rate of the day vs the champion's test window.",
         metadata={
+            "flags": flags,
+            "p_at_low_edge": round(p_low, 4),
+            "p_at_high_edge": round(p_high, 4),
             "block_rate_pct": round(float((log["decision"] == "block").mean()) * 100, 3) if log.height else 0.0,
             "degraded_pct": round(float(log["degraded"].mean()) * 100, 3) if log.height else 0.0,
             "decisions": log.height,

@@ -174,6 +174,9 @@ class MonitoringSettings(Section):
     max_feature_drift_ks: float = 0.2
     layer3_share_band: tuple[float, float] = (0.05, 0.7)  # around the configured layer-3 share
     max_flag_rate_ratio: float = 3.0  # live flag rate vs the test-window flag rate, either way
+    # The day's flag count alerts only when it is this unlikely even at the band's nearer edge (binomial): a few
+    # hundred decisions at a 0.2 % rate give 0 or 2 flags as often as 1.
+    flag_rate_alpha: float = Field(0.01, gt=0, lt=0.5)
     min_decisions_for_checks: int = 200
 
 

@@ -239,6 +239,18 @@ def test_monitoring_checks_pass_on_a_normal_day_and_fail_when_broken():
     assert not decision_rate(_log(1000), 0.02, SETTINGS).passed  # nothing flagged at all
 
 
+def test_a_flag_rate_out_of_its_band_by_chance_alone_does_not_alert():
+    """At a 0.2 % flag rate a day of 307 decisions (the fraud replay's kit days) has 0 flags 54 % of the time and
+    2 or more 12 % of the time, so a band of x/÷ 3 around it alerted almost daily; the count must be unlikely even at
+    the band's edge. 10,000 decisions without a flag, or 9 flags of 307, are."""
+    one_in_300 = ("approve",) * 306 + ("review",)
+    assert decision_rate(_log(307), 0.002, SETTINGS).passed
+    assert decision_rate(_log(307, decisions=one_in_300[:152] + ("block",)), 0.002, SETTINGS).passed  # 2 flags
+    quiet_day = decision_rate(_log(10_000), 0.002, SETTINGS)
+    assert not quiet_day.passed and quiet_day.metadata["p_at_low_edge"] < 0.01
+    assert not decision_rate(_log(307, decisions=("approve",) * 33 + ("block",)), 0.002, SETTINGS).passed
+
+
 def test_drift_leaves_out_the_weekday_and_windows_longer_than_the_history_before_the_reference():
     registry = registry_for(SETTINGS)
     delay, longest = SETTINGS.features.label_delay_days, max(SETTINGS.features.history_days)
