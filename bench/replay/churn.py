@@ -240,11 +240,13 @@ def faults_of(first: date) -> list[Fault]:
             "late",
             at(28),
             f"the usage of Sunday {day(27)} arrives two days late (Tuesday {day(29)})",
-            "Monday's scores are computed without Sunday's usage (nothing in the case can tell a day is missing: "
-            "see the findings); once the day arrives the source-change sensor recomputes that snapshot's features "
-            "and scores",
+            "the usage ends before Monday's snapshot, so no customer is scored: the volume and score-shift checks "
+            "alert; once the day arrives the source-change sensor recomputes that snapshot's features and scores "
+            "and the alerts clear",
             fixed_at=at(30),
             edit=_late("feature_usage", day(27), at(30)),
+            alerts=tuple(Expect(check, scores, day(28).isoformat()) for check in ("prediction_volume", "score_shift")),
+            detect_by=at(28, 6),
             verify=lambda replay: refreshed(replay, "churn_source_changes", day(28).isoformat(), at(30)),
         ),
         Fault(
