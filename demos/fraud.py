@@ -193,8 +193,8 @@ def report(instance: dg.DagsterInstance, home: Path, outcome: dict) -> bool:
             f"decision log: {log_meta['dagster/row_count']:,} rows; checks: "
             + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in outcome["checks"].items())
             + (
-                f" (drift leaves out {n} features: the weekday, and windows longer than the history before the "
-                "reference)"
+                f" (drift leaves out {n} features: the weekday, the categories' day history, and windows longer "
+                "than the history before the reference)"
                 if (n := outcome["drift_not_compared"])
                 else ""
             )

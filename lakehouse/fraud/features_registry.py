@@ -226,13 +226,19 @@ class Registry:
     def not_comparable_daily(self, names, history_days: int) -> dict[str, str]:
         """Of `names` (other names than this registry's are ignored), those whose distribution over a window starting
         `history_days` days after the first day of data cannot be compared with one later day's, and why: features
-        constant over a day, and windows that reach back before the data (still filling up, so their values grow
-        with the history whatever the traffic does)."""
+        constant over a day, the category's whole-day history (a day holds one value per category, a handful of
+        point masses that any seasonal change in volume moves all at once), and windows that reach back before the
+        data (still filling up, so their values grow with the history whatever the traffic does)."""
         names = [n for n in names if n in self.by_name]
         out = {
             n: "the same for every payment of a day"
             for n in names
             if isinstance(self.by_name[n], RowFeature) and self.by_name[n].daily_constant
+        }
+        out |= {
+            n: "one value per category and day"
+            for n in names
+            if isinstance(self.by_name[n], HistoryFeature) and self.by_name[n].entity == "category"
         }
         for n in names:
             if n not in out and (reach := self.reach_days(n)) > history_days:
