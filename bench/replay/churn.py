@@ -311,9 +311,13 @@ def faults_of(first: date) -> list[Fault]:
             "this kit) with a WARN alert; the next training sees the labels again",
             fixed_at=at(160, 12),
             edit=_churn_lost(day(-300), day(-125), at(150), at(160, 12)),
-            # the re-export changes which customers were active in the weeks it touches: their reloads, and the
-            # first week scored after the fix by a version trained without those labels, shift the scores
-            alerts=(Expect("go_no_go_gate", "churn/model"), Expect("score_shift", scores)),
+            # the re-export changes which customers were active (their churn is lost): the weeks it touches are
+            # reloaded and their scores shift, the volume scored jumps by those customers, and falls back after the fix
+            alerts=(
+                Expect("go_no_go_gate", "churn/model"),
+                Expect("score_shift", scores),
+                Expect("prediction_volume", scores),
+            ),
             detect_by=at(154, 5),
         ),
     ]
