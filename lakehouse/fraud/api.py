@@ -283,10 +283,18 @@ class FraudService:
         registry = self.decider.model.cascade.registry if self.decider else registry_for(self.fraud)
         day = datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC).date()
         started = time.perf_counter()
-        history, labels = await asyncio.to_thread(store_history, self.lake, registry, day)
+        history = await asyncio.to_thread(store_history, self.lake, registry, day)
         sync = redis.Redis.from_url(self.settings.redis_url)
         try:
-            self.warmed = await asyncio.to_thread(warm_store, sync, history, registry, self.fraud.serving, labels)
+            self.warmed = await asyncio.to_thread(
+                warm_store,
+                sync,
+                history.transactions,
+                registry,
+                self.fraud.serving,
+                history.labels,
+                profiles=history.profiles,
+            )
         finally:
             sync.close()
         log.warning(
