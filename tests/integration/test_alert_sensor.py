@@ -76,12 +76,14 @@ def webhook() -> Iterator[FakeServer]:
         yield server
 
 
-def _tick(instance, home: Path, webhook: FakeServer, cursor: str | None) -> dg.SensorResult:
+def _tick(
+    instance, home: Path, webhook: FakeServer, cursor: str | None, definitions: dg.Definitions = DEFS
+) -> dg.SensorResult:
     resources = {
         "lakehouse": LakehouseResource(home=str(home)),
         "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook"),
     }
-    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=DEFS, cursor=cursor)
+    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=definitions, cursor=cursor)
     return asset_check_alerts(context)
 
 
@@ -204,14 +206,9 @@ def test_a_refused_day_alerts_for_an_unpartitioned_asset_once_and_its_next_mater
     instance, lakehouse_home, webhook
 ):
     defs = dg.Definitions(assets=[day_load, features], sensors=[asset_check_alerts])
-    resources = {
-        "lakehouse": LakehouseResource(home=str(lakehouse_home)),
-        "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook"),
-    }
 
     def tick():
-        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
-        return asset_check_alerts(context)
+        return _tick(instance, lakehouse_home, webhook, None, defs)
 
     refused = dg.RunConfig(ops={"fraud__transactions": LoadConfig(refuse=True)})
     run = dg.materialize(
@@ -245,14 +242,9 @@ def test_a_failed_assets_alert_clears_when_a_green_run_skips_it_by_design(instan
     """The churn replay's killed training left `ab_test_roi`'s failure alert open for good: its retry and every
     later training succeeded, but with no champion the report skips instead of materializing."""
     defs = dg.Definitions(assets=[roi_report], sensors=[asset_check_alerts])
-    resources = {
-        "lakehouse": LakehouseResource(home=str(lakehouse_home)),
-        "alerts": AlertSinkResource(webhook_url=f"{webhook.url}/hook"),
-    }
 
     def tick():
-        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
-        return asset_check_alerts(context)
+        return _tick(instance, lakehouse_home, webhook, None, defs)
 
     failing = dg.RunConfig(ops={"churn__ab_test_roi": ReportConfig(fail=True)})
     assert not dg.materialize([roi_report], instance=instance, run_config=failing, raise_on_error=False).success
