@@ -117,6 +117,24 @@ def covariates_known(covariates: pl.DataFrame, days: pl.DataFrame, settings: For
     return known.sort("known_from", nulls_last=False).group_by(keys, maintain_order=True).last().drop("known_from")
 
 
+def covariates_carried(covariates: pl.DataFrame, days: pl.DataFrame, settings: ForecastSettings) -> pl.DataFrame:
+    """(covariate row, date, cutoff) for the days in `days` beyond the data's last date of a planned covariate
+    (no `known_from`, not observed: a shelf price, a published calendar): the values in force on that last date,
+    carried forward. A user's file that ends today holds no price of the horizon's days; a missing price is what
+    the global model saw on the days before a product was listed (no sale), so left missing it forecast a tenth
+    of the demand. Days up to the last date keep their own values (a missing row there is a real gap); covariates
+    with a `known_from` keep their cut-off rule."""
+    planned = covariates.filter(
+        pl.col("known_from").is_null() & ~pl.col("name").is_in(list(settings.observed_covariates))
+    ).drop("known_from")
+    if planned.is_empty():
+        return planned.with_columns(cutoff=pl.lit(None, pl.Date))
+    last = planned.with_columns(extent=pl.col("date").max().over("name")).filter(pl.col("date") == pl.col("extent"))
+    wanted = days.select("date", "cutoff").unique()
+    beyond = last.select("name", "extent").unique().join(wanted, how="cross").filter(pl.col("date") > pl.col("extent"))
+    return beyond.join(last.drop("date"), on=["name", "extent"]).drop("extent").select(*planned.columns, "cutoff")
+
+
 def exogenous(
     data: CaseData, attributes: pl.DataFrame, requests: pl.DataFrame, settings: ForecastSettings, periods: Periods
 ) -> pl.DataFrame:
@@ -140,7 +158,11 @@ def exogenous(
     if data.covariates is not None and not data.covariates.is_empty():
         lag = timedelta(days=settings.horizon_periods * settings.cadence.days)
         rows = data.covariates.filter(pl.col("date").is_between(span[0] - lag, span[1]))
-        known = match_scope(covariates_known(rows, cutoffs, settings), attributes, settings)
+        known = pl.concat(
+            [covariates_known(rows, cutoffs, settings), covariates_carried(data.covariates, cutoffs, settings)],
+            how="diagonal_relaxed",
+        )
+        known = match_scope(known, attributes, settings)
         if not known.is_empty():
             wide = (
                 known.group_by("unique_id", "date", "cutoff", "name")
