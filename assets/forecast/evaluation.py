@@ -35,7 +35,8 @@ class MonitoringConfig(dg.Config):
             asset=ACCURACY_KEY,
             description=(
                 "Latest matured origin: each segment's MAPE within its reference (max of the seed's target and its "
-                "backtest MAPE) + margin (WARN), + the error margin (ERROR)."
+                "backtest MAPE) + margin (WARN), + the error margin (ERROR), beyond noise: the MAPE's one-sided lower "
+                "bound over the origin's forecasts (`targets.drift_alpha`) must cross them."
             ),
         )
     ],
@@ -55,7 +56,9 @@ def forecast_live_accuracy(config: MonitoringConfig, lakehouse: LakehouseResourc
             "last_actual": str(data.last_day),
             "step": settings.cadence.step_label(settings.eval_step),
             "versions": _versions(accuracy),
-            "by_origin": table(accuracy, percent=("mape", "wape")) if accuracy.height else "no matured forecast yet",
+            "by_origin": table(accuracy, percent=("mape", "wape", "mape_se"))
+            if accuracy.height
+            else "no matured forecast yet",
         }
     )
     yield check_result(outcome, ACCURACY_KEY)

@@ -461,8 +461,9 @@ def gate_verdict(
 
 
 def matured_accuracy(forecasts: pl.DataFrame, sales: pl.DataFrame, step: int) -> pl.DataFrame:
-    """origin, segment, mape, wape, forecasts: stored forecasts at `step` whose actuals are in, at the
-    data's own frequency (weekly forecasts against weekly rows)."""
+    """origin, segment, mape, wape, forecasts, and the MAPE's spread (`mape_se`: the standard error of the
+    mean absolute percentage error over the `mape_n` forecasts with sales): stored forecasts at `step` whose
+    actuals are in, at the data's own frequency (weekly forecasts against weekly rows)."""
     actual = sales.select(
         "store_id", "sku_id", pl.col("date").alias("ds"), pl.col("units").cast(pl.Float64).alias("actual")
     )
@@ -476,16 +477,21 @@ def matured_accuracy(forecasts: pl.DataFrame, sales: pl.DataFrame, step: int) ->
         "mape": pl.Float64,
         "wape": pl.Float64,
         "forecasts": pl.UInt32,
+        "mape_se": pl.Float64,
+        "mape_n": pl.UInt32,
     }
     if df.is_empty():
         return pl.DataFrame(schema=schema)
     err = (pl.col("yhat") - pl.col("actual")).abs()
+    ape = (err / pl.col("actual")).filter(pl.col("actual") > 0)
     return (
         df.group_by("origin", "segment", *marks)
         .agg(
-            (err / pl.col("actual")).filter(pl.col("actual") > 0).mean().alias("mape"),
+            ape.mean().alias("mape"),
             (err.sum() / pl.col("actual").abs().sum()).alias("wape"),
             pl.len().alias("forecasts"),
+            (ape.std() / ape.len().sqrt()).alias("mape_se"),
+            ape.len().alias("mape_n"),
         )
         .sort("origin", "segment")
         .cast(schema)
@@ -501,13 +507,24 @@ def drift_outcome(
 ) -> CheckOutcome:
     """Latest matured origin: each segment's MAPE against its reference, the larger of the seed's target
     and the segment's backtest MAPE (its known difficulty): WARN beyond reference + margin, ERROR
-    beyond reference + the error margin."""
+    beyond reference + the error margin, each beyond noise only.
+
+    One origin's MAPE rests on one period of each series: on the daily M5 kit, the stable segment's 16
+    series gave a D+7 MAPE with a standard deviation of 20 points from one origin to the next around the
+    backtest's 37 %, and the unchanged model crossed its reference + 10 on 6 of the backtest's own 28
+    origins and 8 of the 28 live ones after it. A segment is judged on the one-sided lower bound of its MAPE
+    (Student's t over its forecasts with sales, level 1 - `targets.drift_alpha`); a forecast gone wrong
+    for the whole segment (a tenth of the demand: every percentage error near 90 %) still crosses the line,
+    with 16 series as with thousands."""
+    from scipy.stats import t as student
+
     targets = settings.targets
     margin = targets.drift_margin if margin is None else margin
     error_margin = max(targets.drift_error_margin, 2 * margin)
+    level = 1 - targets.drift_alpha
     threshold = (
-        f"MAPE % <= reference + {100 * margin:.0f} (ERROR beyond + {100 * error_margin:.0f}); "
-        "reference = max(seed target, backtest MAPE)"
+        f"MAPE % <= reference + {100 * margin:.0f} (ERROR beyond + {100 * error_margin:.0f}) beyond noise "
+        f"(one-sided {level:.0%} lower bound); reference = max(seed target, backtest MAPE)"
     )
     if accuracy.is_empty():
         return CheckOutcome("mape_drift", True, None, threshold, "no matured forecast yet")
@@ -530,7 +547,15 @@ def drift_outcome(
     )
     if rows.is_empty():
         return CheckOutcome("mape_drift", True, None, threshold, "no segment with a target or a backtest figure")
-    excess = rows.with_columns(excess=pl.col("mape") - pl.col("reference")).sort("excess", descending=True)
+    # One forecast with sales says nothing about noise: its bound is -inf (never beyond noise).
+    quantile = pl.Series([float(student.ppf(level, n - 1)) if n > 1 else math.inf for n in rows["mape_n"]])
+    excess = (
+        rows.with_columns(
+            mape_low=(pl.col("mape") - quantile * pl.col("mape_se").fill_null(math.inf)).fill_nan(-math.inf)
+        )
+        .with_columns(excess=pl.col("mape_low") - pl.col("reference"))
+        .sort("excess", "mape", descending=True)
+    )
     worst = excess.row(0, named=True)
     return CheckOutcome(
         name="mape_drift",
@@ -538,17 +563,26 @@ def drift_outcome(
         value=round(100 * worst["mape"], 1),
         threshold=threshold,
         description=(
-            f"origin {worst['origin']}: worst segment {worst['segment']} {label} MAPE {worst['mape']:.1%} vs reference "
-            f"{worst['reference']:.1%} (seed target {worst['target']:.0%}"
+            f"origin {worst['origin']}: worst segment {worst['segment']} {label} MAPE {worst['mape']:.1%} "
+            f"({level:.0%} lower bound {_bound(worst['mape_low'])} over {worst['mape_n']} forecasts with sales) "
+            f"vs reference {worst['reference']:.1%} (seed target {worst['target']:.0%}"
             + (f", backtest {worst['backtest']:.1%})" if worst["backtest"] is not None else ")")
         ),
         severity="ERROR" if worst["excess"] > error_margin else "WARN",
         metadata={
             "segment": worst["segment"],
             "origin": str(worst["origin"]),
-            "per_segment": excess.select("segment", "mape", "target", "backtest", "reference", "excess"),
+            "per_segment": excess.select(
+                "segment", "mape", "mape_low", "mape_n", "target", "backtest", "reference", "excess"
+            ).with_columns(  # no bound (too few forecasts): empty, not -inf
+                [pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in ("mape_low", "excess")]
+            ),
         },
     )
+
+
+def _bound(value: float) -> str:
+    return f"{value:.1%}" if math.isfinite(value) else "none: too few"
 
 
 # --------------------------------------------------------------------------- orders and money

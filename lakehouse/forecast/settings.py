@@ -135,6 +135,9 @@ class Targets(Section):
     model_mape: float = 0.14  # the seed's models
     drift_margin: float = 0.05  # WARN when a segment's matured MAPE exceeds its reference + this
     drift_error_margin: float = 0.10  # ERROR beyond its reference + this
+    # ... each beyond noise only: the one-sided lower bound of the MAPE at 1 - this level (Student's t over the
+    # origin's forecasts with sales) must exceed the threshold
+    drift_alpha: float = Field(0.01, gt=0.0, lt=0.5)
 
 
 class Gate(Section):

@@ -182,7 +182,7 @@ def test_the_gate_says_when_no_row_was_forecast_by_every_model():
     assert gate_comparison(rows).is_empty()
 
 
-def _accuracy(mape: dict[str, float], origin=date(2026, 10, 1)) -> pl.DataFrame:
+def _accuracy(mape: dict[str, float], origin=date(2026, 10, 1), se: float = 0.001) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "origin": [origin] * len(mape),
@@ -190,6 +190,8 @@ def _accuracy(mape: dict[str, float], origin=date(2026, 10, 1)) -> pl.DataFrame:
             "mape": list(mape.values()),
             "wape": list(mape.values()),
             "forecasts": [10] * len(mape),
+            "mape_se": [se] * len(mape),
+            "mape_n": [10] * len(mape),
         }
     )
 
@@ -206,6 +208,46 @@ def test_drift_uses_the_latest_origin_and_the_segments_known_difficulty():
     assert not warn.passed and warn.severity == "WARN" and warn.metadata["segment"] == "new"
     error = drift_outcome(_accuracy({"new": 0.52}), backtest, SETTINGS, "D+7")
     assert not error.passed and error.severity == "ERROR" and "D+7 MAPE 52.0%" in error.description
+
+
+def _one_origin(yhat: list[float], actual: list[float]) -> pl.DataFrame:
+    n = len(actual)
+    origin = date(2016, 2, 28)
+    forecasts = pl.DataFrame(
+        {
+            "store_id": ["s"] * n,
+            "sku_id": [str(i) for i in range(n)],
+            "ds": [origin + timedelta(days=7)] * n,
+            "step": [7] * n,
+            "yhat": yhat,
+            "origin": [origin] * n,
+            "segment": ["stable"] * n,
+        },
+        schema_overrides={"step": pl.Int32},
+    )
+    sales = forecasts.select("store_id", "sku_id", pl.col("ds").alias("date"), units=pl.Series(actual))
+    return matured_accuracy(forecasts, sales, 7)
+
+
+def test_drift_alerts_beyond_one_origins_noise_only():
+    """The M5 replay's stable segment: 16 series, one day each. A single series forecast 5.5 for 1 unit sold lifts
+    the night's MAPE to 54 % against a 38.7 % backtest: one origin's noise (the unchanged model crossed reference +
+    10 on 6 of its own 28 backtest origins), not drift. Forecasts at a tenth of the demand (the replay's nightly
+    without future prices) alert whatever the segment's size."""
+    backtest = pl.DataFrame(
+        {"model": [ROUTED], "segment": ["stable"], "step": [7], "mape": [0.387]}, schema_overrides={"step": pl.Int32}
+    )
+    actual = [1.0] + [10.0] * 15
+    noisy = _one_origin([5.5] + [7.0, 13.0] * 7 + [10.0], actual)
+    assert noisy["mape"][0] == pytest.approx((4.5 + 0.3 * 14) / 16) and noisy["mape_n"][0] == 16
+    outcome = drift_outcome(noisy, backtest, SETTINGS, "D+7")
+    assert outcome.passed, outcome.description
+    assert "lower bound" in outcome.description and "16 forecasts with sales" in outcome.description
+    tenth = drift_outcome(_one_origin([a / 10 for a in actual], actual), backtest, SETTINGS, "D+7")
+    assert not tenth.passed and tenth.severity == "ERROR" and "MAPE 90.0%" in tenth.description
+    one = drift_outcome(_one_origin([9.0], [1.0]), backtest, SETTINGS, "D+7")
+    assert one.passed and "too few" in one.description  # one forecast with sales: no noise estimate
+    assert one.metadata["per_segment"]["mape_low"].to_list() == [None]
 
 
 def test_live_accuracy_at_weekly_frequency_compares_weeks_with_weeks():
