@@ -169,3 +169,38 @@ def test_day_buckets_are_utc_days():
         date(2026, 1, 1),
         date(2026, 1, 2),
     ]
+
+
+# Features that add amounts up: the same up to the order of floating-point additions.
+SUMMED = ("_sum_", "_mean_", "cust_mean_amount", "cust_std_amount", "amount_z", "amount_ratio_mean", "amount_vs_")
+
+
+@pytest.fixture(scope="module")
+def forty_days():
+    """40 days, so that the 7- and 30-day windows and the 30-day history with its label delay have days wholly
+    inside them, with the features over the whole history."""
+    world = generate_days(WorldConfig(tx_per_day=1200, days=40, seed=8))
+    return world, batch_features(world, REGISTRY)
+
+
+@pytest.mark.parametrize("offset_h", [0, 2])  # a UTC day, and a day of a zone two hours ahead of UTC
+def test_a_day_with_summaries_of_the_days_before_has_the_features_of_the_whole_history(forty_days, offset_h):
+    """A day's features from its own rows and the earlier rows read lazily (raw rows at the windows' edges,
+    per-entity totals, the profile, daily totals) against the features over the whole history."""
+    world, whole = forty_days
+    for day_index in (20, 39):
+        start = world["ts"].min().replace(hour=0, minute=0, second=0, microsecond=0)
+        lo = start + timedelta(days=day_index, hours=-offset_h)
+        day = world.filter((pl.col("ts") >= lo) & (pl.col("ts") < lo + timedelta(days=1)))
+        before = world.filter(pl.col("ts") < lo).lazy()
+        got = batch_features(day, REGISTRY, before=before).sort("tx_id")
+        want = whole.filter(pl.col("tx_id").is_in(day["tx_id"].implode())).sort("tx_id")
+        assert got.columns == want.columns and got["tx_id"].equals(want["tx_id"]) and got.height == day.height
+        summed = []
+        for column in want.columns:
+            if got[column].equals(want[column]):
+                continue
+            assert any(s in column for s in SUMMED), column
+            assert got[column].to_list() == pytest.approx(want[column].to_list(), rel=1e-9, abs=1e-9), column
+            summed.append(column)
+        assert "customer_distinct_merchant_30d" not in summed and want["customer_count_30d"].min() > 0
