@@ -58,6 +58,17 @@ SCORES_KEY = dg.AssetKey([CASE, "churn_scores"])
             ),
         ),
         dg.AssetCheckSpec(
+            "feature_drift",
+            asset=SCORES_KEY,
+            additional_deps=[MODEL_KEY],
+            description=(
+                "The model's inputs of the week vs the champion's reference weeks (the last `feature_drift."
+                "reference_weeks` of its test period), or with no champion yet vs the weeks before: a feature whose "
+                "Kolmogorov-Smirnov statistic exceeds `feature_drift.max_ks` with a p-value under `feature_drift."
+                "alpha` alerts (WARN); every feature's statistic in the metadata."
+            ),
+        ),
+        dg.AssetCheckSpec(
             "scoring_latency",
             asset=SCORES_KEY,
             description="Scoring of the whole customer base within the seed's budget (`scoring_latency_budget_s`).",

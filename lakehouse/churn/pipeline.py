@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 
 from lakehouse.churn.evaluation import METRIC, compare_versions, version_info
-from lakehouse.churn.model import LABEL, ScoredBatch, TrainedModel, load_version, log_model, score, train
-from lakehouse.churn.monitoring import monthly_performance
+from lakehouse.churn.model import FEATURES, LABEL, ScoredBatch, TrainedModel, load_version, log_model, score, train
+from lakehouse.churn.monitoring import feature_drift, monthly_performance
 from lakehouse.churn.roi import AbTestResult, analyse_ab_test, assign_arms, enrol_cohort, plot_ab_test, simulate_contact
 from lakehouse.churn.schemas import RAW_TABLES
 from lakehouse.churn.settings import CASE, ChurnSettings
@@ -29,6 +29,7 @@ from lakehouse.common.promotion import Floor, ModelChoice, Verdict
 from lakehouse.common.registry import CHALLENGER, CHAMPION, Registry
 
 SNAPSHOT = "snapshot_date"
+REFERENCE_FEATURES = "reference_features"  # per model version: its inputs on its last test snapshots
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,11 @@ class Challenger:
 
 def train_challenger(store: ChurnStore, registry: Registry, settings: ChurnSettings) -> Challenger:
     """Train on the stored training set, log to MLflow, register as `challenger` with what it learnt from
-    (`trained_until`, its windows), and keep its scores on the last test snapshot as the version's reference
-    for the score-shift check."""
-    trained = train(store.lake.read(CASE, "training_set"), settings)
+    (`trained_until`, its windows), and keep the version's references: its scores on the last test snapshot
+    (for the score-shift check) and its inputs on the last `feature_drift.reference_weeks` test snapshots
+    (for the feature-drift check, once it is the champion)."""
+    training_set = store.lake.read(CASE, "training_set")
+    trained = train(training_set, settings)
     version, run_id = log_model(registry, trained, settings, run_name=f"churn-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     until = trained.split.trained_until(settings.label_days)
     window = f"{trained.split}; labels learnt until {until}"
@@ -103,6 +106,14 @@ def train_challenger(store: ChurnStore, registry: Registry, settings: ChurnSetti
     last = trained.test_scores.filter(pl.col(SNAPSHOT) == pl.col(SNAPSHOT).max())
     store.lake.write(
         last.with_columns(model_version=pl.lit(version)), CASE, "reference_scores", ("model_version", version)
+    )
+    test = training_set.filter(pl.col(SNAPSHOT).is_between(trained.split.test.start, trained.split.test.end))
+    weeks = test[SNAPSHOT].unique().sort().tail(settings.feature_drift.reference_weeks)
+    store.lake.write(
+        test.filter(pl.col(SNAPSHOT).is_in(weeks.implode())).select(SNAPSHOT, "customer_id", *FEATURES),
+        CASE,
+        REFERENCE_FEATURES,
+        ("model_version", version),
     )
     return Challenger(version, run_id, trained)
 
@@ -172,7 +183,8 @@ class WeeklyScores:
 
 def score_week(store: ChurnStore, model: ServingModel, snapshot: str, settings: ChurnSettings) -> WeeklyScores:
     """Score every active customer at `snapshot` (in shadow when the model is not the champion), store the
-    scores and run the seed's weekly monitoring against the version's reference week."""
+    scores and run the seed's weekly monitoring against the version's reference week, and the drift of the
+    week's inputs (`input_reference`)."""
     features = store.query("select * from churn_features where snapshot_date = ? order by customer_id", [snapshot])
     batch = score(model.booster, features, settings, model_version=model.version, shadow=model.choice.shadow)
     previous = [k for k in store.lake.partitions(CASE, "churn_scores", SNAPSHOT) if k < snapshot]
@@ -184,7 +196,33 @@ def score_week(store: ChurnStore, model: ServingModel, snapshot: str, settings: 
         if store.lake.exists(CASE, "reference_scores", reference_key)
         else None
     )
-    return WeeklyScores(batch, model.choice, scoring_checks(batch, reference, last_volume, settings))
+    inputs, against = input_reference(store, model, snapshot, settings)
+    drift = feature_drift(inputs, features, model.booster.feature_name(), settings, against)
+    return WeeklyScores(batch, model.choice, [*scoring_checks(batch, reference, last_volume, settings), drift])
+
+
+def input_reference(
+    store: ChurnStore, model: ServingModel, snapshot: str, settings: ChurnSettings
+) -> tuple[pl.DataFrame, str]:
+    """The features the week's inputs are compared with, and what they are: the champion's reference weeks (the
+    last of its test period, kept at training); with no champion yet (scores in shadow), or a champion that
+    kept none, the `feature_drift.reference_weeks` snapshots before `snapshot`. A shadow model's own test period
+    is not the reference: it may be months old, and the check is about the data, not a model no one uses."""
+    key = ("model_version", model.version)
+    if not model.choice.shadow and store.lake.exists(CASE, REFERENCE_FEATURES, key):
+        reference = store.lake.read(CASE, REFERENCE_FEATURES, key)
+        return reference, f"champion v{model.version}'s reference weeks {_weeks(reference)}"
+    first = date.fromisoformat(snapshot) - timedelta(weeks=settings.feature_drift.reference_weeks)
+    reference = store.query(
+        "select * from churn_features where snapshot_date >= ? and snapshot_date < ?", [first.isoformat(), snapshot]
+    )
+    why = "no champion yet" if model.choice.shadow else f"champion v{model.version} kept no reference"
+    return reference, f"the weeks before, {_weeks(reference)} ({why})"
+
+
+def _weeks(features: pl.DataFrame) -> str:
+    weeks = features[SNAPSHOT].unique().sort()
+    return f"{weeks[0]}..{weeks[-1]}" if weeks.len() else "none"
 
 
 def scoring_checks(

@@ -59,6 +59,18 @@ class Gate(Section):
     comparison: ComparisonSettings = ComparisonSettings()
 
 
+class FeatureDrift(Section):
+    """Drift of the model's inputs in the scored week, feature by feature (two-sample Kolmogorov-Smirnov): against
+    the champion's reference weeks (the last weeks of its test period, stored at training), or with no champion yet
+    against the weeks before. A feature alerts when its distribution moved by more than `max_ks` (the largest gap
+    between the two distributions: an effect size, whatever the number of customers) and the move is beyond noise
+    (the test's p-value under `alpha`: on a base of a few hundred customers a gap of 0.2 can be chance)."""
+
+    max_ks: float = Field(0.2, gt=0, lt=1)
+    alpha: float = Field(0.001, gt=0, lt=0.5)
+    reference_weeks: int = Field(4, ge=1)  # weekly snapshots in a reference
+
+
 class ChurnCalendar(Calendar):
     """The case's calendar defaults: setting only `start` (or only `timezone`) keeps the other."""
 
@@ -88,6 +100,7 @@ class ChurnSettings(CaseSettings):
     gate: Gate = Gate()
     # Monitoring (seed alerts)
     max_score_shift_ks: float = 0.15
+    feature_drift: FeatureDrift = FeatureDrift()  # the model's inputs, beside its scores
     volume_bounds: tuple[int, int] = (13_000, 16_000)  # seed: for 15,000 customers
     volume_bounds_base: int = 15_000
     # The customer base the volume check expects each week; None: last week's scored volume.

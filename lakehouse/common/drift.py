@@ -8,7 +8,14 @@ from scipy.stats import ks_2samp
 
 def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
     """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two CDFs (0..1)."""
-    return float(ks_2samp(reference, current).statistic)
+    return ks_test(reference, current)[0]
+
+
+def ks_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """The two-sample Kolmogorov-Smirnov statistic and its p-value (how likely a gap this large is by chance
+    between two samples of these sizes from one distribution)."""
+    result = ks_2samp(reference, current)
+    return float(result.statistic), float(result.pvalue)
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
