@@ -1,9 +1,11 @@
 """The forecasting case on a Dask cluster (`models.engine: dask`): every model family of the weekly refit and the
 nightly stores, handed to an existing distributed engine rather than stretched over one process.
 
-- Statistical fits (statsforecast) through fugue, partitioned by store (and within a store by a hash of the series
-  id when there are few stores): each task fits its series' models (`statistical.fit_partition`), the same call
-  the local engine makes.
+- Statistical fits (statsforecast), one Dask task per store and hash bucket of the series id (enough buckets for
+  eight tasks per worker thread): each task gets its series' raw rows of the last months, builds their windows
+  and fits (`statistical.fit_series`, the same call the local engine makes), and returns its models as one
+  pickled blob the driver keeps unopened (`statistical.StoreModels`) with one summary row per series. The
+  driver's share is vectorised: no per-series window, pickle or Python loop.
 - LightGBM through mlforecast's distributed API (`DistributedMLForecast` with a Dask LightGBM): the target's lags
   and rolling means are computed on the workers, partitioned by series, and the booster is trained data-parallel
   (`lightgbm.dask`), then brought back as an ordinary `MLForecast` (`to_local`), so the fitted state, the
@@ -11,7 +13,7 @@ nightly stores, handed to an existing distributed engine rather than stretched o
 - Nightly forecasts: one task per store (`forecast_candidates` on the store's series from the fitted state).
 
 The cluster is `models.dask_scheduler` (`tcp://host:8786`), or without it a LocalCluster in this process on this
-machine's cores. The frames a task needs are built in the calling process and shipped with the task.
+machine's cores. The rows a task needs are cut in the calling process and shipped with the task.
 
 Equality with the local engine: the statistical fits and, on one worker, LightGBM give the same forecasts; with
 several workers LightGBM's data-parallel training (histograms merged across workers, bagging drawn per worker)
@@ -62,40 +64,37 @@ def worker_threads(client) -> int:
 
 
 def fit_statistical(
-    client, windows: pd.DataFrame, freq: str, season: int, settings: ForecastSettings, as_of: str | None = None
-) -> pd.DataFrame:
-    """`statistical.fit_partition` over the cluster (fugue), partitioned by store and, where there are fewer stores
-    than eight tasks per worker thread, by a stable hash of the series id within each store: one store of 8,000
-    series is spread over every worker rather than fitted by one task. Each group is its own partition, spread
-    evenly (fugue's `even` algorithm: hashing groups into partitions piled up to 11 of 16 on one of two workers)."""
-    import zlib
-
-    import fugue.api as fa
-
-    threads = worker_threads(client)
-    # Per series, not per row (a window is ~100 rows): the driver's string work was most of its CPU here.
-    codes, uids = pd.factorize(windows["unique_id"])
-    series_store = pd.Series([uid.split("/", 1)[0] for uid in uids])
-    stores = series_store.nunique()
-    chunks = max(1, -(-8 * threads // stores))  # per store
-    series_chunk = [zlib.crc32(uid.encode()) % chunks for uid in uids]
-    windows = windows.assign(store_id=series_store.to_numpy()[codes], chunk=pd.Series(series_chunk).to_numpy()[codes])
-    fitted = fa.transform(
-        windows,
-        _fit_stores,
-        schema="unique_id:str,fitted:bytes",
-        params={"freq": freq, "season": season, "settings": settings, "as_of": as_of},
-        partition={"by": ["store_id", "chunk"], "num": stores * chunks, "algo": "even"},
-        engine=client,
-        as_local=True,
-    )
-    return fitted if isinstance(fitted, pd.DataFrame) else fitted.as_pandas()
+    client,
+    buckets: list[tuple[str, pl.DataFrame, pl.DataFrame]],
+    window: int,
+    freq: str,
+    season: int,
+    settings: ForecastSettings,
+    as_of=None,
+    every_weeks: int | None = None,
+) -> list[tuple[str, bytes, pl.DataFrame]]:
+    """`statistical.fit_series` over the cluster, one task per (store, hash bucket): each task gets the bucket's
+    raw rows (`statistical.recent_rows`) and its series (candidate, previous orders), builds the windows, fits,
+    and returns its models as one pickled blob with a summary row per series. The driver neither builds a window
+    nor unpickles a model: its share is a few vectorised polars operations and one blob per task (store,
+    blob, summary), in the order given."""
+    futures = [
+        client.submit(
+            _fit_bucket, rows, series, window, freq, season, settings, as_of, every_weeks, pure=False, key=f"stat-{i}"
+        )
+        for i, (_, rows, series) in enumerate(buckets)
+    ]
+    results = client.gather(futures)
+    return [(store, blob, summary) for (store, _, _), (blob, summary) in zip(buckets, results, strict=True)]
 
 
-def _fit_stores(df: pd.DataFrame, freq: str, season: int, settings: ForecastSettings, as_of) -> pd.DataFrame:
-    from lakehouse.forecast.statistical import fit_partition
+def _fit_bucket(rows, series, window, freq, season, settings, as_of, every_weeks) -> tuple[bytes, pl.DataFrame]:
+    import pickle
 
-    return fit_partition(df.drop(columns=["store_id", "chunk"]), freq, season, settings, as_of)
+    from lakehouse.forecast.statistical import fit_series
+
+    models, summary = fit_series(rows, series, window, freq, season, settings, as_of, every_weeks)
+    return pickle.dumps(models, protocol=pickle.HIGHEST_PROTOCOL), summary
 
 
 # --------------------------------------------------------------------------- LightGBM
@@ -119,9 +118,19 @@ def fit_lightgbm(client, frame: pd.DataFrame, static: list[str], keep: int, sett
         date_features=list(cadence.date_features),
         engine=client,
         num_partitions=partitions,
+        lag_transforms_namer=_name_without_dots,
     )
     model.fit(dd.from_pandas(frame, npartitions=partitions, sort=False), static_features=static, keep_last_n=keep)
     return model.to_local()
+
+
+def _name_without_dots(tfm, lag, *args) -> str:
+    """mlforecast's own namer for the distributed API, at module level: its default is a function local to
+    `DistributedMLForecast.__init__`, which the fitted model keeps and pickle refuses, so a Dask-fitted state
+    could not be saved."""
+    from mlforecast.core import _build_transform_name
+
+    return _build_transform_name(tfm, lag, args).replace(".", "_")
 
 
 # --------------------------------------------------------------------------- nightly stores
@@ -141,7 +150,14 @@ def forecast_stores(client, forecast, models, data, origin, horizon: int, settin
         client.submit(
             _forecast_store,
             forecast,
-            replace(models, stat={store: models.stat.get(store, {})}, lightgbm=None),
+            replace(
+                models,
+                stat={store: models.stat.get(store, {})},
+                lightgbm=None,
+                segments=models.segments.filter(pl.col("store_id") == store),
+                selection=None,
+                stat_summary=None,
+            ),
             lightgbm,
             replace(data, sales=data.sales.filter(pl.col("store_id") == store)),
             origin,

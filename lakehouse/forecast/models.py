@@ -59,6 +59,9 @@ class FittedModels:
     config: dict | None = None  # the settings it was fitted with (`configuration`), to refit it elsewhere
     stat_fits: pl.DataFrame | None = None  # candidate, model, series: substitutes for series too short
     age_cap: int | None = None  # LightGBM's `age` feature stops here (None: a version fitted before the cap)
+    # one row per series given a statistical candidate (`statistical.SUMMARY_SCHEMA`: the model chosen, its
+    # AutoARIMA orders, its fit's CPU); None: a version fitted before the summary was kept
+    stat_summary: pl.DataFrame | None = None
 
     # ----------------------------------------------------------------- storage (MLflow artifacts)
 
@@ -71,7 +74,9 @@ class FittedModels:
         self.segments.write_parquet(folder / "segments.parquet")
         if self.selection is not None:
             self.selection.write_parquet(folder / "selection.parquet")
-        core = {k: v for k, v in self.__dict__.items() if k not in ("stat", "segments", "selection")}
+        if self.stat_summary is not None:
+            self.stat_summary.write_parquet(folder / "stat_summary.parquet")
+        core = {k: v for k, v in self.__dict__.items() if k not in ("stat", "segments", "selection", "stat_summary")}
         (folder / "core.pkl").write_bytes(pickle.dumps(core))
 
     @classmethod
@@ -84,7 +89,14 @@ class FittedModels:
             if (folder / "stat" / f"{s}.pkl").exists()
         }
         selection = pl.read_parquet(folder / "selection.parquet") if (folder / "selection.parquet").exists() else None
-        return cls(stat=stat, segments=pl.read_parquet(folder / "segments.parquet"), selection=selection, **core)
+        summary = folder / "stat_summary.parquet"
+        return cls(
+            stat=stat,
+            segments=pl.read_parquet(folder / "segments.parquet"),
+            selection=selection,
+            stat_summary=pl.read_parquet(summary) if summary.exists() else None,
+            **core,
+        )
 
     @property
     def model_names(self) -> set[str]:
@@ -148,8 +160,8 @@ def fit_models(
         if name in needed
     }
     with engine_client(settings) as client:
-        stat, stat_fits = fit_stat_models(hist, stat_ids, settings, periods, client, as_of, previous)
-        log(_stat_note(stat, stat_fits, as_of))
+        stat, stat_fits, summary = _fit_stat(hist, stat_ids, settings, periods, client, as_of, previous)
+        log(_stat_note(summary, stat_fits, as_of))
         attributes = series_attributes(known, settings)
         codes = static_codes(attributes, settings)
         age_cap = periods.cadence.periods(settings.segmentation.new_max_history)
@@ -169,16 +181,17 @@ def fit_models(
         config=configuration(settings),
         stat_fits=stat_fits,
         age_cap=age_cap,
+        stat_summary=summary,
     )
 
 
-def _stat_note(stat: dict, stat_fits: pl.DataFrame, as_of: date) -> str:
+def _stat_note(summary: pl.DataFrame | None, stat_fits: pl.DataFrame, as_of: date) -> str:
     substituted = stat_fits.filter(pl.col("model") != pl.col("candidate"))["series"].sum()
-    models = [m for per_store in stat.values() for m in per_store.values()]
-    kept = sum(1 for m in models if type(m).__name__ == "ARIMA")  # AutoARIMA's orders kept, parameters refitted
-    cpu = sum(getattr(m, "fit_cpu_s", 0.0) for m in models)
+    fitted = summary.filter(pl.col("fitted_as").is_not_null()) if summary is not None else pl.DataFrame()
+    kept = int(fitted["kept"].sum()) if fitted.height else 0  # AutoARIMA's orders kept, parameters refitted
+    cpu = float(fitted["fit_cpu_s"].sum()) if fitted.height else 0.0
     return (
-        f"fitted {len(models)} statistical models as of {as_of} in {cpu:,.0f} CPU-s"
+        f"fitted {fitted.height} statistical models as of {as_of} in {cpu:,.0f} CPU-s"
         + (f" ({kept} AutoARIMA series kept their orders)" if kept else "")
         + (
             f" ({substituted} series too short for their model: a substitute or the global model)"
@@ -202,99 +215,65 @@ def fit_stat_models(
     needs it meets (`statistical.SUBSTITUTES`); one too short for all of them is left to the global model.
     With `as_of` and `previous`, AutoARIMA keeps the previous orders of the series not due for a search
     (`statistical.reusable_orders`)."""
-    from lakehouse.forecast.statistical import fitting_model
+    stat, fits, _ = _fit_stat(hist, ids_by_model, settings, periods, client, as_of, previous)
+    return stat, fits
 
+
+def _fit_stat(
+    hist: pl.DataFrame,
+    ids_by_model: dict[str, pl.DataFrame],
+    settings: ForecastSettings,
+    periods: Periods,
+    client=None,
+    as_of: date | None = None,
+    previous: FittedModels | None = None,
+) -> tuple[dict[str, dict[str, object]], pl.DataFrame, pl.DataFrame | None]:
+    """`fit_stat_models` and the fit's summary (`statistical.SUMMARY_SCHEMA`). The windows are built where the
+    fits run (`statistical.fit_series`): this process hands over each series' recent raw rows, its candidate and
+    its previous AutoARIMA orders, all vectorised. On Dask one task per (store, hash bucket), each store's models
+    kept as the blobs the tasks returned (`statistical.StoreModels`)."""
+    from lakehouse.forecast.statistical import StoreModels, fit_counts, fit_series, previous_orders, recent_rows
+
+    series = [ids.select("unique_id", candidate=pl.lit(name)) for name, ids in ids_by_model.items()]
+    series = pl.concat(series) if series else pl.DataFrame(schema={"unique_id": pl.String, "candidate": pl.String})
+    if series.is_empty():
+        return {}, fit_counts(None), None
+    series = series.unique("unique_id", keep="last", maintain_order=True).with_columns(
+        store_id=pl.col("unique_id").str.split_exact("/", 1).struct.field("field_0")
+    )
+    series = series.join(previous_orders(series, settings, as_of, previous), on="unique_id", how="left")
     window = settings.stat_window_periods
-    season = periods.cadence.season
-    frames = []
-    for name, ids in ids_by_model.items():
-        part = (
-            hist.join(ids.select("unique_id"), on="unique_id").group_by("unique_id", maintain_order=True).tail(window)
-        )
-        lengths = part.group_by("unique_id").len()
-        chosen = lengths.with_columns(
-            candidate=pl.lit(name),
-            model=pl.col("len").map_elements(
-                lambda n, name=name: fitting_model(name, n, season), return_dtype=pl.String
-            ),
-        )
-        frames.append(part.join(chosen.select("unique_id", "candidate", "model"), on="unique_id"))
-    windows = pl.concat(frames) if frames else pl.DataFrame()
-    fits = _fit_counts(windows, ids_by_model)
-    windows = windows.drop_nulls("model") if not windows.is_empty() else windows
-    if windows.is_empty():
-        return {}, fits
-    windows = windows.join(_kept_orders(windows, settings, as_of, previous), on="unique_id", how="left")
-    fitted = _fit_windows(
-        to_pandas(windows.select("unique_id", "ds", "y", "model", "candidate", pl.col("orders").fill_null(""))),
-        periods,
-        settings,
-        client,
-        as_of,
+    rows = recent_rows(
+        hist.select("unique_id", "ds", "y").join(series.select("unique_id"), on="unique_id", how="semi"),
+        window,
+        window * periods.cadence.days,
     )
+    args = (window, periods.alias, periods.cadence.season, settings, as_of, settings.arima_search_weeks)
     out: dict[str, dict[str, object]] = {}
-    for uid, model in fitted.items():
-        out.setdefault(uid.split("/", 1)[0], {})[uid] = model
-    return out, fits
+    if settings.models.engine != "dask":
+        models, summary = fit_series(rows, series, *args)
+        for uid, model in models.items():
+            out.setdefault(uid.split("/", 1)[0], {})[uid] = model
+        return out, fit_counts(summary), summary
+    from lakehouse.forecast.distributed import dask_client, fit_statistical, worker_threads
 
-
-def _kept_orders(
-    windows: pl.DataFrame, settings: ForecastSettings, as_of: date | None, previous: FittedModels | None
-) -> pl.DataFrame:
-    """unique_id, orders: the previous AutoARIMA orders each series keeps ('' where a search is due)."""
-    from lakehouse.forecast.statistical import arima_orders, reusable_orders
-
-    schema = {"unique_id": pl.String, "orders": pl.String}
-    every = settings.arima_search_weeks
-    same_search = (
-        previous is not None
-        and (previous.config or {}).get("models", {}).get("arima") == settings.models.arima
-        and previous.periods.cadence.season == settings.cadence.season
-    )
-    if not same_search or as_of is None or not every:  # orders found under other bounds are searched again
-        return pl.DataFrame(schema=schema)
-    rows = []
-    for uid in windows.filter(pl.col("model") == "AutoARIMA")["unique_id"].unique().to_list():
-        model = previous.stat.get(uid.split("/", 1)[0], {}).get(uid)
-        if getattr(model, "candidate", None) == "AutoARIMA":
-            rows.append((uid, reusable_orders(uid, arima_orders(model), as_of, every)))
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-NO_STAT_FIT = "none fits: global model"
-
-
-def _fit_counts(windows: pl.DataFrame, ids_by_model: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """candidate, model, series: which model each candidate's series got (too short for every one: none)."""
-    schema = {"candidate": pl.String, "model": pl.String, "series": pl.UInt32}
-    if windows.is_empty():
-        rows = [(name, NO_STAT_FIT, ids.height) for name, ids in ids_by_model.items() if ids.height]
-        return pl.DataFrame(rows, schema=schema, orient="row")
-    return (
-        windows.select("unique_id", "candidate", pl.col("model").fill_null(NO_STAT_FIT))
-        .unique()
-        .group_by("candidate", "model")
-        .agg(pl.len().alias("series"))
-        .sort("candidate", "model")
-        .cast(schema)
-    )
-
-
-def _fit_windows(
-    windows, periods: Periods, settings: ForecastSettings, client=None, as_of: date | None = None
-) -> dict[str, object]:
-    """Locally in this process, or on a Dask cluster through fugue (`models.engine: dask`; `client`, or one
-    opened for this fit)."""
-    from lakehouse.forecast.distributed import dask_client, fit_statistical
-    from lakehouse.forecast.statistical import fit_partition
-
-    day = None if as_of is None else as_of.isoformat()
-    if settings.models.engine == "dask":
-        with nullcontext(client) if client is not None else dask_client(settings) as cluster:
-            fitted = fit_statistical(cluster, windows, periods.alias, periods.cadence.season, settings, day)
-    else:
-        fitted = fit_partition(windows, periods.alias, periods.cadence.season, settings, day)
-    return {uid: pickle.loads(blob) for uid, blob in zip(fitted["unique_id"], fitted["fitted"], strict=True)}
+    with nullcontext(client) if client is not None else dask_client(settings) as cluster:
+        stores = series["store_id"].n_unique()
+        buckets = max(1, -(-8 * worker_threads(cluster) // stores))  # per store
+        series = series.with_columns(bucket=(pl.col("unique_id").hash(seed=0) % buckets).cast(pl.Int32))
+        rows = rows.join(series.select("unique_id", "store_id", "bucket"), on="unique_id")
+        parts = rows.partition_by("store_id", "bucket", as_dict=True, include_key=False)
+        work = [
+            (key[0], parts.get(key, rows.head(0).drop("store_id", "bucket")), part)
+            for key, part in series.partition_by("store_id", "bucket", as_dict=True, include_key=False).items()
+        ]
+        fitted = fit_statistical(cluster, work, *args)
+    blobs: dict[str, list[bytes]] = {}
+    for store, blob, _ in fitted:
+        blobs.setdefault(store, []).append(blob)
+    summary = pl.concat([s for _, _, s in fitted]) if fitted else None
+    stat = {store: StoreModels(parts) for store, parts in blobs.items()}
+    return stat, fit_counts(summary), summary
 
 
 def static_columns(settings: ForecastSettings) -> list[str]:
