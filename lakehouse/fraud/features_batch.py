@@ -20,7 +20,9 @@ and means are the same up to the order of floating-point additions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -35,22 +37,38 @@ from lakehouse.fraud.features_registry import (
 )
 
 STREAMING = "streaming"
+EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
 class _Past:
-    """The transactions before the target rows (`rows`, lazily, with `ts_ms`), and the span of the target
-    rows: their first time `start` and one past their last, `end` (ms)."""
+    """The transactions before the target rows (`before`, lazily), and the span of the target rows: their first
+    time `start` and one past their last, `end` (ms)."""
 
-    rows: pl.LazyFrame
+    before: pl.LazyFrame
     start: int
     end: int
 
     def collect(self, query: pl.LazyFrame) -> pl.DataFrame:
         return query.collect(engine=STREAMING)
 
-    def between(self, lo: int, hi: int) -> pl.LazyFrame:
-        return self.rows.filter((pl.col("ts_ms") >= lo) & (pl.col("ts_ms") < hi))
+    def between(self, lo: int | None, hi: int) -> pl.LazyFrame:
+        """The earlier rows with lo <= ts < min(hi, start), with `ts_ms`. The bounds compare `ts` itself with
+        literals, so that a scan reads only the files and row groups whose statistics reach into them."""
+        ts = pl.col("ts")
+        keep = ts < self._at(min(hi, self.start))
+        if lo is not None:
+            keep = keep & (ts >= self._at(lo))
+        return self.before.filter(keep).with_columns(ts_ms=ts.dt.epoch("ms"))
+
+    @property
+    def rows(self) -> pl.LazyFrame:
+        return self.between(None, self.start)
+
+    def _at(self, ms: int) -> pl.Expr:
+        at = pl.lit(EPOCH + timedelta(milliseconds=ms), dtype=pl.Datetime("ms"))
+        zone = getattr(self.before.collect_schema()["ts"], "time_zone", None)
+        return at.dt.replace_time_zone("UTC").dt.convert_time_zone(zone) if zone else at
 
 
 def _entity_expr(entity: str, registry: Registry) -> pl.Expr:
@@ -76,27 +94,42 @@ def _aggregate_expr(f: WindowFeature, small: float) -> pl.Expr:
     return expr.alias(f.name)
 
 
-def batch_features(tx: pl.DataFrame, registry: Registry, before: pl.LazyFrame | None = None) -> pl.DataFrame:
+def batch_features(
+    tx: pl.DataFrame,
+    registry: Registry,
+    before: pl.LazyFrame | None = None,
+    *,
+    targets: pl.Series | None = None,
+    names: Iterable[str] | None = None,
+) -> pl.DataFrame:
     """Point-in-time features of every transaction: tx_id, ts, day, is_fraud (and fraud_pattern
     when present), then the features.
 
     `before`: the transactions before these (the same columns, every row earlier than the first of `tx`; a
     later one is ignored), e.g. a scan of the earlier days' files. The features are then those `tx`'s rows
     have in `before` and `tx` together, computed from `tx` and compact summaries of `before` (see the
-    module's docstring)."""
-    names = set(registry.available(tx.columns))
+    module's docstring).
+
+    `targets`: the ids of the transactions whose features are wanted (a training sample); the other rows of
+    `tx` are their context, read only where they share a customer or a window's entity with a target.
+    `names`: the features wanted (all that the columns allow by default)."""
+    available = set(registry.available(tx.columns))
+    wanted = available if names is None else available & set(names)
+    ratios = [f for f in registry.ratios if f.name in wanted]
+    names = wanted | ({"amount", *(f.mean for f in ratios)} & available if ratios else set())
     base = (
         tx.with_columns(ts_ms=pl.col("ts").dt.epoch("ms"))
         .with_columns(_day=pl.col("ts_ms") // DAY_MS)
         .sort("ts_ms", "tx_id")
         .with_row_index("_i")
+        .with_columns(_t=pl.lit(True) if targets is None else pl.col("tx_id").is_in(targets.implode()))
     )
     past = None
     if before is not None and base.height:
-        start = int(base["ts_ms"].min())
-        rows = before.with_columns(ts_ms=pl.col("ts").dt.epoch("ms")).filter(pl.col("ts_ms") < start)
-        past = _Past(rows, start, int(base["ts_ms"].max()) + 1)
-    blocks = [_row_features(base, names, registry, past)]
+        past = _Past(before, int(base["ts_ms"].min()), int(base["ts_ms"].max()) + 1)
+    blocks = []
+    if names & {f.name for f in registry.rows}:
+        blocks.append(_row_features(base, names, registry, past))
     for entity in ENTITIES:
         features = [f for f in registry.windows if f.entity == entity and f.name in names]
         if features:
@@ -105,13 +138,13 @@ def batch_features(tx: pl.DataFrame, registry: Registry, before: pl.LazyFrame | 
         features = [f for f in registry.history if f.entity == entity and f.name in names]
         if features:
             blocks.append(_history_features(base, column, features, registry, past))
-    out = pl.concat(blocks, how="horizontal")
+    out = pl.concat(blocks, how="horizontal") if blocks else pl.DataFrame()
     out = out.with_columns(
         pl.when(pl.col(f.mean).fill_null(0.0) > 0).then(pl.col("amount") / pl.col(f.mean)).otherwise(1.0).alias(f.name)
-        for f in registry.ratios
-        if f.name in names and f.mean in out.columns
+        for f in ratios
+        if f.mean in out.columns
     )
-    feature_cols = [n for n in registry.names if n in out.columns and n in names]
+    feature_cols = [n for n in registry.names if n in out.columns and n in wanted]
     keep = [
         c
         for c in ("tx_id", "ts", "customer_id", "merchant_id", "channel", "is_fraud", "fraud_pattern")
@@ -120,7 +153,7 @@ def batch_features(tx: pl.DataFrame, registry: Registry, before: pl.LazyFrame | 
     defaults = registry.defaults
     return pl.concat(
         [
-            base.select(*keep, day=pl.col("ts").dt.date()),
+            base.filter(pl.col("_t")).select(*keep, day=pl.col("ts").dt.date()),
             out.select(
                 pl.col(n).cast(pl.Float64).fill_null(defaults[n]).fill_nan(defaults[n]).alias(n) for n in feature_cols
             ),
@@ -135,43 +168,46 @@ def batch_features(tx: pl.DataFrame, registry: Registry, before: pl.LazyFrame | 
 def _window_features(
     base: pl.DataFrame, entity: str, features: list[WindowFeature], registry: Registry, past: _Past | None
 ) -> pl.DataFrame:
-    """The entity's window features, one row per row of `base` in its order. A window [t - w, t) of a payment
+    """The entity's window features, one row per target row of `base` in its order. A window [t - w, t) of a payment
     of the target span [start, end) holds the earlier rows from t - w: raw rows before the span from
     start - w up to min(start, end - w), whose membership varies with t, and, when the window is longer than
     the span, every row of [end - w, start) whatever t is, which count through the entity's totals."""
     key = _entity_expr(entity, registry)
     of_cols = sorted({f.of for f in features if f.of})
     cols = ["_i", "_key", "ts_ms", "tx_id", "amount", *of_cols]
-    target = base.with_columns(_key=key).filter(pl.col("_key").is_not_null()).select(cols)
+    rows = base.with_columns(_key=key).filter(pl.col("_key").is_not_null()).select(*cols, "_t")
+    keys = rows.filter(pl.col("_t")).select("_key").unique()
+    subset = keys.height < rows.select("_key").n_unique()
+    if subset:  # some targets only: their entities' rows
+        rows = rows.filter(pl.col("_key").is_in(keys["_key"].implode()))
+    keys = keys.lazy()
     windows = sorted({f.window_ms for f in features})
     whole = [w for w in windows if past is None or past.end - w >= past.start]
     longer = [w for w in windows if w not in whole]
-    keys = target.select("_key").unique()
-    earlier = None
-    if past is not None:
-        earlier = past.rows.with_columns(_key=key).filter(pl.col("_key").is_not_null())
-        earlier = earlier.join(keys.lazy(), on="_key", how="semi")
+
+    def earlier(lo: int, hi: int, only_keys: bool = True) -> pl.LazyFrame:
+        rows = past.between(lo, hi).with_columns(_key=key).filter(pl.col("_key").is_not_null())
+        rows = rows.join(keys, on="_key", how="semi") if only_keys else rows
+        return rows.select(c for c in cols if c != "_i")
+
     small = registry.settings.small_amount
     parts = []
     if whole:
-        raw = None if earlier is None else past.collect(_between(earlier, past.start - max(whole), past.start, cols))
-        parts.append(_rolled(target, raw, [f for f in features if f.window_ms in whole], small, None))
+        raw = None if past is None else past.collect(earlier(past.start - max(whole), past.start))
+        parts.append(_rolled(rows, raw, [f for f in features if f.window_ms in whole], small, None))
     for w in longer:
-        raw = past.collect(_between(earlier, past.start - w, past.end - w, cols))
+        raw = past.collect(earlier(past.start - w, past.end - w))
         mine = [f for f in features if f.window_ms == w]
-        middle = _between(earlier, past.end - w, past.start, cols)
-        parts.append(_rolled(target, raw, mine, small, _Middle(middle, mine, small, past)))
+        middle = earlier(past.end - w, past.start, only_keys=subset)
+        parts.append(_rolled(rows, raw, mine, small, _Middle(middle, mine, small, past)))
     first = parts[0]
     if any(not p["_i"].equals(first["_i"]) for p in parts[1:]):
         raise AssertionError(f"{entity} windows: target rows out of step between windows")
     out = pl.concat([first, *(p.drop("_i") for p in parts[1:])], how="horizontal")
-    if out.height == base.height:
+    targets = base.filter(pl.col("_t")).select("_i")
+    if out.height == targets.height:
         return out.sort("_i").drop("_i")
-    return base.select("_i").join(out, on="_i", how="left", maintain_order="left").drop("_i")
-
-
-def _between(rows: pl.LazyFrame, lo: int, hi: int, cols: list[str]) -> pl.LazyFrame:
-    return rows.filter((pl.col("ts_ms") >= lo) & (pl.col("ts_ms") < hi)).select(c for c in cols if c != "_i")
+    return targets.join(out, on="_i", how="left", maintain_order="left").drop("_i")
 
 
 class _Middle:
@@ -211,11 +247,11 @@ class _Middle:
 
 
 def _rolled(
-    target: pl.DataFrame, raw: pl.DataFrame | None, features: list[WindowFeature], small: float, middle: _Middle | None
+    rows: pl.DataFrame, raw: pl.DataFrame | None, features: list[WindowFeature], small: float, middle: _Middle | None
 ) -> pl.DataFrame:
-    """The features of the target rows (`_i` and one column a feature, ordered by key, time, id) from rolling
-    windows over the target rows and the raw earlier rows, plus the middle rows' totals when given."""
-    frame = target.with_columns(_t=pl.lit(True))
+    """The features of the target rows (`_t`) of `rows` (`_i` and one column a feature, ordered by key, time,
+    id) from rolling windows over `rows` and the raw earlier rows, plus the middle rows' totals when given."""
+    frame = rows
     if raw is not None and raw.height:
         frame = pl.concat([frame, raw.with_columns(_t=pl.lit(False))], how="diagonal")
     frame = frame.sort("_key", "ts_ms", "tx_id")
@@ -286,9 +322,9 @@ def _history_features(
     daily = daily_of(base)
     if past is not None:
         first_day = int(base["_day"].min()) - registry.history_span
-        values = base.select(column).drop_nulls().unique()
+        values = base.filter(pl.col("_t")).select(column).drop_nulls().unique()
         earlier = (
-            past.rows.filter(pl.col("ts_ms") >= first_day * DAY_MS)
+            past.between(first_day * DAY_MS, past.start)
             .join(values.lazy(), on=column, how="semi")
             .with_columns(_day=pl.col("ts_ms") // DAY_MS)
         )
@@ -323,7 +359,8 @@ def _history_features(
                     how="left",
                 )
     return (
-        base.select(column, "_day")
+        base.filter(pl.col("_t"))
+        .select(column, "_day")
         .join(result, on=[column, "_day"], how="left", maintain_order="left")
         .drop(column, "_day")
     )
@@ -336,10 +373,10 @@ def _haversine_expr(lat1: pl.Expr, lon1: pl.Expr, lat2: pl.Expr, lon2: pl.Expr) 
     return 2 * 6371.0 * a.sqrt().arcsin()
 
 
-def _profile_before(base: pl.DataFrame, names: set[str], past: _Past) -> pl.DataFrame:
-    """Per customer of `base`, the profile of the earlier payments: `_n0` payments, `_s0` and `_ss0` sums of
-    amounts and of their squares, `_last_ts` the last payment, and the last located one (`_pts`, `_plat`,
-    `_plon`) when the distances are wanted."""
+def _profile_before(base: pl.DataFrame, names: set[str], past: _Past, subset: bool) -> pl.DataFrame:
+    """Per customer of `base` (read alone when `subset`), the profile of the earlier payments: `_n0` payments,
+    `_s0` and `_ss0` sums of amounts and of their squares, `_last_ts` the last payment, and the last located one
+    (`_pts`, `_plat`, `_plon`) when the distances are wanted."""
     c, amount = "customer_id", pl.col("amount")
     aggs = [
         pl.len().cast(pl.Float64).alias("_n0"),
@@ -354,8 +391,8 @@ def _profile_before(base: pl.DataFrame, names: set[str], past: _Past) -> pl.Data
             pl.col("lat").sort_by("ts_ms", "tx_id").drop_nulls().last().alias("_plat"),
             pl.col("lon").sort_by("ts_ms", "tx_id").drop_nulls().last().alias("_plon"),
         ]
-    customers = base.select(c).unique().lazy()
-    return past.collect(past.rows.join(customers, on=c, how="semi").group_by(c).agg(aggs))
+    rows = past.rows.join(base.select(c).unique().lazy(), on=c, how="semi") if subset else past.rows
+    return past.collect(rows.group_by(c).agg(aggs))
 
 
 def _seen_before(base: pl.DataFrame, column: str, past: _Past) -> pl.DataFrame:
@@ -372,11 +409,15 @@ def _row_features(base: pl.DataFrame, names: set[str], registry: Registry, past:
     amount = pl.col("amount")
     c = "customer_id"
     df = base
+    customers = base.filter(pl.col("_t")).select(c).unique()
+    subset = customers.height < base.select(c).n_unique()
+    if subset:  # some targets only: their customers' rows
+        df = df.filter(pl.col(c).is_in(customers[c].implode()))
     if past is not None:
-        df = df.join(_profile_before(base, names, past), on=c, how="left", maintain_order="left")
+        df = df.join(_profile_before(df, names, past, subset), on=c, how="left", maintain_order="left")
         for feature, column in (("new_device", "device_id"), ("new_ip", "ip"), ("new_country", "country")):
             if feature in names:
-                seen = _seen_before(base, column, past).rename({"_seen": f"_seen:{column}"})
+                seen = _seen_before(df, column, past).rename({"_seen": f"_seen:{column}"})
                 df = df.join(seen, on=[c, column], how="left", maintain_order="left")
 
     def then(expr: pl.Expr, start: str, how: str = "add") -> pl.Expr:
@@ -442,4 +483,5 @@ def _row_features(base: pl.DataFrame, names: set[str], registry: Registry, past:
         hours = ((pl.col("ts_ms") - pl.col("pts")) / 3.6e6).clip(1 / 60, None)
         exprs["dist_prev_km"] = dist
         exprs["speed_kmh"] = pl.when(located & pl.col("pts").is_not_null()).then(dist / hours).otherwise(0.0)
-    return df.sort("_i").select(*(e.cast(pl.Float64).alias(n) for n, e in exprs.items() if n in names))
+    features = df.select("_t", "_i", *(e.cast(pl.Float64).alias(n) for n, e in exprs.items() if n in names))
+    return features.filter(pl.col("_t")).sort("_i").drop("_t", "_i")

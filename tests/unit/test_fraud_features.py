@@ -204,3 +204,28 @@ def test_a_day_with_summaries_of_the_days_before_has_the_features_of_the_whole_h
             assert got[column].to_list() == pytest.approx(want[column].to_list(), rel=1e-9, abs=1e-9), column
             summed.append(column)
         assert "customer_distinct_merchant_30d" not in summed and want["customer_count_30d"].min() > 0
+
+
+def _same_features(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    assert got.columns == want.columns and got["tx_id"].equals(want["tx_id"])
+    for column in want.columns:
+        if not got[column].equals(want[column]):
+            assert any(s in column for s in SUMMED), column
+            assert got[column].to_list() == pytest.approx(want[column].to_list(), rel=1e-9, abs=1e-9), column
+
+
+def test_a_sample_of_a_day_and_a_few_features_are_those_of_the_whole_history(forty_days):
+    """A training sample (the frauds and a tenth of the rest) gets from its day's other rows, as context, and
+    the summaries of the days before the same features as in the whole history; so do a few named features."""
+    world, whole = forty_days
+    lo = world["ts"].min().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=38)
+    day = world.filter((pl.col("ts") >= lo) & (pl.col("ts") < lo + timedelta(days=1)))
+    before = world.filter(pl.col("ts") < lo).lazy()
+    sample = day.filter(pl.col("is_fraud") | (pl.int_range(pl.len()) % 10 == 0))["tx_id"]
+    got = batch_features(day, REGISTRY, before=before, targets=sample).sort("tx_id")
+    _same_features(got, whole.filter(pl.col("tx_id").is_in(sample.implode())).sort("tx_id"))
+    assert 0 < got.height < day.height / 5
+    few = ["merchant_hist_fraud_rate_30d", "amount_vs_customer_7d", "customer_distinct_merchant_30d", "new_ip"]
+    got = batch_features(day, REGISTRY, before=before, names=few).sort("tx_id")
+    want = whole.filter(pl.col("tx_id").is_in(day["tx_id"].implode())).sort("tx_id")
+    _same_features(got, want.select(*want.columns[:8], *[n for n in REGISTRY.names if n in few]))
