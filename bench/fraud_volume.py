@@ -1,6 +1,6 @@
 """Fraud at the seed's volume: one day of 2 M payments plus the history its windows need, through the batch path.
 
-    python -m bench.fraud_volume                    # 2 M payments a day, 30 days of history
+    python -m bench.fraud_volume          # 2 M payments a day: 31 days before the scored day, 30 of them for training
     python -m bench.fraud_volume --tx-per-day 200000 --history-days 5 --training-days 2   # a smaller run
 
 Each step runs in its own process (its wall time and peak RSS from `os.wait4`, a watchdog at
@@ -9,16 +9,16 @@ Each step runs in its own process (its wall time and peak RSS from `os.wait4`, a
 1. generate: the synthetic world at scale, one day at a time, streamed to one Parquet file per day (the user's
    files: history days, training days, the validation day, the scored day);
 2. load: each file read, validated through the transactions schema and stored in the lake, one day at a time;
-3. features: `batch_features` (the one batch execution of the registry) for the scored day with each lookback
-   of `--lookbacks` (days of history given with it) until one fits, then for the training and validation days
-   with the lookback that fitted; only the day's own rows are kept and written;
-4. rules: the layer-1 lists learnt from the training days;
+3. features: `batch_features` (the one batch execution of the registry) of each day, one process a day (the
+   scored day first, then the training and validation days): the day's rows and every loaded day before it,
+   scanned lazily (`before=`), of which only summaries are read, so a day's memory does not grow with the history;
+4. rules: the layer-1 lists learnt from the training days (only the columns the lists read);
 5. train: negatives down-sampled day by day (`cascade.max_legit_training_rows` in all, each kept row weighted by
    1 / its sampling rate), the cascade trained and calibrated on the full validation day;
 6. score: the scored day's 2 M payments scored with their rules and evaluated (ROC AUC, AP, recall, precision,
    card precision @ 100, layer shares);
-7. warm: a private redis-server warmed with the payments of the days before the scored day that the lookback
-   covers (those the scored day's customers and merchants need at that lookback), timed, with Redis's memory.
+7. warm (with `--warm-days N`, N > 0): a private redis-server warmed with the payments of the N days before the
+   scored day of the scored day's customers and merchants, timed, with Redis's memory.
 
 Writes bench/results/fraud_volume.json (figures per step, machine, date, revision, load) and prints a table.
 """
@@ -26,6 +26,7 @@ Writes bench/results/fraud_volume.json (figures per step, machine, date, revisio
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import shutil
 import sys
@@ -145,28 +146,77 @@ def step_load(home: Path, config: dict) -> dict:
     return {"days": len(seconds), "rows": rows, "seconds_per_day_median": sorted(seconds)[len(seconds) // 2]}
 
 
-def step_features(home: Path, config: dict, days: list[str], lookback: int) -> dict:
-    """Each day's features from its rows and `lookback` days of history before it; only the day's rows kept."""
+def _scan_days(lake, days: list[str]):
+    """The transactions of these days as one lazy scan of their files."""
     import polars as pl
+
+    from lakehouse.fraud.pipeline import DAY, TRANSACTIONS
+
+    files = [
+        f for d in days for f in sorted(glob.glob(f"{lake.partition_url('fraud', TRANSACTIONS, (DAY, d))}/*.parquet"))
+    ]
+    return pl.scan_parquet(files, hive_partitioning=False)
+
+
+RULE_INPUTS = "rule_inputs"  # bench table: the merchant rule's two features for every payment of a training day
+
+
+def _training_index(config: dict, day: str) -> int | None:
+    training = plan(config)["training"]
+    return training.index(day) if day in training else None
+
+
+def step_features(home: Path, config: dict, day: str) -> dict:
+    """One day's features from its rows and summaries of every loaded day before it. A training day gets its
+    negatives down-sampled first (`cascade.max_legit_training_rows` over the training days, each kept row
+    weighted by 1 / its sampling rate, every fraud kept), and the features of the sample only, its day's other
+    rows serving as context; and the merchant rule's two features for all its rows, which the rules learn from."""
 
     from lakehouse.fraud.features_batch import batch_features
     from lakehouse.fraud.features_registry import registry_for
+    from lakehouse.fraud.model import SAMPLE_WEIGHT, sample_rows
     from lakehouse.fraud.pipeline import FEATURES, read_transactions
+    from lakehouse.fraud.rules import merchant_rule_features
 
     lake, registry = _lake(home), registry_for(settings_for(config))
-    loaded = set(lake.partitions("fraud", "transactions", "day"))
-    timings, history_rows = {}, 0
-    for day in days:
-        started = time.perf_counter()
-        first = date.fromisoformat(day) - timedelta(days=lookback)
-        span = [(first + timedelta(days=i)).isoformat() for i in range(lookback + 1)]
-        tx = read_transactions(lake, [d for d in span if d in loaded])
-        history_rows = max(history_rows, tx.height)
-        features = batch_features(tx, registry).filter(pl.col("day") == date.fromisoformat(day))
-        lake.write(features, "fraud", FEATURES, ("day", day))
-        timings[day] = round(time.perf_counter() - started, 1)
-        del tx, features
-    return {"lookback_days": lookback, "rows_in_per_day_max": history_rows, "seconds_per_day": timings}
+    earlier = [d for d in lake.partitions("fraud", "transactions", "day") if d < day]
+    before = _scan_days(lake, earlier) if earlier else None
+    started = time.perf_counter()
+    tx = read_transactions(lake, [day])
+    read_s = time.perf_counter() - started
+    index, out = _training_index(config, day), {}
+    if index is None:
+        features = batch_features(tx, registry, before=before)
+    else:
+        per_day = max(1, config["max_legit_training_rows"] // config["training_days"])
+        sample = sample_rows(tx.select("tx_id", "is_fraud"), per_day, index)
+        features = batch_features(tx, registry, before=before, targets=sample["tx_id"]).join(
+            sample.select("tx_id", SAMPLE_WEIGHT), on="tx_id"
+        )
+        rule_started = time.perf_counter()
+        inputs = batch_features(tx, registry, before=before, names=merchant_rule_features(registry))
+        lake.write(
+            inputs.select("tx_id", "is_fraud", *merchant_rule_features(registry)), "fraud", RULE_INPUTS, ("day", day)
+        )
+        out = {
+            "sampled_rows": sample.height,
+            "sampled_frauds": int(sample["is_fraud"].sum()),
+            "represented": round(float(sample[SAMPLE_WEIGHT].sum())),
+            "rule_features_s": round(time.perf_counter() - rule_started, 1),
+        }
+    features_s = time.perf_counter() - started - read_s
+    lake.write(features, "fraud", FEATURES, ("day", day))
+    return {
+        "day": day,
+        "rows": tx.height,
+        "featured_rows": features.height,
+        "days_before": len(earlier),
+        "read_s": round(read_s, 1),
+        "features_s": round(features_s, 1),
+        "write_s": round(time.perf_counter() - started - read_s - features_s, 1),
+        "features": len([c for c in features.columns if c in registry.names]),
+        **out,
+    }
 
 
 def _with_rules(home: Path, config: dict, days: list[str], lists):
@@ -179,33 +229,39 @@ def _with_rules(home: Path, config: dict, days: list[str], lists):
 
 
 def step_rules(home: Path, config: dict) -> dict:
+    """The lists from the training days, reading only the columns they learn from (30 days of 297 features would
+    not fit in memory; the lists read two of them)."""
+    import polars as pl
+
     from lakehouse.fraud.features_registry import registry_for
-    from lakehouse.fraud.pipeline import FEATURES, RULE_LISTS, read_transactions
-    from lakehouse.fraud.rules import build_lists
+    from lakehouse.fraud.pipeline import RULE_LISTS
+    from lakehouse.fraud.rules import build_lists, merchant_rule_features
 
     lake, settings, days = _lake(home), settings_for(config), plan(config)["training"]
-    features = lake.read_partitions("fraud", FEATURES, "day", days)
-    lists = build_lists(read_transactions(lake, days), features, registry_for(settings), settings)
+    registry = registry_for(settings)
+    files = [
+        f for d in days for f in sorted(glob.glob(f"{lake.partition_url('fraud', RULE_INPUTS, ('day', d))}/*.parquet"))
+    ]
+    features = pl.scan_parquet(files).select("tx_id", "is_fraud", *merchant_rule_features(registry)).collect()
+    raw = _scan_days(lake, days).select("tx_id", "is_fraud", "channel", "payee_iban", "ip", "country").collect()
+    lists = build_lists(raw, features, registry, settings)
     lake.write(lists.as_frame(), "fraud", RULE_LISTS)
     return {"training_days": len(days), "rows": features.height, **lists.summary()}
 
 
 def step_train(home: Path, config: dict) -> dict:
-    """Negatives down-sampled day by day (each kept row weighted back), then the cascade on the samples and the
-    full validation day; the cascade is saved in the home for the scoring step."""
+    """The cascade on the training days' samples (negatives down-sampled day by day when their features were
+    computed, each kept row weighted back) and the full validation day; saved in the home for the scoring step."""
     import polars as pl
 
     from lakehouse.fraud.features_registry import registry_for
-    from lakehouse.fraud.model import sample_rows, train
+    from lakehouse.fraud.model import train
     from lakehouse.fraud.pipeline import read_rules, split_of
 
     lake, settings, days = _lake(home), settings_for(config), plan(config)
     lists = read_rules(lake)
-    per_day = max(1, config["max_legit_training_rows"] // len(days["training"]))
     started = time.perf_counter()
-    samples = [
-        sample_rows(_with_rules(home, config, [day], lists), per_day, i) for i, day in enumerate(days["training"])
-    ]
+    samples = [_with_rules(home, config, [day], lists) for day in days["training"]]
     sampled_s = time.perf_counter() - started
     validation = _with_rules(home, config, days["validation"], lists)
     data = pl.concat([*samples, validation.with_columns(sample_weight=pl.lit(1.0))], how="diagonal_relaxed")
@@ -253,7 +309,8 @@ def step_score(home: Path, config: dict) -> dict:
 
 
 def step_warm(home: Path, config: dict, lookback: int) -> dict:
-    """The store warmed with the payments the scored day's customers and merchants need at this lookback."""
+    """The store warmed with the payments of the `lookback` days before the scored day of its customers and
+    merchants."""
     import polars as pl
     import redis
 
@@ -290,7 +347,7 @@ def step_warm(home: Path, config: dict, lookback: int) -> dict:
 
 def worker(step: str, home: Path, config: dict, extra: dict) -> dict:
     if step == "features":
-        return step_features(home, config, extra["days"], extra["lookback"])
+        return step_features(home, config, extra["day"])
     if step == "warm":
         return step_warm(home, config, extra["lookback"])
     return {
@@ -306,7 +363,7 @@ def worker(step: str, home: Path, config: dict, extra: dict) -> dict:
 
 
 def _measure(step: str, home: Path, config: dict, workdir: Path, limit: int, timeout: float, **extra) -> dict:
-    tag = step if "lookback" not in extra else f"{step}-{extra['lookback']}d-{len(extra.get('days', []))}"
+    tag = "-".join([step, *(str(extra[k]) for k in ("day", "lookback") if k in extra)])
     args = ["--worker", step, "--home", str(home), "--config", json.dumps(config), "--extra", json.dumps(extra)]
     measured = run_worker(
         MODULE, args, env=clean_env(), workdir=workdir, tag=tag, rss_limit_bytes=limit, timeout_s=timeout
@@ -326,25 +383,51 @@ def _measure(step: str, home: Path, config: dict, workdir: Path, limit: int, tim
     return outcome
 
 
+def _features_summary(days: list[dict]) -> dict:
+    """The features of several days (one process each) as one step: totals, the slowest and largest day, and
+    each day's wall time and peak RSS."""
+    walls = sorted(d["wall_s"] for d in days)
+    return {
+        "step": f"features ({len(days)} days: the training days' samples and the full validation day, a process each)",
+        "ok": all(d["ok"] for d in days),
+        "wall_s": round(sum(walls), 1),
+        "peak_rss_gib": max(d["peak_rss_gib"] for d in days),
+        "cpu_s": round(sum(d["cpu_s"] for d in days), 1),
+        "wall_s_per_day_median": walls[len(walls) // 2],
+        "wall_s_per_day_max": walls[-1],
+        "per_day": {d.get("day", d["step"]): [d["wall_s"], d["peak_rss_gib"], d.get("days_before")] for d in days},
+        "per_day_fields": ["wall_s", "peak_rss_gib", "days_before"],
+        **({"failed": [d for d in days if not d["ok"]]} if not all(d["ok"] for d in days) else {}),
+    }
+
+
 def run(config: dict, home: Path, limit: int, timeout: float) -> dict:
     workdir = home / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     days = plan(config)
-    steps = [_measure(s, home, config, workdir, limit, timeout) for s in ("generate", "load")]
-    lookback = None
-    for candidate in config["lookbacks"]:
-        attempt = _measure("features", home, config, workdir, limit, timeout, days=days["scored"], lookback=candidate)
-        steps.append(attempt)
-        if attempt["ok"]:
-            lookback = candidate
-            break
-    if lookback is not None:
-        fit_days = days["training"] + days["validation"]
-        steps.append(_measure("features", home, config, workdir, limit, timeout, days=fit_days, lookback=lookback))
+    steps = []
+    for step in ("generate", "load"):
+        steps.append(_measure(step, home, config, workdir, limit, timeout))
+        if not steps[-1]["ok"]:
+            return {"plan": _plan_summary(days), "steps": steps}
+    scored = _measure("features", home, config, workdir, limit, timeout, day=days["scored"][0])
+    scored["step"] = "features (scored day)"
+    steps.append(scored)
+    fit = [
+        _measure("features", home, config, workdir, limit, timeout, day=d)
+        for d in days["training"] + days["validation"]
+    ]
+    steps.append(_features_summary(fit))
+    if scored["ok"] and steps[-1]["ok"]:
         for step in ("rules", "train", "score"):
             steps.append(_measure(step, home, config, workdir, limit, timeout))
-        steps.append(_measure("warm", home, config, workdir, limit, timeout, lookback=lookback))
-    return {"plan": {k: (v if k != "all" else f"{v[0]} .. {v[-1]}") for k, v in days.items()}, "steps": steps}
+        if config["warm_days"]:
+            steps.append(_measure("warm", home, config, workdir, limit, timeout, lookback=config["warm_days"]))
+    return {"plan": _plan_summary(days), "steps": steps}
+
+
+def _plan_summary(days: dict) -> dict:
+    return {k: (v if len(v) <= 3 else f"{v[0]} .. {v[-1]} ({len(v)} days)") for k, v in days.items()}
 
 
 def render(payload: dict) -> str:
@@ -358,12 +441,12 @@ def render(payload: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tx-per-day", type=int, default=2_000_000)
-    parser.add_argument("--history-days", type=int, default=30)
-    parser.add_argument("--training-days", type=int, default=2)
+    parser.add_argument("--history-days", type=int, default=31, help="days loaded before the scored day")
+    parser.add_argument("--training-days", type=int, default=30)
     parser.add_argument("--max-legit-training-rows", type=int, default=400_000)
-    parser.add_argument("--lookbacks", default="30,7,1,0", help="days of history given to the features, tried in order")
+    parser.add_argument("--warm-days", type=int, default=0, help="days of payments warmed into Redis (0: no warm-up)")
     parser.add_argument("--scored-day", default="2026-11-22")
-    parser.add_argument("--rss-limit-gib", type=float, default=16.0)
+    parser.add_argument("--rss-limit-gib", type=float, default=22.0)
     parser.add_argument("--step-timeout-s", type=float, default=3 * 3600)
     parser.add_argument("--home", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the home (several GB at full scale)")
@@ -380,7 +463,7 @@ def main() -> int:
         "history_days": args.history_days,
         "training_days": args.training_days,
         "max_legit_training_rows": args.max_legit_training_rows,
-        "lookbacks": [int(x) for x in args.lookbacks.split(",")],
+        "warm_days": args.warm_days,
         "scored_day": args.scored_day,
     }
     home = args.home or Path(tempfile.mkdtemp(prefix="fraud-volume-"))
