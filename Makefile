@@ -7,6 +7,9 @@ export LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
 export DAGSTER_HOME ?= $(LAKEHOUSE_HOME)/dagster
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
+# Our own modules are compiled once into __pycache__ rather than at every process start (a run worker, the fork
+# server of its steps), where a machine's environment says otherwise.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test test-fast ui serve graph docs bench realdata replay clean home materialize job rollback
 
@@ -27,13 +30,17 @@ $(MANIFEST): $(VENV)/.installed $(shell find dbt_project -name '*.sql' -o -name 
 demo: setup
 	$(BIN)/python demo.py
 
+# One pytest worker per core (at most 4: an end-to-end module holds a trained home in memory); a test file stays
+# on one worker, so its module fixtures are built once.
+PYTEST_WORKERS := -n auto --maxprocesses 4 --dist loadfile
+
 test: setup
 	$(BIN)/ruff format --check --quiet . && $(BIN)/ruff check --quiet .
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS)
 
 # Unit and asset tests only (no end-to-end graph, nothing marked slow).
 test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e and not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) -m "not e2e and not slow"
 
 ui: home
 	$(BIN)/dagster dev -w workspace.yaml
