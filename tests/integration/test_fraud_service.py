@@ -249,11 +249,15 @@ def test_the_wall_clock_in_production(trained, redis_url):
 def test_redis_down_or_slow_degrades_without_errors_and_recovers(trained):
     home, _, _, _, live = trained
 
+    # Reads give up after 0.5 s, not the production 15 ms: a busy machine stretches a healthy read past 15 ms,
+    # and the test is about a store that is down or paused, not about the budget.
+    fraud_settings = replay_settings(redis_timeout_s=0.5)
+
     async def scenario(server: RedisServer):
-        async with running_service(home, server.url) as (client, _):
+        async with running_service(home, server.url, fraud=fraud_settings) as (client, _):
             await client.post("/fraud/decisions", json=_unique(live[0], "warm"))  # opens the Redis connection
             up = [(await client.post("/fraud/decisions", json=_unique(b, "up"))).json() for b in live[:10]]
-            assert sum(d["degraded"] for d in up) <= 2  # a busy machine may stretch a read past the timeout
+            assert not any(d["degraded"] for d in up)
             server.stop()
             down = [await client.post("/fraud/decisions", json=_unique(b, "down")) for b in live[10:60]]
             assert all(r.status_code == 200 for r in down), [
@@ -270,8 +274,8 @@ def test_redis_down_or_slow_degrades_without_errors_and_recovers(trained):
                     break
                 await asyncio.sleep(0.1)
             assert recovered is not None and not recovered["degraded"]
-            # Slow: every client paused for 1 s; reads give up after the timeout.
-            redis.Redis.from_url(server.url).execute_command("CLIENT", "PAUSE", "1000", "ALL")
+            # Slow: every client paused for 2 s; reads give up after the timeout.
+            redis.Redis.from_url(server.url).execute_command("CLIENT", "PAUSE", "2000", "ALL")
             slow = await client.post("/fraud/decisions", json=_unique(live[61], "slow"))
             assert slow.status_code == 200 and slow.json()["degraded"]
 
