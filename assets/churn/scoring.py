@@ -69,6 +69,17 @@ SCORES_KEY = dg.AssetKey([CASE, "churn_scores"])
             ),
         ),
         dg.AssetCheckSpec(
+            "usage_volume",
+            asset=SCORES_KEY,
+            additional_deps=[dg.AssetKey([CASE, "stg_churn__usage_weekly"])],
+            description=(
+                "The raw usage of the week before the snapshot (active customer-days) vs the mean of the "
+                "`usage_volume.trailing_weeks` complete weeks before it: under `usage_volume.min_ratio` of it with a "
+                "count that unlikely by chance (exact conditional Poisson test, p under `usage_volume.alpha`) "
+                "alerts (WARN); customers with usage and logins in the metadata."
+            ),
+        ),
+        dg.AssetCheckSpec(
             "scoring_latency",
             asset=SCORES_KEY,
             description="Scoring of the whole customer base within the seed's budget (`scoring_latency_budget_s`).",

@@ -17,7 +17,7 @@ import polars as pl
 
 from lakehouse.churn.evaluation import METRIC, compare_versions, version_info
 from lakehouse.churn.model import FEATURES, LABEL, ScoredBatch, TrainedModel, load_version, log_model, score, train
-from lakehouse.churn.monitoring import feature_drift, monthly_performance
+from lakehouse.churn.monitoring import feature_drift, monthly_performance, usage_volume
 from lakehouse.churn.roi import AbTestResult, analyse_ab_test, assign_arms, enrol_cohort, plot_ab_test, simulate_contact
 from lakehouse.churn.schemas import RAW_TABLES
 from lakehouse.churn.settings import CASE, ChurnSettings
@@ -183,8 +183,8 @@ class WeeklyScores:
 
 def score_week(store: ChurnStore, model: ServingModel, snapshot: str, settings: ChurnSettings) -> WeeklyScores:
     """Score every active customer at `snapshot` (in shadow when the model is not the champion), store the
-    scores and run the seed's weekly monitoring against the version's reference week, and the drift of the
-    week's inputs (`input_reference`)."""
+    scores and run the seed's weekly monitoring against the version's reference week, the drift of the
+    week's inputs (`input_reference`) and the volume of the week's raw usage (`usage_volume_check`)."""
     features = store.query("select * from churn_features where snapshot_date = ? order by customer_id", [snapshot])
     batch = score(model.booster, features, settings, model_version=model.version, shadow=model.choice.shadow)
     previous = [k for k in store.lake.partitions(CASE, "churn_scores", SNAPSHOT) if k < snapshot]
@@ -198,7 +198,22 @@ def score_week(store: ChurnStore, model: ServingModel, snapshot: str, settings: 
     )
     inputs, against = input_reference(store, model, snapshot, settings)
     drift = feature_drift(inputs, features, model.booster.feature_name(), settings, against)
-    return WeeklyScores(batch, model.choice, [*scoring_checks(batch, reference, last_volume, settings), drift])
+    usage = usage_volume_check(store, snapshot, settings)
+    return WeeklyScores(batch, model.choice, [*scoring_checks(batch, reference, last_volume, settings), drift, usage])
+
+
+def usage_volume_check(store: ChurnStore, snapshot: str, settings: ChurnSettings) -> CheckOutcome:
+    """The raw usage of the week before `snapshot` against the weeks before it (monitoring.usage_volume), counted
+    from the staged weekly usage (`stg_churn__usage_weekly`: one row per customer and week with usage)."""
+    day = date.fromisoformat(snapshot)
+    first = day - timedelta(weeks=settings.usage_volume.trailing_weeks + 1)
+    weekly = store.query(
+        "select week_start, sum(active_days) as active_days, count(*) as customers, sum(logins) as logins "
+        "from stg_churn__usage_weekly where week_start >= ? and week_start < ? group by week_start",
+        [first.isoformat(), snapshot],
+    )
+    first_week = store.query("select min(week_start) as first_week from stg_churn__usage_weekly")["first_week"][0]
+    return usage_volume(weekly, day, first_week, settings)
 
 
 def input_reference(

@@ -71,6 +71,19 @@ class FeatureDrift(Section):
     reference_weeks: int = Field(4, ge=1)  # weekly snapshots in a reference
 
 
+class UsageVolume(Section):
+    """The raw usage of the latest complete week (the 7 days before the scored Monday) against the weeks before it,
+    counted in active customer-days (rows of `usage_daily`: a customer's day with usage). The week alerts when its
+    count is under `min_ratio` times the trailing weeks' mean (an effect size: a drop the business would act on) and
+    that low a count is beyond chance (exact conditional Poisson test, one-sided, p under `alpha`: a base of a few
+    dozen customers halves by chance)."""
+
+    min_ratio: float = Field(0.7, gt=0, lt=1)
+    alpha: float = Field(0.001, gt=0, lt=0.5)
+    trailing_weeks: int = Field(8, ge=1)  # complete weeks before the scored one that set the expected volume
+    min_weeks: int = Field(4, ge=1)  # fewer complete weeks of history: nothing to compare, the check passes
+
+
 class ChurnCalendar(Calendar):
     """The case's calendar defaults: setting only `start` (or only `timezone`) keeps the other."""
 
@@ -101,6 +114,7 @@ class ChurnSettings(CaseSettings):
     # Monitoring (seed alerts)
     max_score_shift_ks: float = 0.15
     feature_drift: FeatureDrift = FeatureDrift()  # the model's inputs, beside its scores
+    usage_volume: UsageVolume = UsageVolume()  # the raw usage of the week, before any feature window
     volume_bounds: tuple[int, int] = (13_000, 16_000)  # seed: for 15,000 customers
     volume_bounds_base: int = 15_000
     # The customer base the volume check expects each week; None: last week's scored volume.
