@@ -61,6 +61,10 @@ class _Past:
             keep = keep & (ts >= self._at(lo))
         return self.before.filter(keep).with_columns(ts_ms=ts.dt.epoch("ms"))
 
+    def narrowed(self, rows: pl.LazyFrame) -> _Past:
+        """The same span over these earlier rows, read once into memory (a sample's few entities)."""
+        return _Past(self.collect(rows.drop("ts_ms")).lazy(), self.start, self.end)
+
     @property
     def rows(self) -> pl.LazyFrame:
         return self.between(None, self.start)
@@ -127,46 +131,71 @@ def batch_features(
     past = None
     if before is not None and base.height:
         past = _Past(before, int(base["ts_ms"].min()), int(base["ts_ms"].max()) + 1)
+    customer_past = _customers_past(base, past) if targets is not None else None
+    defaults = registry.defaults
+
+    def finished(block: pl.DataFrame) -> pl.DataFrame:
+        """Defaults in place as each block comes, so that its raw columns are freed before the next one."""
+        return block.select(
+            pl.col(n).cast(pl.Float64).fill_null(defaults[n]).fill_nan(defaults[n]) for n in block.columns
+        )
+
     blocks = []
     if names & {f.name for f in registry.rows}:
-        blocks.append(_row_features(base, names, registry, past))
+        blocks.append(finished(_row_features(base, names, registry, past, customer_past)))
     for entity in ENTITIES:
         features = [f for f in registry.windows if f.entity == entity and f.name in names]
         if features:
-            blocks.append(_window_features(base, entity, features, registry, past))
+            narrowed = customer_past if entity == "customer" else None
+            blocks.append(finished(_window_features(base, entity, features, registry, past, narrowed)))
     for entity, column in HISTORY_ENTITIES.items():
         features = [f for f in registry.history if f.entity == entity and f.name in names]
         if features:
-            blocks.append(_history_features(base, column, features, registry, past))
+            blocks.append(finished(_history_features(base, column, features, registry, past)))
     out = pl.concat(blocks, how="horizontal") if blocks else pl.DataFrame()
-    out = out.with_columns(
-        pl.when(pl.col(f.mean).fill_null(0.0) > 0).then(pl.col("amount") / pl.col(f.mean)).otherwise(1.0).alias(f.name)
+    del blocks
+    ratio_values = out.select(  # the means have their default (0) in place: no mean gives 1
+        pl.when(pl.col(f.mean) > 0).then(pl.col("amount") / pl.col(f.mean)).otherwise(1.0).alias(f.name)
         for f in ratios
         if f.mean in out.columns
     )
+    out = out.with_columns(finished(ratio_values).get_columns())
     feature_cols = [n for n in registry.names if n in out.columns and n in wanted]
     keep = [
         c
         for c in ("tx_id", "ts", "customer_id", "merchant_id", "channel", "is_fraud", "fraud_pattern")
         if c in base.columns
     ]
-    defaults = registry.defaults
     return pl.concat(
-        [
-            base.filter(pl.col("_t")).select(*keep, day=pl.col("ts").dt.date()),
-            out.select(
-                pl.col(n).cast(pl.Float64).fill_null(defaults[n]).fill_nan(defaults[n]).alias(n) for n in feature_cols
-            ),
-        ],
+        [base.filter(pl.col("_t")).select(*keep, day=pl.col("ts").dt.date()), out.select(feature_cols)],
         how="horizontal",
     )
+
+
+ROW_PAST_COLUMNS = ("ts", "tx_id", "amount", "lat", "lon", "device_id", "ip", "country", "merchant_id")
+
+
+def _customers_past(base: pl.DataFrame, past: _Past | None) -> _Past | None:
+    """When the targets are a sample of the day's customers, their earlier rows (the columns the profile and the
+    customer's windows read), read once for both; None otherwise."""
+    c = "customer_id"
+    customers = base.filter(pl.col("_t")).select(c).unique()
+    if past is None or customers.height == base.select(c).n_unique():
+        return None
+    rows = past.rows.join(customers.lazy(), on=c, how="semi")
+    return past.narrowed(rows.select(c, "ts_ms", *(n for n in ROW_PAST_COLUMNS if n in base.columns)))
 
 
 # --------------------------------------------------------------------------- sliding windows of an entity
 
 
 def _window_features(
-    base: pl.DataFrame, entity: str, features: list[WindowFeature], registry: Registry, past: _Past | None
+    base: pl.DataFrame,
+    entity: str,
+    features: list[WindowFeature],
+    registry: Registry,
+    past: _Past | None,
+    narrowed: _Past | None = None,
 ) -> pl.DataFrame:
     """The entity's window features, one row per target row of `base` in its order. A window [t - w, t) of a payment
     of the target span [start, end) holds the earlier rows from t - w: raw rows before the span from
@@ -184,6 +213,12 @@ def _window_features(
     windows = sorted({f.window_ms for f in features})
     whole = [w for w in windows if past is None or past.end - w >= past.start]
     longer = [w for w in windows if w not in whole]
+    if past is not None and subset and narrowed is not None:
+        past = narrowed
+    elif past is not None and subset:  # the targets' entities' rows over the longest window, read once
+        needed = {ENTITIES[entity], "ts", "tx_id", "amount", *of_cols} | ({"channel"} if entity == "iban" else set())
+        reach = past.between(past.start - max(windows), past.start).with_columns(_key=key)
+        past = past.narrowed(reach.join(keys, on="_key", how="semi").select(*sorted(needed), "ts_ms"))
 
     def earlier(lo: int, hi: int, only_keys: bool = True) -> pl.LazyFrame:
         rows = past.between(lo, hi).with_columns(_key=key).filter(pl.col("_key").is_not_null())
@@ -402,7 +437,9 @@ def _seen_before(base: pl.DataFrame, column: str, past: _Past) -> pl.DataFrame:
     return past.collect(query.unique()).with_columns(_seen=pl.lit(True))
 
 
-def _row_features(base: pl.DataFrame, names: set[str], registry: Registry, past: _Past | None) -> pl.DataFrame:
+def _row_features(
+    base: pl.DataFrame, names: set[str], registry: Registry, past: _Past | None, narrowed: _Past | None = None
+) -> pl.DataFrame:
     """The payment's own features and the customer's profile, one row per row of `base` in its order. With
     earlier payments, their profile continues the day's: counts and sums start from theirs, the previous
     payment and the previous location are theirs until the day has one, a device seen before is not new."""
@@ -414,6 +451,8 @@ def _row_features(base: pl.DataFrame, names: set[str], registry: Registry, past:
     if subset:  # some targets only: their customers' rows
         df = df.filter(pl.col(c).is_in(customers[c].implode()))
     if past is not None:
+        if subset:  # the targets' customers' earlier rows, read once
+            past = narrowed if narrowed is not None else _customers_past(base, past)
         df = df.join(_profile_before(df, names, past, subset), on=c, how="left", maintain_order="left")
         for feature, column in (("new_device", "device_id"), ("new_ip", "ip"), ("new_country", "country")):
             if feature in names:
