@@ -379,8 +379,18 @@ def _measure(step: str, home: Path, config: dict, workdir: Path, limit: int, tim
     }
     if not measured.ok:
         outcome["stopped"] = measured.killed or f"exit {measured.returncode}: {measured.log_tail[-600:]}"
-    print(json.dumps({k: v for k, v in outcome.items() if k != "seconds_per_day"}), flush=True)
+    print(json.dumps(outcome), flush=True)
+    with open(workdir / STEPS_FILE, "a") as log:
+        log.write(json.dumps(outcome) + "\n")
     return outcome
+
+
+STEPS_FILE = "steps.jsonl"  # every measured outcome of the runs in this home, in order (what --resume reads)
+
+
+def _earlier(workdir: Path) -> list[dict]:
+    path = workdir / STEPS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def _features_summary(days: list[dict]) -> dict:
@@ -401,12 +411,19 @@ def _features_summary(days: list[dict]) -> dict:
     }
 
 
-def run(config: dict, home: Path, limit: int, timeout: float) -> dict:
+def run(config: dict, home: Path, limit: int, timeout: float, resume: bool = False) -> dict:
+    """Every step in order. With `resume`, generate and load are not run again when an earlier run in this home
+    completed them (their outcomes are reported from it); every other step is measured again."""
     workdir = home / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     days = plan(config)
+    earlier = _earlier(workdir) if resume else []
     steps = []
     for step in ("generate", "load"):
+        done = [e for e in earlier if e["step"] == step and e["ok"]]
+        if done:
+            steps.append({**done[-1], "run": "an earlier run in the same home (--resume)"})
+            continue
         steps.append(_measure(step, home, config, workdir, limit, timeout))
         if not steps[-1]["ok"]:
             return {"plan": _plan_summary(days), "steps": steps}
@@ -418,12 +435,18 @@ def run(config: dict, home: Path, limit: int, timeout: float) -> dict:
         for d in days["training"] + days["validation"]
     ]
     steps.append(_features_summary(fit))
-    if scored["ok"] and steps[-1]["ok"]:
+    if steps[-1]["ok"]:
         for step in ("rules", "train", "score"):
+            if step == "score" and not (scored["ok"] and steps[-1]["ok"]):
+                break
             steps.append(_measure(step, home, config, workdir, limit, timeout))
         if config["warm_days"]:
             steps.append(_measure("warm", home, config, workdir, limit, timeout, lookback=config["warm_days"]))
-    return {"plan": _plan_summary(days), "steps": steps}
+    brief = ("step", "ok", "wall_s", "peak_rss_gib", "cpu_s", "foreign_cpu_share", "days_before", "stopped", "note")
+    attempts = [
+        {k: e[k] for k in brief if k in e} for e in earlier if e["step"] not in ("generate", "load") or not e["ok"]
+    ]
+    return {"plan": _plan_summary(days), "steps": steps, **({"earlier_attempts": attempts} if attempts else {})}
 
 
 def _plan_summary(days: dict) -> dict:
@@ -450,6 +473,7 @@ def main() -> int:
     parser.add_argument("--step-timeout-s", type=float, default=3 * 3600)
     parser.add_argument("--home", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the home (several GB at full scale)")
+    parser.add_argument("--resume", action="store_true", help="reuse generate and load of an earlier run in --home")
     parser.add_argument("--worker")
     parser.add_argument("--config")
     parser.add_argument("--extra", default="{}")
@@ -469,7 +493,7 @@ def main() -> int:
     home = args.home or Path(tempfile.mkdtemp(prefix="fraud-volume-"))
     payload = {**header(NAME, 1), "config": config, "rss_limit_gib": args.rss_limit_gib}
     try:
-        payload.update(run(config, home, int(args.rss_limit_gib * GIB), args.step_timeout_s))
+        payload.update(run(config, home, int(args.rss_limit_gib * GIB), args.step_timeout_s, args.resume))
     finally:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
