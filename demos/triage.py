@@ -48,7 +48,12 @@ def run(instance: dg.DagsterInstance, resources: dict, log=print) -> dict:
     )
     first = materialize(TRAINING, run_config=retraining_run_config(GO_LIVE))
     retrain = None
-    registry = resources["mlflow"].registry(resources["lakehouse"])
+    # The resources as a run sees them (the home is an EnvVar until resolved).
+    registry = (
+        resources["mlflow"]
+        .process_config_and_initialize()
+        .registry(resources["lakehouse"].process_config_and_initialize())
+    )
     champions = [registry.alias_version(settings.registered_model_name, CHAMPION)]
     log(f"triage 3/5 monthly routing, queues and confusion matrix for {', '.join(k[:7] for k in live)}")
     for key in live:
